@@ -1,0 +1,131 @@
+"""Column types that are the legacy declaration on SQLite and the optimized type on PostgreSQL.
+
+Each type carries the `Kind` that `adapters.convert` uses, so the models say
+once what a column holds and every layer (ORM, backfill, verifier) converts it
+the same way. On SQLite a type renders exactly the legacy declared type
+(TIMESTAMP, DATE, BOOLEAN, REAL, TEXT) and stores the legacy spelling; a
+legacy value that does not convert is handed back as stored rather than
+failing the read (the backfill quarantines it; the app keeps serving).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import TypeDecorator, UserDefinedType
+
+from adapters.convert import Kind, Rejected, to_postgres, to_sqlite
+
+__all__ = ["Timestamp", "Day", "ExactReal", "Flag", "JsonDocument", "Key", "kind_of"]
+
+
+class _Declared(UserDefinedType):
+    """A SQLite column declared with a given type name; values pass through unchanged."""
+
+    cache_ok = True
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return self.name
+
+
+class _Converted(TypeDecorator):
+    """Legacy declaration on SQLite, `postgres_type` on PostgreSQL, conversion by `kind`."""
+
+    impl = sa.Text
+    cache_ok = True
+    kind: Kind
+    sqlite_name: str
+    postgres_type: sa.types.TypeEngine
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_Declared(self.sqlite_name))
+        return dialect.type_descriptor(self.postgres_type)
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        value = to_postgres(self.kind, value)
+        return to_sqlite(self.kind, value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None or dialect.name != "sqlite":
+            return value
+        try:
+            return to_postgres(self.kind, value)
+        except Rejected:
+            return value
+
+    @property
+    def python_type(self):
+        return object
+
+
+class Timestamp(_Converted):
+    """TIMESTAMP text in UTC on SQLite; TIMESTAMPTZ on PostgreSQL."""
+
+    cache_ok = True
+    kind = Kind.TIMESTAMP
+    sqlite_name = "TIMESTAMP"
+    postgres_type = postgresql.TIMESTAMP(timezone=True)
+
+    def process_result_value(self, value, dialect):
+        value = super().process_result_value(value, dialect)
+        if dialect.name != "sqlite" and value is not None:
+            return to_postgres(self.kind, value)
+        return value
+
+
+class Day(_Converted):
+    """DATE text 'YYYY-MM-DD' on SQLite; DATE on PostgreSQL."""
+
+    cache_ok = True
+    kind = Kind.DATE
+    sqlite_name = "DATE"
+    postgres_type = sa.Date()
+
+
+class ExactReal(_Converted):
+    """REAL on SQLite; DOUBLE PRECISION on PostgreSQL, so every value is bit-exact."""
+
+    cache_ok = True
+    kind = Kind.REAL
+    sqlite_name = "REAL"
+    postgres_type = postgresql.DOUBLE_PRECISION()
+
+
+class Flag(_Converted):
+    """BOOLEAN holding 0/1 on SQLite; BOOLEAN on PostgreSQL."""
+
+    cache_ok = True
+    kind = Kind.BOOLEAN
+    sqlite_name = "BOOLEAN"
+    postgres_type = sa.Boolean()
+
+
+class JsonDocument(_Converted):
+    """JSON text on SQLite; JSONB on PostgreSQL."""
+
+    cache_ok = True
+    kind = Kind.JSON
+    sqlite_name = "TEXT"
+    postgres_type = postgresql.JSONB()
+
+
+Key = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""Primary and foreign keys: INTEGER (the rowid alias) on SQLite, BIGINT on PostgreSQL."""
+
+
+def kind_of(column: sa.Column) -> Kind:
+    """The conversion kind of a table column."""
+    kind = getattr(column.type, "kind", None)
+    if kind is not None:
+        return kind
+    if isinstance(column.type, sa.Integer):
+        return Kind.INTEGER
+    return Kind.TEXT

@@ -1,0 +1,60 @@
+"""structlog set-up: configured once per process by the entry point.
+
+JSON lines in production, a readable console in development, and one
+redaction processor so that secret columns (password_hash, api_key,
+api_secret, passwords) and passwords inside database URLs never reach a log
+line, at whatever depth of the event they sit.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from adapters.urls import redact_url
+from shadow.redact import SECRET_KEYS, fingerprint
+
+
+def _redact(value: Any, key: str | None = None) -> Any:
+    if key is not None and key.lower() in SECRET_KEYS:
+        return fingerprint(value)
+    if isinstance(value, dict):
+        return {k: _redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redact(v) for v in value)
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, BaseException):
+        return redact_url(str(value))
+    return value
+
+
+def redact_secrets(logger: Any, method_name: str, event_dict: dict) -> dict:
+    """structlog processor: fingerprint secret fields, mask passwords in URLs and messages."""
+    return {key: _redact(value, key) for key, value in event_dict.items()}
+
+
+def _processors(log_format: str) -> list:
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_secrets,
+    ]
+    if log_format == "json":
+        return shared + [structlog.processors.JSONRenderer(default=str)]
+    return shared + [structlog.dev.ConsoleRenderer(colors=False)]
+
+
+def configure_logging(log_format: str = "console", level: str = "INFO", stream=None) -> None:
+    """Configure structlog for this process (called by the CLI group and the WSGI entry)."""
+    structlog.configure(
+        processors=_processors(log_format),
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )

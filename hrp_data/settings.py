@@ -1,0 +1,95 @@
+"""Settings: one frozen object read from the environment (and CLI flags), validated at start.
+
+A bad value raises `SettingsError` whose message is one line naming the
+variable, what was wrong and what is allowed; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from adapters.urls import redact_url
+
+PHASE_NAMES = ("sqlite_only", "dual_write", "shadow", "postgres_primary", "postgres_only")
+LOG_FORMATS = ("json", "console")
+
+
+class SettingsError(ValueError):
+    """A setting with a bad value; the message names the variable and the allowed values."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    sqlite_url: str = "sqlite:///data/hrp_database.db"
+    postgres_url: str | None = None
+    phase: str = "sqlite_only"
+    log_format: str = "console"
+    log_level: str = "INFO"
+    shadow_sample: float = 1.0
+    secret_key: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read HRP_* variables from `env` (default os.environ); non-None overrides win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            variable = f"HRP_{field.name.upper()}"
+            if variable in env and env[variable] != "":
+                values[field.name] = env[variable]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).validated()
+
+    def validated(self) -> "Settings":
+        _check_url("HRP_SQLITE_URL", self.sqlite_url, "sqlite")
+        if self.postgres_url is not None:
+            _check_url("HRP_POSTGRES_URL", self.postgres_url, "postgresql")
+        _check_choice("HRP_PHASE", self.phase, PHASE_NAMES)
+        _check_choice("HRP_LOG_FORMAT", self.log_format, LOG_FORMATS)
+        _check_choice(
+            "HRP_LOG_LEVEL", str(self.log_level).upper(), ("DEBUG", "INFO", "WARNING", "ERROR")
+        )
+        try:
+            sample = float(self.shadow_sample)
+        except (TypeError, ValueError):
+            sample = -1.0
+        if not 0.0 <= sample <= 1.0:
+            raise SettingsError(
+                f"HRP_SHADOW_SAMPLE={self.shadow_sample!r} is not a number between 0.0 and 1.0"
+            )
+        return dataclasses.replace(
+            self, shadow_sample=sample, log_level=str(self.log_level).upper()
+        )
+
+    def require_postgres(self) -> str:
+        if not self.postgres_url:
+            raise SettingsError(
+                "HRP_POSTGRES_URL is not set: give --postgres URL or set HRP_POSTGRES_URL"
+                " (e.g. postgresql://user@host:5432/hrp)"
+            )
+        return self.postgres_url
+
+
+def _check_choice(variable: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise SettingsError(f"{variable}={value!r} is not allowed; use one of: {', '.join(allowed)}")
+
+
+def _check_url(variable: str, value: str, backend: str) -> None:
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise SettingsError(
+            f"{variable}={redact_url(value)!r} is not a database URL;"
+            f" expected {backend}://..."
+        ) from None
+    if url.get_backend_name() != backend:
+        raise SettingsError(
+            f"{variable}={redact_url(value)!r} is not a {backend} URL; expected {backend}://..."
+        )

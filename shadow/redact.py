@@ -1,0 +1,26 @@
+"""Secret redaction shared by logs, mismatch records, reports and the dashboard.
+
+A secret is shown as a short fingerprint: enough to tell equal values from
+different ones, never enough to recover the value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+SECRET_KEYS = frozenset({"password_hash", "api_key", "api_secret", "password", "secret"})
+
+
+def fingerprint(value: Any) -> str | None:
+    """'sha256:<8 hex>' of the value's text; None stays None."""
+    if value is None:
+        return None
+    return "sha256:" + hashlib.sha256(repr(value).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def redact_row(row: Mapping[str, Any], secrets: Iterable[str] = SECRET_KEYS) -> dict[str, Any]:
+    """A copy of `row` with every secret column fingerprinted."""
+    secret_names = set(secrets)
+    return {k: fingerprint(v) if k in secret_names else v for k, v in row.items()}

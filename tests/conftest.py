@@ -1,0 +1,97 @@
+"""Shared fixtures: a real PostgreSQL (never mocked) and fresh SQLite files.
+
+The server comes from HRP_TEST_POSTGRES_URL if set, else a testcontainers
+PostgreSQL when a Docker engine answers, else an embedded pgserver. Every test
+that asks for `postgres_url` gets a database of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+from sqlalchemy.engine import make_url
+
+
+LEGACY_SCHEMA = Path(__file__).resolve().parents[1] / "hrp_data" / "legacy_schema.sql"
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """URL of a PostgreSQL server's maintenance database, for the whole session."""
+    if os.environ.get("HRP_TEST_POSTGRES_URL"):
+        yield os.environ["HRP_TEST_POSTGRES_URL"]
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    import pgserver
+
+    data_dir = tempfile.mkdtemp(prefix="hrp-pg-")
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _admin(server_url: str):
+    url = make_url(server_url).set(drivername="postgresql")
+    connection = psycopg2.connect(url.render_as_string(hide_password=False))
+    connection.autocommit = True
+    return connection
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url):
+    """A fresh, empty database on the test server; dropped after the test."""
+    name = f"hrp_test_{uuid.uuid4().hex[:12]}"
+    admin = _admin(postgres_server_url)
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(postgres_server_url).set(drivername="postgresql+psycopg2", database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def legacy_file(tmp_path) -> Path:
+    """An empty legacy database created by the sqlite3 shell from the legacy DDL, not by the models."""
+    path = tmp_path / "hrp_database.db"
+    create_legacy_file(path)
+    return path
+
+
+def create_legacy_file(path: Path) -> None:
+    """Run the legacy DDL through the sqlite3 shell (Python's sqlite3 where no shell is installed)."""
+    ddl = LEGACY_SCHEMA.read_text()
+    if shutil.which("sqlite3"):
+        subprocess.run(["sqlite3", str(path)], input=ddl, text=True, check=True)
+    else:
+        import sqlite3
+
+        with sqlite3.connect(path) as connection:
+            connection.executescript(ddl)
