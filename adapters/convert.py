@@ -3,14 +3,17 @@
 SQLite keeps whatever it is given, whatever the declared type; PostgreSQL does
 not. Every column kind has exactly one conversion each way, and a conversion
 has exactly two outcomes: the converted value, or a `Rejected` exception whose
-`reason` is machine-readable. Nothing is altered quietly: a value PostgreSQL
-cannot hold exactly is rejected, never rounded, truncated or guessed.
+`reason` (a key of `REASONS`) is machine-readable. Nothing is altered quietly:
+a value PostgreSQL cannot hold exactly is rejected, never rounded, truncated,
+trimmed or guessed. No other exception escapes `to_postgres`, whatever it is
+given.
 
 `to_postgres(kind, raw)` takes a value as SQLite's driver returns it (int,
-float, str, bytes or None) and gives the Python value PostgreSQL will store.
+float, str, bytes or None; the column's PostgreSQL value is accepted too) and
+gives the Python value PostgreSQL will store.
 `to_sqlite(kind, value)` takes a PostgreSQL value and gives the storage value
-the legacy app writes (timestamps as 'YYYY-MM-DD HH:MM:SS', booleans as 0/1,
-JSON as text).
+the legacy app writes (timestamps as UTC 'YYYY-MM-DD HH:MM:SS[.ffffff]',
+booleans as 0/1, JSON as text).
 
 The README's conversion table documents every rule in this module.
 """
@@ -18,14 +21,25 @@ The README's conversion table documents every rule in this module.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import enum
 import json
 import math
 import re
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
-__all__ = ["Kind", "Rejected", "to_postgres", "to_sqlite", "REASONS"]
+__all__ = [
+    "Kind",
+    "Rejected",
+    "REASONS",
+    "to_postgres",
+    "to_sqlite",
+    "parse_json",
+    "format_timestamp",
+    "dump_json",
+]
 
 
 class Kind(str, enum.Enum):
@@ -50,90 +64,110 @@ class Rejected(ValueError):
 
 
 REASONS = {
-    "text_in_integer_column": "text that is not a whole number in an INTEGER column",
-    "real_in_integer_column": "a fractional REAL in an INTEGER column",
+    "text_in_integer_column": "text in an INTEGER column (SQLite converts whole-number text itself, so what stays text is not a number)",
+    "real_in_integer_column": "a REAL in an INTEGER column (SQLite stores whole reals as integers, so it is fractional, infinite or beyond BIGINT)",
     "blob_in_integer_column": "a BLOB in an INTEGER column",
-    "integer_out_of_range": "a whole number outside PostgreSQL BIGINT",
-    "text_in_real_column": "text that is not a number in a REAL column",
+    "integer_out_of_range": "a whole number outside PostgreSQL BIGINT, or one a 64-bit double cannot hold exactly (REAL column)",
+    "text_in_real_column": "text in a REAL column (SQLite converts numeric text itself, so what stays text is not a number)",
     "blob_in_real_column": "a BLOB in a REAL column",
-    "nan_in_real_column": "NaN (SQLite turns it into NULL; refused here)",
+    "nan_in_real_column": "NaN (SQLite turns it into NULL; refused both ways)",
+    "number_in_text_column": "a number in a TEXT column (TEXT affinity stores numbers as text, so SQLite never returns one)",
     "nul_byte_in_text": "text containing a NUL byte (PostgreSQL text cannot)",
-    "invalid_utf8_in_text": "text that is not valid UTF-8",
+    "invalid_utf8_in_text": "text that is not valid UTF-8 (read as lone surrogates)",
     "blob_in_text_column": "a BLOB in a TEXT column",
     "non_boolean_integer": "an integer other than 0 or 1 in a BOOLEAN column",
-    "non_boolean_real": "a REAL in a BOOLEAN column",
-    "unparseable_boolean": "text other than true/false in a BOOLEAN column",
+    "non_boolean_real": "a REAL in a BOOLEAN column (SQLite stores 0.0/1.0 as integers, so it is not 0 or 1)",
+    "unparseable_boolean": "text other than true/false (any case, no surrounding spaces) in a BOOLEAN column",
     "blob_in_boolean_column": "a BLOB in a BOOLEAN column",
-    "empty_timestamp": "an empty string in a TIMESTAMP column",
-    "unparseable_timestamp": "text that is not an ISO-8601 timestamp",
-    "impossible_date": "a date or time that does not exist (2025-02-30, 25:00)",
+    "empty_timestamp": "an empty or blank string in a TIMESTAMP column",
+    "unparseable_timestamp": "text that is not an ISO-8601 timestamp of the accepted spellings",
+    "impossible_date": "a date, time or offset that does not exist (2025-02-30, 25:00, 23:59:60, +24:00, year 0000 in a DATE)",
     "timestamp_precision_lost": "more than microsecond precision",
-    "timestamp_out_of_range": "a year outside 1..9999",
+    "timestamp_out_of_range": "an instant outside years 1..9999 UTC (also infinite epochs)",
     "fractional_epoch": "an epoch number with more than microsecond precision",
     "blob_in_timestamp_column": "a BLOB in a TIMESTAMP column",
-    "empty_date": "an empty string in a DATE column",
-    "unparseable_date": "text that is not YYYY-MM-DD",
+    "empty_date": "an empty or blank string in a DATE column",
+    "unparseable_date": "text that is not exactly YYYY-MM-DD",
     "number_in_date_column": "a number in a DATE column",
     "blob_in_date_column": "a BLOB in a DATE column",
-    "empty_json": "an empty string in a JSON column",
-    "invalid_json": "text that is not valid JSON",
+    "empty_json": "an empty or JSON-whitespace-only string in a JSON column",
+    "invalid_json": "text that is not valid JSON (or nested deeper than the parser allows)",
     "non_standard_json": "NaN or Infinity inside JSON (not JSON; JSONB refuses it)",
     "duplicate_json_key": "an object with a repeated key (JSONB keeps only the last)",
     "nul_byte_in_json": "a \\u0000 inside JSON (JSONB refuses it)",
     "lone_surrogate_in_json": "an unpaired \\ud800-\\udfff escape inside JSON",
-    "json_number_not_exact": "a JSON number a 64-bit float cannot hold exactly",
+    "json_number_not_exact": "a JSON number that does not read back as the same number (64-bit float, or an integer of more digits than Python parses)",
+    "json_null": "the JSON text 'null' (it would come back as SQL NULL)",
     "number_in_json_column": "a number instead of JSON text",
     "blob_in_json_column": "a BLOB in a JSON column",
+    "unsupported_type": "a Python value that is neither a SQLite storage value nor the column's PostgreSQL value",
 }
 
 _BIGINT = (-(2**63), 2**63 - 1)
 _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?"
-    r"\s*(Z|[+-]\d{2}(?::?\d{2})?)?",
-    re.IGNORECASE,
+    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
+    r" ?(Z|[+-]\d{2}(?::?\d{2})?)?)?",
+    re.IGNORECASE | re.ASCII,
 )
-_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
 _BOOL_TEXT = {"true": True, "false": False}
+_JSON_WHITESPACE = " \t\n\r"
 
 
 def _is_blob(raw: Any) -> bool:
     return isinstance(raw, (bytes, bytearray, memoryview))
 
 
-def _text(raw: Any) -> str:
-    if _is_blob(raw):
-        raise Rejected("blob_in_text_column")
-    if not isinstance(raw, str):
-        return str(raw)
-    if "\x00" in raw:
-        raise Rejected("nul_byte_in_text")
+def _is_number(raw: Any) -> bool:
+    """int or float; bool counts (the sqlite3 driver stores True as 1)."""
+    return isinstance(raw, (int, float))
+
+
+def _unsupported(raw: Any) -> Rejected:
+    return Rejected("unsupported_type", type(raw).__name__)
+
+
+def _check_utf8(text: str) -> None:
     try:
-        raw.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         raise Rejected("invalid_utf8_in_text") from None
-    return raw
+
+
+def _text(raw: Any) -> str:
+    if isinstance(raw, str):
+        if "\x00" in raw:
+            raise Rejected("nul_byte_in_text")
+        _check_utf8(raw)
+        return raw
+    if _is_blob(raw):
+        raise Rejected("blob_in_text_column")
+    if _is_number(raw):
+        raise Rejected("number_in_text_column", repr(raw))
+    raise _unsupported(raw)
 
 
 def _integer(raw: Any) -> int:
-    if isinstance(raw, bool):
-        return int(raw)
     if isinstance(raw, int):
         if not _BIGINT[0] <= raw <= _BIGINT[1]:
             raise Rejected("integer_out_of_range", str(raw))
-        return raw
+        return int(raw)
     if isinstance(raw, float):
         raise Rejected("real_in_integer_column", repr(raw))
     if _is_blob(raw):
         raise Rejected("blob_in_integer_column")
-    raise Rejected("text_in_integer_column")
+    if isinstance(raw, str):
+        raise Rejected("text_in_integer_column")
+    raise _unsupported(raw)
 
 
 def _real(raw: Any) -> float:
-    if isinstance(raw, bool):
-        return float(raw)
     if isinstance(raw, int):
-        as_float = float(raw)
+        try:
+            as_float = float(raw)
+        except OverflowError:
+            raise Rejected("integer_out_of_range", "beyond a double") from None
         if int(as_float) != raw:
             raise Rejected("integer_out_of_range", "not exact as a double")
         return as_float
@@ -143,7 +177,9 @@ def _real(raw: Any) -> float:
         return raw
     if _is_blob(raw):
         raise Rejected("blob_in_real_column")
-    raise Rejected("text_in_real_column")
+    if isinstance(raw, str):
+        raise Rejected("text_in_real_column")
+    raise _unsupported(raw)
 
 
 def _boolean(raw: Any) -> bool:
@@ -157,10 +193,12 @@ def _boolean(raw: Any) -> bool:
         raise Rejected("non_boolean_real", repr(raw))
     if _is_blob(raw):
         raise Rejected("blob_in_boolean_column")
-    value = _BOOL_TEXT.get(str(raw).strip().lower())
-    if value is None:
-        raise Rejected("unparseable_boolean")
-    return value
+    if isinstance(raw, str):
+        value = _BOOL_TEXT.get(raw.lower())
+        if value is None:
+            raise Rejected("unparseable_boolean")
+        return value
+    raise _unsupported(raw)
 
 
 def _offset(spelling: str | None) -> dt.timezone:
@@ -170,39 +208,40 @@ def _offset(spelling: str | None) -> dt.timezone:
     digits = spelling[1:].replace(":", "")
     hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
     if hours > 23 or minutes > 59:
-        raise Rejected("impossible_date", "offset")
+        raise Rejected("impossible_date", f"offset {spelling}")
     return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
 
 
 def _from_epoch(raw: int | float) -> dt.datetime:
     if isinstance(raw, float):
         if not math.isfinite(raw):
-            raise Rejected("timestamp_out_of_range")
-        micros = Decimal(raw) * 1_000_000
-        if micros != micros.to_integral_value():
+            raise Rejected("timestamp_out_of_range", repr(raw))
+        micros = Fraction(raw) * 1_000_000
+        if micros.denominator != 1:
             raise Rejected("fractional_epoch", repr(raw))
         micros_int = int(micros)
     else:
-        micros_int = raw * 1_000_000
+        micros_int = int(raw) * 1_000_000
     try:
         return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
             microseconds=micros_int
         )
     except OverflowError:
-        raise Rejected("timestamp_out_of_range") from None
+        raise Rejected("timestamp_out_of_range", repr(raw)) from None
 
 
 def _timestamp(raw: Any) -> dt.datetime:
     if isinstance(raw, dt.datetime):
         return raw if raw.tzinfo else raw.replace(tzinfo=dt.timezone.utc)
-    if isinstance(raw, bool) or _is_blob(raw):
+    if _is_blob(raw):
         raise Rejected("blob_in_timestamp_column")
-    if isinstance(raw, (int, float)):
+    if _is_number(raw):
         return _from_epoch(raw)
-    text = raw.strip()
-    if text == "":
+    if not isinstance(raw, str):
+        raise _unsupported(raw)
+    if raw.strip() == "":
         raise Rejected("empty_timestamp")
-    match = _TIMESTAMP.fullmatch(text)
+    match = _TIMESTAMP.fullmatch(raw)
     if not match:
         raise Rejected("unparseable_timestamp")
     year, month, day, hour, minute, second, fraction, offset = match.groups()
@@ -211,35 +250,40 @@ def _timestamp(raw: Any) -> dt.datetime:
             raise Rejected("timestamp_precision_lost", f".{fraction}")
         fraction = fraction[:6]
     if int(year) == 0:
-        raise Rejected("timestamp_out_of_range")
+        raise Rejected("timestamp_out_of_range", "year 0000")
+    tz = _offset(offset)
     try:
         value = dt.datetime(
             int(year), int(month), int(day),
             int(hour or 0), int(minute or 0), int(second or 0),
             int((fraction or "0").ljust(6, "0")),
-            tzinfo=_offset(offset),
+            tzinfo=tz,
         )
-        return value.astimezone(dt.timezone.utc)
     except ValueError:
         raise Rejected("impossible_date") from None
+    try:
+        return value.astimezone(dt.timezone.utc)
     except OverflowError:
         raise Rejected("timestamp_out_of_range") from None
 
 
 def _date(raw: Any) -> dt.date:
-    if isinstance(raw, dt.date) and not isinstance(raw, dt.datetime):
+    if isinstance(raw, dt.datetime):
+        raise _unsupported(raw)
+    if isinstance(raw, dt.date):
         return raw
     if _is_blob(raw):
         raise Rejected("blob_in_date_column")
-    if isinstance(raw, (int, float)):
-        raise Rejected("number_in_date_column")
-    text = raw.strip()
-    if text == "":
+    if _is_number(raw):
+        raise Rejected("number_in_date_column", repr(raw))
+    if not isinstance(raw, str):
+        raise _unsupported(raw)
+    if raw.strip() == "":
         raise Rejected("empty_date")
-    if text != raw or not _DATE.fullmatch(text):
+    if not _DATE.fullmatch(raw):
         raise Rejected("unparseable_date")
     try:
-        return dt.date.fromisoformat(text)
+        return dt.date.fromisoformat(raw)
     except ValueError:
         raise Rejected("impossible_date") from None
 
@@ -253,9 +297,20 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 def _exact_float(token: str) -> float:
     value = float(token)
-    if not math.isfinite(value) or Decimal(repr(value)) != Decimal(token):
+    try:
+        exact = math.isfinite(value) and Decimal(repr(value)) == Decimal(token)
+    except decimal.InvalidOperation:  # an exponent beyond what Decimal can hold
+        exact = False
+    if not exact:
         raise Rejected("json_number_not_exact", token[:40])
     return value
+
+
+def _exact_int(token: str) -> int:
+    try:
+        return int(token)
+    except ValueError:  # more digits than sys.get_int_max_str_digits()
+        raise Rejected("json_number_not_exact", f"{len(token)} digits") from None
 
 
 def _reject_constant(token: str) -> Any:
@@ -263,20 +318,22 @@ def _reject_constant(token: str) -> Any:
 
 
 def _check_strings(value: Any) -> None:
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise Rejected("nul_byte_in_json")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise Rejected("lone_surrogate_in_json") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_strings(key)
-            _check_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_strings(item)
+    """Every string (key or value) of a parsed document is storable in JSONB."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise Rejected("nul_byte_in_json")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise Rejected("lone_surrogate_in_json") from None
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 def parse_json(text: str) -> Any:
@@ -286,27 +343,49 @@ def parse_json(text: str) -> Any:
             text,
             object_pairs_hook=_no_duplicate_keys,
             parse_float=_exact_float,
+            parse_int=_exact_int,
             parse_constant=_reject_constant,
         )
     except json.JSONDecodeError:
         raise Rejected("invalid_json") from None
+    except RecursionError:
+        raise Rejected("invalid_json", "nested too deeply") from None
     _check_strings(value)
+    return value
+
+
+def _json_document(raw: Any) -> Any:
+    """A Python document (the PostgreSQL value) is accepted if it is exactly JSON."""
+    try:
+        text = dump_json(raw)
+    except (TypeError, RecursionError):
+        raise _unsupported(raw) from None
+    except ValueError:  # NaN/Infinity are spelled, so this is an int too long to spell
+        raise Rejected("json_number_not_exact", "integer too long") from None
+    value = parse_json(text)
+    if value != raw:  # tuples, non-string keys: not what JSONB would give back
+        raise _unsupported(raw)
     return value
 
 
 def _json(raw: Any) -> Any:
     if _is_blob(raw):
         raise Rejected("blob_in_json_column")
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        raise Rejected("number_in_json_column")
+    if isinstance(raw, (dict, list, bool)):
+        return _json_document(raw)
+    if _is_number(raw):
+        raise Rejected("number_in_json_column", repr(raw))
     if not isinstance(raw, str):
-        _check_strings(raw)
-        return raw
-    if raw.strip() == "":
+        raise _unsupported(raw)
+    if raw.strip(_JSON_WHITESPACE) == "":
         raise Rejected("empty_json")
     if "\x00" in raw:
         raise Rejected("nul_byte_in_text")
-    return parse_json(raw)
+    _check_utf8(raw)
+    value = parse_json(raw)
+    if value is None:
+        raise Rejected("json_null")
+    return value
 
 
 _TO_POSTGRES = {
@@ -324,16 +403,17 @@ def to_postgres(kind: Kind, raw: Any) -> Any:
     """Convert a SQLite storage value to the value PostgreSQL stores, or raise `Rejected`."""
     if raw is None:
         return None
-    return _TO_POSTGRES[kind](raw)
+    return _TO_POSTGRES[Kind(kind)](raw)
 
 
 def format_timestamp(value: dt.datetime) -> str:
     """The legacy spelling of a timestamp: UTC, 'YYYY-MM-DD HH:MM:SS[.ffffff]'."""
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    spelled = value.strftime("%Y-%m-%d %H:%M:%S")
-    if value.year < 1000:
-        spelled = f"{value.year:04d}" + spelled[spelled.index("-"):]
+    spelled = (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    )
     return f"{spelled}.{value.microsecond:06d}" if value.microsecond else spelled
 
 
@@ -346,6 +426,7 @@ def to_sqlite(kind: Kind, value: Any) -> Any:
     """Convert a PostgreSQL value to the storage value the legacy app writes."""
     if value is None:
         return None
+    kind = Kind(kind)
     if kind is Kind.BOOLEAN:
         return 1 if value else 0
     if kind is Kind.TIMESTAMP:
@@ -355,5 +436,8 @@ def to_sqlite(kind: Kind, value: Any) -> Any:
     if kind is Kind.JSON:
         return dump_json(value)
     if kind is Kind.REAL:
-        return float(value)
+        value = float(value)
+        if math.isnan(value):  # PostgreSQL float8 holds NaN; SQLite would store NULL
+            raise Rejected("nan_in_real_column")
+        return value
     return value

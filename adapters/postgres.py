@@ -1,18 +1,79 @@
-"""PostgreSQL: engine factory with client-side bounds.
+"""PostgreSQL: engine factory with client-side bounds, capture triggers, identities.
 
-Every call to PostgreSQL is bounded on the client side: connect_timeout and
-TCP keepalives so a dead or unreachable server is noticed in seconds, and a
-server-side statement_timeout as a second line. The pool is SQLAlchemy's.
+Every call to PostgreSQL is bounded on the client side. connect_timeout and
+TCP keepalives notice a dead or unreachable server; a server-side
+statement_timeout is a second line. Neither helps against a server that is
+frozen (SIGSTOP): the kernel still acknowledges, nothing ever answers. So app
+processes install `bound_every_call()`, a psycopg2 wait callback that waits
+with select() and gives up after a deadline (default CALL_TIMEOUT_S, per
+thread via `call_timeout()`); psycopg2 then closes the connection and the pool
+replaces it. The pool is SQLAlchemy's. COPY does not work under a wait
+callback, so bulk loaders (the backfill) run in processes that do not install it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import select
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import psycopg2
+import psycopg2.extensions
 import sqlalchemy as sa
 
 CONNECT_TIMEOUT_S = 3
 STATEMENT_TIMEOUT_MS = 30_000
+
+
+CALL_TIMEOUT_S = 5.0
+_deadline = threading.local()
+
+
+class ClientTimeout(psycopg2.OperationalError):
+    """PostgreSQL did not answer within the client-side deadline."""
+
+
+def _wait_with_deadline(connection: Any) -> None:
+    budget = getattr(_deadline, "seconds", CALL_TIMEOUT_S)
+    deadline = time.monotonic() + budget
+    while True:
+        state = connection.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ClientTimeout(f"PostgreSQL did not answer within {budget:g}s (client-side timeout)")
+        fileno = connection.fileno()
+        if state == psycopg2.extensions.POLL_READ:
+            select.select([fileno], [], [], remaining)
+        elif state == psycopg2.extensions.POLL_WRITE:
+            select.select([], [fileno], [], remaining)
+        else:
+            raise psycopg2.OperationalError(f"unexpected poll state {state}")
+
+
+def bound_every_call(seconds: float = CALL_TIMEOUT_S) -> None:
+    """Bound every PostgreSQL call of this process (connect included) to `seconds` by default."""
+    global CALL_TIMEOUT_S
+    CALL_TIMEOUT_S = seconds
+    psycopg2.extensions.set_wait_callback(_wait_with_deadline)
+
+
+@contextlib.contextmanager
+def call_timeout(seconds: float) -> Iterator[None]:
+    """Use another deadline for PostgreSQL calls made by this thread inside the block."""
+    previous = getattr(_deadline, "seconds", None)
+    _deadline.seconds = seconds
+    try:
+        yield
+    finally:
+        if previous is None:
+            del _deadline.seconds
+        else:
+            _deadline.seconds = previous
 
 
 def create_postgres_engine(url: str, *, application_name: str = "hrp-cutover", **kw: Any) -> sa.Engine:
@@ -31,3 +92,62 @@ def create_postgres_engine(url: str, *, application_name: str = "hrp-cutover", *
     kw.setdefault("pool_timeout", 5)
     return sa.create_engine(url, connect_args=connect_args, **kw)
 
+
+
+EPOCH_NOW = "extract(epoch from clock_timestamp())::float8"
+APPLYING_SETTING = "hrp_cutover.applying"
+"""Set to 'on' (SET LOCAL) by the applier, so its own writes are not captured again."""
+
+
+def _key_expression(table: sa.Table, row: str) -> str:
+    parts = " || ',' || ".join(f'{row}."{c.name}"::text' for c in table.primary_key.columns)
+    return f"'[' || {parts} || ']'"
+
+
+def capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
+    """A PL/pgSQL trigger recording every insert, update and delete of `table` in `outbox`."""
+    name = table.name
+    function = f'"{outbox}_{name}"'
+    insert = f'INSERT INTO "{outbox}" (table_name, pk, op, created_at) VALUES'
+    new_key, old_key = _key_expression(table, "NEW"), _key_expression(table, "OLD")
+    body = f"""
+BEGIN
+  IF coalesce(current_setting('{APPLYING_SETTING}', true), '') = 'on' THEN
+    RETURN NULL;
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    {insert} ('{name}', {new_key}, lower(TG_OP), {EPOCH_NOW});
+  END IF;
+  IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND {old_key} IS DISTINCT FROM {new_key}) THEN
+    {insert} ('{name}', {old_key}, 'delete', {EPOCH_NOW});
+  END IF;
+  RETURN NULL;
+END"""
+    return [
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $hrp${body}$hrp$",
+        f'DROP TRIGGER IF EXISTS "{outbox}_{name}" ON "{name}"',
+        f'CREATE TRIGGER "{outbox}_{name}" AFTER INSERT OR UPDATE OR DELETE ON "{name}"'
+        f" FOR EACH ROW EXECUTE FUNCTION {function}()",
+    ]
+
+
+def drop_capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
+    return [
+        f'DROP TRIGGER IF EXISTS "{outbox}_{table.name}" ON "{table.name}"',
+        f'DROP FUNCTION IF EXISTS "{outbox}_{table.name}"()',
+    ]
+
+
+def bump_identity(connection: sa.Connection, table: sa.Table) -> None:
+    """Set the identity sequence of `table` past its largest id (no-op for tables without one)."""
+    key = next(iter(table.primary_key.columns)).name
+    sequence = connection.exec_driver_sql(
+        "SELECT pg_get_serial_sequence(%(t)s, %(c)s)", {"t": f'"{table.name}"', "c": key}
+    ).scalar()
+    if sequence is None:
+        return
+    connection.exec_driver_sql(
+        f'SELECT setval(%(s)s, GREATEST((SELECT max("{key}") FROM "{table.name}"),'
+        f" (SELECT last_value FROM {sequence}), 1))",
+        {"s": sequence},
+    )

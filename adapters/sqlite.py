@@ -51,3 +51,51 @@ def create_sqlite_engine(url: str, **kw: Any) -> sa.Engine:
     event.listen(engine, "begin", _on_begin)
     return engine
 
+
+
+EPOCH_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def _key_expression(table: sa.Table, row: str) -> str:
+    columns = ", ".join(f'{row}."{c.name}"' for c in table.primary_key.columns)
+    return f"json_array({columns})"
+
+
+def capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
+    """CREATE TRIGGER statements recording every insert, update and delete of `table` in `outbox`."""
+    name = table.name
+    insert = f'INSERT INTO "{outbox}" (table_name, pk, op, created_at) VALUES'
+    new_key, old_key = _key_expression(table, "NEW"), _key_expression(table, "OLD")
+    return [
+        f'CREATE TRIGGER IF NOT EXISTS "{outbox}_{name}_ins" AFTER INSERT ON "{name}" BEGIN'
+        f" {insert} ('{name}', {new_key}, 'insert', {EPOCH_NOW}); END",
+        f'CREATE TRIGGER IF NOT EXISTS "{outbox}_{name}_upd" AFTER UPDATE ON "{name}" BEGIN'
+        f" {insert} ('{name}', {new_key}, 'update', {EPOCH_NOW});"
+        f' INSERT INTO "{outbox}" (table_name, pk, op, created_at)'
+        f" SELECT '{name}', {old_key}, 'delete', {EPOCH_NOW} WHERE {old_key} IS NOT {new_key}; END",
+        f'CREATE TRIGGER IF NOT EXISTS "{outbox}_{name}_del" AFTER DELETE ON "{name}" BEGIN'
+        f" {insert} ('{name}', {old_key}, 'delete', {EPOCH_NOW}); END",
+    ]
+
+
+def drop_capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
+    return [f'DROP TRIGGER IF EXISTS "{outbox}_{table.name}_{op}"' for op in ("ins", "upd", "del")]
+
+
+def bump_autoincrement(connection: sa.Connection, table: sa.Table) -> None:
+    """Set sqlite_sequence for `table` past its largest id, so the next insert gets a fresh id."""
+    key = next(iter(table.primary_key.columns)).name
+    top = connection.exec_driver_sql(f'SELECT max("{key}") FROM "{table.name}"').scalar()
+    if top is None:
+        return
+    current = connection.exec_driver_sql(
+        "SELECT seq FROM sqlite_sequence WHERE name = ?", (table.name,)
+    ).scalar()
+    if current is None:
+        connection.exec_driver_sql(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table.name, top)
+        )
+    elif current < top:
+        connection.exec_driver_sql(
+            "UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (top, table.name)
+        )

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -75,6 +76,23 @@ def postgres_url(postgres_server_url):
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(autouse=True)
+def _unbound_postgres_calls():
+    """A Cutover bounds every psycopg2 call of the process; undo that between tests."""
+    yield
+    psycopg2.extensions.set_wait_callback(None)
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server for this test alone (it may be stopped or frozen)."""
+    from tests.pg_control import OwnPostgres
+
+    server = OwnPostgres()
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -8,13 +8,19 @@ one-line `click.ClickException` (exit code 2 for bad settings or input).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
+import sqlalchemy as sa
 from rich.console import Console
 
+from adapters.urls import redact_url
+from hrp_data.errors import describe_error
 from hrp_data.logs import configure_logging
 from hrp_data.settings import Settings, SettingsError
 
@@ -37,10 +43,9 @@ pass_context = click.make_pass_decorator(Context)
 
 def settings_from(ctx: Context, **overrides) -> Settings:
     """The group's settings with a command's flags applied, validated."""
+    changes = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings.from_env(
-            dataclasses.asdict(ctx.settings) | {k: v for k, v in overrides.items() if v is not None}
-        )
+        return dataclasses.replace(ctx.settings, **changes).validated()
     except SettingsError as error:
         raise BadSetting(str(error)) from None
 
@@ -86,20 +91,155 @@ def seed(path: Path, races: int, seed: int, force: bool) -> None:
     click.echo(" ".join(f"{table}={count}" for table, count in counts.items()))
 
 
+@contextlib.contextmanager
+def domain_errors() -> Iterator[None]:
+    """Turn the services' errors into one-line click errors (2: bad input or setting, 1: refused)."""
+    from hrp_data.dual_write import PhaseUnsettled
+    from hrp_data.flip import DrainFailed
+    from hrp_data.phase_store import PhaseConflict
+    from hrp_data.phases import MoveRefused
+    from hrp_data.schema import SchemaError
+
+    try:
+        yield
+    except (SettingsError, MoveRefused, SchemaError) as error:
+        raise BadSetting(redact_url(str(error))) from None
+    except (PhaseConflict, DrainFailed, PhaseUnsettled) as error:
+        raise click.ClickException(redact_url(str(error))) from None
+    except sa.exc.OperationalError as error:
+        raise click.ClickException(f"database unavailable: {describe_error(error)}") from None
+
+
+def open_cutover(ctx: Context, postgres_url: str | None = None):
+    """The Cutover of this CLI process (no background applier: commands drain by themselves)."""
+    from hrp_data.dual_write import Cutover
+
+    return Cutover(settings_from(ctx, postgres_url=postgres_url), applier=False)
+
+
+postgres_option = click.option(
+    "--postgres", "postgres_url", metavar="URL", help="PostgreSQL URL (HRP_POSTGRES_URL)."
+)
+
+
 @cli.command()
-@click.option("--postgres", "postgres_url", metavar="URL", help="PostgreSQL URL (HRP_POSTGRES_URL).")
+@postgres_option
 @pass_context
 def schema(ctx: Context, postgres_url: str | None) -> None:
     """Create or upgrade the PostgreSQL schema (Alembic head); idempotent."""
     from hrp_data.schema import upgrade
 
-    settings = settings_from(ctx, postgres_url=postgres_url)
-    try:
-        url = settings.require_postgres()
-    except SettingsError as error:
-        raise BadSetting(str(error)) from None
-    result = upgrade(url)
+    with domain_errors():
+        result = upgrade(settings_from(ctx, postgres_url=postgres_url).require_postgres())
     click.echo(result.message)
+
+
+@cli.group()
+def phase() -> None:
+    """Show or set the cutover phase (every app process notices within a second)."""
+
+
+@phase.command("show")
+@pass_context
+def phase_show(ctx: Context) -> None:
+    """Print the current phase and what it does."""
+    from hrp_data.phases import PHASES, allowed_moves
+
+    with domain_errors(), open_cutover(ctx) as cutover:
+        record = cutover.phase(fresh=True)
+    row = PHASES[record.phase]
+    click.echo(
+        f"{record.phase.value} (version {record.version}): primary {row.primary},"
+        f" secondary {row.secondary or '-'}, shadow reads {'on' if row.shadow_reads else 'off'};"
+        f" allowed moves: {', '.join(p.value for p in allowed_moves(record.phase))}"
+    )
+
+
+def _run_move(ctx: Context, target_name: str | None, postgres_url: str | None, step: int = 0) -> None:
+    from hrp_data.flip import move
+    from hrp_data.phases import ORDER, MoveRefused, parse_phase
+
+    with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
+        if target_name is None:
+            current = cutover.phase(fresh=True).phase
+            index = ORDER.index(current) + step
+            if not 0 <= index < len(ORDER):
+                raise MoveRefused(f"no phase {'after' if step > 0 else 'before'} {current.value}")
+            target = ORDER[index]
+        else:
+            target = parse_phase(target_name)
+        result = move(cutover, target)
+    click.echo(
+        f"phase {result.from_phase.value} -> {result.to_phase.value} (version {result.version});"
+        f" writes held {result.hold_ms:.1f} ms; {result.drained} outbox changes drained"
+    )
+
+
+@phase.command("set")
+@click.argument("target")
+@postgres_option
+@pass_context
+def phase_set(ctx: Context, target: str, postgres_url: str | None) -> None:
+    """Move to TARGET (one step forward or back)."""
+    _run_move(ctx, target, postgres_url)
+
+
+@cli.command()
+@postgres_option
+@pass_context
+def flip(ctx: Context, postgres_url: str | None) -> None:
+    """Make PostgreSQL the primary (shadow -> postgres_primary)."""
+    _run_move(ctx, "postgres_primary", postgres_url)
+
+
+@cli.command()
+@postgres_option
+@pass_context
+def rollback(ctx: Context, postgres_url: str | None) -> None:
+    """Go one phase back (postgres_primary -> shadow makes SQLite the primary again)."""
+    _run_move(ctx, None, postgres_url, step=-1)
+
+
+@cli.command()
+@postgres_option
+@pass_context
+def replay(ctx: Context, postgres_url: str | None) -> None:
+    """Drain the outbox to the secondary now, ignoring backoff; exit 1 if changes remain."""
+    from hrp_data.replay import replay_outbox
+
+    with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
+        result = replay_outbox(cutover)
+    click.echo(f"applied {result.applied}; remaining {result.remaining}")
+    if result.remaining:
+        raise click.ClickException(
+            f"{result.remaining} change(s) still pending; last error: {result.last_error}"
+        )
+
+
+@cli.command()
+@postgres_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
+    """Phase, outbox depth and age, appliers' circuit breakers, last phase change."""
+    from hrp_data.status import cutover_status
+
+    with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
+        report = cutover_status(cutover)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    box = report["outbox"]
+    click.echo(f"phase      {report['phase']} (version {report['version']}), primary {report['primary']}")
+    click.echo(
+        f"outbox     {box['pending']} pending, {box['failing']} failing,"
+        f" oldest {box['oldest_age_s'] if box['oldest_age_s'] is not None else '-'} s"
+    )
+    for worker in report["workers"]:
+        click.echo(f"worker     {worker['worker']}: breaker {worker['breaker']}, applied {worker['applied']}")
+    if report["last_change"]:
+        change = report["last_change"]
+        click.echo(f"last move  {change['from_phase']} -> {change['to_phase']} at {change['at']} by {change['by']}")
 
 
 def main() -> None:

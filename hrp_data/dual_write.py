@@ -1,0 +1,149 @@
+"""The dual-write layer: the app's units of work, routed by the current phase.
+
+`Cutover` holds both engines, the phase record and this process's applier.
+`cutover.writing()` is a unit of work on the current primary with the same
+repositories as ever; `cutover.reading()` one on the read source. The
+primary write is one transaction; the trigger-recorded outbox row commits
+with it; after commit the applier is woken to carry the change to the
+secondary, off the request path.
+
+The write gate: a writer re-reads the phase inside its own transaction after
+taking the primary's write gate (SQLite: BEGIN IMMEDIATE, the same lock a
+phase change holds; PostgreSQL: the shared phase advisory lock, which a phase
+change holds exclusive). A writer that finds the primary has moved rolls back
+and starts again on the new primary, so no write is lost or reordered across
+a flip; writes arriving during the switch wait instead of failing.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from adapters.postgres import bound_every_call, create_postgres_engine
+from adapters.sqlite import create_sqlite_engine
+from hrp_data import heartbeat, outbox
+from hrp_data.applier import Applier, Route
+from hrp_data.apply import hold_phase_shared
+from hrp_data.phase_store import PhaseRecord, PhaseStore
+from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase, PhaseRow
+from hrp_data.settings import Settings, SettingsError
+from hrp_data.unit_of_work import UnitOfWork
+
+GATE_ATTEMPTS = 5
+
+
+class PhaseUnsettled(RuntimeError):
+    """The primary kept moving while a write tried to start."""
+
+
+class Cutover:
+    """Both databases, the phase record and the applier of one process."""
+
+    def __init__(self, settings: Settings, *, applier: bool = True, bound_calls: bool = True):
+        self.settings = settings
+        self.sqlite = create_sqlite_engine(settings.sqlite_url)
+        self.postgres = (
+            create_postgres_engine(settings.postgres_url, pool_size=10, max_overflow=10)
+            if settings.postgres_url
+            else None
+        )
+        if bound_calls and self.postgres is not None:
+            bound_every_call()
+        self.phases = PhaseStore(self.sqlite, Phase(settings.phase))
+        outbox.install_tables(self.sqlite)
+        heartbeat.install(self.sqlite)
+        if self.postgres is not None and self.phase_row().secondary is not None:
+            outbox.install_tables(self.postgres)
+        self.applier = Applier(self.route, report=self._report)
+        if applier:
+            self.applier.start()
+
+    def close(self) -> None:
+        self.applier.stop()
+        self.sqlite.dispose()
+        if self.postgres is not None:
+            self.postgres.dispose()
+
+    def __enter__(self) -> "Cutover":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _report(self, applier: Applier) -> None:
+        heartbeat.beat(
+            self.sqlite,
+            breaker=applier.breaker_state,
+            applied=applier.counters.applied,
+            failed=applier.counters.failed,
+            lag=applier.counters.lag_percentiles(),
+        )
+
+    def engine(self, name: str) -> sa.Engine:
+        if name == SQLITE:
+            return self.sqlite
+        if self.postgres is None:
+            raise SettingsError("HRP_POSTGRES_URL is not set, but the phase needs PostgreSQL")
+        return self.postgres
+
+    def phase(self, *, fresh: bool = False) -> PhaseRecord:
+        return self.phases.current(fresh=fresh)
+
+    def phase_row(self, *, fresh: bool = False) -> PhaseRow:
+        return PHASES[self.phase(fresh=fresh).phase]
+
+    def route(self) -> Route | None:
+        """Where the applier carries changes in the current phase (None: no secondary)."""
+        row = self.phase_row()
+        if row.secondary is None:
+            return None
+        primary = row.primary
+        return Route(
+            self.engine(primary),
+            self.engine(row.secondary),
+            still_primary=lambda: self.phase_row(fresh=True).primary == primary,
+        )
+
+    def writing(self) -> "DualWriteUnitOfWork":
+        """A unit of work on the current primary; commit() wakes the applier."""
+        return DualWriteUnitOfWork(self)
+
+    def reading(self) -> UnitOfWork:
+        """A read-only unit of work on the current read source."""
+        return UnitOfWork(self.engine(self.phase_row().reads_from), writable=False)
+
+
+class DualWriteUnitOfWork(UnitOfWork):
+    """The app's unit of work, opened on whichever database is primary right now."""
+
+    def __init__(self, cutover: Cutover):
+        self.cutover = cutover
+
+    def __enter__(self) -> "DualWriteUnitOfWork":
+        for attempt in range(GATE_ATTEMPTS):
+            row = self.cutover.phase_row(fresh=attempt > 0)
+            self.engine = self.cutover.engine(row.primary).execution_options(sqlite_begin="IMMEDIATE")
+            super().__enter__()
+            try:
+                now = self._pass_gate(row)
+            except BaseException:
+                super().__exit__(None, None, None)
+                raise
+            if now.primary == row.primary:
+                self.row = now
+                return self
+            super().__exit__(None, None, None)
+        raise PhaseUnsettled("the primary database kept changing; retry the request")
+
+    def _pass_gate(self, row: PhaseRow) -> PhaseRow:
+        """Take the primary's write gate and read the phase as it is now."""
+        connection = self.session.connection()
+        if row.primary == POSTGRES:
+            hold_phase_shared(connection)
+            return self.cutover.phase_row(fresh=True)
+        return PHASES[PhaseStore.read(connection).phase]
+
+    def commit(self) -> None:
+        super().commit()
+        if self.row.secondary is not None:
+            self.cutover.applier.notify()

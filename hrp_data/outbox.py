@@ -1,0 +1,164 @@
+"""The outbox in the primary database: install, read due changes, mark done or failed.
+
+Changes are recorded by triggers on the primary's tables (adapters.sqlite /
+adapters.postgres generate them), in the same transaction as the write, so
+writes that never pass through this layer (the legacy app's SQL, cron
+scripts, the sqlite3 shell) are captured too. A change is done when it is
+deleted from the outbox; a failed one stays with its error, its attempt
+count and the time of its next attempt (exponential backoff).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from adapters import postgres as postgres_adapter
+from adapters import sqlite as sqlite_adapter
+from adapters.binds import Bind, reading, writing
+from adapters.outbox import OUTBOX, decode_key, encode_key, metadata, outbox
+from hrp_data.apply import KeyRef
+from hrp_data.models import TABLES
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 30.0
+_ADAPTERS = {"sqlite": sqlite_adapter, "postgresql": postgres_adapter}
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """The changes due for one key: the highest sequence number seen, for marking done."""
+
+    ref: KeyRef
+    max_seq: int
+    attempts: int
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Depth:
+    pending: int
+    failing: int
+    oldest_age_s: float | None
+    last_error: str | None
+
+
+def install_tables(engine: sa.Engine) -> None:
+    """Create the outbox table if it is missing (idempotent)."""
+    with writing(engine) as connection:
+        metadata.create_all(connection, checkfirst=True)
+
+
+def install_triggers(connection: sa.Connection) -> None:
+    """Start capturing every change of the HRP tables in this database (idempotent)."""
+    adapter = _ADAPTERS[connection.dialect.name]
+    for table in TABLES:
+        for statement in adapter.capture_trigger_ddl(table, OUTBOX):
+            connection.exec_driver_sql(statement)
+
+
+def drop_triggers(connection: sa.Connection) -> None:
+    """Stop capturing (idempotent)."""
+    adapter = _ADAPTERS[connection.dialect.name]
+    for table in TABLES:
+        for statement in adapter.drop_capture_trigger_ddl(table, OUTBOX):
+            connection.exec_driver_sql(statement)
+
+
+def due(bind: Bind, *, limit: int = 500, ignore_backoff: bool = False) -> list[Pending]:
+    """The oldest due changes, one entry per key, in order of their first change."""
+    now = time.time()
+    statement = (
+        sa.select(
+            outbox.c.table_name,
+            outbox.c.pk,
+            sa.func.min(outbox.c.seq).label("first_seq"),
+            sa.func.max(outbox.c.seq).label("max_seq"),
+            sa.func.max(outbox.c.attempts).label("attempts"),
+            sa.func.min(outbox.c.created_at).label("created_at"),
+        )
+        .group_by(outbox.c.table_name, outbox.c.pk)
+        .order_by(sa.text("first_seq"))
+        .limit(limit)
+    )
+    if not ignore_backoff:
+        statement = statement.having(sa.func.max(outbox.c.next_attempt_at) <= now)
+    with reading(bind) as connection:
+        rows = connection.execute(statement).all()
+    return [
+        Pending(KeyRef(r.table_name, decode_key(r.pk)), r.max_seq, r.attempts, r.created_at)
+        for r in rows
+    ]
+
+
+def _entry_clause(item: Pending) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        outbox.c.table_name == item.ref.table,
+        outbox.c.pk == encode_key(item.ref.key),
+        outbox.c.seq <= item.max_seq,
+    )
+
+
+def settle(bind: Bind, done: Sequence[Pending], failed: dict[Pending, str]) -> None:
+    """Delete the entries that were applied; record the error and next attempt of the others."""
+    if not done and not failed:
+        return
+    now = time.time()
+    with writing(bind) as connection:
+        for chunk_start in range(0, len(done), 200):
+            chunk = done[chunk_start : chunk_start + 200]
+            connection.execute(sa.delete(outbox).where(sa.or_(*(_entry_clause(i) for i in chunk))))
+        for item, error in failed.items():
+            delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** min(item.attempts, 16))
+            connection.execute(
+                sa.update(outbox)
+                .where(_entry_clause(item))
+                .values(attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=now + delay)
+            )
+
+
+def make_all_due(bind: Bind) -> None:
+    """Forget the backoff of every waiting change (replay by hand)."""
+    with writing(bind) as connection:
+        connection.execute(sa.update(outbox).values(next_attempt_at=0))
+
+
+def depth(bind: Bind) -> Depth:
+    """How many changes wait, how many have failed at least once, and the oldest one's age."""
+    with reading(bind) as connection:
+        if not sa.inspect(connection).has_table(OUTBOX):
+            return Depth(0, 0, None, None)
+        row = connection.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.count().filter(outbox.c.attempts > 0),
+                sa.func.min(outbox.c.created_at),
+            )
+        ).one()
+        last_error = connection.execute(
+            sa.select(outbox.c.last_error)
+            .where(outbox.c.last_error.is_not(None))
+            .order_by(outbox.c.seq.desc())
+            .limit(1)
+        ).scalar()
+    oldest = None if row[2] is None else max(0.0, time.time() - row[2])
+    return Depth(row[0], row[1], oldest, last_error)
+
+
+def pending_keys(bind: Bind, refs: Sequence[KeyRef]) -> set[KeyRef]:
+    """Which of these keys still have a change waiting in the outbox."""
+    if not refs:
+        return set()
+    wanted = {(ref.table, encode_key(ref.key)): ref for ref in refs}
+    with reading(bind) as connection:
+        if not sa.inspect(connection).has_table(OUTBOX):
+            return set()
+        rows = connection.execute(
+            sa.select(outbox.c.table_name, outbox.c.pk)
+            .where(outbox.c.pk.in_({pk for _, pk in wanted}))
+            .distinct()
+        ).all()
+    return {wanted[(r.table_name, r.pk)] for r in rows if (r.table_name, r.pk) in wanted}

@@ -1,0 +1,132 @@
+"""Dual-write: phases, outbox capture, applier, convergence, flip and rollback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import sqlite3
+import subprocess
+import threading
+
+import pytest
+
+from hrp_data import outbox
+from hrp_data.dual_write import Cutover
+from hrp_data.flip import move
+from hrp_data.phases import MoveRefused, Phase
+from hrp_data.schema import upgrade
+from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
+
+
+@pytest.fixture
+def cutover(legacy_file, postgres_url):
+    upgrade(postgres_url)
+    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+        yield cutover
+
+
+def _add_world(cutover, races=3):
+    with cutover.writing() as uow:
+        user = uow.users.add(username=f"u{random.random()}", email=f"{random.random()}@x", password_hash="h")
+        horses = [uow.horses.add(horse_name=f"H{i}") for i in range(3)]
+        made = []
+        for i in range(races):
+            race = uow.races.add(race_name=f"R{i}", race_date=dt.date(2025, 3, 1), distance=1000.5,
+                                 weather_conditions={"wind": "N"})
+            for horse in horses:
+                uow.races.set_runner(race["id"], horse["id"], post_position=1, odds=3.25)
+                uow.predictions.add(race_id=race["id"], horse_id=horse["id"], user_id=user["id"],
+                                    confidence=0.5, features={"a": 1})
+            made.append(race)
+        uow.commit()
+    return made
+
+
+def test_sqlite_only_writes_nothing_to_the_outbox(cutover, legacy_file, postgres_url):
+    _add_world(cutover)
+    assert outbox.depth(cutover.sqlite).pending == 0
+
+
+def test_dual_write_carries_every_write_to_postgres(cutover, legacy_file, postgres_url):
+    move(cutover, Phase.DUAL_WRITE)
+    races = _add_world(cutover)
+    with cutover.writing() as uow:
+        uow.races.update(races[0]["id"], status="finished", distance=1234.5)
+        uow.races.delete(races[1]["id"])
+        uow.commit()
+    wait_drained(cutover)
+    assert_equal(legacy_file, postgres_url)
+
+
+def test_a_write_with_the_sqlite3_shell_reaches_postgres(cutover, legacy_file, postgres_url):
+    move(cutover, Phase.DUAL_WRITE)
+    subprocess.run(
+        ["sqlite3", str(legacy_file)],
+        input="INSERT INTO horses (horse_name, age, weight) VALUES ('Shell Horse', 4, 480.5);",
+        text=True, check=True,
+    )
+    wait_drained(cutover)
+    assert_equal(legacy_file, postgres_url)
+    with cutover.engine("postgres").connect() as connection:
+        assert connection.exec_driver_sql("SELECT horse_name FROM horses").scalar() == "Shell Horse"
+
+
+def test_moves_other_than_one_step_are_refused(cutover):
+    with pytest.raises(MoveRefused, match="allowed from sqlite_only: dual_write"):
+        move(cutover, Phase.POSTGRES_PRIMARY)
+
+
+def test_concurrent_writers_on_overlapping_rows_converge(cutover, legacy_file, postgres_url):
+    move(cutover, Phase.DUAL_WRITE)
+    races = _add_world(cutover, races=5)
+    ids = [r["id"] for r in races]
+    errors = []
+
+    def writer(seed):
+        rng = random.Random(seed)
+        try:
+            for _ in range(40):
+                with cutover.writing() as uow:
+                    race_id = rng.choice(ids)
+                    action = rng.random()
+                    if action < 0.6:
+                        uow.races.update(race_id, distance=rng.random() * 3000, status=rng.choice("abc"))
+                    elif action < 0.8:
+                        new = uow.races.add(race_name=f"w{seed}", distance=rng.random())
+                        ids.append(new["id"])
+                    else:
+                        uow.races.delete(race_id)
+                    uow.commit()
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    wait_drained(cutover)
+    assert_equal(legacy_file, postgres_url)
+
+
+def test_flip_and_rollback_keep_both_sides_equal_and_ids_fresh(cutover, legacy_file, postgres_url):
+    move(cutover, Phase.DUAL_WRITE)
+    _add_world(cutover)
+    move(cutover, Phase.SHADOW)
+    flipped = move(cutover, Phase.POSTGRES_PRIMARY)
+    assert flipped.hold_ms >= 0
+    with cutover.writing() as uow:
+        fresh = uow.races.add(race_name="after flip")
+        uow.commit()
+    with sqlite3.connect(legacy_file) as raw:
+        assert fresh["id"] > raw.execute("SELECT max(id) FROM races WHERE race_name != 'after flip'").fetchone()[0]
+    wait_drained(cutover)
+    assert_equal(legacy_file, postgres_url)
+    move(cutover, Phase.SHADOW)
+    with cutover.writing() as uow:
+        again = uow.races.add(race_name="after rollback")
+        uow.commit()
+    assert again["id"] > fresh["id"]
+    wait_drained(cutover)
+    assert_equal(legacy_file, postgres_url)

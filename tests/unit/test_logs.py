@@ -1,0 +1,45 @@
+"""The redaction processor keeps secrets and DSN passwords out of every log line."""
+
+import io
+import json
+
+import structlog
+
+from hrp_data.logs import configure_logging, redact_secrets
+
+SECRETS = ["scrypt:32768:8:1$salt$deadbeef", "AKIA-live-key-123", "s3cr3t-value", "hunter2"]
+
+
+def test_processor_fingerprints_secret_fields_at_any_depth():
+    event = redact_secrets(None, "info", {
+        "event": "x",
+        "password_hash": SECRETS[0],
+        "row": {"api_key": SECRETS[1], "nested": [{"api_secret": SECRETS[2]}], "name": "Frankel"},
+        "url": f"postgresql://hrp:{SECRETS[3]}@db:5432/hrp",
+    })
+    text = json.dumps(event)
+    for secret in SECRETS:
+        assert secret not in text
+    assert event["row"]["name"] == "Frankel"
+    assert event["password_hash"].startswith("sha256:")
+    assert event["url"] == "postgresql://hrp:***@db:5432/hrp"
+
+
+def test_equal_secrets_get_equal_fingerprints_and_different_ones_differ():
+    a = redact_secrets(None, "info", {"api_key": "one"})["api_key"]
+    b = redact_secrets(None, "info", {"api_key": "one"})["api_key"]
+    c = redact_secrets(None, "info", {"api_key": "two"})["api_key"]
+    assert a == b != c
+
+
+def test_configured_json_logging_never_prints_a_secret():
+    stream = io.StringIO()
+    configure_logging("json", "DEBUG", stream=stream)
+    log = structlog.get_logger()
+    log.info("user.created", password_hash=SECRETS[0], dsn=f"postgresql://u:{SECRETS[3]}@h/db")
+    log.warning("apply.failed", error=RuntimeError(f"connect to postgresql://u:{SECRETS[3]}@h/db failed"))
+    line = stream.getvalue()
+    for secret in SECRETS:
+        assert secret not in line
+    records = [json.loads(l) for l in line.splitlines()]
+    assert records[0]["event"] == "user.created" and records[1]["level"] == "warning"

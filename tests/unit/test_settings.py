@@ -1,0 +1,44 @@
+"""Settings are read from the environment and refused with one clear line when bad."""
+
+import pytest
+
+from hrp_data.settings import Settings, SettingsError
+
+
+def test_defaults_and_environment():
+    settings = Settings.from_env(
+        {"HRP_PHASE": "dual_write", "HRP_POSTGRES_URL": "postgresql://u:pw@db/hrp", "HRP_SHADOW_SAMPLE": "0.25"}
+    )
+    assert settings.phase == "dual_write"
+    assert settings.shadow_sample == 0.25
+    assert settings.sqlite_url.startswith("sqlite:")
+
+
+def test_flags_override_the_environment():
+    settings = Settings.from_env({"HRP_PHASE": "dual_write"}, phase="shadow")
+    assert settings.phase == "shadow"
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"HRP_PHASE": "postgres"}, "HRP_PHASE='postgres' is not allowed; use one of: sqlite_only, dual_write"),
+        ({"HRP_SHADOW_SAMPLE": "2"}, "HRP_SHADOW_SAMPLE='2' is not a number between 0.0 and 1.0"),
+        ({"HRP_SHADOW_SAMPLE": "often"}, "HRP_SHADOW_SAMPLE='often'"),
+        ({"HRP_POSTGRES_URL": "mysql://u:pw@h/db"}, "HRP_POSTGRES_URL='mysql://u:***@h/db' is not a postgresql URL"),
+        ({"HRP_POSTGRES_URL": "::not a url::"}, "HRP_POSTGRES_URL='::not a url::' is not a database URL"),
+        ({"HRP_SQLITE_URL": "postgresql://h/db"}, "HRP_SQLITE_URL='postgresql://h/db' is not a sqlite URL"),
+        ({"HRP_LOG_FORMAT": "xml"}, "HRP_LOG_FORMAT='xml' is not allowed; use one of: json, console"),
+    ],
+)
+def test_bad_values_name_the_variable_and_the_allowed_values(env, message):
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env(env)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+    assert "pw" not in str(error.value)
+
+
+def test_missing_postgres_says_what_to_do():
+    with pytest.raises(SettingsError, match="HRP_POSTGRES_URL is not set: give --postgres URL"):
+        Settings.from_env({}).require_postgres()
