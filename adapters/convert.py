@@ -98,7 +98,7 @@ REASONS = {
     "lone_surrogate_in_json": "an unpaired \\ud800-\\udfff escape inside JSON",
     "json_number_not_exact": "a JSON number that does not read back as the same number (64-bit float, or an integer of more digits than Python parses)",
     "json_null": "the JSON text 'null' (it would come back as SQL NULL)",
-    "number_in_json_column": "a number instead of JSON text",
+    "json_string_document": "a document that is a bare JSON string (often JSON encoded twice; as a value it would be read again as JSON text)",
     "blob_in_json_column": "a BLOB in a JSON column",
     "unsupported_type": "a Python value that is neither a SQLite storage value nor the column's PostgreSQL value",
 }
@@ -371,10 +371,9 @@ def _json_document(raw: Any) -> Any:
 def _json(raw: Any) -> Any:
     if _is_blob(raw):
         raise Rejected("blob_in_json_column")
-    if isinstance(raw, (dict, list, bool)):
+    if isinstance(raw, (dict, list, bool, int, float)):
+        # a document (the PostgreSQL value); a number is also what TEXT affinity makes '14' of
         return _json_document(raw)
-    if _is_number(raw):
-        raise Rejected("number_in_json_column", repr(raw))
     if not isinstance(raw, str):
         raise _unsupported(raw)
     if raw.strip(_JSON_WHITESPACE) == "":
@@ -385,6 +384,8 @@ def _json(raw: Any) -> Any:
     value = parse_json(raw)
     if value is None:
         raise Rejected("json_null")
+    if isinstance(value, str):
+        raise Rejected("json_string_document")
     return value
 
 

@@ -28,6 +28,14 @@ CONNECT_TIMEOUT_S = 3
 STATEMENT_TIMEOUT_MS = 30_000
 
 
+def psycopg2_url(url: str) -> str:
+    """The URL with the psycopg2 driver named (SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
 CALL_TIMEOUT_S = 5.0
 _deadline = threading.local()
 
@@ -88,6 +96,7 @@ def create_postgres_engine(url: str, *, application_name: str = "hrp-cutover", *
         "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
     }
     connect_args.update(kw.pop("connect_args", {}))
+    url = psycopg2_url(url)
     kw.setdefault("pool_pre_ping", True)
     kw.setdefault("pool_timeout", 5)
     return sa.create_engine(url, connect_args=connect_args, **kw)

@@ -50,7 +50,7 @@ def settings_from(ctx: Context, **overrides) -> Settings:
         raise BadSetting(str(error)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120, "terminal_width": 120})
 @click.option("--sqlite", "sqlite_url", metavar="URL", help="SQLite URL (HRP_SQLITE_URL).")
 @click.option("--postgres", "postgres_url", metavar="URL", help="PostgreSQL URL (HRP_POSTGRES_URL).")
 @click.option("--log-format", type=str, help="json or console (HRP_LOG_FORMAT).")
@@ -240,6 +240,18 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     if report["last_change"]:
         change = report["last_change"]
         click.echo(f"last move  {change['from_phase']} -> {change['to_phase']} at {change['at']} by {change['by']}")
+
+
+def _register(module_names: tuple[str, ...]) -> None:
+    """Add the commands that live in their own modules (each lists them in COMMANDS)."""
+    import importlib
+
+    for name in module_names:
+        for command in importlib.import_module(f"tools.{name}").COMMANDS:
+            cli.add_command(command)
+
+
+_register(("backfill_cmd", "report_cmd", "web_cmd"))
 
 
 def main() -> None:

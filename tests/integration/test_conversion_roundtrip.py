@@ -381,6 +381,7 @@ STORED_REJECTIONS = [
     ("j", "'[\"\\ud800\"]'", "lone_surrogate_in_json"),
     ("j", "'[0.1000000000000000055511151231257827]'", "json_number_not_exact"),
     ("j", "'null'", "json_null"),
+    ("j", r"""'"{\"temp_c\": 14.5}"'""", "json_string_document"),
     ("j", "'{}' || char(0)", "nul_byte_in_text"),
     ("j", "CAST(X'7b22ff227d' AS TEXT)", "invalid_utf8_in_text"),
     ("j", "X'7b7d'", "blob_in_json_column"),
@@ -389,7 +390,6 @@ UNREACHABLE_FROM_LEGACY_COLUMNS = {
     "integer_out_of_range": "SQLite integers are 64-bit; a REAL column never returns an int",
     "nan_in_real_column": "SQLite stores NaN as NULL",
     "number_in_text_column": "TEXT affinity stores numbers as text",
-    "number_in_json_column": "the JSON columns are TEXT: numbers are stored as text",
     "unsupported_type": "the sqlite3 driver returns only int, float, str, bytes, None",
 }
 

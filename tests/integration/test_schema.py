@@ -286,9 +286,11 @@ class TestDrift:
         assert schema.drift(migrated) == []
 
     def test_trigram_index_is_compared_where_pg_trgm_is_installed(self, migrated):
-        """Where the extension is installed, a missing trigram index is drift like any other."""
+        """Where the extension is installed, a missing trigram index is drift like any other;
+        where it is not (the embedded test server), the index is absent and not counted."""
         if not has_trgm(migrated):
-            pytest.skip("this PostgreSQL server does not ship pg_trgm")
+            assert schema.drift(migrated) == []
+            return
         execute(migrated, f"DROP INDEX {TRIGRAM_INDEX}")
 
         assert schema.drift(migrated) == [

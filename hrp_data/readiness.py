@@ -1,0 +1,154 @@
+"""Cutover readiness: the preflight checklist a phase change must pass.
+
+`checklist(cutover, target)` evaluates every check that applies to a move and
+returns them all (the CLI's `flip --check` and the dashboard print it);
+`guarded_move` refuses the move, naming each failed check, unless all pass or
+the operator forces it (which is logged loudly and kept in the audit row).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import sqlalchemy as sa
+import structlog
+
+from hrp_data import outbox
+from hrp_data.dual_write import Cutover
+from hrp_data.flip import MoveResult, move
+from hrp_data.models import TABLES
+from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase, check_move
+
+log = structlog.get_logger(__name__)
+
+OUTBOX_THRESHOLD = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+class NotReady(RuntimeError):
+    """A move refused by the preflight; the message names every failed check."""
+
+    def __init__(self, failed: list[Check]):
+        self.failed = failed
+        super().__init__(
+            "refused: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+            + " (see `hrp-cutover flip --check`; --force skips the checks)"
+        )
+
+
+def _outbox_check(cutover: Cutover) -> Check:
+    route = cutover.route()
+    if route is None:
+        return Check("outbox", True, "no secondary in this phase")
+    depth = outbox.depth(route.primary)
+    ok = depth.pending <= OUTBOX_THRESHOLD
+    detail = f"{depth.pending} pending ({depth.failing} failing), threshold {OUTBOX_THRESHOLD}"
+    if depth.last_error and not ok:
+        detail += f"; last error: {depth.last_error}"
+    return Check("outbox", ok, detail)
+
+
+def _schema_check(cutover: Cutover) -> Check:
+    from hrp_data.schema import SchemaError, drift
+
+    try:
+        differences = drift(cutover.settings.require_postgres())
+    except SchemaError as error:
+        return Check("schema", False, str(error))
+    if differences:
+        return Check("schema", False, f"{len(differences)} difference(s), first: {differences[0]}")
+    return Check("schema", True, "PostgreSQL schema equals the models")
+
+
+def _foreign_keys_check(cutover: Cutover) -> Check:
+    with cutover.engine(POSTGRES).connect() as connection:
+        unvalidated = connection.exec_driver_sql(
+            "SELECT conname FROM pg_constraint WHERE contype = 'f' AND NOT convalidated"
+            " AND connamespace = 'public'::regnamespace ORDER BY conname"
+        ).scalars().all()
+    if unvalidated:
+        return Check("foreign_keys", False, f"not validated: {', '.join(unvalidated)}")
+    return Check("foreign_keys", True, "all foreign keys validated")
+
+
+def _sequences_check(cutover: Cutover, target: Phase) -> Check:
+    """The new primary's next id is past every id the other side holds."""
+    new_primary = PHASES[target].primary
+    behind = []
+    with cutover.engine(SQLITE).connect() as sqlite, cutover.engine(POSTGRES).connect() as pg:
+        for table in TABLES:
+            if table.autoincrement_column is None:
+                continue
+            key = table.autoincrement_column.name
+            top = max(
+                sqlite.exec_driver_sql(f'SELECT coalesce(max("{key}"), 0) FROM "{table.name}"').scalar(),
+                pg.exec_driver_sql(f'SELECT coalesce(max("{key}"), 0) FROM "{table.name}"').scalar(),
+            )
+            if new_primary == POSTGRES:
+                state = pg.exec_driver_sql(
+                    f"SELECT last_value, is_called FROM {pg.exec_driver_sql('SELECT pg_get_serial_sequence(%(t)s, %(c)s)', {'t': table.name, 'c': key}).scalar()}"
+                ).one()
+                next_id = state[0] + 1 if state[1] else state[0]
+            else:
+                seq = sqlite.exec_driver_sql(
+                    "SELECT seq FROM sqlite_sequence WHERE name = ?", (table.name,)
+                ).scalar()
+                next_id = (seq or 0) + 1
+            if next_id <= top:
+                behind.append(f"{table.name} next {next_id} <= max {top}")
+        sqlite.rollback()
+    if behind:
+        return Check(
+            "sequences", False,
+            "; ".join(behind) + " (a move sets them inside its hold; this shows the state now)",
+        )
+    return Check("sequences", True, "next ids are past the largest ids")
+
+
+def checklist(cutover: Cutover, target: Phase) -> list[Check]:
+    """Every check that applies to moving from the current phase to `target`."""
+    current = cutover.phase(fresh=True).phase
+    checks = []
+    try:
+        check_move(current, target)
+        checks.append(Check("move", True, f"{current.value} -> {target.value} is allowed"))
+    except ValueError as error:
+        return [Check("move", False, str(error))]
+    if target is Phase.SQLITE_ONLY:
+        return checks
+    if cutover.postgres is None:
+        return checks + [Check("postgres", False, "HRP_POSTGRES_URL is not set")]
+    checks.append(_schema_check(cutover))
+    checks.append(_outbox_check(cutover))
+    if PHASES[target].primary != PHASES[current].primary:
+        checks.append(_foreign_keys_check(cutover))
+        checks.append(_sequences_check(cutover, target))
+    return checks
+
+
+def guarded_move(cutover: Cutover, target: Phase, *, force: bool = False) -> tuple[MoveResult, list[Check]]:
+    """Move to `target` if every check passes (or when forced: then say loudly what was skipped)."""
+    checks = checklist(cutover, target)
+    failed = [c for c in checks if not c.ok]
+    if failed and failed[0].name == "move":
+        raise NotReady(failed)
+    skipped = None
+    if failed:
+        if not force:
+            raise NotReady(failed)
+        skipped = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        log.warning("phase.forced", target=target.value, skipped=skipped)
+    return move(cutover, target, forced=bool(failed), skipped=skipped), checks
+
+
+def checks_as_dicts(checks: list[Check]) -> list[dict]:
+    return [dataclasses.asdict(c) for c in checks]
+
+
+__all__ = ["Check", "NotReady", "checklist", "guarded_move", "checks_as_dicts", "sa"]

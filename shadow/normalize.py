@@ -1,0 +1,93 @@
+"""The one place that turns a value from either database into a comparable value.
+
+Shadow comparison and the verifier both call this, so they never disagree
+about what "equal" means. By column kind:
+
+- timestamp: the instant, as an ISO string in UTC (naive text is UTC);
+- date: 'YYYY-MM-DD';
+- boolean: True/False (0/1, 'true'/'false');
+- real: a float, with -0.0 equal to 0.0 and Decimal turned into float;
+- integer: an int;
+- json: canonical text (sorted keys, no spaces, 1.0 written as 1);
+- text: the string.
+
+A stored value that does not convert (a hostile legacy value) becomes
+`Unconvertible(reason, raw)`, which equals only the same raw value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from adapters.convert import Kind, Rejected, to_postgres
+
+
+@dataclasses.dataclass(frozen=True)
+class Unconvertible:
+    reason: str
+    raw: str
+
+
+def _canonical_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical_json(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (float, Decimal)):
+        number = float(value)
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    return value
+
+
+def normalize(kind: Kind, value: Any) -> Any:
+    """The comparable form of one stored value of a column of `kind`."""
+    if value is None:
+        return None
+    try:
+        converted = to_postgres(kind, value)
+    except Rejected as rejected:
+        return Unconvertible(rejected.reason, repr(value))
+    if kind is Kind.TIMESTAMP:
+        return converted.astimezone(dt.timezone.utc).isoformat()
+    if kind is Kind.DATE:
+        return converted.isoformat()
+    if kind is Kind.REAL:
+        return float(converted) + 0.0
+    if kind is Kind.JSON:
+        return json.dumps(_canonical_json(converted), sort_keys=True, separators=(",", ":"))
+    return converted
+
+
+def normalize_row(row: Mapping[str, Any], kinds: Mapping[str, Kind]) -> dict[str, Any]:
+    """The comparable form of a row (only the columns named in `kinds`)."""
+    return {column: normalize(kind, row.get(column)) for column, kind in kinds.items()}
+
+
+def _encodable(value: Any) -> Any:
+    if isinstance(value, Unconvertible):
+        return {"unconvertible": value.reason, "raw": value.raw}
+    if isinstance(value, float):
+        return value.hex()
+    return value
+
+
+def row_digest(normalized: Mapping[str, Any]) -> bytes:
+    """A 16-byte digest of a normalized row (floats by their exact bits)."""
+    text = json.dumps([_encodable(v) for v in normalized.values()], separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def digest_rows(normalized_rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """An order-sensitive digest of many normalized rows (callers sort by key)."""
+    hasher = hashlib.blake2b(digest_size=16)
+    for row in normalized_rows:
+        hasher.update(row_digest(row))
+    return hasher.digest()
