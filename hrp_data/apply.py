@@ -7,6 +7,10 @@ the secondary row when the primary has none), so values produced by the
 primary (ids, defaults, timestamps) are the ones the secondary stores, and
 replaying a change twice is harmless.
 
+While SQLite is primary, ids are assigned by SQLite and written explicitly to
+PostgreSQL; each apply moves the PostgreSQL identity past them, so a flip
+never meets a stale sequence.
+
 Convergence under concurrency: all appliers, in every process, first take a
 PostgreSQL transaction-level advisory lock per key (sorted, so two appliers
 never deadlock) and only then read the primary row. Two applies of one key
@@ -27,7 +31,7 @@ import sqlalchemy as sa
 import structlog
 
 from adapters.binds import Bind, reading, writing
-from adapters.postgres import APPLYING_SETTING
+from adapters.postgres import APPLYING_SETTING, bump_identity
 from adapters.upsert import upsert
 from hrp_data.errors import describe_error
 
@@ -180,4 +184,8 @@ def apply_keys(
                 return write_images(sqlite, tables, images, refs)
         with reading(primary) as sqlite:
             images = read_images(sqlite, tables, refs)
-        return write_images(postgres, tables, images, refs)
+        result = write_images(postgres, tables, images, refs)
+        for name in {ref.table for ref in result.applied if images[ref] is not None}:
+            if tables[name].autoincrement_column is not None:
+                bump_identity(postgres, tables[name])
+        return result

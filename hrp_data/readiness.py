@@ -9,6 +9,7 @@ the operator forces it (which is logged loudly and kept in the audit row).
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import sqlalchemy as sa
 import structlog
@@ -22,6 +23,7 @@ from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase, check_move
 log = structlog.get_logger(__name__)
 
 OUTBOX_THRESHOLD = 1000
+VERIFY_MAX_AGE_S = float(os.environ.get("HRP_VERIFY_MAX_AGE", "3600"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +113,22 @@ def _sequences_check(cutover: Cutover, target: Phase) -> Check:
     return Check("sequences", True, "next ids are past the largest ids")
 
 
+def _verify_check(cutover: Cutover) -> Check:
+    from hrp_data.verify import last_result
+
+    last = last_result(cutover.sqlite)
+    if last is None:
+        return Check("verify", False, "no full verify yet: run `hrp-cutover verify`")
+    if not last["equal"]:
+        return Check("verify", False, "the last full verify found differences: run `hrp-cutover verify --repair`")
+    if last["age_s"] > VERIFY_MAX_AGE_S:
+        return Check(
+            "verify", False,
+            f"the last full verify is {last['age_s']:.0f} s old (max {VERIFY_MAX_AGE_S:.0f} s, HRP_VERIFY_MAX_AGE)",
+        )
+    return Check("verify", True, f"last full verify equal, {last['age_s']:.0f} s ago")
+
+
 def checklist(cutover: Cutover, target: Phase) -> list[Check]:
     """Every check that applies to moving from the current phase to `target`."""
     current = cutover.phase(fresh=True).phase
@@ -127,6 +145,7 @@ def checklist(cutover: Cutover, target: Phase) -> list[Check]:
     checks.append(_schema_check(cutover))
     checks.append(_outbox_check(cutover))
     if PHASES[target].primary != PHASES[current].primary:
+        checks.append(_verify_check(cutover))
         checks.append(_foreign_keys_check(cutover))
         checks.append(_sequences_check(cutover, target))
     return checks

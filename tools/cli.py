@@ -155,49 +155,88 @@ def phase_show(ctx: Context) -> None:
     )
 
 
-def _run_move(ctx: Context, target_name: str | None, postgres_url: str | None, step: int = 0) -> None:
-    from hrp_data.flip import move
+def _target(cutover, target_name: str | None, step: int):
     from hrp_data.phases import ORDER, MoveRefused, parse_phase
 
+    if target_name is not None:
+        return parse_phase(target_name)
+    current = cutover.phase(fresh=True).phase
+    index = ORDER.index(current) + step
+    if not 0 <= index < len(ORDER):
+        raise MoveRefused(f"no phase {'after' if step > 0 else 'before'} {current.value}")
+    return ORDER[index]
+
+
+def _run_move(
+    ctx: Context,
+    target_name: str | None,
+    postgres_url: str | None,
+    *,
+    step: int = 0,
+    check: bool = False,
+    force: bool = False,
+) -> None:
+    from hrp_data.readiness import NotReady, checklist, guarded_move
+
     with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
-        if target_name is None:
-            current = cutover.phase(fresh=True).phase
-            index = ORDER.index(current) + step
-            if not 0 <= index < len(ORDER):
-                raise MoveRefused(f"no phase {'after' if step > 0 else 'before'} {current.value}")
-            target = ORDER[index]
-        else:
-            target = parse_phase(target_name)
-        result = move(cutover, target)
+        target = _target(cutover, target_name, step)
+        if check:
+            checks = checklist(cutover, target)
+            for item in checks:
+                click.echo(f"[{'x' if item.ok else ' '}] {item.name:<14} {item.detail}")
+            if not all(item.ok for item in checks):
+                raise SystemExit(1)
+            return
+        try:
+            result, checks = guarded_move(cutover, target, force=force)
+        except NotReady as refused:
+            raise click.ClickException(str(refused)) from None
+    if result.forced:
+        console.print(f"[bold red]FORCED: skipped failed checks: {'; '.join(c.name for c in checks if not c.ok)}")
     click.echo(
         f"phase {result.from_phase.value} -> {result.to_phase.value} (version {result.version});"
         f" writes held {result.hold_ms:.1f} ms; {result.drained} outbox changes drained"
     )
 
 
+move_options = [
+    click.option("--check", is_flag=True, help="Print the readiness checklist; change nothing."),
+    click.option("--force", is_flag=True, help="Move even if checks fail (said loudly, logged, audited)."),
+]
+
+
+def with_move_options(function):
+    for option in reversed(move_options):
+        function = option(function)
+    return function
+
+
 @phase.command("set")
 @click.argument("target")
 @postgres_option
+@with_move_options
 @pass_context
-def phase_set(ctx: Context, target: str, postgres_url: str | None) -> None:
-    """Move to TARGET (one step forward or back)."""
-    _run_move(ctx, target, postgres_url)
+def phase_set(ctx: Context, target: str, postgres_url: str | None, check: bool, force: bool) -> None:
+    """Move to TARGET (one step forward or back), after the readiness checks."""
+    _run_move(ctx, target, postgres_url, check=check, force=force)
 
 
 @cli.command()
 @postgres_option
+@with_move_options
 @pass_context
-def flip(ctx: Context, postgres_url: str | None) -> None:
-    """Make PostgreSQL the primary (shadow -> postgres_primary)."""
-    _run_move(ctx, "postgres_primary", postgres_url)
+def flip(ctx: Context, postgres_url: str | None, check: bool, force: bool) -> None:
+    """Make PostgreSQL the primary (shadow -> postgres_primary), after the readiness checks."""
+    _run_move(ctx, "postgres_primary", postgres_url, check=check, force=force)
 
 
 @cli.command()
 @postgres_option
+@with_move_options
 @pass_context
-def rollback(ctx: Context, postgres_url: str | None) -> None:
-    """Go one phase back (postgres_primary -> shadow makes SQLite the primary again)."""
-    _run_move(ctx, None, postgres_url, step=-1)
+def rollback(ctx: Context, postgres_url: str | None, check: bool, force: bool) -> None:
+    """Go one phase back (postgres_primary -> shadow: SQLite is the primary again)."""
+    _run_move(ctx, None, postgres_url, step=-1, check=check, force=force)
 
 
 @cli.command()
@@ -251,7 +290,7 @@ def _register(module_names: tuple[str, ...]) -> None:
             cli.add_command(command)
 
 
-_register(("backfill_cmd", "report_cmd", "web_cmd"))
+_register(("backfill_cmd", "report_cmd", "web_cmd", "verify_cmd"))
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ and compare both databases row for row (by the test itself, not by the code unde
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import struct
 import time
@@ -28,7 +29,9 @@ def _comparable(kind: Kind, value):
         return struct.pack(">d", float(value))
     if kind is Kind.TIMESTAMP:
         return to_postgres(kind, value).timestamp()
-    if kind in (Kind.JSON, Kind.BOOLEAN, Kind.DATE):
+    if kind is Kind.JSON:
+        return json.dumps(to_postgres(kind, value), sort_keys=True)
+    if kind in (Kind.BOOLEAN, Kind.DATE):
         return repr(to_postgres(kind, value))
     return value
 

@@ -1,0 +1,406 @@
+"""The verifier: prove both databases equal, table by table, and repair what differs.
+
+In the spirit of data-diff: each table is split into ranges of its first key
+column; each range is hashed on both sides (PostgreSQL computes its hashes in
+SQL, next to the data, while Python hashes the SQLite rows at the same time);
+only ranges whose hashes differ are looked at row by row, and only rows whose
+fingerprints differ are compared column by column with shadow.normalize, the
+same normalization the shadow reads use. So the verifier and the shadow
+comparison never disagree about what "equal" means.
+
+Live writes go on meanwhile. A difference on a key that still has an outbox
+entry, or that changed while being compared, is re-checked (after the entry
+is applied) before it is reported. Rows the backfill quarantined are counted
+as quarantined, not as missing. `repair` sends every confirmed difference
+through the one apply path (hrp_data.apply), which re-reads the primary row
+under its lock, so a repair never overwrites a newer live write.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from adapters.binds import reading, writing
+from adapters.types import kind_of
+from hrp_data import outbox
+from hrp_data.apply import KeyRef, apply_keys, read_images
+from hrp_data.dual_write import Cutover
+from hrp_data.models import SECRET_COLUMNS, TABLES
+from hrp_data.phases import PHASES, POSTGRES, SQLITE
+from shadow.normalize import normalize_row
+from shadow.range_hash import md5_hex, postgres_row_text, sqlite_row_renderer
+from shadow.redact import fingerprint
+
+BUCKET_ROWS = 2000
+RECHECK_S = 10.0
+EXAMPLES = 20
+RUNS_TABLE = "hrp_cutover_verify_runs"
+TABLE_MAP = {table.name: table for table in TABLES}
+Progress = Callable[[str, int, int], None]
+
+
+@dataclasses.dataclass
+class TableResult:
+    rows_primary: int = 0
+    rows_secondary: int = 0
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    quarantined: int = 0
+    pending: int = 0
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    equal: bool
+    tables: dict[str, TableResult]
+    examples: list[dict]
+    primary: str
+    repaired: dict[str, int] | None = None
+    differing: list[KeyRef] = dataclasses.field(default_factory=list)
+    """Keys still receiving writes at the deadline are counted as `pending`: not differences."""
+
+    def as_json(self) -> dict:
+        out = {
+            "equal": self.equal,
+            "primary": self.primary,
+            "tables": {name: dataclasses.asdict(t) for name, t in self.tables.items()},
+            "examples": self.examples,
+        }
+        if self.repaired is not None:
+            out["repaired"] = self.repaired
+        return out
+
+
+def _columns(table: sa.Table) -> list[tuple[str, Any]]:
+    return [(c.name, kind_of(c)) for c in table.columns]
+
+
+def _key_names(table: sa.Table) -> list[str]:
+    return [c.name for c in table.primary_key.columns]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclasses.dataclass(frozen=True)
+class Buckets:
+    """Ranges [low + i*width, low + (i+1)*width) of the first key column."""
+
+    low: int
+    width: int
+
+    def of(self, value: int) -> int:
+        return (value - self.low) // self.width
+
+    def bounds(self, bucket: int) -> tuple[int, int]:
+        start = self.low + bucket * self.width
+        return start, start + self.width
+
+
+def _bounds(connection: sa.Connection, table: sa.Table) -> tuple[int | None, int | None, int]:
+    first = _quote(_key_names(table)[0])
+    row = connection.exec_driver_sql(
+        f"SELECT min({first}), max({first}), count(*) FROM {_quote(table.name)}"
+    ).one()
+    return row[0], row[1], row[2]
+
+
+def _postgres_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets) -> dict[int, tuple[int, str]]:
+    keys = ", ".join(_quote(k) for k in _key_names(table))
+    first = _quote(_key_names(table)[0])
+    text = postgres_row_text(_columns(table))
+    statement = (
+        f"SELECT ({first} - %(low)s) / %(width)s AS bucket, count(*),"
+        f" md5(string_agg({text}, E'\\n' ORDER BY {keys})) FROM {_quote(table.name)} GROUP BY 1"
+    )
+    with reading(engine) as connection:
+        rows = connection.exec_driver_sql(statement, {"low": buckets.low, "width": buckets.width}).all()
+    return {int(r[0]): (r[1], r[2]) for r in rows}
+
+
+def _sqlite_rows(engine: sa.Engine, table: sa.Table, where: str = "", params: tuple = ()):
+    columns = ", ".join(_quote(name) for name, _ in _columns(table))
+    keys = ", ".join(_quote(k) for k in _key_names(table))
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(f"SELECT {columns} FROM {_quote(table.name)} {where} ORDER BY {keys}", params)
+        while batch := cursor.fetchmany(5000):
+            yield from batch
+    finally:
+        raw.close()
+
+
+def _sqlite_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets) -> dict[int, tuple[int, str]]:
+    render = sqlite_row_renderer([kind for _, kind in _columns(table)])
+    key_index = [name for name, _ in _columns(table)].index(_key_names(table)[0])
+    out: dict[int, tuple[int, str]] = {}
+    current, hasher, count = None, None, 0
+    for row in _sqlite_rows(engine, table):
+        bucket = buckets.of(row[key_index])
+        if bucket != current:
+            if current is not None:
+                out[current] = (count, hasher.hexdigest())
+            current, hasher, count = bucket, hashlib.md5(), 0
+        else:
+            hasher.update(b"\n")
+        hasher.update(render(row).encode("utf-8", "surrogatepass"))
+        count += 1
+    if current is not None:
+        out[current] = (count, hasher.hexdigest())
+    return out
+
+
+def _row_fingerprints(cutover: Cutover, table: sa.Table, bounds: tuple[int, int]) -> tuple[dict, dict]:
+    """Per-key fingerprints of one range on both sides."""
+    names = [name for name, _ in _columns(table)]
+    key_names = _key_names(table)
+    first = _quote(key_names[0])
+    key_positions = [names.index(k) for k in key_names]
+    render = sqlite_row_renderer([kind for _, kind in _columns(table)])
+    sqlite_side = {
+        tuple(row[i] for i in key_positions): md5_hex(render(row))
+        for row in _sqlite_rows(cutover.sqlite, table, f"WHERE {first} >= ? AND {first} < ?", bounds)
+    }
+    keys = ", ".join(_quote(k) for k in key_names)
+    with reading(cutover.engine(POSTGRES)) as connection:
+        rows = connection.exec_driver_sql(
+            f"SELECT {keys}, md5({postgres_row_text(_columns(table))}) FROM {_quote(table.name)}"
+            f" WHERE {first} >= %(lo)s AND {first} < %(hi)s",
+            {"lo": bounds[0], "hi": bounds[1]},
+        ).all()
+    postgres_side = {tuple(r[: len(key_names)]): r[len(key_names)] for r in rows}
+    return sqlite_side, postgres_side
+
+
+def _redacted(column: str, value: Any) -> Any:
+    if column in SECRET_COLUMNS:
+        return fingerprint(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _differences(table: sa.Table, ref: KeyRef, p_row: dict | None, s_row: dict | None) -> list[dict]:
+    """Field-level differences of one key, by the shared normalization."""
+    base = {"table": table.name, "key": list(ref.key)}
+    if p_row is not None and s_row is None:
+        return [base | {"kind": "missing_row"}]
+    if p_row is None and s_row is not None:
+        return [base | {"kind": "extra_row"}]
+    if p_row is None:
+        return []
+    kinds = dict(_columns(table))
+    p_norm, s_norm = normalize_row(p_row, kinds), normalize_row(s_row, kinds)
+    return [
+        base | {
+            "kind": "value_differs",
+            "column": column,
+            "primary": _redacted(column, p_norm[column]),
+            "secondary": _redacted(column, s_norm[column]),
+        }
+        for column in kinds
+        if p_norm[column] != s_norm[column]
+    ]
+
+
+def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], primary: str) -> tuple[list[dict], int]:
+    """Confirm candidate differences; return (differences, keys still in flight at the deadline).
+
+    A key is judged only when, in one read of the primary, it has no outbox
+    entry left (so the secondary has applied everything up to that state), and
+    the primary row is unchanged after the secondary was read. Otherwise it is
+    in flight: looked at again until RECHECK_S has passed.
+    """
+    primary_engine = cutover.engine(primary)
+    secondary_engine = cutover.engine(POSTGRES if primary == SQLITE else SQLITE)
+    kinds = dict(_columns(table))
+    remaining = [KeyRef(table.name, key) for key in keys]
+    found: list[dict] = []
+    deadline = time.monotonic() + RECHECK_S
+    while remaining:
+        with reading(primary_engine) as connection:
+            before = read_images(connection, TABLE_MAP, remaining)
+            pending = outbox.pending_keys(connection, remaining)
+        with reading(secondary_engine) as connection:
+            secondary_images = read_images(connection, TABLE_MAP, remaining)
+        with reading(primary_engine) as connection:
+            after = read_images(connection, TABLE_MAP, remaining)
+        in_flight = []
+        for ref in remaining:
+            moved = (before[ref] is None) != (after[ref] is None) or (
+                before[ref] is not None and normalize_row(before[ref], kinds) != normalize_row(after[ref], kinds)
+            )
+            if ref in pending or moved:
+                in_flight.append(ref)
+            else:
+                found += _differences(table, ref, before[ref], secondary_images[ref])
+        remaining = in_flight
+        if not remaining or time.monotonic() >= deadline:
+            break
+        cutover.applier.notify()
+        time.sleep(0.1)
+    return found, len(remaining)
+
+
+def _quarantined_keys(cutover: Cutover, table: sa.Table) -> set[tuple]:
+    with reading(cutover.engine(POSTGRES)) as connection:
+        if not sa.inspect(connection).has_table("hrp_cutover_quarantine"):
+            return set()
+        rows = connection.exec_driver_sql(
+            "SELECT DISTINCT key FROM hrp_cutover_quarantine WHERE table_name = %(t)s", {"t": table.name}
+        ).scalars().all()
+    return {tuple(json.loads(k) if isinstance(k, str) else k) for k in rows}
+
+
+def verify_table(cutover: Cutover, table: sa.Table, primary: str, progress: Progress | None = None) -> tuple[TableResult, list[dict]]:
+    started = time.monotonic()
+    result = TableResult()
+    postgres = cutover.engine(POSTGRES)
+    with reading(cutover.sqlite) as connection:
+        s_min, s_max, s_count = _bounds(connection, table)
+    with reading(postgres) as connection:
+        p_min, p_max, p_count = _bounds(connection, table)
+    counts = {SQLITE: s_count, POSTGRES: p_count}
+    result.rows_primary = counts[primary]
+    result.rows_secondary = counts[POSTGRES if primary == SQLITE else SQLITE]
+    lows = [v for v in (s_min, p_min) if v is not None]
+    if not lows:
+        result.seconds = time.monotonic() - started
+        return result, []
+    low, high = min(lows), max(v for v in (s_max, p_max) if v is not None)
+    buckets_count = max(1, math.ceil(max(s_count, p_count) / BUCKET_ROWS))
+    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / buckets_count)))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        postgres_future = pool.submit(_postgres_buckets, postgres, table, buckets)
+        sqlite_buckets = _sqlite_buckets(cutover.sqlite, table, buckets)
+        postgres_buckets = postgres_future.result()
+    differing = sorted(b for b in set(sqlite_buckets) | set(postgres_buckets)
+                       if sqlite_buckets.get(b) != postgres_buckets.get(b))
+    candidates: list[tuple] = []
+    for index, bucket in enumerate(differing):
+        sqlite_side, postgres_side = _row_fingerprints(cutover, table, buckets.bounds(bucket))
+        candidates += [k for k in set(sqlite_side) | set(postgres_side)
+                       if sqlite_side.get(k) != postgres_side.get(k)]
+        if progress:
+            progress(table.name, index + 1, len(differing))
+    differences, pending = _confirm(cutover, table, sorted(candidates), primary) if candidates else ([], 0)
+    quarantined = _quarantined_keys(cutover, table) if differences else set()
+    confirmed = []
+    for difference in differences:
+        if difference["kind"] == "missing_row" and primary == SQLITE and tuple(difference["key"]) in quarantined:
+            result.quarantined += 1
+            continue
+        confirmed.append(difference)
+    result.missing = sum(1 for d in confirmed if d["kind"] == "missing_row")
+    result.extra = sum(1 for d in confirmed if d["kind"] == "extra_row")
+    result.different = len({tuple(d["key"]) for d in confirmed if d["kind"] == "value_differs"})
+    result.pending = pending
+    result.seconds = round(time.monotonic() - started, 3)
+    return result, confirmed
+
+
+def verify(
+    cutover: Cutover,
+    tables: Sequence[str] | None = None,
+    *,
+    progress: Progress | None = None,
+    record: bool = True,
+) -> VerifyResult:
+    """Compare every row of the given tables (default: all) between SQLite and PostgreSQL."""
+    names = list(tables) if tables else [t.name for t in TABLES]
+    unknown = sorted(set(names) - set(TABLE_MAP))
+    if unknown:
+        raise ValueError(f"unknown table {', '.join(unknown)}; use one of: {', '.join(TABLE_MAP)}")
+    primary = PHASES[cutover.phase(fresh=True).phase].primary
+    results, examples, differing = {}, [], []
+    for name in names:
+        result, confirmed = verify_table(cutover, TABLE_MAP[name], primary, progress)
+        results[name] = result
+        examples += confirmed
+        differing += sorted({KeyRef(name, tuple(d["key"])) for d in confirmed}, key=lambda r: r.key)
+    equal = all(r.missing == r.extra == r.different == 0 for r in results.values())
+    outcome = VerifyResult(equal, results, examples[:EXAMPLES], primary, differing=differing)
+    if record:
+        record_run(cutover.sqlite, outcome, full=tables is None or set(names) == set(TABLE_MAP))
+    return outcome
+
+
+def repair(cutover: Cutover, result: VerifyResult) -> dict[str, int]:
+    """Make the secondary equal to the primary for every confirmed difference (one apply path)."""
+    primary = cutover.engine(result.primary)
+    secondary = cutover.engine(POSTGRES if result.primary == SQLITE else SQLITE)
+    counts = {"upserted": 0, "deleted": 0, "failed": 0}
+    for start in range(0, len(result.differing), 500):
+        applied = apply_keys(
+            result.differing[start : start + 500],
+            tables=TABLE_MAP,
+            primary=primary,
+            secondary=secondary,
+            still_primary=lambda: PHASES[cutover.phase(fresh=True).phase].primary == result.primary,
+        )
+        counts["upserted"] += applied.upserted
+        counts["deleted"] += applied.deleted
+        counts["failed"] += len(applied.failed)
+    return counts
+
+
+def verify_and_repair(cutover: Cutover, tables: Sequence[str] | None = None, *, progress: Progress | None = None) -> tuple[VerifyResult, VerifyResult | None]:
+    """Verify; if anything differs, repair it and verify again. Returns (first, second)."""
+    first = verify(cutover, tables, progress=progress)
+    if first.equal or not first.differing:
+        return first, None
+    first.repaired = repair(cutover, first)
+    second = verify(cutover, tables, progress=progress)
+    return first, second
+
+
+def _ensure_runs_table(connection: sa.Connection) -> None:
+    connection.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " finished_at REAL NOT NULL, equal INTEGER NOT NULL, full INTEGER NOT NULL, result TEXT NOT NULL)"
+    )
+
+
+def record_run(engine: sa.Engine, result: VerifyResult, *, full: bool) -> None:
+    with writing(engine) as connection:
+        _ensure_runs_table(connection)
+        connection.exec_driver_sql(
+            f"INSERT INTO {RUNS_TABLE} (finished_at, equal, full, result) VALUES (?, ?, ?, ?)",
+            (time.time(), 1 if result.equal else 0, 1 if full else 0, json.dumps(result.as_json(), default=str)),
+        )
+        connection.exec_driver_sql(
+            f"DELETE FROM {RUNS_TABLE} WHERE id NOT IN (SELECT id FROM {RUNS_TABLE} ORDER BY id DESC LIMIT 100)"
+        )
+
+
+def last_result(engine: sa.Engine, *, full_only: bool = True) -> dict | None:
+    """The newest recorded verify: {"finished_at", "age_s", "equal", "full", "result"} or None."""
+    with reading(engine) as connection:
+        if not sa.inspect(connection).has_table(RUNS_TABLE):
+            return None
+        row = connection.exec_driver_sql(
+            f"SELECT finished_at, equal, full, result FROM {RUNS_TABLE}"
+            f" {'WHERE full = 1' if full_only else ''} ORDER BY id DESC LIMIT 1"
+        ).first()
+    if row is None:
+        return None
+    return {
+        "finished_at": row[0],
+        "age_s": round(time.time() - row[0], 1),
+        "equal": bool(row[1]),
+        "full": bool(row[2]),
+        "result": json.loads(row[3]),
+    }

@@ -1,0 +1,137 @@
+"""Row fingerprints for range hashing: the same text computed by PostgreSQL in SQL and by Python.
+
+The verifier hashes key ranges on both sides and only looks closer where the
+hashes differ. On PostgreSQL the row text is computed by the server
+(`postgres_row_text`), so the server does the work next to the data; on
+SQLite, Python renders the raw stored values (`sqlite_row_text`). Each kind
+is spelled so that equal values give equal text:
+
+- integer: decimal; text: '<length>:<text>'; real: the 8 IEEE bytes in hex
+  (-0.0 as 0.0); boolean: t/f; timestamp: UTC 'YYYY-MM-DD HH:MM:SS.ffffff';
+  date: 'YYYY-MM-DD'; json: md5 of PostgreSQL's jsonb text (keys ordered by
+  byte length then bytes, numbers as PostgreSQL numeric prints them);
+  NULL: '~'; a stored value that does not convert: '!<reason>'.
+
+Hashes only decide where to look. Every reported difference is confirmed
+with shadow.normalize, so an exotic value that renders differently on the two
+sides costs a closer look, never a false verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import struct
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from adapters.convert import Kind, Rejected, parse_json, to_postgres
+
+NULL = "~"
+ROW_SEPARATOR = "|"
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+_SQL = {
+    Kind.INTEGER: "{c}::text",
+    Kind.TEXT: "length({c})::text || ':' || {c}",
+    Kind.REAL: "encode(float8send(CASE WHEN {c} = 0 THEN 0::float8 ELSE {c} END), 'hex')",
+    Kind.BOOLEAN: "CASE WHEN {c} THEN 't' ELSE 'f' END",
+    Kind.TIMESTAMP: "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+    Kind.DATE: "to_char({c}, 'YYYY-MM-DD')",
+    Kind.JSON: "md5({c}::text)",
+}
+
+
+def postgres_row_text(columns: Sequence[tuple[str, Kind]]) -> str:
+    """A SQL expression giving the row text of one row (column names are quoted)."""
+    parts = [f"coalesce({_SQL[kind].format(c=_quote(name))}, '{NULL}')" for name, kind in columns]
+    return f"concat_ws('{ROW_SEPARATOR}', {', '.join(parts)})"
+
+
+def _jsonb_number(value: float | int) -> str:
+    if isinstance(value, int):
+        return str(value)
+    text = format(Decimal(repr(value)), "f")
+    return text[1:] if text.startswith("-") and Decimal(text) == 0 else text
+
+
+def jsonb_text(value: Any) -> str:
+    """The text PostgreSQL prints for a jsonb value holding `value`."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (int, float)):
+        return _jsonb_number(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(jsonb_text(v) for v in value) + "]"
+    keys = sorted(value, key=lambda k: (len(k.encode("utf-8", "surrogatepass")), k.encode("utf-8", "surrogatepass")))
+    return "{" + ", ".join(f"{jsonb_text(k)}: {jsonb_text(value[k])}" for k in keys) + "}"
+
+
+def _timestamp(raw: Any) -> str:
+    if isinstance(raw, str) and len(raw) == 19 and raw[4] == "-" and raw[10] == " " and raw[13] == ":":
+        return raw + ".000000"
+    value = to_postgres(Kind.TIMESTAMP, raw).astimezone(dt.timezone.utc)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+    )
+
+
+def _text(raw: Any) -> str:
+    value = to_postgres(Kind.TEXT, raw)
+    return f"{len(value)}:{value}"
+
+
+def _real(raw: Any) -> str:
+    return struct.pack(">d", to_postgres(Kind.REAL, raw) + 0.0).hex()
+
+
+def _json(raw: Any) -> str:
+    value = parse_json(raw) if isinstance(raw, str) and raw.strip() else to_postgres(Kind.JSON, raw)
+    return hashlib.md5(jsonb_text(value).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_PYTHON: dict[Kind, Callable[[Any], str]] = {
+    Kind.INTEGER: lambda raw: str(to_postgres(Kind.INTEGER, raw)),
+    Kind.TEXT: _text,
+    Kind.REAL: _real,
+    Kind.BOOLEAN: lambda raw: "t" if to_postgres(Kind.BOOLEAN, raw) else "f",
+    Kind.TIMESTAMP: _timestamp,
+    Kind.DATE: lambda raw: to_postgres(Kind.DATE, raw).isoformat(),
+    Kind.JSON: _json,
+}
+
+
+def sqlite_row_renderer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]:
+    """A function rendering a raw SQLite row (values in column order) as row text."""
+    renderers = [_PYTHON[kind] for kind in kinds]
+
+    def render(row: Sequence[Any]) -> str:
+        parts = []
+        for renderer, raw in zip(renderers, row):
+            if raw is None:
+                parts.append(NULL)
+                continue
+            try:
+                parts.append(renderer(raw))
+            except Rejected as rejected:
+                parts.append("!" + rejected.reason)
+        return ROW_SEPARATOR.join(parts)
+
+    return render
+
+
+def md5_hex(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()

@@ -1,0 +1,145 @@
+"""The verifier finds every planted difference with table, key and column, and repair fixes it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from hrp_data.dual_write import Cutover
+from hrp_data.flip import move
+from hrp_data.phases import Phase
+from hrp_data.schema import upgrade
+from hrp_data.seed import seed_database
+from hrp_data.verify import verify, verify_and_repair
+from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
+from tools.cli import cli
+
+
+@pytest.fixture
+def synced(tmp_path, postgres_url):
+    """A seeded legacy file, fully carried to PostgreSQL through dual_write (no backfill needed)."""
+    path = tmp_path / "hrp.db"
+    seed_database(path, races=30, seed=7)
+    upgrade(postgres_url)
+    cutover = Cutover(settings_for(path, postgres_url))
+    move(cutover, Phase.DUAL_WRITE)
+    from hrp_data.models import TABLES
+
+    with cutover.sqlite.begin() as connection:  # touch every row so the outbox carries it over
+        for table in TABLES:
+            keys = ", ".join(c.name for c in table.primary_key.columns)
+            first = next(c.name for c in table.columns if c.name not in keys.split(", "))
+            connection.exec_driver_sql(f'UPDATE "{table.name}" SET "{first}" = "{first}"')
+    wait_drained(cutover, timeout=120)
+    assert_equal(path, postgres_url)
+    yield cutover, path, postgres_url
+    cutover.close()
+
+
+def _pg(cutover, sql: str) -> None:
+    with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql(sql)
+
+
+PLANTED = [
+    ("DELETE FROM predictions WHERE id = 5", "predictions", [5], "missing_row", None),
+    ("INSERT INTO horses (id, horse_name) VALUES (999999, 'Extra')", "horses", [999999], "extra_row", None),
+    ("UPDATE races SET distance = distance + 0.5 WHERE id = 3", "races", [3], "value_differs", "distance"),
+    ("UPDATE races SET race_date = race_date + 1 WHERE id = 4", "races", [4], "value_differs", "race_date"),
+    ("UPDATE races SET created_at = created_at + interval '1 second' WHERE id = 5", "races", [5], "value_differs", "created_at"),
+    ("UPDATE races SET weather_conditions = '{\"wind\": \"planted\"}' WHERE id = 6", "races", [6], "value_differs", "weather_conditions"),
+    ("UPDATE races SET track_name = 'Planted Park' WHERE id = 7", "races", [7], "value_differs", "track_name"),
+    ("UPDATE horses SET age = 99 WHERE id = 2", "horses", [2], "value_differs", "age"),
+    ("UPDATE users SET is_admin = NOT is_admin WHERE id = 1", "users", [1], "value_differs", "is_admin"),
+    ("UPDATE users SET password_hash = 'planted-secret-hash' WHERE id = 1", "users", [1], "value_differs", "password_hash"),
+    ("UPDATE race_horses SET odds = odds * 2 WHERE race_id = 2 AND horse_id = (SELECT min(horse_id) FROM race_horses WHERE race_id = 2)", "race_horses", None, "value_differs", "odds"),
+]
+
+
+def test_an_equal_pair_verifies_equal(synced):
+    cutover, _, _ = synced
+    result = verify(cutover)
+    assert result.equal, result.as_json()
+    assert result.tables["predictions"].rows_primary == result.tables["predictions"].rows_secondary > 0
+
+
+@pytest.mark.parametrize("sql, table, key, kind, column", PLANTED, ids=[p[4] or p[3] for p in PLANTED])
+def test_each_planted_difference_is_found_and_repaired(synced, sql, table, key, kind, column):
+    cutover, path, postgres_url = synced
+    _pg(cutover, sql)
+    first, second = verify_and_repair(cutover, [table])
+    assert not first.equal
+    found = [e for e in first.examples if e["table"] == table and e["kind"] == kind]
+    assert found, first.as_json()
+    if key is not None:
+        assert found[0]["key"] == key
+    if column is not None:
+        assert {e["column"] for e in found} == {column}
+    assert second is not None and second.equal, second.as_json()
+    assert_equal(path, postgres_url)
+
+
+def test_secrets_never_appear_in_the_report(synced):
+    cutover, _, _ = synced
+    _pg(cutover, "UPDATE users SET password_hash = 'planted-secret-hash' WHERE id = 1")
+    _pg(cutover, "UPDATE api_credentials SET api_secret = 'planted-api-secret' WHERE id = 1")
+    result = verify(cutover)
+    text = json.dumps(result.as_json(), default=str)
+    assert "planted-secret-hash" not in text and "planted-api-secret" not in text
+    with cutover.sqlite.connect() as connection:
+        stored = connection.exec_driver_sql("SELECT result FROM hrp_cutover_verify_runs").scalars().all()
+    assert not any("planted" in s for s in stored)
+
+
+def test_verify_during_live_writes_reports_no_false_differences(synced):
+    cutover, path, postgres_url = synced
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            try:
+                with cutover.writing() as uow:
+                    uow.races.update(1 + i % 30, distance=1000.0 + i, status="running")
+                    uow.horses.add(horse_name=f"live {i}")
+                    uow.commit()
+            except Exception as error:  # asserted below
+                errors.append(error)
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        result = verify(cutover)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert result.equal, result.as_json()
+
+
+def test_cli_exit_codes_and_json(synced):
+    cutover, path, postgres_url = synced
+    runner = CliRunner()
+    args = ["--sqlite", str(path), "--postgres", postgres_url, "verify", "--json"]
+    ok = runner.invoke(cli, args)
+    assert ok.exit_code == 0, ok.output
+    payload = json.loads(ok.stdout)
+    assert payload["equal"] is True
+    assert set(payload["tables"]["races"]) >= {"rows_primary", "rows_secondary", "missing", "extra", "different", "quarantined", "seconds"}
+    _pg(cutover, "DELETE FROM race_horses WHERE race_id = 3")
+    bad = runner.invoke(cli, args)
+    assert bad.exit_code == 1
+    assert json.loads(bad.stdout)["tables"]["race_horses"]["missing"] > 0
+    fixed = runner.invoke(cli, args + ["--repair"])
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads(fixed.stdout)["repaired"]["upserted"] > 0
+    unknown = runner.invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "verify", "--tables", "nope"])
+    assert unknown.exit_code == 2 and "unknown table nope" in unknown.output

@@ -1,0 +1,81 @@
+"""The `verify` command: compare both databases completely, optionally repair."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.progress import Progress
+
+from tools.cli import BadSetting, console, domain_errors, open_cutover, pass_context, postgres_option
+
+
+def parse_tables(option: str | None) -> list[str] | None:
+    """The --tables option as a list of known table names (None: all)."""
+    from hrp_data.models import TABLES
+
+    if not option:
+        return None
+    names = [t.strip() for t in option.split(",") if t.strip()]
+    known = [t.name for t in TABLES]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BadSetting(f"unknown table {', '.join(unknown)}; use one of: {', '.join(known)}")
+    return names
+
+
+@click.command()
+@click.option("--tables", metavar="T,...", help="Only these tables (comma-separated).")
+@click.option("--repair", is_flag=True, help="Make the secondary equal to the primary, then verify again.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@postgres_option
+@pass_context
+def verify(ctx, tables: str | None, repair: bool, as_json: bool, postgres_url: str | None) -> None:
+    """Compare every row of both databases (range hashes, then rows); exit 1 when they differ."""
+    from hrp_data.verify import verify as run_verify
+    from hrp_data.verify import verify_and_repair
+
+    names = parse_tables(tables)
+    with domain_errors(), open_cutover(ctx, postgres_url) as cutover, Progress(
+        console=console, transient=True, disable=as_json
+    ) as progress:
+        task = progress.add_task("verify", total=None)
+
+        def step(table: str, done: int, total: int) -> None:
+            progress.update(task, description=f"{table}: differing ranges", completed=done, total=total)
+
+        if repair:
+            first, second = verify_and_repair(cutover, names, progress=step)
+        else:
+            first, second = run_verify(cutover, names, progress=step), None
+    final = second or first
+    if as_json:
+        payload = first.as_json()
+        if second is not None:
+            payload = second.as_json() | {"repaired": first.repaired, "before_repair": first.as_json()}
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        _print(first)
+        if second is not None:
+            click.echo(
+                f"repaired: {first.repaired['upserted']} upserted, {first.repaired['deleted']} deleted,"
+                f" {first.repaired['failed']} failed; verifying again"
+            )
+            _print(second)
+    if not final.equal:
+        raise SystemExit(1)
+
+
+def _print(result) -> None:
+    click.echo(f"{'table':<16}{'primary':>10}{'secondary':>11}{'missing':>9}{'extra':>7}{'differ':>8}{'quarant.':>10}{'s':>8}")
+    for name, t in result.tables.items():
+        click.echo(
+            f"{name:<16}{t.rows_primary:>10}{t.rows_secondary:>11}{t.missing:>9}{t.extra:>7}"
+            f"{t.different:>8}{t.quarantined:>10}{t.seconds:>8.2f}"
+        )
+    for example in result.examples[:10]:
+        click.echo(f"  {example}")
+    click.echo("EQUAL" if result.equal else "NOT EQUAL")
+
+
+COMMANDS = [verify]
