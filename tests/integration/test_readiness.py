@@ -1,0 +1,134 @@
+"""flip is refused, naming the reason, for each unmet precondition, and succeeds when all hold."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from hrp_data import readiness
+from hrp_data.dual_write import Cutover
+from hrp_data.flip import move
+from hrp_data.phases import Phase
+from hrp_data.readiness import NotReady, checklist, guarded_move
+from hrp_data.verify import verify
+from tests.integration.test_verify import synced  # noqa: F401  (fixture)
+from tools.cli import cli
+
+
+@pytest.fixture
+def ready(synced):  # noqa: F811
+    """A synced pair in phase shadow with a fresh equal verify: every check passes."""
+    cutover, path, postgres_url = synced
+    move(cutover, Phase.SHADOW)
+    prepare_for_flip(cutover)
+    return cutover, path, postgres_url
+
+
+def prepare_for_flip(cutover: Cutover) -> None:
+    """What an operator does before a flip (the steps other checks need are added as they land)."""
+    assert verify(cutover).equal
+
+
+def _failed(cutover) -> dict:
+    return {c.name: c.detail for c in checklist(cutover, Phase.POSTGRES_PRIMARY) if not c.ok}
+
+
+def _pg(cutover, sql: str) -> None:
+    with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql(sql)
+
+
+def test_all_checks_pass_and_the_flip_succeeds(ready):
+    cutover, path, postgres_url = ready
+    assert _failed(cutover) == {}
+    runner = CliRunner()
+    base = ["--sqlite", str(path), "--postgres", postgres_url]
+    checked = runner.invoke(cli, base + ["flip", "--check"])
+    assert checked.exit_code == 0, checked.output
+    assert "[x] verify" in checked.output
+    flipped = runner.invoke(cli, base + ["flip"])
+    assert flipped.exit_code == 0, flipped.output
+    assert "shadow -> postgres_primary" in flipped.output and "writes held" in flipped.output
+    assert cutover.phase(fresh=True).phase is Phase.POSTGRES_PRIMARY
+
+
+def test_a_move_that_is_not_allowed_is_refused(synced):  # noqa: F811
+    cutover, _, _ = synced
+    with pytest.raises(NotReady, match="move: cannot move from dual_write to postgres_primary"):
+        guarded_move(cutover, Phase.POSTGRES_PRIMARY)
+
+
+def test_refused_without_a_verify(synced):  # noqa: F811
+    cutover, _, _ = synced
+    move(cutover, Phase.SHADOW)
+    assert "no full verify yet" in _failed(cutover)["verify"]
+
+
+def test_refused_when_the_last_verify_is_too_old(ready, monkeypatch):
+    cutover, _, _ = ready
+    monkeypatch.setattr(readiness, "VERIFY_MAX_AGE_S", -1.0)
+    assert "old" in _failed(cutover)["verify"]
+
+
+def test_refused_when_the_last_verify_found_differences(ready):
+    cutover, _, _ = ready
+    _pg(cutover, "UPDATE horses SET age = 77 WHERE id = 1")
+    assert not verify(cutover).equal
+    assert "found differences" in _failed(cutover)["verify"]
+
+
+def test_refused_on_schema_drift(ready):
+    cutover, _, _ = ready
+    _pg(cutover, "DROP INDEX ix_races_status")
+    assert "ix_races_status" in _failed(cutover)["schema"]
+
+
+def test_refused_when_the_outbox_is_deep(ready, monkeypatch):
+    cutover, _, _ = ready
+    monkeypatch.setattr(readiness, "OUTBOX_THRESHOLD", 2)
+    cutover.applier.stop()
+    for i in range(5):
+        with cutover.writing() as uow:
+            uow.horses.add(horse_name=f"queued {i}")
+            uow.commit()
+    assert "5 pending" in _failed(cutover)["outbox"]
+
+
+def test_refused_with_unvalidated_foreign_keys(ready):
+    cutover, _, _ = ready
+    _pg(cutover, "ALTER TABLE predictions DROP CONSTRAINT fk_predictions_race_id_races;"
+                 " ALTER TABLE predictions ADD CONSTRAINT fk_predictions_race_id_races"
+                 " FOREIGN KEY (race_id) REFERENCES races (id) NOT VALID")
+    assert "fk_predictions_race_id_races" in _failed(cutover)["foreign_keys"]
+
+
+def test_refused_with_a_sequence_behind_the_ids(ready):
+    cutover, _, _ = ready
+    _pg(cutover, "SELECT setval(pg_get_serial_sequence('races', 'id'), 1)")
+    assert "races next 2" in _failed(cutover)["sequences"]
+
+
+def test_force_moves_anyway_says_so_and_is_audited(ready):
+    cutover, path, postgres_url = ready
+    _pg(cutover, "DROP INDEX ix_races_status")
+    runner = CliRunner()
+    base = ["--sqlite", str(path), "--postgres", postgres_url]
+    refused = runner.invoke(cli, base + ["flip"])
+    assert refused.exit_code == 1 and "schema:" in refused.output
+    forced = runner.invoke(cli, base + ["flip", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "FORCED" in forced.output and "schema" in forced.output
+    last = cutover.phases.history(1)[0]
+    assert last["forced"] == 1 and "schema" in last["skipped"]
+
+
+def test_rollback_has_the_same_preflight_in_reverse(ready):
+    cutover, path, postgres_url = ready
+    guarded_move(cutover, Phase.POSTGRES_PRIMARY)
+    with cutover.writing() as uow:
+        uow.horses.add(horse_name="written on postgres")
+        uow.commit()
+    result = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "rollback"])
+    assert result.exit_code == 0, result.output
+    assert "postgres_primary -> shadow" in result.output
+    assert cutover.phase(fresh=True).phase is Phase.SHADOW
