@@ -93,7 +93,7 @@ def create_postgres_engine(url: str, *, application_name: str = "hrp-cutover", *
         "keepalives_interval": 2,
         "keepalives_count": 2,
         "application_name": application_name,
-        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC",
     }
     connect_args.update(kw.pop("connect_args", {}))
     url = psycopg2_url(url)

@@ -10,6 +10,7 @@ failing the read (the backfill quarantines it; the app keeps serving).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import sqlalchemy as sa
@@ -90,13 +91,29 @@ class Day(_Converted):
     postgres_type = sa.Date()
 
 
+class _NegativeZero:
+    """-0.0 for psycopg2: a bare `-0.0` literal is read by PostgreSQL as numeric zero, so type it."""
+
+    def __conform__(self, protocol):
+        return self
+
+    def getquoted(self) -> bytes:
+        return b"'-0'::float8"
+
+
 class ExactReal(_Converted):
-    """REAL on SQLite; DOUBLE PRECISION on PostgreSQL, so every value is bit-exact."""
+    """REAL on SQLite; DOUBLE PRECISION on PostgreSQL, so every value is bit-exact (-0.0 too)."""
 
     cache_ok = True
     kind = Kind.REAL
     sqlite_name = "REAL"
     postgres_type = postgresql.DOUBLE_PRECISION()
+
+    def process_bind_param(self, value, dialect):
+        value = super().process_bind_param(value, dialect)
+        if dialect.name != "sqlite" and value == 0.0 and math.copysign(1.0, value) < 0:
+            return _NegativeZero()
+        return value
 
 
 class Flag(_Converted):
