@@ -107,7 +107,20 @@ def write_images(
     images: dict[KeyRef, dict[str, Any] | None],
     order: Sequence[KeyRef],
 ) -> ApplyResult:
-    """Write images into the secondary in `order`; a failing key is isolated by a savepoint."""
+    """Write images into the secondary.
+
+    Fast path: one multi-row upsert per table (parents first), then one delete
+    per table (children first), all inside a savepoint. If anything in it fails
+    (a foreign key whose parent has not arrived, a unique key being reused),
+    the savepoint is rolled back and the keys are written one by one in
+    `order`, each in its own savepoint, so one bad row fails alone.
+    """
+    try:
+        with connection.begin_nested():
+            return _write_bulk(connection, tables, images)
+    except sa.exc.SQLAlchemyError as error:
+        if _is_disconnect(error):
+            raise
     result = ApplyResult()
     for ref in order:
         try:
@@ -123,6 +136,31 @@ def write_images(
     return result
 
 
+def _write_bulk(
+    connection: sa.Connection,
+    tables: dict[str, sa.Table],
+    images: dict[KeyRef, dict[str, Any] | None],
+) -> ApplyResult:
+    result = ApplyResult()
+    upserts: dict[str, list[dict]] = {}
+    deletes: dict[str, list[KeyRef]] = {}
+    for ref, image in images.items():
+        if image is None:
+            deletes.setdefault(ref.table, []).append(ref)
+        else:
+            upserts.setdefault(ref.table, []).append(image)
+    for name, table in tables.items():
+        for chunk in _chunks(upserts.get(name, []), 500):
+            connection.execute(upsert(connection.dialect.name, table, chunk))
+            result.upserted += len(chunk)
+    for name, table in reversed(tables.items()):
+        for chunk in _chunks(deletes.get(name, []), 500):
+            connection.execute(sa.delete(table).where(sa.or_(*(_key_clause(table, ref.key) for ref in chunk))))
+            result.deleted += len(chunk)
+    result.applied = list(images)
+    return result
+
+
 def _is_disconnect(error: Exception) -> bool:
     """Errors about the connection, not the row: the whole batch is retried later."""
     return bool(getattr(error, "connection_invalidated", False)) or isinstance(
@@ -131,9 +169,15 @@ def _is_disconnect(error: Exception) -> bool:
 
 
 def lock_keys(postgres: sa.Connection, refs: Iterable[KeyRef]) -> None:
-    """Take the per-key advisory locks, in a fixed order, for this transaction."""
-    for lock_id in sorted({ref.lock_id for ref in refs}):
-        postgres.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_id)))
+    """Take the per-key advisory locks, in a fixed order, for this transaction (one round trip)."""
+    ids = sorted({ref.lock_id for ref in refs})
+    postgres.execute(
+        sa.text(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM"
+            " (SELECT k FROM unnest(CAST(:ids AS bigint[])) AS k ORDER BY k) AS ordered"
+        ),
+        {"ids": ids},
+    )
 
 
 def mark_applying(postgres: sa.Connection) -> None:

@@ -39,6 +39,8 @@ from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase, check_move
 log = structlog.get_logger(__name__)
 
 PRE_DRAIN_S = 30.0
+HOLD_DRAIN_TARGET = 50
+"""Pre-drain until at most this many changes wait; the rest are drained inside the hold."""
 LOCK_TIMEOUT = "10s"
 LOCK_WAIT_S = 15.0
 TABLE_MAP = {table.name: table for table in TABLES}
@@ -83,7 +85,7 @@ def _pre_drain(cutover: Cutover, deadline_s: float) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         route = cutover.route()
-        if route is None or outbox.depth(route.primary).pending == 0:
+        if route is None or outbox.depth(route.primary).pending <= HOLD_DRAIN_TARGET:
             return
         applied, failed = drain_once(
             route, cutover.applier.breaker, cutover.applier.counters, ignore_backoff=True

@@ -102,15 +102,43 @@ def _entry_clause(item: Pending) -> sa.ColumnElement[bool]:
     )
 
 
+def _delete_done(connection: sa.Connection, done: Sequence[Pending]) -> None:
+    """Delete each done key's entries up to the highest sequence number the batch saw for it.
+
+    Per key, not up to the batch's highest number: on PostgreSQL sequence numbers
+    are taken at insert and may commit out of order across keys (within one key
+    the row lock keeps them in order), so a lower number of another key may
+    still be uncommitted and unapplied.
+    """
+    if not done:
+        return
+    rows = [(item.ref.table, encode_key(item.ref.key), item.max_seq) for item in done]
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(
+            f"DELETE FROM {OUTBOX} WHERE table_name = ? AND pk = ? AND seq <= ?", rows
+        )
+        return
+    for start in range(0, len(rows), 1000):
+        applied = sa.values(
+            sa.column("table_name", sa.Text), sa.column("pk", sa.Text), sa.column("max_seq", sa.BigInteger),
+            name="applied",
+        ).data(rows[start : start + 1000])
+        connection.execute(
+            sa.delete(outbox).where(
+                outbox.c.table_name == applied.c.table_name,
+                outbox.c.pk == applied.c.pk,
+                outbox.c.seq <= applied.c.max_seq,
+            )
+        )
+
+
 def settle(bind: Bind, done: Sequence[Pending], failed: dict[Pending, str]) -> None:
     """Delete the entries that were applied; record the error and next attempt of the others."""
     if not done and not failed:
         return
     now = time.time()
     with writing(bind) as connection:
-        for chunk_start in range(0, len(done), 200):
-            chunk = done[chunk_start : chunk_start + 200]
-            connection.execute(sa.delete(outbox).where(sa.or_(*(_entry_clause(i) for i in chunk))))
+        _delete_done(connection, done)
         for item, error in failed.items():
             delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** min(item.attempts, 16))
             connection.execute(

@@ -62,7 +62,7 @@ def test_a_write_with_the_sqlite3_shell_reaches_postgres(cutover, legacy_file, p
     move(cutover, Phase.DUAL_WRITE)
     subprocess.run(
         ["sqlite3", str(legacy_file)],
-        input="INSERT INTO horses (horse_name, age, weight) VALUES ('Shell Horse', 4, 480.5);",
+        input=".timeout 5000\nINSERT INTO horses (horse_name, age, weight) VALUES ('Shell Horse', 4, 480.5);",
         text=True, check=True,
     )
     wait_drained(cutover)

@@ -1,0 +1,102 @@
+"""Benchmark: write latency in dual_write vs sqlite_only, and flip hold times under load."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import pytest
+
+from hrp_data.dual_write import Cutover
+from hrp_data.flip import move
+from hrp_data.phases import Phase
+from hrp_data.schema import upgrade
+from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
+
+WRITES = 2000
+
+
+def _latencies(cutover, count: int) -> list[float]:
+    out = []
+    for i in range(count):
+        started = time.perf_counter()
+        with cutover.writing() as uow:
+            horse = uow.horses.add(horse_name=f"bench {i}", weight=450.5)
+            uow.horses.update(horse["id"], age=i % 10)
+            uow.commit()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def _summary(values: list[float]) -> dict:
+    ordered = sorted(values)
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 3),
+        "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1000, 3),
+    }
+
+
+@pytest.mark.bench
+def test_dual_write_latency_ratio(legacy_file, postgres_url, record_bench):
+    upgrade(postgres_url)
+    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+        _latencies(cutover, 200)
+        single = _summary(_latencies(cutover, WRITES))
+        move(cutover, Phase.DUAL_WRITE)
+        _latencies(cutover, 200)
+        dual = _summary(_latencies(cutover, WRITES))
+        wait_drained(cutover, timeout=120)
+        with cutover.engine("postgres").connect() as connection:
+            carried = connection.exec_driver_sql("SELECT count(*) FROM horses").scalar()
+    assert carried == WRITES + 200, "every write made in dual_write reached PostgreSQL"
+    record_bench("dual_write", {
+        "writes": WRITES,
+        "sqlite_only": single,
+        "dual_write": dual,
+        "ratio_p50": round(dual["p50_ms"] / single["p50_ms"], 3),
+        "ratio_p99": round(dual["p99_ms"] / single["p99_ms"], 3),
+    })
+
+
+@pytest.mark.bench
+def test_flip_hold_times_under_load(legacy_file, postgres_url, record_bench):
+    upgrade(postgres_url)
+    holds, failures, writes = [], [], [0]
+    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+        move(cutover, Phase.DUAL_WRITE)
+        move(cutover, Phase.SHADOW)
+        stop = threading.Event()
+
+        def writer():
+            while not stop.is_set():
+                try:
+                    with cutover.writing() as uow:
+                        uow.races.add(race_name="under load", distance=1000.0)
+                        uow.commit()
+                    writes[0] += 1
+                except Exception as error:  # counted
+                    failures.append(repr(error))
+
+        threads = [threading.Thread(target=writer) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            for i in range(20):
+                target = Phase.POSTGRES_PRIMARY if i % 2 == 0 else Phase.SHADOW
+                holds.append(move(cutover, target).hold_ms)
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        wait_drained(cutover, timeout=120)
+        assert_equal(legacy_file, postgres_url)
+    assert failures == []
+    record_bench("flip_hold", {
+        "flips": len(holds),
+        "writes_during": writes[0],
+        "failed_writes": len(failures),
+        "hold_p50_ms": round(statistics.median(holds), 2),
+        "hold_max_ms": round(max(holds), 2),
+    })
