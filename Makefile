@@ -18,7 +18,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest -m bench -p no:cacheprovider tests/bench
+	rm -rf artifacts/bench
+	$(BIN)/python -m pytest -m bench -s tests/bench
+	$(BIN)/hrp-cutover bench
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak tests/soak
