@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
+_PASSWORD_IN_URL = re.compile(r"(?P<head>(?:[a-zA-Z][a-zA-Z0-9+.-]*)?://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
 _PASSWORD_PARAM = re.compile(r"(?P<head>\bpassword=)(?P<pw>[^\s&'\"]*)", re.IGNORECASE)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,6 +69,31 @@ class Settings:
             self, shadow_sample=sample, log_level=str(self.log_level).upper()
         )
 
+    def require_sqlite_file(self) -> str:
+        """The path of the legacy file, which must exist: a typo must not start a cutover from an empty file."""
+        database = make_url(self.sqlite_url).database
+        if not database or database == ":memory:" or database.startswith("file::memory:"):
+            raise SettingsError(
+                f"HRP_SQLITE_URL={self.sqlite_url!r} names no file; give the legacy database,"
+                " e.g. sqlite:///data/hrp_database.db"
+            )
+        shown = redact_url(database)
+        if not os.path.isfile(database):
+            raise SettingsError(
+                f"HRP_SQLITE_URL points to {shown!r}, which does not exist;"
+                " give the legacy database file (e.g. --sqlite data/hrp_database.db)"
+            )
+        with open(database, "rb") as handle:
+            if handle.read(16) != b"SQLite format 3\x00":
+                raise SettingsError(f"HRP_SQLITE_URL points to {shown!r}, which is not a SQLite database")
+        missing = _missing_legacy_tables(database)
+        if missing:
+            raise SettingsError(
+                f"HRP_SQLITE_URL points to {shown!r}, which lacks the HRP tables {', '.join(missing)};"
+                " is it the app's database?"
+            )
+        return database
+
     def require_postgres(self) -> str:
         if not self.postgres_url:
             raise SettingsError(
@@ -74,6 +101,20 @@ class Settings:
                 " (e.g. postgresql://user@host:5432/hrp)"
             )
         return self.postgres_url
+
+
+LEGACY_TABLES = ("users", "races", "horses", "race_horses", "predictions", "api_credentials")
+
+
+def _missing_legacy_tables(path: str) -> list[str]:
+    connection = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True)
+    try:
+        present = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        return list(LEGACY_TABLES)
+    finally:
+        connection.close()
+    return [name for name in LEGACY_TABLES if name not in present]
 
 
 def _check_choice(variable: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -69,8 +69,10 @@ def cli(click_ctx: click.Context, sqlite_url, postgres_url, log_format) -> None:
 
 def _as_sqlite_url(value: str | None) -> str | None:
     """Accept a plain file path where a SQLite URL is expected."""
-    if value is None or value.startswith("sqlite:"):
+    if value is None or value.startswith("sqlite:") or "://" in value:
         return value
+    if "\x00" in value:
+        raise BadSetting("--sqlite contains a NUL byte; give the path of the legacy database file")
     return f"sqlite:///{Path(value).resolve()}"
 
 
@@ -114,7 +116,12 @@ def open_cutover(ctx: Context, postgres_url: str | None = None):
     """The Cutover of this CLI process (no background applier: commands drain by themselves)."""
     from hrp_data.dual_write import Cutover
 
-    return Cutover(settings_from(ctx, postgres_url=postgres_url), applier=False)
+    settings = settings_from(ctx, postgres_url=postgres_url)
+    try:
+        settings.require_sqlite_file()
+    except SettingsError as error:
+        raise BadSetting(str(error)) from None
+    return Cutover(settings, applier=False)
 
 
 postgres_option = click.option(
@@ -155,11 +162,9 @@ def phase_show(ctx: Context) -> None:
     )
 
 
-def _target(cutover, target_name: str | None, step: int):
-    from hrp_data.phases import ORDER, MoveRefused, parse_phase
+def _target(cutover, step: int):
+    from hrp_data.phases import ORDER, MoveRefused
 
-    if target_name is not None:
-        return parse_phase(target_name)
     current = cutover.phase(fresh=True).phase
     index = ORDER.index(current) + step
     if not 0 <= index < len(ORDER):
@@ -176,10 +181,13 @@ def _run_move(
     check: bool = False,
     force: bool = False,
 ) -> None:
+    from hrp_data.phases import parse_phase
     from hrp_data.readiness import NotReady, checklist, guarded_move
 
+    with domain_errors():
+        named = parse_phase(target_name) if target_name is not None else None
     with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
-        target = _target(cutover, target_name, step)
+        target = named or _target(cutover, step)
         if check:
             checks = checklist(cutover, target)
             for item in checks:
