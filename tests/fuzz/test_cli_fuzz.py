@@ -28,6 +28,13 @@ BAD_URLS = st.one_of(
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+def _positive_int(text: str) -> bool:
+    try:
+        return int(text) >= 1
+    except ValueError:
+        return False
+
+
 def _fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
 
@@ -70,7 +77,7 @@ def test_malformed_sqlite_urls_are_refused(url):
 
 
 @FUZZ
-@given(races=st.one_of(st.integers(max_value=0), HOSTILE_TEXT.filter(lambda t: not t.strip().isdigit() or int(t) < 1)))
+@given(races=st.one_of(st.integers(max_value=0), HOSTILE_TEXT.filter(lambda t: not _positive_int(t))))
 def test_bad_seed_arguments_are_refused(tmp_path_factory, races):
     target = tmp_path_factory.mktemp("seed") / "x.db"
     result = CliRunner().invoke(cli, ["seed", "--sqlite", str(target), "--races", str(races)])
