@@ -257,6 +257,25 @@ class StatisticsRepository:
         return [_plain(row) for row in self.session.execute(statement).mappings()]
 
 
+    def jockey_leaderboard(self, *, limit: int = 20) -> list[Record]:
+        """Jockeys by wins: rides, wins (finish position 1) and average odds of their rides."""
+        wins = sa.func.count().filter(RaceHorse.finish_position == 1)
+        statement = (
+            sa.select(
+                Horse.jockey,
+                sa.func.count().label("rides"),
+                wins.label("wins"),
+                sa.func.avg(RaceHorse.odds).label("avg_odds"),
+            )
+            .join(Horse, Horse.id == RaceHorse.horse_id)
+            .where(Horse.jockey.is_not(None))
+            .group_by(Horse.jockey)
+            .order_by(wins.desc(), Horse.jockey)
+            .limit(limit)
+        )
+        return [_plain(row) for row in self.session.execute(statement).mappings()]
+
+
 def _plain(row: Any) -> Record:
     return {
         k: round(float(v), STAT_DIGITS) if k.startswith("avg_") and v is not None else v

@@ -70,6 +70,7 @@ def populate(engine) -> dict:
         out["for_race"] = uow.predictions.for_race(races[1]["id"])
         out["race_stats"] = uow.statistics.race_statistics()
         out["horse_stats"] = uow.statistics.horse_performance()
+        out["jockeys"] = uow.statistics.jockey_leaderboard()
         out["user"] = uow.users.get_by_username("ada")
         out["creds"] = uow.credentials.list(user_id=admin["id"])
     return out
@@ -144,6 +145,13 @@ def test_statistics_match_a_computation_by_hand(engine):
     for p in predictions:
         high[p["horse_id"]] = high.get(p["horse_id"], 0) + (p["confidence"] >= 0.8)
     assert {s["horse_id"]: s["high_confidence_count"] for s in out["horse_stats"]} == high
+
+
+def test_jockey_leaderboard_counts_rides(engine):
+    out = populate(engine)
+    rides = {row["jockey"]: row["rides"] for row in out["jockeys"]}
+    assert rides == {"J0": 12, "J1": 12}
+    assert all(row["wins"] == 0 and row["avg_odds"] > 0 for row in out["jockeys"])
 
 
 def test_update_and_delete(engine):
