@@ -27,6 +27,7 @@ from hrp_data.apply import hold_phase_shared
 from hrp_data.phase_store import PhaseRecord, PhaseStore
 from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase, PhaseRow
 from hrp_data.settings import Settings, SettingsError
+from hrp_data.shadow_reads import ShadowReads
 from hrp_data.unit_of_work import UnitOfWork
 
 GATE_ATTEMPTS = 5
@@ -57,9 +58,11 @@ class Cutover:
         self.applier = Applier(self.route, report=self._report)
         if applier:
             self.applier.start()
+        self.shadow = ShadowReads(self)
 
     def close(self) -> None:
         self.applier.stop()
+        self.shadow.close()
         self.sqlite.dispose()
         if self.postgres is not None:
             self.postgres.dispose()
@@ -109,8 +112,11 @@ class Cutover:
         return DualWriteUnitOfWork(self)
 
     def reading(self) -> UnitOfWork:
-        """A read-only unit of work on the current read source."""
-        return UnitOfWork(self.engine(self.phase_row().reads_from), writable=False)
+        """A read-only unit of work on the current read source (shadowed where the phase says so)."""
+        row = self.phase_row()
+        if row.shadow_reads:
+            return self.shadow.reader(row)
+        return UnitOfWork(self.engine(row.reads_from), writable=False)
 
 
 class DualWriteUnitOfWork(UnitOfWork):

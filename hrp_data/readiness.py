@@ -80,37 +80,40 @@ def _foreign_keys_check(cutover: Cutover) -> Check:
 
 
 def _sequences_check(cutover: Cutover, target: Phase) -> Check:
-    """The new primary's next id is past every id the other side holds."""
+    """The new primary's next id is past its own largest id.
+
+    Ids the other side holds are not compared here: with live writes they move
+    on between this check and the flip. The applier moves each PostgreSQL
+    identity past the ids it copies in the same transaction, SQLite's
+    sqlite_sequence follows explicit ids by itself, and the move sets both
+    inside its hold. This check catches a sequence set back by hand.
+    """
     new_primary = PHASES[target].primary
     behind = []
-    with cutover.engine(SQLITE).connect() as sqlite, cutover.engine(POSTGRES).connect() as pg:
+    engine = cutover.engine(new_primary)
+    with engine.connect() as connection:
         for table in TABLES:
             if table.autoincrement_column is None:
                 continue
             key = table.autoincrement_column.name
-            top = max(
-                sqlite.exec_driver_sql(f'SELECT coalesce(max("{key}"), 0) FROM "{table.name}"').scalar(),
-                pg.exec_driver_sql(f'SELECT coalesce(max("{key}"), 0) FROM "{table.name}"').scalar(),
-            )
+            top = connection.exec_driver_sql(f'SELECT coalesce(max("{key}"), 0) FROM "{table.name}"').scalar()
             if new_primary == POSTGRES:
-                state = pg.exec_driver_sql(
-                    f"SELECT last_value, is_called FROM {pg.exec_driver_sql('SELECT pg_get_serial_sequence(%(t)s, %(c)s)', {'t': table.name, 'c': key}).scalar()}"
-                ).one()
-                next_id = state[0] + 1 if state[1] else state[0]
+                sequence = connection.exec_driver_sql(
+                    "SELECT pg_get_serial_sequence(%(t)s, %(c)s)", {"t": f'"{table.name}"', "c": key}
+                ).scalar()
+                last, called = connection.exec_driver_sql(f"SELECT last_value, is_called FROM {sequence}").one()
+                next_id = last + 1 if called else last
             else:
-                seq = sqlite.exec_driver_sql(
+                seq = connection.exec_driver_sql(
                     "SELECT seq FROM sqlite_sequence WHERE name = ?", (table.name,)
                 ).scalar()
                 next_id = (seq or 0) + 1
             if next_id <= top:
                 behind.append(f"{table.name} next {next_id} <= max {top}")
-        sqlite.rollback()
+        connection.rollback()
     if behind:
-        return Check(
-            "sequences", False,
-            "; ".join(behind) + " (a move sets them inside its hold; this shows the state now)",
-        )
-    return Check("sequences", True, "next ids are past the largest ids")
+        return Check("sequences", False, "; ".join(behind))
+    return Check("sequences", True, f"next ids on {new_primary} are past its largest ids")
 
 
 def _verify_check(cutover: Cutover) -> Check:
@@ -129,7 +132,43 @@ def _verify_check(cutover: Cutover) -> Check:
     return Check("verify", True, f"last full verify equal, {last['age_s']:.0f} s ago")
 
 
-def checklist(cutover: Cutover, target: Phase) -> list[Check]:
+def _shadow_check(cutover: Cutover) -> Check:
+    """Shadow reads agreed: mismatch rate over HRP_SHADOW_WINDOW within HRP_SHADOW_MAX_RATE."""
+    from hrp_data.shadow_reads import readiness as shadow_readiness
+
+    ok, detail = shadow_readiness(cutover)
+    return Check("shadow", ok, detail)
+
+
+def _backfill_check(cutover: Cutover) -> Check:
+    """The backfill copied every legacy row (hrp_cutover_backfill marked complete)."""
+    from hrp_data.backfill import backfill_status
+
+    status = backfill_status(cutover.engine(POSTGRES))
+    if status["complete"]:
+        return Check("backfill", True, f"complete since {status['finished_at']}")
+    pending = [name for name, t in status["tables"].items() if t["state"] != "done"]
+    detail = f"not complete ({', '.join(pending)} pending)" if pending else status["state"]
+    return Check("backfill", False, f"{detail}: run `hrp-cutover backfill`")
+
+
+def _quarantine_check(cutover: Cutover, accept: bool) -> Check:
+    """No legacy row is left in quarantine, unless the operator accepts leaving them behind."""
+    from hrp_data.quarantine import quarantined_count
+
+    count = quarantined_count(cutover.engine(POSTGRES))
+    if count == 0:
+        return Check("quarantine", True, "no quarantined rows")
+    if accept:
+        return Check("quarantine", True, f"{count} quarantined row(s) accepted (--accept-quarantine)")
+    return Check(
+        "quarantine", False,
+        f"{count} quarantined row(s): see `hrp-cutover quarantine`, fix and `hrp-cutover backfill"
+        " --retry-quarantined`, or accept them",
+    )
+
+
+def checklist(cutover: Cutover, target: Phase, *, accept_quarantine: bool = False) -> list[Check]:
     """Every check that applies to moving from the current phase to `target`."""
     current = cutover.phase(fresh=True).phase
     checks = []
@@ -148,12 +187,18 @@ def checklist(cutover: Cutover, target: Phase) -> list[Check]:
         checks.append(_verify_check(cutover))
         checks.append(_foreign_keys_check(cutover))
         checks.append(_sequences_check(cutover, target))
+        checks.append(_shadow_check(cutover))
+    if PHASES[target].primary == POSTGRES and PHASES[current].primary != POSTGRES:
+        checks.append(_backfill_check(cutover))
+        checks.append(_quarantine_check(cutover, accept_quarantine))
     return checks
 
 
-def guarded_move(cutover: Cutover, target: Phase, *, force: bool = False) -> tuple[MoveResult, list[Check]]:
+def guarded_move(
+    cutover: Cutover, target: Phase, *, force: bool = False, accept_quarantine: bool = False
+) -> tuple[MoveResult, list[Check]]:
     """Move to `target` if every check passes (or when forced: then say loudly what was skipped)."""
-    checks = checklist(cutover, target)
+    checks = checklist(cutover, target, accept_quarantine=accept_quarantine)
     failed = [c for c in checks if not c.ok]
     if failed and failed[0].name == "move":
         raise NotReady(failed)

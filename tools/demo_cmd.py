@@ -20,7 +20,7 @@ def demo(postgres_url: str | None, workdir: Path | None, races: int, keep: bool)
 
     try:
         code = run_demo(
-            postgres_url, workdir, races, keep, say=lambda text: console.print(text, markup=False, highlight=False)
+            postgres_url, workdir, races, keep, say=lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)
         )
     except RuntimeError as error:
         raise click.ClickException(str(error)) from None

@@ -1,11 +1,84 @@
-"""Placeholder for the `serve` command while it is being built (hidden from --help)."""
+"""The web commands: `serve` (the HRP app and dashboard under waitress) and `create-admin`."""
+
+from __future__ import annotations
+
+import signal
+import sys
 
 import click
 
-
-@click.command(hidden=True)
-def serve() -> None:
-    raise click.ClickException("serve is not available yet")
+from tools.cli import BadSetting, domain_errors, open_cutover, pass_context, postgres_option, settings_from
 
 
-COMMANDS = [serve]
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0: any free port; the one chosen is printed).")
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Request threads of this process.")
+@postgres_option
+@pass_context
+def serve(ctx, host: str, port: int, threads: int, postgres_url: str | None) -> None:
+    """Serve the HRP JSON API and the cutover dashboard (/admin/cutover) with waitress."""
+    from waitress import create_server
+
+    from hrp_data.web.extension import HrpCutover
+    from hrp_data.wsgi import make_app
+
+    settings = settings_from(ctx, postgres_url=postgres_url)
+    app = make_app(settings, configure_logs=False)  # the CLI group configured logging
+    try:
+        server = create_server(app, host=host, port=port, threads=threads, ident="hrp-cutover")
+    except OSError as error:
+        raise BadSetting(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+    def stop(signum, _frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    shown_host = f"[{host}]" if ":" in host else host
+    click.echo(f"serving on http://{shown_host}:{server.effective_port} ({threads} threads)")
+    sys.stdout.flush()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        HrpCutover.state(app).close()
+
+
+@click.command("create-admin")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (one line).")
+@click.option("--email", help="E-mail address (default USERNAME@localhost).")
+@postgres_option
+@pass_context
+def create_admin(ctx, username: str, password_stdin: bool, email: str | None, postgres_url: str | None) -> None:
+    """Create an admin user (the first one, typically). The password is read from standard input."""
+    from hrp_data.replay import replay_outbox
+    from hrp_data.web import services
+    from hrp_data.web.validation import USER, Invalid, check
+
+    if not password_stdin:
+        raise BadSetting("give the password on standard input with --password-stdin (never as an argument)")
+    password = sys.stdin.readline().rstrip("\r\n")
+    fields = {"username": username, "email": email or f"{username}@localhost", "password": password}
+    try:
+        values = {spec.name: check(spec, fields[spec.name]) for spec in USER}
+    except Invalid as error:
+        raise BadSetting(error.message) from None
+    with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
+        try:
+            user = services.register_user(cutover, **values, is_admin=True)
+        except services.Conflict as error:
+            raise click.ClickException(str(error)) from None
+        if cutover.route() is not None:
+            try:
+                replay_outbox(cutover)  # carry it to the secondary now; the appliers would anyway
+            except Exception:  # noqa: BLE001 - the user exists; the outbox keeps the change
+                pass
+    click.echo(f"admin {user['username']} created (id {user['id']})")
+
+
+COMMANDS = [serve, create_admin]

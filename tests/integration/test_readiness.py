@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from hrp_data import readiness
-from hrp_data.dual_write import Cutover
 from hrp_data.flip import move
 from hrp_data.phases import Phase
 from hrp_data.readiness import NotReady, checklist, guarded_move
@@ -16,17 +19,23 @@ from tools.cli import cli
 
 
 @pytest.fixture
-def ready(synced):  # noqa: F811
-    """A synced pair in phase shadow with a fresh equal verify: every check passes."""
+def ready(synced, monkeypatch):  # noqa: F811
+    """A synced pair in phase shadow, backfilled, shadow reads compared, a fresh equal verify:
+    every check passes."""
     cutover, path, postgres_url = synced
+    monkeypatch.setenv("HRP_SHADOW_MIN_READS", "20")
+    backfill = subprocess.run(
+        [str(Path(sys.executable).parent / "hrp-cutover"), "--sqlite", str(path), "--postgres", postgres_url,
+         "backfill", "--no-backup"],
+        capture_output=True, text=True,
+    )
+    assert backfill.returncode == 0, backfill.stderr
     move(cutover, Phase.SHADOW)
-    prepare_for_flip(cutover)
-    return cutover, path, postgres_url
-
-
-def prepare_for_flip(cutover: Cutover) -> None:
-    """What an operator does before a flip (the steps other checks need are added as they land)."""
+    with cutover.reading() as uow:
+        for race_id in range(1, 31):
+            uow.races.get(race_id)
     assert verify(cutover).equal
+    return cutover, path, postgres_url
 
 
 def _failed(cutover) -> dict:

@@ -1,0 +1,308 @@
+"""The legacy file read raw, a key range at a time, and converted into COPY lines.
+
+Reading uses plain sqlite3 (no ORM: it is the backfill's hot loop) with the
+same lenient text decoding as the app's engine (invalid UTF-8 arrives as
+lone surrogates, which the conversion rules reject by name). Batches are
+keyset pages, `WHERE key > last ORDER BY key LIMIT n`, on the primary key
+(race_horses: the row value (race_id, horse_id)), never OFFSET and never the
+rowid of a table without an INTEGER PRIMARY KEY (VACUUM may renumber it).
+
+Every value goes through `adapters.convert.to_postgres` for its column's
+kind, then becomes a COPY text field (adapters.pg_copy). Conversion is a pure
+function, so for text-held kinds an exact memo of recent spellings saves
+re-parsing the many repeated timestamps, dates and names. A row with any
+rejected value is not copied; each rejected column is reported with its
+reason and a displayable value (secrets fingerprinted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from adapters import pg_copy
+from adapters.convert import Kind, Rejected, to_postgres
+from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
+from adapters.types import kind_of
+from hrp_data.models import SECRET_COLUMNS, TABLES
+from shadow.redact import fingerprint
+
+TABLE_MAP = {table.name: table for table in TABLES}
+MEMO_KINDS = frozenset({Kind.TIMESTAMP, Kind.DATE, Kind.TEXT, Kind.BOOLEAN})
+MEMO_LIMIT = 20_000
+SHOWN_MAX = 500
+
+Key = tuple[Any, ...]
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a sqlite:/// URL."""
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:":
+        raise ValueError(f"{url} does not name a SQLite file")
+    return Path(database)
+
+
+def connect(path: Path, *, read_only: bool = True) -> sqlite3.Connection:
+    """A raw connection to the legacy file (read-only by default: `file:...?mode=ro`)."""
+    if read_only:
+        connection = sqlite3.connect(
+            f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
+    else:
+        connection = sqlite3.connect(path, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    connection.isolation_level = None
+    connection.text_factory = decode_text
+    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return connection
+
+
+def _fetch(connection: sqlite3.Connection, sql: str, params: tuple) -> list[tuple]:
+    """All rows, decoded by the C decoder; a page holding invalid UTF-8 is read again leniently."""
+    connection.text_factory = str
+    try:
+        return connection.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as error:
+        if "decode" not in str(error):
+            raise
+        connection.text_factory = decode_text
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.text_factory = decode_text
+
+
+_FORMAT: dict[Kind, Callable[[Any], str]] = {
+    Kind.INTEGER: str,
+    Kind.REAL: pg_copy.float_field,
+    Kind.TEXT: pg_copy.escape_text,
+    Kind.BOOLEAN: lambda value: "t" if value else "f",
+    Kind.TIMESTAMP: lambda value: value.isoformat(),
+    Kind.DATE: lambda value: value.isoformat(),
+    Kind.JSON: pg_copy.json_field,
+}
+
+
+def field_encoder(kind: Kind) -> Callable[[Any], str]:
+    """raw SQLite value -> COPY field, via to_postgres; raises Rejected."""
+    spell = _FORMAT[kind]
+    null = pg_copy.NULL
+
+    if kind not in MEMO_KINDS:
+
+        def encode(raw: Any) -> str:
+            if raw is None:
+                return null
+            return spell(to_postgres(kind, raw))
+
+        return encode
+
+    memo: dict[str, str] = {}
+
+    def encode_memo(raw: Any) -> str:
+        if raw is None:
+            return null
+        if type(raw) is not str:  # equal numbers of other types (1, 1.0, True) convert differently
+            return spell(to_postgres(kind, raw))
+        text = memo.get(raw)
+        if text is None:
+            text = spell(to_postgres(kind, raw))
+            if len(memo) >= MEMO_LIMIT:
+                memo.clear()
+            memo[raw] = text
+        return text
+
+    return encode_memo
+
+
+@dataclasses.dataclass(frozen=True)
+class Reject:
+    """One value of one row that cannot go to PostgreSQL as it is."""
+
+    key: Key
+    column: str
+    reason: str
+    value: str | None
+    detail: str | None = None
+
+
+def shown_value(column: str, raw: Any) -> str | None:
+    """A value as the quarantine stores it: readable, bounded, secrets fingerprinted."""
+    if raw is None:
+        return None
+    if column in SECRET_COLUMNS:
+        return fingerprint(raw)
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        text = "x'" + bytes(raw).hex().upper() + "'"
+    elif isinstance(raw, float):
+        text = repr(raw)
+    elif isinstance(raw, str):
+        text = raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        text = text.replace("\x00", "\\x00")
+    else:
+        text = str(raw)
+    return text if len(text) <= SHOWN_MAX else text[: SHOWN_MAX - 1] + "\u2026"
+
+
+def key_to_json(key: Key) -> list:
+    """A key as JSON (ints as numbers, as the outbox spells them); odd legacy keys tagged."""
+    out: list = []
+    for value in key:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            out.append({"blob": bytes(value).hex()})
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+                out.append(value)
+            except UnicodeEncodeError:
+                out.append({"text_bytes": value.encode("utf-8", "surrogateescape").hex()})
+        else:
+            out.append(value)
+    return out
+
+
+def key_from_json(values: Iterable[Any]) -> Key:
+    """The inverse of key_to_json: the exact SQLite values again."""
+    out: list = []
+    for value in values:
+        if isinstance(value, dict) and "blob" in value:
+            out.append(bytes.fromhex(value["blob"]))
+        elif isinstance(value, dict) and "text_bytes" in value:
+            out.append(decode_text(bytes.fromhex(value["text_bytes"])))
+        else:
+            out.append(value)
+    return tuple(out)
+
+
+@dataclasses.dataclass
+class Converted:
+    """A batch turned into a COPY payload; `rejects` lists every value that was refused."""
+
+    payload: bytes
+    staged: int
+    staged_keys: list[Key]
+    rejects: list[Reject]
+    rejected_keys: set[Key]
+
+
+class TableReader:
+    """Keyset reads and conversion of one legacy table."""
+
+    def __init__(self, table: sa.Table):
+        self.table = table
+        self.name = table.name
+        self.columns = [c.name for c in table.columns]
+        self.kinds = [kind_of(c) for c in table.columns]
+        self.key_columns = [c.name for c in table.primary_key.columns]
+        self.key_index = [self.columns.index(c) for c in self.key_columns]
+        self.encoders = [field_encoder(kind) for kind in self.kinds]
+        quoted = ", ".join(pg_copy.quote_ident(c) for c in self.columns)
+        self._keys_sql = ", ".join(pg_copy.quote_ident(c) for c in self.key_columns)
+        self._row_value = (
+            self._keys_sql if len(self.key_columns) == 1 else f"({self._keys_sql})"
+        )
+        self._select = f"SELECT {quoted} FROM {pg_copy.quote_ident(self.name)}"
+        self._placeholders = "?" if len(self.key_columns) == 1 else f"({', '.join('?' * len(self.key_columns))})"
+
+    # -- reading --------------------------------------------------------
+
+    def key_of(self, row: Sequence[Any]) -> Key:
+        return tuple(row[i] for i in self.key_index)
+
+    def page(self, connection: sqlite3.Connection, after: Key | None, limit: int) -> list[tuple]:
+        """The next `limit` rows after key `after` (None: from the start), in key order."""
+        order = f" ORDER BY {self._keys_sql} LIMIT ?"
+        if after is None:
+            return _fetch(connection, self._select + order, (limit,))
+        return _fetch(
+            connection, f"{self._select} WHERE {self._row_value} > {self._placeholders}{order}", (*after, limit)
+        )
+
+    def keys_between(self, connection: sqlite3.Connection, low: Key | None, high: Key) -> set[Key]:
+        """The keys in (low, high]."""
+        where = f"{self._row_value} <= {self._placeholders}"
+        params: tuple = tuple(high)
+        if low is not None:
+            where = f"{self._row_value} > {self._placeholders} AND " + where
+            params = (*low, *high)
+        cursor = connection.execute(
+            f"SELECT {self._keys_sql} FROM {pg_copy.quote_ident(self.name)} WHERE {where}", params
+        )
+        return {tuple(row) for row in cursor}
+
+    def rows_for(self, connection: sqlite3.Connection, keys: Sequence[Key]) -> list[tuple]:
+        """The rows that exist for these keys, in key order."""
+        rows: list[tuple] = []
+        for start in range(0, len(keys), 200):
+            chunk = keys[start : start + 200]
+            if len(self.key_columns) == 1:
+                marks = ", ".join("?" * len(chunk))
+                params: list = [k[0] for k in chunk]
+            else:
+                marks = ", ".join(self._placeholders for _ in chunk)
+                params = [v for k in chunk for v in k]
+            rows += connection.execute(
+                f"{self._select} WHERE {self._row_value} IN ({marks})", params
+            ).fetchall()
+        return sorted(rows, key=self.key_of)
+
+    def count(self, connection: sqlite3.Connection, after: Key | None = None) -> int:
+        if after is None:
+            return connection.execute(f"SELECT count(*) FROM {pg_copy.quote_ident(self.name)}").fetchone()[0]
+        return connection.execute(
+            f"SELECT count(*) FROM {pg_copy.quote_ident(self.name)}"
+            f" WHERE {self._row_value} > {self._placeholders}",
+            tuple(after),
+        ).fetchone()[0]
+
+    # -- conversion -----------------------------------------------------
+
+    def rejections(self, row: Sequence[Any]) -> list[Reject]:
+        """Every value of `row` that does not convert, with its reason."""
+        key = self.key_of(row)
+        found = []
+        for name, encode, raw in zip(self.columns, self.encoders, row):
+            try:
+                encode(raw)
+            except Rejected as error:
+                found.append(Reject(key, name, error.reason, shown_value(name, raw)))
+            except Exception as error:  # an encoding problem: quarantined, never fatal
+                found.append(Reject(key, name, f"unencodable: {type(error).__name__}", shown_value(name, raw)))
+        return found
+
+    def convert(self, rows: Sequence[Sequence[Any]], *, with_keys: bool = False) -> Converted:
+        """COPY lines of the rows that convert; the rest as rejects."""
+        encoders = self.encoders
+        lines: list[str] = []
+        rejects: list[Reject] = []
+        rejected_keys: set[Key] = set()
+        staged_keys: list[Key] = []
+        append = lines.append
+        for row in rows:
+            try:
+                append("\t".join([encode(raw) for encode, raw in zip(encoders, row)]))
+            except Exception:
+                found = self.rejections(row) or [
+                    Reject(self.key_of(row), "", "unencodable", None)
+                ]
+                rejects += found
+                rejected_keys.add(found[0].key)
+                continue
+            if with_keys:
+                staged_keys.append(self.key_of(row))
+        payload = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+        return Converted(payload, len(lines), staged_keys, rejects, rejected_keys)
+
+
+def readers() -> dict[str, TableReader]:
+    return {table.name: TableReader(table) for table in TABLES}
+
+
+def json_dumps_key(key: Key) -> str:
+    return json.dumps(key_to_json(key), separators=(",", ":"))

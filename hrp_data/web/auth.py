@@ -1,0 +1,91 @@
+"""Users and sessions: register, log in and out (Flask's signed session cookie), and the guards.
+
+POST /api/users {username, email, password}      -> 201, the user (no hash)
+POST /api/session {username, password}           -> 200 and the session cookie
+DELETE /api/session                              -> 204
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, g, jsonify, session
+
+from hrp_data.web import errors, services
+from hrp_data.web.errors import ApiError
+from hrp_data.web.extension import current_cutover
+from hrp_data.web.inputs import json_body
+from hrp_data.web.serialize import public
+from hrp_data.web.validation import LOGIN, USER
+
+bp = Blueprint("hrp_auth", __name__, url_prefix="/api")
+errors.install(bp)
+
+SESSION_USER = "hrp_user_id"
+
+
+def current_user() -> dict[str, Any] | None:
+    """The logged-in user of this request (read once per request), or None."""
+    if "hrp_user" not in g:
+        user_id = session.get(SESSION_USER)
+        g.hrp_user = services.get_user(current_cutover, user_id) if isinstance(user_id, int) else None
+    return g.hrp_user
+
+
+def log_in(user: dict[str, Any]) -> None:
+    session.clear()  # a fresh session: no fixation across a login
+    session[SESSION_USER] = user["id"]
+    g.hrp_user = user
+
+
+def log_out() -> None:
+    session.clear()
+    g.hrp_user = None
+
+
+def login_required(view: Callable) -> Callable:
+    @functools.wraps(view)
+    def guarded(*args: Any, **kwargs: Any):
+        if current_user() is None:
+            raise ApiError(401, "log in first: POST /api/session")
+        return view(*args, **kwargs)
+
+    return guarded
+
+
+def admin_required(view: Callable) -> Callable:
+    @functools.wraps(view)
+    def guarded(*args: Any, **kwargs: Any):
+        user = current_user()
+        if user is None:
+            raise ApiError(401, "log in first: POST /api/session")
+        if not user.get("is_admin"):
+            raise ApiError(403, "this needs an admin")
+        return view(*args, **kwargs)
+
+    return guarded
+
+
+@bp.post("/users")
+def register():
+    fields = json_body(USER)
+    user = services.register_user(current_cutover, **fields)
+    return jsonify(public(user)), 201
+
+
+@bp.post("/session")
+def login():
+    fields = json_body(LOGIN)
+    user = services.authenticate(current_cutover, fields["username"], fields["password"])
+    if user is None:
+        raise ApiError(401, "wrong username or password")
+    log_in(user)
+    return jsonify({"user": public(user)}), 200
+
+
+@bp.delete("/session")
+def logout():
+    log_out()
+    return "", 204

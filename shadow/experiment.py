@@ -1,0 +1,483 @@
+"""Shadow-read experiments in the manner of github/scientist: control, candidate, compare, publish.
+
+`Laboratory.run(read, control, candidate)` calls the control (the read on the
+primary) on the caller's thread and returns its value or raises its
+exception, exactly as if no experiment existed. When the read is sampled,
+the candidate (the same read on the secondary) runs afterwards on a worker
+of a bounded thread pool fed by a bounded queue, so a slow or dead secondary
+adds no latency to the caller: when the queue is full the sample is dropped
+and counted, never waited for. The candidate's value, exception and time are
+recorded and never raised.
+
+Unlike Scientist, the two sides do not run in random order: the candidate
+always runs after the control, because the secondary receives the primary's
+writes through the outbox a moment later. A difference is therefore not a
+mismatch yet. Its rows are re-checked once no outbox change is pending for
+them (the `pending` callable, handed in by the caller): both reads run again
+(control, candidate, control; a control that moved meanwhile means the
+primary is still changing, so the round is repeated) and only differences
+that survive on the same rows are mismatches. One that agrees on re-check is
+counted as `lag`; one still pending when the bounded wait ends is
+`unsettled` (not a mismatch, not a match).
+
+Outcomes: match, mismatch, lag, unsettled, error (the candidate raised),
+timeout (the candidate took longer than `candidate_timeout_s`, whatever it
+then returned or raised, or raised a timeout). Failures inside the
+experiment itself (sampling, compare, publish, pending) go to one hook,
+`raised(operation, error)`, which logs a warning and carries on.
+
+Sampling: one rate for every read (settings.shadow_sample, HRP_SHADOW_SAMPLE)
+and a rate per read type (`set_sample("races.get", 0.1)`). Kill switch:
+HRP_SHADOW_ENABLED=0 in the environment, or `laboratory.enabled = False` at
+run time; either stops new samples at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import os
+import queue
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from shadow.compare import (
+    ERROR,
+    TIMEOUT,
+    Difference,
+    ReadType,
+    outcome_difference,
+    restrict,
+)
+
+log = structlog.get_logger(__name__)
+
+MATCH, MISMATCH, LAG, UNSETTLED = "match", "mismatch", "lag", "unsettled"
+OUTCOMES = (MATCH, MISMATCH, LAG, UNSETTLED, ERROR, TIMEOUT)
+COMPARED = (MATCH, MISMATCH, LAG)
+"""Outcomes that reached a verdict: the denominator of the mismatch rate."""
+
+ENABLED_VARIABLE = "HRP_SHADOW_ENABLED"
+WORKERS = 2
+QUEUE_SIZE = 1000
+CANDIDATE_TIMEOUT_S = 2.0
+RECHECK_S = 5.0
+POLL_S = 0.05
+RAISED_LOG_EVERY_S = 10.0
+YIELD_S = 0.05
+"""A worker waits up to this long for the controls running in this process to finish first."""
+
+Ref = tuple[str, tuple[Any, ...]]
+Compare = Callable[[ReadType, Any, Any], list[Difference]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """What one side did: its value or exception, and how long it took."""
+
+    name: str
+    value: Any = None
+    error: BaseException | None = None
+    duration_s: float = 0.0
+
+    @property
+    def raised(self) -> bool:
+        return self.error is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """The verdict on one sampled read; `differences` are the ones that count (already redacted)."""
+
+    read: ReadType
+    outcome: str
+    control: Observation
+    candidate: Observation
+    differences: tuple[Difference, ...] = ()
+    first_differences: tuple[Difference, ...] = ()
+    rechecks: int = 0
+    context: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    at: float = dataclasses.field(default_factory=time.time)
+
+    @property
+    def compared(self) -> bool:
+        return self.outcome in COMPARED
+
+
+class Publisher:
+    """Where results go (shadow.mismatches.MismatchStore is the real one)."""
+
+    def publish(self, result: Result) -> None:  # pragma: no cover - interface
+        pass
+
+    def dropped(self, read: ReadType, count: int = 1) -> None:  # pragma: no cover - interface
+        pass
+
+
+@dataclasses.dataclass
+class _Job:
+    read: ReadType
+    control: Observation
+    candidate: Callable[[], Any]
+    recheck_control: Callable[[], Any] | None
+    context: Mapping[str, Any]
+
+
+_CONTAINERS = (dict, list)
+
+
+def snapshot(value: Any) -> Any:
+    """A copy of a read's value the caller cannot change afterwards (dicts and lists copied).
+
+    Cheaper than copy.deepcopy: the values inside are immutable scalars (str, numbers,
+    datetimes) except JSON documents and nested rows, and only those are walked.
+    """
+    if type(value) is dict:
+        return {k: snapshot(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+    if type(value) is list:
+        return [snapshot(v) if type(v) in _CONTAINERS else v for v in value]
+    if isinstance(value, dict):  # subclasses
+        return {k: snapshot(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snapshot(v) for v in value]
+    return value
+
+
+def describe(error: BaseException) -> str:
+    """Default description of an exception: its class and first line, short."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}"[:200]
+
+
+def is_timeout(error: BaseException) -> bool:
+    """A client-side or statement timeout, anywhere in the exception's chain."""
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 5:
+        if isinstance(current, TimeoutError) or "timeout" in type(current).__name__.lower():
+            return True
+        if "statement timeout" in str(current) or "did not answer within" in str(current):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+        seen += 1
+    return False
+
+
+class Laboratory:
+    """Runs experiments for every read type of a process; owns the worker pool and queue.
+
+    Args:
+        compare: (read, control value, candidate value) -> differences.
+        publisher: receives every Result and every dropped sample.
+        pending: given (table, key) refs, those that still have a change on the way to the
+            secondary; None means nothing is ever pending.
+        sample: the default share of reads to shadow (0.0 to 1.0).
+        describe_error: turns an exception into a value-free line (hrp_data hands its own).
+    """
+
+    def __init__(
+        self,
+        compare: Compare,
+        publisher: Publisher,
+        *,
+        pending: Callable[[set[Ref]], set[Ref]] | None = None,
+        sample: float = 1.0,
+        workers: int = WORKERS,
+        queue_size: int = QUEUE_SIZE,
+        candidate_timeout_s: float = CANDIDATE_TIMEOUT_S,
+        recheck_s: float = RECHECK_S,
+        poll_s: float = POLL_S,
+        describe_error: Callable[[BaseException], str] = describe,
+        yield_s: float = YIELD_S,
+    ):
+        self.compare = compare
+        self.publisher = publisher
+        self.pending = pending
+        self.default_sample = float(sample)
+        self.samples: dict[str, float] = {}
+        self.candidate_timeout_s = candidate_timeout_s
+        self.recheck_s = recheck_s
+        self.poll_s = poll_s
+        self.describe_error = describe_error
+        self.counts: Counter[str] = Counter()
+        self._enabled = True
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._last_raised = 0.0
+        self._in_flight = 0
+        self.yield_s = yield_s
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="hrp-shadow"
+        )
+        self._workers = [self._executor.submit(self._work) for _ in range(workers)]
+
+    # -- switches ------------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        """False when switched off at run time or by HRP_SHADOW_ENABLED=0."""
+        setting = os.environ.get(ENABLED_VARIABLE, "1").strip().lower()
+        return self._enabled and setting not in ("0", "false", "off", "no")
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = bool(value)
+
+    def set_sample(self, read_name: str, rate: float | None) -> None:
+        """The share of `read_name` reads to shadow (None: back to the default)."""
+        if rate is None:
+            self.samples.pop(read_name, None)
+            return
+        if not 0.0 <= float(rate) <= 1.0:
+            raise ValueError(f"sample rate for {read_name} must be between 0.0 and 1.0, not {rate!r}")
+        self.samples[read_name] = float(rate)
+
+    def sample_rate(self, read_name: str) -> float:
+        return self.samples.get(read_name, self.default_sample)
+
+    def _should_run(self, read: ReadType) -> bool:
+        try:
+            if self._stop.is_set() or not self.enabled:
+                return False
+            rate = self.sample_rate(read.name)
+            return rate >= 1.0 or (rate > 0.0 and random.random() < rate)
+        except Exception as error:  # noqa: BLE001 - an experiment never fails a read
+            self.raised("enabled", error)
+            return False
+
+    # -- the request path ----------------------------------------------------------------
+
+    def run(
+        self,
+        read: ReadType,
+        control: Callable[[], Any],
+        candidate: Callable[[], Any],
+        *,
+        recheck_control: Callable[[], Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The control's value (or exception); the candidate is scheduled when sampled.
+
+        Args:
+            read: what kind of read this is (names the experiment, its table and ordering).
+            control: the read on the primary, called here, on the caller's thread.
+            candidate: the same read on the secondary, called later on a worker.
+            recheck_control: the read on the primary again, callable from a worker (the
+                control may be bound to the caller's session); needed for the lag re-check.
+            context: published with the result (e.g. which database is primary).
+        """
+        if not self._should_run(read):
+            return control()
+        with self._lock:
+            self._in_flight += 1
+        started = time.perf_counter()
+        try:
+            value = control()
+        except Exception as error:
+            observed = Observation("control", None, error, time.perf_counter() - started)
+            self._submit(_Job(read, observed, candidate, recheck_control, context or {}))
+            raise
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        observed = Observation("control", value, None, time.perf_counter() - started)
+        self._submit(_Job(read, observed, candidate, recheck_control, context or {}))
+        return value
+
+    def _submit(self, job: _Job) -> None:
+        try:
+            if job.control.value is not None:
+                job.control = dataclasses.replace(job.control, value=snapshot(job.control.value))
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self._count("dropped")
+            self._safely("dropped", self.publisher.dropped, job.read)
+        except Exception as error:  # noqa: BLE001
+            self.raised("submit", error)
+
+    # -- the workers ---------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if job is None:  # close() wakes each worker with one
+                self._queue.task_done()
+                return
+            try:
+                if self._stop.is_set():
+                    self._count("dropped")
+                    self._safely("dropped", self.publisher.dropped, job.read)
+                    continue
+                result = self._observe(job)
+                self._count(result.outcome)
+                self._safely("publish", self.publisher.publish, result)
+            except Exception as error:  # noqa: BLE001 - a worker survives anything
+                self.raised("observe", error)
+            finally:
+                self._queue.task_done()
+
+    def _try(self, name: str, function: Callable[[], Any]) -> Observation:
+        started = time.perf_counter()
+        try:
+            value = function()
+        except Exception as error:  # noqa: BLE001 - recorded, never raised
+            return Observation(name, None, error, time.perf_counter() - started)
+        return Observation(name, value, None, time.perf_counter() - started)
+
+    def _yield_to_requests(self) -> None:
+        """Let the controls running right now finish before taking the GIL for a candidate.
+
+        Python threads share one interpreter lock: a worker busy in Python code while a
+        request runs would slow that request. So the worker waits (briefly, bounded) until
+        no control is running; under constant load it gives up after `yield_s` and runs
+        anyway, and a full queue then drops samples instead of slowing requests down.
+        """
+        deadline = time.monotonic() + self.yield_s
+        while self._in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
+    def _observe(self, job: _Job) -> Result:
+        read, control = job.read, job.control
+        self._yield_to_requests()
+        candidate = self._try("candidate", job.candidate)
+        self._yield_to_requests()
+        verdict = functools.partial(Result, read, control=control, candidate=candidate, context=job.context)
+        timed_out = candidate.duration_s > self.candidate_timeout_s or (
+            candidate.raised and is_timeout(candidate.error)
+        )
+        if timed_out:
+            shown = f"took {candidate.duration_s:.3f} s (limit {self.candidate_timeout_s:g} s)"
+            if candidate.raised:
+                shown += f"; {self.describe_error(candidate.error)}"
+            return verdict(TIMEOUT, differences=(outcome_difference(read.table, TIMEOUT, None, shown),))
+        if candidate.raised and not control.raised:
+            shown = self.describe_error(candidate.error)
+            return verdict(ERROR, differences=(outcome_difference(read.table, ERROR, None, shown),))
+        if control.raised:
+            if candidate.raised and type(candidate.error) is type(control.error):
+                return verdict(MATCH)
+            shown = self.describe_error(candidate.error) if candidate.raised else "returned a value"
+            difference = outcome_difference(read.table, ERROR, self.describe_error(control.error), shown)
+            return verdict(MISMATCH, differences=(difference,))
+        differences = self.compare(read, control.value, candidate.value)
+        if not differences:
+            return verdict(MATCH)
+        outcome, surviving, rounds = self._recheck(job, differences)
+        return verdict(
+            outcome, differences=tuple(surviving), first_differences=tuple(differences), rechecks=rounds
+        )
+
+    # -- the lag rule --------------------------------------------------------------------
+
+    def _pending(self, refs: set[Ref]) -> set[Ref]:
+        keyed = {ref for ref in refs if ref[1] != ()}
+        if self.pending is None or not keyed:
+            return set()
+        try:
+            return set(self.pending(keyed))
+        except Exception as error:  # noqa: BLE001 - unknown means "may still be on its way"
+            self.raised("pending", error)
+            return keyed
+
+    def _recheck(self, job: _Job, differences: list[Difference]) -> tuple[str, list[Difference], int]:
+        """Re-run both reads for the differing rows once nothing is pending for them."""
+        refs = {d.ref for d in differences}
+        deadline = time.monotonic() + self.recheck_s
+        rounds = 0
+        latest = differences
+        rerun = job.recheck_control
+        while True:
+            waiting = self._pending(refs)
+            while waiting and time.monotonic() < deadline and not self._stop.is_set():
+                time.sleep(self.poll_s)
+                waiting = self._pending(refs)
+            if waiting:
+                return UNSETTLED, latest, rounds
+            rounds += 1
+            try:
+                if rerun is None:
+                    before = after = job.control.value
+                else:
+                    before = rerun()
+                candidate = job.candidate()
+                if rerun is not None:
+                    after = rerun()
+            except Exception as error:  # noqa: BLE001 - a side failed during the re-check
+                self.raised("recheck", error)
+                return UNSETTLED, latest, rounds
+            moved = restrict(self.compare(job.read, before, after), refs)
+            if not moved:
+                latest = restrict(self.compare(job.read, after, candidate), refs)
+                if not latest:
+                    return LAG, [], rounds
+                if not self._pending({d.ref for d in latest}):
+                    return MISMATCH, latest, rounds
+            if time.monotonic() >= deadline or self._stop.is_set():
+                return UNSETTLED, latest, rounds
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] += 1
+
+    def _safely(self, operation: str, function: Callable, *args: Any) -> None:
+        try:
+            function(*args)
+        except Exception as error:  # noqa: BLE001
+            self.raised(operation, error)
+
+    def raised(self, operation: str, error: BaseException) -> None:
+        """A failure inside the experiment machinery: counted and logged, never raised."""
+        self._count(f"raised.{operation}")
+        now = time.monotonic()
+        if now - self._last_raised >= RAISED_LOG_EVERY_S:
+            self._last_raised = now
+            log.warning("shadow.raised", operation=operation, error=self.describe_error(error))
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued sample has been observed and published (for tests and shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.01)
+        return self._queue.unfinished_tasks == 0
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop taking samples, let the workers finish what they hold, count the rest as dropped."""
+        self._stop.set()
+        for _ in self._workers:
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:  # the workers see the stop flag after their current sample
+                break
+        concurrent.futures.wait(self._workers, timeout=timeout)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        left: list[_Job] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._queue.task_done()
+            if item is not None:
+                left.append(item)
+        for job in left:
+            self._count("dropped")
+            self._safely("dropped", self.publisher.dropped, job.read)

@@ -1,0 +1,169 @@
+"""Benchmark: backfill throughput on a seeded file (HRP_BENCH_RACES, default 100000 races).
+
+Figures, all in this process on the same data:
+- the backfill of the whole file: per table rows/s, and total wall time;
+- predictions: a bare psycopg2 COPY of the already-converted rows (one stream,
+  one commit, into the real table with its indexes and foreign keys) against
+  the backfill of the same table (read, convert, COPY/merge, checkpoint,
+  zombie re-check);
+- Debian's pgloader on the same file, when installed. pgloader creates its
+  own schema: REAL as float4 (values lose bits), JSON as text, no GIN
+  indexes, foreign keys and indexes built after the load.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+
+import psycopg2
+import pytest
+from sqlalchemy.engine import make_url
+
+from adapters import pg_copy
+from hrp_data.backfill import Options, run_backfill
+from hrp_data.dual_write import Cutover
+from hrp_data.flip import move
+from hrp_data.legacy_rows import TableReader, connect
+from hrp_data.models import TABLES
+from hrp_data.phases import Phase
+from hrp_data.schema import upgrade
+from hrp_data.seed import seed_database
+from tests.integration.cutover_helpers import settings_for
+
+TABLE_MAP = {t.name: t for t in TABLES}
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _pgloader_url(url: str) -> str:
+    parsed = make_url(url)
+    host = parsed.query.get("host")
+    if host:  # a unix socket directory (pgserver)
+        return f"postgresql://{parsed.username or 'postgres'}@unix:{host}:{parsed.port or 5432}/{parsed.database}"
+    password = f":{parsed.password}" if parsed.password else ""
+    return f"postgresql://{parsed.username}{password}@{parsed.host}:{parsed.port or 5432}/{parsed.database}"
+
+
+def _converted_predictions(path) -> tuple[bytes, int, float]:
+    reader = TableReader(TABLE_MAP["predictions"])
+    connection = connect(path)
+    started = time.perf_counter()
+    rows = reader.page(connection, None, 10**9)
+    converted = reader.convert(rows)
+    connection.close()
+    return converted.payload, converted.staged, time.perf_counter() - started
+
+
+def _bare_copy(url: str, payload: bytes) -> float:
+    connection = psycopg2.connect(_libpq(url))
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE predictions")
+            connection.commit()
+            started = time.perf_counter()
+            pg_copy.copy_in(cursor, "predictions", [c.name for c in TABLE_MAP["predictions"].columns], payload)
+            connection.commit()
+            return time.perf_counter() - started
+    finally:
+        connection.close()
+
+
+def _reset_predictions(url: str) -> None:
+    connection = psycopg2.connect(_libpq(url))
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("TRUNCATE predictions")
+            cursor.execute("DELETE FROM hrp_cutover_backfill WHERE table_name IN ('predictions', '*')")
+    finally:
+        connection.close()
+
+
+def _pgloader(path, server_url: str) -> dict | None:
+    if shutil.which("pgloader") is None:
+        return None
+    name = f"hrp_pgloader_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(_libpq(server_url))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        target = make_url(server_url).set(drivername="postgresql", database=name)
+        started = time.perf_counter()
+        done = subprocess.run(
+            ["pgloader", "--no-ssl-cert-verification", f"sqlite://{path}", _pgloader_url(target.render_as_string(hide_password=False))],
+            capture_output=True, text=True, timeout=1800,
+        )
+        seconds = time.perf_counter() - started
+        summary = [line for line in done.stdout.splitlines() + done.stderr.splitlines() if "Total import time" in line]
+        return {
+            "seconds": round(seconds, 2),
+            "exit_code": done.returncode,
+            "summary": summary[-1].strip() if summary else None,
+            "note": "pgloader's own schema: REAL as float4 (values lose bits), JSON as text, no GIN indexes,"
+                    " indexes and foreign keys built after the load",
+        }
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.mark.bench
+def test_backfill_throughput(tmp_path, postgres_url, postgres_server_url, bench_races, record_bench):
+    path = tmp_path / "hrp_database.db"
+    started = time.perf_counter()
+    counts = seed_database(path, races=bench_races, seed=1)
+    seed_s = time.perf_counter() - started
+    upgrade(postgres_url)
+    with Cutover(settings_for(path, postgres_url), applier=False, bound_calls=False) as cutover:
+        move(cutover, Phase.DUAL_WRITE)
+        started = time.perf_counter()
+        full = run_backfill(cutover, Options())
+        total_s = time.perf_counter() - started
+        assert full.complete
+        for name, count in counts.items():
+            assert full.tables[name].copied == count, name
+
+        payload, rows, convert_s = _converted_predictions(path)
+        bare_s = _bare_copy(postgres_url, payload)
+        _reset_predictions(postgres_url)
+        started = time.perf_counter()
+        again = run_backfill(cutover, Options(tables=("predictions",)))
+        again_s = time.perf_counter() - started
+        assert again.tables["predictions"].copied == rows
+
+    pgloader = _pgloader(path, postgres_server_url)
+    predictions_s = again.tables["predictions"].seconds
+    figures = {
+        "predictions_rows_per_s": round(rows / predictions_s),
+        "copy_rows_per_s": round(rows / bare_s),
+        "ratio_vs_copy": round(bare_s / predictions_s, 3),
+        "total_s": round(total_s, 2),
+        "pgloader_s": None if not pgloader else pgloader["seconds"],
+        "races": bench_races,
+        "rows": sum(counts.values()),
+        "rows_per_table": counts,
+        "seed_seconds": round(seed_s, 2),
+        "backfill": {
+            "total_seconds": round(total_s, 2),
+            "tables": {name: s.as_json() for name, s in full.tables.items()},
+        },
+        "predictions": {
+            "rows": rows,
+            "backfill_seconds": round(predictions_s, 2),
+            "backfill_rows_per_s": round(rows / predictions_s),
+            "backfill_rerun_wall_seconds": round(again_s, 2),
+            "bare_copy_seconds": round(bare_s, 2),
+            "bare_copy_rows_per_s": round(rows / bare_s),
+            "ratio_to_bare_copy": round(bare_s / predictions_s, 3),
+            "convert_only_seconds": round(convert_s, 2),
+        },
+        "pgloader": pgloader,
+        "whole_file_vs_pgloader": None if not pgloader else round(pgloader["seconds"] / total_s, 3),
+    }
+    record_bench("backfill", figures)

@@ -1,0 +1,181 @@
+"""Who may do what: 401 without a session, 403 for a user who is not an admin, the signed session
+cookie and its key, `create-admin`, and secrets that never leave after creation."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+from structlog.testing import capture_logs
+
+from hrp_data.schema import upgrade
+from hrp_data.web import create_app
+from hrp_data.web.extension import SECRET_TABLE, HrpCutover
+from tests.e2e.conftest import PASSWORD, login, unique
+from tests.integration.cutover_helpers import settings_for
+from tools.cli import cli
+
+WRITES = [
+    ("post", "/api/races", {"race_name": "R"}),
+    ("patch", "/api/races/1", {"status": "running"}),
+    ("delete", "/api/races/1", None),
+    ("put", "/api/races/1/runners/1", {}),
+    ("delete", "/api/races/1/runners/1", None),
+    ("post", "/api/horses", {"horse_name": "H"}),
+    ("patch", "/api/horses/1", {"age": 3}),
+    ("delete", "/api/horses/1", None),
+    ("post", "/api/credentials", {"service_name": "s", "api_key": "k"}),
+    ("delete", "/api/credentials/1", None),
+]
+USER_WRITES = [
+    ("post", "/api/predictions", {"race_id": 1, "horse_id": 1}),
+    ("delete", "/api/predictions/1", None),
+]
+PUBLIC_READS = ["/api/races", "/api/horses", "/api/stats/races", "/api/stats/horses"]
+
+
+def _call(client, method, url, body):
+    return getattr(client, method)(url, json=body) if body is not None else getattr(client, method)(url)
+
+
+@pytest.mark.parametrize("method, url, body", WRITES + USER_WRITES, ids=[f"{m}:{u}" for m, u, _ in WRITES + USER_WRITES])
+def test_writes_need_a_session(shadow_world, method, url, body):
+    response = _call(shadow_world.anon, method, url, body)
+    assert response.status_code == 401 and "log in" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("method, url, body", WRITES, ids=[f"{m}:{u}" for m, u, _ in WRITES])
+def test_races_horses_and_credentials_writes_need_an_admin(shadow_world, method, url, body):
+    response = _call(shadow_world.user, method, url, body)
+    assert response.status_code == 403 and response.get_json()["error"]
+
+
+def test_credentials_are_not_listed_for_users_or_anybody(shadow_world):
+    assert shadow_world.anon.get("/api/credentials").status_code == 401
+    assert shadow_world.user.get("/api/credentials").status_code == 403
+
+
+@pytest.mark.parametrize("url", PUBLIC_READS)
+def test_reads_are_public(shadow_world, url):
+    assert shadow_world.anon.get(url).status_code == 200
+
+
+def test_auth_is_checked_before_the_body(shadow_world):
+    response = shadow_world.anon.post("/api/races", data=b"{not json", content_type="application/json")
+    assert response.status_code == 401
+
+
+def test_wrong_password_and_unknown_user_are_401(shadow_world):
+    client = shadow_world.app.test_client()
+    for body in ({"username": shadow_world.user_name, "password": "wrong password"},
+                 {"username": "nobody-at-all", "password": "whatever1"}):
+        response = client.post("/api/session", json=body)
+        assert response.status_code == 401 and response.get_json()["error"] == "wrong username or password"
+    assert client.get_cookie("hrp_session") is None
+
+
+def test_a_taken_username_or_email_is_409_with_the_field(shadow_world):
+    client, name = shadow_world.anon, unique("dup")
+    body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}
+    assert client.post("/api/users", json=body).status_code == 201
+    again = client.post("/api/users", json=body)
+    assert again.status_code == 409 and again.get_json()["field"] == "username"
+    other = client.post("/api/users", json={**body, "username": unique("other")})
+    assert other.status_code == 409 and other.get_json()["field"] == "email"
+
+
+def test_a_legacy_hash_in_an_unknown_format_just_fails_the_login(shadow_world):
+    name = unique("legacy")
+    with shadow_world.cutover.writing() as uow:
+        uow.users.add(username=name, email=f"{name}@example.com", password_hash="md5$not-werkzeug")
+        uow.commit()
+    response = shadow_world.anon.post("/api/session", json={"username": name, "password": "anything1"})
+    assert response.status_code == 401
+
+
+def test_a_tampered_session_cookie_is_not_a_session(shadow_world):
+    client = shadow_world.app.test_client()
+    login(client, shadow_world.admin_name)
+    cookie = client.get_cookie("hrp_session")
+    client.set_cookie("hrp_session", cookie.value[:-2] + ("AA" if not cookie.value.endswith("AA") else "BB"))
+    assert client.post("/api/horses", json={"horse_name": "Forged"}).status_code == 401
+
+
+def test_the_session_key_is_kept_in_the_sqlite_file_and_shared(shadow_world):
+    """Without HRP_SECRET_KEY, every app on the same file signs sessions with the same stored key."""
+    client = shadow_world.app.test_client()
+    login(client, shadow_world.admin_name)
+    with sqlite3.connect(shadow_world.sqlite_path) as raw:
+        stored = raw.execute(f"SELECT secret FROM {SECRET_TABLE}").fetchall()
+    assert len(stored) == 1 and len(stored[0][0]) == 64
+    other = create_app(settings_for(shadow_world.sqlite_path, shadow_world.postgres_url), applier=False)
+    try:
+        second = other.test_client()
+        second.set_cookie("hrp_session", client.get_cookie("hrp_session").value)
+        created = second.post("/api/horses", json={"horse_name": unique("Shared ")})
+        assert created.status_code == 201, created.get_json()
+    finally:
+        HrpCutover.state(other).close()
+
+
+def test_hrp_secret_key_signs_the_session_when_set(legacy_file, postgres_url):
+    settings = dataclasses.replace(settings_for(legacy_file, postgres_url), secret_key="from-the-environment")
+    app = create_app(settings)
+    try:
+        assert app.secret_key == "from-the-environment"
+        response = app.test_client().post("/api/session", json={"username": "nobody", "password": "nothing1"})
+        assert response.status_code == 401
+        with sqlite3.connect(legacy_file) as raw:
+            assert raw.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (SECRET_TABLE,)).fetchone()[0] == 0
+    finally:
+        HrpCutover.state(app).close()
+
+
+def test_secrets_are_shown_once_and_never_logged(shadow_world):
+    key, secret = unique("live-key-"), unique("live-secret-")
+    with capture_logs() as logs:
+        created = shadow_world.admin.post("/api/credentials", json={
+            "service_name": "bookmaker", "api_key": key, "api_secret": secret})
+        listed = shadow_world.admin.get("/api/credentials?limit=200")
+        bad = shadow_world.admin.post("/api/credentials", json={
+            "service_name": "bookmaker", "api_key": key, "api_secret": secret, "is_active": "yes"})
+    assert created.status_code == 201 and created.get_json()["api_secret"] == secret
+    assert bad.status_code == 400 and key not in bad.get_data(as_text=True)
+    assert key not in listed.get_data(as_text=True) and secret not in listed.get_data(as_text=True)
+    assert key not in repr(logs) and secret not in repr(logs)
+    for url in ("/api/races", "/api/horses", "/api/stats/races"):
+        assert secret not in shadow_world.admin.get(url).get_data(as_text=True)
+
+
+def test_password_hashes_never_leave(shadow_world):
+    client, name = shadow_world.app.test_client(), unique("hashy")
+    created = client.post("/api/users", json={"username": name, "email": f"{name}@example.com", "password": PASSWORD})
+    session = client.post("/api/session", json={"username": name, "password": PASSWORD})
+    for response in (created, session):
+        assert "password" not in response.get_data(as_text=True)
+        assert "scrypt" not in response.get_data(as_text=True) and "pbkdf2" not in response.get_data(as_text=True)
+
+
+def test_create_admin_makes_an_admin_who_can_log_in(legacy_file, postgres_url):
+    upgrade(postgres_url)
+    runner = CliRunner()
+    base = ["--sqlite", str(legacy_file), "--postgres", postgres_url]
+    made = runner.invoke(cli, base + ["create-admin", "root", "--password-stdin", "--email", "root@example.com"],
+                         input="s3cret-password\n")
+    assert made.exit_code == 0, made.output
+    assert "admin root created" in made.output and "s3cret-password" not in made.output
+    again = runner.invoke(cli, base + ["create-admin", "root", "--password-stdin"], input="another-password\n")
+    assert again.exit_code == 1 and "taken" in again.output
+    no_stdin = runner.invoke(cli, base + ["create-admin", "boss"])
+    assert no_stdin.exit_code == 2 and "--password-stdin" in no_stdin.output
+    short = runner.invoke(cli, base + ["create-admin", "boss", "--password-stdin"], input="short\n")
+    assert short.exit_code == 2 and "password" in short.output
+    app = create_app(settings_for(legacy_file, postgres_url), applier=False)
+    try:
+        client = app.test_client()
+        login(client, "root", "s3cret-password")
+        assert client.post("/api/horses", json={"horse_name": "By root"}).status_code == 201
+    finally:
+        HrpCutover.state(app).close()

@@ -1,0 +1,71 @@
+"""Assess: a read-only census of the legacy file that names, in advance, what the backfill will quarantine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from hrp_data.assess import assess
+from hrp_data.seed import seed_database
+from tests.integration.test_backfill import HOSTILE, plant_hostile
+from tools.cli import cli
+
+FOREIGN_KEY_REASONS = {"orphan_foreign_key", "parent_quarantined", "parent_missing"}
+
+
+def _fingerprint(path: Path) -> tuple:
+    siblings = sorted(p.name for p in path.parent.iterdir())
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns, siblings
+
+
+def test_census_names_every_planted_value_and_orphan(legacy_file):
+    plant_hostile(legacy_file)
+    before = _fingerprint(legacy_file)
+    report = assess(legacy_file, sample_rows=100)
+    assert _fingerprint(legacy_file) == before  # read-only: not a byte, not a journal file
+
+    planted = {(t, c, r): k for (t, k, c), r in HOSTILE.items() if r not in FOREIGN_KEY_REASONS}
+    census = {(i["table"], i["column"], i["reason"]): i for i in report["rejections"]}
+    assert set(census) == set(planted)
+    for key, item in census.items():
+        assert item["count"] == 1 and item["examples"] == [list(planted[key])], key
+    assert census[("races", "distance", "text_in_real_column")]["example_value"] == "N/A"
+    assert census[("users", "password_hash", "blob_in_text_column")]["example_value"].startswith("sha256:")
+    assert "cret" not in json.dumps(report)  # the NUL-bearing api_key is fingerprinted
+
+    orphans = {(o["table"], o["column"]): o for o in report["orphans"]}
+    assert {k: o["rows"] for k, o in orphans.items() if o["rows"]} == {
+        ("race_horses", "horse_id"): 1, ("predictions", "race_id"): 1, ("api_credentials", "user_id"): 1,
+    }
+    assert orphans[("race_horses", "horse_id")]["examples"] == [[1, 999]]
+    assert report["foreign_key_check"]["violations"] == 3
+    assert report["integrity_check"] == "ok"
+    assert report["tables"]["races"] == {"rows": 9, "rejected_rows": 8}
+    assert report["tables"]["predictions"] == {"rows": 5, "rejected_rows": 1}
+    assert report["quarantine_rows"] == sum(1 for r in HOSTILE.values() if r not in FOREIGN_KEY_REASONS) + 3
+    assert report["estimate"]["tables"]["races"]["sample_rows"] == 9 and report["estimate"]["seconds"] >= 0
+
+
+def test_a_clean_seeded_file_has_nothing_to_quarantine(tmp_path):
+    path = tmp_path / "hrp_database.db"
+    counts = seed_database(path, races=60, seed=2)
+    report = assess(path)
+    assert {name: t["rows"] for name, t in report["tables"].items()} == counts
+    assert report["rejections"] == [] and report["quarantine_rows"] == 0
+    assert all(o["rows"] == 0 for o in report["orphans"])
+    assert report["estimate"]["seconds"] > 0
+
+
+def test_assess_command(legacy_file):
+    plant_hostile(legacy_file)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--sqlite", str(legacy_file), "assess", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["foreign_key_check"]["violations"] == 3
+    text = runner.invoke(cli, ["--sqlite", str(legacy_file), "assess"])
+    assert text.exit_code == 0, text.output
+    assert "rejected        races.distance: text_in_real_column x1, e.g. key [17] value 'N/A'" in text.stdout
+    assert "orphans         predictions.race_id -> races.id: 1 row(s), e.g. [[2]]" in text.stdout

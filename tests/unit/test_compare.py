@@ -1,0 +1,274 @@
+"""shadow.compare: property tests of the comparison (no database)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.types import kind_of
+from hrp_data.models import SECRET_COLUMNS, TABLES
+from shadow.compare import (
+    EXTRA_ROW,
+    MISSING_ROW,
+    POSITION,
+    TYPE_DIFFERS,
+    VALUE_DIFFERS,
+    Comparator,
+    Difference,
+    IgnoreRule,
+    Nested,
+    ReadType,
+)
+from shadow.normalize import Unconvertible
+from shadow.redact import fingerprint
+
+KINDS = {table.name: {c.name: kind_of(c) for c in table.columns} for table in TABLES}
+KEYS = {table.name: [c.name for c in table.primary_key.columns] for table in TABLES}
+NESTED = {"races": {"runners": Nested("race_horses", ordered=True)}}
+COMPARATOR = Comparator(KINDS, KEYS, nested=NESTED, secrets=SECRET_COLUMNS)
+PREDICTION = ReadType("predictions.get", "predictions")
+PREDICTIONS = ReadType("predictions.list", "predictions", ordered=True)
+UNORDERED = ReadType("predictions.any", "predictions", ordered=False)
+RACE = ReadType("races.get", "races")
+
+storable_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
+"""Text PostgreSQL can hold (no NUL, no lone surrogates): other text is an Unconvertible by design."""
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**31), 2**31) | storable_text
+    | st.floats(allow_nan=False, allow_infinity=False, width=64),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(storable_text, children, max_size=4),
+    max_leaves=12,
+)
+documents = st.dictionaries(storable_text, json_values, min_size=1, max_size=6)
+instants = st.datetimes(
+    min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2999, 12, 31), timezones=st.just(dt.timezone.utc)
+)
+offsets = st.integers(-14 * 60, 14 * 60).map(lambda minutes: dt.timezone(dt.timedelta(minutes=minutes)))
+
+
+@st.composite
+def predictions(draw, row_id=None):
+    return {
+        "id": row_id if row_id is not None else draw(st.integers(1, 10**6)),
+        "race_id": draw(st.none() | st.integers(1, 1000)),
+        "horse_id": draw(st.none() | st.integers(1, 1000)),
+        "user_id": draw(st.none() | st.integers(1, 1000)),
+        "prediction_value": draw(st.none() | st.floats(allow_nan=False, allow_infinity=False)),
+        "confidence": draw(st.none() | st.floats(0, 1)),
+        "algorithm_version": draw(st.none() | storable_text),
+        "features": draw(st.none() | documents),
+        "created_at": draw(st.none() | instants),
+    }
+
+
+@st.composite
+def prediction_lists(draw):
+    ids = draw(st.lists(st.integers(1, 10**6), unique=True, max_size=6))
+    return [draw(predictions(row_id=i)) for i in ids]
+
+
+def _mirror(difference: Difference) -> Difference:
+    kind = {MISSING_ROW: EXTRA_ROW, EXTRA_ROW: MISSING_ROW}.get(difference.kind, difference.kind)
+    return Difference(difference.table, difference.key, difference.column,
+                      difference.secondary, difference.primary, kind)
+
+
+def _key(d: Difference):
+    return (d.table, d.key, d.column or "", d.kind, json.dumps(d.as_dict(), sort_keys=True, default=str))
+
+
+class TestSymmetry:
+    @settings(max_examples=150, deadline=None)
+    @given(prediction_lists(), prediction_lists())
+    def test_comparison_is_symmetric(self, left, right):
+        """compare(a, b) holds exactly the mirrored differences of compare(b, a)."""
+        forward = sorted(map(_key, COMPARATOR.compare(UNORDERED, left, right)))
+        backward = sorted(map(_key, map(_mirror, COMPARATOR.compare(UNORDERED, right, left))))
+        assert forward == backward
+
+    @settings(max_examples=100, deadline=None)
+    @given(prediction_lists())
+    def test_a_result_equals_itself(self, rows):
+        """No difference between a result and itself, ordered or not."""
+        assert COMPARATOR.compare(PREDICTIONS, rows, [dict(r) for r in rows]) == []
+
+    @settings(max_examples=100, deadline=None)
+    @given(predictions())
+    def test_normalization_is_idempotent_on_equal_values(self, row):
+        """Normalizing the same record twice gives equal values."""
+        assert COMPARATOR.normalize_record("predictions", row) == COMPARATOR.normalize_record("predictions", dict(row))
+
+
+class TestEquality:
+    @settings(max_examples=150, deadline=None)
+    @given(documents, st.randoms(use_true_random=False))
+    def test_reordered_json_keys_are_equal(self, document, rng):
+        """A JSON document with its keys in another order (as text or as a dict) is the same value."""
+        items = list(document.items())
+        rng.shuffle(items)
+        reordered = dict(items)
+        text = json.dumps(reordered)
+        base = {"id": 1, "features": document}
+        assert COMPARATOR.compare(PREDICTION, base, {"id": 1, "features": reordered}) == []
+        assert COMPARATOR.compare(PREDICTION, base, {"id": 1, "features": text}) == []
+
+    @given(st.sampled_from(["confidence", "prediction_value"]))
+    def test_negative_zero_equals_zero(self, column):
+        """-0.0 and 0.0 are the same REAL."""
+        assert COMPARATOR.compare(PREDICTION, {"id": 1, column: -0.0}, {"id": 1, column: 0.0}) == []
+
+    @settings(max_examples=200, deadline=None)
+    @given(instants, offsets, st.sampled_from(["T", " "]))
+    def test_timestamps_are_equal_across_spellings_of_one_instant(self, instant, offset, separator):
+        """The same instant as an aware datetime, UTC text, Z text, offset text or an epoch number."""
+        local = instant.astimezone(offset)
+        spellings = [
+            instant,
+            local,
+            instant.replace(tzinfo=None).isoformat(sep=separator),
+            instant.replace(tzinfo=None).isoformat(sep=separator) + "Z",
+            local.isoformat(sep=separator),
+            int(instant.timestamp()) if instant.microsecond == 0 else instant,
+        ]
+        for spelling in spellings:
+            assert COMPARATOR.compare(
+                PREDICTION, {"id": 1, "created_at": instant}, {"id": 1, "created_at": spelling}
+            ) == [], spelling
+
+    def test_int_and_bool_spellings_of_a_boolean(self):
+        """0/1 vs False/True in a BOOLEAN column: equal after normalization."""
+        user = ReadType("users.get", "users")
+        assert COMPARATOR.compare(user, {"id": 1, "is_admin": 1}, {"id": 1, "is_admin": True}) == []
+        assert COMPARATOR.compare(user, {"id": 1, "is_admin": 0}, {"id": 1, "is_admin": True}) != []
+
+    def test_fields_without_a_kind_still_compare_by_value(self):
+        """A field no kind is known for: Decimal and float are one number, -0.0 is 0.0."""
+        from decimal import Decimal
+
+        comparator = Comparator({}, {"t": ["id"]})
+        read = ReadType("t.get", "t")
+        assert comparator.compare(read, {"id": 1, "x": Decimal("0.5")}, {"id": 1, "x": 0.5}) == []
+        assert comparator.compare(read, {"id": 1, "x": -0.0}, {"id": 1, "x": 0.0}) == []
+        assert comparator.compare(read, {"id": 1, "x": 1}, {"id": 1, "x": "1"})[0].kind == TYPE_DIFFERS
+
+
+class TestDetection:
+    @settings(max_examples=200, deadline=None)
+    @given(predictions(), st.data())
+    def test_any_single_changed_value_is_detected(self, row, data):
+        """Changing one column to a value that normalizes differently gives exactly that difference."""
+        column = data.draw(st.sampled_from([c for c in row if c != "id"]))
+        replacement = data.draw({
+            "race_id": st.none() | st.integers(1, 2000), "horse_id": st.none() | st.integers(1, 2000),
+            "user_id": st.none() | st.integers(1, 2000),
+            "prediction_value": st.none() | st.floats(allow_nan=False, allow_infinity=False),
+            "confidence": st.none() | st.floats(0, 1), "algorithm_version": st.none() | storable_text,
+            "features": st.none() | documents, "created_at": st.none() | instants,
+        }[column])
+        before = COMPARATOR.normalize_value("predictions", column, row[column])
+        after = COMPARATOR.normalize_value("predictions", column, replacement)
+        changed = dict(row, **{column: replacement})
+        found = COMPARATOR.compare(PREDICTION, row, changed)
+        if before == after:
+            assert found == []
+        else:
+            assert [(d.table, d.key, d.column, d.kind) for d in found] == [
+                ("predictions", (row["id"],), column, VALUE_DIFFERS)
+            ]
+
+    @settings(max_examples=100, deadline=None)
+    @given(prediction_lists(), st.data())
+    def test_a_dropped_row_is_missing_and_an_added_one_extra(self, rows, data):
+        """Removing a row from the secondary is missing_row; adding one is extra_row."""
+        if rows:
+            index = data.draw(st.integers(0, len(rows) - 1))
+            dropped = rows[:index] + rows[index + 1:]
+            found = COMPARATOR.compare(PREDICTIONS, rows, dropped)
+            assert [(d.key, d.kind) for d in found] == [((rows[index]["id"],), MISSING_ROW)]
+        extra = data.draw(predictions(row_id=10**6 + 1))
+        found = COMPARATOR.compare(PREDICTIONS, rows, rows + [extra])
+        assert [(d.key, d.kind) for d in found] == [((extra["id"],), EXTRA_ROW)]
+
+    def test_order_counts_only_for_ordered_reads(self):
+        """Swapped rows: a position difference for an ORDER BY read, nothing otherwise."""
+        rows = [{"id": 1, "confidence": 0.9}, {"id": 2, "confidence": 0.5}]
+        swapped = list(reversed(rows))
+        assert COMPARATOR.compare(UNORDERED, rows, swapped) == []
+        found = COMPARATOR.compare(PREDICTIONS, rows, swapped)
+        assert {(d.key, d.column, d.kind) for d in found} == {
+            ((1,), POSITION, VALUE_DIFFERS), ((2,), POSITION, VALUE_DIFFERS)
+        }
+
+    def test_nested_runners_compare_as_race_horses_rows(self):
+        """A race's runners are rows of race_horses: a lost runner is a missing race_horses row."""
+        race = {"id": 7, "race_name": "R", "runners": [
+            {"race_id": 7, "horse_id": 1, "post_position": 1, "odds": 2.5, "finish_position": None},
+            {"race_id": 7, "horse_id": 2, "post_position": 2, "odds": 3.0, "finish_position": None},
+        ]}
+        other = dict(race, runners=[dict(race["runners"][0], odds=2.75)])
+        found = COMPARATOR.compare(RACE, race, other)
+        assert {(d.table, d.key, d.column, d.kind) for d in found} == {
+            ("race_horses", (7, 1), "odds", VALUE_DIFFERS),
+            ("race_horses", (7, 2), None, MISSING_ROW),
+        }
+
+    def test_none_against_a_record(self):
+        """get() answering None on one side only: missing_row or extra_row with the row's key."""
+        row = {"id": 3, "confidence": 0.5}
+        assert [(d.key, d.kind) for d in COMPARATOR.compare(PREDICTION, row, None)] == [((3,), MISSING_ROW)]
+        assert [(d.key, d.kind) for d in COMPARATOR.compare(PREDICTION, None, row)] == [((3,), EXTRA_ROW)]
+        assert COMPARATOR.compare(PREDICTION, None, None) == []
+
+    def test_a_value_that_did_not_convert_is_a_type_difference(self):
+        """A hostile legacy value (text in a REAL) against a number: type_differs."""
+        found = COMPARATOR.compare(PREDICTION, {"id": 1, "confidence": "high"}, {"id": 1, "confidence": 0.9})
+        assert [(d.column, d.kind) for d in found] == [("confidence", TYPE_DIFFERS)]
+        assert isinstance(found[0].primary, Unconvertible)
+        assert found[0].as_dict()["primary"]["unconvertible"] == "text_in_real_column"
+
+    def test_aggregates_compare_by_their_grouping_key(self):
+        """Statistics rows are matched by race_id; order counts (ORDER BY race_id)."""
+        kinds = {"race_statistics": {"race_id": KINDS["predictions"]["race_id"], "avg_confidence": KINDS["predictions"]["confidence"]}}
+        comparator = Comparator(kinds, {"race_statistics": ["race_id"]})
+        read = ReadType("statistics.race_statistics", "race_statistics", ordered=True)
+        left = [{"race_id": 1, "avg_confidence": 0.5}, {"race_id": 2, "avg_confidence": 0.25}]
+        right = [{"race_id": 1, "avg_confidence": 0.5}, {"race_id": 2, "avg_confidence": 0.3}]
+        found = comparator.compare(read, left, right)
+        assert [(d.table, d.key, d.column) for d in found] == [("race_statistics", (2,), "avg_confidence")]
+
+
+class TestIgnoreAndSecrets:
+    def test_ignored_columns_are_not_compared(self):
+        """An ignore rule skips the column of that table only."""
+        rule = IgnoreRule.parse("races.updated_at")
+        comparator = Comparator(KINDS, KEYS, nested=NESTED, ignore=rule)
+        old = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+        new = old + dt.timedelta(hours=1)
+        read = ReadType("races.get", "races")
+        assert comparator.compare(read, {"id": 1, "updated_at": old}, {"id": 1, "updated_at": new}) == []
+        horse = ReadType("horses.get", "horses")
+        assert comparator.compare(horse, {"id": 1, "updated_at": old}, {"id": 1, "updated_at": new}) != []
+
+    def test_secret_values_appear_only_as_fingerprints(self):
+        """password_hash/api_key/api_secret differences and missing rows carry fingerprints."""
+        read = ReadType("credentials.get", "api_credentials")
+        found = COMPARATOR.compare(read, {"id": 1, "api_key": "k-123", "api_secret": "s-123"},
+                                   {"id": 1, "api_key": "k-999", "api_secret": "s-123"})
+        assert [(d.column, d.primary, d.secondary) for d in found] == [
+            ("api_key", fingerprint("k-123"), fingerprint("k-999"))
+        ]
+        users = ReadType("users.get", "users")
+        (missing,) = COMPARATOR.compare(users, {"id": 1, "password_hash": "pbkdf2$secret"}, None)
+        assert "pbkdf2$secret" not in json.dumps(missing.as_dict())
+        assert missing.primary["password_hash"] == fingerprint("pbkdf2$secret")
+
+    def test_bad_ignore_rules_are_refused(self):
+        """An ignore rule must be TABLE.COLUMN."""
+        import pytest
+
+        with pytest.raises(ValueError, match="TABLE.COLUMN"):
+            IgnoreRule.parse("updated_at")
