@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from adapters.convert import Kind, Rejected, parse_json, to_postgres
+from adapters.convert import Kind, Rejected, to_postgres
 
 NULL = "~"
 ROW_SEPARATOR = "|"
@@ -89,22 +89,50 @@ def _timestamp(raw: Any) -> str:
     )
 
 
+def _integer(raw: Any) -> str:
+    return str(raw) if type(raw) is int else str(to_postgres(Kind.INTEGER, raw))
+
+
 def _text(raw: Any) -> str:
-    value = to_postgres(Kind.TEXT, raw)
+    value = raw if type(raw) is str and "\x00" not in raw else to_postgres(Kind.TEXT, raw)
     return f"{len(value)}:{value}"
 
 
+_PACK = struct.Struct(">d").pack
+
+
 def _real(raw: Any) -> str:
-    return struct.pack(">d", to_postgres(Kind.REAL, raw) + 0.0).hex()
+    value = raw if type(raw) is float else to_postgres(Kind.REAL, raw)
+    return _PACK(value + 0.0).hex()
+
+
+def _jsonb_key(item: tuple[str, Any]) -> tuple[int, bytes]:
+    encoded = item[0].encode("utf-8", "surrogatepass")
+    return len(encoded), encoded
+
+
+def _jsonb_ordered(pairs: list[tuple[str, Any]]) -> dict:
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise Rejected("duplicate_json_key")
+    return dict(sorted(pairs, key=_jsonb_key))
 
 
 def _json(raw: Any) -> str:
-    value = parse_json(raw) if isinstance(raw, str) and raw.strip() else to_postgres(Kind.JSON, raw)
-    return hashlib.md5(jsonb_text(value).encode("utf-8", "surrogatepass")).hexdigest()
+    """Fast path: parse with objects already in jsonb key order and let json.dumps (C) spell it;
+    jsonb prints the same separators. Numbers in exponent form spell differently (1e-05 vs
+    0.00001): such rows only cost a closer look."""
+    if isinstance(raw, str) and raw.strip():
+        try:
+            text = json.dumps(json.loads(raw, object_pairs_hook=_jsonb_ordered), ensure_ascii=False)
+        except ValueError:
+            raise Rejected("invalid_json") from None
+    else:
+        text = jsonb_text(to_postgres(Kind.JSON, raw))
+    return hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 _PYTHON: dict[Kind, Callable[[Any], str]] = {
-    Kind.INTEGER: lambda raw: str(to_postgres(Kind.INTEGER, raw)),
+    Kind.INTEGER: _integer,
     Kind.TEXT: _text,
     Kind.REAL: _real,
     Kind.BOOLEAN: lambda raw: "t" if to_postgres(Kind.BOOLEAN, raw) else "f",

@@ -24,7 +24,7 @@ from hrp_data.phases import Phase
 from hrp_data.schema import upgrade
 from hrp_data.seed import seed_database
 from hrp_data.unit_of_work import UnitOfWork
-from hrp_data.verify import verify
+from hrp_data.verify import repair, verify
 from shadow.normalize import normalize_row
 from tests.integration.cutover_helpers import settings_for
 
@@ -98,6 +98,8 @@ def test_verify_vs_naive_fetch_and_compare(big, record_bench):
         dirty = verify(cutover, record=False)
         dirty_s = time.perf_counter() - started
         assert dirty.tables["predictions"].different == 100
+        repair(cutover, dirty)
+        assert verify(cutover, ["predictions"], record=False).equal
     record_bench("verify", {
         "rows_compared": rows,
         "verify_s": round(verify_s, 2),
