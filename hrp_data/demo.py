@@ -198,7 +198,7 @@ class Demo:
         command = [hrp_cutover(), *args]
         self.say(f"$ hrp-cutover {' '.join(args)}")
         result = subprocess.run(
-            command, env=self.env(), input=stdin, text=True,
+            command, env=self.env() | {"HRP_LOG_FORMAT": "console", "HRP_LOG_LEVEL": "WARNING"}, input=stdin, text=True,
             stdout=subprocess.PIPE, stderr=None if show else subprocess.PIPE,
         )
         if show and result.stdout.strip():
