@@ -18,6 +18,7 @@ a flip; writes arriving during the switch wait instead of failing.
 from __future__ import annotations
 
 import sqlalchemy as sa
+import structlog
 
 from adapters.postgres import bound_every_call, create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
@@ -31,6 +32,7 @@ from hrp_data.shadow_reads import ShadowReads
 from hrp_data.unit_of_work import UnitOfWork
 
 GATE_ATTEMPTS = 5
+log = structlog.get_logger(__name__)
 
 
 class PhaseUnsettled(RuntimeError):
@@ -151,5 +153,6 @@ class DualWriteUnitOfWork(UnitOfWork):
 
     def commit(self) -> None:
         super().commit()
+        log.debug("write.committed", phase=self.row.phase.value, primary=self.row.primary)
         if self.row.secondary is not None:
             self.cutover.applier.notify()

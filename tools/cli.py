@@ -180,6 +180,7 @@ def _run_move(
     step: int = 0,
     check: bool = False,
     force: bool = False,
+    accept_quarantine: bool = False,
 ) -> None:
     from hrp_data.phases import parse_phase
     from hrp_data.readiness import NotReady, checklist, guarded_move
@@ -189,14 +190,14 @@ def _run_move(
     with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
         target = named or _target(cutover, step)
         if check:
-            checks = checklist(cutover, target)
+            checks = checklist(cutover, target, accept_quarantine=accept_quarantine)
             for item in checks:
                 click.echo(f"[{'x' if item.ok else ' '}] {item.name:<14} {item.detail}")
             if not all(item.ok for item in checks):
                 raise SystemExit(1)
             return
         try:
-            result, checks = guarded_move(cutover, target, force=force)
+            result, checks = guarded_move(cutover, target, force=force, accept_quarantine=accept_quarantine)
         except NotReady as refused:
             raise click.ClickException(str(refused)) from None
     if result.forced:
@@ -210,6 +211,7 @@ def _run_move(
 move_options = [
     click.option("--check", is_flag=True, help="Print the readiness checklist; change nothing."),
     click.option("--force", is_flag=True, help="Move even if checks fail (said loudly, logged, audited)."),
+    click.option("--accept-quarantine", is_flag=True, help="Move although rows are quarantined (they stay behind)."),
 ]
 
 
@@ -224,27 +226,27 @@ def with_move_options(function):
 @postgres_option
 @with_move_options
 @pass_context
-def phase_set(ctx: Context, target: str, postgres_url: str | None, check: bool, force: bool) -> None:
+def phase_set(ctx: Context, target: str, postgres_url: str | None, **move: bool) -> None:
     """Move to TARGET (one step forward or back), after the readiness checks."""
-    _run_move(ctx, target, postgres_url, check=check, force=force)
+    _run_move(ctx, target, postgres_url, **move)
 
 
 @cli.command()
 @postgres_option
 @with_move_options
 @pass_context
-def flip(ctx: Context, postgres_url: str | None, check: bool, force: bool) -> None:
+def flip(ctx: Context, postgres_url: str | None, **move: bool) -> None:
     """Make PostgreSQL the primary (shadow -> postgres_primary), after the readiness checks."""
-    _run_move(ctx, "postgres_primary", postgres_url, check=check, force=force)
+    _run_move(ctx, "postgres_primary", postgres_url, **move)
 
 
 @cli.command()
 @postgres_option
 @with_move_options
 @pass_context
-def rollback(ctx: Context, postgres_url: str | None, check: bool, force: bool) -> None:
+def rollback(ctx: Context, postgres_url: str | None, **move: bool) -> None:
     """Go one phase back (postgres_primary -> shadow: SQLite is the primary again)."""
-    _run_move(ctx, None, postgres_url, step=-1, check=check, force=force)
+    _run_move(ctx, None, postgres_url, step=-1, **move)
 
 
 @cli.command()

@@ -130,3 +130,84 @@ def test_flip_and_rollback_keep_both_sides_equal_and_ids_fresh(cutover, legacy_f
     assert again["id"] > fresh["id"]
     wait_drained(cutover)
     assert_equal(legacy_file, postgres_url)
+
+
+def test_a_child_written_before_its_parent_arrives_waits_in_the_outbox(cutover, legacy_file, postgres_url):
+    """dual_write before the backfill: the race is only in SQLite, the new prediction waits, then lands."""
+    with cutover.writing() as uow:  # sqlite_only: an old race PostgreSQL has never seen
+        race = uow.races.add(race_name="old race")
+        horse = uow.horses.add(horse_name="old horse")
+        uow.commit()
+    move(cutover, Phase.DUAL_WRITE)
+    cutover.applier.stop()
+    with cutover.writing() as uow:
+        prediction = uow.predictions.add(race_id=race["id"], horse_id=horse["id"], confidence=0.7)
+        uow.commit()
+    from hrp_data.replay import replay_outbox
+
+    waiting = replay_outbox(cutover)
+    assert waiting.remaining == 1 and "foreign key" in waiting.last_error
+    with sqlite3.connect(legacy_file) as raw:  # the parents change: their outbox entries carry them over
+        raw.execute("UPDATE races SET race_name = race_name WHERE id = ?", (race["id"],))
+        raw.execute("UPDATE horses SET horse_name = horse_name WHERE id = ?", (horse["id"],))
+    done = replay_outbox(cutover)
+    assert done.remaining == 0, done
+    with cutover.engine("postgres").connect() as connection:
+        assert connection.exec_driver_sql(
+            f"SELECT confidence FROM predictions WHERE id = {prediction['id']}"
+        ).scalar() == 0.7
+
+
+def test_two_operators_cannot_both_win(cutover):
+    from hrp_data.phase_store import PhaseConflict
+
+    stale = cutover.phase(fresh=True)
+    move(cutover, Phase.DUAL_WRITE)
+    with cutover.sqlite.begin() as connection, pytest.raises(PhaseConflict, match="the phase changed meanwhile"):
+        cutover.phases.compare_and_set(connection, stale, Phase.DUAL_WRITE)
+    history = cutover.phases.history()
+    assert [h["to_phase"] for h in history] == ["dual_write", "sqlite_only"]
+
+
+def test_another_process_notices_a_flip_within_a_second(cutover, legacy_file, postgres_url):
+    with Cutover(settings_for(legacy_file, postgres_url), applier=False) as other:
+        assert other.phase().phase is Phase.SQLITE_ONLY
+        move(cutover, Phase.DUAL_WRITE)
+        import time
+
+        time.sleep(1.0)
+        assert other.phase().phase is Phase.DUAL_WRITE
+
+
+def test_flip_under_steady_writes_fails_and_loses_nothing(cutover, legacy_file, postgres_url):
+    move(cutover, Phase.DUAL_WRITE)
+    _add_world(cutover)
+    move(cutover, Phase.SHADOW)
+    stop, errors, written = threading.Event(), [], []
+
+    def writer():
+        while not stop.is_set():
+            try:
+                with cutover.writing() as uow:
+                    written.append(uow.horses.add(horse_name="steady")["id"])
+                    uow.commit()
+            except Exception as error:  # asserted below
+                errors.append(error)
+
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        holds = [move(cutover, target).hold_ms for target in (Phase.POSTGRES_PRIMARY, Phase.SHADOW, Phase.POSTGRES_PRIMARY)]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert len(set(written)) == len(written), "every insert got a fresh id"
+    assert all(hold >= 0 for hold in holds)
+    wait_drained(cutover)
+    assert_equal(legacy_file, postgres_url)
+    with cutover.engine("postgres").connect() as connection:
+        stored = set(connection.exec_driver_sql("SELECT id FROM horses WHERE horse_name = 'steady'").scalars())
+    assert stored == set(written)

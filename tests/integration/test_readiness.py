@@ -141,3 +141,27 @@ def test_rollback_has_the_same_preflight_in_reverse(ready):
     assert result.exit_code == 0, result.output
     assert "postgres_primary -> shadow" in result.output
     assert cutover.phase(fresh=True).phase is Phase.SHADOW
+
+
+def test_refused_until_the_backfill_is_complete(synced):  # noqa: F811
+    cutover, _, _ = synced
+    move(cutover, Phase.SHADOW)
+    assert "run `hrp-cutover backfill`" in _failed(cutover)["backfill"]
+
+
+def test_refused_with_quarantined_rows_unless_accepted(ready):
+    cutover, path, postgres_url = ready
+    _pg(cutover, "INSERT INTO hrp_cutover_quarantine (table_name, key, column_name, reason, value)"
+                 " VALUES ('races', '[999]', 'distance', 'text_in_real_column', 'N/A')")
+    assert "1 quarantined row" in _failed(cutover)["quarantine"]
+    accepted = {c.name: c.ok for c in checklist(cutover, Phase.POSTGRES_PRIMARY, accept_quarantine=True)}
+    assert accepted["quarantine"] is True
+    result = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "flip", "--accept-quarantine"])
+    assert result.exit_code == 0, result.output
+
+
+def test_refused_without_enough_shadow_reads(synced, monkeypatch):  # noqa: F811
+    cutover, _, _ = synced
+    monkeypatch.setenv("HRP_SHADOW_MIN_READS", "1000")
+    move(cutover, Phase.SHADOW)
+    assert "too few shadow reads" in _failed(cutover)["shadow"]
