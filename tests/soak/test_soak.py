@@ -26,6 +26,7 @@ from tests.soak.tcp_proxy import TcpProxy
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "soak"
 CLIENTS = 4
+SECRET = "planted-Zq8s3cr3t"
 
 
 def _socket_path(url: str) -> str:
@@ -33,9 +34,23 @@ def _socket_path(url: str) -> str:
     return os.path.join(host, ".s.PGSQL.5432")
 
 
+def _harden_server_log(url: str) -> None:
+    """The settings the README documents: the server log never carries statements or parameters."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    connection = psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER DATABASE postgres SET log_min_error_statement = 'panic'")
+        cursor.execute("ALTER DATABASE postgres SET log_parameter_max_length_on_error = 0")
+    connection.close()
+
+
 @pytest.mark.soak
 def test_soak(tmp_path):
     postgres = OwnPostgres()
+    _harden_server_log(postgres.url)
     proxy = TcpProxy(_socket_path(postgres.url))
     url = f"postgresql+psycopg2://postgres@127.0.0.1:{proxy.port}/postgres"
     events: list[str] = []
@@ -53,11 +68,15 @@ def test_soak(tmp_path):
         admin = harness.Api(run.base)
         assert admin.call("POST", "/api/session", {"username": harness.ADMIN[0], "password": harness.ADMIN[1]})[0] == 200
         race_ids = [r["id"] for r in harness.Api(run.base).call("GET", "/api/races?limit=200")[1]["items"]]
+        for n in range(3):
+            created = admin.call("POST", "/api/credentials", {"service_name": f"feed{n}", "api_key": f"{SECRET}-key-{n}",
+                                                              "api_secret": f"{SECRET}-secret-{n}", "endpoint_url": "https://odds.example"})
+            assert created[0] == 201, created
         threads = []
         for n in range(CLIENTS):
             api = harness.Api(run.base)
-            api.call("POST", "/api/users", {"username": f"soak{n}", "email": f"soak{n}@x.test", "password": f"soak-pass-{n}"})
-            api.call("POST", "/api/session", {"username": f"soak{n}", "password": f"soak-pass-{n}"})
+            api.call("POST", "/api/users", {"username": f"soak{n}", "email": f"soak{n}@x.test", "password": f"{SECRET}-pw-{n}"})
+            api.call("POST", "/api/session", {"username": f"soak{n}", "password": f"{SECRET}-pw-{n}"})
             threads.append(threading.Thread(target=harness.client, args=(api, ledger, admin, stop, n, race_ids), daemon=True))
         for thread in threads:
             thread.start()
@@ -128,6 +147,14 @@ def test_soak(tmp_path):
             thread.join(timeout=30)
         run.cli("replay", check=False)
         final_verify = json.loads(run.cli("verify", "--json", check=False, show=False).stdout)
+        outputs = [
+            run.cli("report", "--format", "json", check=False, show=False).stdout,
+            run.cli("report", "--format", "html", check=False, show=False).stdout,
+            run.cli("quarantine", "--format", "json", check=False, show=False).stdout,
+            run.cli("status", "--json", check=False, show=False).stdout,
+            json.dumps(admin.call("GET", "/admin/cutover/status.json")[1]),
+            json.dumps(admin.call("GET", "/api/credentials")[1]),
+        ]
         move("phase", "set", "postgres_only")
         lost = harness.lost_writes(url, ledger)
     finally:
@@ -137,6 +164,9 @@ def test_soak(tmp_path):
             app.wait(timeout=30)
         proxy.close()
         postgres.close()
+    captured = "\n".join(events + outputs) + (tmp_path / "app.log").read_text(errors="replace")
+    captured += (Path(postgres.data_dir) / "log").read_text(errors="replace") if (Path(postgres.data_dir) / "log").exists() else ""
+    leaked = SECRET in captured
     table = {
         "requests": dict(ledger.requests),
         "failed": dict(ledger.failures),
@@ -147,6 +177,7 @@ def test_soak(tmp_path):
         "both_equal_before_postgres_only": final_verify["equal"],
         "longest_write_hold_ms": max(holds) if holds else None,
         "holds_ms": holds,
+        "secrets_in_output": leaked,
     }
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "soak.json").write_text(json.dumps(table, indent=2))
@@ -156,3 +187,4 @@ def test_soak(tmp_path):
     print(f"lost writes: {len(lost)}; both equal: {final_verify['equal']}; longest hold {table['longest_write_hold_ms']} ms")
     assert lost == []
     assert final_verify["equal"]
+    assert not leaked, "a planted secret reached a log, report, status or the dashboard"
