@@ -41,6 +41,7 @@ class Counters:
     applied: int = 0
     failed: int = 0
     batches: int = 0
+    secondary_was_away: bool = False
     lag_s: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=2000))
 
     def lag_percentiles(self) -> dict[str, float | None]:
@@ -84,8 +85,9 @@ def drain_once(
     except (pybreaker.CircuitBreakerError, PrimaryMoved):
         return 0, 0
     except sa.exc.SQLAlchemyError as error:
-        reason = describe_error(error)
+        reason = outbox.UNAVAILABLE + describe_error(error)
         outbox.settle(route.primary, [], {item: reason for item in pending})
+        counters.secondary_was_away = True
         counters.failed += len(pending)
         log.warning("outbox.secondary_unavailable", keys=len(pending), error=reason)
         return 0, len(pending)
@@ -93,6 +95,9 @@ def drain_once(
     done = [by_ref[ref] for ref in result.applied]
     failed = {by_ref[ref]: error for ref, error in result.failed.items()}
     outbox.settle(route.primary, done, failed)
+    if done and counters.secondary_was_away:
+        outbox.retry_unavailable(route.primary)
+        counters.secondary_was_away = False
     counters.applied += len(done)
     counters.failed += len(failed)
     counters.batches += 1

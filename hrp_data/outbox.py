@@ -23,6 +23,8 @@ from adapters.outbox import OUTBOX, decode_key, encode_key, metadata, outbox
 from hrp_data.apply import KeyRef
 from hrp_data.models import TABLES
 
+UNAVAILABLE = "secondary unavailable: "
+"""Prefix of errors about the connection, not the row: retried at once when the secondary is back."""
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 _ADAPTERS = {"sqlite": sqlite_adapter, "postgresql": postgres_adapter}
@@ -146,6 +148,16 @@ def settle(bind: Bind, done: Sequence[Pending], failed: dict[Pending, str]) -> N
                 .where(_entry_clause(item))
                 .values(attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=now + delay)
             )
+
+
+def retry_unavailable(bind: Bind) -> None:
+    """The secondary answers again: changes that failed only because it was away are due now."""
+    with writing(bind) as connection:
+        connection.execute(
+            sa.update(outbox)
+            .where(outbox.c.last_error.startswith(UNAVAILABLE), outbox.c.next_attempt_at > 0)
+            .values(next_attempt_at=0)
+        )
 
 
 def make_all_due(bind: Bind) -> None:

@@ -52,11 +52,12 @@ class TcpProxy:
         except OSError:
             pass
         finally:
-            for end in (source, sink):
+            for end in (source, sink):  # shutdown first: close alone leaves a socket another thread reads
                 try:
-                    end.close()
+                    end.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                end.close()
 
     def reset_all(self) -> None:
         """Cut every open connection (the clients see a reset)."""
