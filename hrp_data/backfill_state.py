@@ -157,7 +157,7 @@ def mark_run(cursor: Any, state: str) -> None:
 def backfill_status(pg_engine: sa.Engine) -> dict[str, Any]:
     """Per-table progress and whether the backfill is complete (dashboard, readiness, CLI).
 
-    {"complete": bool, "state": "not started" | "running" | "complete",
+    {"complete": bool, "state": "not started" | "in progress" | "complete",
      "finished_at": iso | None,
      "tables": {"<name>": {"state", "read", "copied", "present", "quarantined",
                            "removed", "seconds", "rows_per_s", "last_key"}}}
@@ -190,7 +190,7 @@ def backfill_status(pg_engine: sa.Engine) -> dict[str, Any]:
             "rows_per_s": round(row.read / row.seconds) if row.seconds > 0 else None,
             "last_key": row.last_key,
         }
-    state = "complete" if complete else ("running" if tables else "not started")
+    state = "complete" if complete else ("in progress" if tables else "not started")
     return {
         "complete": complete,
         "state": state,

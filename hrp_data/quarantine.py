@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg2.extras import execute_values
 
 from adapters.binds import reading
 from hrp_data.legacy_rows import Key, Reject, key_from_json, key_to_json
@@ -67,13 +68,16 @@ def record(cursor: Any, table: str, rejects: Sequence[Reject]) -> None:
     """Add or refresh entries (first_seen is kept for an entry seen before)."""
     if not rejects:
         return
-    rows = [(table, _key_text(r.key), r.column, r.reason, r.value, r.detail) for r in rejects]
-    cursor.executemany(
-        f"INSERT INTO {QUARANTINE} AS q (table_name, key, column_name, reason, value, detail)"
-        " VALUES (%s, %s::jsonb, %s, %s, %s, %s)"
+    latest = {(_key_text(r.key), r.column): r for r in rejects}  # one entry per (key, column)
+    rows = [(table, key, column, r.reason, r.value, r.detail) for (key, column), r in latest.items()]
+    execute_values(
+        cursor,
+        f"INSERT INTO {QUARANTINE} AS q (table_name, key, column_name, reason, value, detail) VALUES %s"
         " ON CONFLICT (table_name, key, column_name) DO UPDATE SET reason = EXCLUDED.reason,"
         " value = EXCLUDED.value, detail = EXCLUDED.detail, last_seen = now()",
         rows,
+        template="(%s, %s::jsonb, %s, %s, %s, %s)",
+        page_size=1000,
     )
 
 

@@ -197,9 +197,9 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
 
     from hrp_data.apply import PrimaryMoved
     from hrp_data.backfill import BackfillInterrupted, BackfillRefused, Options, run_backfill
-    from hrp_data.errors import describe_error
     from hrp_data.backup import BackupError, max_age_s, require_recent
     from hrp_data.dual_write import Cutover
+    from hrp_data.errors import describe_error
 
     settings = settings_from(ctx, postgres_url=postgres_url)
     with domain_errors():

@@ -5,7 +5,7 @@ Figures, all in this process on the same data:
 - predictions: a bare psycopg2 COPY of the already-converted rows (one stream,
   one commit, into the real table with its indexes and foreign keys) against
   the backfill of the same table (read, convert, COPY/merge, checkpoint,
-  zombie re-check);
+  zombie re-check), alternated ROUNDS times, best of each;
 - Debian's pgloader on the same file, when installed. pgloader creates its
   own schema: REAL as float4 (values lose bits), JSON as text, no GIN
   indexes, foreign keys and indexes built after the load.
@@ -34,6 +34,7 @@ from hrp_data.seed import seed_database
 from tests.integration.cutover_helpers import settings_for
 
 TABLE_MAP = {t.name: t for t in TABLES}
+ROUNDS = 2
 
 
 def _libpq(url: str) -> str:
@@ -130,15 +131,16 @@ def test_backfill_throughput(tmp_path, postgres_url, postgres_server_url, bench_
             assert full.tables[name].copied == count, name
 
         payload, rows, convert_s = _converted_predictions(path)
-        bare_s = _bare_copy(postgres_url, payload)
-        _reset_predictions(postgres_url)
-        started = time.perf_counter()
-        again = run_backfill(cutover, Options(tables=("predictions",)))
-        again_s = time.perf_counter() - started
-        assert again.tables["predictions"].copied == rows
+        bare_runs, backfill_runs = [], []
+        for _ in range(ROUNDS):  # alternated, so both see the same machine
+            bare_runs.append(_bare_copy(postgres_url, payload))
+            _reset_predictions(postgres_url)
+            again = run_backfill(cutover, Options(tables=("predictions",)))
+            assert again.tables["predictions"].copied == rows
+            backfill_runs.append(again.tables["predictions"].seconds)
+        bare_s, predictions_s = min(bare_runs), min(backfill_runs)
 
     pgloader = _pgloader(path, postgres_server_url)
-    predictions_s = again.tables["predictions"].seconds
     figures = {
         "predictions_rows_per_s": round(rows / predictions_s),
         "copy_rows_per_s": round(rows / bare_s),
@@ -157,8 +159,9 @@ def test_backfill_throughput(tmp_path, postgres_url, postgres_server_url, bench_
             "rows": rows,
             "backfill_seconds": round(predictions_s, 2),
             "backfill_rows_per_s": round(rows / predictions_s),
-            "backfill_rerun_wall_seconds": round(again_s, 2),
+            "backfill_runs_seconds": [round(v, 2) for v in backfill_runs],
             "bare_copy_seconds": round(bare_s, 2),
+            "bare_copy_runs_seconds": [round(v, 2) for v in bare_runs],
             "bare_copy_rows_per_s": round(rows / bare_s),
             "ratio_to_bare_copy": round(bare_s / predictions_s, 3),
             "convert_only_seconds": round(convert_s, 2),

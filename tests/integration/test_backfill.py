@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from adapters.postgres import create_postgres_engine
-from hrp_data import backfill as backfill_module
+from hrp_data import batch_writer
 from hrp_data import outbox
 from hrp_data.backfill import BackfillRefused, Listener, Options, backfill_status, quarantine_rows, run_backfill
 from hrp_data.dual_write import Cutover
@@ -54,9 +54,14 @@ def pg_query(url: str, sql: str, params=None) -> list[tuple]:
 
 
 def open_cutover(path: Path, url: str, *, applier: bool = False, phase: Phase = Phase.DUAL_WRITE) -> Cutover:
+    """A Cutover on the file, moved from sqlite_only to dual_write unless `phase` is sqlite_only."""
     cutover = Cutover(settings_for(path, url), applier=applier, bound_calls=False)
-    if phase is not Phase.SQLITE_ONLY and cutover.phase(fresh=True).phase is Phase.SQLITE_ONLY:
-        move(cutover, phase)
+    try:
+        if phase is not Phase.SQLITE_ONLY and cutover.phase(fresh=True).phase is Phase.SQLITE_ONLY:
+            move(cutover, Phase.DUAL_WRITE)
+    except BaseException:
+        cutover.close()
+        raise
     return cutover
 
 
@@ -169,7 +174,6 @@ def test_backfill_racing_four_writers_ends_equal(seeded):
                 thread.join()
         assert errors == []
         assert result.complete and sum(counts.values()) >= 120
-        assert sum(s.present for s in result.tables.values()) > 0  # the live path was there first
         outbox.make_all_due(cutover.sqlite)
         wait_drained(cutover, timeout=60)
     assert_equal(path, url)
@@ -213,7 +217,7 @@ def test_deletes_racing_the_copy_leave_no_zombies(seeded):
 def test_without_the_recheck_the_same_race_leaves_zombies(seeded, monkeypatch):
     """The control experiment: the zombie test fails when the re-check is switched off."""
     path, url = seeded
-    monkeypatch.setattr(backfill_module._Writer, "recheck_range", lambda self, low, high: 0)
+    monkeypatch.setattr(batch_writer.BatchWriter, "recheck_range", lambda self, low, high: 0)
     with open_cutover(path, url) as cutover:
         run_backfill(cutover, Options(batch_size=100, tables=("users", "races", "horses", "race_horses")),
                      listener=_DeleteAfterRead(path, cutover))
@@ -264,7 +268,8 @@ def test_sigkilled_three_times_then_resumed_ends_equal(seeded):
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
         assert process.returncode == -signal.SIGKILL
-    assert pg_query(url, "SELECT count(*) FROM hrp_cutover_backfill WHERE state = 'done'")[0][0] >= 2
+    states = dict(pg_query(url, "SELECT table_name, read FROM hrp_cutover_backfill WHERE state = 'copying'"))
+    assert 0 < states.get("predictions", 0) < sqlite_counts(path)["predictions"]  # the last kill: mid predictions
     with open_cutover(path, url) as cutover:
         result = run_backfill(cutover, Options(batch_size=40))
     assert result.complete
@@ -547,6 +552,29 @@ def test_cli_refusals_are_one_line_with_exit_codes(seeded, monkeypatch):
         move(cutover, Phase.SHADOW)
         move(cutover, Phase.POSTGRES_PRIMARY)
     _one_line_error(runner.invoke(cli, base + ["--no-backup"]), 1, "postgres_primary", "rollback")
+
+
+def test_readiness_needs_a_complete_backfill_and_an_empty_quarantine(legacy_file, postgres_url):
+    from hrp_data.readiness import checklist
+
+    with sqlite3.connect(legacy_file) as raw:
+        raw.execute("INSERT INTO races (id, race_name, distance) VALUES (16, 'ok', 1000.0)")
+        raw.execute("INSERT INTO races (id, race_name, distance) VALUES (17, 'bad', 'N/A')")
+    upgrade(postgres_url)
+    with open_cutover(legacy_file, postgres_url) as cutover:
+        move(cutover, Phase.SHADOW)
+
+        def checks(**kw) -> dict:
+            return {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY, **kw)}
+
+        before = checks()
+        assert not before["backfill"].ok and before["backfill"].detail.endswith("run `hrp-cutover backfill`")
+        assert "backfill" not in {c.name for c in checklist(cutover, Phase.DUAL_WRITE)}
+        run_backfill(cutover)
+        after = checks()
+        assert after["backfill"].ok
+        assert not after["quarantine"].ok and after["quarantine"].detail.startswith("1 quarantined row(s)")
+        assert checks(accept_quarantine=True)["quarantine"].ok
 
 
 def test_a_process_with_bounded_calls_is_refused(seeded):
