@@ -257,6 +257,28 @@ class StatisticsRepository:
         return [_plain(row) for row in self.session.execute(statement).mappings()]
 
 
+    def top_predictions_per_race(
+        self, *, after: int | None = None, races: int = 100, per_race: int = 3
+    ) -> list[Record]:
+        """The `per_race` most confident predictions of each of `races` races (by race id)."""
+        race_ids = sa.select(Race.id).order_by(Race.id).limit(races)
+        if after is not None:
+            race_ids = race_ids.where(Race.id > after)
+        rank = (
+            sa.func.row_number()
+            .over(partition_by=Prediction.race_id, order_by=(Prediction.confidence.desc(), Prediction.id))
+            .label("rank")
+        )
+        ranked = (
+            sa.select(Prediction.race_id, Prediction.id, Prediction.horse_id, Prediction.confidence, rank)
+            .where(Prediction.race_id.in_(race_ids.scalar_subquery()), Prediction.confidence.is_not(None))
+            .subquery()
+        )
+        statement = (
+            sa.select(ranked).where(ranked.c.rank <= per_race).order_by(ranked.c.race_id, ranked.c.rank)
+        )
+        return [dict(row) for row in self.session.execute(statement).mappings()]
+
     def jockey_leaderboard(self, *, limit: int = 20) -> list[Record]:
         """Jockeys by wins: rides, wins (finish position 1) and average odds of their rides."""
         wins = sa.func.count().filter(RaceHorse.finish_position == 1)

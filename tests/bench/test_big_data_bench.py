@@ -127,11 +127,10 @@ def test_complex_reads_sqlite_vs_postgres(big, record_bench):
     engines = {"sqlite": create_sqlite_engine(f"sqlite:///{path}"), "postgres": create_postgres_engine(url)}
     with engines["postgres"].begin() as connection:
         connection.exec_driver_sql("ANALYZE")
-    race_ids = random.Random(5).sample(range(1, 1000), 50)
     reads = {
         "race_statistics": lambda uow: uow.statistics.race_statistics(limit=1000),
         "horse_performance": lambda uow: uow.statistics.horse_performance(limit=1000),
-        "top_predictions_per_race": lambda uow: [uow.predictions.for_race(r, limit=10) for r in race_ids],
+        "top_predictions_per_race": lambda uow: uow.statistics.top_predictions_per_race(races=2000, per_race=3),
         "jockey_leaderboard": lambda uow: uow.statistics.jockey_leaderboard(limit=20),
     }
     figures = {}

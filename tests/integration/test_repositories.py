@@ -71,6 +71,7 @@ def populate(engine) -> dict:
         out["race_stats"] = uow.statistics.race_statistics()
         out["horse_stats"] = uow.statistics.horse_performance()
         out["jockeys"] = uow.statistics.jockey_leaderboard()
+        out["top"] = uow.statistics.top_predictions_per_race(races=10, per_race=2)
         out["user"] = uow.users.get_by_username("ada")
         out["creds"] = uow.credentials.list(user_id=admin["id"])
     return out
@@ -145,6 +146,16 @@ def test_statistics_match_a_computation_by_hand(engine):
     for p in predictions:
         high[p["horse_id"]] = high.get(p["horse_id"], 0) + (p["confidence"] >= 0.8)
     assert {s["horse_id"]: s["high_confidence_count"] for s in out["horse_stats"]} == high
+
+
+def test_top_predictions_per_race(engine):
+    out = populate(engine)
+    by_race: dict = {}
+    for row in out["top"]:
+        by_race.setdefault(row["race_id"], []).append(row["confidence"])
+    assert len(by_race) == 6 and all(len(c) == 2 and c == sorted(c, reverse=True) for c in by_race.values())
+    with UnitOfWork(engine, writable=False) as uow:
+        assert by_race[1] == [p["confidence"] for p in uow.predictions.for_race(1)][:2]
 
 
 def test_jockey_leaderboard_counts_rides(engine):
