@@ -7,11 +7,13 @@ that asks for `postgres_url` gets a database of its own, dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -62,20 +64,27 @@ def _admin(server_url: str):
     return connection
 
 
-@pytest.fixture
-def postgres_url(postgres_server_url):
-    """A fresh, empty database on the test server; dropped after the test."""
-    name = f"hrp_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin(postgres_server_url)
+@contextlib.contextmanager
+def scratch_database(server_url: str, prefix: str = "hrp_test") -> Iterator[str]:
+    """A fresh, empty database on the test server; dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = _admin(server_url)
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(postgres_server_url).set(drivername="postgresql+psycopg2", database=name)
+    url = make_url(server_url).set(drivername="postgresql+psycopg2", database=name)
     try:
         yield url.render_as_string(hide_password=False)
     finally:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url):
+    """A fresh, empty database on the test server; dropped after the test."""
+    with scratch_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

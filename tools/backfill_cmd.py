@@ -11,7 +11,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from tools.cli import BadSetting, console, domain_errors, pass_context, postgres_option, settings_from
+from tools.cli import BadSetting, console, domain_errors, parse_tables, pass_context, postgres_option, settings_from
 
 EXIT_INTERRUPTED = 130
 
@@ -23,19 +23,6 @@ def _sqlite_file(ctx) -> Path:
         return sqlite_path(settings_from(ctx).sqlite_url)
     except ValueError as error:
         raise BadSetting(str(error)) from None
-
-
-def _tables(option: str | None) -> tuple[str, ...] | None:
-    from hrp_data.models import TABLES
-
-    if not option:
-        return None
-    names = tuple(t.strip() for t in option.split(",") if t.strip())
-    known = [t.name for t in TABLES]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise BadSetting(f"unknown table {', '.join(unknown)}; use one of: {', '.join(known)}")
-    return names
 
 
 # -- backup -------------------------------------------------------------------
@@ -204,7 +191,7 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
     settings = settings_from(ctx, postgres_url=postgres_url)
     with domain_errors():
         settings.require_postgres()
-    options = Options(_tables(tables), batch_size, max_rows_per_sec, restart, retry_quarantined)
+    options = Options(parse_tables(tables), batch_size, max_rows_per_sec, restart, retry_quarantined)
     path = _sqlite_file(ctx)
     if not no_backup:
         try:

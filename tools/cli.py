@@ -93,6 +93,20 @@ def seed(path: Path, races: int, seed: int, force: bool) -> None:
     click.echo(" ".join(f"{table}={count}" for table, count in counts.items()))
 
 
+def parse_tables(option: str | None) -> tuple[str, ...] | None:
+    """A --tables option as known table names, in the given order (None: all tables)."""
+    from hrp_data.models import TABLES
+
+    if not option:
+        return None
+    names = tuple(t.strip() for t in option.split(",") if t.strip())
+    known = [t.name for t in TABLES]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BadSetting(f"unknown table {', '.join(unknown)}; use one of: {', '.join(known)}")
+    return names
+
+
 @contextlib.contextmanager
 def domain_errors() -> Iterator[None]:
     """Turn the services' errors into one-line click errors (2: bad input or setting, 1: refused)."""

@@ -7,21 +7,8 @@ import json
 import click
 from rich.progress import Progress
 
-from tools.cli import BadSetting, console, domain_errors, open_cutover, pass_context, postgres_option
+from tools.cli import console, domain_errors, open_cutover, parse_tables, pass_context, postgres_option
 
-
-def parse_tables(option: str | None) -> list[str] | None:
-    """The --tables option as a list of known table names (None: all)."""
-    from hrp_data.models import TABLES
-
-    if not option:
-        return None
-    names = [t.strip() for t in option.split(",") if t.strip()]
-    known = [t.name for t in TABLES]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise BadSetting(f"unknown table {', '.join(unknown)}; use one of: {', '.join(known)}")
-    return names
 
 
 @click.command()

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy.engine import make_url
 
 from hrp_data.dual_write import Cutover
 from hrp_data.flip import move
@@ -27,7 +26,7 @@ from hrp_data.phases import ORDER, Phase
 from hrp_data.schema import upgrade
 from hrp_data.web import create_app, services
 from hrp_data.web.extension import HrpCutover
-from tests.conftest import _admin, create_legacy_file
+from tests.conftest import create_legacy_file, scratch_database
 from tests.integration.cutover_helpers import settings_for
 
 PASSWORD = "correct horse battery"
@@ -37,22 +36,6 @@ _names = itertools.count(1)
 
 def unique(prefix: str) -> str:
     return f"{prefix}{next(_names)}{uuid.uuid4().hex[:6]}"
-
-
-@contextlib.contextmanager
-def scratch_database(server_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database on the test server (as the postgres_url fixture makes), dropped after."""
-    name = f"hrp_e2e_{uuid.uuid4().hex[:12]}"
-    admin = _admin(server_url)
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(drivername="postgresql+psycopg2", database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def step_to(cutover: Cutover, target: Phase) -> None:
@@ -112,7 +95,7 @@ class World:
 def build_world(phase: Phase, directory: Path, server_url: str) -> Iterator[World]:
     sqlite_path = directory / "hrp_database.db"
     create_legacy_file(sqlite_path)
-    with scratch_database(server_url) as postgres_url:
+    with scratch_database(server_url, "hrp_e2e") as postgres_url:
         upgrade(postgres_url)
         app = create_app(settings_for(sqlite_path, postgres_url))
         app.config["TESTING"] = True
