@@ -39,6 +39,8 @@ __all__ = [
     "parse_json",
     "format_timestamp",
     "dump_json",
+    "json_text",
+    "converter",
 ]
 
 
@@ -111,6 +113,8 @@ _TIMESTAMP = re.compile(
     re.IGNORECASE | re.ASCII,
 )
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
+_LEGACY_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
+"""The spelling the legacy app writes (UTC, no fraction): the common case, read without the general parser."""
 _BOOL_TEXT = {"true": True, "false": False}
 _JSON_WHITESPACE = " \t\n\r"
 
@@ -239,6 +243,20 @@ def _timestamp(raw: Any) -> dt.datetime:
         return _from_epoch(raw)
     if not isinstance(raw, str):
         raise _unsupported(raw)
+    return _legacy_timestamp(raw) or _timestamp_text(raw)
+
+
+def _legacy_timestamp(raw: str) -> dt.datetime | None:
+    """The fast path for the legacy spelling; None where the general path must decide."""
+    if _LEGACY_TIMESTAMP.fullmatch(raw):
+        try:
+            return dt.datetime.fromisoformat(raw + "+00:00")
+        except ValueError:  # an impossible date or year 0000: the general path names the reason
+            return None
+    return None
+
+
+def _timestamp_text(raw: str) -> dt.datetime:
     if raw.strip() == "":
         raise Rejected("empty_timestamp")
     match = _TIMESTAMP.fullmatch(raw)
@@ -354,6 +372,55 @@ def parse_json(text: str) -> Any:
     return value
 
 
+_CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+"""Spells a document exactly as dump_json does (and refuses NaN/Infinity)."""
+
+
+def _canonical_document(text: str) -> Any:
+    """The object or array `text` holds if `text` is already spelled as dump_json spells it, else None.
+
+    The fast path of the JSON rules: when the plain parser's document spells
+    back to the very same text, every number in it is the shortest spelling
+    of its double (so exact), no key repeats, no NaN/Infinity is present and
+    no escape was decoded; with no NUL escape and valid UTF-8 (checked by the
+    caller) parse_json would accept it and give the same document. Anything
+    else (None) takes the general path, which names the reason.
+    """
+    if "\\u0000" in text:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if type(value) is not dict and type(value) is not list:
+        return None
+    try:
+        spelled = _CANONICAL_JSON.encode(value)
+    except (ValueError, RecursionError):
+        return None
+    return value if spelled == text else None
+
+
+def json_text(raw: Any) -> str:
+    """The JSON text PostgreSQL stores for a JSON column value: dump_json(to_postgres(JSON, raw)).
+
+    Raises `Rejected` as to_postgres does. Legacy text that is already in
+    canonical spelling comes back as it is, without a second parse.
+    """
+    if type(raw) is str and (raw.isascii() or _utf8(raw)) and "\x00" not in raw:
+        if _canonical_document(raw) is not None:
+            return raw
+    return dump_json(_json(raw))
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _json_document(raw: Any) -> Any:
     """A Python document (the PostgreSQL value) is accepted if it is exactly JSON."""
     try:
@@ -381,6 +448,9 @@ def _json(raw: Any) -> Any:
     if "\x00" in raw:
         raise Rejected("nul_byte_in_text")
     _check_utf8(raw)
+    value = _canonical_document(raw)
+    if value is not None:
+        return value
     value = parse_json(raw)
     if value is None:
         raise Rejected("json_null")
@@ -398,6 +468,11 @@ _TO_POSTGRES = {
     Kind.DATE: _date,
     Kind.JSON: _json,
 }
+
+
+def converter(kind: Kind) -> Any:
+    """The conversion of one kind for non-NULL values: converter(kind)(raw) == to_postgres(kind, raw)."""
+    return _TO_POSTGRES[Kind(kind)]
 
 
 def to_postgres(kind: Kind, raw: Any) -> Any:

@@ -7,8 +7,9 @@ keyset pages, `WHERE key > last ORDER BY key LIMIT n`, on the primary key
 (race_horses: the row value (race_id, horse_id)), never OFFSET and never the
 rowid of a table without an INTEGER PRIMARY KEY (VACUUM may renumber it).
 
-Every value goes through `adapters.convert.to_postgres` for its column's
-kind, then becomes a COPY text field (adapters.pg_copy). Conversion is a pure
+Every value goes through the conversion rules of `adapters.convert` for its
+column's kind (JSON through `json_text`, which hands canonical legacy text on
+as it is), then becomes a COPY text field (adapters.pg_copy). Conversion is a pure
 function, so for text-held kinds an exact memo of recent spellings saves
 re-parsing the many repeated timestamps, dates and names. A row with any
 rejected value is not copied; each rejected column is reported with its
@@ -27,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapters import pg_copy
-from adapters.convert import Kind, Rejected, to_postgres
+from adapters.convert import Kind, Rejected, converter, json_text
 from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
 from adapters.types import kind_of
 from hrp_data.models import SECRET_COLUMNS, TABLES
@@ -85,21 +86,27 @@ _FORMAT: dict[Kind, Callable[[Any], str]] = {
     Kind.BOOLEAN: lambda value: "t" if value else "f",
     Kind.TIMESTAMP: lambda value: value.isoformat(),
     Kind.DATE: lambda value: value.isoformat(),
-    Kind.JSON: pg_copy.json_field,
 }
 
 
+def _to_field(kind: Kind) -> Callable[[Any], str]:
+    """non-NULL raw value -> COPY field: the kind's conversion, then its COPY spelling."""
+    if kind is Kind.JSON:
+        escape = pg_copy.escape_text
+        return lambda raw: escape(json_text(raw))
+    convert, spell = converter(kind), _FORMAT[kind]
+    return lambda raw: spell(convert(raw))
+
+
 def field_encoder(kind: Kind) -> Callable[[Any], str]:
-    """raw SQLite value -> COPY field, via to_postgres; raises Rejected."""
-    spell = _FORMAT[kind]
+    """raw SQLite value -> COPY field, via the conversion rules (adapters.convert); raises Rejected."""
+    to_field = _to_field(kind)
     null = pg_copy.NULL
 
     if kind not in MEMO_KINDS:
 
         def encode(raw: Any) -> str:
-            if raw is None:
-                return null
-            return spell(to_postgres(kind, raw))
+            return null if raw is None else to_field(raw)
 
         return encode
 
@@ -109,10 +116,10 @@ def field_encoder(kind: Kind) -> Callable[[Any], str]:
         if raw is None:
             return null
         if type(raw) is not str:  # equal numbers of other types (1, 1.0, True) convert differently
-            return spell(to_postgres(kind, raw))
+            return to_field(raw)
         text = memo.get(raw)
         if text is None:
-            text = spell(to_postgres(kind, raw))
+            text = to_field(raw)
             if len(memo) >= MEMO_LIMIT:
                 memo.clear()
             memo[raw] = text

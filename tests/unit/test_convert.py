@@ -625,3 +625,72 @@ def test_any_value_converts_or_is_rejected_with_a_known_reason(kind, raw):
         kind in (Kind.INTEGER, Kind.TEXT) or (kind is Kind.REAL and isinstance(raw, float))
     ):
         assert same(written, raw), "nothing is silently changed"
+
+
+def _json_outcome(read, text):
+    try:
+        return ("value", read(text))
+    except Rejected as error:
+        return ("rejected", error.reason)
+
+
+CANONICAL_JSON_TEXT = (
+    JSON_DOCUMENTS.map(dump_json)
+    | st.builds(lambda doc, tail: dump_json(doc)[:-1] + tail, JSON_DOCUMENTS.filter(lambda d: isinstance(d, (dict, list))),
+                st.sampled_from(["", ", 1]", "}", "]}", ', "a": 1}', ', NaN]', ', "\\u0000"]']))
+    | st.sampled_from([
+        '{"a": 1, "a": 2}', '{"a": NaN}', '[Infinity]', '[-Infinity]', '{"a": 1e400}', '[1E5]', '[-0]', '[-0.0]',
+        '{"a": 0.1000000000000000055511151231257827}', '["\\u0000"]', '["\\ud800"]', '["\\ud83d\\udc0e"]',
+        '["caf\\u00e9"]', '["\\/"]', '[1.0]', '[' * 5000 + ']' * 5000, '["\\u0001"]', '[' + '9' * 5000 + ']',
+        '\ufeff[1]', '[1] ', ' [1]', '{"a":1}', '[true, false, null]', '["\ud800"]', '["tab\\there"]',
+    ])
+)
+
+
+@settings(max_examples=400)
+@given(CANONICAL_JSON_TEXT)
+def test_the_canonical_json_fast_path_agrees_with_the_general_rules(text):
+    """json_text and to_postgres take a shortcut for canonical text; it must give what parse_json gives."""
+    from adapters.convert import _json, json_text
+
+    def general(raw):
+        value = parse_json(raw)
+        if value is None or isinstance(value, str):
+            raise Rejected("json_null" if value is None else "json_string_document")
+        return value
+
+    expected = _json_outcome(general, text)
+    pre_checks = "\x00" in text or not text.strip(" \t\n\r")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        pre_checks = True
+    if pre_checks:
+        assert _json_outcome(_json, text)[0] == "rejected"
+        return
+    got = _json_outcome(_json, text)
+    assert got[0] == expected[0] and (same(got[1], expected[1]) if got[0] == "value" else got[1] == expected[1])
+    spelled = _json_outcome(json_text, text)
+    if expected[0] == "value":
+        assert spelled == ("value", dump_json(expected[1]))
+    else:
+        assert spelled == expected
+
+
+LEGACY_TIMESTAMP_LIKE = st.from_regex(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", fullmatch=True) | st.sampled_from(
+    ["0000-01-01 00:00:00", "2025-02-30 10:00:00", "2025-01-14 24:00:00", "2025-01-14 23:59:60",
+     "9999-12-31 23:59:59", "0001-01-01 00:00:00", "2024-02-29 00:00:00", "2023-02-29 00:00:00"]
+)
+
+
+@given(LEGACY_TIMESTAMP_LIKE)
+def test_the_legacy_timestamp_fast_path_agrees_with_the_general_reader(text):
+    from adapters.convert import _legacy_timestamp, _timestamp_text
+
+    fast = _legacy_timestamp(text)
+    general = _json_outcome(_timestamp_text, text)
+    if fast is None:
+        assert general[0] == "rejected"
+    else:
+        assert general[0] == "value" and fast == general[1] and fast.utcoffset() == dt.timedelta(0)
+        assert to_postgres(Kind.TIMESTAMP, text) == fast
