@@ -30,6 +30,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+import orjson
+
 __all__ = [
     "Kind",
     "Rejected",
@@ -372,40 +374,40 @@ def parse_json(text: str) -> Any:
     return value
 
 
-_CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
-"""Spells a document exactly as dump_json does (and refuses NaN/Infinity)."""
-
-
 def _canonical_document(text: str) -> Any:
-    """The object or array `text` holds if `text` is already spelled as dump_json spells it, else None.
+    """The object or array `text` holds if `text` is spelled as a serializer spells it, else None.
 
-    The fast path of the JSON rules: when the plain parser's document spells
-    back to the very same text, every number in it is the shortest spelling
-    of its double (so exact), no key repeats, no NaN/Infinity is present and
-    no escape was decoded; with no NUL escape and valid UTF-8 (checked by the
-    caller) parse_json would accept it and give the same document. Anything
-    else (None) takes the general path, which names the reason.
+    The fast path of the JSON rules. orjson reads the text strictly (no NaN,
+    no Infinity, no lone surrogate; an integer beyond 64 bits becomes a
+    float) and writes the document back compactly, every number as the
+    shortest spelling of its double. When that equals the text with the
+    blanks after its separators taken out (legacy files hold what
+    json.dumps writes: `", "` and `": "`), every number in the text is the
+    shortest spelling of its double (so exact), no key repeats, no string
+    held an escape or a separator-and-blank, and no NaN/Infinity is present;
+    with no NUL escape and valid UTF-8 (checked by the caller) parse_json
+    would accept the text and give the same document. Anything else (None)
+    takes the general path, which names the reason.
     """
     if "\\u0000" in text:
         return None
     try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
+        value = orjson.loads(text)
+        if type(value) is not dict and type(value) is not list:
+            return None
+        spelled = orjson.dumps(value)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
         return None
-    if type(value) is not dict and type(value) is not list:
-        return None
-    try:
-        spelled = _CANONICAL_JSON.encode(value)
-    except (ValueError, RecursionError):
-        return None
-    return value if spelled == text else None
+    compact = text.replace(", ", ",").replace(": ", ":")
+    return value if spelled == compact.encode("utf-8") else None
 
 
 def json_text(raw: Any) -> str:
-    """The JSON text PostgreSQL stores for a JSON column value: dump_json(to_postgres(JSON, raw)).
+    """A JSON text that PostgreSQL reads as the document to_postgres(JSON, raw) gives.
 
-    Raises `Rejected` as to_postgres does. Legacy text that is already in
-    canonical spelling comes back as it is, without a second parse.
+    Raises `Rejected` as to_postgres does. Legacy text in a canonical
+    spelling (see _canonical_document) comes back as it is, without being
+    written again; anything else is dump_json of the converted document.
     """
     if type(raw) is str and (raw.isascii() or _utf8(raw)) and "\x00" not in raw:
         if _canonical_document(raw) is not None:
