@@ -131,7 +131,10 @@ class Prediction(Base):
         _pg_index("ix_predictions_user_id", "user_id"),
         _pg_index("ix_predictions_race_id_confidence", "race_id", sa.text("confidence DESC")),
         _pg_index("ix_predictions_confidence", "confidence"),
-        _pg_index("ix_predictions_features", "features", postgresql_using="gin"),
+        _pg_index(
+            "ix_predictions_features", "features", postgresql_using="gin",
+            postgresql_ops={"features": "jsonb_path_ops"},
+        ),
         {"sqlite_autoincrement": True},
     )
 

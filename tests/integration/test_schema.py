@@ -60,22 +60,39 @@ def migrated(postgres_url) -> str:
 
 class TestUpgrade:
     def test_first_run_creates_the_six_tables_at_head(self, postgres_url):
-        """A fresh database is upgraded from nothing to 0001, and says so."""
+        """A fresh database is upgraded from nothing to 0002, and says so."""
         result = schema.upgrade(postgres_url)
 
         assert result.changed is True
-        assert result.revision == "0001"
-        assert result.message == "schema upgraded from <none> to 0001 (6 tables)"
+        assert result.revision == "0002"
+        assert result.message == "schema upgraded from <none> to 0002 (6 tables)"
         assert public_tables(postgres_url) == set(Base.metadata.tables) | {"hrp_cutover_alembic_version"}
-        assert query(postgres_url, "SELECT version_num FROM hrp_cutover_alembic_version") == [("0001",)]
+        assert query(postgres_url, "SELECT version_num FROM hrp_cutover_alembic_version") == [("0002",)]
 
     def test_second_run_changes_nothing_and_says_so(self, migrated):
         """Upgrading a database already at head is a no-op."""
         result = schema.upgrade(migrated)
 
         assert result.changed is False
-        assert result.revision == "0001"
-        assert result.message == "schema already at head 0001: nothing to do"
+        assert result.revision == "0002"
+        assert result.message == "schema already at head 0002: nothing to do"
+
+    def test_a_database_at_0001_gets_the_path_ops_features_index(self, postgres_url):
+        """0002 replaces the jsonb_ops GIN index on predictions.features with a jsonb_path_ops one."""
+        from alembic import command
+
+        engine = schema.engine_for(postgres_url)
+        with schema._ALEMBIC, engine.begin() as connection:
+            command.upgrade(schema.alembic_config(connection=connection), "0001")
+        engine.dispose()
+        definition = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_predictions_features'"
+        assert query(postgres_url, definition)[0][0].endswith("USING gin (features)")
+
+        result = schema.upgrade(postgres_url)
+
+        assert result.message == "schema upgraded from 0001 to 0002 (6 tables)"
+        assert query(postgres_url, definition)[0][0].endswith("USING gin (features jsonb_path_ops)")
+        assert schema.drift(postgres_url) == []
 
     def test_concurrent_runs_take_turns(self, postgres_url):
         """Two processes upgrading at once: one does the work, the other finds nothing to do."""
@@ -198,7 +215,7 @@ class TestPostgresTypes:
         indexes = public_indexes(migrated)
 
         assert "USING gin (weather_conditions)" in indexes["ix_races_weather_conditions"]
-        assert "USING gin (features)" in indexes["ix_predictions_features"]
+        assert "USING gin (features jsonb_path_ops)" in indexes["ix_predictions_features"]
         assert indexes["ix_predictions_race_id_confidence"].endswith(
             "ON public.predictions USING btree (race_id, confidence DESC)"
         )
@@ -336,9 +353,9 @@ class TestCli:
         second = self.run("schema", "--postgres", postgres_url)
 
         assert first.exit_code == 0, first.output
-        assert first.stdout == "schema upgraded from <none> to 0001 (6 tables)\n"
+        assert first.stdout == "schema upgraded from <none> to 0002 (6 tables)\n"
         assert second.exit_code == 0, second.output
-        assert second.stdout == "schema already at head 0001: nothing to do\n"
+        assert second.stdout == "schema already at head 0002: nothing to do\n"
 
     def test_schema_command_twice_with_the_group_option(self, postgres_url):
         """`hrp-cutover --postgres URL schema` upgrades, then says there is nothing to do."""
@@ -346,9 +363,9 @@ class TestCli:
         second = self.run("--postgres", postgres_url, "schema")
 
         assert first.exit_code == 0, first.output
-        assert first.stdout == "schema upgraded from <none> to 0001 (6 tables)\n"
+        assert first.stdout == "schema upgraded from <none> to 0002 (6 tables)\n"
         assert second.exit_code == 0, second.output
-        assert second.stdout == "schema already at head 0001: nothing to do\n"
+        assert second.stdout == "schema already at head 0002: nothing to do\n"
 
     @pytest.mark.parametrize("url", ["mysql://hrp:s3cret-pw@db/hrp", "not a url"])
     def test_bad_url_is_exit_code_2_and_one_line(self, url):
