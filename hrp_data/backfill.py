@@ -41,9 +41,15 @@ when it succeeds. Rows quarantined as parent_missing (their parent is a live
 write still on its way) are retried at the end of the table; everything in
 quarantine is retried with --retry-quarantined after the operator fixed it.
 
-Reading and converting (this thread) overlaps with PostgreSQL's work (the
-batch writer's thread, which owns the bulk connection: hrp_data.batch_writer),
-one batch ahead. The bulk
+While a table is copied its secondary indexes and the foreign-key triggers
+of the backfill's own session are held back, and given back after it: the
+indexes built once, the foreign keys checked with one anti-join each, whose
+orphans are quarantined as above (hrp_data.backfill_holds).
+
+Reading and converting (worker processes for the big tables,
+hrp_data.read_pool) overlaps with PostgreSQL's work (the batch writer's
+thread, which owns the bulk connection: hrp_data.batch_writer), a few batches
+ahead. The bulk
 connection commits asynchronously (synchronous_commit=off): a PostgreSQL
 crash can lose the last commits, but then their rows and their checkpoint
 together, and the run repeats them. After the last table: identities past the
@@ -52,18 +58,21 @@ largest ids, ANALYZE, and the run marked complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
 from typing import Any
 
+import psycopg2
 import psycopg2.extensions
 import structlog
 
 from adapters import pg_copy
 from adapters.postgres import bump_identity, create_postgres_engine
+from hrp_data import backfill_holds as holds
 from hrp_data import backfill_state as state
-from hrp_data import legacy_rows, quarantine
+from hrp_data import legacy_rows, quarantine, read_pool
 from hrp_data.backfill_state import backfill_status
 from hrp_data.batch_writer import BatchWriter, Work, staging_table
 from hrp_data.dual_write import Cutover
@@ -111,6 +120,9 @@ class Options:
     max_rows_per_sec: float | None = None
     restart: bool = False
     retry_quarantined: bool = False
+    workers: int | None = None
+    """Processes that read and convert pages (None: one per core, at most 4, for tables of
+    read_pool.POOL_MIN_ROWS rows or more; 0: all in this thread)."""
 
 
 class Listener:
@@ -228,12 +240,17 @@ class _Run:
         raw = engine.raw_connection()
         self.sqlite = legacy_rows.connect(self.path)
         self.checker = legacy_rows.connect(self.path)  # the writer thread's own connection
+        if self.options.workers is None:  # automatic: a pool for the big tables only
+            self.pages = read_pool.PageReader(self.path, self.sqlite, read_pool.default_workers())
+        else:
+            self.pages = read_pool.PageReader(self.path, self.sqlite, self.options.workers, min_rows=0)
         try:
             self.pg = raw.driver_connection
             self.pg.autocommit = False
             return self._execute()
         finally:
             try:
+                self.pages.close()
                 raw.close()
             finally:
                 engine.dispose()
@@ -246,6 +263,7 @@ class _Run:
             if not cursor.fetchone()[0]:
                 raise BackfillRefused("another backfill is running against this PostgreSQL database")
             state.install(cursor)
+            holds.install(cursor)
             quarantine.install(cursor)
             self._check_schema(cursor)
             if self.options.restart:
@@ -256,11 +274,15 @@ class _Run:
             self.constraint_columns = self._constraint_columns(cursor)
             self.pg.commit()
         selected = self._selected()
+        if any(self.readers[name].count(self.sqlite) >= self.pages.min_rows for name in selected):
+            self.pages.start()  # the workers start while the first, small tables are copied
         for name in selected:
             self._copy_table(self.readers[name])
             if self.stop.is_set():
+                holds.restore_indexes(self.pg)
                 raise self._interrupted(name)
             self._after_table(self.readers[name])
+        holds.restore_indexes(self.pg)  # what a killed run of another table left held
         with self.pg.cursor() as cursor:
             self.checkpoints = state.load(cursor)
             self.pg.commit()
@@ -331,11 +353,27 @@ class _Run:
         if checkpoint.done:
             self.listener.table_started(name, checkpoint.read, checkpoint.read)
             return
+        remaining = reader.count(self.sqlite, checkpoint.last_key)
+        if remaining >= checkpoint.copied + checkpoint.present:  # building once beats maintaining per row
+            with self.pg.cursor() as cursor:
+                holds.hold_indexes(cursor, name)
+                self.pg.commit()
+        held_keys = holds.hold_foreign_keys(self.pg)
+        try:
+            self._copy_rows(reader, checkpoint, remaining)
+        finally:
+            if held_keys:
+                with contextlib.suppress(psycopg2.Error):  # a broken connection ends the session anyway
+                    self.pg.rollback()
+                    holds.check_foreign_keys(self.pg)
+
+    def _copy_rows(self, reader: TableReader, checkpoint: state.Checkpoint, remaining: int) -> None:
+        name = reader.name
         writer = BatchWriter(self, reader, checkpoint)
         if checkpoint.last_key is not None and checkpoint.rechecked_key != checkpoint.last_key:
             writer.recheck_range(checkpoint.rechecked_key, checkpoint.last_key)
             writer.rechecked = checkpoint.last_key
-        total = checkpoint.read + reader.count(self.sqlite, checkpoint.last_key)
+        total = checkpoint.read + remaining
         self.listener.table_started(name, checkpoint.read, total)
         writer.total = total
         after = checkpoint.last_key
@@ -343,20 +381,20 @@ class _Run:
         started, sent = time.monotonic(), 0
         writer.start()
         try:
-            while not self.stop.is_set():
+            if not self.stop.is_set():
                 check_phase(self.cutover, fresh=False, running=True)
-                rows = reader.page(self.sqlite, after, size)
-                if not rows:
-                    break
-                high = reader.key_of(rows[-1])
-                if self.hooked:
-                    self.listener.batch_read(name, [reader.key_of(row) for row in rows])
-                converted = reader.convert(rows, with_keys=self.has_quarantine)
-                writer.submit(Work(converted, len(rows), after, high))
-                after, sent = high, sent + len(rows)
-                self._throttle(started, sent)
-                if len(rows) < size:
-                    break
+                pages = self.pages.pages(
+                    reader, after, size, remaining, with_keys=self.has_quarantine, want_keys=self.hooked
+                )
+                for page in pages:
+                    if self.hooked:
+                        self.listener.batch_read(name, page.keys)
+                    writer.submit(Work(page.converted, page.read, after, page.high))
+                    after, sent = page.high, sent + page.read
+                    self._throttle(started, sent)
+                    if self.stop.is_set():
+                        break
+                    check_phase(self.cutover, fresh=False, running=True)
         finally:
             writer.close()
         with self.pg.cursor() as cursor:
@@ -380,6 +418,8 @@ class _Run:
         """Retries (parent_missing always, everything with --retry-quarantined), stale entries, counts."""
         name = reader.name
         writer = BatchWriter(self, reader, self.checkpoints[name])
+        holds.restore_indexes(self.pg, name)
+        writer.quarantine_orphans()
         with self.pg.cursor() as cursor:
             pg_copy.create_staging(cursor, name, staging_table(name))
             reasons = None if self.options.retry_quarantined else [quarantine.PARENT_MISSING]

@@ -252,7 +252,7 @@ class BatchWriter:
                 if not orphans:
                     break
                 refused += orphans
-                self._unstage(cursor, sorted({r.key for r in orphans}, key=_order))
+                self._delete_keys(cursor, self.staging, sorted({r.key for r in orphans}, key=_order))
                 staged = self._staged_count(cursor)
                 continue
             except psycopg2.IntegrityError:
@@ -283,10 +283,10 @@ class BatchWriter:
         )
         return f"({self._key_sql()}) IN (VALUES {values})"
 
-    def _unstage(self, cursor: Any, keys: Sequence[Key]) -> None:
+    def _delete_keys(self, cursor: Any, relation: str, keys: Sequence[Key]) -> None:
         for start in range(0, len(keys), 1000):
             chunk = keys[start : start + 1000]
-            cursor.execute(f"DELETE FROM {pg_copy.quote_ident(self.staging)} WHERE {self._key_match(cursor, chunk)}")
+            cursor.execute(f"DELETE FROM {pg_copy.quote_ident(relation)} WHERE {self._key_match(cursor, chunk)}")
 
     def _copy_rows(self, cursor: Any, payload: bytes) -> list[Reject]:
         """COPY refused the batch (it should not: conversion makes valid input); find the rows, one by one."""
@@ -344,8 +344,12 @@ class BatchWriter:
             value = shown_value(column, found[0]) if found else None
         return [Reject(key, column, quarantine.CONSTRAINT, value, describe_error(error))]
 
-    def _orphans(self, cursor: Any, where: str | None = None, params: Any = None) -> list[Reject]:
-        """Staged rows whose foreign key finds no parent in PostgreSQL, classified by what SQLite holds."""
+    def _orphans(
+        self, cursor: Any, where: str | None = None, params: Any = None, relation: str | None = None
+    ) -> list[Reject]:
+        """Rows of `relation` (default: staging) whose foreign key finds no parent in PostgreSQL,
+        classified by what SQLite holds."""
+        relation = relation or self.staging
         found: list[tuple[Key, str, str, str, Any]] = []
         keys = self._key_sql("s")
         width = len(self.reader.key_columns)
@@ -354,7 +358,7 @@ class BatchWriter:
             parent, parent_column = foreign_key.column.table.name, foreign_key.column.name
             condition = f" AND {where}" if where else ""
             cursor.execute(
-                f"SELECT {keys}, s.{pg_copy.quote_ident(column)} FROM {pg_copy.quote_ident(self.staging)} s"
+                f"SELECT {keys}, s.{pg_copy.quote_ident(column)} FROM {pg_copy.quote_ident(relation)} s"
                 f" WHERE s.{pg_copy.quote_ident(column)} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
                 f" {pg_copy.quote_ident(parent)} p WHERE p.{pg_copy.quote_ident(parent_column)}"
                 f" = s.{pg_copy.quote_ident(column)}){condition}",
@@ -383,6 +387,26 @@ class BatchWriter:
     def _sqlite_has(self, parent: str, values: list[Any]) -> set[Any]:
         reader = self.run.readers[parent]
         return {key[0] for key in (reader.key_of(row) for row in reader.rows_for(self.run.checker, [(v,) for v in values]))}
+
+    def quarantine_orphans(self) -> int:
+        """Rows whose parent PostgreSQL lacks leave the table for the quarantine; returns how many.
+
+        One anti-join per foreign key over the whole table: the check the
+        foreign-key triggers did not make while the copy held them back
+        (hrp_data.backfill_holds), classified as a refused merge is.
+        """
+        with self.pg.cursor() as cursor:
+            orphans = self._orphans(cursor, relation=self.name)
+            keys = sorted({r.key for r in orphans}, key=_order)
+            if keys:
+                self._delete_keys(cursor, self.name, keys)
+                quarantine.record(cursor, self.name, orphans)
+                state.save_batch(cursor, self.name, last_key=None, rechecked_key=None, seconds=0.0, batches=0,
+                                 copied=-len(keys))
+            self.pg.commit()
+        if keys:
+            log.info("backfill.orphans_quarantined", table=self.name, rows=len(keys))
+        return len(keys)
 
     # -- after the commit ----------------------------------------------------
 

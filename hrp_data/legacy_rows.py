@@ -231,13 +231,47 @@ class TableReader:
             connection, f"{self._select} WHERE {self._row_value} > {self._placeholders}{order}", (*after, limit)
         )
 
-    def keys_between(self, connection: sqlite3.Connection, low: Key | None, high: Key) -> set[Key]:
-        """The keys in (low, high]."""
+    def page_end(self, connection: sqlite3.Connection, after: Key | None, limit: int) -> tuple[Key | None, bool]:
+        """The last key of the page of `limit` keys after `after` (None: no key left), and whether
+        the page is full.
+
+        A key-only walk of the primary key from a keyset seek: the OFFSET
+        counts inside this one page (cost: the page), it never paginates.
+        No row is read, so the page itself can be read elsewhere as the
+        range (after, end].
+        """
+        where, params = ("", ()) if after is None else (
+            f" WHERE {self._row_value} > {self._placeholders}", tuple(after)
+        )
+        table = pg_copy.quote_ident(self.name)
+        found = connection.execute(
+            f"SELECT {self._keys_sql} FROM {table}{where} ORDER BY {self._keys_sql} LIMIT 1 OFFSET ?",
+            (*params, limit - 1),
+        ).fetchone()
+        if found is not None:
+            return tuple(found), True
+        descending = ", ".join(f"{pg_copy.quote_ident(c)} DESC" for c in self.key_columns)
+        found = connection.execute(
+            f"SELECT {self._keys_sql} FROM {table}{where} ORDER BY {descending} LIMIT 1", params
+        ).fetchone()
+        return (None if found is None else tuple(found)), False
+
+    def _range(self, low: Key | None, high: Key) -> tuple[str, tuple]:
         where = f"{self._row_value} <= {self._placeholders}"
         params: tuple = tuple(high)
         if low is not None:
             where = f"{self._row_value} > {self._placeholders} AND " + where
             params = (*low, *high)
+        return where, params
+
+    def rows_between(self, connection: sqlite3.Connection, low: Key | None, high: Key) -> list[tuple]:
+        """The rows with keys in (low, high], in key order."""
+        where, params = self._range(low, high)
+        return _fetch(connection, f"{self._select} WHERE {where} ORDER BY {self._keys_sql}", params)
+
+    def keys_between(self, connection: sqlite3.Connection, low: Key | None, high: Key) -> set[Key]:
+        """The keys in (low, high]."""
+        where, params = self._range(low, high)
         cursor = connection.execute(
             f"SELECT {self._keys_sql} FROM {pg_copy.quote_ident(self.name)} WHERE {where}", params
         )

@@ -167,10 +167,12 @@ class _Interrupt:
 @click.option("--restart", is_flag=True, help="Forget the checkpoints and start over (copied rows are kept).")
 @click.option("--retry-quarantined", is_flag=True, help="Try the quarantined rows again (after fixing them in SQLite).")
 @click.option("--no-backup", is_flag=True, help="Start without a recent backup (not recommended).")
+@click.option("--workers", type=click.IntRange(min=0, max=64),
+              help="Processes that read and convert (default: one per core, at most 4, for big tables; 0: none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @postgres_option
 @pass_context
-def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantined, no_backup, as_json,
+def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantined, no_backup, workers, as_json,
              postgres_url) -> None:
     """Copy every legacy row into PostgreSQL while the app keeps writing (phase dual_write or shadow).
 
@@ -191,7 +193,7 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
     settings = settings_from(ctx, postgres_url=postgres_url)
     with domain_errors():
         settings.require_postgres()
-    options = Options(parse_tables(tables), batch_size, max_rows_per_sec, restart, retry_quarantined)
+    options = Options(parse_tables(tables), batch_size, max_rows_per_sec, restart, retry_quarantined, workers)
     path = _sqlite_file(ctx)
     if not no_backup:
         try:

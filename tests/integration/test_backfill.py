@@ -17,9 +17,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import psycopg2
 import pytest
 import sqlalchemy as sa
+import structlog
+import structlog.testing
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
@@ -101,6 +104,36 @@ def test_backfill_of_a_seeded_file_ends_equal(seeded):
     assert fresh > top
 
 
+def test_pages_read_by_worker_processes_give_the_same_copy(seeded):
+    """Reading and converting in two worker processes: every row, the same counts, both sides equal."""
+    path, url = seeded
+    with open_cutover(path, url) as cutover:
+        result = run_backfill(cutover, Options(batch_size=70, workers=2))
+    assert result.complete
+    for name, count in sqlite_counts(path).items():
+        stats = result.tables[name]
+        assert (stats.read, stats.copied, stats.present, stats.quarantined) == (count, count, 0, 0), name
+    assert_equal(path, url)
+    assert not [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+
+
+def test_worker_processes_die_with_a_sigkilled_backfill(seeded):
+    path, url = seeded
+    with open_cutover(path, url):
+        pass
+    process = _start_backfill(path, url, "--batch-size", "40", "--max-rows-per-sec", "2500", "--workers", "2")
+    _wait_for_batches(process, url, 3)
+    workers = psutil.Process(process.pid).children()
+    assert len([w for w in workers if "spawn_main" in " ".join(w.cmdline())]) == 2
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, [" ".join(p.cmdline()) for p in alive]
+    with open_cutover(path, url) as cutover:
+        assert run_backfill(cutover, Options(batch_size=40, workers=2)).complete
+    assert_equal(path, url)
+
+
 def test_backfill_never_overwrites_a_newer_live_row(seeded):
     """A row the live path already carried (newer) is kept; the backfill's older image is not applied."""
     path, url = seeded
@@ -112,6 +145,10 @@ def test_backfill_never_overwrites_a_newer_live_row(seeded):
         result = run_backfill(cutover, Options(batch_size=40))
         assert result.tables["races"].present == 1
     assert pg_query(url, "SELECT track_name FROM races WHERE id = 5") == [("newer in postgres",)]
+
+
+def index_names(url: str, table: str) -> set[str]:
+    return {row[0] for row in pg_query(url, "SELECT indexname FROM pg_indexes WHERE tablename = %s", (table,))}
 
 
 def pg_query_exec(url: str, sql: str) -> None:
@@ -270,9 +307,15 @@ def test_sigkilled_three_times_then_resumed_ends_equal(seeded):
         assert process.returncode == -signal.SIGKILL
     states = dict(pg_query(url, "SELECT table_name, read FROM hrp_cutover_backfill WHERE state = 'copying'"))
     assert 0 < states.get("predictions", 0) < sqlite_counts(path)["predictions"]  # the last kill: mid predictions
+    schema_indexes = {t: index_names(url, t) for t in ("races", "horses", "race_horses", "api_credentials")}
+    held = dict(pg_query(url, "SELECT index_name, table_name FROM hrp_cutover_backfill_indexes"))
+    assert held and set(held.values()) == {"predictions"} and not set(held) & index_names(url, "predictions")
     with open_cutover(path, url) as cutover:
         result = run_backfill(cutover, Options(batch_size=40))
     assert result.complete
+    assert pg_query(url, "SELECT count(*) FROM hrp_cutover_backfill_indexes") == [(0,)]
+    assert set(held) <= index_names(url, "predictions") and "ix_predictions_features" in held
+    assert {t: index_names(url, t) for t in schema_indexes} == schema_indexes
     for name, count in sqlite_counts(path).items():
         stats = result.tables[name]
         assert (stats.read, stats.copied, stats.present, stats.quarantined) == (count, count, 0, 0), name
@@ -451,6 +494,29 @@ def test_hostile_values_are_converted_exactly_or_quarantined_by_reason(hostile):
     assert features == {"x": 0.1, "big": 123456789012345678}
     assert pg_query(url, "SELECT odds FROM race_horses ORDER BY horse_id") == [(3.25,), (0.1,)]
     assert pg_query(url, "SELECT is_admin, password_hash FROM users") == [(True, "pbkdf2$ann")]
+
+
+def test_a_role_that_may_not_hold_foreign_keys_still_quarantines_every_orphan(hostile):
+    """Without the right to set session_replication_role, foreign keys are checked row by row: same outcome."""
+    path, url = hostile
+    role = f"hrp_migrator_{os.getpid()}"
+    owner_sql = [f"CREATE ROLE {role} LOGIN", f"GRANT CREATE ON SCHEMA public TO {role}"] + [
+        f'ALTER TABLE "{t}" OWNER TO {role}'
+        for t in ("users", "races", "horses", "race_horses", "predictions", "api_credentials")
+    ]
+    for sql in owner_sql:
+        pg_query_exec(url, sql)
+    migrator = make_url(url).set(username=role).render_as_string(hide_password=False)
+    try:
+        with structlog.testing.capture_logs() as logs, open_cutover(path, migrator) as cutover:
+            result = run_backfill(cutover, Options(batch_size=3))
+        assert result.complete
+        assert any(e["event"] == "backfill.foreign_keys_checked_per_row" for e in logs)
+        assert {key: row["reason"] for key, row in _quarantine_map(url).items()} == HOSTILE
+        assert pg_query(url, "SELECT count(*) FROM hrp_cutover_backfill_indexes") == [(0,)]
+        assert "ix_predictions_features" in index_names(url, "predictions")
+    finally:
+        pg_query_exec(url, f"REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE {role}")
 
 
 def test_fixed_rows_leave_the_quarantine_on_retry(hostile):

@@ -1,0 +1,120 @@
+"""What the backfill holds back while it loads a table, and gives back after it.
+
+Maintaining secondary indexes row by row (a GIN index on JSONB above all)
+and firing a foreign-key trigger per row cost PostgreSQL several times the
+load itself; building an index once over the loaded table and checking a
+foreign key with one anti-join are cheap. So, for the table being copied:
+
+- Secondary indexes (not the primary key, not a unique index: those keep
+  refusing what they must) are dropped, each definition saved first in
+  hrp_cutover_backfill_indexes in the same transaction, and built again from
+  the saved text after the table's copy. A run killed in between leaves the
+  definitions behind and the next run (any table) builds them; until then the
+  readiness checklist sees the drift and refuses a flip. While an index is
+  built, the applier's writes to that table wait for it (seconds), held in
+  the outbox, never lost.
+- Foreign-key checks are skipped for the backfill's own session only
+  (`session_replication_role = replica`); the applier's sessions keep them.
+  The batch writer then finds the rows whose parent PostgreSQL lacks with one
+  anti-join per key (hrp_data.batch_writer.BatchWriter.quarantine_orphans)
+  and quarantines them as a refused foreign key would have. Setting the role
+  needs a superuser or, from PostgreSQL 15, `GRANT SET ON PARAMETER
+  session_replication_role`; without it the checks stay on and the load is
+  slower, never wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import structlog
+
+from adapters.pg_copy import quote_ident
+
+log = structlog.get_logger(__name__)
+
+HELD_INDEXES = "hrp_cutover_backfill_indexes"
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS {HELD_INDEXES} (
+    index_name text PRIMARY KEY,
+    table_name text NOT NULL,
+    definition text NOT NULL,
+    held_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+def install(cursor: Any) -> None:
+    """Create the table of held indexes if it is missing (the caller holds the state install lock)."""
+    cursor.execute(DDL)
+
+
+def hold_indexes(cursor: Any, table: str) -> list[str]:
+    """Drop `table`'s secondary indexes, saving their definitions (in the caller's transaction)."""
+    cursor.execute(
+        "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x"
+        " JOIN pg_class i ON i.oid = x.indexrelid"
+        " WHERE x.indrelid = to_regclass(%s) AND NOT x.indisprimary AND NOT x.indisunique"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)",
+        (quote_ident(table),),
+    )
+    held = cursor.fetchall()
+    for name, definition in held:
+        cursor.execute(
+            f"INSERT INTO {HELD_INDEXES} (index_name, table_name, definition) VALUES (%s, %s, %s)"
+            " ON CONFLICT (index_name) DO NOTHING",
+            (name, table, definition),
+        )
+        cursor.execute(f"DROP INDEX {quote_ident(name)}")
+    if held:
+        log.info("backfill.indexes_held", table=table, indexes=[name for name, _ in held])
+    return [name for name, _ in held]
+
+
+def restore_indexes(connection: Any, table: str | None = None) -> list[str]:
+    """Build every held index (of `table`, or all) again, one transaction each; returns their names."""
+    with connection.cursor() as cursor:
+        condition, params = ("WHERE table_name = %s", (table,)) if table else ("", ())
+        cursor.execute(f"SELECT index_name, definition FROM {HELD_INDEXES} {condition} ORDER BY held_at", params)
+        held = cursor.fetchall()
+        connection.commit()
+        for name, definition in held:
+            cursor.execute("SELECT to_regclass(%s) IS NULL", (quote_ident(name),))
+            if cursor.fetchone()[0]:
+                cursor.execute(definition)
+            cursor.execute(f"DELETE FROM {HELD_INDEXES} WHERE index_name = %s", (name,))
+            connection.commit()
+    if held:
+        log.info("backfill.indexes_built", table=table, indexes=[name for name, _ in held])
+    return [name for name, _ in held]
+
+
+def held_indexes(cursor: Any) -> list[str]:
+    """The indexes a backfill dropped and has not built again yet."""
+    cursor.execute(f"SELECT index_name FROM {HELD_INDEXES} ORDER BY index_name")
+    return [row[0] for row in cursor.fetchall()]
+
+
+def hold_foreign_keys(connection: Any) -> bool:
+    """Skip foreign-key triggers for this session; False (checks stay on) where the role may not."""
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute("SET session_replication_role = replica")
+        except psycopg2.errors.InsufficientPrivilege:
+            connection.rollback()
+            log.warning(
+                "backfill.foreign_keys_checked_per_row",
+                detail="this role may not set session_replication_role; grant it (see README) for a faster load",
+            )
+            return False
+        connection.commit()
+    return True
+
+
+def check_foreign_keys(connection: Any) -> None:
+    """Foreign-key triggers fire again for this session."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = origin")
+        connection.commit()
