@@ -23,7 +23,7 @@ bench: $(STAMP)
 	$(BIN)/hrp-cutover bench
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -m soak tests/soak
+	$(BIN)/python -m pytest -m soak -s tests/soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -168,9 +168,13 @@ class Applier:
                 self._stop.wait(POLL_S)
 
     def _maybe_report(self) -> None:
+        """Report this process's state every REPORT_S, also while a steady load keeps it draining."""
         if self.report is not None and time.monotonic() - self._last_report >= REPORT_S:
             self._last_report = time.monotonic()
-            self.report(self)
+            try:
+                self.report(self)
+            except Exception as error:  # a full disk under the SQLite file must not stop the draining
+                log.warning("applier.report_failed", error=describe_error(error))
 
     def drain_available(self) -> None:
         """Apply due changes until none are left or the secondary stops taking them."""
@@ -179,5 +183,6 @@ class Applier:
             if route is None:
                 return
             applied, _failed = drain_once(route, self.breaker, self.counters)
+            self._maybe_report()
             if applied == 0:
                 return

@@ -11,6 +11,7 @@ reports the counts it measured; it claims nothing it did not measure.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import http.cookiejar
 import json
 import os
@@ -50,16 +51,42 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+CONNECTION_LOST = (ConnectionError, http.client.RemoteDisconnected, http.client.IncompleteRead)
+"""What a client sees when the app process serving its request dies: a reset, or a closed connection."""
+
+
+def connection_lost(error: BaseException) -> bool:
+    reason = getattr(error, "reason", None) if isinstance(error, urllib.error.URLError) else error
+    return isinstance(reason, CONNECTION_LOST)
+
+
 class Api:
-    """A JSON client with its own cookie jar (one logged-in user)."""
+    """A JSON client with its own cookie jar (one logged-in user).
+
+    A request whose connection is lost before an answer (the app process serving it died) is
+    sent once more when its method is idempotent (GET, PUT, DELETE, ...): the same request
+    twice has the effect of once. A POST or PATCH is never re-sent: it may have been committed,
+    so the error goes to the caller. `retried` counts the re-sent requests.
+    """
 
     def __init__(self, base: str):
         self.base = base
+        self.retried = 0
         self.opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
         )
 
     def call(self, method: str, path: str, body: dict | None = None, timeout: float = 15) -> tuple[int, Any]:
+        try:
+            return self._once(method, path, body, timeout)
+        except (OSError, http.client.HTTPException) as error:
+            if method not in IDEMPOTENT or not connection_lost(error):
+                raise
+            self.retried += 1
+            return self._once(method, path, body, timeout)
+
+    def _once(self, method: str, path: str, body: dict | None, timeout: float) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
@@ -84,69 +111,91 @@ class Ledger:
     requests: Counter = dataclasses.field(default_factory=Counter)
     failures: Counter = dataclasses.field(default_factory=Counter)
     failure_examples: list = dataclasses.field(default_factory=list)
+    failure_kinds: dict = dataclasses.field(default_factory=dict)
+    slowest_s: Counter = dataclasses.field(default_factory=Counter)
+    lost_connections: list = dataclasses.field(default_factory=list)
     predictions: dict = dataclasses.field(default_factory=dict)
     horses: dict = dataclasses.field(default_factory=dict)
     deleted_predictions: set = dataclasses.field(default_factory=set)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
-    def count(self, ok: bool, what: str) -> None:
+    def count(self, ok: bool, what: str, *, kind: str = "", seconds: float = 0.0) -> None:
+        """One request; `kind` says how a failed one failed (its status, or the error class)."""
         with self.lock:
             self.requests[self.phase] += 1
+            self.slowest_s[self.phase] = max(self.slowest_s[self.phase], round(seconds, 3))
             if not ok:
                 self.failures[self.phase] += 1
-                if len(self.failure_examples) < 10:
+                kinds = self.failure_kinds.setdefault(self.phase, Counter())
+                kinds[kind or what] += 1
+                if len(self.failure_examples) < 20:
                     self.failure_examples.append(f"{self.phase}: {what}")
+
+    def connection_lost(self, method: str, path: str, started: float, ended: float) -> None:
+        """A non-idempotent request whose connection was lost (not re-sent: it may have committed)."""
+        with self.lock:
+            self.lost_connections.append(
+                {"phase": self.phase, "method": method, "path": path, "started": started, "ended": ended}
+            )
 
 
 def client(api: Api, ledger: Ledger, admin: Api, stop: threading.Event, seed: int, race_ids: list[int]) -> None:
     """One user: reads races and predictions, writes predictions, and (as admin) its own horses."""
     rng = random.Random(seed)
     my_horses: list[int] = []
+
+    def call(who: Api, method: str, path: str, body: dict | None, expect: int, label: str) -> tuple[int, Any]:
+        started = time.monotonic()
+        try:
+            status, answer = who.call(method, path, body)
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            ended = time.monotonic()
+            if connection_lost(error):
+                ledger.connection_lost(method, path, started, ended)
+            ledger.count(False, f"{label} -> {type(error).__name__}: {error}", kind=f"{method} {type(error).__name__}",
+                         seconds=ended - started)
+            return 0, None
+        shown = answer if status >= 400 else ""
+        ledger.count(status == expect, f"{label} -> {status} {shown}", kind=f"{method} {status}",
+                     seconds=time.monotonic() - started)
+        return status, answer
+
     while not stop.is_set():
         action = rng.random()
-        try:
-            if action < 0.35:
-                status, body = api.call("GET", f"/api/races/{rng.choice(race_ids)}")
-                ledger.count(status == 200, f"GET race -> {status}")
-            elif action < 0.5:
-                status, body = api.call("GET", "/api/races?limit=20")
-                ledger.count(status == 200, f"GET races -> {status}")
-            elif action < 0.8:
-                race_id = rng.choice(race_ids)
-                status, race = api.call("GET", f"/api/races/{race_id}")
-                ledger.count(status == 200, f"GET race -> {status}")
-                if status != 200 or not race.get("runners"):
-                    continue
-                horse_id = rng.choice(race["runners"])["horse_id"]
-                payload = {
-                    "race_id": race_id, "horse_id": horse_id, "prediction_value": rng.random(),
-                    "confidence": round(rng.random(), 6), "algorithm_version": "demo-1",
-                    "features": {"client": seed, "n": rng.randint(0, 999)},
-                }
-                status, created = api.call("POST", "/api/predictions", payload)
-                ledger.count(status == 201, f"POST prediction -> {status} {created}")
-                if status == 201:
-                    with ledger.lock:
-                        ledger.predictions[created["id"]] = payload
-            elif action < 0.9 or not my_horses:
-                payload = {"horse_name": f"Demo Runner {seed}-{rng.randint(0, 10**9)}", "age": rng.randint(2, 9),
-                           "weight": round(rng.uniform(400, 550), 1)}
-                status, created = admin.call("POST", "/api/horses", payload)
-                ledger.count(status == 201, f"POST horse -> {status} {created}")
-                if status == 201:
-                    my_horses.append(created["id"])
-                    with ledger.lock:
-                        ledger.horses[created["id"]] = payload
-            else:
-                horse_id = rng.choice(my_horses)
-                change = {"weight": round(rng.uniform(400, 550), 1), "form": f"{rng.randint(1, 9)}-{rng.randint(1, 9)}"}
-                status, _ = admin.call("PATCH", f"/api/horses/{horse_id}", change)
-                ledger.count(status == 200, f"PATCH horse -> {status}")
-                if status == 200:
-                    with ledger.lock:
-                        ledger.horses[horse_id] = ledger.horses[horse_id] | change
-        except (OSError, ValueError) as error:
-            ledger.count(False, f"{type(error).__name__}: {error}")
+        if action < 0.35:
+            call(api, "GET", f"/api/races/{rng.choice(race_ids)}", None, 200, "GET race")
+        elif action < 0.5:
+            call(api, "GET", "/api/races?limit=20", None, 200, "GET races")
+        elif action < 0.8:
+            race_id = rng.choice(race_ids)
+            status, race = call(api, "GET", f"/api/races/{race_id}", None, 200, "GET race")
+            if status != 200 or not race.get("runners"):
+                continue
+            horse_id = rng.choice(race["runners"])["horse_id"]
+            payload = {
+                "race_id": race_id, "horse_id": horse_id, "prediction_value": rng.random(),
+                "confidence": round(rng.random(), 6), "algorithm_version": "demo-1",
+                "features": {"client": seed, "n": rng.randint(0, 999)},
+            }
+            status, created = call(api, "POST", "/api/predictions", payload, 201, "POST prediction")
+            if status == 201:
+                with ledger.lock:
+                    ledger.predictions[created["id"]] = payload
+        elif action < 0.9 or not my_horses:
+            payload = {"horse_name": f"Demo Runner {seed}-{rng.randint(0, 10**9)}", "age": rng.randint(2, 9),
+                       "weight": round(rng.uniform(400, 550), 1)}
+            status, created = call(admin, "POST", "/api/horses", payload, 201, "POST horse")
+            if status == 201:
+                my_horses.append(created["id"])
+                with ledger.lock:
+                    ledger.horses[created["id"]] = payload
+        else:
+            horse_id = rng.choice(my_horses)
+            change = {"weight": round(rng.uniform(400, 550), 1), "form": f"{rng.randint(1, 9)}-{rng.randint(1, 9)}"}
+            status, _ = call(admin, "PATCH", f"/api/horses/{horse_id}", change, 200, "PATCH horse")
+            if status == 200:
+                with ledger.lock:
+                    ledger.horses[horse_id] = ledger.horses[horse_id] | change
         time.sleep(0.01)
 
 
@@ -180,13 +229,16 @@ class Demo:
     races: int
     say: Callable[[str], None]
     port: int = dataclasses.field(default_factory=free_port)
+    workers: int = 1
+    data_dir: Path | None = None
+    extra_env: dict = dataclasses.field(default_factory=dict)
 
     @property
     def sqlite_path(self) -> Path:
-        return self.workdir / "hrp_database.db"
+        return (self.data_dir or self.workdir) / "hrp_database.db"
 
     def env(self) -> dict[str, str]:
-        return os.environ | {
+        return os.environ | self.extra_env | {
             "HRP_SQLITE_URL": f"sqlite:///{self.sqlite_path}",
             "HRP_POSTGRES_URL": self.postgres_url,
             "HRP_LOG_FORMAT": "json",
@@ -208,9 +260,9 @@ class Demo:
         return result
 
     def start_app(self) -> subprocess.Popen:
-        log = open(self.workdir / "app.log", "w")
+        log = open(self.workdir / "app.log", "a")
         app = subprocess.Popen(
-            [hrp_cutover(), "serve", "--port", str(self.port), "--threads", "8"],
+            [hrp_cutover(), "serve", "--port", str(self.port), "--threads", "8", "--workers", str(self.workers)],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30

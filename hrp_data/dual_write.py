@@ -46,7 +46,12 @@ class Cutover:
         self.settings = settings
         self.sqlite = create_sqlite_engine(settings.sqlite_url)
         self.postgres = (
-            create_postgres_engine(settings.postgres_url, pool_size=10, max_overflow=10)
+            create_postgres_engine(
+                settings.postgres_url,
+                pool_size=settings.postgres_pool,
+                max_overflow=settings.postgres_pool,
+                pool_timeout=settings.postgres_pool_timeout,
+            )
             if settings.postgres_url
             else None
         )
@@ -82,6 +87,7 @@ class Cutover:
             applied=applier.counters.applied,
             failed=applier.counters.failed,
             lag=applier.counters.lag_percentiles(),
+            phase=self.phase().phase.value,
         )
 
     def engine(self, name: str) -> sa.Engine:

@@ -35,6 +35,8 @@ class Settings:
     log_level: str = "INFO"
     shadow_sample: float = 1.0
     secret_key: str | None = None
+    postgres_pool: int = 10
+    postgres_pool_timeout: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -65,8 +67,13 @@ class Settings:
             raise SettingsError(
                 f"HRP_SHADOW_SAMPLE={self.shadow_sample!r} is not a number between 0.0 and 1.0"
             )
+        pool = _number("HRP_POSTGRES_POOL", self.postgres_pool, int, 1, 500, "a whole number from 1 to 500")
+        pool_timeout = _number(
+            "HRP_POSTGRES_POOL_TIMEOUT", self.postgres_pool_timeout, float, 0.1, 60.0, "seconds from 0.1 to 60"
+        )
         return dataclasses.replace(
-            self, shadow_sample=sample, log_level=str(self.log_level).upper()
+            self, shadow_sample=sample, log_level=str(self.log_level).upper(), postgres_pool=pool,
+            postgres_pool_timeout=pool_timeout,
         )
 
     def require_sqlite_file(self) -> str:
@@ -115,6 +122,16 @@ def _missing_legacy_tables(path: str) -> list[str]:
     finally:
         connection.close()
     return [name for name in LEGACY_TABLES if name not in present]
+
+
+def _number(variable: str, value: Any, kind: type, low: float, high: float, allowed: str) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not low <= number <= high or (kind is int and str(value).strip() != str(number)):
+        raise SettingsError(f"{variable}={value!r} is not {allowed}")
+    return number
 
 
 def _check_choice(variable: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -1,13 +1,19 @@
-"""The web commands: `serve` (the HRP app and dashboard under waitress) and `create-admin`."""
+"""The web commands: `serve` (the HRP app and dashboard: waitress, or gunicorn workers) and `create-admin`."""
 
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 
 import click
+import structlog
 
+from hrp_data.errors import describe_error
 from tools.cli import BadSetting, domain_errors, open_cutover, pass_context, postgres_option, settings_from
+
+
+log = structlog.get_logger(__name__)
 
 
 @click.command()
@@ -15,17 +21,31 @@ from tools.cli import BadSetting, domain_errors, open_cutover, pass_context, pos
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port to listen on (0: any free port; the one chosen is printed).")
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True,
-              help="Request threads of this process.")
+              help="Request threads of each process.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="App processes on the port. 1: one waitress process; 2 or more: a gunicorn master "
+                   "that restarts a worker that dies.")
 @postgres_option
 @pass_context
-def serve(ctx, host: str, port: int, threads: int, postgres_url: str | None) -> None:
-    """Serve the HRP JSON API and the cutover dashboard (/admin/cutover) with waitress."""
+def serve(ctx, host: str, port: int, threads: int, workers: int, postgres_url: str | None) -> None:
+    """Serve the HRP JSON API and the cutover dashboard (/admin/cutover)."""
+    settings = settings_from(ctx, postgres_url=postgres_url)
+    if workers == 1:
+        _serve_waitress(settings, host, port, threads)
+    else:
+        _serve_prefork(settings, host, port, threads, workers)
+
+
+def _address(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _serve_waitress(settings, host: str, port: int, threads: int) -> None:
     from waitress import create_server
 
     from hrp_data.web.extension import HrpCutover
     from hrp_data.wsgi import make_app
 
-    settings = settings_from(ctx, postgres_url=postgres_url)
     app = make_app(settings, configure_logs=False)  # the CLI group configured logging
     try:
         server = create_server(app, host=host, port=port, threads=threads, ident="hrp-cutover")
@@ -36,8 +56,7 @@ def serve(ctx, host: str, port: int, threads: int, postgres_url: str | None) -> 
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    shown_host = f"[{host}]" if ":" in host else host
-    click.echo(f"serving on http://{shown_host}:{server.effective_port} ({threads} threads)")
+    click.echo(f"serving on {_address(host, server.effective_port)} ({threads} threads)")
     sys.stdout.flush()
     try:
         server.run()
@@ -46,6 +65,45 @@ def serve(ctx, host: str, port: int, threads: int, postgres_url: str | None) -> 
     finally:
         server.close()
         HrpCutover.state(app).close()
+
+
+def _serve_prefork(settings, host: str, port: int, threads: int, workers: int) -> None:
+    """A gunicorn master on a socket bound here; each worker builds its own app after the fork."""
+    from hrp_data.prefork import PreforkServer
+    from hrp_data.web.extension import HrpCutover
+    from hrp_data.wsgi import make_app
+
+    try:
+        listener = socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=2048
+        )
+    except OSError as error:
+        raise BadSetting(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    chosen = listener.getsockname()[1]
+
+    def ready(count: int) -> None:
+        click.echo(f"serving on {_address(host, chosen)} ({count} workers, {threads} threads each)")
+        sys.stdout.flush()
+
+    def start_app(app) -> None:
+        try:
+            HrpCutover.state(app).cutover
+        except Exception as error:  # noqa: BLE001 - the first request builds it once the database answers
+            log.warning("serve.worker_start_deferred", error=describe_error(error))
+
+    def close_app(app) -> None:
+        if app is not None:
+            HrpCutover.state(app).close()
+
+    PreforkServer(
+        listener,
+        lambda: make_app(settings, configure_logs=False),  # logging was configured before the fork
+        start_app,
+        close_app,
+        workers=workers,
+        threads=threads,
+        ready=ready,
+    ).run()  # returns in the master only at shutdown; a worker leaves through SystemExit
 
 
 @click.command("create-admin")

@@ -2,7 +2,8 @@
 
 Bad input is 400 (with the field), unknown ids 404, a taken name 409, auth
 401/403. A value a database refuses anyway is a 400 too; a database that is
-down or a phase still moving is 503. Anything else is logged without values
+down, a pool with no connection free (after a bounded wait) or a phase still
+moving is 503. Anything else is logged without values
 (describe_error) and answered with a bare 500.
 """
 
@@ -74,6 +75,12 @@ def _statement_error(error: sa.exc.StatementError):
     return _unexpected(error)
 
 
+def _pool_exhausted(error: sa.exc.TimeoutError):
+    """Every connection of this process's pool stayed busy for HRP_POSTGRES_POOL_TIMEOUT seconds."""
+    log.warning("api.pool_exhausted", path=request.path, error=describe_error(error))
+    return error_response(503, "no database connection free; retry shortly", headers={"Retry-After": "1"})
+
+
 def _unsettled(error: PhaseUnsettled):
     return error_response(503, str(error), headers={"Retry-After": "1"})
 
@@ -99,6 +106,7 @@ def install(blueprint: Blueprint) -> None:
         (services.Forbidden, _forbidden),
         (UnknownField, _unknown_field),
         (PhaseUnsettled, _unsettled),
+        (sa.exc.TimeoutError, _pool_exhausted),
         (sa.exc.StatementError, _statement_error),
         (HTTPException, http_error),
         (Exception, _unexpected),

@@ -211,3 +211,36 @@ def test_flip_under_steady_writes_fails_and_loses_nothing(cutover, legacy_file, 
     with cutover.engine("postgres").connect() as connection:
         stored = set(connection.exec_driver_sql("SELECT id FROM horses WHERE horse_name = 'steady'").scalars())
     assert stored == set(written)
+
+
+def test_the_applier_reports_while_a_steady_load_keeps_it_draining(cutover, legacy_file, postgres_url):
+    """Each worker's heartbeat (status, dashboard) stays fresh, with the phase it sees, under writes."""
+    import time
+
+    from hrp_data import heartbeat
+
+    move(cutover, Phase.DUAL_WRITE)
+    stop = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            with cutover.writing() as uow:
+                uow.horses.add(horse_name=f"steady {random.random()}")
+                uow.commit()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(1.0)  # the load is on; the applier keeps finding new changes
+        seen_at = time.time()
+        deadline = time.monotonic() + 8
+        mine = []
+        while time.monotonic() < deadline and not mine:
+            mine = [w for w in heartbeat.workers(cutover.sqlite)
+                    if w["worker"] == heartbeat.worker_name() and w["updated_at"] >= seen_at]
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join()
+    assert mine and mine[0]["phase"] == "dual_write"
+    assert cutover.applier.counters.applied > 0

@@ -19,6 +19,7 @@ class TcpProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._connections: list[socket.socket] = []
+        self._cut: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -54,21 +55,32 @@ class TcpProxy:
         finally:
             for end in (source, sink):  # shutdown first: close alone leaves a socket another thread reads
                 try:
-                    end.shutdown(socket.SHUT_RDWR)
+                    end.shutdown(socket.SHUT_RD if end in self._cut else socket.SHUT_RDWR)  # a cut one: no FIN
                 except OSError:
                     pass
                 end.close()
 
     def reset_all(self) -> None:
-        """Cut every open connection (the clients see a reset)."""
+        """Cut every open connection: the clients see a reset, PostgreSQL sees its client go.
+
+        close() alone does not wake a pump thread blocked in recv() on the socket, so the
+        unix socket to PostgreSQL would stay open and its session (with any locks it holds)
+        would live on. Shutting the read side down first wakes the thread; the zero linger
+        makes the TCP close a reset.
+        """
         with self._lock:
             connections, self._connections = self._connections, []
+            self._cut.update(c for c in connections if c.family == socket.AF_INET)
         for connection in connections:
             try:
-                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                connection.close()
+                if connection.family == socket.AF_INET:
+                    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    connection.shutdown(socket.SHUT_RD)
+                else:
+                    connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            connection.close()
 
     def close(self) -> None:
         self._stop.set()

@@ -14,6 +14,12 @@ def test_defaults_and_environment():
     assert settings.sqlite_url.startswith("sqlite:")
 
 
+def test_the_pool_settings():
+    assert (Settings().validated().postgres_pool, Settings().validated().postgres_pool_timeout) == (10, 5.0)
+    settings = Settings.from_env({"HRP_POSTGRES_POOL": "4", "HRP_POSTGRES_POOL_TIMEOUT": "1.5"})
+    assert (settings.postgres_pool, settings.postgres_pool_timeout) == (4, 1.5)
+
+
 def test_flags_override_the_environment():
     settings = Settings.from_env({"HRP_PHASE": "dual_write"}, phase="shadow")
     assert settings.phase == "shadow"
@@ -29,6 +35,10 @@ def test_flags_override_the_environment():
         ({"HRP_POSTGRES_URL": "::not a url::"}, "HRP_POSTGRES_URL='::not a url::' is not a database URL"),
         ({"HRP_SQLITE_URL": "postgresql://h/db"}, "HRP_SQLITE_URL='postgresql://h/db' is not a sqlite URL"),
         ({"HRP_LOG_FORMAT": "xml"}, "HRP_LOG_FORMAT='xml' is not allowed; use one of: json, console"),
+        ({"HRP_POSTGRES_POOL": "0"}, "HRP_POSTGRES_POOL='0' is not a whole number from 1 to 500"),
+        ({"HRP_POSTGRES_POOL": "2.5"}, "HRP_POSTGRES_POOL='2.5' is not a whole number from 1 to 500"),
+        ({"HRP_POSTGRES_POOL_TIMEOUT": "nan"}, "HRP_POSTGRES_POOL_TIMEOUT='nan' is not seconds from 0.1 to 60"),
+        ({"HRP_POSTGRES_POOL_TIMEOUT": "0"}, "HRP_POSTGRES_POOL_TIMEOUT='0' is not seconds from 0.1 to 60"),
     ],
 )
 def test_bad_values_name_the_variable_and_the_allowed_values(env, message):

@@ -1,0 +1,123 @@
+"""Faults the soak injects besides the PostgreSQL ones (tcp_proxy, pg_control): a full disk under the
+SQLite file, a worker process killed in the middle of a request, and a burst that exhausts the pools.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from hrp_data.demo import Api, Ledger
+
+
+class FullDisk:
+    """A small tmpfs for the SQLite file; `fill()` takes every free byte, `free()` gives them back."""
+
+    def __init__(self, directory: Path, size_mb: int = 1024):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(directory)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"the soak mounts a tmpfs for its full-disk fault (needs root): {done.stderr.strip()}")
+        self.filler = directory / "filler"
+
+    def used_mb(self) -> float:
+        usage = shutil.disk_usage(self.directory)
+        return round(usage.used / 2**20, 1)
+
+    def fill(self) -> None:
+        chunk = b"\0" * (1 << 20)
+        with open(self.filler, "wb", buffering=0) as out:
+            try:
+                while True:
+                    out.write(chunk)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+            small = chunk[:4096]
+            try:  # the last pages too
+                while True:
+                    out.write(small)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.free()
+        subprocess.run(["umount", "-l", str(self.directory)], capture_output=True)
+
+
+def workers(master_pid: int) -> set[int]:
+    return {c.pid for c in psutil.Process(master_pid).children() if c.status() != psutil.STATUS_ZOMBIE}
+
+
+def _serving(pid: int, port: int) -> int:
+    """How many client connections on the app's port this worker has open (requests in flight)."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return 0
+    return sum(1 for c in connections if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def kill_worker_mid_request(master_pid: int, port: int, timeout: float = 10.0) -> dict:
+    """SIGKILL a worker (never the master) at a moment it has a request in flight."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in sorted(workers(master_pid)):
+            in_flight = _serving(pid, port)
+            if in_flight:
+                os.kill(pid, signal.SIGKILL)
+                return {"pid": pid, "in_flight": in_flight, "at": time.monotonic()}
+        time.sleep(0.002)
+    raise AssertionError("no worker had a request in flight to be killed in the middle of")
+
+
+def wait_replaced(master_pid: int, count: int, victim: int, timeout: float = 15.0) -> float:
+    """Seconds until the master has `count` workers again, the victim not among them."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        now = workers(master_pid)
+        if len(now) == count and victim not in now:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"the master did not replace worker {victim}")
+
+
+def burst(base: str, ledger: Ledger, paths: list[str], threads: int, seconds: float) -> None:
+    """`threads` extra readers at once for `seconds`: more requests than the workers have connections."""
+    stop = time.monotonic() + seconds
+
+    def reader(n: int) -> None:
+        api = Api(base)
+        while time.monotonic() < stop:
+            path = paths[n % len(paths)]
+            started = time.monotonic()
+            try:
+                status, answer = api.call("GET", path, timeout=30)
+            except OSError as error:
+                ledger.count(False, f"burst GET -> {type(error).__name__}", kind=f"GET {type(error).__name__}",
+                             seconds=time.monotonic() - started)
+                continue
+            shown = answer if status != 200 else ""
+            ledger.count(status == 200, f"burst GET -> {status} {shown}", kind=f"GET {status}",
+                         seconds=time.monotonic() - started)
+            n += 1
+
+    pool = [threading.Thread(target=reader, args=(n,), daemon=True) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=seconds + 60)
