@@ -3,8 +3,8 @@
 It runs in phase dual_write (or shadow): SQLite is the primary, and every
 live write reaches PostgreSQL through the outbox and the one apply path
 (hrp_data.apply). The backfill copies what existed before, table by table,
-parents before children (models.TABLES order), and never overwrites what the
-live path wrote.
+parents before children (`copy_order`), and never overwrites what the live
+path wrote.
 
 Per table, a batch at a time (keyset pages on the primary key, see
 hrp_data.legacy_rows):
@@ -172,6 +172,29 @@ class BackfillResult:
         return {"tables": {name: s.as_json() for name, s in self.tables.items()}, "complete": self.complete}
 
 
+def copy_order() -> list[str]:
+    """Parents before children; among the tables whose parents are placed, first the one whose
+    subtree (itself and the tables that need it) holds the most secondary indexes, so that the
+    big index builds start early and overlap the copies that follow."""
+
+    def subtree(table: Any) -> set[str]:
+        below = {table.name}
+        for child in TABLES:
+            if any(k.column.table is table for k in child.foreign_keys) and child is not table:
+                below |= subtree(child)
+        return below
+
+    weight = {t.name: sum(len(TABLE_MAP[n].indexes) for n in subtree(t)) for t in TABLES}
+    order: list[str] = []
+    left = list(TABLES)
+    while left:
+        ready = [t for t in left if all(k.column.table.name in order for k in t.foreign_keys)]
+        table = max(ready, key=lambda t: (weight[t.name], -left.index(t)))
+        order.append(table.name)
+        left.remove(table)
+    return order
+
+
 def check_phase(cutover: Cutover, *, fresh: bool = True, running: bool = False) -> None:
     """Refuse unless SQLite is the primary and PostgreSQL the secondary (dual_write, shadow)."""
     record = cutover.phase(fresh=fresh)
@@ -233,11 +256,12 @@ class _Run:
         engine = create_postgres_engine(
             self.cutover.settings.require_postgres(),
             application_name="hrp-cutover-backfill",
-            pool_size=1,
+            pool_size=2,
             max_overflow=0,
             connect_args={"options": SESSION_OPTIONS},
         )
         raw = engine.raw_connection()
+        builder = engine.raw_connection()
         self.sqlite = legacy_rows.connect(self.path)
         self.checker = legacy_rows.connect(self.path)  # the writer thread's own connection
         if self.options.workers is None:  # automatic: a pool for the big tables only
@@ -247,10 +271,15 @@ class _Run:
         try:
             self.pg = raw.driver_connection
             self.pg.autocommit = False
-            return self._execute()
+            self.builder = holds.IndexBuilder(builder.driver_connection)
+            try:
+                return self._execute()
+            finally:
+                self.builder.close()
         finally:
             try:
                 self.pages.close()
+                builder.close()
                 raw.close()
             finally:
                 engine.dispose()
@@ -279,9 +308,11 @@ class _Run:
         for name in selected:
             self._copy_table(self.readers[name])
             if self.stop.is_set():
+                self.builder.join()
                 holds.restore_indexes(self.pg)
                 raise self._interrupted(name)
             self._after_table(self.readers[name])
+        self.builder.join()
         holds.restore_indexes(self.pg)  # what a killed run of another table left held
         with self.pg.cursor() as cursor:
             self.checkpoints = state.load(cursor)
@@ -308,7 +339,7 @@ class _Run:
         return dict(cursor.fetchall())
 
     def _selected(self) -> list[str]:
-        names = [t.name for t in TABLES]
+        names = copy_order()
         if self.options.tables is None:
             return names
         unknown = [n for n in self.options.tables if n not in names]
@@ -418,8 +449,8 @@ class _Run:
         """Retries (parent_missing always, everything with --retry-quarantined), stale entries, counts."""
         name = reader.name
         writer = BatchWriter(self, reader, self.checkpoints[name])
-        holds.restore_indexes(self.pg, name)
         writer.quarantine_orphans()
+        self.builder.submit(name)  # its indexes build while the next table is copied
         with self.pg.cursor() as cursor:
             pg_copy.create_staging(cursor, name, staging_table(name))
             reasons = None if self.options.retry_quarantined else [quarantine.PARENT_MISSING]
@@ -448,7 +479,8 @@ class _Run:
         try:
             with self.pg.cursor() as cursor:
                 for table in TABLES:
-                    cursor.execute(f"ANALYZE {pg_copy.quote_ident(table.name)}")
+                    if table.name not in self.builder.analyzed:
+                        cursor.execute(f"ANALYZE {pg_copy.quote_ident(table.name)}")
         finally:
             self.pg.autocommit = False
         with self.pg.cursor() as cursor:

@@ -12,7 +12,9 @@ foreign key with one anti-join are cheap. So, for the table being copied:
   definitions behind and the next run (any table) builds them; until then the
   readiness checklist sees the drift and refuses a flip. While an index is
   built, the applier's writes to that table wait for it (seconds), held in
-  the outbox, never lost.
+  the outbox, never lost. The build (and the table's ANALYZE) runs in a
+  thread and connection of its own (IndexBuilder), alongside the next
+  table's copy.
 - Foreign-key checks are skipped for the backfill's own session only
   (`session_replication_role = replica`); the applier's sessions keep them.
   The batch writer then finds the rows whose parent PostgreSQL lacks with one
@@ -25,6 +27,8 @@ foreign key with one anti-join are cheap. So, for the table being copied:
 
 from __future__ import annotations
 
+import queue
+import threading
 from typing import Any
 
 import psycopg2
@@ -118,3 +122,61 @@ def check_foreign_keys(connection: Any) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SET session_replication_role = origin")
         connection.commit()
+
+
+class IndexBuilder:
+    """Builds a loaded table's held indexes and ANALYZEs it in a thread and connection of its own,
+    while the backfill copies the next table (an index build uses one core; the copy, the rest)."""
+
+    def __init__(self, connection: Any):
+        self.connection = connection
+        self.connection.autocommit = False
+        self.queue: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.analyzed: set[str] = set()
+        self.thread = threading.Thread(target=self._loop, name="backfill-indexes", daemon=True)
+        self.thread.start()
+
+    def submit(self, table: str) -> None:
+        self._raise()
+        self.queue.put(table)
+
+    def _loop(self) -> None:
+        while (table := self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                restore_indexes(self.connection, table)
+                analyze(self.connection, table)
+                self.analyzed.add(table)
+            except BaseException as error:  # handed to the backfill's thread at join()
+                self.error = error
+
+    def join(self) -> None:
+        """Wait until every submitted table is done; raise what the thread met."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        self._raise()
+
+    def close(self) -> None:
+        try:
+            self.join()
+        finally:
+            self.connection.close()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def analyze(connection: Any, table: str) -> None:
+    """ANALYZE one table (outside a transaction block)."""
+    connection.commit()
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {quote_ident(table)}")
+    finally:
+        connection.autocommit = False

@@ -294,8 +294,8 @@ def _wait_for_batches(process: subprocess.Popen, url: str, at_least: int, timeou
 
 
 def test_sigkilled_three_times_then_resumed_ends_equal(seeded):
-    """SIGKILL at three points (early, mid race_horses, mid predictions); the resumed run ends equal,
-    with the counts of an uninterrupted run."""
+    """SIGKILL at three points (early, mid predictions, mid race_horses: see copy_order); the resumed
+    run ends equal, with the counts of an uninterrupted run, and every held index built again."""
     path, url = seeded
     with open_cutover(path, url):
         pass
@@ -306,15 +306,19 @@ def test_sigkilled_three_times_then_resumed_ends_equal(seeded):
         process.wait(timeout=10)
         assert process.returncode == -signal.SIGKILL
     states = dict(pg_query(url, "SELECT table_name, read FROM hrp_cutover_backfill WHERE state = 'copying'"))
-    assert 0 < states.get("predictions", 0) < sqlite_counts(path)["predictions"]  # the last kill: mid predictions
-    schema_indexes = {t: index_names(url, t) for t in ("races", "horses", "race_horses", "api_credentials")}
+    assert 0 < states.get("race_horses", 0) < sqlite_counts(path)["race_horses"]  # the last kill: mid race_horses
+    loaded = ("predictions", "race_horses")
+    schema_indexes = {t: index_names(url, t) for t in ("races", "horses", "api_credentials")}
     held = dict(pg_query(url, "SELECT index_name, table_name FROM hrp_cutover_backfill_indexes"))
-    assert held and set(held.values()) == {"predictions"} and not set(held) & index_names(url, "predictions")
+    assert "race_horses" in set(held.values()) <= set(loaded)
+    assert not set(held) & set().union(*(index_names(url, t) for t in loaded))
     with open_cutover(path, url) as cutover:
         result = run_backfill(cutover, Options(batch_size=40))
     assert result.complete
     assert pg_query(url, "SELECT count(*) FROM hrp_cutover_backfill_indexes") == [(0,)]
-    assert set(held) <= index_names(url, "predictions") and "ix_predictions_features" in held
+    assert set(held) <= set().union(*(index_names(url, t) for t in loaded))
+    assert {"ix_predictions_features", "idx_race_horses_horse"} <= index_names(url, "predictions") | index_names(
+        url, "race_horses")
     assert {t: index_names(url, t) for t in schema_indexes} == schema_indexes
     for name, count in sqlite_counts(path).items():
         stats = result.tables[name]
