@@ -269,7 +269,11 @@ class ShadowedRepository:
 
 
 class ShadowedReader(UnitOfWork):
-    """`with cutover.reading() as uow: uow.races.get(1)`, with each read repeated on the secondary."""
+    """`with cutover.reading() as uow: uow.races.get(1)`, with each read repeated on the secondary.
+
+    The unit of work is one `Laboratory.serving()` block: the shadow workers stand aside
+    while it is open, and its samples are queued once its session is closed.
+    """
 
     def __init__(self, shadow: ShadowReads, row: PhaseRow):
         super().__init__(shadow.cutover.engine(row.reads_from), writable=False)
@@ -277,10 +281,22 @@ class ShadowedReader(UnitOfWork):
         self.row = row
 
     def __enter__(self) -> "ShadowedReader":
-        super().__enter__()
+        self._serving = contextlib.ExitStack()
+        self._serving.enter_context(self.shadow.lab.serving())
+        try:
+            super().__enter__()
+        except BaseException:
+            self._serving.close()
+            raise
         for attr in READS:
             setattr(self, attr, ShadowedRepository(getattr(self, attr), attr, self))
         return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            super().__exit__(*exc_info)
+        finally:
+            self._serving.close()
 
 
 # -- services for the CLI and the readiness check -------------------------------------------

@@ -17,6 +17,14 @@ experiment when a side raised). Values of secret columns are replaced by a
 fingerprint the moment a Difference is made, so nothing downstream (log,
 store, report) ever holds one. Ignore rules skip a column of a table (or
 "*" for every table) and are listed in every report.
+
+Most fields of most reads are equal, and both databases hand back the same
+Python types (the models' column types convert on the way out). So a field
+whose two values are `identical` (same type, same value, down to the sign
+of a zero, a datetime's tzinfo and a JSON document's key order) is not
+normalized at all: normalization is a function of the value alone, so it
+would make two equal values of them. Every other field is normalized and
+compared as before.
 """
 
 from __future__ import annotations
@@ -143,6 +151,36 @@ def _generic(value: Any) -> Any:
     return repr(value)
 
 
+_PLAIN = frozenset({str, int, bool, type(None), dt.date})
+"""Types whose equal values are indistinguishable (for int and bool: the exact type, not 1 and True)."""
+
+
+def identical(left: Any, right: Any) -> bool:
+    """Whether two raw values are indistinguishable, so that they normalize to one value.
+
+    Only exact types count: True is not identical to 1, 0.0 not to -0.0, a datetime not
+    to one with another tzinfo or fold, {"a": 1, "b": 2} not to {"b": 2, "a": 1}. When this
+    says False the caller normalizes and compares; it never decides that values differ.
+    """
+    kind = type(left)
+    if kind is not type(right):
+        return False
+    if kind in _PLAIN:
+        return left == right
+    if kind is float:
+        return left == right and math.copysign(1.0, left) == math.copysign(1.0, right)
+    if kind is dt.datetime:
+        return left == right and left.tzinfo is right.tzinfo and left.fold == right.fold
+    if kind is dict:
+        return len(left) == len(right) and all(
+            identical(lk, rk) and identical(lv, rv)
+            for (lk, lv), (rk, rv) in zip(left.items(), right.items())
+        )
+    if kind is list:
+        return len(left) == len(right) and all(identical(a, b) for a, b in zip(left, right))
+    return False
+
+
 def _same(left: Any, right: Any) -> bool:
     return type(left) is type(right) and left == right
 
@@ -178,11 +216,17 @@ class Comparator:
         self.nested = {table: dict(fields) for table, fields in (nested or {}).items()}
         self.ignore = tuple(ignore)
         self.secrets = frozenset(secrets)
+        self._ignored_everywhere = frozenset(r.column for r in self.ignore if r.table == "*")
+        self._ignored_in: dict[str, frozenset[str]] = {}
+        for rule in self.ignore:
+            if rule.table != "*":
+                self._ignored_in[rule.table] = self._ignored_in.get(rule.table, frozenset()) | {rule.column}
 
     # -- normalization -------------------------------------------------------------------
 
     def _ignored(self, table: str, column: str) -> bool:
-        return any(rule.matches(table, column) for rule in self.ignore)
+        """Whether an ignore rule matches (the rules' `matches`, looked up in sets)."""
+        return column in self._ignored_everywhere or column in self._ignored_in.get(table, ())
 
     def normalize_value(self, table: str, column: str, value: Any) -> Any:
         kind = self.kinds.get(table, {}).get(column)
@@ -269,6 +313,8 @@ class Comparator:
                 differences.extend(
                     self._compare(child.table, child.ordered, primary[column], secondary[column])
                 )
+                continue
+            if identical(primary[column], secondary[column]):
                 continue
             left = self.normalize_value(table, column, primary[column])
             right = self.normalize_value(table, column, secondary[column])

@@ -9,6 +9,17 @@ adds no latency to the caller: when the queue is full the sample is dropped
 and counted, never waited for. The candidate's value, exception and time are
 recorded and never raised.
 
+Python threads share one interpreter lock, so a worker busy in Python (the
+candidate's driver and ORM work, the comparison, publishing) while a request
+runs would slow that request: every time the request's thread gives the lock
+up for a database call, it has to wait to get it back. So a caller that
+serves a request wraps it in `serving()` (the app's shadowed unit of work
+does): while any request of the process is being served the workers stand
+aside, and the request's samples are queued only when it ends, so no worker
+even wakes up during it. A worker stands aside for at most `yield_s` per
+sample; under constant load it then runs anyway, and a full queue drops
+samples instead of slowing requests down.
+
 Unlike Scientist, the two sides do not run in random order: the candidate
 always runs after the control, because the secondary receives the primary's
 writes through the outbox a moment later. A difference is therefore not a
@@ -35,6 +46,7 @@ run time; either stops new samples at once.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import os
@@ -43,7 +55,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -72,7 +84,7 @@ RECHECK_S = 5.0
 POLL_S = 0.05
 RAISED_LOG_EVERY_S = 10.0
 YIELD_S = 0.05
-"""A worker waits up to this long for the controls running in this process to finish first."""
+"""A worker stands aside up to this long per sample while requests of this process are served."""
 
 Ref = tuple[str, tuple[Any, ...]]
 Compare = Callable[[ReadType, Any, Any], list[Difference]]
@@ -208,11 +220,16 @@ class Laboratory:
         self.describe_error = describe_error
         self.counts: Counter[str] = Counter()
         self._enabled = True
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queued = 0
+        self._unfinished = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._last_raised = 0.0
         self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
+        self._local = threading.local()
         self.yield_s = yield_s
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="hrp-shadow"
@@ -255,6 +272,37 @@ class Laboratory:
 
     # -- the request path ----------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Serve a request: the workers stand aside until it ends, and its samples are queued then.
+
+        Reads run with `run()` inside the block keep their candidates (with a snapshot of the
+        control's value) until the block ends, at most `queue_size` of them (more are
+        dropped and counted). Blocks may nest; the outermost one queues.
+        """
+        outermost = getattr(self._local, "held", None) is None
+        if outermost:
+            self._local.held = []
+        self._begin()
+        try:
+            yield
+        finally:
+            self._end()
+            if outermost:
+                held, self._local.held = self._local.held, None
+                for job in held:
+                    self._enqueue(job)
+
+    def _begin(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def _end(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
+
     def run(
         self,
         read: ReadType,
@@ -276,32 +324,62 @@ class Laboratory:
         """
         if not self._should_run(read):
             return control()
-        with self._lock:
-            self._in_flight += 1
+        held = getattr(self._local, "held", None)
+        if held is None:  # inside serving() the request is already counted
+            self._begin()
         started = time.perf_counter()
         try:
             value = control()
         except Exception as error:
-            observed = Observation("control", None, error, time.perf_counter() - started)
-            self._submit(_Job(read, observed, candidate, recheck_control, context or {}))
+            self._submit(held, read, None, error, time.perf_counter() - started, candidate, recheck_control, context)
             raise
         finally:
-            with self._lock:
-                self._in_flight -= 1
-        observed = Observation("control", value, None, time.perf_counter() - started)
-        self._submit(_Job(read, observed, candidate, recheck_control, context or {}))
+            if held is None:
+                self._end()
+        self._submit(held, read, value, None, time.perf_counter() - started, candidate, recheck_control, context)
         return value
 
-    def _submit(self, job: _Job) -> None:
+    def _submit(
+        self,
+        held: list[_Job] | None,
+        read: ReadType,
+        value: Any,
+        error: BaseException | None,
+        duration_s: float,
+        candidate: Callable[[], Any],
+        recheck_control: Callable[[], Any] | None,
+        context: Mapping[str, Any] | None,
+    ) -> None:
         try:
-            if job.control.value is not None:
-                job.control = dataclasses.replace(job.control, value=snapshot(job.control.value))
-            self._queue.put_nowait(job)
-        except queue.Full:
-            self._count("dropped")
-            self._safely("dropped", self.publisher.dropped, job.read)
+            observed = Observation("control", snapshot(value), error, duration_s)
+            job = _Job(read, observed, candidate, recheck_control, context or {})
+            if held is None:
+                self._enqueue(job)
+            elif len(held) < self.queue_size:
+                held.append(job)
+            else:
+                self._drop(job)
         except Exception as error:  # noqa: BLE001
             self.raised("submit", error)
+
+    def _enqueue(self, job: _Job) -> None:
+        """Queue a sample for the workers, or drop it (counted) when `queue_size` are waiting."""
+        if self._stop.is_set():  # held by a request that outlived close()
+            self._drop(job)
+            return
+        with self._lock:
+            full = self._queued >= self.queue_size
+            if not full:
+                self._queued += 1
+                self._unfinished += 1
+        if full:
+            self._drop(job)
+        else:
+            self._queue.put(job)
+
+    def _drop(self, job: _Job) -> None:
+        self._count("dropped")
+        self._safely("dropped", self.publisher.dropped, job.read)
 
     # -- the workers ---------------------------------------------------------------------
 
@@ -312,12 +390,12 @@ class Laboratory:
             except queue.Empty:
                 continue
             if job is None:  # close() wakes each worker with one
-                self._queue.task_done()
                 return
+            with self._lock:
+                self._queued -= 1
             try:
                 if self._stop.is_set():
-                    self._count("dropped")
-                    self._safely("dropped", self.publisher.dropped, job.read)
+                    self._drop(job)
                     continue
                 result = self._observe(job)
                 self._count(result.outcome)
@@ -325,7 +403,8 @@ class Laboratory:
             except Exception as error:  # noqa: BLE001 - a worker survives anything
                 self.raised("observe", error)
             finally:
-                self._queue.task_done()
+                with self._lock:
+                    self._unfinished -= 1
 
     def _try(self, name: str, function: Callable[[], Any]) -> Observation:
         started = time.perf_counter()
@@ -335,23 +414,21 @@ class Laboratory:
             return Observation(name, None, error, time.perf_counter() - started)
         return Observation(name, value, None, time.perf_counter() - started)
 
-    def _yield_to_requests(self) -> None:
-        """Let the controls running right now finish before taking the GIL for a candidate.
-
-        Python threads share one interpreter lock: a worker busy in Python code while a
-        request runs would slow that request. So the worker waits (briefly, bounded) until
-        no control is running; under constant load it gives up after `yield_s` and runs
-        anyway, and a full queue then drops samples instead of slowing requests down.
-        """
-        deadline = time.monotonic() + self.yield_s
-        while self._in_flight > 0 and time.monotonic() < deadline:
-            time.sleep(0.0005)
+    def _stand_aside(self, until: float) -> None:
+        """Wait while requests of this process are being served, at most until `until` (monotonic)."""
+        with self._idle:
+            while self._in_flight > 0 and not self._stop.is_set():
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._idle.wait(remaining)
 
     def _observe(self, job: _Job) -> Result:
         read, control = job.read, job.control
-        self._yield_to_requests()
+        until = time.monotonic() + self.yield_s
+        self._stand_aside(until)
         candidate = self._try("candidate", job.candidate)
-        self._yield_to_requests()
+        self._stand_aside(until)
         verdict = functools.partial(Result, read, control=control, candidate=candidate, context=job.context)
         timed_out = candidate.duration_s > self.candidate_timeout_s or (
             candidate.raised and is_timeout(candidate.error)
@@ -454,19 +531,18 @@ class Laboratory:
         """Wait until every queued sample has been observed and published (for tests and shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0:
+            if self._unfinished == 0:
                 return True
             time.sleep(0.01)
-        return self._queue.unfinished_tasks == 0
+        return self._unfinished == 0
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop taking samples, let the workers finish what they hold, count the rest as dropped."""
         self._stop.set()
+        with self._idle:
+            self._idle.notify_all()
         for _ in self._workers:
-            try:
-                self._queue.put_nowait(None)
-            except queue.Full:  # the workers see the stop flag after their current sample
-                break
+            self._queue.put(None)
         concurrent.futures.wait(self._workers, timeout=timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
         left: list[_Job] = []
@@ -475,9 +551,10 @@ class Laboratory:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            self._queue.task_done()
             if item is not None:
+                with self._lock:
+                    self._queued -= 1
+                    self._unfinished -= 1
                 left.append(item)
         for job in left:
-            self._count("dropped")
-            self._safely("dropped", self.publisher.dropped, job.read)
+            self._drop(job)

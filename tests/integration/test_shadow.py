@@ -108,12 +108,13 @@ def test_planted_differences_are_reported_exactly(shadowed, legacy_file):
         f"""UPDATE races SET weather_conditions = '{{"wind": "N", "gust": {{"x": 2, "y": 1}}, "temp": 5}}',
             updated_at = updated_at + interval '1 day' WHERE id = {r2}""",
     )
-    with capture_logs() as logs, cutover.reading() as uow:
-        served = [uow.races.get(r1), uow.races.get(r2), uow.races.runners(r1), uow.races.list(),
-                  uow.predictions.get(p11), uow.predictions.for_race(r1), uow.horses.get(h1),
-                  uow.horses.get(h3), uow.horses.list(), uow.statistics.race_statistics(),
-                  uow.statistics.horse_performance(), uow.users.get(w["user"])]
-        cutover.shadow.flush()
+    with capture_logs() as logs:
+        with cutover.reading() as uow:
+            served = [uow.races.get(r1), uow.races.get(r2), uow.races.runners(r1), uow.races.list(),
+                      uow.predictions.get(p11), uow.predictions.for_race(r1), uow.horses.get(h1),
+                      uow.horses.get(h3), uow.horses.list(), uow.statistics.race_statistics(),
+                      uow.statistics.horse_performance(), uow.users.get(w["user"])]
+        cutover.shadow.flush()  # the reader's samples are queued when it closes
     assert len(served[0]["runners"]) == 3 and served[4]["confidence"] == 0.3  # the SQLite answers
     assert served[1]["weather_conditions"] == {"temp": 5, "gust": {"y": 1, "x": 2}, "wind": "N"}
     report = build_report(cutover.sqlite)
@@ -176,6 +177,19 @@ def test_a_read_right_after_a_write_is_lag_not_a_mismatch(legacy_file, postgres_
         assert mismatch_summary(cutover.sqlite, 60)["mismatches"] == 0
     finally:
         cutover.close()
+
+
+def test_a_reader_s_candidates_run_after_it_closes(shadowed):
+    """cutover.reading() is one serving span: PostgreSQL is asked only once the reader is closed."""
+    cutover, w = shadowed
+    lab = cutover.shadow.lab
+    with cutover.reading() as uow:
+        for race in w["races"]:
+            uow.races.get(race)
+        time.sleep(0.3)
+        assert lab.stats() == {}
+    cutover.shadow.flush()
+    assert lab.stats() == {"match": len(w["races"])}
 
 
 def test_a_dead_postgres_never_reaches_the_caller(legacy_file, own_postgres):
@@ -361,6 +375,95 @@ class TestExperiment:
             assert published.results[0].outcome == "match"
         finally:
             lab.close()
+
+
+class TestServing:
+    """Laboratory.serving(): the span of a request, during which the workers stand aside."""
+
+    def test_a_request_s_samples_run_only_after_it_ends(self):
+        """No candidate runs while the request is open; all of them run after, control errors too."""
+        published = _Collect()
+        lab = _lab(published)
+        ran = []
+        boom = LookupError("control failed")
+
+        def failing_control():
+            raise boom
+
+        try:
+            with lab.serving():
+                assert lab.run(READ, lambda: {"a": 1}, lambda: ran.append("one") or {"a": 1}) == {"a": 1}
+                with pytest.raises(LookupError) as raised:
+                    lab.run(READ, failing_control, lambda: ran.append("two") or {"a": 1})
+                assert raised.value is boom
+                with lab.serving():  # nested: the outermost block queues
+                    lab.run(READ, lambda: 2, lambda: ran.append("three") or 2)
+                time.sleep(0.2)
+                assert ran == [] and lab.stats() == {} and lab.wait_idle(0)
+            assert lab.wait_idle(5)
+            assert sorted(ran) == ["one", "three", "two"]
+            assert sorted(r.outcome for r in published.results) == ["match", "match", "mismatch"]
+        finally:
+            lab.close()
+
+    def test_workers_stand_aside_while_any_request_is_served(self):
+        """A queued sample waits for another thread's open request, but at most yield_s."""
+        lab = _lab(_Collect(), yield_s=5.0)
+        started = []
+        opened, release = threading.Event(), threading.Event()
+
+        def request():
+            with lab.serving():
+                opened.set()
+                release.wait(5)
+
+        try:
+            other = threading.Thread(target=request)
+            other.start()
+            assert opened.wait(5)
+            lab.run(READ, lambda: 1, lambda: started.append(time.monotonic()) or 1)  # outside serving
+            time.sleep(0.3)
+            assert started == []
+            ended = time.monotonic()
+            release.set()
+            other.join(5)
+            assert lab.wait_idle(5) and started[0] >= ended
+            lab.yield_s = 0.1  # under constant load a sample runs anyway after yield_s
+            opened.clear()
+            release.clear()
+            other = threading.Thread(target=request)
+            other.start()
+            assert opened.wait(5)
+            queued = time.monotonic()
+            lab.run(READ, lambda: 1, lambda: started.append(time.monotonic()) or 1)
+            assert lab.wait_idle(5) and 0.05 <= started[1] - queued < 2.0
+            release.set()
+            other.join(5)
+        finally:
+            lab.close()
+
+    def test_a_request_holds_at_most_queue_size_samples(self):
+        """Samples beyond queue_size are dropped and counted at once, the rest run after the request."""
+        published = _Collect()
+        lab = _lab(published, queue_size=2)
+        try:
+            with lab.serving():
+                for _ in range(5):
+                    assert lab.run(READ, lambda: 1, lambda: 1) == 1
+                assert lab.stats() == {"dropped": 3} and published.drops == 3
+            assert lab.wait_idle(5)
+            assert [r.outcome for r in published.results] == ["match", "match"]
+        finally:
+            lab.close()
+
+    def test_samples_held_past_close_are_dropped_and_counted(self):
+        """A request that outlives close() loses its samples to the drop counter, not silently."""
+        published = _Collect()
+        lab = _lab(published)
+        with lab.serving():
+            lab.run(READ, lambda: 1, lambda: 1)
+            lab.close()
+        assert published.results == [] and published.drops == 1 and lab.stats()["dropped"] == 1
 
 
 def _result(at: float, differences: int):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 
@@ -22,7 +23,10 @@ from shadow.compare import (
     Nested,
     ReadType,
 )
-from shadow.normalize import Unconvertible
+from adapters.convert import Kind
+from shadow import compare as compare_module
+from shadow.compare import identical
+from shadow.normalize import Unconvertible, normalize
 from shadow.redact import fingerprint
 
 KINDS = {table.name: {c.name: kind_of(c) for c in table.columns} for table in TABLES}
@@ -272,3 +276,71 @@ class TestIgnoreAndSecrets:
 
         with pytest.raises(ValueError, match="TABLE.COLUMN"):
             IgnoreRule.parse("updated_at")
+
+
+raw_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from([0.0, -0.0, 1.0, 1.5, float("inf")])
+    | st.floats(allow_nan=True) | st.text(max_size=4) | st.dates()
+    | st.datetimes(timezones=st.none() | st.just(dt.timezone.utc) | offsets)
+    | st.sampled_from(["2025-01-14 09:30:00", "2025-01-14T09:30:00Z", "1", "true", '{"a": 1}']),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=2), children, max_size=3),
+    max_leaves=6,
+)
+
+
+def _twin(value):
+    """An equal-looking copy that may differ in a way only normalization sees."""
+    if isinstance(value, dict):
+        return {k: _twin(v) for k, v in reversed(list(value.items()))}
+    if isinstance(value, list):
+        return [_twin(v) for v in value]
+    if type(value) is bool:
+        return int(value)
+    if type(value) is float and value == 0.0:
+        return -value
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.timezone(dt.timedelta(hours=1)))
+    return value
+
+
+class TestIdenticalShortcut:
+    @settings(max_examples=300, deadline=None)
+    @given(raw_values, st.booleans(), st.sampled_from([None, *Kind]))
+    def test_identical_values_normalize_to_one_value(self, value, twisted, kind):
+        """Whenever the shortcut skips a field, normalization would have found the two equal."""
+        other = _twin(value) if twisted else copy.deepcopy(value)
+        if identical(value, other):
+            left = compare_module._generic(value) if kind is None else normalize(kind, value)
+            right = compare_module._generic(other) if kind is None else normalize(kind, other)
+            assert compare_module._same(left, right)
+
+    def test_only_exact_twins_are_identical(self):
+        """True is not 1, -0.0 not 0.0, other tzinfo or key order is not the same value."""
+        instant = dt.datetime(2025, 1, 14, 9, 30, tzinfo=dt.timezone.utc)
+        assert identical({"a": [1, "x", None]}, {"a": [1, "x", None]}) and identical(instant, instant.replace())
+        assert not identical(True, 1) and not identical({"a": True}, {"a": 1}) and not identical(0.0, -0.0)
+        assert not identical(instant, instant.astimezone(dt.timezone(dt.timedelta(hours=1))))
+        assert not identical({"a": 1, "b": 2}, {"b": 2, "a": 1}) and not identical(float("nan"), float("nan"))
+
+    @settings(max_examples=150, deadline=None)
+    @given(prediction_lists(), st.data())
+    def test_the_shortcut_changes_no_verdict(self, rows, data):
+        """compare() reports exactly what it reports when every field is normalized."""
+        twins = [{k: (_twin(v) if data.draw(st.booleans()) else v) for k, v in row.items()} for row in rows]
+        fast = sorted(map(_key, COMPARATOR.compare(PREDICTIONS, rows, twins)))
+        original = compare_module.identical
+        compare_module.identical = lambda left, right: False
+        try:
+            slow = sorted(map(_key, COMPARATOR.compare(PREDICTIONS, rows, twins)))
+        finally:
+            compare_module.identical = original
+        assert fast == slow
+
+    def test_twins_that_differ_after_normalization_are_still_reported(self):
+        """A JSON true against 1 is a value difference; -0.0 against 0.0 and one instant in two zones are not."""
+        instant = dt.datetime(2025, 1, 14, 9, 30, tzinfo=dt.timezone.utc)
+        row = {"id": 1, "features": {"flag": True}, "confidence": 0.0, "created_at": instant}
+        twin = {"id": 1, "features": {"flag": 1}, "confidence": -0.0,
+                "created_at": instant.astimezone(dt.timezone(dt.timedelta(hours=2)))}
+        (difference,) = COMPARATOR.compare(PREDICTION, row, twin)
+        assert (difference.column, difference.kind) == ("features", VALUE_DIFFERS)
