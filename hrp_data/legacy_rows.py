@@ -89,11 +89,14 @@ _FORMAT: dict[Kind, Callable[[Any], str]] = {
 }
 
 
+def _json_field(raw: Any) -> str:
+    return pg_copy.escape_text(json_text(raw))
+
+
 def _to_field(kind: Kind) -> Callable[[Any], str]:
     """non-NULL raw value -> COPY field: the kind's conversion, then its COPY spelling."""
     if kind is Kind.JSON:
-        escape = pg_copy.escape_text
-        return lambda raw: escape(json_text(raw))
+        return _json_field
     convert, spell = converter(kind), _FORMAT[kind]
     return lambda raw: spell(convert(raw))
 
@@ -103,10 +106,14 @@ def field_encoder(kind: Kind) -> Callable[[Any], str]:
     to_field = _to_field(kind)
     null = pg_copy.NULL
 
-    if kind not in MEMO_KINDS:
+    if kind is Kind.JSON:
+        return lambda raw: null if raw is None else _json_field(raw)
 
-        def encode(raw: Any) -> str:
-            return null if raw is None else to_field(raw)
+    if kind not in MEMO_KINDS:
+        convert, spell = converter(kind), _FORMAT[kind]
+
+        def encode(raw: Any) -> str:  # the hot loop: one call less than via to_field
+            return null if raw is None else spell(convert(raw))
 
         return encode
 
@@ -268,6 +275,18 @@ class TableReader:
         """The rows with keys in (low, high], in key order."""
         where, params = self._range(low, high)
         return _fetch(connection, f"{self._select} WHERE {where} ORDER BY {self._keys_sql}", params)
+
+    def key_list(self, connection: sqlite3.Connection, low: Key | None, high: Key) -> str | None:
+        """The keys in (low, high] as one text, in key order: each key's values by SQLite's quote()
+        joined by ',', the keys by ' ' (None for no key). Integers read as PostgreSQL's int8 text;
+        any other value carries quotes or a point, so it never reads like one."""
+        where, params = self._range(low, high)
+        spelled = " || ',' || ".join(f"quote({pg_copy.quote_ident(c)})" for c in self.key_columns)
+        return connection.execute(
+            f"SELECT group_concat(k, ' ') FROM (SELECT {spelled} AS k FROM {pg_copy.quote_ident(self.name)}"
+            f" WHERE {where} ORDER BY {self._keys_sql})",
+            params,
+        ).fetchone()[0]
 
     def keys_between(self, connection: sqlite3.Connection, low: Key | None, high: Key) -> set[Key]:
         """The keys in (low, high]."""
