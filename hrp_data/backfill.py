@@ -275,7 +275,7 @@ class _Run:
             try:
                 return self._execute()
             finally:
-                self.builder.close()
+                self.builder.stop()
         finally:
             try:
                 self.pages.close()

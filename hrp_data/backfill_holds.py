@@ -154,16 +154,14 @@ class IndexBuilder:
 
     def join(self) -> None:
         """Wait until every submitted table is done; raise what the thread met."""
+        self.stop()
+        self._raise()
+
+    def stop(self) -> None:
+        """Let the thread finish what it was given and end (the connection stays the caller's)."""
         if self.thread.is_alive():
             self.queue.put(None)
             self.thread.join()
-        self._raise()
-
-    def close(self) -> None:
-        try:
-            self.join()
-        finally:
-            self.connection.close()
 
     def _raise(self) -> None:
         if self.error is not None:

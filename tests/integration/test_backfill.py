@@ -163,8 +163,10 @@ def pg_query_exec(url: str, sql: str) -> None:
 # -- live writes and deletes racing the copy -------------------------------------
 
 
-def test_backfill_racing_four_writers_ends_equal(seeded):
-    """Inserts, updates and deletes through cutover.writing() during the copy: both sides end equal."""
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "worker-processes"])
+def test_backfill_racing_four_writers_ends_equal(seeded, workers):
+    """Inserts, updates and deletes through cutover.writing() during the copy: both sides end equal,
+    whether pages are read in the backfill's thread or by worker processes."""
     path, url = seeded
     with open_cutover(path, url, applier=True) as cutover:
         done = threading.Event()
@@ -204,7 +206,7 @@ def test_backfill_racing_four_writers_ends_equal(seeded):
         for thread in threads:
             thread.start()
         try:
-            result = run_backfill(cutover, Options(batch_size=60, max_rows_per_sec=1500))
+            result = run_backfill(cutover, Options(batch_size=60, max_rows_per_sec=1500, workers=workers))
         finally:
             done.set()
             for thread in threads:
@@ -239,11 +241,12 @@ class _DeleteAfterRead(Listener):
         assert outbox.depth(self.cutover.sqlite).pending == 0
 
 
-def test_deletes_racing_the_copy_leave_no_zombies(seeded):
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "worker-processes"])
+def test_deletes_racing_the_copy_leave_no_zombies(seeded, workers):
     path, url = seeded
     with open_cutover(path, url) as cutover:
         deleter = _DeleteAfterRead(path, cutover)
-        result = run_backfill(cutover, Options(batch_size=100), listener=deleter)
+        result = run_backfill(cutover, Options(batch_size=100, workers=workers), listener=deleter)
         assert deleter.deleted["predictions"] > 20 and deleter.deleted["race_horses"] > 20
         assert result.tables["predictions"].removed == deleter.deleted["predictions"]
         assert result.tables["race_horses"].removed == deleter.deleted["race_horses"]
