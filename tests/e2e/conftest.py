@@ -7,6 +7,8 @@ both databases, and three test clients (an admin, a plain user, nobody logged in
 
 from __future__ import annotations
 
+import time
+
 import contextlib
 import dataclasses
 import itertools
@@ -32,6 +34,18 @@ from tests.integration.cutover_helpers import settings_for
 PASSWORD = "correct horse battery"
 ROOT = Path(__file__).resolve().parents[2]
 _names = itertools.count(1)
+
+
+def wait_until(predicate, what, timeout: float):
+    """The first truthy value of predicate(), polled every 0.2 s; AssertionError naming `what`
+    (a text, or a callable giving one) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 def unique(prefix: str) -> str:

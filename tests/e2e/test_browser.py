@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +30,7 @@ from hrp_data.phases import Phase
 from hrp_data.readiness import checklist
 from hrp_data.schema import upgrade
 from hrp_data.verify import verify
-from tests.e2e.conftest import PASSWORD, ROOT, backfill, hrp_cutover, run_cli
+from tests.e2e.conftest import PASSWORD, ROOT, backfill, hrp_cutover, run_cli, wait_until
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 
 SCREENSHOT = ROOT / "artifacts" / "browser" / "dashboard.png"
@@ -155,13 +154,7 @@ def _write_data(api: Api, name: str) -> int:
 
 
 def _until(predicate, what, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+    return wait_until(predicate, what, timeout)
 
 
 def test_an_admin_flips_from_the_dashboard(browser, legacy_file, postgres_url, tmp_path):

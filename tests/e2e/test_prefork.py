@@ -11,7 +11,6 @@ import json
 import re
 import signal
 import subprocess
-import time
 import urllib.request
 
 import psutil
@@ -19,7 +18,7 @@ import pytest
 
 from hrp_data.schema import upgrade
 from tests.conftest import create_legacy_file, scratch_database
-from tests.e2e.conftest import ROOT, hrp_cutover, run_cli
+from tests.e2e.conftest import ROOT, hrp_cutover, run_cli, wait_until
 
 PASSWORD = "prefork-Zq8-secret-password"
 
@@ -38,13 +37,7 @@ def _workers(master: psutil.Process) -> set[int]:
 
 
 def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(predicate, what, timeout)
 
 
 def _phases_seen(sqlite_path, postgres_url, pids: set[int]) -> dict[int, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 import random
 import signal
@@ -20,7 +19,6 @@ from pathlib import Path
 import psutil
 import psycopg2
 import pytest
-import sqlalchemy as sa
 import structlog
 import structlog.testing
 from click.testing import CliRunner
