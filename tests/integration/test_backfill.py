@@ -464,10 +464,11 @@ def _quarantine_map(url: str) -> dict:
         engine.dispose()
 
 
-def test_hostile_values_are_converted_exactly_or_quarantined_by_reason(hostile):
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "worker-processes"])
+def test_hostile_values_are_converted_exactly_or_quarantined_by_reason(hostile, workers):
     path, url = hostile
     with open_cutover(path, url) as cutover:
-        result = run_backfill(cutover, Options(batch_size=3))
+        result = run_backfill(cutover, Options(batch_size=3, workers=workers))
     assert result.complete
     found = _quarantine_map(url)
     assert {key: row["reason"] for key, row in found.items()} == HOSTILE
