@@ -135,6 +135,8 @@ def _unsupported(raw: Any) -> Rejected:
 
 
 def _check_utf8(text: str) -> None:
+    if text.isascii():  # known without a scan: the string's own storage says so
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -409,18 +411,8 @@ def json_text(raw: Any) -> str:
     spelling (see _canonical_document) comes back as it is, without being
     written again; anything else is dump_json of the converted document.
     """
-    if type(raw) is str and (raw.isascii() or _utf8(raw)) and "\x00" not in raw:
-        if _canonical_document(raw) is not None:
-            return raw
-    return dump_json(_json(raw))
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    value, canonical = _json_read(raw)
+    return raw if canonical else dump_json(value)
 
 
 def _json_document(raw: Any) -> Any:
@@ -438,27 +430,33 @@ def _json_document(raw: Any) -> Any:
 
 
 def _json(raw: Any) -> Any:
-    if _is_blob(raw):
-        raise Rejected("blob_in_json_column")
-    if isinstance(raw, (dict, list, bool, int, float)):
-        # a document (the PostgreSQL value); a number is also what TEXT affinity makes '14' of
-        return _json_document(raw)
+    return _json_read(raw)[0]
+
+
+def _json_read(raw: Any) -> tuple[Any, bool]:
+    """The document, and whether `raw` is text in a canonical spelling (see _canonical_document)."""
     if not isinstance(raw, str):
+        if _is_blob(raw):
+            raise Rejected("blob_in_json_column")
+        if isinstance(raw, (dict, list, bool, int, float)):
+            # a document (the PostgreSQL value); a number is also what TEXT affinity makes '14' of
+            return _json_document(raw), False
         raise _unsupported(raw)
-    if raw.strip(_JSON_WHITESPACE) == "":
+    if (not raw or raw[0] in _JSON_WHITESPACE) and raw.strip(_JSON_WHITESPACE) == "":
         raise Rejected("empty_json")
     if "\x00" in raw:
         raise Rejected("nul_byte_in_text")
-    _check_utf8(raw)
+    if not raw.isascii():
+        _check_utf8(raw)
     value = _canonical_document(raw)
     if value is not None:
-        return value
+        return value, True
     value = parse_json(raw)
     if value is None:
         raise Rejected("json_null")
     if isinstance(value, str):
         raise Rejected("json_string_document")
-    return value
+    return value, False
 
 
 _TO_POSTGRES = {

@@ -103,7 +103,6 @@ def _to_field(kind: Kind) -> Callable[[Any], str]:
 
 def field_encoder(kind: Kind) -> Callable[[Any], str]:
     """raw SQLite value -> COPY field, via the conversion rules (adapters.convert); raises Rejected."""
-    to_field = _to_field(kind)
     null = pg_copy.NULL
 
     if kind is Kind.JSON:
@@ -117,6 +116,7 @@ def field_encoder(kind: Kind) -> Callable[[Any], str]:
 
         return encode
 
+    to_field = _to_field(kind)
     memo: dict[str, str] = {}
 
     def encode_memo(raw: Any) -> str:
