@@ -73,7 +73,7 @@ from adapters.postgres import bump_identity, create_postgres_engine
 from hrp_data import backfill_holds as holds
 from hrp_data import backfill_state as state
 from hrp_data import legacy_rows, quarantine, read_pool
-from hrp_data.backfill_state import backfill_status
+from hrp_data.backfill_state import TableStats, backfill_status
 from hrp_data.batch_writer import BatchWriter, Work, staging_table
 from hrp_data.dual_write import Cutover
 from hrp_data.legacy_rows import Key, TableReader
@@ -136,31 +136,6 @@ class Listener:
     def progress(self, table: str, done: int, total: int) -> None: ...
 
     def table_finished(self, table: str, stats: "TableStats") -> None: ...
-
-
-@dataclasses.dataclass
-class TableStats:
-    read: int = 0
-    copied: int = 0
-    present: int = 0
-    quarantined: int = 0
-    removed: int = 0
-    seconds: float = 0.0
-
-    @property
-    def rows_per_s(self) -> float | None:
-        return self.read / self.seconds if self.seconds > 0 else None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "read": self.read,
-            "copied": self.copied,
-            "present": self.present,
-            "quarantined": self.quarantined,
-            "removed": self.removed,
-            "seconds": round(self.seconds, 3),
-            "rows_per_s": None if self.rows_per_s is None else round(self.rows_per_s),
-        }
 
 
 @dataclasses.dataclass
@@ -382,10 +357,10 @@ class _Run:
             self.pg.commit()
         self.checkpoints[name] = checkpoint
         if checkpoint.done:
-            self.listener.table_started(name, checkpoint.read, checkpoint.read)
+            self.listener.table_started(name, checkpoint.stats.read, checkpoint.stats.read)
             return
         remaining = reader.count(self.sqlite, checkpoint.last_key)
-        if remaining >= checkpoint.copied + checkpoint.present:  # building once beats maintaining per row
+        if remaining >= checkpoint.stats.copied + checkpoint.stats.present:  # building once beats maintaining per row
             with self.pg.cursor() as cursor:
                 holds.hold_indexes(cursor, name)
                 self.pg.commit()
@@ -404,8 +379,8 @@ class _Run:
         if checkpoint.last_key is not None and checkpoint.rechecked_key != checkpoint.last_key:
             writer.recheck_range(checkpoint.rechecked_key, checkpoint.last_key)
             writer.rechecked = checkpoint.last_key
-        total = checkpoint.read + remaining
-        self.listener.table_started(name, checkpoint.read, total)
+        total = checkpoint.stats.read + remaining
+        self.listener.table_started(name, checkpoint.stats.read, total)
         writer.total = total
         after = checkpoint.last_key
         size = self.options.batch_size
@@ -466,7 +441,7 @@ class _Run:
             self.pg.commit()
             self.checkpoints[name] = state.load(cursor)[name]
             self.pg.commit()
-        self.listener.table_finished(name, self._stats_of(self.checkpoints[name]))
+        self.listener.table_finished(name, self.checkpoints[name].stats)
 
     # -- the end --------------------------------------------------------------
 
@@ -488,15 +463,9 @@ class _Run:
             self.pg.commit()
         log.info("backfill.complete")
 
-    def _stats_of(self, checkpoint: state.Checkpoint) -> TableStats:
-        return TableStats(
-            checkpoint.read, checkpoint.copied, checkpoint.present,
-            checkpoint.quarantined, checkpoint.removed, checkpoint.seconds,
-        )
-
     def _final_stats(self) -> dict[str, TableStats]:
         return {
-            name: self._stats_of(checkpoint)
+            name: checkpoint.stats
             for name in (t.name for t in TABLES)
             if (checkpoint := self.checkpoints.get(name)) is not None
         }

@@ -48,18 +48,40 @@ COUNTS = ("read", "copied", "present", "quarantined", "removed")
 
 
 @dataclasses.dataclass
-class Checkpoint:
-    table: str
-    state: str = "pending"
-    last_key: Key | None = None
-    rechecked_key: Key | None = None
-    batches: int = 0
+class TableStats:
+    """What a table's copy did so far: the counts and the seconds spent."""
+
     read: int = 0
     copied: int = 0
     present: int = 0
     quarantined: int = 0
     removed: int = 0
     seconds: float = 0.0
+
+    @property
+    def rows_per_s(self) -> float | None:
+        return self.read / self.seconds if self.seconds > 0 else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "copied": self.copied,
+            "present": self.present,
+            "quarantined": self.quarantined,
+            "removed": self.removed,
+            "seconds": round(self.seconds, 3),
+            "rows_per_s": None if self.rows_per_s is None else round(self.rows_per_s),
+        }
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    table: str
+    state: str = "pending"
+    last_key: Key | None = None
+    rechecked_key: Key | None = None
+    batches: int = 0
+    stats: TableStats = dataclasses.field(default_factory=TableStats)
 
     @property
     def done(self) -> bool:
@@ -82,12 +104,12 @@ def load(cursor: Any) -> dict[str, Checkpoint]:
     )
     out = {}
     for row in cursor.fetchall():
-        name, state, last_key, rechecked_key, *rest = row
+        name, state, last_key, rechecked_key, batches, *counts = row
         out[name] = Checkpoint(
             name, state,
             None if last_key is None else key_from_json(last_key),
             None if rechecked_key is None else key_from_json(rechecked_key),
-            *rest,
+            batches, TableStats(*counts),
         )
     return out
 

@@ -78,7 +78,7 @@ class BatchWriter:
         self.pg = run.pg
         self.staging = staging_table(reader.name)
         self.rechecked: Key | None = checkpoint.rechecked_key
-        self.done = checkpoint.read
+        self.done = checkpoint.stats.read
         self.total = 0
         self.pending_removed = 0
         self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_AHEAD)
@@ -200,20 +200,25 @@ class BatchWriter:
         """COPY the batch in; returns (copied, present, rows refused by PostgreSQL)."""
         converted = work.converted
         if self.direct_failures < DIRECT_FAILURES_MAX and work.retry_keys is None and self._range_empty(cursor, work):
-            cursor.execute("SAVEPOINT hrp_direct")
-            try:
-                pg_copy.copy_in(cursor, self.name, self.reader.columns, converted.payload)
-            except psycopg2.Error as error:
-                if _is_disconnect(error):
-                    raise
-                cursor.execute("ROLLBACK TO SAVEPOINT hrp_direct")
-                self.direct_failures += 1
-                if not isinstance(error, psycopg2.errors.UniqueViolation):
-                    self.direct_failures += 1
-            else:
-                cursor.execute("RELEASE SAVEPOINT hrp_direct")
+            error = self._copy_or_undo(cursor, self.name, converted.payload)
+            if error is None:
                 return converted.staged, 0, []
+            self.direct_failures += 1 if isinstance(error, psycopg2.errors.UniqueViolation) else 2
         return self._merge(cursor, converted)
+
+    def _copy_or_undo(self, cursor: Any, relation: str, payload: bytes) -> psycopg2.Error | None:
+        """COPY `payload` into `relation` inside a savepoint; a refused COPY is undone and returned."""
+        cursor.execute("SAVEPOINT hrp_copy")
+        try:
+            pg_copy.copy_in(cursor, relation, self.reader.columns, payload)
+        except psycopg2.Error as error:
+            if _is_disconnect(error):
+                raise
+            cursor.execute("ROLLBACK TO SAVEPOINT hrp_copy")
+            cursor.execute("RELEASE SAVEPOINT hrp_copy")
+            return error
+        cursor.execute("RELEASE SAVEPOINT hrp_copy")
+        return None
 
     def _range_empty(self, cursor: Any, work: Work) -> bool:
         """PostgreSQL holds no row in the batch's key range (so a plain COPY can conflict with nothing)."""
@@ -231,18 +236,11 @@ class BatchWriter:
 
     def _merge(self, cursor: Any, converted: Converted) -> tuple[int, int, list[Reject]]:
         """COPY into staging and merge ON CONFLICT DO NOTHING; orphans and refusals are quarantined."""
-        cursor.execute("SAVEPOINT hrp_copy")
-        try:
-            pg_copy.copy_in(cursor, self.staging, self.reader.columns, converted.payload)
-        except psycopg2.Error as error:
-            if _is_disconnect(error):
-                raise
-            cursor.execute("ROLLBACK TO SAVEPOINT hrp_copy")
+        error = self._copy_or_undo(cursor, self.staging, converted.payload)
+        refused = []
+        if error is not None:
             log.warning("backfill.copy_refused", table=self.name, error=describe_error(error))
             refused = self._copy_rows(cursor, converted.payload)
-        else:
-            refused = []
-        cursor.execute("RELEASE SAVEPOINT hrp_copy")
         staged = self._staged_count(cursor)
         for _attempt in range(3):
             cursor.execute("SAVEPOINT hrp_merge")
