@@ -395,7 +395,7 @@ class _Run:
                 for page in pages:
                     if self.hooked:
                         self.listener.batch_read(name, page.keys)
-                    writer.submit(Work(page.converted, page.read, after, page.high))
+                    writer.submit(Work(page.converted, page.read, after, page.high, mark=page.mark))
                     after, sent = page.high, sent + page.read
                     self._throttle(started, sent)
                     if self.stop.is_set():

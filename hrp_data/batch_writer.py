@@ -29,7 +29,7 @@ from hrp_data import backfill_state as state
 from hrp_data import quarantine
 from hrp_data.apply import KeyRef, apply_keys
 from hrp_data.errors import describe_error
-from hrp_data.legacy_rows import Converted, Key, Reject, TableReader, shown_value
+from hrp_data.legacy_rows import Converted, Key, Reject, TableReader, capture_mark, shown_value
 from hrp_data.models import TABLES
 
 if TYPE_CHECKING:
@@ -63,6 +63,9 @@ class Work:
     low: Key | None = None
     high: Key | None = None
     retry_keys: list[Key] | None = None
+    mark: int | None = None
+    """legacy_rows.capture_mark before the batch was read: when it has not moved by the
+    commit, no write reached SQLite in between, so no zombie can exist in the batch."""
 
 
 _STOP = object()
@@ -149,7 +152,8 @@ class BatchWriter:
         if work.retry_keys is not None:
             self.recheck_keys(work.retry_keys)
         else:
-            self.recheck_range(work.low, work.high)
+            if work.mark is None or capture_mark(self.run.checker) != work.mark:
+                self.recheck_range(work.low, work.high)
             self.rechecked = work.high
             self.done += work.read
             self.run.listener.progress(self.name, self.done, max(self.total, self.done))

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from adapters import pg_copy
 from adapters.convert import Kind, Rejected, converter, json_text
+from adapters.outbox import OUTBOX
 from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
 from adapters.types import kind_of
 from hrp_data.models import SECRET_COLUMNS, TABLES
@@ -376,6 +377,19 @@ class TableReader:
                 staged_keys.append(self.key_of(row))
         payload = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
         return Converted(payload, len(lines), staged_keys, rejects, rejected_keys)
+
+
+def capture_mark(connection: sqlite3.Connection) -> int:
+    """How many changes the capture triggers have recorded in the file so far.
+
+    The outbox's AUTOINCREMENT counter: every write to an HRP table in phase
+    dual_write or shadow adds an outbox row (a delete, a cascade's parent
+    delete, an INSERT OR REPLACE's insert), and the counter never goes back
+    when the applier removes rows. Equal marks mean no write reached the HRP
+    tables in between.
+    """
+    found = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (OUTBOX,)).fetchone()
+    return 0 if found is None else found[0]
 
 
 def readers() -> dict[str, TableReader]:

@@ -45,6 +45,8 @@ class Page:
     high: Key
     converted: Converted
     keys: list[Key] | None
+    mark: int | None = None
+    """legacy_rows.capture_mark before the page was read (None: not taken)."""
 
 
 def default_workers() -> int:
@@ -119,10 +121,12 @@ class PageReader:
     def _inline(self, reader: TableReader, after: Key | None, size: int, with_keys: bool,
                 want_keys: bool) -> Iterator[Page]:
         while True:
+            mark = legacy_rows.capture_mark(self.connection)
             rows = reader.page(self.connection, after, size)
             page = _page(reader, rows, with_keys, want_keys)
             if page is None:
                 return
+            page.mark = mark
             yield page
             if len(rows) < size:
                 return
@@ -134,16 +138,19 @@ class PageReader:
         last = False
         while True:
             while not last and len(in_flight) <= self.workers:
+                mark = legacy_rows.capture_mark(self.connection)
                 high, full = reader.page_end(self.connection, after, size)
                 if high is None:
                     last = True
                     break
                 in_flight.append(
-                    self._pool.apply_async(_read_range, (reader.name, after, high, with_keys, want_keys))
+                    (mark, self._pool.apply_async(_read_range, (reader.name, after, high, with_keys, want_keys)))
                 )
                 after, last = high, not full
             if not in_flight:
                 return
-            page = in_flight.popleft().get()
+            mark, pending = in_flight.popleft()
+            page = pending.get()
             if page is not None:
+                page.mark = mark
                 yield page

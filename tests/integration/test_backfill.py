@@ -252,6 +252,38 @@ def test_deletes_racing_the_copy_leave_no_zombies(seeded, workers):
     assert_equal(path, url)  # nothing applied since: the backfill itself removed the zombies
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "worker-processes"])
+def test_a_batch_nothing_wrote_to_since_its_read_is_not_rechecked(seeded, monkeypatch, workers):
+    """No write reached SQLite between a batch's read and its commit (the outbox counter did not
+    move): it cannot hold a zombie, so its key range is not compared; a write makes it compared."""
+    path, url = seeded
+    rechecked: list[str] = []
+    exact = batch_writer.BatchWriter.recheck_range
+
+    def counting(self, low, high):
+        rechecked.append(self.name)
+        return exact(self, low, high)
+
+    monkeypatch.setattr(batch_writer.BatchWriter, "recheck_range", counting)
+
+    class OneWrite(Listener):
+        def batch_read(self, table, keys):
+            if table == "predictions" and "predictions" not in written:
+                written.add(table)
+                with sqlite3.connect(path) as raw:
+                    raw.execute("UPDATE horses SET weight = 1.5 WHERE id = 1")
+
+    written: set[str] = set()
+    with open_cutover(path, url) as cutover:
+        result = run_backfill(cutover, Options(batch_size=100, workers=workers), listener=OneWrite())
+    assert result.complete and written == {"predictions"}
+    assert rechecked and set(rechecked) == {"predictions"}, rechecked
+    assert len(rechecked) < result.tables["predictions"].read / 100
+    with open_cutover(path, url) as cutover:
+        replay_outbox(cutover)  # the one write, still in the outbox (no applier here)
+    assert_equal(path, url)
+
+
 def test_without_the_recheck_the_same_race_leaves_zombies(seeded, monkeypatch):
     """The control experiment: the zombie test fails when the re-check is switched off."""
     path, url = seeded
