@@ -33,8 +33,10 @@ from typing import Any
 
 import psycopg2
 import psycopg2.errors
+import sqlalchemy as sa
 import structlog
 
+from adapters.binds import reading
 from adapters.pg_copy import quote_ident
 
 log = structlog.get_logger(__name__)
@@ -95,10 +97,12 @@ def restore_indexes(connection: Any, table: str | None = None) -> list[str]:
     return [name for name, _ in held]
 
 
-def held_indexes(cursor: Any) -> list[str]:
-    """The indexes a backfill dropped and has not built again yet."""
-    cursor.execute(f"SELECT index_name FROM {HELD_INDEXES} ORDER BY index_name")
-    return [row[0] for row in cursor.fetchall()]
+def held_indexes(engine: sa.Engine) -> list[str]:
+    """The indexes a backfill dropped and has not built again yet (none before any backfill)."""
+    with reading(engine) as connection:
+        if not sa.inspect(connection).has_table(HELD_INDEXES):
+            return []
+        return list(connection.exec_driver_sql(f"SELECT index_name FROM {HELD_INDEXES} ORDER BY index_name").scalars())
 
 
 def hold_foreign_keys(connection: Any) -> bool:

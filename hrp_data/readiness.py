@@ -15,10 +15,11 @@ import sqlalchemy as sa
 import structlog
 
 from hrp_data import outbox
+from hrp_data.backfill_holds import held_indexes
 from hrp_data.dual_write import Cutover
 from hrp_data.flip import MoveResult, move
 from hrp_data.models import TABLES
-from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase, check_move
+from hrp_data.phases import PHASES, POSTGRES, Phase, check_move
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +65,12 @@ def _schema_check(cutover: Cutover) -> Check:
     except SchemaError as error:
         return Check("schema", False, str(error))
     if differences:
-        return Check("schema", False, f"{len(differences)} difference(s), first: {differences[0]}")
+        held = held_indexes(cutover.engine(POSTGRES))
+        hint = (
+            f"; {len(held)} index(es) held back by an unfinished backfill: run `hrp-cutover backfill` to build them"
+            if held else ""
+        )
+        return Check("schema", False, f"{len(differences)} difference(s), first: {differences[0]}{hint}")
     return Check("schema", True, "PostgreSQL schema equals the models")
 
 

@@ -92,6 +92,24 @@ def test_refused_on_schema_drift(ready):
     assert "ix_races_status" in _failed(cutover)["schema"]
 
 
+def test_indexes_an_unfinished_backfill_holds_back_are_named_with_the_way_out(ready):
+    cutover, _, _ = ready
+    from hrp_data import backfill_holds
+
+    raw = cutover.engine("postgres").raw_connection()
+    try:
+        with raw.cursor() as cursor:
+            backfill_holds.install(cursor)
+            held = backfill_holds.hold_indexes(cursor, "predictions")
+        raw.commit()
+    finally:
+        raw.close()
+    assert "ix_predictions_features" in held
+    message = _failed(cutover)["schema"]
+    assert f"{len(held)} index(es) held back by an unfinished backfill: run `hrp-cutover backfill`" in message
+    assert backfill_holds.held_indexes(cutover.engine("postgres")) == sorted(held)
+
+
 def test_refused_when_the_outbox_is_deep(ready, monkeypatch):
     cutover, _, _ = ready
     monkeypatch.setattr(readiness, "OUTBOX_THRESHOLD", 2)
