@@ -42,6 +42,8 @@ from adapters.pg_copy import quote_ident
 log = structlog.get_logger(__name__)
 
 HELD_INDEXES = "hrp_cutover_backfill_indexes"
+HOLD_LOCK_TIMEOUT_MS = 3000
+"""How long dropping a table's indexes may wait for its lock before the table loads with them."""
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS {HELD_INDEXES} (
@@ -58,7 +60,29 @@ def install(cursor: Any) -> None:
 
 
 def hold_indexes(cursor: Any, table: str) -> list[str]:
-    """Drop `table`'s secondary indexes, saving their definitions (in the caller's transaction)."""
+    """Drop `table`'s secondary indexes, saving their definitions (in the caller's transaction).
+
+    DROP INDEX needs the table's ACCESS EXCLUSIVE lock, and while it waits for
+    one every other query on the table queues behind it. So it waits at most
+    HOLD_LOCK_TIMEOUT_MS (a long transaction on the table, e.g. a verify run):
+    then nothing is held, the caller's transaction is rolled back to where it
+    was, and the table loads with its indexes (slower, never stuck).
+    """
+    cursor.execute("SAVEPOINT hrp_hold")
+    cursor.execute(f"SET LOCAL lock_timeout = {int(HOLD_LOCK_TIMEOUT_MS)}")
+    try:
+        held = _drop_secondary_indexes(cursor, table)
+    except psycopg2.errors.LockNotAvailable:
+        cursor.execute("ROLLBACK TO SAVEPOINT hrp_hold")
+        log.warning("backfill.indexes_kept", table=table,
+                    detail=f"another session holds a lock on the table for more than {HOLD_LOCK_TIMEOUT_MS} ms")
+        held = []
+    cursor.execute("RELEASE SAVEPOINT hrp_hold")
+    cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
+    return held
+
+
+def _drop_secondary_indexes(cursor: Any, table: str) -> list[str]:
     cursor.execute(
         "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x"
         " JOIN pg_class i ON i.oid = x.indexrelid"

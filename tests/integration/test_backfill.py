@@ -534,6 +534,29 @@ def test_hostile_values_are_converted_exactly_or_quarantined_by_reason(hostile, 
     assert pg_query(url, "SELECT is_admin, password_hash FROM users") == [(True, "pbkdf2$ann")]
 
 
+def test_a_long_transaction_on_a_table_keeps_its_indexes_instead_of_stalling_it(seeded, monkeypatch):
+    """DROP INDEX would queue every query on the table behind a long reader: the backfill waits
+    briefly, then loads that table with its indexes."""
+    from hrp_data import backfill_holds
+
+    path, url = seeded
+    monkeypatch.setattr(backfill_holds, "HOLD_LOCK_TIMEOUT_MS", 200)
+    reader = psycopg2.connect(libpq(url))
+    try:
+        with reader.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM predictions")  # ACCESS SHARE until the transaction ends
+        before = index_names(url, "predictions")
+        with structlog.testing.capture_logs() as logs, open_cutover(path, url) as cutover:
+            result = run_backfill(cutover, Options(batch_size=300))
+        assert result.complete
+        assert [e["table"] for e in logs if e["event"] == "backfill.indexes_kept"] == ["predictions"]
+        assert any(e["event"] == "backfill.indexes_held" and e["table"] == "race_horses" for e in logs)
+        assert index_names(url, "predictions") == before
+    finally:
+        reader.close()
+    assert_equal(path, url)
+
+
 def test_a_role_that_may_not_hold_foreign_keys_still_quarantines_every_orphan(hostile):
     """Without the right to set session_replication_role, foreign keys are checked row by row: same outcome."""
     path, url = hostile
