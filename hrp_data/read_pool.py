@@ -11,7 +11,10 @@ writer sees exactly the sequence a single reader would produce.
 
 Workers ignore SIGINT (Ctrl-C is the calling process's, which stops at a
 batch boundary) and die with the process that started them (Linux
-PR_SET_PDEATHSIG), so a SIGKILLed backfill leaves no orphans. With no pool
+PR_SET_PDEATHSIG), so a SIGKILLed backfill leaves no orphans; a worker that
+dies (the OOM killer, a signal) breaks the pool and the page raises
+BrokenProcessPool, so the backfill stops with its checkpoint committed
+instead of waiting for a page that will never come. With no pool
 (`workers` 0, or a table with fewer than `min_rows` rows left) pages are read and
 converted in the calling thread, the same way.
 """
@@ -25,6 +28,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -97,15 +101,16 @@ class PageReader:
         self._pool: Any = None
 
     def start(self) -> None:
-        """Start the workers now (they start while the first, small tables are copied)."""
+        """Start the workers (a process pool that knows when one of them dies: BrokenProcessPool)."""
         if self.workers > 0 and self._pool is None:
-            context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(self.workers, initializer=_start_worker, initargs=(str(self.path), os.getpid()))
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker, initargs=(str(self.path), os.getpid()),
+            )
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def pages(
@@ -144,13 +149,13 @@ class PageReader:
                     last = True
                     break
                 in_flight.append(
-                    (mark, self._pool.apply_async(_read_range, (reader.name, after, high, with_keys, want_keys)))
+                    (mark, self._pool.submit(_read_range, reader.name, after, high, with_keys, want_keys))
                 )
                 after, last = high, not full
             if not in_flight:
                 return
             mark, pending = in_flight.popleft()
-            page = pending.get()
+            page = pending.result()  # a worker that died raises BrokenProcessPool here, never hangs
             if page is not None:
                 page.mark = mark
                 yield page

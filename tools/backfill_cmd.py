@@ -181,6 +181,7 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
     Ctrl-C stops at a batch boundary (exit 130); run again to resume.
     """
     import sqlite3
+    from concurrent.futures.process import BrokenProcessPool
 
     import psycopg2
 
@@ -216,7 +217,7 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
                 raise click.ClickException(str(error)) from None
             except BackfillInterrupted as error:
                 interrupted, result = error, error.result
-            except (psycopg2.Error, sqlite3.Error, PrimaryMoved) as error:
+            except (psycopg2.Error, sqlite3.Error, PrimaryMoved, BrokenProcessPool) as error:
                 raise click.ClickException(
                     f"backfill failed: {describe_error(error)}; everything up to the last checkpoint is"
                     " committed: run `hrp-cutover backfill` again to resume"

@@ -132,6 +132,31 @@ def test_worker_processes_die_with_a_sigkilled_backfill(seeded):
     assert_equal(path, url)
 
 
+def test_a_worker_process_killed_mid_table_stops_the_run_instead_of_hanging_it(seeded):
+    """The OOM killer takes a worker: the run raises (checkpoint committed), the next run ends equal."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    path, url = seeded
+
+    class KillAWorker(Listener):
+        killed = False
+
+        def batch_read(self, table, keys):
+            if table == "predictions" and not self.killed:
+                workers = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+                workers[0].kill()
+                psutil.wait_procs(workers[:1], timeout=10)
+                self.killed = True
+
+    with open_cutover(path, url) as cutover:
+        with pytest.raises(BrokenProcessPool):
+            run_backfill(cutover, Options(batch_size=50, workers=2), listener=KillAWorker())
+    assert 0 < _batches(url) < sum(sqlite_counts(path).values()) / 50
+    with open_cutover(path, url) as cutover:
+        assert run_backfill(cutover, Options(batch_size=50, workers=2)).complete
+    assert_equal(path, url)
+
+
 def test_backfill_never_overwrites_a_newer_live_row(seeded):
     """A row the live path already carried (newer) is kept; the backfill's older image is not applied."""
     path, url = seeded
