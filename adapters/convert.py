@@ -42,6 +42,7 @@ __all__ = [
     "format_timestamp",
     "dump_json",
     "json_text",
+    "timestamp_text",
     "converter",
 ]
 
@@ -258,6 +259,18 @@ def _legacy_timestamp(raw: str) -> dt.datetime | None:
         except ValueError:  # an impossible date or year 0000: the general path names the reason
             return None
     return None
+
+
+def timestamp_text(raw: Any) -> str:
+    """A text PostgreSQL reads as the instant to_postgres(TIMESTAMP, raw) gives (raises Rejected).
+
+    The legacy spelling, once checked, goes on as it is with its zone named
+    (`2025-01-14 09:30:00+00`); anything else is the ISO spelling of the
+    converted instant.
+    """
+    if type(raw) is str and _legacy_timestamp(raw) is not None:
+        return raw + "+00"
+    return _timestamp(raw).isoformat()
 
 
 def _timestamp_text(raw: str) -> dt.datetime:

@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapters import pg_copy
-from adapters.convert import Kind, Rejected, converter, json_text
+from adapters.convert import Kind, Rejected, converter, json_text, timestamp_text
 from adapters.outbox import OUTBOX
 from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
 from adapters.types import kind_of
@@ -98,6 +98,8 @@ def _to_field(kind: Kind) -> Callable[[Any], str]:
     """non-NULL raw value -> COPY field: the kind's conversion, then its COPY spelling."""
     if kind is Kind.JSON:
         return _json_field
+    if kind is Kind.TIMESTAMP:
+        return timestamp_text
     convert, spell = converter(kind), _FORMAT[kind]
     return lambda raw: spell(convert(raw))
 

@@ -107,6 +107,8 @@ class PageReader:
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker, initargs=(str(self.path), os.getpid()),
             )
+            for _ in range(self.workers):  # the pool starts a process per task: all of them now
+                self._pool.submit(os.getpid)
 
     def close(self) -> None:
         if self._pool is not None:

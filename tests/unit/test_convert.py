@@ -709,3 +709,18 @@ def test_the_legacy_timestamp_fast_path_agrees_with_the_general_reader(text):
     else:
         assert general[0] == "value" and fast == general[1] and fast.utcoffset() == dt.timedelta(0)
         assert to_postgres(Kind.TIMESTAMP, text) == fast
+
+
+@given(LEGACY_TIMESTAMP_LIKE | TIMESTAMP_LIKE)
+def test_timestamp_text_reads_back_as_the_converted_instant(text):
+    from adapters.convert import timestamp_text
+
+    try:
+        expected = to_postgres(Kind.TIMESTAMP, text)
+    except Rejected as error:
+        with pytest.raises(Rejected) as caught:
+            timestamp_text(text)
+        assert caught.value.reason == error.reason
+        return
+    spelled = timestamp_text(text)
+    assert dt.datetime.fromisoformat(spelled) == expected and dt.datetime.fromisoformat(spelled).utcoffset() is not None
