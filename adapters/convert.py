@@ -268,8 +268,10 @@ def timestamp_text(raw: Any) -> str:
     (`2025-01-14 09:30:00+00`); anything else is the ISO spelling of the
     converted instant.
     """
-    if type(raw) is str and _legacy_timestamp(raw) is not None:
-        return raw + "+00"
+    if type(raw) is str:
+        if _legacy_timestamp(raw) is not None:
+            return raw + "+00"
+        return _timestamp_text(raw).isoformat()
     return _timestamp(raw).isoformat()
 
 
@@ -459,8 +461,7 @@ def _json_read(raw: Any) -> tuple[Any, bool]:
         raise Rejected("empty_json")
     if "\x00" in raw:
         raise Rejected("nul_byte_in_text")
-    if not raw.isascii():
-        _check_utf8(raw)
+    _check_utf8(raw)
     value = _canonical_document(raw)
     if value is not None:
         return value, True

@@ -450,14 +450,9 @@ class _Run:
             for table in TABLES:
                 if table.autoincrement_column is not None:
                     bump_identity(connection, table)
-        self.pg.autocommit = True
-        try:
-            with self.pg.cursor() as cursor:
-                for table in TABLES:
-                    if table.name not in self.builder.analyzed:
-                        cursor.execute(f"ANALYZE {pg_copy.quote_ident(table.name)}")
-        finally:
-            self.pg.autocommit = False
+        for table in TABLES:
+            if table.name not in self.builder.analyzed:
+                holds.analyze(self.pg, table.name)
         with self.pg.cursor() as cursor:
             state.mark_run(cursor, "complete")
             self.pg.commit()

@@ -85,7 +85,6 @@ _FORMAT: dict[Kind, Callable[[Any], str]] = {
     Kind.REAL: pg_copy.float_field,
     Kind.TEXT: pg_copy.escape_text,
     Kind.BOOLEAN: lambda value: "t" if value else "f",
-    Kind.TIMESTAMP: lambda value: value.isoformat(),
     Kind.DATE: lambda value: value.isoformat(),
 }
 
@@ -95,9 +94,8 @@ def _json_field(raw: Any) -> str:
 
 
 def _to_field(kind: Kind) -> Callable[[Any], str]:
-    """non-NULL raw value -> COPY field: the kind's conversion, then its COPY spelling."""
-    if kind is Kind.JSON:
-        return _json_field
+    """non-NULL raw value -> COPY field: the kind's conversion, then its COPY spelling
+    (timestamps in one step: adapters.convert.timestamp_text)."""
     if kind is Kind.TIMESTAMP:
         return timestamp_text
     convert, spell = converter(kind), _FORMAT[kind]
