@@ -108,7 +108,8 @@ REASONS = {
     "unsupported_type": "a Python value that is neither a SQLite storage value nor the column's PostgreSQL value",
 }
 
-_BIGINT = (-(2**63), 2**63 - 1)
+BIGINT_RANGE = (-(2**63), 2**63 - 1)
+_BIGINT = BIGINT_RANGE
 _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
     r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"

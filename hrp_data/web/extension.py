@@ -31,6 +31,7 @@ from werkzeug.local import LocalProxy
 from adapters.binds import writing
 from hrp_data.dual_write import Cutover
 from hrp_data.settings import Settings
+from hrp_data.web.shadow_hold import HoldShadowSamples
 
 EXTENSION = "hrp_cutover"
 SECRET_TABLE = "hrp_cutover_app_secret"
@@ -69,6 +70,11 @@ class CutoverState:
                     self._cutover = Cutover(self.settings, applier=self.applier)
                     atexit.register(self.close)
         return self._cutover
+
+    def laboratory(self):
+        """The shadow laboratory of this process's Cutover once it is built (None before)."""
+        cutover = self._cutover
+        return cutover.shadow.lab if cutover is not None and self._pid == os.getpid() else None
 
     def secret_key(self) -> str:
         if self._secret is None:
@@ -111,6 +117,7 @@ class HrpCutover:
         settings = (settings or _settings_for(app)).validated()
         state = CutoverState(settings, applier=applier)
         app.extensions[EXTENSION] = state
+        app.wsgi_app = HoldShadowSamples(app.wsgi_app, state.laboratory)
         if settings.secret_key:
             app.secret_key = settings.secret_key
         elif not app.secret_key:

@@ -1,13 +1,25 @@
-"""Benchmark: read latency with shadow reads at sample 1.0 against the same reads without, same run."""
+"""Benchmark: read latency with shadow reads at sample 1.0 against the same reads without, same run.
+
+Two figures. `shadow_http`: what the site's users see, GET /api/races/<id> on two app
+processes serving the same files in phase shadow, one with shadow reads switched off
+(HRP_SHADOW_ENABLED=0), requests alternating between them in blocks. `shadow`: the
+repository call alone (`cutover.reading()` + `races.get`), in one process, the laboratory
+switched on and off in blocks.
+"""
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
 import random
 import statistics
+import subprocess
 import time
 
 import pytest
 
+from hrp_data.demo import free_port, hrp_cutover
 from hrp_data.dual_write import Cutover
 from hrp_data.flip import move
 from hrp_data.phases import Phase
@@ -17,7 +29,7 @@ from tests.integration.cutover_helpers import settings_for, wait_drained
 RACES = 300
 READS = 3000
 BLOCK = 100
-PACE_S = float(__import__("os").environ.get("PACE", "0.002"))
+PACE_S = float(os.environ.get("PACE", "0.002"))
 
 
 def _world(cutover) -> list[int]:
@@ -41,14 +53,93 @@ def _read(cutover, race_id: int) -> float:
     return time.perf_counter() - started
 
 
-@pytest.mark.bench
-def test_shadow_read_latency_ratio(legacy_file, postgres_url, record_bench):
+def _shadow_world(legacy_file, postgres_url) -> list[int]:
     upgrade(postgres_url)
     with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         races = _world(cutover)
         wait_drained(cutover, timeout=120)
         move(cutover, Phase.SHADOW)
+    return races
+
+
+def _start_app(env: dict, log_path) -> tuple[subprocess.Popen, http.client.HTTPConnection]:
+    port = free_port()
+    log = open(log_path, "a")
+    app = subprocess.Popen([hrp_cutover(), "serve", "--port", str(port), "--threads", "4"],
+                           env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            if _get(connection, "/api/races?limit=1") == 200:
+                return app, connection
+        except OSError:
+            connection.close()
+        time.sleep(0.2)
+    app.terminate()
+    raise RuntimeError(f"the app did not start; see {log_path}")
+
+
+def _get(connection: http.client.HTTPConnection, path: str) -> int:
+    connection.request("GET", path)
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+@pytest.mark.bench
+def test_shadow_http_latency_ratio(legacy_file, postgres_url, record_bench, tmp_path):
+    races = _shadow_world(legacy_file, postgres_url)
+    env = os.environ | {
+        "HRP_SQLITE_URL": f"sqlite:///{legacy_file}", "HRP_POSTGRES_URL": postgres_url,
+        "HRP_LOG_LEVEL": "WARNING", "HRP_SHADOW_SAMPLE": "1.0",
+    }
+    apps = {True: _start_app(env | {"HRP_SHADOW_ENABLED": "1"}, tmp_path / "shadowed.log"),
+            False: _start_app(env | {"HRP_SHADOW_ENABLED": "0"}, tmp_path / "plain.log")}
+    try:
+        rng = random.Random(7)
+        timings = {True: [], False: []}
+        for block in range(READS * 2 // BLOCK):
+            shadowed = block % 2 == 1
+            connection = apps[shadowed][1]
+            for _ in range(BLOCK):
+                path = f"/api/races/{rng.choice(races)}"
+                started = time.perf_counter()
+                assert _get(connection, path) == 200
+                timings[shadowed].append(time.perf_counter() - started)
+                time.sleep(PACE_S)
+    finally:
+        for app, connection in apps.values():
+            connection.close()
+            app.terminate()
+            app.wait(timeout=30)
+    report = subprocess.run([hrp_cutover(), "report", "--format", "json"], env=env,
+                            capture_output=True, text=True, check=True)
+    totals = json.loads(report.stdout)["totals"]
+    without = statistics.median(timings[False]) * 1000
+    shadowed_ms = statistics.median(timings[True]) * 1000
+    figures = {
+        "reads_each": len(timings[True]),
+        "pace_ms": PACE_S * 1000,
+        "request": "GET /api/races/<id>",
+        "p50_ms_without": round(without, 3),
+        "p50_ms_shadow": round(shadowed_ms, 3),
+        "p95_ms_without": round(sorted(timings[False])[int(0.95 * len(timings[False]))] * 1000, 3),
+        "p95_ms_shadow": round(sorted(timings[True])[int(0.95 * len(timings[True]))] * 1000, 3),
+        "ratio_p50": round(shadowed_ms / without, 3),
+        "compared": totals["compared"],
+        "mismatched": totals["mismatched"],
+    }
+    record_bench("shadow_http", figures)
+    assert totals["compared"] >= READS * 0.9
+    assert totals["mismatched"] == 0
+
+
+@pytest.mark.bench
+def test_shadow_read_latency_ratio(legacy_file, postgres_url, record_bench):
+    races = _shadow_world(legacy_file, postgres_url)
+    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
         lab = cutover.shadow.lab
         rng = random.Random(7)
         timings = {True: [], False: []}

@@ -1,11 +1,13 @@
-"""legacy_rows.TableReader.convert: the column-by-column path gives what the row-by-row path gives."""
+"""legacy_rows.TableReader.convert: the column-by-column path gives what the row-by-row path gives,
+and a column encoder's one-map fast path what its field encoder gives value by value."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hrp_data.legacy_rows import TableReader
+from adapters.convert import Kind, Rejected
+from hrp_data.legacy_rows import TableReader, column_encoder, field_encoder
 from hrp_data.models import TABLES
 
 TABLE_MAP = {table.name: table for table in TABLES}
@@ -42,3 +44,45 @@ def test_a_clean_batch_is_one_line_per_row_in_order():
     converted = reader.convert([(1, 2, 3, 4.5, None), (1, 3, None, -0.0, 2)], with_keys=True)
     assert converted.payload == b"1\t2\t3\t4.5\t\\N\n1\t3\t\\N\t-0.0\t2\n"
     assert converted.staged_keys == [(1, 2), (1, 3)] and converted.rejects == []
+
+
+def _each(kind: Kind, values: list):
+    encode = field_encoder(kind)
+    try:
+        return [encode(v) for v in values]
+    except Rejected as error:
+        return ("rejected", error.reason)
+
+
+def _column(kind: Kind, values: list):
+    try:
+        return column_encoder(kind)(tuple(values))
+    except Rejected as error:
+        return ("rejected", error.reason)
+
+
+INTEGER_COLUMNS = st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=30) | st.lists(
+    st.integers(min_value=-(2**65), max_value=2**65) | st.none() | st.booleans() | st.floats(), max_size=30
+)
+REAL_COLUMNS = st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=30) | st.lists(
+    st.floats() | st.none() | st.integers(min_value=-(2**60), max_value=2**60) | st.text(max_size=3), max_size=30
+)
+
+
+@settings(max_examples=300)
+@given(INTEGER_COLUMNS)
+def test_integer_column_fast_path_equals_value_by_value(values):
+    assert _column(Kind.INTEGER, values) == _each(Kind.INTEGER, values)
+
+
+@settings(max_examples=300)
+@given(REAL_COLUMNS)
+def test_real_column_fast_path_equals_value_by_value(values):
+    assert _column(Kind.REAL, values) == _each(Kind.REAL, values)
+
+
+def test_column_fast_paths_keep_every_rejection():
+    assert _column(Kind.INTEGER, [1, 2**63]) == ("rejected", "integer_out_of_range")
+    assert _column(Kind.INTEGER, [1, 2.0]) == ("rejected", "real_in_integer_column")
+    assert _column(Kind.REAL, [1.5, float("nan")]) == ("rejected", "nan_in_real_column")
+    assert _column(Kind.REAL, [1.5, float("inf"), -0.0]) == ["1.5", "Infinity", "-0.0"]
