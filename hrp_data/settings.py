@@ -18,8 +18,9 @@ from sqlalchemy.exc import ArgumentError
 
 from adapters.urls import redact_url
 
-BACKGROUND_CONNECTIONS = 3
-"""PostgreSQL connections an app process uses besides its request threads: the applier, two shadow-read workers."""
+BACKGROUND_CONNECTIONS = 1
+"""PostgreSQL connections an app process needs besides its request threads while they use PostgreSQL: the
+applier's. (The shadow-read workers read PostgreSQL only while SQLite is primary, when requests do not.)"""
 
 PHASE_NAMES = ("sqlite_only", "dual_write", "shadow", "postgres_primary", "postgres_only")
 LOG_FORMATS = ("json", "console")
@@ -83,7 +84,7 @@ class Settings:
         """Request threads per app process that never need more PostgreSQL connections than it may open.
 
         A process opens at most HRP_POSTGRES_POOL connections plus as many again as
-        overflow; BACKGROUND_CONNECTIONS of them are kept for its own threads. More
+        overflow; BACKGROUND_CONNECTIONS of them are kept for the applier. More
         request threads than that would make requests wait for a connection after
         they started (and fail after HRP_POSTGRES_POOL_TIMEOUT); fewer make extra
         requests wait in the server's queue before they start, which costs them

@@ -35,7 +35,7 @@ def serve(ctx, host: str, port: int, threads: int, workers: int, postgres_url: s
     if fitted < threads:
         click.echo(f"{fitted} request threads per process, not {threads}: HRP_POSTGRES_POOL={settings.postgres_pool}"
                    f" allows {2 * settings.postgres_pool} connections, {BACKGROUND_CONNECTIONS} of them for the"
-                   " applier and shadow reads; further requests wait in the queue")
+                   " applier; further requests wait in the queue")
         threads = fitted
     if workers == 1:
         _serve_waitress(settings, host, port, threads)
