@@ -24,14 +24,13 @@ import structlog
 from hrp_data import outbox
 from hrp_data.apply import PrimaryMoved, apply_keys
 from hrp_data.errors import describe_error
-from hrp_data.models import TABLES
 
 log = structlog.get_logger(__name__)
 
 POLL_S = 0.2
 BATCH = 500
 REPORT_S = 2.0
-TABLE_MAP = {table.name: table for table in TABLES}
+TABLE_MAP = outbox.CAPTURED_MAP
 
 
 @dataclasses.dataclass

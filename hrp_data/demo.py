@@ -25,6 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -52,6 +53,7 @@ def free_port() -> int:
 
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CONNECTION_LOST = (ConnectionError, http.client.RemoteDisconnected, http.client.IncompleteRead)
 """What a client sees when the app process serving its request dies: a reset, or a closed connection."""
 
@@ -64,43 +66,53 @@ def connection_lost(error: BaseException) -> bool:
 class Api:
     """A JSON client with its own cookie jar (one logged-in user).
 
-    A request whose connection is lost before an answer (the app process serving it died) is
-    sent once more when its method is idempotent (GET, PUT, DELETE, ...): the same request
-    twice has the effect of once. A POST or PATCH is never re-sent: it may have been committed,
-    so the error goes to the caller. `retried` counts the re-sent requests.
+    Every write (POST, PUT, PATCH, DELETE) carries a fresh Idempotency-Key. A request whose
+    connection is lost before an answer (the app process serving it died) is sent once more
+    when that is safe: a write with its key (the app answers a repeat with the stored response
+    if the first one committed, and runs it if it did not), or an idempotent read. Counted:
+    `retried` (reads re-sent), `resent` (writes re-sent with their key) and, of those,
+    `replayed` (the first had committed: the stored answer came back).
     """
 
     def __init__(self, base: str):
         self.base = base
         self.retried = 0
+        self.resent = 0
+        self.replayed = 0
         self.opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
         )
 
     def call(self, method: str, path: str, body: dict | None = None, timeout: float = 15) -> tuple[int, Any]:
+        key = str(uuid.uuid4()) if method in WRITES else None
         try:
-            return self._once(method, path, body, timeout)
+            return self._once(method, path, body, timeout, key)[:2]
         except (OSError, http.client.HTTPException) as error:
-            if method not in IDEMPOTENT or not connection_lost(error):
+            if not connection_lost(error) or (key is None and method not in IDEMPOTENT):
                 raise
-            self.retried += 1
-            return self._once(method, path, body, timeout)
+            if key is None:
+                self.retried += 1
+            else:
+                self.resent += 1
+            status, answer, replayed = self._once(method, path, body, timeout, key)
+            self.replayed += replayed
+            return status, answer
 
-    def _once(self, method: str, path: str, body: dict | None, timeout: float) -> tuple[int, Any]:
+    def _once(self, method: str, path: str, body: dict | None, timeout: float, key: str | None) -> tuple[int, Any, bool]:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"} | ({"Idempotency-Key": key} if key else {})
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             with self.opener.open(request, timeout=timeout) as response:
                 raw = response.read()
-                return response.status, json.loads(raw) if raw else None
+                replayed = response.headers.get("Idempotent-Replayed") == "true"
+                return response.status, json.loads(raw) if raw else None, replayed
         except urllib.error.HTTPError as error:
             raw = error.read()
             try:
-                return error.code, json.loads(raw)
+                return error.code, json.loads(raw), False
             except ValueError:
-                return error.code, raw.decode(errors="replace")
+                return error.code, raw.decode(errors="replace"), False
 
 
 @dataclasses.dataclass
@@ -114,28 +126,38 @@ class Ledger:
     failure_kinds: dict = dataclasses.field(default_factory=dict)
     slowest_s: Counter = dataclasses.field(default_factory=Counter)
     lost_connections: list = dataclasses.field(default_factory=list)
+    failed_requests: list = dataclasses.field(default_factory=list)
     predictions: dict = dataclasses.field(default_factory=dict)
     horses: dict = dataclasses.field(default_factory=dict)
     deleted_predictions: set = dataclasses.field(default_factory=set)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
-    def count(self, ok: bool, what: str, *, kind: str = "", seconds: float = 0.0) -> None:
-        """One request; `kind` says how a failed one failed (its status, or the error class)."""
+    def count(
+        self, ok: bool, what: str, *, kind: str = "", seconds: float = 0.0, phase: str | None = None,
+        started: float | None = None,
+    ) -> None:
+        """One request, in the phase it started in (default: now); `kind` says how a failed one
+        failed (its status, or the error class). A failed one is kept with its start and end
+        (time.monotonic()) in `failed_requests`."""
         with self.lock:
-            self.requests[self.phase] += 1
-            self.slowest_s[self.phase] = max(self.slowest_s[self.phase], round(seconds, 3))
+            phase = phase or self.phase
+            if not ok and started is not None:
+                self.failed_requests.append({"phase": phase, "kind": kind or what, "started": started,
+                                             "ended": started + seconds})
+            self.requests[phase] += 1
+            self.slowest_s[phase] = max(self.slowest_s[phase], round(seconds, 3))
             if not ok:
-                self.failures[self.phase] += 1
-                kinds = self.failure_kinds.setdefault(self.phase, Counter())
+                self.failures[phase] += 1
+                kinds = self.failure_kinds.setdefault(phase, Counter())
                 kinds[kind or what] += 1
                 if len(self.failure_examples) < 20:
-                    self.failure_examples.append(f"{self.phase}: {what}")
+                    self.failure_examples.append(f"{phase}: {what}")
 
-    def connection_lost(self, method: str, path: str, started: float, ended: float) -> None:
-        """A non-idempotent request whose connection was lost (not re-sent: it may have committed)."""
+    def connection_lost(self, method: str, path: str, started: float, ended: float, phase: str) -> None:
+        """A request whose connection was lost (and, where that was safe, once more when re-sent)."""
         with self.lock:
             self.lost_connections.append(
-                {"phase": self.phase, "method": method, "path": path, "started": started, "ended": ended}
+                {"phase": phase, "method": method, "path": path, "started": started, "ended": ended}
             )
 
 
@@ -145,19 +167,19 @@ def client(api: Api, ledger: Ledger, admin: Api, stop: threading.Event, seed: in
     my_horses: list[int] = []
 
     def call(who: Api, method: str, path: str, body: dict | None, expect: int, label: str) -> tuple[int, Any]:
-        started = time.monotonic()
+        started, phase = time.monotonic(), ledger.phase
         try:
             status, answer = who.call(method, path, body)
         except (OSError, ValueError, http.client.HTTPException) as error:
             ended = time.monotonic()
             if connection_lost(error):
-                ledger.connection_lost(method, path, started, ended)
+                ledger.connection_lost(method, path, started, ended, phase)
             ledger.count(False, f"{label} -> {type(error).__name__}: {error}", kind=f"{method} {type(error).__name__}",
-                         seconds=ended - started)
+                         seconds=ended - started, phase=phase, started=started)
             return 0, None
         shown = answer if status >= 400 else ""
         ledger.count(status == expect, f"{label} -> {status} {shown}", kind=f"{method} {status}",
-                     seconds=time.monotonic() - started)
+                     seconds=time.monotonic() - started, phase=phase, started=started)
         return status, answer
 
     while not stop.is_set():

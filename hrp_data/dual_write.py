@@ -17,6 +17,10 @@ a flip; writes arriving during the switch wait instead of failing.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import sqlalchemy as sa
 import structlog
 
@@ -33,6 +37,7 @@ from hrp_data.unit_of_work import UnitOfWork
 
 GATE_ATTEMPTS = 5
 log = structlog.get_logger(__name__)
+_joined: contextvars.ContextVar["DualWriteUnitOfWork | None"] = contextvars.ContextVar("hrp_joined_unit", default=None)
 
 
 class PhaseUnsettled(RuntimeError):
@@ -60,7 +65,8 @@ class Cutover:
         self.phases = PhaseStore(self.sqlite, Phase(settings.phase))
         outbox.install_tables(self.sqlite)
         heartbeat.install(self.sqlite)
-        if self.postgres is not None and self.phase_row().secondary is not None:
+        row = self.phase_row()
+        if self.postgres is not None and POSTGRES in (row.primary, row.secondary):
             outbox.install_tables(self.postgres)
         self.applier = Applier(self.route, report=self._report)
         if applier:
@@ -115,9 +121,30 @@ class Cutover:
             still_primary=lambda: self.phase_row(fresh=True).primary == primary,
         )
 
-    def writing(self) -> "DualWriteUnitOfWork":
-        """A unit of work on the current primary; commit() wakes the applier."""
+    def writing(self) -> "DualWriteUnitOfWork | JoinedUnitOfWork":
+        """A unit of work on the current primary; commit() wakes the applier.
+
+        Inside `one_transaction()` it joins that block's unit of work instead.
+        """
+        outer = _joined.get()
+        if outer is not None and outer.cutover is self:
+            return JoinedUnitOfWork(outer)
         return DualWriteUnitOfWork(self)
+
+    @contextlib.contextmanager
+    def one_transaction(self) -> Iterator["DualWriteUnitOfWork"]:
+        """One unit of work on the primary that every `writing()` inside the block joins.
+
+        Each joined unit runs in a savepoint (its commit releases it, leaving
+        without commit rolls it back); nothing is durable until the block's own
+        `commit()`. Used to store an idempotency key with the write it answers.
+        """
+        with DualWriteUnitOfWork(self) as uow:
+            token = _joined.set(uow)
+            try:
+                yield uow
+            finally:
+                _joined.reset(token)
 
     def reading(self) -> UnitOfWork:
         """A read-only unit of work on the current read source (shadowed where the phase says so)."""
@@ -162,3 +189,29 @@ class DualWriteUnitOfWork(UnitOfWork):
         log.debug("write.committed", phase=self.row.phase.value, primary=self.row.primary)
         if self.row.secondary is not None:
             self.cutover.applier.notify()
+
+
+class JoinedUnitOfWork:
+    """A unit of work inside `Cutover.one_transaction()`: a savepoint of the block's transaction."""
+
+    def __init__(self, outer: DualWriteUnitOfWork):
+        self.outer = outer
+
+    def __enter__(self) -> "JoinedUnitOfWork":
+        outer = self.outer
+        self.session = outer.session
+        self.row = outer.row
+        self.users, self.races, self.horses = outer.users, outer.races, outer.horses
+        self.predictions, self.credentials, self.statistics = outer.predictions, outer.credentials, outer.statistics
+        self._savepoint = self.session.begin_nested()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._savepoint.is_active:
+            self._savepoint.rollback()
+
+    def commit(self) -> None:
+        self._savepoint.commit()
+
+    def rollback(self) -> None:
+        self._savepoint.rollback()

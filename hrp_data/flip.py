@@ -43,7 +43,7 @@ HOLD_DRAIN_TARGET = 50
 """Pre-drain until at most this many changes wait; the rest are drained inside the hold."""
 LOCK_TIMEOUT = "10s"
 LOCK_WAIT_S = 15.0
-TABLE_MAP = {table.name: table for table in TABLES}
+TABLE_MAP = outbox.CAPTURED_MAP
 
 
 class DrainFailed(RuntimeError):

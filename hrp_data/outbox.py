@@ -20,8 +20,13 @@ from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from adapters.binds import Bind, reading, writing
 from adapters.outbox import OUTBOX, decode_key, encode_key, metadata, outbox
+from hrp_data import idempotency
 from hrp_data.apply import KeyRef
 from hrp_data.models import TABLES
+
+CAPTURED = (*TABLES, idempotency.keys)
+"""What the triggers capture and the applier carries: the HRP tables, then the idempotency keys."""
+CAPTURED_MAP = {table.name: table for table in CAPTURED}
 
 UNAVAILABLE = "secondary unavailable: "
 """Prefix of errors about the connection, not the row: retried at once when the secondary is back."""
@@ -49,15 +54,16 @@ class Depth:
 
 
 def install_tables(engine: sa.Engine) -> None:
-    """Create the outbox table if it is missing (idempotent)."""
+    """Create the outbox table and the idempotency keys it carries, if they are missing (idempotent)."""
     with writing(engine) as connection:
         metadata.create_all(connection, checkfirst=True)
+        idempotency.install(connection)
 
 
 def install_triggers(connection: sa.Connection) -> None:
-    """Start capturing every change of the HRP tables in this database (idempotent)."""
+    """Start capturing every change of the captured tables in this database (idempotent)."""
     adapter = _ADAPTERS[connection.dialect.name]
-    for table in TABLES:
+    for table in CAPTURED:
         for statement in adapter.capture_trigger_ddl(table, OUTBOX):
             connection.exec_driver_sql(statement)
 
@@ -65,7 +71,7 @@ def install_triggers(connection: sa.Connection) -> None:
 def drop_triggers(connection: sa.Connection) -> None:
     """Stop capturing (idempotent)."""
     adapter = _ADAPTERS[connection.dialect.name]
-    for table in TABLES:
+    for table in CAPTURED:
         for statement in adapter.drop_capture_trigger_ddl(table, OUTBOX):
             connection.exec_driver_sql(statement)
 

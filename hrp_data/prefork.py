@@ -4,7 +4,10 @@
 bound before the fork and shared, so while one worker is gone (crashed,
 SIGKILLed by the OOM killer) the others keep accepting on the same port and
 the master forks a replacement. Each worker is a gthread worker with
-`threads` request threads; it builds its own app after the fork, and so its
+`threads` request threads, and takes at most that many connections (no
+keep-alive): further requests wait in the listening socket's backlog, shared
+by all workers, and go to whichever worker frees a thread first, never into
+the private queue of a busy one; it builds its own app after the fork, and so its
 own Cutover (engines, phase record, applier thread, shadow reads) right away
 (so a replacement's applier runs and reports before its first request; if a
 database is away then, the first request builds it), and closes it when the
@@ -94,7 +97,8 @@ class PreforkServer(BaseApplication):
             "preload_app": False,
             "timeout": 30,
             "graceful_timeout": 20,
-            "keepalive": 2,
+            "worker_connections": threads,
+            "keepalive": 0,
             "logger_class": StructlogLogger,
             "control_socket_disable": True,
             "proc_name": "hrp-cutover",

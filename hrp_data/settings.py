@@ -18,6 +18,10 @@ from sqlalchemy.exc import ArgumentError
 
 from adapters.urls import redact_url
 
+BACKGROUND_CONNECTIONS = 1
+"""PostgreSQL connections an app process needs besides its request threads while they use PostgreSQL: the
+applier's. (The shadow-read workers read PostgreSQL only while SQLite is primary, when requests do not.)"""
+
 PHASE_NAMES = ("sqlite_only", "dual_write", "shadow", "postgres_primary", "postgres_only")
 LOG_FORMATS = ("json", "console")
 
@@ -75,6 +79,20 @@ class Settings:
             self, shadow_sample=sample, log_level=str(self.log_level).upper(), postgres_pool=pool,
             postgres_pool_timeout=pool_timeout,
         )
+
+    def request_threads(self, asked: int) -> int:
+        """Request threads per app process that never need more PostgreSQL connections than it may open.
+
+        A process opens at most HRP_POSTGRES_POOL connections plus as many again as
+        overflow; BACKGROUND_CONNECTIONS of them are kept for the applier. More
+        request threads than that would make requests wait for a connection after
+        they started (and fail after HRP_POSTGRES_POOL_TIMEOUT); fewer make extra
+        requests wait in the server's queue before they start, which costs them
+        nothing but time.
+        """
+        if self.postgres_url is None:
+            return asked
+        return max(1, min(asked, 2 * self.postgres_pool - BACKGROUND_CONNECTIONS))
 
     def require_sqlite_file(self) -> str:
         """The path of the legacy file, which must exist: a typo must not start a cutover from an empty file."""

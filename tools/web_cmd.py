@@ -10,6 +10,7 @@ import click
 import structlog
 
 from hrp_data.errors import describe_error
+from hrp_data.settings import BACKGROUND_CONNECTIONS
 from tools.cli import BadSetting, domain_errors, open_cutover, pass_context, postgres_option, settings_from
 
 
@@ -21,7 +22,7 @@ log = structlog.get_logger(__name__)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port to listen on (0: any free port; the one chosen is printed).")
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True,
-              help="Request threads of each process.")
+              help="Request threads of each process (at most what HRP_POSTGRES_POOL can serve at once).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="App processes on the port. 1: one waitress process; 2 or more: a gunicorn master "
                    "that restarts a worker that dies.")
@@ -30,6 +31,12 @@ log = structlog.get_logger(__name__)
 def serve(ctx, host: str, port: int, threads: int, workers: int, postgres_url: str | None) -> None:
     """Serve the HRP JSON API and the cutover dashboard (/admin/cutover)."""
     settings = settings_from(ctx, postgres_url=postgres_url)
+    fitted = settings.request_threads(threads)
+    if fitted < threads:
+        click.echo(f"{fitted} request threads per process, not {threads}: HRP_POSTGRES_POOL={settings.postgres_pool}"
+                   f" allows {2 * settings.postgres_pool} connections, {BACKGROUND_CONNECTIONS} of them for the"
+                   " applier; further requests wait in the queue")
+        threads = fitted
     if workers == 1:
         _serve_waitress(settings, host, port, threads)
     else:

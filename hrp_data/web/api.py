@@ -1,6 +1,6 @@
 """The HRP app's data as a JSON API. Reads are public; writes need a logged-in user, and
 races, horses and credentials writes need an admin. Each view validates its input, calls one
-service and renders the result.
+service and renders the result. Every write honours an Idempotency-Key (hrp_data.web.idempotent).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from flask import Blueprint, jsonify
 from hrp_data.web import errors, services
 from hrp_data.web.auth import admin_required, current_user, login_required
 from hrp_data.web.extension import current_cutover
+from hrp_data.web.idempotent import idempotent
 from hrp_data.web.inputs import json_body, query
 from hrp_data.web.serialize import public, redacted_credential
 from hrp_data.web.validation import (
@@ -46,6 +47,7 @@ def races():
 
 @bp.post("/races")
 @admin_required
+@idempotent
 def race_create():
     race = services.create_race(current_cutover, json_body(RACE))
     return jsonify(public(race)), 201
@@ -66,6 +68,7 @@ def _race(race: dict) -> dict:
 
 @bp.patch("/races/<hrp_id:race_id>")
 @admin_required
+@idempotent
 def race_update(race_id: int):
     race = services.update_race(current_cutover, race_id, json_body(RACE, partial=True))
     return jsonify(_race(race))
@@ -73,6 +76,7 @@ def race_update(race_id: int):
 
 @bp.delete("/races/<hrp_id:race_id>")
 @admin_required
+@idempotent
 def race_delete(race_id: int):
     services.delete_race(current_cutover, race_id)
     return "", 204
@@ -80,6 +84,7 @@ def race_delete(race_id: int):
 
 @bp.put("/races/<hrp_id:race_id>/runners/<hrp_id:horse_id>")
 @admin_required
+@idempotent
 def runner_set(race_id: int, horse_id: int):
     runner = services.set_runner(current_cutover, race_id, horse_id, json_body(RUNNER))
     return jsonify(public(runner))
@@ -87,6 +92,7 @@ def runner_set(race_id: int, horse_id: int):
 
 @bp.delete("/races/<hrp_id:race_id>/runners/<hrp_id:horse_id>")
 @admin_required
+@idempotent
 def runner_remove(race_id: int, horse_id: int):
     services.remove_runner(current_cutover, race_id, horse_id)
     return "", 204
@@ -110,6 +116,7 @@ def horses():
 
 @bp.post("/horses")
 @admin_required
+@idempotent
 def horse_create():
     return jsonify(public(services.create_horse(current_cutover, json_body(HORSE)))), 201
 
@@ -121,12 +128,14 @@ def horse(horse_id: int):
 
 @bp.patch("/horses/<hrp_id:horse_id>")
 @admin_required
+@idempotent
 def horse_update(horse_id: int):
     return jsonify(public(services.update_horse(current_cutover, horse_id, json_body(HORSE, partial=True))))
 
 
 @bp.delete("/horses/<hrp_id:horse_id>")
 @admin_required
+@idempotent
 def horse_delete(horse_id: int):
     services.delete_horse(current_cutover, horse_id)
     return "", 204
@@ -137,6 +146,7 @@ def horse_delete(horse_id: int):
 
 @bp.post("/predictions")
 @login_required
+@idempotent
 def prediction_create():
     fields = json_body(PREDICTION)
     prediction = services.create_prediction(current_cutover, current_user()["id"], fields)
@@ -145,6 +155,7 @@ def prediction_create():
 
 @bp.delete("/predictions/<hrp_id:prediction_id>")
 @login_required
+@idempotent
 def prediction_delete(prediction_id: int):
     services.delete_prediction(current_cutover, prediction_id, current_user())
     return "", 204
@@ -162,6 +173,7 @@ def credentials():
 
 @bp.post("/credentials")
 @admin_required
+@idempotent
 def credential_create():
     credential = services.create_credential(current_cutover, current_user()["id"], json_body(CREDENTIAL))
     shown = redacted_credential(credential)
@@ -173,6 +185,7 @@ def credential_create():
 
 @bp.delete("/credentials/<hrp_id:credential_id>")
 @admin_required
+@idempotent
 def credential_delete(credential_id: int):
     services.delete_credential(current_cutover, credential_id)
     return "", 204

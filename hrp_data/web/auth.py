@@ -3,6 +3,9 @@
 POST /api/users {username, email, password}      -> 201, the user (no hash)
 POST /api/session {username, password}           -> 200 and the session cookie
 DELETE /api/session                              -> 204
+
+Registering honours an Idempotency-Key; logging in and out are repeatable as they are
+(a stored answer could not carry the session cookie), so the header is ignored there.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from flask import Blueprint, g, jsonify, session
 from hrp_data.web import errors, services
 from hrp_data.web.errors import ApiError
 from hrp_data.web.extension import current_cutover
+from hrp_data.web.idempotent import idempotent
 from hrp_data.web.inputs import json_body
 from hrp_data.web.serialize import public
 from hrp_data.web.validation import LOGIN, USER
@@ -69,6 +73,7 @@ def admin_required(view: Callable) -> Callable:
 
 
 @bp.post("/users")
+@idempotent
 def register():
     fields = json_body(USER)
     user = services.register_user(current_cutover, **fields)

@@ -1,5 +1,5 @@
 """Faults the soak injects besides the PostgreSQL ones (tcp_proxy, pg_control): a full disk under the
-SQLite file, a worker process killed in the middle of a request, and a burst that exhausts the pools.
+SQLite file, a worker process killed in the middle of a request, and a burst beyond the pools.
 """
 
 from __future__ import annotations
@@ -97,23 +97,24 @@ def wait_replaced(master_pid: int, count: int, victim: int, timeout: float = 15.
 
 
 def burst(base: str, ledger: Ledger, paths: list[str], threads: int, seconds: float) -> None:
-    """`threads` extra readers at once for `seconds`: more requests than the workers have connections."""
+    """`threads` extra readers at once for `seconds`: more requests than the workers have connections
+    (and request threads: the extra ones wait in the queue)."""
     stop = time.monotonic() + seconds
 
     def reader(n: int) -> None:
         api = Api(base)
         while time.monotonic() < stop:
             path = paths[n % len(paths)]
-            started = time.monotonic()
+            started, phase = time.monotonic(), ledger.phase
             try:
                 status, answer = api.call("GET", path, timeout=30)
             except OSError as error:
                 ledger.count(False, f"burst GET -> {type(error).__name__}", kind=f"GET {type(error).__name__}",
-                             seconds=time.monotonic() - started)
+                             seconds=time.monotonic() - started, phase=phase, started=started)
                 continue
             shown = answer if status != 200 else ""
             ledger.count(status == 200, f"burst GET -> {status} {shown}", kind=f"GET {status}",
-                         seconds=time.monotonic() - started)
+                         seconds=time.monotonic() - started, phase=phase, started=started)
             n += 1
 
     pool = [threading.Thread(target=reader, args=(n,), daemon=True) for n in range(threads)]

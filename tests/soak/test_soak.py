@@ -3,16 +3,20 @@ are injected, then proves that no acknowledged write is missing or different in 
 
 The app is `hrp-cutover serve --workers 3`: a gunicorn master and three worker processes on one
 port, each with its own applier, phase cache and pools (3 + 3 PostgreSQL connections, 1 s pool
-timeout, so that a burst can exhaust them). The SQLite file sits on a small tmpfs, so the disk
-under it can be filled. It prints one table (failed requests per phase, longest write hold) and
-writes it as JSON to artifacts/soak/soak.json, then asserts the targets:
+timeout; `serve` fits each worker's request threads to that: 3). The SQLite file sits on a small
+tmpfs, so the disk under it can be filled. It prints one table (failed requests per phase, re-sent
+requests, longest write hold) and writes it as JSON to artifacts/soak/soak.json, then asserts the
+targets:
 
 - no acknowledged write lost, both databases equal, no planted secret in any output;
-- no failed request in any phase, except: while PostgreSQL is down while it is primary (503s,
-  never a 500); while the pools are exhausted (503s after the bounded wait, never a hang); and,
-  in the phase a worker is SIGKILLed in the middle of a request, a POST/PATCH that was in flight
-  on that very worker (its connection is lost; it is not re-sent, it may have committed).
-  Idempotent requests that lose their connection are re-sent by the client (`Api`) and succeed.
+- no failed request but 503s (never a 500, never a hang) in flight while PostgreSQL, the primary,
+  is down: stopped, or frozen longer than the client-side bound (the seconds from the fault to
+  its end; a failed request must overlap them). A request counts in the phase it started in.
+  Every write carries an Idempotency-Key; a request
+  whose connection is lost (the killed worker's) is re-sent once by the client (`Api`): a write
+  with its key (the stored answer comes back if it had committed), a read as it is;
+- the burst beyond the pools is served: requests wait (in the workers' queues) longer than the
+  pool timeout instead of getting its 503.
 
 Loopback only; it stops by itself.
 """
@@ -42,10 +46,10 @@ WORKERS = 3
 SECRET = "planted-Zq8s3cr3t"
 POOL = {"HRP_POSTGRES_POOL": "3", "HRP_POSTGRES_POOL_TIMEOUT": "1"}
 SLOWEST_ALLOWED_S = 12.0
-LOST = {"ConnectionResetError", "RemoteDisconnected", "BrokenPipeError", "ConnectionAbortedError", "IncompleteRead", "URLError"}
 
 PRIMARY_DOWN = "postgres_primary: postgres down (primary)"
-POOL_EXHAUSTED = "postgres_primary: pools exhausted (burst, slow postgres)"
+PRIMARY_FROZEN = "postgres_primary: postgres frozen 7 s (primary)"
+BURST = "postgres_primary: burst beyond the pools (slow postgres)"
 WORKER_KILLED = "postgres_primary: worker killed mid-request"
 DISK_FULL = "postgres_primary: sqlite disk full"
 
@@ -81,22 +85,16 @@ def _phase_seen(run: harness.Demo, master_pid: int, phase: str, timeout: float =
     raise AssertionError(f"not every worker saw phase {phase} within {timeout} s")
 
 
-def _unexplained(ledger: harness.Ledger, kill: dict) -> dict[str, dict]:
-    """Failed requests the targets do not allow, per phase (see the module docstring)."""
-    out = {}
-    for phase, kinds in ledger.failure_kinds.items():
-        if phase in (PRIMARY_DOWN, POOL_EXHAUSTED):
-            bad = {k: n for k, n in kinds.items() if not k.endswith(" 503")}
-        elif phase == WORKER_KILLED:
-            in_flight = [c for c in ledger.lost_connections if c["phase"] == phase and c["started"] <= kill["at"] <= c["ended"]]
-            lost = {k: n for k, n in kinds.items() if k.split()[0] not in harness.IDEMPOTENT and k.split()[1] in LOST}
-            bad = {k: n for k, n in kinds.items() if k not in lost}
-            if sum(lost.values()) > len(in_flight):
-                bad |= lost
-        else:
-            bad = dict(kinds)
-        if bad:
-            out[phase] = bad
+def _unexplained(ledger: harness.Ledger, down: list[tuple[float, float]]) -> dict[str, dict]:
+    """Failed requests the targets do not allow, per phase: any but a 503 in flight while the primary was down."""
+    out: dict[str, dict] = {}
+    for failed in ledger.failed_requests:
+        allowed = failed["kind"].endswith(" 503") and any(
+            failed["started"] <= end and failed["ended"] >= start for start, end in down
+        )
+        if not allowed:
+            kinds = out.setdefault(failed["phase"], {})
+            kinds[failed["kind"]] = kinds.get(failed["kind"], 0) + 1
     return out
 
 
@@ -115,6 +113,7 @@ def test_soak(tmp_path):
     holds: list[float] = []
     seen_s: dict[str, float] = {}
     kill: dict = {}
+    primary_down: list[tuple[float, float]] = []
     sqlite_disk_used_mb = None
     wal_checkpoint = None
     app = None
@@ -219,17 +218,28 @@ def test_soak(tmp_path):
         phase("postgres_primary (again)")
         time.sleep(3)
         # last, as the primary's errors count as shadow mismatches and would refuse a rollback
-        phase(POOL_EXHAUSTED)
+        phase(BURST)
         proxy.latency_s = 0.25
         burst(run.base, ledger, [f"/api/races/{race_id}" for race_id in race_ids[:24]], threads=8 * WORKERS, seconds=4)
         proxy.latency_s = 0.0
         phase("postgres_primary: pools free again")
         time.sleep(3)
 
+        phase(PRIMARY_FROZEN)  # longer than the 5 s client-side bound: requests must give up, not hang
+        started = time.monotonic()
+        postgres.freeze()
+        time.sleep(7)
+        postgres.thaw()
+        primary_down.append((started, time.monotonic()))
+        phase("postgres_primary: primary thawed")
+        time.sleep(4)
+
         phase(PRIMARY_DOWN)
+        started = time.monotonic()
         postgres.stop()
         time.sleep(2)
         postgres.start()
+        primary_down.append((started, time.monotonic()))
         phase("postgres_primary: primary back")
         time.sleep(4)
 
@@ -262,7 +272,9 @@ def test_soak(tmp_path):
     captured += (Path(postgres.data_dir) / "log").read_text(errors="replace") if (Path(postgres.data_dir) / "log").exists() else ""
     leaked = SECRET in captured
     store_faults = [line for line in app_log.splitlines() if "shadow.store_unavailable" in line]
-    unexplained = _unexplained(ledger, kill)
+    unexplained = _unexplained(ledger, primary_down)
+    pool_503s = sum(1 for line in app_log.splitlines() if "api.pool_exhausted" in line)
+    clients = [*apis, admin]
     table = {
         "workers": WORKERS,
         "requests": dict(ledger.requests),
@@ -270,8 +282,12 @@ def test_soak(tmp_path):
         "failure_kinds": {p: dict(k) for p, k in ledger.failure_kinds.items()},
         "failure_examples": ledger.failure_examples,
         "slowest_request_s": dict(ledger.slowest_s),
-        "retried_idempotent_requests": sum(api.retried for api in apis) + admin.retried,
-        "lost_connections_not_resent": ledger.lost_connections,
+        "retried_idempotent_requests": sum(api.retried for api in clients),
+        "resent_writes_with_key": sum(api.resent for api in clients),
+        "resent_writes_replayed": sum(api.replayed for api in clients),
+        "lost_connections_after_resend": ledger.lost_connections,
+        "pool_exhausted_503s": pool_503s,
+        "primary_down_s": [round(end - start, 2) for start, end in primary_down],
         "worker_kill": kill,
         "phase_seen_by_every_worker_s": seen_s,
         "sqlite_disk_used_before_filling_mb": sqlite_disk_used_mb,
@@ -289,12 +305,15 @@ def test_soak(tmp_path):
     }
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "soak.json").write_text(json.dumps(table, indent=2))
-    print("\nphase".ljust(52) + "requests  failed  slowest s")
+    print("\nphase".ljust(59) + "requests  failed  outside down  slowest s")
     for name, count in ledger.requests.items():
-        print(f"{name:<51}{count:>8}{ledger.failures[name]:>8}{ledger.slowest_s[name]:>11.2f}")
+        outside = sum(unexplained.get(name, {}).values())
+        print(f"{name:<58}{count:>8}{ledger.failures[name]:>8}{outside:>14}{ledger.slowest_s[name]:>11.2f}")
     print(f"lost writes: {len(lost)}; both equal: {final_verify['equal']}; longest hold {table['longest_write_hold_ms']} ms;"
           f" worker {kill.get('pid')} killed with {kill.get('in_flight')} request(s) in flight, replaced after"
-          f" {kill.get('replaced_after_s')} s; {table['retried_idempotent_requests']} idempotent request(s) re-sent;"
+          f" {kill.get('replaced_after_s')} s; re-sent: {table['retried_idempotent_requests']} read(s),"
+          f" {table['resent_writes_with_key']} keyed write(s) ({table['resent_writes_replayed']} answered from the stored"
+          f" response); pool 503s {pool_503s};"
           f" store unavailable warnings {len(store_faults)}, store_dropped {table['store_dropped']}")
     assert lost == []
     assert final_verify["equal"]
@@ -302,6 +321,8 @@ def test_soak(tmp_path):
     assert unexplained == {}, f"failed requests outside the targets: {unexplained}"
     assert kill["in_flight"] >= 1
     assert max(ledger.slowest_s.values()) < SLOWEST_ALLOWED_S, "a request hung"
-    assert ledger.requests[POOL_EXHAUSTED] > 0 and ledger.failure_kinds.get(POOL_EXHAUSTED), \
-        "the burst did not exhaust any pool: the fault was not injected"
+    assert ledger.slowest_s[BURST] > float(POOL["HRP_POSTGRES_POOL_TIMEOUT"]), \
+        "no burst request waited longer than the pool timeout: the burst did not go beyond the pools"
+    assert pool_503s == 0
+    assert ledger.failure_kinds.get(PRIMARY_DOWN), "no request met the stopped primary: the fault was not injected"
     assert store_faults and all("disk is full" in line for line in store_faults)

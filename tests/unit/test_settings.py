@@ -52,3 +52,16 @@ def test_bad_values_name_the_variable_and_the_allowed_values(env, message):
 def test_missing_postgres_says_what_to_do():
     with pytest.raises(SettingsError, match="HRP_POSTGRES_URL is not set: give --postgres URL"):
         Settings.from_env({}).require_postgres()
+
+
+@pytest.mark.parametrize(
+    "pool, asked, threads",
+    [("10", 8, 8), ("3", 8, 5), ("2", 8, 3), ("1", 8, 1), ("4", 4, 4), ("4", 8, 7)],
+)
+def test_request_threads_fit_the_postgres_pool(pool, asked, threads):
+    settings = Settings.from_env({"HRP_POSTGRES_URL": "postgresql://u@h/db", "HRP_POSTGRES_POOL": pool})
+    assert settings.request_threads(asked) == threads  # pool + as many overflow, 1 for the applier
+
+
+def test_without_postgres_the_threads_are_as_asked():
+    assert Settings.from_env({}).request_threads(8) == 8
