@@ -283,11 +283,11 @@ class _Run:
         for name in selected:
             self._copy_table(self.readers[name])
             if self.stop.is_set():
-                self.builder.join()
+                self.builder.join(self.pg)
                 holds.restore_indexes(self.pg)
                 raise self._interrupted(name)
             self._after_table(self.readers[name])
-        self.builder.join()
+        self.builder.join(self.pg)
         holds.restore_indexes(self.pg)  # what a killed run of another table left held
         with self.pg.cursor() as cursor:
             self.checkpoints = state.load(cursor)
@@ -424,8 +424,8 @@ class _Run:
         """Retries (parent_missing always, everything with --retry-quarantined), stale entries, counts."""
         name = reader.name
         writer = BatchWriter(self, reader, self.checkpoints[name])
+        self.builder.submit(name, holds.held(self.pg, name))  # built while the orphans are sought and the next table copied
         writer.quarantine_orphans()
-        self.builder.submit(name)  # its indexes build while the next table is copied
         with self.pg.cursor() as cursor:
             pg_copy.create_staging(cursor, name, staging_table(name))
             reasons = None if self.options.retry_quarantined else [quarantine.PARENT_MISSING]

@@ -27,7 +27,8 @@ foreign key with one anti-join are cheap. So, for the table being copied:
 
 from __future__ import annotations
 
-import queue
+import collections
+import functools
 import threading
 from typing import Any
 
@@ -103,22 +104,38 @@ def _drop_secondary_indexes(cursor: Any, table: str) -> list[str]:
     return [name for name, _ in held]
 
 
-def restore_indexes(connection: Any, table: str | None = None) -> list[str]:
-    """Build every held index (of `table`, or all) again, one transaction each; returns their names."""
+def held(connection: Any, table: str | None = None) -> list[tuple[str, str]]:
+    """(name, definition) of the held indexes (of `table`, or all), the slow kinds (GIN, GiST) first."""
     with connection.cursor() as cursor:
         condition, params = ("WHERE table_name = %s", (table,)) if table else ("", ())
-        cursor.execute(f"SELECT index_name, definition FROM {HELD_INDEXES} {condition} ORDER BY held_at", params)
-        held = cursor.fetchall()
-        connection.commit()
-        for name, definition in held:
-            cursor.execute("SELECT to_regclass(%s) IS NULL", (quote_ident(name),))
-            if cursor.fetchone()[0]:
-                cursor.execute(definition)
-            cursor.execute(f"DELETE FROM {HELD_INDEXES} WHERE index_name = %s", (name,))
-            connection.commit()
-    if held:
-        log.info("backfill.indexes_built", table=table, indexes=[name for name, _ in held])
-    return [name for name, _ in held]
+        cursor.execute(
+            f"SELECT index_name, definition FROM {HELD_INDEXES} {condition}"
+            " ORDER BY definition ~ ' USING (gin|gist) ' DESC, held_at, index_name",
+            params,
+        )
+        found = cursor.fetchall()
+    connection.commit()
+    return found
+
+
+def restore_index(connection: Any, name: str, definition: str) -> None:
+    """Build one held index again (unless it exists) and forget its definition, in one transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NULL", (quote_ident(name),))
+        if cursor.fetchone()[0]:
+            cursor.execute(definition)
+        cursor.execute(f"DELETE FROM {HELD_INDEXES} WHERE index_name = %s", (name,))
+    connection.commit()
+
+
+def restore_indexes(connection: Any, table: str | None = None) -> list[str]:
+    """Build every held index (of `table`, or all) again, one transaction each; returns their names."""
+    found = held(connection, table)
+    for name, definition in found:
+        restore_index(connection, name, definition)
+    if found:
+        log.info("backfill.indexes_built", table=table, indexes=[name for name, _ in found])
+    return [name for name, _ in found]
 
 
 def held_indexes(engine: sa.Engine) -> list[str]:
@@ -154,41 +171,71 @@ def check_foreign_keys(connection: Any) -> None:
 
 class IndexBuilder:
     """Builds a loaded table's held indexes and ANALYZEs it in a thread and connection of its own,
-    while the backfill copies the next table (an index build uses one core; the copy, the rest)."""
+    while the backfill copies the next table (an index build uses one core; the copy, the rest).
+
+    The work is queued index by index (the slow kinds first), then the table's
+    ANALYZE. When the copying is over, `join(connection)` lets the caller's
+    connection take queued work too, so the last builds share both cores
+    instead of leaving one idle (two CREATE INDEX on one table do not block
+    each other).
+    """
 
     def __init__(self, connection: Any):
         self.connection = connection
         self.connection.autocommit = False
-        self.queue: queue.Queue = queue.Queue()
+        self.jobs: collections.deque = collections.deque()
+        self.ready = threading.Condition()
+        self.closed = False
         self.error: BaseException | None = None
         self.analyzed: set[str] = set()
         self.thread = threading.Thread(target=self._loop, name="backfill-indexes", daemon=True)
         self.thread.start()
 
-    def submit(self, table: str) -> None:
+    def submit(self, table: str, indexes: list[tuple[str, str]]) -> None:
+        """Queue `table`'s held indexes (from `held()`) and then its ANALYZE."""
         self._raise()
-        self.queue.put(table)
+        with self.ready:
+            self.jobs.extend(functools.partial(restore_index, name=n, definition=d) for n, d in indexes)
+            self.jobs.append(functools.partial(self._analyze, table=table))
+            self.ready.notify()
+
+    def _analyze(self, connection: Any, table: str) -> None:
+        analyze(connection, table)
+        self.analyzed.add(table)
+
+    def _next(self, wait: bool):
+        with self.ready:
+            while not self.jobs and wait and not self.closed:
+                self.ready.wait()
+            return self.jobs.popleft() if self.jobs else None
+
+    def _run(self, job, connection: Any) -> None:
+        if self.error is not None:
+            return
+        try:
+            job(connection)
+        except BaseException as error:  # handed to the backfill's thread at join()
+            self.error = error
 
     def _loop(self) -> None:
-        while (table := self.queue.get()) is not None:
-            if self.error is not None:
-                continue
-            try:
-                restore_indexes(self.connection, table)
-                analyze(self.connection, table)
-                self.analyzed.add(table)
-            except BaseException as error:  # handed to the backfill's thread at join()
-                self.error = error
+        while (job := self._next(wait=True)) is not None:
+            self._run(job, self.connection)
 
-    def join(self) -> None:
-        """Wait until every submitted table is done; raise what the thread met."""
+    def join(self, helper: Any | None = None) -> None:
+        """Finish everything submitted (`helper`, a connection of the caller's, takes a share); raise
+        what the work met."""
+        if helper is not None:
+            while (job := self._next(wait=False)) is not None:
+                self._run(job, helper)
         self.stop()
         self._raise()
 
     def stop(self) -> None:
         """Let the thread finish what it was given and end (the connection stays the caller's)."""
+        with self.ready:
+            self.closed = True
+            self.ready.notify_all()
         if self.thread.is_alive():
-            self.queue.put(None)
             self.thread.join()
 
     def _raise(self) -> None:

@@ -221,7 +221,7 @@ class StatisticsRepository:
         statement = (
             sa.select(
                 Prediction.race_id,
-                sa.func.count(Prediction.id).label("prediction_count"),
+                sa.func.count().label("prediction_count"),
                 sa.func.avg(Prediction.confidence).label("avg_confidence"),
                 sa.func.min(Prediction.confidence).label("min_confidence"),
                 sa.func.max(Prediction.confidence).label("max_confidence"),
@@ -233,17 +233,17 @@ class StatisticsRepository:
         )
         if after is not None:
             statement = statement.where(Prediction.race_id > after)
-        return [_plain(row) for row in self.session.execute(statement).mappings()]
+        return _plain(self.session.execute(statement))
 
     def horse_performance(self, *, after: int | None = None, limit: int = 100) -> list[Record]:
         """Per horse with predictions: count, avg/max confidence, high-confidence count."""
         statement = (
             sa.select(
                 Prediction.horse_id,
-                sa.func.count(Prediction.id).label("prediction_count"),
+                sa.func.count().label("prediction_count"),
                 sa.func.avg(Prediction.confidence).label("avg_confidence"),
                 sa.func.max(Prediction.confidence).label("max_confidence"),
-                sa.func.count(Prediction.id)
+                sa.func.count()
                 .filter(Prediction.confidence >= HIGH_CONFIDENCE)
                 .label("high_confidence_count"),
             )
@@ -254,7 +254,7 @@ class StatisticsRepository:
         )
         if after is not None:
             statement = statement.where(Prediction.horse_id > after)
-        return [_plain(row) for row in self.session.execute(statement).mappings()]
+        return _plain(self.session.execute(statement))
 
 
     def top_predictions_per_race(
@@ -295,11 +295,19 @@ class StatisticsRepository:
             .order_by(wins.desc(), Horse.jockey)
             .limit(limit)
         )
-        return [_plain(row) for row in self.session.execute(statement).mappings()]
+        return _plain(self.session.execute(statement))
 
 
-def _plain(row: Any) -> Record:
-    return {
-        k: round(float(v), STAT_DIGITS) if k.startswith("avg_") and v is not None else v
-        for k, v in row.items()
-    }
+def _plain(result: Any) -> list[Record]:
+    """The rows of a statistics read as records, averages rounded to STAT_DIGITS (both databases
+    then give the same figures)."""
+    keys = list(result.keys())
+    averages = [i for i, key in enumerate(keys) if key.startswith("avg_")]
+    records = []
+    for row in result:
+        values = list(row)
+        for i in averages:
+            if values[i] is not None:
+                values[i] = round(float(values[i]), STAT_DIGITS)
+        records.append(dict(zip(keys, values)))
+    return records
