@@ -16,7 +16,11 @@ ARTIFACTS = Path("artifacts") / "bench"
 HEADLINES = {
     "dual_write": lambda f: f"dual-write vs single-write latency: p50 x{f['ratio_p50']}, p99 x{f['ratio_p99']}",
     "flip_hold": lambda f: f"flip hold over {f['flips']} flips under load: p50 {f['hold_p50_ms']} ms, max {f['hold_max_ms']} ms, {f['failed_writes']} failed writes",
-    "shadow": lambda f: f"shadow-read overhead (sample 1.0): p50 x{f.get('ratio_p50')}",
+    "shadow": lambda f: f"shadow-read overhead (sample 1.0), repository call: p50 x{f.get('ratio_p50')}",
+    "shadow_http": lambda f: (
+        f"shadow-read overhead (sample 1.0), {f.get('request')} over HTTP: p50 x{f.get('ratio_p50')}"
+        f" ({f.get('p50_ms_without')} -> {f.get('p50_ms_shadow')} ms)"
+    ),
     "backfill": lambda f: (
         f"backfill predictions {f.get('predictions_rows_per_s')} rows/s vs bare COPY {f.get('copy_rows_per_s')} rows/s"
         f" (x{f.get('ratio_vs_copy')}; COPY into the fully indexed table: {f.get('copy_with_indexes_rows_per_s')} rows/s);"
