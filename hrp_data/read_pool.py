@@ -39,6 +39,10 @@ POOL_MIN_ROWS = 50_000
 """Below this many rows left to copy, a table is read in the calling thread (a pool costs a start-up)."""
 
 PR_SET_PDEATHSIG = 1
+WORKER_NICE = 5
+"""Workers run this much nicer than the backfill: when cores are short, PostgreSQL's backends (the
+COPY and the index builds, one core each at most) and the live site come first, and the
+workers take what is left."""
 
 
 @dataclasses.dataclass
@@ -74,6 +78,7 @@ def _die_with_parent(parent: int) -> None:
 def _start_worker(path: str, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
+    os.nice(WORKER_NICE)
     _worker["connection"] = legacy_rows.connect(Path(path))
     _worker["readers"] = legacy_rows.readers()
 

@@ -10,7 +10,9 @@
 
 One `Cutover` (both engines, the phase record, the applier thread) per
 process and app, built on first use (never at import or in init_app, so a
-pre-forking server builds it in each worker) and closed at exit. The Flask
+pre-forking server builds it in each worker) and closed at exit. Each request
+is one shadow-read span (hrp_data.web.shadow_hold): its shadow samples reach
+the workers once the server has closed the response. The Flask
 session is signed with HRP_SECRET_KEY, or with the app's own secret key, or
 else with a random key kept in the SQLite file (table hrp_cutover_app_secret),
 so every worker on the file shares it and sessions survive restarts.
