@@ -20,7 +20,9 @@ Environment (besides HRP_SHADOW_SAMPLE in Settings):
   HRP_SHADOW_ENABLED=0        kill switch (also `cutover.shadow.lab.enabled = False`)
   HRP_SHADOW_SAMPLES          per read type, e.g. "races.get=0.1,statistics.race_statistics=0"
   HRP_SHADOW_IGNORE           columns not compared, e.g. "races.updated_at,horses.updated_at"
-  HRP_SHADOW_WORKERS / HRP_SHADOW_QUEUE   worker threads (2) and queue size (1000)
+  HRP_SHADOW_WORKERS / HRP_SHADOW_QUEUE   worker threads (2) and queue size (1000); the
+                              workers read PostgreSQL through a pool of their own, one
+                              connection each (never one a request waits for)
   HRP_SHADOW_MAX_DETAILS      detailed mismatches kept (1000)
   HRP_SHADOW_WINDOW / HRP_SHADOW_MAX_RATE / HRP_SHADOW_MIN_READS   the readiness check
 """
@@ -37,7 +39,7 @@ import sqlalchemy as sa
 
 from adapters.convert import Kind
 from adapters.outbox import outbox as outbox_table
-from adapters.postgres import call_timeout
+from adapters.postgres import call_timeout, create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
 from adapters.types import kind_of
 from hrp_data import outbox
@@ -168,12 +170,20 @@ class ShadowReads:
             max_details=_env_int("HRP_SHADOW_MAX_DETAILS", 1000),
             ignore=self.comparator.ignore,
         )
+        workers = _env_int("HRP_SHADOW_WORKERS", 2)
+        self.postgres = None if cutover.postgres is None else create_postgres_engine(
+            settings.postgres_url,
+            application_name="hrp-cutover-shadow",
+            pool_size=max(1, workers),
+            max_overflow=0,
+            pool_timeout=CANDIDATE_TIMEOUT_S,
+        )
         self.lab = Laboratory(
             self.comparator.compare,
             self.store,
             pending=self.pending,
             sample=settings.shadow_sample,
-            workers=_env_int("HRP_SHADOW_WORKERS", 2),
+            workers=workers,
             queue_size=_env_int("HRP_SHADOW_QUEUE", 1000),
             candidate_timeout_s=CANDIDATE_TIMEOUT_S,
             describe_error=describe_error,
@@ -186,6 +196,16 @@ class ShadowReads:
         self.lab.close()
         self.store.close()
         self.store_engine.dispose()
+        if self.postgres is not None:
+            self.postgres.dispose()
+
+    def engine(self, database: str) -> sa.Engine:
+        """Where the shadow workers read `database`: PostgreSQL through a pool of their own (one
+        connection per worker), so a candidate or a lag re-check never takes a connection that a
+        request of the app is waiting for; SQLite through the app's engine."""
+        if database == POSTGRES and self.postgres is not None:
+            return self.postgres
+        return self.cutover.engine(database)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Finish the queued samples and write everything to the store (tests, readiness, shutdown)."""
@@ -199,19 +219,20 @@ class ShadowReads:
 
     def pending(self, refs: set[tuple[str, tuple[Any, ...]]]) -> set[tuple[str, tuple[Any, ...]]]:
         """Which (table, key) rows still have an outbox change on the way to the secondary."""
-        route = self.cutover.route()
-        if route is None:
+        row = self.cutover.phase_row()
+        if row.secondary is None:
             return set()
+        primary = self.engine(row.primary)
         real = [KeyRef(table, tuple(key)) for table, key in refs if table in TABLE_MAP]
-        found = {(ref.table, ref.key) for ref in outbox.pending_keys(route.primary, real)}
+        found = {(ref.table, ref.key) for ref in outbox.pending_keys(primary, real)}
         aggregates = {ref for ref in refs if ref[0] in AGGREGATES}
-        if aggregates and _table_pending(route.primary, AGGREGATE_SOURCE):
+        if aggregates and _table_pending(primary, AGGREGATE_SOURCE):
             found |= aggregates
         return found
 
     def call(self, database: str, attr: str, method: str, args: tuple, kwargs: dict) -> Any:
         """The read on a fresh read-only unit of work on `database` (run on a worker thread)."""
-        with _bounded(database), UnitOfWork(self.cutover.engine(database), writable=False) as uow:
+        with _bounded(database), UnitOfWork(self.engine(database), writable=False) as uow:
             return getattr(getattr(uow, attr), method)(*args, **kwargs)
 
     def read(self, row: PhaseRow, attr: str, method: str, bound: Callable, args: tuple, kwargs: dict) -> Any:

@@ -616,3 +616,20 @@ def test_the_quarantine_report(shadowed, legacy_file, postgres_url):
     else:
         assert result.exit_code == 0, result.output
         assert isinstance(json.loads(result.stdout)["rows"], list)
+
+
+def test_shadow_workers_never_wait_for_the_app_s_connections(shadowed):
+    """With every connection of the app's PostgreSQL pool taken (a burst of requests), candidates
+    still run: the shadow workers read through a pool of their own."""
+    cutover, w = shadowed
+    pool = cutover.postgres.pool
+    held = [cutover.postgres.connect() for _ in range(pool.size() + cutover.settings.postgres_pool)]
+    try:
+        with cutover.reading() as uow:
+            for race in w["races"]:
+                uow.races.get(race)
+        cutover.shadow.flush()
+        assert cutover.shadow.lab.stats() == {"match": len(w["races"])}
+    finally:
+        for connection in held:
+            connection.close()
