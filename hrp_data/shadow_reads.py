@@ -20,7 +20,7 @@ Environment (besides HRP_SHADOW_SAMPLE in Settings):
   HRP_SHADOW_ENABLED=0        kill switch (also `cutover.shadow.lab.enabled = False`)
   HRP_SHADOW_SAMPLES          per read type, e.g. "races.get=0.1,statistics.race_statistics=0"
   HRP_SHADOW_IGNORE           columns not compared, e.g. "races.updated_at,horses.updated_at"
-  HRP_SHADOW_WORKERS / HRP_SHADOW_QUEUE   worker threads (2) and queue size (1000); the
+  HRP_SHADOW_WORKERS / HRP_SHADOW_QUEUE   worker threads (1) and queue size (1000); the
                               workers read PostgreSQL through a pool of their own, one
                               connection each (never one a request waits for)
   HRP_SHADOW_MAX_DETAILS      detailed mismatches kept (1000)
@@ -50,7 +50,7 @@ from hrp_data.phases import POSTGRES, PhaseRow
 from hrp_data.settings import Settings, SettingsError
 from hrp_data.unit_of_work import UnitOfWork
 from shadow.compare import Comparator, IgnoreRule, Nested, ReadType
-from shadow.experiment import Laboratory
+from shadow.experiment import WORKERS, Laboratory
 from shadow.mismatches import MismatchStore
 from shadow.report import build_report, mismatch_summary, parse_duration
 
@@ -170,7 +170,7 @@ class ShadowReads:
             max_details=_env_int("HRP_SHADOW_MAX_DETAILS", 1000),
             ignore=self.comparator.ignore,
         )
-        workers = _env_int("HRP_SHADOW_WORKERS", 2)
+        workers = _env_int("HRP_SHADOW_WORKERS", WORKERS)
         self.postgres = None if cutover.postgres is None else create_postgres_engine(
             settings.postgres_url,
             application_name="hrp-cutover-shadow",

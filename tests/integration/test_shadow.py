@@ -165,7 +165,9 @@ def test_a_read_right_after_a_write_is_lag_not_a_mismatch(legacy_file, postgres_
         replay_outbox(cutover)
         cutover.shadow.flush()
         summary = mismatch_summary(cutover.sqlite, 60)
-        assert (summary["compared"], summary["mismatches"], summary["lag"]) == (2, 0, 2)
+        # at least the first candidate ran before the replay (lag); a second one that a single
+        # worker reaches only after it finds PostgreSQL up to date (match)
+        assert (summary["compared"], summary["mismatches"]) == (2, 0) and summary["lag"] >= 1
         cutover.shadow.lab.recheck_s = 0.3  # an entry that is never applied: unsettled, not a mismatch
         with cutover.writing() as uow:
             uow.horses.update(new["id"], age=3)
