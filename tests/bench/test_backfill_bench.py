@@ -13,6 +13,8 @@ Figures, all in this process on the same data:
   everything on; against the backfill of the same table (read, convert,
   COPY/merge, checkpoint, zombie re-check), alternated ROUNDS times, best of each;
 - Debian's pgloader on the same file (installed with apt-get when missing).
+
+Every measured run starts after a CHECKPOINT, so none pays for the dirty pages of the one before.
   pgloader creates its own schema: REAL as float4 (values lose bits), JSON
   as text, no GIN indexes, foreign keys and indexes built after the load.
 """
@@ -59,6 +61,18 @@ def _pgloader_url(url: str) -> str:
     return f"postgresql://{parsed.username}{password}@{parsed.host}:{parsed.port or 5432}/{parsed.database}"
 
 
+def _checkpoint(url: str) -> None:
+    """Write out what earlier runs left dirty, so that no measured run pays for its predecessor's
+    checkpoint (the COPY into the fully indexed table leaves gigabytes of WAL behind)."""
+    connection = psycopg2.connect(_libpq(url))
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("CHECKPOINT")
+    finally:
+        connection.close()
+
+
 def _converted_predictions(path) -> tuple[bytes, int, float]:
     reader = TableReader(TABLE_MAP["predictions"])
     connection = connect(path)
@@ -79,6 +93,7 @@ def _bare_copy(url: str, payload: bytes, *, held: bool) -> float:
                 holds.hold_indexes(cursor, "predictions")
                 cursor.execute("SET session_replication_role = replica")
             connection.commit()
+            _checkpoint(url)
             started = time.perf_counter()
             pg_copy.copy_in(cursor, "predictions", [c.name for c in TABLE_MAP["predictions"].columns], payload)
             connection.commit()
@@ -127,6 +142,7 @@ def _pgloader(path, server_url: str) -> dict:
         cursor.execute(f'CREATE DATABASE "{name}"')
     try:
         target = make_url(server_url).set(drivername="postgresql", database=name)
+        _checkpoint(server_url)
         started = time.perf_counter()
         done = subprocess.run(
             ["pgloader", "--no-ssl-cert-verification", f"sqlite://{path}", _pgloader_url(target.render_as_string(hide_password=False))],
@@ -157,6 +173,7 @@ def test_backfill_throughput(tmp_path, postgres_url, postgres_server_url, bench_
     upgrade(postgres_url)
     with Cutover(settings_for(path, postgres_url), applier=False, bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
+        _checkpoint(postgres_url)
         started = time.perf_counter()
         full = run_backfill(cutover, Options())
         whole_runs = [time.perf_counter() - started]
@@ -170,6 +187,7 @@ def test_backfill_throughput(tmp_path, postgres_url, postgres_server_url, bench_
             bare_runs.append(_bare_copy(postgres_url, payload, held=True))
             full_runs.append(_bare_copy(postgres_url, payload, held=False))
             _reset_predictions(postgres_url)
+            _checkpoint(postgres_url)
             again = run_backfill(cutover, Options(tables=("predictions",)))
             assert again.tables["predictions"].copied == rows
             backfill_runs.append(again.tables["predictions"].seconds)
@@ -179,6 +197,7 @@ def test_backfill_throughput(tmp_path, postgres_url, postgres_server_url, bench_
     with scratch_database(postgres_server_url, "hrp_bench_whole") as again_url:
         upgrade(again_url)
         with Cutover(settings_for(path, again_url), applier=False, bound_calls=False) as cutover:
+            _checkpoint(again_url)
             started = time.perf_counter()
             assert run_backfill(cutover, Options()).complete
             whole_runs.append(time.perf_counter() - started)
