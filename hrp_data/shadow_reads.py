@@ -177,6 +177,7 @@ class ShadowReads:
             pool_size=max(1, workers),
             max_overflow=0,
             pool_timeout=CANDIDATE_TIMEOUT_S,
+            pool_pre_ping=False,  # a stale connection costs one candidate error, not a round trip per read
         )
         self.lab = Laboratory(
             self.comparator.compare,

@@ -635,3 +635,30 @@ def test_shadow_workers_never_wait_for_the_app_s_connections(shadowed):
     finally:
         for connection in held:
             connection.close()
+
+
+def test_candidates_recover_after_postgres_restarts(legacy_file, own_postgres):
+    """The shadow pool does not ping on checkout: a restart costs at most one candidate error per
+    pooled connection, then candidates match again."""
+    cutover, w = _start(legacy_file, own_postgres.url)
+    try:
+        lab = cutover.shadow.lab
+
+        def read_all() -> None:
+            for race_id in w["races"]:
+                with cutover.reading() as uow:
+                    uow.races.get(race_id)
+            cutover.shadow.flush(timeout=30)
+
+        read_all()
+        assert lab.stats() == {"match": len(w["races"])}
+        own_postgres.stop()
+        own_postgres.start()
+        for _ in range(3):
+            read_all()
+        stats = lab.stats()
+        assert stats.get("error", 0) <= cutover.shadow.postgres.pool.size()
+        assert stats["match"] >= len(w["races"]) * 3
+        assert stats.get("mismatch", 0) == 0
+    finally:
+        cutover.close()
