@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import functools
 import threading
+import time
 from typing import Any
 
 import psycopg2
@@ -120,12 +121,14 @@ def held(connection: Any, table: str | None = None) -> list[tuple[str, str]]:
 
 def restore_index(connection: Any, name: str, definition: str) -> None:
     """Build one held index again (unless it exists) and forget its definition, in one transaction."""
+    started = time.monotonic()
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s) IS NULL", (quote_ident(name),))
         if cursor.fetchone()[0]:
             cursor.execute(definition)
         cursor.execute(f"DELETE FROM {HELD_INDEXES} WHERE index_name = %s", (name,))
     connection.commit()
+    log.info("backfill.index_built", index=name, seconds=round(time.monotonic() - started, 3))
 
 
 def restore_indexes(connection: Any, table: str | None = None) -> list[str]:
@@ -133,8 +136,6 @@ def restore_indexes(connection: Any, table: str | None = None) -> list[str]:
     found = held(connection, table)
     for name, definition in found:
         restore_index(connection, name, definition)
-    if found:
-        log.info("backfill.indexes_built", table=table, indexes=[name for name, _ in found])
     return [name for name, _ in found]
 
 
