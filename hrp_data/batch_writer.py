@@ -231,11 +231,21 @@ class BatchWriter:
         return cursor.fetchone()[0]
 
     def _range_condition(self, low: Key | None, high: Key) -> tuple[str, list]:
+        """The keys in (low, high]. A composite key also gets the same bounds on its first column:
+        implied by the row comparison, they are what lets the planner see how few rows the range
+        holds and walk the primary key (without them it may scan the whole table, every batch)."""
         condition = f"({self._key_sql()}) <= %s"
         params: list = [_pg_bound(high)]
         if low is not None:
             condition = f"({self._key_sql()}) > %s AND " + condition
             params.insert(0, _pg_bound(low))
+        if len(self.reader.key_columns) > 1:
+            first = pg_copy.quote_ident(self.reader.key_columns[0])
+            if low is not None:
+                condition += f" AND {first} >= %s"
+                params.append(_pg_bound(low)[0])
+            condition += f" AND {first} <= %s"
+            params.append(_pg_bound(high)[0])
         return condition, params
 
     def _merge(self, cursor: Any, converted: Converted) -> tuple[int, int, list[Reject]]:
