@@ -244,6 +244,25 @@ def lost_writes(postgres_url: str, ledger: Ledger) -> list[str]:
     return lost
 
 
+def doubled_writes(postgres_url: str) -> list[str]:
+    """Client writes that took effect twice in the final primary (a re-sent request written again).
+
+    Every horse a client creates has a name of its own and every prediction a features document
+    of its own, so two rows with the same one are one request applied twice."""
+    engine = create_postgres_engine(postgres_url)
+    with engine.connect() as connection:
+        horses = connection.exec_driver_sql(
+            "SELECT horse_name FROM horses WHERE horse_name LIKE 'Demo Runner %%'"
+            " GROUP BY horse_name HAVING count(*) > 1"
+        ).scalars().all()
+        predictions = connection.exec_driver_sql(
+            "SELECT features::text FROM predictions WHERE algorithm_version = 'demo-1'"
+            " GROUP BY race_id, horse_id, confidence, features HAVING count(*) > 1"
+        ).scalars().all()
+    engine.dispose()
+    return [f"horse {name!r}" for name in horses] + [f"prediction {doc}" for doc in predictions]
+
+
 @dataclasses.dataclass
 class Demo:
     workdir: Path

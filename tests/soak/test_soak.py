@@ -259,6 +259,7 @@ def test_soak(tmp_path):
         ]
         move("phase", "set", "postgres_only", to="postgres_only")
         lost = harness.lost_writes(url, ledger)
+        doubled = harness.doubled_writes(url)
     finally:
         stop.set()
         if app is not None and app.poll() is None:
@@ -297,6 +298,7 @@ def test_soak(tmp_path):
         "acknowledged_predictions": len(ledger.predictions),
         "acknowledged_horses": len(ledger.horses),
         "lost_writes": lost,
+        "doubled_writes": doubled,
         "both_equal_before_postgres_only": final_verify["equal"],
         "longest_write_hold_ms": max(holds) if holds else None,
         "holds_ms": holds,
@@ -309,13 +311,14 @@ def test_soak(tmp_path):
     for name, count in ledger.requests.items():
         outside = sum(unexplained.get(name, {}).values())
         print(f"{name:<58}{count:>8}{ledger.failures[name]:>8}{outside:>14}{ledger.slowest_s[name]:>11.2f}")
-    print(f"lost writes: {len(lost)}; both equal: {final_verify['equal']}; longest hold {table['longest_write_hold_ms']} ms;"
+    print(f"lost writes: {len(lost)}; doubled writes: {len(doubled)}; both equal: {final_verify['equal']}; longest hold {table['longest_write_hold_ms']} ms;"
           f" worker {kill.get('pid')} killed with {kill.get('in_flight')} request(s) in flight, replaced after"
           f" {kill.get('replaced_after_s')} s; re-sent: {table['retried_idempotent_requests']} read(s),"
           f" {table['resent_writes_with_key']} keyed write(s) ({table['resent_writes_replayed']} answered from the stored"
           f" response); pool 503s {pool_503s};"
           f" store unavailable warnings {len(store_faults)}, store_dropped {table['store_dropped']}")
     assert lost == []
+    assert doubled == [], f"writes that took effect twice: {doubled[:5]}"
     assert final_verify["equal"]
     assert not leaked, "a planted secret reached a log, report, status or the dashboard"
     assert unexplained == {}, f"failed requests outside the targets: {unexplained}"
