@@ -398,26 +398,30 @@ def _canonical_document(text: str) -> Any:
     The fast path of the JSON rules. orjson reads the text strictly (no NaN,
     no Infinity, no lone surrogate; an integer beyond 64 bits becomes a
     float) and writes the document back compactly, every number as the
-    shortest spelling of its double. When that equals the text with the
-    blanks after its separators taken out (legacy files hold what
-    json.dumps writes: `", "` and `": "`), every number in the text is the
-    shortest spelling of its double (so exact), no key repeats, no string
-    held an escape or a separator-and-blank, and no NaN/Infinity is present;
-    with no NUL escape and valid UTF-8 (checked by the caller) parse_json
-    would accept the text and give the same document. Anything else (None)
-    takes the general path, which names the reason.
+    shortest spelling of its double. The text is canonical when it is that
+    compact spelling, or that spelling with a blank after every comma and
+    colon (what json.dumps writes, so what legacy files hold). Then every
+    number in the text is the shortest spelling of its double (so exact) and
+    no key repeats; and as the blanks put into the spelling would also be
+    inside any string holding a comma or a colon, changing what the text
+    reads as, equality also proves that no string holds one, so the blanks
+    are all between tokens. With no NUL escape and valid UTF-8 (checked by
+    the caller) parse_json would accept the text and give the same document.
+    Anything else (None) takes the general path, which names the reason.
     """
-    if "\\u0000" in text:
+    if "\\" in text and "\\u0000" in text:
         return None
     try:
         value = orjson.loads(text)
         if type(value) is not dict and type(value) is not list:
             return None
-        spelled = orjson.dumps(value)
+        compact = orjson.dumps(value)
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
         return None
-    compact = text.replace(", ", ",").replace(": ", ":")
-    return value if spelled == compact.encode("utf-8") else None
+    spelled = text.encode("utf-8")
+    if compact.replace(b",", b", ").replace(b":", b": ") == spelled or compact == spelled:
+        return value
+    return None
 
 
 def json_text(raw: Any) -> str:
