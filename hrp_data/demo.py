@@ -30,8 +30,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-import sqlalchemy as sa
-
 from adapters.postgres import create_postgres_engine, psycopg2_url
 from adapters.urls import redact_url
 from hrp_data.phases import Phase

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
 
 from hrp_data.dual_write import Cutover
