@@ -3,16 +3,25 @@
 A row says: the row of `table_name` with key `pk` changed in this database (the
 primary) and must be made equal in the other one. `pk` is the JSON array of
 the key values in key-column order, written without spaces ('[17]', '[3,5]'),
-so both databases' triggers spell it exactly as `encode_key` does.
+so both databases' triggers spell an integer key exactly as `encode_key` does.
+
+A legacy key may hold other storage classes (SQLite keeps any in a composite
+key): a blob is spelled {"blob": "<hex>"} by the trigger as by `key_to_json`,
+and `decode_key` gives the exact value back. Text and reals keep the
+trigger's own JSON spelling, so an entry is always deleted by the text its
+trigger wrote, never by a spelling made again in Python.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+
+from adapters.sqlite import decode_text
 
 OUTBOX = "hrp_cutover_outbox"
 
@@ -34,9 +43,49 @@ outbox = sa.Table(
 )
 
 
+def key_to_json(key: Sequence[Any]) -> list:
+    """A key as JSON (ints as numbers, as the outbox spells them); odd legacy keys tagged.
+
+    A blob is {"blob": hex}, text that is not valid UTF-8 {"text_bytes": hex}.
+    A real that is whole or not finite is {"real": repr}: JSON (and JSONB,
+    which spells 1e+19 as 10000000000000000000) would give it back as an
+    integer, or could not hold it at all.
+    """
+    out: list = []
+    for value in key:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            out.append({"blob": bytes(value).hex()})
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+                out.append(value)
+            except UnicodeEncodeError:
+                out.append({"text_bytes": value.encode("utf-8", "surrogateescape").hex()})
+        elif isinstance(value, float) and not (math.isfinite(value) and not value.is_integer()):
+            out.append({"real": repr(value)})
+        else:
+            out.append(value)
+    return out
+
+
+def key_from_json(values: Iterable[Any]) -> tuple[Any, ...]:
+    """The inverse of key_to_json: the exact SQLite values again."""
+    out: list = []
+    for value in values:
+        if isinstance(value, dict) and "blob" in value:
+            out.append(bytes.fromhex(value["blob"]))
+        elif isinstance(value, dict) and "text_bytes" in value:
+            out.append(decode_text(bytes.fromhex(value["text_bytes"])))
+        elif isinstance(value, dict) and "real" in value:
+            out.append(float(value["real"]))
+        else:
+            out.append(value)
+    return tuple(out)
+
+
 def encode_key(values: Sequence[Any]) -> str:
-    return json.dumps(list(values), separators=(",", ":"))
+    return json.dumps(key_to_json(values), separators=(",", ":"))
 
 
 def decode_key(text: str) -> tuple[Any, ...]:
-    return tuple(json.loads(text))
+    return key_from_json(json.loads(text))

@@ -57,8 +57,14 @@ EPOCH_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 def _key_expression(table: sa.Table, row: str) -> str:
-    columns = ", ".join(f'{row}."{c.name}"' for c in table.primary_key.columns)
-    return f"json_array({columns})"
+    """The outbox spelling of a row's key (adapters.outbox): a JSON array, a blob as {"blob": hex}
+    (json_array refuses blobs, which would make the legacy app's write fail)."""
+    values = []
+    for c in table.primary_key.columns:
+        value = f'{row}."{c.name}"'
+        values.append(f"CASE WHEN typeof({value}) = 'blob' THEN json_object('blob', lower(hex({value})))"
+                      f" ELSE {value} END")
+    return f"json_array({', '.join(values)})"
 
 
 def capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:

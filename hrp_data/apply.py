@@ -31,7 +31,9 @@ import sqlalchemy as sa
 import structlog
 
 from adapters.binds import Bind, reading, writing
+from adapters.convert import Rejected, to_postgres
 from adapters.postgres import APPLYING_SETTING, bump_identity
+from adapters.types import kind_of
 from adapters.upsert import upsert
 from hrp_data.errors import describe_error
 
@@ -59,6 +61,27 @@ class ApplyResult:
     deleted: int = 0
 
 
+def key_refusal(table: sa.Table, key: Sequence[Any]) -> str | None:
+    """Why PostgreSQL's key columns cannot hold these legacy key values (None: they can).
+
+    SQLite keeps any storage class in a composite primary key's INTEGER
+    column (text, a real, a blob): no such row can exist in PostgreSQL, so it
+    is never looked up or deleted there, and writing it fails with this reason.
+    """
+    for column, value in zip(table.primary_key.columns, key):
+        try:
+            converted = to_postgres(kind_of(column), value)
+        except Rejected as error:
+            return f"{column.name}: {error.reason}"
+        if converted is None:
+            return f"{column.name}: null_in_key"
+    return None
+
+
+def _postgres_side(connection: sa.Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
 def _key_clause(table: sa.Table, key: Sequence[Any]) -> sa.ColumnElement[bool]:
     return sa.and_(*(column == value for column, value in zip(table.primary_key.columns, key)))
 
@@ -66,10 +89,13 @@ def _key_clause(table: sa.Table, key: Sequence[Any]) -> sa.ColumnElement[bool]:
 def read_images(
     connection: sa.Connection, tables: dict[str, sa.Table], refs: Iterable[KeyRef]
 ) -> dict[KeyRef, dict[str, Any] | None]:
-    """The current row for each key (None where the row does not exist)."""
+    """The current row for each key (None where the row does not exist, or cannot: see key_refusal)."""
     images: dict[KeyRef, dict[str, Any] | None] = {}
     by_table: dict[str, list[KeyRef]] = {}
     for ref in refs:
+        if _postgres_side(connection) and key_refusal(tables[ref.table], ref.key):
+            images[ref] = None
+            continue
         by_table.setdefault(ref.table, []).append(ref)
     for name, group in by_table.items():
         table = tables[name]
@@ -113,8 +139,36 @@ def write_images(
     per table (children first), all inside a savepoint. If anything in it fails
     (a foreign key whose parent has not arrived, a unique key being reused),
     the savepoint is rolled back and the keys are written one by one in
-    `order`, each in its own savepoint, so one bad row fails alone.
+    `order`, each in its own savepoint, so one bad row fails alone. A key
+    PostgreSQL cannot hold (key_refusal) has no row there: its delete is done
+    already and its upsert fails with the reason.
     """
+    refused = ApplyResult()
+    if _postgres_side(connection):
+        for ref in order:
+            reason = key_refusal(tables[ref.table], ref.key)
+            if reason is not None and images[ref] is None:
+                refused.applied.append(ref)
+            elif reason is not None:
+                refused.failed[ref] = f"a key PostgreSQL cannot hold ({reason})"
+    if refused.applied or refused.failed:
+        skip = {*refused.applied, *refused.failed}
+        images = {ref: image for ref, image in images.items() if ref not in skip}
+        order = [ref for ref in order if ref not in skip]
+    result = _write_images(connection, tables, images, order)
+    result.applied += refused.applied
+    result.failed.update(refused.failed)
+    return result
+
+
+def _write_images(
+    connection: sa.Connection,
+    tables: dict[str, sa.Table],
+    images: dict[KeyRef, dict[str, Any] | None],
+    order: Sequence[KeyRef],
+) -> ApplyResult:
+    if not images:
+        return ApplyResult()
     try:
         with connection.begin_nested():
             return _write_bulk(connection, tables, images)

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hrp_data.legacy_rows import TableReader, connect, key_to_json, readers
+from adapters.outbox import key_to_json
+from hrp_data.legacy_rows import TableReader, connect, readers
 from hrp_data.models import TABLES
 
 EXAMPLES = 5

@@ -18,7 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapters.binds import reading
-from hrp_data.legacy_rows import Key, key_from_json, key_to_json
+from adapters.outbox import key_from_json, key_to_json
+from hrp_data.legacy_rows import Key
 from hrp_data.models import TABLES
 
 STATE_TABLE = "hrp_cutover_backfill"

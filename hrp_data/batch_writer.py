@@ -29,7 +29,7 @@ from hrp_data import backfill_state as state
 from hrp_data import quarantine
 from hrp_data.apply import KeyRef, apply_keys
 from hrp_data.errors import describe_error
-from hrp_data.legacy_rows import Converted, Key, Reject, TableReader, capture_mark, shown_value
+from hrp_data.legacy_rows import Converted, Key, Reject, TableReader, capture_mark, shown_value, sqlite_order
 from hrp_data.models import TABLES
 
 if TYPE_CHECKING:
@@ -266,7 +266,7 @@ class BatchWriter:
                 if not orphans:
                     break
                 refused += orphans
-                self._delete_keys(cursor, self.staging, sorted({r.key for r in orphans}, key=_order))
+                self._delete_keys(cursor, self.staging, sorted({r.key for r in orphans}, key=sqlite_order))
                 staged = self._staged_count(cursor)
                 continue
             except psycopg2.IntegrityError:
@@ -411,7 +411,7 @@ class BatchWriter:
         """
         with self.pg.cursor() as cursor:
             orphans = self._orphans(cursor, relation=self.name)
-            keys = sorted({r.key for r in orphans}, key=_order)
+            keys = sorted({r.key for r in orphans}, key=sqlite_order)
             if keys:
                 self._delete_keys(cursor, self.name, keys)
                 quarantine.record(cursor, self.name, orphans)
@@ -449,7 +449,7 @@ class BatchWriter:
             in_postgres = {tuple(row) for row in cursor.fetchall()}
             self.pg.commit()
         gone = in_postgres - self.reader.keys_between(self.run.checker, low, high)
-        return self._apply(sorted(gone, key=_order))
+        return self._apply(sorted(gone, key=sqlite_order))
 
     def recheck_keys(self, keys: Sequence[Key]) -> int:
         """After a retry: every retried key SQLite no longer has goes through apply_keys."""
@@ -526,10 +526,6 @@ class BatchWriter:
 def _pg_bound(key: Key) -> tuple:
     """A SQLite key as a PostgreSQL bound: numbers as they are; text and blobs sort after every number."""
     return tuple(v if isinstance(v, (int, float)) else float("inf") for v in key)
-
-
-def _order(key: Key) -> tuple:
-    return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in key)
 
 
 def _key_field(text: str) -> Any:

@@ -19,10 +19,9 @@ reason and a displayable value (secrets fingerprinted).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,34 +197,20 @@ def shown_value(column: str, raw: Any) -> str | None:
     return text if len(text) <= SHOWN_MAX else text[: SHOWN_MAX - 1] + "\u2026"
 
 
-def key_to_json(key: Key) -> list:
-    """A key as JSON (ints as numbers, as the outbox spells them); odd legacy keys tagged."""
-    out: list = []
-    for value in key:
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            out.append({"blob": bytes(value).hex()})
-        elif isinstance(value, str):
-            try:
-                value.encode("utf-8")
-                out.append(value)
-            except UnicodeEncodeError:
-                out.append({"text_bytes": value.encode("utf-8", "surrogateescape").hex()})
-        else:
-            out.append(value)
-    return out
+def sqlite_order(key: Key) -> tuple:
+    """A sort key that orders keys as SQLite orders their values: NULL, numbers (integers and reals
+    by value), text, blobs. Legacy keys may mix them; Python alone cannot compare 1.5 with 'abc'."""
+    return tuple(_storage_rank(value) for value in key)
 
 
-def key_from_json(values: Iterable[Any]) -> Key:
-    """The inverse of key_to_json: the exact SQLite values again."""
-    out: list = []
-    for value in values:
-        if isinstance(value, dict) and "blob" in value:
-            out.append(bytes.fromhex(value["blob"]))
-        elif isinstance(value, dict) and "text_bytes" in value:
-            out.append(decode_text(bytes.fromhex(value["text_bytes"])))
-        else:
-            out.append(value)
-    return tuple(out)
+def _storage_rank(value: Any) -> tuple:
+    if value is None:
+        return (0, 0)
+    if isinstance(value, (int, float)):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    return (3, bytes(value))
 
 
 @dataclasses.dataclass
@@ -345,7 +330,7 @@ class TableReader:
             rows += connection.execute(
                 f"{self._select} WHERE {self._row_value} IN ({marks})", params
             ).fetchall()
-        return sorted(rows, key=self.key_of)
+        return sorted(rows, key=lambda row: sqlite_order(self.key_of(row)))
 
     def count(self, connection: sqlite3.Connection, after: Key | None = None) -> int:
         if after is None:
@@ -428,7 +413,3 @@ def capture_mark(connection: sqlite3.Connection) -> int:
 
 def readers() -> dict[str, TableReader]:
     return {table.name: TableReader(table) for table in TABLES}
-
-
-def json_dumps_key(key: Key) -> str:
-    return json.dumps(key_to_json(key), separators=(",", ":"))

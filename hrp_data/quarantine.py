@@ -29,7 +29,8 @@ import sqlalchemy as sa
 from psycopg2.extras import execute_values
 
 from adapters.binds import reading
-from hrp_data.legacy_rows import Key, Reject, key_from_json, key_to_json
+from adapters.outbox import key_from_json, key_to_json
+from hrp_data.legacy_rows import Key, Reject, sqlite_order
 
 QUARANTINE = "hrp_cutover_quarantine"
 INSTALL_LOCK = 0x4852505F51554152  # 'HRP_QUAR'
@@ -125,11 +126,7 @@ def keys(cursor: Any, table: str, reasons: Sequence[str] | None = None) -> list[
         f"SELECT DISTINCT key FROM {QUARANTINE} WHERE table_name = %s{condition}", params
     )
     found = [key_from_json(row[0]) for row in cursor.fetchall()]
-    return sorted(found, key=_sort_key)
-
-
-def _sort_key(key: Key) -> tuple:
-    return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in key)
+    return sorted(found, key=sqlite_order)
 
 
 def which_quarantined(cursor: Any, table: str, candidates: Iterable[Key]) -> set[Key]:
@@ -180,7 +177,7 @@ def quarantine_entries(pg_engine: sa.Engine) -> list[dict[str, Any]]:
         }
         for row in rows
     ]
-    entries.sort(key=lambda e: (order.get(e["table"], 99), _sort_key(key_from_json(e["key"])), e["column"] or ""))
+    entries.sort(key=lambda e: (order.get(e["table"], 99), sqlite_order(key_from_json(e["key"])), e["column"] or ""))
     return entries
 
 

@@ -30,10 +30,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapters.binds import reading, writing
+from adapters.convert import BIGINT_RANGE
+from adapters.outbox import key_from_json, key_to_json
 from adapters.types import kind_of
 from hrp_data import outbox
 from hrp_data.apply import KeyRef, apply_keys, read_images
 from hrp_data.dual_write import Cutover
+from hrp_data.legacy_rows import sqlite_order
 from hrp_data.models import SECRET_COLUMNS, TABLES
 from hrp_data.phases import PHASES, POSTGRES, SQLITE
 from shadow.normalize import normalize_row
@@ -110,11 +113,31 @@ class Buckets:
 
 
 def _bounds(connection: sa.Connection, table: sa.Table) -> tuple[int | None, int | None, int]:
+    """The smallest and largest whole number in the first key column, and the row count.
+
+    In SQLite the column may also hold text, blobs or reals (a composite key
+    takes any storage class); the range skips text and blobs and is widened to
+    whole numbers around reals, which the buckets never hold (see _odd_keys).
+    """
     first = _quote(_key_names(table)[0])
     row = connection.exec_driver_sql(
-        f"SELECT min({first}), max({first}), count(*) FROM {_quote(table.name)}"
+        f"SELECT min({first}), max({first}), (SELECT count(*) FROM {_quote(table.name)})"
+        f" FROM {_quote(table.name)} WHERE {first} BETWEEN {BIGINT_RANGE[0]} AND {BIGINT_RANGE[1]}"
     ).one()
-    return row[0], row[1], row[2]
+    low, high = row[0], row[1]
+    return (None if low is None else math.floor(low)), (None if high is None else math.ceil(high)), row[2]
+
+
+def _odd_keys(engine: sa.Engine, table: sa.Table) -> list[tuple]:
+    """SQLite keys whose first column is not an integer: no bucket holds them, PostgreSQL cannot."""
+    if table.autoincrement_column is not None:  # SQLite's rowid: always an integer
+        return []
+    first = _quote(_key_names(table)[0])
+    keys = ", ".join(_quote(k) for k in _key_names(table))
+    with reading(engine) as connection:
+        return [tuple(row) for row in connection.exec_driver_sql(
+            f"SELECT {keys} FROM {_quote(table.name)} WHERE typeof({first}) != 'integer'"
+        )]
 
 
 def _postgres_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets) -> dict[int, tuple[int, str]]:
@@ -149,6 +172,8 @@ def _sqlite_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets) -> dic
     out: dict[int, tuple[int, str]] = {}
     current, hasher, count = None, None, 0
     for row in _sqlite_rows(engine, table):
+        if type(row[key_index]) is not int:  # listed by _odd_keys instead
+            continue
         bucket = buckets.of(row[key_index])
         if bucket != current:
             if current is not None:
@@ -195,7 +220,7 @@ def _redacted(column: str, value: Any) -> Any:
 
 def _differences(table: sa.Table, ref: KeyRef, p_row: dict | None, s_row: dict | None) -> list[dict]:
     """Field-level differences of one key, by the shared normalization."""
-    base = {"table": table.name, "key": list(ref.key)}
+    base = {"table": table.name, "key": key_to_json(ref.key)}
     if p_row is not None and s_row is None:
         return [base | {"kind": "missing_row"}]
     if p_row is None and s_row is not None:
@@ -262,7 +287,11 @@ def _quarantined_keys(cutover: Cutover, table: sa.Table) -> set[tuple]:
         rows = connection.exec_driver_sql(
             "SELECT DISTINCT key FROM hrp_cutover_quarantine WHERE table_name = %(t)s", {"t": table.name}
         ).scalars().all()
-    return {tuple(json.loads(k) if isinstance(k, str) else k) for k in rows}
+    return {key_from_json(json.loads(k) if isinstance(k, str) else k) for k in rows}
+
+
+def _key(difference: dict) -> tuple:
+    return key_from_json(difference["key"])
 
 
 def verify_table(cutover: Cutover, table: sa.Table, primary: str, progress: Progress | None = None) -> tuple[TableResult, list[dict]]:
@@ -296,17 +325,19 @@ def verify_table(cutover: Cutover, table: sa.Table, primary: str, progress: Prog
                        if sqlite_side.get(k) != postgres_side.get(k)]
         if progress:
             progress(table.name, index + 1, len(differing))
-    differences, pending = _confirm(cutover, table, sorted(candidates), primary) if candidates else ([], 0)
+    candidates += _odd_keys(cutover.sqlite, table)
+    candidates = sorted(set(candidates), key=sqlite_order)
+    differences, pending = _confirm(cutover, table, candidates, primary) if candidates else ([], 0)
     quarantined = _quarantined_keys(cutover, table) if differences else set()
     confirmed = []
     for difference in differences:
-        if difference["kind"] == "missing_row" and primary == SQLITE and tuple(difference["key"]) in quarantined:
+        if difference["kind"] == "missing_row" and primary == SQLITE and _key(difference) in quarantined:
             result.quarantined += 1
             continue
         confirmed.append(difference)
     result.missing = sum(1 for d in confirmed if d["kind"] == "missing_row")
     result.extra = sum(1 for d in confirmed if d["kind"] == "extra_row")
-    result.different = len({tuple(d["key"]) for d in confirmed if d["kind"] == "value_differs"})
+    result.different = len({_key(d) for d in confirmed if d["kind"] == "value_differs"})
     result.pending = pending
     result.seconds = round(time.monotonic() - started, 3)
     return result, confirmed
@@ -330,7 +361,7 @@ def verify(
         result, confirmed = verify_table(cutover, TABLE_MAP[name], primary, progress)
         results[name] = result
         examples += confirmed
-        differing += sorted({KeyRef(name, tuple(d["key"])) for d in confirmed}, key=lambda r: r.key)
+        differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
     equal = all(r.missing == r.extra == r.different == 0 for r in results.values())
     outcome = VerifyResult(equal, results, examples[:EXAMPLES], primary, differing=differing)
     if record:

@@ -735,3 +735,48 @@ def test_a_process_with_bounded_calls_is_refused(seeded):
         move(cutover, Phase.DUAL_WRITE)
         with pytest.raises(BackfillRefused, match="wait callback"):
             run_backfill(cutover)
+
+
+ODD_RUNNER_KEYS = {  # race_horses keys PostgreSQL's BIGINT columns cannot hold -> reason
+    ("abc", 1): ("race_id", "text_in_integer_column"),
+    (1.5, 2): ("race_id", "real_in_integer_column"),
+    (b"\x00", 3): ("race_id", "blob_in_integer_column"),
+    (2, "h"): ("horse_id", "text_in_integer_column"),
+    (1e19, 1): ("race_id", "real_in_integer_column"),
+}
+
+
+def test_keys_postgresql_cannot_hold_are_quarantined_verified_and_dropped_when_fixed(seeded):
+    """SQLite keeps any storage class in a composite primary key: backfill, re-run, verify and
+    retry must name those rows, never crash on ordering or arithmetic across types."""
+    path, url = seeded
+    with sqlite3.connect(path) as raw:
+        raw.executemany("INSERT INTO race_horses (race_id, horse_id, post_position) VALUES (?, ?, 1)",
+                        list(ODD_RUNNER_KEYS))
+    runner = CliRunner()
+    base = ["--sqlite", str(path), "--postgres", url]
+    with open_cutover(path, url):
+        pass
+    for extra in ([], [], ["--restart"]):
+        done = runner.invoke(cli, base + ["backfill", "--no-backup", "--json", *extra])
+        assert done.exit_code == 0, done.output
+    listed = json.loads(runner.invoke(cli, base + ["report", "--quarantine", "--format", "json"]).output)["rows"]
+    blob = {"blob": "00"}
+    expected = {(json.dumps(key_json), column, reason) for key_json, (column, reason) in zip(
+        [["abc", 1], [1.5, 2], [blob, 3], [2, "h"], [{"real": "1e+19"}, 1]], ODD_RUNNER_KEYS.values())}
+    assert {(json.dumps(r["key"]), r["column"], r["reason"]) for r in listed} == expected
+
+    checked = runner.invoke(cli, base + ["verify", "--json"])
+    assert checked.exit_code == 0, checked.output
+    verdict = json.loads(checked.output)
+    assert verdict["equal"] and verdict["tables"]["race_horses"]["quarantined"] == len(ODD_RUNNER_KEYS)
+    psycopg2.extensions.set_wait_callback(None)  # verify bounds this process's calls; the backfill refuses that
+
+    with sqlite3.connect(path) as raw:  # the operator fixes them: gone from the legacy file
+        raw.execute("DELETE FROM race_horses WHERE typeof(race_id) != 'integer' OR typeof(horse_id) != 'integer'")
+    done = runner.invoke(cli, base + ["backfill", "--no-backup", "--retry-quarantined"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(runner.invoke(cli, base + ["report", "--quarantine", "--format", "json"]).output) == {"rows": []}
+    verdict = json.loads(runner.invoke(cli, base + ["verify", "--json"]).output)
+    assert verdict["equal"] and verdict["tables"]["race_horses"]["quarantined"] == 0
+    assert_equal(path, url)

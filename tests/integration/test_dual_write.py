@@ -244,3 +244,27 @@ def test_the_applier_reports_while_a_steady_load_keeps_it_draining(cutover, lega
         thread.join()
     assert mine and mine[0]["phase"] == "dual_write"
     assert cutover.applier.counters.applied > 0
+
+
+def test_a_legacy_write_of_a_key_postgresql_cannot_hold_waits_named_and_drains_when_removed(
+    cutover, legacy_file, postgres_url
+):
+    """The legacy app may write any storage class into race_horses' key (a blob, text, a real):
+    the write itself succeeds, the change waits in the outbox with a reason naming the key, and
+    removing the row in SQLite drains it (the rows never existed in PostgreSQL)."""
+    move(cutover, Phase.DUAL_WRITE)
+    _add_world(cutover, races=1)
+    wait_drained(cutover)
+    cutover.applier.stop()
+    odd = [(b"\x00\xab", 1), ("abc", 1), (1.5, 2), (1e19, 1), ("café", 1)]
+    with sqlite3.connect(legacy_file) as raw:
+        raw.executemany("INSERT INTO race_horses (race_id, horse_id, post_position) VALUES (?, ?, 1)", odd)
+    from hrp_data.replay import replay_outbox
+
+    waiting = replay_outbox(cutover)
+    assert waiting.remaining == len(odd) and "a key PostgreSQL cannot hold (race_id: " in waiting.last_error
+    with sqlite3.connect(legacy_file) as raw:
+        raw.execute("DELETE FROM race_horses WHERE typeof(race_id) != 'integer'")
+    done = replay_outbox(cutover)
+    assert done.remaining == 0, done
+    assert_equal(legacy_file, postgres_url)
