@@ -283,15 +283,19 @@ class Laboratory:
         dropped and counted). Blocks may nest; the outermost one queues.
         """
         outermost = getattr(self._local, "held", None) is None
+        held: list = []
         if outermost:
-            self._local.held = []
+            self._local.held = held
         self._begin()
         try:
             yield
         finally:
             self._end()
             if outermost:
-                held, self._local.held = self._local.held, None
+                # a span left open may be closed by the collector on another thread: touch
+                # only this span's own list there, never that thread's current one
+                if getattr(self._local, "held", None) is held:
+                    self._local.held = None
                 for job in held:
                     self._enqueue(job)
 

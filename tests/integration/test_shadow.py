@@ -458,6 +458,33 @@ class TestServing:
         finally:
             lab.close()
 
+    def test_a_span_closed_on_another_thread_queues_its_own_samples_only(self):
+        """A span left open (an abandoned response) may be closed by the collector on another
+        thread: it queues its own samples there and leaves that thread's open span alone."""
+        published = _Collect()
+        lab = _lab(published)
+        ran = []
+        try:
+            left_open = lab.serving()
+            spans = {}
+
+            def request():
+                left_open.__enter__()
+                lab.run(READ, lambda: 1, lambda: ran.append("abandoned") or 1)
+
+            other = threading.Thread(target=request)
+            other.start()
+            other.join(5)
+            with lab.serving():
+                lab.run(READ, lambda: 2, lambda: ran.append("current") or 2)
+                left_open.__exit__(None, None, None)  # closed here, on this thread
+                spans["held"] = list(lab._local.held)
+                assert lab.wait_idle(5) and ran == ["abandoned"]
+            assert len(spans["held"]) == 1
+            assert lab.wait_idle(5) and sorted(ran) == ["abandoned", "current"]
+        finally:
+            lab.close()
+
     def test_samples_held_past_close_are_dropped_and_counted(self):
         """A request that outlives close() loses its samples to the drop counter, not silently."""
         published = _Collect()
