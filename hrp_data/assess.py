@@ -9,7 +9,10 @@ PRAGMA query_only) and reports:
 - per column, a census of the values adapters.convert would reject, by
   reason, with a count, example keys and one example value (secrets
   fingerprinted): exactly the rows the backfill will quarantine, and why;
-- an estimate of the backfill's time from a short timed sample per table.
+- an estimate of the backfill's time from a short timed sample per table;
+- what lies beyond the HRP schema and will not be copied: columns of HRP
+  tables (the backfill refuses them unless told to leave them) and other
+  tables (hrp_data.legacy_file).
 
 Every row is converted with the same code the backfill uses
 (hrp_data.legacy_rows), so the census and the quarantine agree.
@@ -20,11 +23,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from adapters.outbox import key_to_json
+from hrp_data.legacy_file import require_contract
 from hrp_data.legacy_rows import TableReader, connect, readers
 from hrp_data.models import TABLES
 
@@ -47,6 +51,7 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
     path = Path(sqlite_file).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no SQLite file at {path}")
+    contract = require_contract(path)
     connection = connect(path, read_only=True)
     connection.execute("PRAGMA query_only = ON")
     try:
@@ -80,18 +85,30 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
         "quarantine_rows": sum(t["rejected_rows"] for t in tables.values())
         + sum(o["rows"] for o in orphans),
         "estimate": estimate,
+        "beyond_schema": {"extra_columns": contract.extra_columns, "extra_tables": contract.extra_tables},
     }
+
+
+def _pages(connection, reader: TableReader) -> Iterator[list[tuple]]:
+    """Every row of the table: the keyset pages, then the rows whose key holds a NULL."""
+    after = None
+    while True:
+        rows = reader.page(connection, after, PAGE)
+        if rows:
+            yield rows
+        if len(rows) < PAGE:
+            break
+        after = reader.key_of(rows[-1])
+    null_keyed = reader.null_keyed(connection)
+    if null_keyed:
+        yield null_keyed
 
 
 def _census(connection, reader: TableReader, total: int, progress: Progress | None) -> tuple[dict, int]:
     census: dict[tuple[str, str], Census] = defaultdict(Census)
     rejected_rows = 0
-    after = None
     done = 0
-    while True:
-        rows = reader.page(connection, after, PAGE)
-        if not rows:
-            break
+    for rows in _pages(connection, reader):
         converted = reader.convert(rows)
         rejected_rows += len(converted.rejected_keys)
         for reject in converted.rejects:
@@ -101,12 +118,9 @@ def _census(connection, reader: TableReader, total: int, progress: Progress | No
                 found.examples.append(key_to_json(reject.key))
             if found.example_value is None:
                 found.example_value = reject.value
-        after = reader.key_of(rows[-1])
         done += len(rows)
         if progress:
             progress(reader.name, done, total)
-        if len(rows) < PAGE:
-            break
     return census, rejected_rows
 
 

@@ -72,7 +72,7 @@ from adapters import pg_copy
 from adapters.postgres import bump_identity, create_postgres_engine
 from hrp_data import backfill_holds as holds
 from hrp_data import backfill_state as state
-from hrp_data import legacy_rows, quarantine, read_pool
+from hrp_data import legacy_file, legacy_rows, quarantine, read_pool
 from hrp_data.backfill_state import TableStats, backfill_status
 from hrp_data.batch_writer import BatchWriter, Work, staging_table
 from hrp_data.dual_write import Cutover
@@ -123,6 +123,9 @@ class Options:
     workers: int | None = None
     """Processes that read and convert pages (None: one per core, at most 4, for tables of
     read_pool.POOL_MIN_ROWS rows or more; 0: all in this thread)."""
+    leave_extra_columns: bool = False
+    """Copy HRP tables whose legacy file has columns beyond the contract, without those columns
+    (by default that is refused: their values would not reach PostgreSQL)."""
 
 
 class Listener:
@@ -228,6 +231,16 @@ class _Run:
         check_phase(self.cutover)
         if self.cutover.postgres is None:
             raise BackfillRefused("HRP_POSTGRES_URL is not set: give --postgres URL")
+        try:
+            found = legacy_file.require_contract(self.path)
+            if not self.options.leave_extra_columns:
+                legacy_file.refuse_extra_columns(found)
+        except legacy_file.LegacyFileError as error:
+            raise BackfillRefused(str(error)) from None
+        if found.extra_columns:
+            log.warning("backfill.extra_columns_left", columns=found.extra_columns)
+        if found.extra_tables:
+            log.warning("backfill.extra_tables_not_copied", tables=found.extra_tables)
         engine = create_postgres_engine(
             self.cutover.settings.require_postgres(),
             application_name="hrp-cutover-backfill",
@@ -426,6 +439,10 @@ class _Run:
         writer = BatchWriter(self, reader, self.checkpoints[name])
         self.builder.submit(name, holds.held(self.pg, name))  # built while the orphans are sought and the next table copied
         writer.quarantine_orphans()
+        null_keyed = reader.null_keyed(self.sqlite)
+        if null_keyed:  # outside the keyset walk: quarantined here, by the same conversion
+            writer.write(Work(reader.convert(null_keyed, with_keys=True), len(null_keyed),
+                              retry_keys=[reader.key_of(row) for row in null_keyed]))
         with self.pg.cursor() as cursor:
             pg_copy.create_staging(cursor, name, staging_table(name))
             reasons = None if self.options.retry_quarantined else [quarantine.PARENT_MISSING]

@@ -325,7 +325,8 @@ class BatchWriter:
         keys = [tuple(row) for row in cursor.fetchall()]
         copied = present = 0
         failed: list[Reject] = []
-        match = " AND ".join(f"{pg_copy.quote_ident(c)} = %s" for c in self.reader.key_columns)
+        # IS NOT DISTINCT FROM: a NULL in a key must fail its insert, not match nothing and pass as present
+        match = " AND ".join(f"{pg_copy.quote_ident(c)} IS NOT DISTINCT FROM %s" for c in self.reader.key_columns)
         for key in keys:
             cursor.execute("SAVEPOINT hrp_row")
             try:

@@ -168,6 +168,29 @@ def column_encoder(kind: Kind) -> Callable[[Sequence[Any]], list[str]]:
     return each
 
 
+NULL_IN_REQUIRED = "null_in_required_column"
+"""A NULL where the schema says NOT NULL (a primary-key column included): SQLite enforces that
+only if the file was made with the constraint, and a composite key may hold NULL regardless."""
+
+
+def _refusing_null(encode: Callable[[Any], str]) -> Callable[[Any], str]:
+    def required(raw: Any) -> str:
+        if raw is None:
+            raise Rejected(NULL_IN_REQUIRED)
+        return encode(raw)
+
+    return required
+
+
+def _refusing_null_column(encode: Callable[[Sequence[Any]], list[str]]) -> Callable[[Sequence[Any]], list[str]]:
+    def required(values: Sequence[Any]) -> list[str]:
+        if None in values:
+            raise Rejected(NULL_IN_REQUIRED)  # the batch goes row by row, which names each row
+        return encode(values)
+
+    return required
+
+
 @dataclasses.dataclass(frozen=True)
 class Reject:
     """One value of one row that cannot go to PostgreSQL as it is."""
@@ -234,8 +257,15 @@ class TableReader:
         self.kinds = [kind_of(c) for c in table.columns]
         self.key_columns = [c.name for c in table.primary_key.columns]
         self.key_index = [self.columns.index(c) for c in self.key_columns]
-        self.encoders = [field_encoder(kind) for kind in self.kinds]
-        self.column_encoders = [column_encoder(kind) for kind in self.kinds]
+        required = [not c.nullable for c in table.columns]
+        self.encoders = [
+            _refusing_null(field_encoder(kind)) if needed else field_encoder(kind)
+            for kind, needed in zip(self.kinds, required)
+        ]
+        self.column_encoders = [
+            _refusing_null_column(column_encoder(kind)) if needed else column_encoder(kind)
+            for kind, needed in zip(self.kinds, required)
+        ]
         quoted = ", ".join(pg_copy.quote_ident(c) for c in self.columns)
         self._keys_sql = ", ".join(pg_copy.quote_ident(c) for c in self.key_columns)
         self._row_value = (
@@ -243,20 +273,38 @@ class TableReader:
         )
         self._select = f"SELECT {quoted} FROM {pg_copy.quote_ident(self.name)}"
         self._placeholders = "?" if len(self.key_columns) == 1 else f"({', '.join('?' * len(self.key_columns))})"
+        # a composite key may hold NULL (unless the file has NOT NULL): a row value with a NULL
+        # compares as unknown, so the keyset walk takes only keys without one (null_keyed: the rest)
+        self._keyed = None if table.autoincrement_column is not None else " AND ".join(
+            f"{pg_copy.quote_ident(c)} IS NOT NULL" for c in self.key_columns
+        )
 
     # -- reading --------------------------------------------------------
 
     def key_of(self, row: Sequence[Any]) -> Key:
         return tuple(row[i] for i in self.key_index)
 
+    def _where(self, condition: str | None) -> str:
+        """A WHERE clause of `condition` and, for a composite key, its columns NOT NULL ('' for none)."""
+        parts = [part for part in (condition, self._keyed) if part]
+        return f" WHERE {' AND '.join(parts)}" if parts else ""
+
     def page(self, connection: sqlite3.Connection, after: Key | None, limit: int) -> list[tuple]:
         """The next `limit` rows after key `after` (None: from the start), in key order."""
         order = f" ORDER BY {self._keys_sql} LIMIT ?"
         if after is None:
-            return _fetch(connection, self._select + order, (limit,))
+            return _fetch(connection, self._select + self._where(None) + order, (limit,))
         return _fetch(
-            connection, f"{self._select} WHERE {self._row_value} > {self._placeholders}{order}", (*after, limit)
+            connection, f"{self._select}{self._where(f'{self._row_value} > {self._placeholders}')}{order}",
+            (*after, limit),
         )
+
+    def null_keyed(self, connection: sqlite3.Connection) -> list[tuple]:
+        """The rows whose key holds a NULL (never in the keyset walk; PostgreSQL cannot hold them)."""
+        if self._keyed is None:
+            return []
+        where = " OR ".join(f"{pg_copy.quote_ident(c)} IS NULL" for c in self.key_columns)
+        return _fetch(connection, f"{self._select} WHERE {where}", ())
 
     def page_end(self, connection: sqlite3.Connection, after: Key | None, limit: int) -> tuple[Key | None, bool]:
         """The last key of the page of `limit` keys after `after` (None: no key left), and whether
@@ -267,8 +315,8 @@ class TableReader:
         No row is read, so the page itself can be read elsewhere as the
         range (after, end].
         """
-        where, params = ("", ()) if after is None else (
-            f" WHERE {self._row_value} > {self._placeholders}", tuple(after)
+        where, params = (self._where(None), ()) if after is None else (
+            self._where(f"{self._row_value} > {self._placeholders}"), tuple(after)
         )
         table = pg_copy.quote_ident(self.name)
         found = connection.execute(
@@ -289,6 +337,8 @@ class TableReader:
         if low is not None:
             where = f"{self._row_value} > {self._placeholders} AND " + where
             params = (*low, *high)
+        if self._keyed:  # (4, NULL) <= (5, 7) holds: the first column decides before the NULL is met
+            where += f" AND {self._keyed}"
         return where, params
 
     def rows_between(self, connection: sqlite3.Connection, low: Key | None, high: Key) -> list[tuple]:
@@ -317,8 +367,13 @@ class TableReader:
         return {tuple(row) for row in cursor}
 
     def rows_for(self, connection: sqlite3.Connection, keys: Sequence[Key]) -> list[tuple]:
-        """The rows that exist for these keys, in key order."""
+        """The rows that exist for these keys, in key order (a key holding NULL matched with IS)."""
         rows: list[tuple] = []
+        with_null = [key for key in keys if None in key]
+        keys = [key for key in keys if None not in key]
+        matched = " AND ".join(f"{pg_copy.quote_ident(c)} IS ?" for c in self.key_columns)
+        for key in with_null:
+            rows += connection.execute(f"{self._select} WHERE {matched}", tuple(key)).fetchall()
         for start in range(0, len(keys), 200):
             chunk = keys[start : start + 200]
             if len(self.key_columns) == 1:

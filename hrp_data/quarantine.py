@@ -13,7 +13,10 @@ Reasons besides the conversion rules:
 - parent_missing: the parent exists in SQLite but not (yet) in PostgreSQL;
   a live write still on its way. Retried automatically at the end of the table;
 - constraint_violation: PostgreSQL refused the row (e.g. a unique column
-  another row already holds); `detail` names the constraint, never values.
+  another row already holds); `detail` names the constraint, never values;
+- null_in_required_column: a NULL where the schema says NOT NULL (a legacy
+  file made without the constraint, or a composite key's column), found
+  before PostgreSQL is asked (hrp_data.legacy_rows), so `assess` names it too.
 
 The operator fixes the row in SQLite (the app or the sqlite3 shell) and runs
 `hrp-cutover backfill --retry-quarantined`; rows that copy leave the quarantine.

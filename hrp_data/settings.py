@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sqlite3
-import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from adapters.urls import redact_url
+from hrp_data.legacy_file import LegacyFileError, require_contract
 
 BACKGROUND_CONNECTIONS = 1
 """PostgreSQL connections an app process needs besides its request threads while they use PostgreSQL: the
@@ -111,12 +110,10 @@ class Settings:
         with open(database, "rb") as handle:
             if handle.read(16) != b"SQLite format 3\x00":
                 raise SettingsError(f"HRP_SQLITE_URL points to {shown!r}, which is not a SQLite database")
-        missing = _missing_legacy_tables(database)
-        if missing:
-            raise SettingsError(
-                f"HRP_SQLITE_URL points to {shown!r}, which lacks the HRP tables {', '.join(missing)};"
-                " is it the app's database?"
-            )
+        try:
+            require_contract(database, f"HRP_SQLITE_URL's file {shown!r}")
+        except LegacyFileError as error:
+            raise SettingsError(str(error)) from None
         return database
 
     def require_postgres(self) -> str:
@@ -126,20 +123,6 @@ class Settings:
                 " (e.g. postgresql://user@host:5432/hrp)"
             )
         return self.postgres_url
-
-
-LEGACY_TABLES = ("users", "races", "horses", "race_horses", "predictions", "api_credentials")
-
-
-def _missing_legacy_tables(path: str) -> list[str]:
-    connection = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True)
-    try:
-        present = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError:
-        return list(LEGACY_TABLES)
-    finally:
-        connection.close()
-    return [name for name in LEGACY_TABLES if name not in present]
 
 
 def _number(variable: str, value: Any, kind: type, low: float, high: float, allowed: str) -> Any:

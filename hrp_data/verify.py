@@ -294,6 +294,28 @@ def _key(difference: dict) -> tuple:
     return key_from_json(difference["key"])
 
 
+def _bucket_candidates(cutover: Cutover, table: sa.Table, lows: list[int], highs: list[int], rows: int,
+                       progress: Progress | None) -> list[tuple]:
+    """Keys whose rows differ, found by hashing ranges of the first key column on both sides."""
+    low, high = min(lows), max(highs)
+    buckets_count = max(1, math.ceil(rows / BUCKET_ROWS))
+    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / buckets_count)))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        postgres_future = pool.submit(_postgres_buckets, cutover.engine(POSTGRES), table, buckets)
+        sqlite_buckets = _sqlite_buckets(cutover.sqlite, table, buckets)
+        postgres_buckets = postgres_future.result()
+    differing = sorted(b for b in set(sqlite_buckets) | set(postgres_buckets)
+                       if sqlite_buckets.get(b) != postgres_buckets.get(b))
+    candidates: list[tuple] = []
+    for index, bucket in enumerate(differing):
+        sqlite_side, postgres_side = _row_fingerprints(cutover, table, buckets.bounds(bucket))
+        candidates += [k for k in set(sqlite_side) | set(postgres_side)
+                       if sqlite_side.get(k) != postgres_side.get(k)]
+        if progress:
+            progress(table.name, index + 1, len(differing))
+    return candidates
+
+
 def verify_table(cutover: Cutover, table: sa.Table, primary: str, progress: Progress | None = None) -> tuple[TableResult, list[dict]]:
     started = time.monotonic()
     result = TableResult()
@@ -306,25 +328,8 @@ def verify_table(cutover: Cutover, table: sa.Table, primary: str, progress: Prog
     result.rows_primary = counts[primary]
     result.rows_secondary = counts[POSTGRES if primary == SQLITE else SQLITE]
     lows = [v for v in (s_min, p_min) if v is not None]
-    if not lows:
-        result.seconds = time.monotonic() - started
-        return result, []
-    low, high = min(lows), max(v for v in (s_max, p_max) if v is not None)
-    buckets_count = max(1, math.ceil(max(s_count, p_count) / BUCKET_ROWS))
-    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / buckets_count)))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        postgres_future = pool.submit(_postgres_buckets, postgres, table, buckets)
-        sqlite_buckets = _sqlite_buckets(cutover.sqlite, table, buckets)
-        postgres_buckets = postgres_future.result()
-    differing = sorted(b for b in set(sqlite_buckets) | set(postgres_buckets)
-                       if sqlite_buckets.get(b) != postgres_buckets.get(b))
-    candidates: list[tuple] = []
-    for index, bucket in enumerate(differing):
-        sqlite_side, postgres_side = _row_fingerprints(cutover, table, buckets.bounds(bucket))
-        candidates += [k for k in set(sqlite_side) | set(postgres_side)
-                       if sqlite_side.get(k) != postgres_side.get(k)]
-        if progress:
-            progress(table.name, index + 1, len(differing))
+    candidates = _bucket_candidates(cutover, table, lows, [v for v in (s_max, p_max) if v is not None],
+                                    max(s_count, p_count), progress) if lows else []
     candidates += _odd_keys(cutover.sqlite, table)
     candidates = sorted(set(candidates), key=sqlite_order)
     differences, pending = _confirm(cutover, table, candidates, primary) if candidates else ([], 0)

@@ -11,17 +11,17 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from hrp_data.settings import SettingsError
 from tools.cli import BadSetting, console, domain_errors, parse_tables, pass_context, postgres_option, settings_from
 
 EXIT_INTERRUPTED = 130
 
 
 def _sqlite_file(ctx) -> Path:
-    from hrp_data.legacy_rows import sqlite_path
-
+    """The legacy file, which must exist and hold every HRP table and column (else a one-line error)."""
     try:
-        return sqlite_path(settings_from(ctx).sqlite_url)
-    except ValueError as error:
+        return Path(settings_from(ctx).require_sqlite_file())
+    except SettingsError as error:
         raise BadSetting(str(error)) from None
 
 
@@ -103,6 +103,12 @@ def _print_assessment(report: dict) -> None:
     for item in report["rejections"]:
         click.echo(f"rejected        {item['table']}.{item['column']}: {item['reason']} x{item['count']},"
                    f" e.g. key {item['examples'][0]} value {item['example_value']!r}")
+    beyond = report["beyond_schema"]
+    for column in beyond["extra_columns"]:
+        click.echo(f"not copied      column {column}: beyond the HRP schema (the backfill refuses to start"
+                   " unless --leave-extra-columns)")
+    for table in beyond["extra_tables"]:
+        click.echo(f"not copied      table {table}: not an HRP table")
     click.echo(f"will quarantine about {report['quarantine_rows']} row(s): rejected values plus orphans")
     click.echo(f"estimate        ~{report['estimate']['seconds']:.0f} s ({report['estimate']['basis']})")
 
@@ -169,11 +175,13 @@ class _Interrupt:
 @click.option("--no-backup", is_flag=True, help="Start without a recent backup (not recommended).")
 @click.option("--workers", type=click.IntRange(min=0, max=64),
               help="Processes that read and convert (default: one per core, at most 4, for big tables; 0: none).")
+@click.option("--leave-extra-columns", is_flag=True,
+              help="Copy tables whose legacy file has columns beyond the HRP schema, without those columns.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @postgres_option
 @pass_context
-def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantined, no_backup, workers, as_json,
-             postgres_url) -> None:
+def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantined, no_backup, workers,
+             leave_extra_columns, as_json, postgres_url) -> None:
     """Copy every legacy row into PostgreSQL while the app keeps writing (phase dual_write or shadow).
 
     Resumable (checkpoints in PostgreSQL), throttleable, never overwrites live
@@ -194,7 +202,8 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
     settings = settings_from(ctx, postgres_url=postgres_url)
     with domain_errors():
         settings.require_postgres()
-    options = Options(parse_tables(tables), batch_size, max_rows_per_sec, restart, retry_quarantined, workers)
+    options = Options(parse_tables(tables), batch_size, max_rows_per_sec, restart, retry_quarantined, workers,
+                      leave_extra_columns)
     path = _sqlite_file(ctx)
     if not no_backup:
         try:

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from adapters.postgres import create_postgres_engine
 from hrp_data import batch_writer
 from hrp_data import outbox
+from hrp_data.assess import assess
 from hrp_data.backfill import BackfillRefused, Listener, Options, backfill_status, quarantine_rows, run_backfill
 from hrp_data.dual_write import Cutover
 from hrp_data.flip import move
@@ -780,3 +781,36 @@ def test_keys_postgresql_cannot_hold_are_quarantined_verified_and_dropped_when_f
     verdict = json.loads(runner.invoke(cli, base + ["verify", "--json"]).output)
     assert verdict["equal"] and verdict["tables"]["race_horses"]["quarantined"] == 0
     assert_equal(path, url)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_null_in_keys_and_required_columns_is_quarantined_and_skips_no_row(tmp_path, postgres_url, batch_size):
+    """A legacy file made without the NOT NULLs: a NULL in a composite key compares as unknown, so
+    a keyset walk that met one would skip the rows after it. Each such row is quarantined with
+    its reason, the assessment names it in advance, and every other row arrives."""
+    from tests.conftest import LEGACY_SCHEMA
+
+    path = tmp_path / "loose.db"
+    with sqlite3.connect(path) as raw:
+        raw.executescript(LEGACY_SCHEMA.read_text().replace(" UNIQUE NOT NULL", " UNIQUE").replace(" NOT NULL", ""))
+        raw.executemany("INSERT INTO races (id, race_name) VALUES (?, ?)", [(4, "R4"), (5, "R5"), (6, None)])
+        raw.executemany("INSERT INTO horses (id, horse_name) VALUES (?, ?)", [(1, "H1"), (2, "H2"), (3, "H3")])
+        raw.executemany("INSERT INTO race_horses (race_id, horse_id) VALUES (?, ?)", [
+            (4, None), (4, 1), (4, 2), (None, 3), (None, None), (5, None), (5, 1), (5, 2), (5, 3),
+        ])
+    upgrade(postgres_url)
+    report = assess(path, sample_rows=10)
+    assert report["tables"]["race_horses"]["rejected_rows"] == 4 and report["tables"]["races"]["rejected_rows"] == 1
+    with open_cutover(path, postgres_url) as cutover:
+        result = run_backfill(cutover, Options(batch_size=batch_size, workers=0))
+    assert result.complete
+    assert pg_query(postgres_url, "SELECT race_id, horse_id FROM race_horses ORDER BY 1, 2") == [
+        (4, 1), (4, 2), (5, 1), (5, 2), (5, 3)]
+    found = {(key, column): row["reason"] for (table, key, column), row in _quarantine_map(postgres_url).items()
+             if table in ("race_horses", "races")}
+    assert found == {
+        ((4, None), "horse_id"): "null_in_required_column", ((None, 3), "race_id"): "null_in_required_column",
+        ((None, None), "race_id"): "null_in_required_column", ((None, None), "horse_id"): "null_in_required_column",
+        ((5, None), "horse_id"): "null_in_required_column", ((6,), "race_name"): "null_in_required_column",
+    }
+    assert result.tables["race_horses"].quarantined == 4 and result.tables["race_horses"].copied == 5

@@ -121,5 +121,5 @@ def test_backup_command(live, tmp_path):
     assert Path(manifest["path"]).parent == out and Path(manifest["manifest"]).is_file()
     assert set(manifest) >= {"source", "path", "size", "sha256", "row_counts", "integrity_check", "created_at"}
     missing = runner.invoke(cli, ["--sqlite", str(tmp_path / "nope.db"), "backup"])
-    assert missing.exit_code == 1
-    assert [line for line in missing.output.splitlines() if line.startswith("Error: no SQLite file at")]
+    assert missing.exit_code == 2  # a bad setting, as for every command
+    assert [line for line in missing.output.splitlines() if line.startswith("Error: ") and "does not exist" in line]
