@@ -74,7 +74,7 @@ def key_refusal(table: sa.Table, key: Sequence[Any]) -> str | None:
         except Rejected as error:
             return f"{column.name}: {error.reason}"
         if converted is None:
-            return f"{column.name}: null_in_key"
+            return f"{column.name}: null_in_required_column"
     return None
 
 

@@ -120,9 +120,11 @@ def _bounds(connection: sa.Connection, table: sa.Table) -> tuple[int | None, int
     whole numbers around reals, which the buckets never hold (see _odd_keys).
     """
     first = _quote(_key_names(table)[0])
+    numbers = (f" WHERE {first} BETWEEN {BIGINT_RANGE[0]} AND {BIGINT_RANGE[1]}"
+               if connection.dialect.name == "sqlite" else "")  # PostgreSQL's column is a bigint
     row = connection.exec_driver_sql(
         f"SELECT min({first}), max({first}), (SELECT count(*) FROM {_quote(table.name)})"
-        f" FROM {_quote(table.name)} WHERE {first} BETWEEN {BIGINT_RANGE[0]} AND {BIGINT_RANGE[1]}"
+        f" FROM {_quote(table.name)}{numbers}"
     ).one()
     low, high = row[0], row[1]
     return (None if low is None else math.floor(low)), (None if high is None else math.ceil(high)), row[2]
