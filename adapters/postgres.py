@@ -147,16 +147,31 @@ def drop_capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
     ]
 
 
-def bump_identity(connection: sa.Connection, table: sa.Table) -> None:
-    """Set the identity sequence of `table` past its largest id (no-op for tables without one)."""
+def _identity_sequence(connection: sa.Connection, table: sa.Table) -> str | None:
     key = next(iter(table.primary_key.columns)).name
-    sequence = connection.exec_driver_sql(
+    return connection.exec_driver_sql(
         "SELECT pg_get_serial_sequence(%(t)s, %(c)s)", {"t": f'"{table.name}"', "c": key}
     ).scalar()
+
+
+def bump_identity(connection: sa.Connection, table: sa.Table, at_least: int = 0) -> None:
+    """Set the identity sequence of `table` past its largest id and past `at_least` (an id the
+    other database has handed out already: never given again), no-op for tables without one."""
+    key = next(iter(table.primary_key.columns)).name
+    sequence = _identity_sequence(connection, table)
     if sequence is None:
         return
     connection.exec_driver_sql(
         f'SELECT setval(%(s)s, GREATEST((SELECT max("{key}") FROM "{table.name}"),'
-        f" (SELECT last_value FROM {sequence}), 1))",
-        {"s": sequence},
+        f" (SELECT last_value FROM {sequence}), %(at_least)s, 1))",
+        {"s": sequence, "at_least": at_least},
     )
+
+
+def issued_id(connection: sa.Connection, table: sa.Table) -> int:
+    """The largest id the identity of `table` has handed out (0: none, or no identity)."""
+    sequence = _identity_sequence(connection, table)
+    if sequence is None:
+        return 0
+    last, called = connection.exec_driver_sql(f"SELECT last_value, is_called FROM {sequence}").one()
+    return last if called else last - 1

@@ -88,11 +88,19 @@ def drop_capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
     return [f'DROP TRIGGER IF EXISTS "{outbox}_{table.name}_{op}"' for op in ("ins", "upd", "del")]
 
 
-def bump_autoincrement(connection: sa.Connection, table: sa.Table) -> None:
-    """Set sqlite_sequence for `table` past its largest id, so the next insert gets a fresh id."""
+def issued_id(connection: sa.Connection, table: sa.Table) -> int:
+    """The largest id AUTOINCREMENT has handed out for `table` (sqlite_sequence; 0: none)."""
+    found = connection.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (table.name,)).scalar()
+    return found or 0
+
+
+def bump_autoincrement(connection: sa.Connection, table: sa.Table, at_least: int = 0) -> None:
+    """Set sqlite_sequence for `table` past its largest id and past `at_least` (an id the other
+    database has handed out already), so the next insert gets an id never given before."""
     key = next(iter(table.primary_key.columns)).name
-    top = connection.exec_driver_sql(f'SELECT max("{key}") FROM "{table.name}"').scalar()
-    if top is None:
+    largest = connection.exec_driver_sql(f'SELECT max("{key}") FROM "{table.name}"').scalar()
+    top = max(largest or 0, at_least)
+    if top <= 0:
         return
     current = connection.exec_driver_sql(
         "SELECT seq FROM sqlite_sequence WHERE name = ?", (table.name,)

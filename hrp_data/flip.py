@@ -8,7 +8,9 @@ A move (flip, rollback, or any allowed step) runs:
    PostgreSQL first, then SQLite, by everyone, so nothing deadlocks;
 3. drain what is left, inside the hold, until the outbox is empty;
 4. when the primary changes: set the new primary's ids past the largest id
-   (PostgreSQL identities, or SQLite's sqlite_sequence);
+   and past every id the old primary has handed out, deleted rows' included
+   (PostgreSQL identities, or SQLite's sqlite_sequence: AUTOINCREMENT never
+   gives an id twice, and neither may the other database after a move);
 5. move change capture (the outbox triggers) to the new primary;
 6. compare-and-set the phase record and write the audit row, in the same
    SQLite transaction that holds the writers;
@@ -150,18 +152,26 @@ def move(
                 primary_bind = held if source.primary == SQLITE else postgres
                 secondary_bind = postgres if source.primary == SQLITE else held
                 drained = _drain_all(primary_bind, secondary_bind)
+            issued_by_postgres: dict[str, int] = {}
             if postgres is not None:
                 with writing(postgres) as pg:
                     if destination.primary == POSTGRES and source.primary != POSTGRES:
                         for table in TABLES:
-                            postgres_adapter.bump_identity(pg, table)
+                            if table.autoincrement_column is not None:
+                                postgres_adapter.bump_identity(
+                                    pg, table, at_least=sqlite_adapter.issued_id(held, table)
+                                )
+                    if destination.primary == SQLITE and source.primary != SQLITE:
+                        issued_by_postgres = {
+                            t.name: postgres_adapter.issued_id(pg, t) for t in TABLES if t.autoincrement_column is not None
+                        }
                     _move_capture(held, pg, target)
             else:
                 _move_capture(held, None, target)
             if destination.primary == SQLITE and source.primary != SQLITE:
                 for table in TABLES:
                     if table.autoincrement_column is not None:
-                        sqlite_adapter.bump_autoincrement(held, table)
+                        sqlite_adapter.bump_autoincrement(held, table, at_least=issued_by_postgres.get(table.name, 0))
             hold_ms = (time.monotonic() - started) * 1000
             new = cutover.phases.compare_and_set(
                 held, record, target, hold_ms=hold_ms, forced=forced, skipped=skipped

@@ -132,6 +132,36 @@ def test_flip_and_rollback_keep_both_sides_equal_and_ids_fresh(cutover, legacy_f
     assert_equal(legacy_file, postgres_url)
 
 
+def test_ids_of_deleted_rows_are_never_handed_out_again_across_flip_and_rollback(cutover, legacy_file, postgres_url):
+    """AUTOINCREMENT never reuses the id of a deleted row; neither may the other database after a move."""
+    move(cutover, Phase.DUAL_WRITE)
+    with cutover.writing() as uow:
+        races = [uow.races.add(race_name=f"R{i}") for i in range(5)]
+        uow.commit()
+    with cutover.writing() as uow:  # the newest two go: SQLite's sqlite_sequence keeps their ids
+        for race in races[3:]:
+            uow.races.delete(race["id"])
+        uow.commit()
+    wait_drained(cutover)
+    move(cutover, Phase.SHADOW)
+    move(cutover, Phase.POSTGRES_PRIMARY)
+    with cutover.writing() as uow:
+        fresh = uow.races.add(race_name="after flip")
+        uow.commit()
+    assert fresh["id"] > races[-1]["id"]
+    with cutover.writing() as uow:
+        uow.races.delete(fresh["id"])
+        uow.commit()
+    wait_drained(cutover)
+    move(cutover, Phase.SHADOW)
+    with cutover.writing() as uow:
+        again = uow.races.add(race_name="after rollback")
+        uow.commit()
+    assert again["id"] > fresh["id"]
+    wait_drained(cutover)
+    assert_equal(legacy_file, postgres_url)
+
+
 def test_a_child_written_before_its_parent_arrives_waits_in_the_outbox(cutover, legacy_file, postgres_url):
     """dual_write before the backfill: the race is only in SQLite, the new prediction waits, then lands."""
     with cutover.writing() as uow:  # sqlite_only: an old race PostgreSQL has never seen
