@@ -110,6 +110,17 @@ def test_concurrent_writers_on_overlapping_rows_converge(cutover, legacy_file, p
     assert_equal(legacy_file, postgres_url)
 
 
+def _rollback_writes_a_fresh_id(cutover, legacy_file, postgres_url, above: int) -> None:
+    """Roll back to shadow: SQLite's next id is above `above`, and both sides end equal."""
+    move(cutover, Phase.SHADOW)
+    with cutover.writing() as uow:
+        again = uow.races.add(race_name="after rollback")
+        uow.commit()
+    assert again["id"] > above
+    wait_drained(cutover)
+    assert_equal(legacy_file, postgres_url)
+
+
 def test_flip_and_rollback_keep_both_sides_equal_and_ids_fresh(cutover, legacy_file, postgres_url):
     move(cutover, Phase.DUAL_WRITE)
     _add_world(cutover)
@@ -123,13 +134,7 @@ def test_flip_and_rollback_keep_both_sides_equal_and_ids_fresh(cutover, legacy_f
         assert fresh["id"] > raw.execute("SELECT max(id) FROM races WHERE race_name != 'after flip'").fetchone()[0]
     wait_drained(cutover)
     assert_equal(legacy_file, postgres_url)
-    move(cutover, Phase.SHADOW)
-    with cutover.writing() as uow:
-        again = uow.races.add(race_name="after rollback")
-        uow.commit()
-    assert again["id"] > fresh["id"]
-    wait_drained(cutover)
-    assert_equal(legacy_file, postgres_url)
+    _rollback_writes_a_fresh_id(cutover, legacy_file, postgres_url, above=fresh["id"])
 
 
 def test_ids_of_deleted_rows_are_never_handed_out_again_across_flip_and_rollback(cutover, legacy_file, postgres_url):
@@ -153,13 +158,7 @@ def test_ids_of_deleted_rows_are_never_handed_out_again_across_flip_and_rollback
         uow.races.delete(fresh["id"])
         uow.commit()
     wait_drained(cutover)
-    move(cutover, Phase.SHADOW)
-    with cutover.writing() as uow:
-        again = uow.races.add(race_name="after rollback")
-        uow.commit()
-    assert again["id"] > fresh["id"]
-    wait_drained(cutover)
-    assert_equal(legacy_file, postgres_url)
+    _rollback_writes_a_fresh_id(cutover, legacy_file, postgres_url, above=fresh["id"])
 
 
 def test_a_child_written_before_its_parent_arrives_waits_in_the_outbox(cutover, legacy_file, postgres_url):
