@@ -103,13 +103,21 @@ class Buckets:
 
     low: int
     width: int
+    wide: bool = False
+    """Keys more than 2**62 apart: PostgreSQL's bigint arithmetic could overflow, so it buckets in numeric."""
 
     def of(self, value: int) -> int:
         return (value - self.low) // self.width
 
     def bounds(self, bucket: int) -> tuple[int, int]:
+        """The bucket's first and last key, inclusive (within BIGINT: both sides bind them)."""
         start = self.low + bucket * self.width
-        return start, start + self.width
+        return start, min(start + self.width - 1, BIGINT_RANGE[1])
+
+    def sql(self, column: str) -> str:
+        if self.wide:
+            return f"floor(({column}::numeric - %(low)s) / %(width)s)"
+        return f"({column} - %(low)s) / %(width)s"
 
 
 def _bounds(connection: sa.Connection, table: sa.Table) -> tuple[int | None, int | None, int]:
@@ -147,7 +155,7 @@ def _postgres_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets) -> d
     first = _quote(_key_names(table)[0])
     text = postgres_row_text(_columns(table))
     statement = (
-        f"SELECT ({first} - %(low)s) / %(width)s AS bucket, count(*),"
+        f"SELECT {buckets.sql(first)} AS bucket, count(*),"
         f" md5(string_agg({text}, E'\\n' ORDER BY {keys})) FROM {_quote(table.name)} GROUP BY 1"
     )
     with reading(engine) as connection:
@@ -199,13 +207,13 @@ def _row_fingerprints(cutover: Cutover, table: sa.Table, bounds: tuple[int, int]
     render = sqlite_row_renderer([kind for _, kind in _columns(table)])
     sqlite_side = {
         tuple(row[i] for i in key_positions): md5_hex(render(row))
-        for row in _sqlite_rows(cutover.sqlite, table, f"WHERE {first} >= ? AND {first} < ?", bounds)
+        for row in _sqlite_rows(cutover.sqlite, table, f"WHERE {first} >= ? AND {first} <= ?", bounds)
     }
     keys = ", ".join(_quote(k) for k in key_names)
     with reading(cutover.engine(POSTGRES)) as connection:
         rows = connection.exec_driver_sql(
             f"SELECT {keys}, md5({postgres_row_text(_columns(table))}) FROM {_quote(table.name)}"
-            f" WHERE {first} >= %(lo)s AND {first} < %(hi)s",
+            f" WHERE {first} >= %(lo)s AND {first} <= %(hi)s",
             {"lo": bounds[0], "hi": bounds[1]},
         ).all()
     postgres_side = {tuple(r[: len(key_names)]): r[len(key_names)] for r in rows}
@@ -301,7 +309,7 @@ def _bucket_candidates(cutover: Cutover, table: sa.Table, lows: list[int], highs
     """Keys whose rows differ, found by hashing ranges of the first key column on both sides."""
     low, high = min(lows), max(highs)
     buckets_count = max(1, math.ceil(rows / BUCKET_ROWS))
-    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / buckets_count)))
+    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / buckets_count)), wide=high - low > 2**62)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         postgres_future = pool.submit(_postgres_buckets, cutover.engine(POSTGRES), table, buckets)
         sqlite_buckets = _sqlite_buckets(cutover.sqlite, table, buckets)

@@ -158,3 +158,21 @@ def test_range_hashes_agree_on_equal_data(synced):
             low, high, count = connection.exec_driver_sql(f'SELECT min("{key}"), max("{key}"), count(*) FROM "{table.name}"').one()
         buckets = Buckets(low, max(1, math.ceil((high - low + 1) / max(1, math.ceil(count / BUCKET_ROWS)))))
         assert _sqlite_buckets(cutover.sqlite, table, buckets) == _postgres_buckets(cutover.engine("postgres"), table, buckets), table.name
+
+
+def test_keys_at_both_ends_of_bigint_are_compared(synced):
+    """Ids 2**63 - 1 and -2**63 (SQLite's rowid range is PostgreSQL's bigint): the buckets span
+    more than bigint arithmetic holds, and the last bucket ends at the largest key."""
+    cutover, path, postgres_url = synced
+    with cutover.writing() as uow:
+        for race_id in (-(2**63), 2**63 - 1):
+            uow.races.add(id=race_id, race_name=f"edge {race_id}")
+        uow.commit()
+    wait_drained(cutover)
+    assert verify(cutover, ["races"]).equal
+    _pg(cutover, f"UPDATE races SET race_name = 'planted' WHERE id = {2**63 - 1}")
+    _pg(cutover, f"DELETE FROM races WHERE id = {-(2**63)}")
+    first, second = verify_and_repair(cutover, ["races"])
+    assert {(e["kind"], e["key"][0]) for e in first.examples} == {
+        ("value_differs", 2**63 - 1), ("missing_row", -(2**63))}
+    assert second is not None and second.equal
