@@ -41,6 +41,7 @@ __all__ = [
     "parse_json",
     "format_timestamp",
     "dump_json",
+    "dump_jsonb",
     "json_text",
     "timestamp_text",
     "converter",
@@ -120,7 +121,12 @@ _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
 _LEGACY_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 """The spelling the legacy app writes (UTC, no fraction): the common case, read without the general parser."""
 _BOOL_TEXT = {"true": True, "false": False}
+_ORJSON_BIG_FLOAT = re.compile(rb"e[0-9]")
+"""How orjson spells a double of 1e16 or more: a positive exponent without a sign (1e16, 1.5e300).
+Such a double is whole, and JSONB would print it without a point, so it would read back as an int
+(dump_jsonb spells it otherwise). A string holding such letters only costs the general path."""
 _JSON_WHITESPACE = " \t\n\r"
+_OPENERS = ("{", "[")
 
 
 def _is_blob(raw: Any) -> bool:
@@ -407,7 +413,9 @@ def _canonical_document(text: str) -> Any:
     reads as, equality also proves that no string holds one, so the blanks
     are all between tokens. With no NUL escape and valid UTF-8 (checked by
     the caller) parse_json would accept the text and give the same document.
-    Anything else (None) takes the general path, which names the reason.
+    Anything else (None) takes the general path, which names the reason; so
+    does a document holding a double of 1e16 or more, which JSONB must be
+    given with a point (dump_jsonb).
     """
     if "\\" in text and "\\u0000" in text:
         return None
@@ -417,6 +425,8 @@ def _canonical_document(text: str) -> Any:
             return None
         compact = orjson.dumps(value)
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
+        return None
+    if _ORJSON_BIG_FLOAT.search(compact):  # JSONB needs another spelling of it: dump_jsonb
         return None
     spelled = text.encode("utf-8")
     if compact.replace(b",", b", ").replace(b":", b": ") == spelled or compact == spelled:
@@ -429,10 +439,15 @@ def json_text(raw: Any) -> str:
 
     Raises `Rejected` as to_postgres does. Legacy text in a canonical
     spelling (see _canonical_document) comes back as it is, without being
-    written again; anything else is dump_json of the converted document.
+    written again; anything else is dump_jsonb of the converted document.
+    The first test is _json_read's path for an ASCII object or array
+    without NUL, taken without its calls (the backfill's hot loop).
     """
+    if type(raw) is str and raw[:1] in _OPENERS and "\x00" not in raw and raw.isascii():
+        if _canonical_document(raw) is not None:
+            return raw
     value, canonical = _json_read(raw)
-    return raw if canonical else dump_json(value)
+    return raw if canonical else dump_jsonb(value)
 
 
 def _json_document(raw: Any) -> Any:
@@ -515,6 +530,37 @@ def format_timestamp(value: dt.datetime) -> str:
 def dump_json(value: Any) -> str:
     """The legacy spelling of a JSON document (what json.dumps writes)."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def dump_jsonb(value: Any) -> str:
+    """A JSON document as PostgreSQL's JSONB should be given it: read back, it is the same value.
+
+    JSONB keeps a number as a decimal and prints it without an exponent; a
+    float as large as 1e16 is whole, so json.dumps' `1e+16` would come back as
+    the integer 10000000000000000, and `1e+23` as an integer that is not even
+    the float's value. Such a float is spelled here as its shortest decimal
+    with `.0` (`10000000000000000.0`), which JSONB keeps and prints as it is
+    and which reads back as the same float. Anything else is dump_json.
+    """
+    text = dump_json(value)
+    if "e+" not in text:  # json.dumps spells every double from 1e16 up with one
+        return text
+    big: list[str] = []
+
+    def mark(item: Any) -> Any:
+        if type(item) is float and math.isfinite(item) and "e+" in repr(item):
+            big.append(format(Decimal(repr(item)), "f") + ".0")
+            return f"\x00{len(big) - 1}\x00"  # a NUL never survives the rules: no document holds one
+        if isinstance(item, dict):
+            return {key: mark(child) for key, child in item.items()}
+        if isinstance(item, list):
+            return [mark(child) for child in item]
+        return item
+
+    text = dump_json(mark(value))
+    for index, digits in enumerate(big):
+        text = text.replace(f'"\\u0000{index}\\u0000"', digits, 1)
+    return text
 
 
 def to_sqlite(kind: Kind, value: Any) -> Any:

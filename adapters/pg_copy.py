@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from adapters.convert import dump_jsonb
 
 __all__ = [
     "NULL",
@@ -82,8 +83,8 @@ def float_field(value: float) -> str:
 
 
 def json_field(value: Any) -> str:
-    """A JSON document (dict, list, or scalar) as the text of a json/jsonb field."""
-    return escape_text(json.dumps(value, ensure_ascii=False, allow_nan=False))
+    """A JSON document (dict, list, or scalar) as the text of a json/jsonb field (adapters.convert.dump_jsonb)."""
+    return escape_text(dump_jsonb(value))
 
 
 def text_field(value: Any) -> str:

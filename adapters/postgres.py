@@ -24,6 +24,8 @@ import psycopg2
 import psycopg2.extensions
 import sqlalchemy as sa
 
+from adapters.convert import dump_jsonb
+
 CONNECT_TIMEOUT_S = 3
 STATEMENT_TIMEOUT_MS = 30_000
 
@@ -99,6 +101,7 @@ def create_postgres_engine(url: str, *, application_name: str = "hrp-cutover", *
     url = psycopg2_url(url)
     kw.setdefault("pool_pre_ping", True)
     kw.setdefault("pool_timeout", 5)
+    kw.setdefault("json_serializer", dump_jsonb)  # JSONB reads every document back as the same value
     return sa.create_engine(url, connect_args=connect_args, **kw)
 
 

@@ -90,7 +90,14 @@ _FORMAT: dict[Kind, Callable[[Any], str]] = {
 
 
 def _json_field(raw: Any) -> str:
-    return pg_copy.escape_text(json_text(raw))
+    """A raw JSON value as a COPY field (NULL as \\N): json_text, escaped. Its text holds no NUL and
+    no raw tab, newline or carriage return (JSON escapes them inside strings, and neither
+    canonical text nor json.dumps has them between tokens), so of COPY's escapes only the
+    backslash's applies (pg_copy.escape_text)."""
+    if raw is None:
+        return pg_copy.NULL
+    text = json_text(raw)
+    return text.replace("\\", "\\\\") if "\\" in text else text
 
 
 def _to_field(kind: Kind) -> Callable[[Any], str]:
@@ -107,7 +114,7 @@ def field_encoder(kind: Kind) -> Callable[[Any], str]:
     null = pg_copy.NULL
 
     if kind is Kind.JSON:
-        return lambda raw: null if raw is None else _json_field(raw)
+        return _json_field
 
     if kind not in MEMO_KINDS:
         convert, spell = converter(kind), _FORMAT[kind]

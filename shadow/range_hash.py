@@ -57,7 +57,10 @@ def postgres_row_text(columns: Sequence[tuple[str, Kind]]) -> str:
 def _jsonb_number(value: float | int) -> str:
     if isinstance(value, int):
         return str(value)
-    text = format(Decimal(repr(value)), "f")
+    spelled = repr(value)
+    text = format(Decimal(spelled), "f")
+    if "e+" in spelled:  # written with a point by adapters.convert.dump_jsonb, so JSONB keeps it
+        text += ".0"
     return text[1:] if text.startswith("-") and Decimal(text) == 0 else text
 
 

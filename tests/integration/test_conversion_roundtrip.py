@@ -22,7 +22,6 @@ import json
 import math
 import sqlite3
 import struct
-from decimal import Decimal
 
 import psycopg2
 import pytest
@@ -31,6 +30,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from adapters.convert import REASONS, Kind, Rejected, dump_json, format_timestamp, to_postgres, to_sqlite
+from adapters.postgres import create_postgres_engine
 from adapters.types import Day, ExactReal, Flag, JsonDocument, Timestamp
 
 COLUMNS = {
@@ -77,16 +77,13 @@ def bits(value: float) -> bytes:
     return struct.pack(">d", value)
 
 
-def _number(value) -> Decimal:
-    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-
-
 def json_equal(a, b) -> bool:
-    """Equal as JSON documents: numbers by decimal value (JSONB gives 1e16 back as 10000000000000000)."""
-    if isinstance(a, bool) or isinstance(b, bool):
+    """The same JSON document, read back as the same Python value: ints as ints, floats as floats
+    bit for bit (1e16 too: adapters.convert.dump_jsonb), except that JSONB has no negative zero."""
+    if isinstance(a, float) and isinstance(b, float):
+        return bits(a) == bits(b) or a == b == 0.0
+    if isinstance(a, (int, float)) or isinstance(b, (int, float)):
         return type(a) is type(b) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return _number(a) == _number(b)
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
@@ -132,8 +129,9 @@ def legacy(tmp_path):
 
 @pytest.fixture
 def pg(postgres_url):
-    """One connection to a fresh PostgreSQL database holding the optimized table, session in UTC."""
-    engine = sa.create_engine(postgres_url, connect_args={"options": "-c timezone=UTC"})
+    """One connection to a fresh PostgreSQL database holding the optimized table, through the
+    app's engine factory (session in UTC, JSONB spelled by adapters.convert.dump_jsonb)."""
+    engine = create_postgres_engine(postgres_url)
     metadata.create_all(engine)
     with engine.connect() as connection:
         yield connection

@@ -86,3 +86,26 @@ def test_column_fast_paths_keep_every_rejection():
     assert _column(Kind.INTEGER, [1, 2.0]) == ("rejected", "real_in_integer_column")
     assert _column(Kind.REAL, [1.5, float("nan")]) == ("rejected", "nan_in_real_column")
     assert _column(Kind.REAL, [1.5, float("inf"), -0.0]) == ["1.5", "Infinity", "-0.0"]
+
+
+JSON_LIKE = (
+    st.text(alphabet='{}[]",: \\tn\t\n\r\x00\x01ab1.e+-0u', max_size=30)
+    | st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                   lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+                   max_leaves=12).map(lambda doc: __import__("json").dumps(doc))
+)
+
+
+@settings(max_examples=300)
+@given(JSON_LIKE)
+def test_the_json_copy_field_escapes_what_pg_copy_escapes(text):
+    """The JSON field skips COPY's tab/newline/CR scans: json_text's output never holds them raw."""
+    from adapters import pg_copy
+    from adapters.convert import json_text
+    from hrp_data.legacy_rows import _json_field
+
+    try:
+        expected = pg_copy.escape_text(json_text(text))
+    except (Rejected, ValueError):
+        return
+    assert _json_field(text) == expected
