@@ -275,6 +275,9 @@ class _Run:
                 self.checker.close()
 
     def _execute(self) -> BackfillResult:
+        wanted = [name for name in self.options.tables or copy_order() if name in self.readers]
+        if any(self.readers[name].count(self.sqlite) >= self.pages.min_rows for name in wanted):
+            self.pages.start()  # the workers start while the run sets up and the first, small tables copy
         with self.pg.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", (state.RUN_LOCK,))
             if not cursor.fetchone()[0]:
@@ -291,8 +294,6 @@ class _Run:
             self.constraint_columns = self._constraint_columns(cursor)
             self.pg.commit()
         selected = self._selected()
-        if any(self.readers[name].count(self.sqlite) >= self.pages.min_rows for name in selected):
-            self.pages.start()  # the workers start while the first, small tables are copied
         for name in selected:
             self._copy_table(self.readers[name])
             if self.stop.is_set():
