@@ -121,10 +121,10 @@ _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
 _LEGACY_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 """The spelling the legacy app writes (UTC, no fraction): the common case, read without the general parser."""
 _BOOL_TEXT = {"true": True, "false": False}
-_ORJSON_BIG_FLOAT = re.compile(rb"e[0-9]")
-"""How orjson spells a double of 1e16 or more: a positive exponent without a sign (1e16, 1.5e300).
-Such a double is whole, and JSONB would print it without a point, so it would read back as an int
-(dump_jsonb spells it otherwise). A string holding such letters only costs the general path."""
+BIG_FLOAT_MARK = "e+"
+"""How json.dumps and orjson spell every double of 1e16 or more: with a positive exponent (1e+16,
+1.5e+300). Such a double is whole, and JSONB would print it without a point, so it would read
+back as an int (dump_jsonb spells it otherwise). A string holding "e+" only costs the general path."""
 _JSON_WHITESPACE = " \t\n\r"
 _OPENERS = ("{", "[")
 
@@ -426,7 +426,7 @@ def _canonical_document(text: str) -> Any:
         compact = orjson.dumps(value)
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
         return None
-    if _ORJSON_BIG_FLOAT.search(compact):  # JSONB needs another spelling of it: dump_jsonb
+    if b"e+" in compact:  # BIG_FLOAT_MARK: JSONB needs another spelling of it (dump_jsonb)
         return None
     spelled = text.encode("utf-8")
     if compact.replace(b",", b", ").replace(b":", b": ") == spelled or compact == spelled:
@@ -543,12 +543,12 @@ def dump_jsonb(value: Any) -> str:
     and which reads back as the same float. Anything else is dump_json.
     """
     text = dump_json(value)
-    if "e+" not in text:  # json.dumps spells every double from 1e16 up with one
+    if BIG_FLOAT_MARK not in text:
         return text
     big: list[str] = []
 
     def mark(item: Any) -> Any:
-        if type(item) is float and math.isfinite(item) and "e+" in repr(item):
+        if type(item) is float and math.isfinite(item) and BIG_FLOAT_MARK in repr(item):
             big.append(format(Decimal(repr(item)), "f") + ".0")
             return f"\x00{len(big) - 1}\x00"  # a NUL never survives the rules: no document holds one
         if isinstance(item, dict):
