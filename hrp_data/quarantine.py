@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from psycopg2.extras import execute_values
 
 from adapters.binds import reading
-from adapters.outbox import key_from_json, key_to_json
+from adapters.outbox import encode_key, key_from_json
 from hrp_data.legacy_rows import Key, Reject, sqlite_order
 
 QUARANTINE = "hrp_cutover_quarantine"
@@ -64,15 +64,11 @@ def install(cursor: Any) -> None:
     cursor.execute(DDL)
 
 
-def _key_text(key: Key) -> str:
-    return json.dumps(key_to_json(key), separators=(",", ":"))
-
-
 def record(cursor: Any, table: str, rejects: Sequence[Reject]) -> None:
     """Add or refresh entries (first_seen is kept for an entry seen before)."""
     if not rejects:
         return
-    latest = {(_key_text(r.key), r.column): r for r in rejects}  # one entry per (key, column)
+    latest = {(encode_key(r.key), r.column): r for r in rejects}  # one entry per (key, column)
     rows = [(table, key, column, r.reason, r.value, r.detail) for (key, column), r in latest.items()]
     execute_values(
         cursor,
@@ -90,10 +86,10 @@ def replace(cursor: Any, table: str, keys: Iterable[Key], rejects: Sequence[Reje
     keys = list(keys)
     if not keys:
         return
-    fresh = {(_key_text(r.key), r.column) for r in rejects}
+    fresh = {(encode_key(r.key), r.column) for r in rejects}
     cursor.execute(
         f"SELECT key::text, column_name FROM {QUARANTINE} WHERE table_name = %s AND key = ANY(%s::jsonb[])",
-        (table, [_key_text(k) for k in keys]),
+        (table, [encode_key(k) for k in keys]),
     )
     stale = [(k, c) for k, c in cursor.fetchall() if (_normal(k), c) not in fresh]
     if stale:
@@ -110,7 +106,7 @@ def _normal(key_text: str) -> str:
 
 def remove(cursor: Any, table: str, keys: Iterable[Key]) -> int:
     """Forget every entry of these keys; return how many rows (keys) left the quarantine."""
-    texts = [_key_text(k) for k in keys]
+    texts = [encode_key(k) for k in keys]
     if not texts:
         return 0
     cursor.execute(
@@ -133,7 +129,7 @@ def keys(cursor: Any, table: str, reasons: Sequence[str] | None = None) -> list[
 
 
 def which_quarantined(cursor: Any, table: str, candidates: Iterable[Key]) -> set[Key]:
-    texts = {_key_text(k): k for k in candidates}
+    texts = {encode_key(k): k for k in candidates}
     if not texts:
         return set()
     cursor.execute(

@@ -14,6 +14,8 @@ import os
 import sqlalchemy as sa
 import structlog
 
+from adapters import postgres as postgres_adapter
+from adapters import sqlite as sqlite_adapter
 from hrp_data import outbox
 from hrp_data.backfill_holds import held_indexes
 from hrp_data.dual_write import Cutover
@@ -103,17 +105,8 @@ def _sequences_check(cutover: Cutover, target: Phase) -> Check:
                 continue
             key = table.autoincrement_column.name
             top = connection.exec_driver_sql(f'SELECT coalesce(max("{key}"), 0) FROM "{table.name}"').scalar()
-            if new_primary == POSTGRES:
-                sequence = connection.exec_driver_sql(
-                    "SELECT pg_get_serial_sequence(%(t)s, %(c)s)", {"t": f'"{table.name}"', "c": key}
-                ).scalar()
-                last, called = connection.exec_driver_sql(f"SELECT last_value, is_called FROM {sequence}").one()
-                next_id = last + 1 if called else last
-            else:
-                seq = connection.exec_driver_sql(
-                    "SELECT seq FROM sqlite_sequence WHERE name = ?", (table.name,)
-                ).scalar()
-                next_id = (seq or 0) + 1
+            issued = postgres_adapter if new_primary == POSTGRES else sqlite_adapter
+            next_id = issued.issued_id(connection, table) + 1
             if next_id <= top:
                 behind.append(f"{table.name} next {next_id} <= max {top}")
         connection.rollback()
