@@ -116,10 +116,9 @@ def _key_expression(table: sa.Table, row: str) -> str:
     return f"'[' || {parts} || ']'"
 
 
-def capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
-    """A PL/pgSQL trigger recording every insert, update and delete of `table` in `outbox`."""
+def capture_function_ddl(table: sa.Table, outbox: str) -> str:
+    """The PL/pgSQL function recording every insert, update and delete of `table` in `outbox`."""
     name = table.name
-    function = f'"{outbox}_{name}"'
     insert = f'INSERT INTO "{outbox}" (table_name, pk, op, created_at) VALUES'
     new_key, old_key = _key_expression(table, "NEW"), _key_expression(table, "OLD")
     body = f"""
@@ -135,19 +134,84 @@ BEGIN
   END IF;
   RETURN NULL;
 END"""
+    return f'CREATE OR REPLACE FUNCTION "{outbox}_{name}"() RETURNS trigger LANGUAGE plpgsql AS $hrp${body}$hrp$'
+
+
+def capture_trigger_name(table: sa.Table, outbox: str) -> str:
+    return f"{outbox}_{table.name}"
+
+
+def capture_trigger_ddl(table: sa.Table, outbox: str) -> str:
+    """CREATE TRIGGER for the capture function (created disabled: a move enables it)."""
+    return (
+        f'CREATE TRIGGER "{capture_trigger_name(table, outbox)}" AFTER INSERT OR UPDATE OR DELETE'
+        f' ON "{table.name}" FOR EACH ROW EXECUTE FUNCTION "{outbox}_{table.name}"()'
+    )
+
+
+GUARD_TRIGGER = "hrp_cutover_guard"
+GUARD_FUNCTION = "hrp_cutover_guard"
+GUARD_COUNTER = "hrp_cutover_guard_refused"
+"""A sequence: nextval survives the refused statement's rollback, so it counts refusals."""
+MAINTENANCE_SETTING = "hrp_cutover.maintenance"
+"""`SET hrp_cutover.maintenance = 'on'` lets an operator's maintenance session write a guarded database."""
+GUARD_MESSAGE = (
+    "hrp-cutover guard: this PostgreSQL database is not the primary now, so this write to {table} would be"
+    " lost; write through the app (it writes to the primary), or for maintenance"
+    " SET hrp_cutover.maintenance = 'on' first (see docs/operations.md)"
+)
+
+
+def guard_function_ddl() -> list[str]:
+    """The refusing function the guard triggers run, and its counter."""
+    body = f"""
+BEGIN
+  IF coalesce(current_setting('{APPLYING_SETTING}', true), '') = 'on'
+     OR coalesce(current_setting('{MAINTENANCE_SETTING}', true), '') = 'on' THEN
+    RETURN NULL;
+  END IF;
+  PERFORM nextval('{GUARD_COUNTER}');
+  RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+    MESSAGE = replace('{GUARD_MESSAGE.replace("'", "''")}', '{{table}}', TG_TABLE_NAME);
+END"""
     return [
-        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $hrp${body}$hrp$",
-        f'DROP TRIGGER IF EXISTS "{outbox}_{name}" ON "{name}"',
-        f'CREATE TRIGGER "{outbox}_{name}" AFTER INSERT OR UPDATE OR DELETE ON "{name}"'
-        f" FOR EACH ROW EXECUTE FUNCTION {function}()",
+        f"CREATE SEQUENCE IF NOT EXISTS {GUARD_COUNTER}",
+        f"CREATE OR REPLACE FUNCTION {GUARD_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $hrp${body}$hrp$",
     ]
 
 
-def drop_capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
-    return [
-        f'DROP TRIGGER IF EXISTS "{outbox}_{table.name}" ON "{table.name}"',
-        f'DROP FUNCTION IF EXISTS "{outbox}_{table.name}"()',
-    ]
+def guard_trigger_ddl(table: sa.Table) -> str:
+    """CREATE TRIGGER refusing writes to `table` from outside the layer (created disabled)."""
+    return (
+        f'CREATE TRIGGER "{GUARD_TRIGGER}" BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE'
+        f' ON "{table.name}" FOR EACH STATEMENT EXECUTE FUNCTION {GUARD_FUNCTION}()'
+    )
+
+
+def trigger_states(connection: sa.Connection) -> dict[tuple[str, str], bool]:
+    """{(table, trigger): enabled} for every trigger of the layer in the public schema."""
+    rows = connection.exec_driver_sql(
+        "SELECT c.relname, t.tgname, t.tgenabled <> 'D' FROM pg_trigger t"
+        " JOIN pg_class c ON c.oid = t.tgrelid"
+        " WHERE NOT t.tgisinternal AND left(t.tgname, 12) = 'hrp_cutover_'"
+        " AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+    ).all()
+    return {(table, trigger): enabled for table, trigger, enabled in rows}
+
+
+def set_trigger_enabled(connection: sa.Connection, table: sa.Table, trigger: str, enabled: bool) -> None:
+    """ENABLE or DISABLE one trigger (SHARE ROW EXCLUSIVE: readers are not blocked, writers wait)."""
+    verb = "ENABLE" if enabled else "DISABLE"
+    connection.exec_driver_sql(f'ALTER TABLE "{table.name}" {verb} TRIGGER "{trigger}"')
+
+
+def guard_refusals(connection: sa.Connection) -> int | None:
+    """How many writes the guard has refused in this database (None: no guard installed)."""
+    found = connection.exec_driver_sql("SELECT to_regclass(%(s)s)", {"s": GUARD_COUNTER}).scalar()
+    if found is None:
+        return None
+    last, called = connection.exec_driver_sql(f"SELECT last_value, is_called FROM {GUARD_COUNTER}").one()
+    return last if called else 0
 
 
 def _identity_sequence(connection: sa.Connection, table: sa.Table) -> str | None:

@@ -17,6 +17,15 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 BUSY_TIMEOUT_MS = 30_000
+LAYER_MARK = "hrp_cutover_layer"
+"""Every connection of the layer attaches an empty in-memory database by this name; the guard on a
+secondary SQLite file lets a write through only on such a connection (the applier, repair,
+backfill). An operator's maintenance script passes by running `ATTACH ':memory:' AS hrp_cutover_layer`."""
+GUARD_MESSAGE = (
+    "hrp-cutover guard: this SQLite file is not the primary database now, so this write would be"
+    " lost; write through the app (it writes to the primary), or for maintenance run"
+    " ATTACH ':memory:' AS hrp_cutover_layer first (see docs/operations.md)"
+)
 
 
 def decode_text(raw: bytes) -> str:
@@ -32,6 +41,7 @@ def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":
         cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute(f"ATTACH DATABASE ':memory:' AS {LAYER_MARK}")
     cursor.close()
 
 
@@ -86,6 +96,30 @@ def capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
 
 def drop_capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
     return [f'DROP TRIGGER IF EXISTS "{outbox}_{table.name}_{op}"' for op in ("ins", "upd", "del")]
+
+
+GUARD_PREFIX = "hrp_cutover_guard"
+
+
+def guard_trigger_ddl(table: sa.Table) -> list[str]:
+    """BEFORE triggers refusing every insert, update and delete of `table` made outside the layer."""
+    name = table.name
+    outside = f"NOT EXISTS (SELECT 1 FROM pragma_database_list WHERE name = '{LAYER_MARK}')"
+    message = GUARD_MESSAGE.replace("'", "''")
+    return [
+        f'CREATE TRIGGER IF NOT EXISTS "{GUARD_PREFIX}_{name}_{op}" BEFORE {verb} ON "{name}"'
+        f" WHEN {outside} BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        for op, verb in (("ins", "INSERT"), ("upd", "UPDATE"), ("del", "DELETE"))
+    ]
+
+
+def drop_guard_trigger_ddl(table: sa.Table) -> list[str]:
+    return [f'DROP TRIGGER IF EXISTS "{GUARD_PREFIX}_{table.name}_{op}"' for op in ("ins", "upd", "del")]
+
+
+def trigger_names(connection: sa.Connection) -> set[str]:
+    """The names of every trigger in the file."""
+    return set(connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'").scalars())
 
 
 def issued_id(connection: sa.Connection, table: sa.Table) -> int:

@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 POLL_S = 0.2
 BATCH = 500
 REPORT_S = 2.0
+RECOVER_S = 1.0
 TABLE_MAP = outbox.CAPTURED_MAP
 
 
@@ -121,10 +122,13 @@ class Applier:
         route_for: Callable[[], Route | None],
         *,
         report: Callable[["Applier"], None] | None = None,
+        recover: Callable[[], object] | None = None,
         breaker_reset_s: float = 5.0,
     ):
         self.route_for = route_for
         self.report = report
+        self.recover = recover
+        self._last_recover = 0.0
         self._last_report = 0.0
         self.counters = Counters()
         self.breaker = pybreaker.CircuitBreaker(
@@ -160,11 +164,22 @@ class Applier:
             self._wake.wait(POLL_S)
             self._wake.clear()
             try:
+                self._maybe_recover()
                 self.drain_available()
                 self._maybe_report()
             except Exception as error:  # the thread must survive anything; the outbox keeps the change
                 log.warning("outbox.applier_error", error=describe_error(error))
                 self._stop.wait(POLL_S)
+
+    def _maybe_recover(self) -> None:
+        """Every RECOVER_S: finish a move whose mover died (hrp_data.move_journal), if there is one."""
+        if self.recover is None or time.monotonic() - self._last_recover < RECOVER_S:
+            return
+        self._last_recover = time.monotonic()
+        try:
+            self.recover()
+        except Exception as error:  # a live mover, or PostgreSQL away: try again later
+            log.debug("applier.recover_later", error=describe_error(error))
 
     def _maybe_report(self) -> None:
         """Report this process's state every REPORT_S, also while a steady load keeps it draining."""

@@ -98,7 +98,9 @@ log = structlog.get_logger(__name__)
 
 BATCH_SIZE = 10_000
 TABLE_MAP = {table.name: table for table in TABLES}
-SESSION_OPTIONS = "-c statement_timeout=0 -c timezone=UTC -c synchronous_commit=off"
+SESSION_OPTIONS = "-c statement_timeout=0 -c timezone=UTC -c synchronous_commit=off -c hrp_cutover.applying=on"
+"""The backfill's own direct sessions: unbounded statements, and every write they make is the
+layer's (not captured again, let through the guard on the secondary)."""
 
 
 class BackfillRefused(RuntimeError):

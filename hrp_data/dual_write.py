@@ -26,7 +26,7 @@ import structlog
 
 from adapters.postgres import bound_every_call, create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
-from hrp_data import heartbeat, outbox
+from hrp_data import heartbeat, move_journal, outbox
 from hrp_data.applier import Applier, Route
 from hrp_data.apply import hold_phase_shared
 from hrp_data.phase_store import PhaseRecord, PhaseStore
@@ -68,7 +68,7 @@ class Cutover:
         row = self.phase_row()
         if self.postgres is not None and POSTGRES in (row.primary, row.secondary):
             outbox.install_tables(self.postgres)
-        self.applier = Applier(self.route, report=self._report)
+        self.applier = Applier(self.route, report=self._report, recover=self.finish_interrupted_move)
         if applier:
             self.applier.start()
         self.shadow = ShadowReads(self)
@@ -95,6 +95,10 @@ class Cutover:
             lag=applier.counters.lag_percentiles(),
             phase=self.phase().phase.value,
         )
+
+    def finish_interrupted_move(self, *, wait: bool = False):
+        """Finish a move whose mover died, if there is one (hrp_data.move_journal)."""
+        return move_journal.finish(self.sqlite, self.postgres, self.phases, wait=wait)
 
     def engine(self, name: str) -> sa.Engine:
         if name == SQLITE:

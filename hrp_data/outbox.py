@@ -23,6 +23,7 @@ from adapters.outbox import OUTBOX, decode_key, encode_key, metadata, outbox
 from hrp_data import idempotency
 from hrp_data.apply import KeyRef
 from hrp_data.models import TABLES
+from hrp_data.phases import Triggers
 
 CAPTURED = (*TABLES, idempotency.keys)
 """What the triggers capture and the applier carries: the HRP tables, then the idempotency keys."""
@@ -63,19 +64,79 @@ def install_tables(engine: sa.Engine) -> None:
 
 
 def install_triggers(connection: sa.Connection) -> None:
-    """Start capturing every change of the captured tables in this database (idempotent)."""
-    adapter = _ADAPTERS[connection.dialect.name]
-    for table in CAPTURED:
-        for statement in adapter.capture_trigger_ddl(table, OUTBOX):
-            connection.exec_driver_sql(statement)
+    """Capture every change of the captured tables in this database (idempotent)."""
+    set_triggers(connection, Triggers(capture=True, guard=triggers(connection).guard))
 
 
 def drop_triggers(connection: sa.Connection) -> None:
     """Stop capturing (idempotent)."""
-    adapter = _ADAPTERS[connection.dialect.name]
+    set_triggers(connection, Triggers(capture=False, guard=triggers(connection).guard))
+
+
+def triggers(connection: sa.Connection) -> Triggers:
+    """Which of the layer's triggers are on in this database (on: on every captured table)."""
+    if connection.dialect.name == "sqlite":
+        names = sqlite_adapter.trigger_names(connection)
+        capture = all(f"{OUTBOX}_{t.name}_ins" in names for t in CAPTURED)
+        guard = all(f"{sqlite_adapter.GUARD_PREFIX}_{t.name}_ins" in names for t in TABLES)
+        return Triggers(capture, guard)
+    states = postgres_adapter.trigger_states(connection)
+    capture = all(states.get((t.name, postgres_adapter.capture_trigger_name(t, OUTBOX))) for t in CAPTURED)
+    guard = all(states.get((t.name, postgres_adapter.GUARD_TRIGGER)) for t in TABLES)
+    return Triggers(capture, guard)
+
+
+def set_triggers(connection: sa.Connection, wanted: Triggers) -> None:
+    """Make the layer's triggers in this database exactly `wanted` (idempotent, inside the caller's
+    transaction). On PostgreSQL the triggers are created once and then only enabled or disabled,
+    which takes SHARE ROW EXCLUSIVE (waits for open writers, never blocks readers); dropping one
+    would take ACCESS EXCLUSIVE and queue every reader behind a long transaction."""
+    if connection.dialect.name == "sqlite":
+        _set_sqlite_triggers(connection, wanted)
+    else:
+        _set_postgres_triggers(connection, wanted)
+
+
+def _set_sqlite_triggers(connection: sa.Connection, wanted: Triggers) -> None:
     for table in CAPTURED:
-        for statement in adapter.drop_capture_trigger_ddl(table, OUTBOX):
+        ddl = (
+            sqlite_adapter.capture_trigger_ddl(table, OUTBOX)
+            if wanted.capture
+            else sqlite_adapter.drop_capture_trigger_ddl(table, OUTBOX)
+        )
+        for statement in ddl:
             connection.exec_driver_sql(statement)
+    for table in TABLES:
+        ddl = sqlite_adapter.guard_trigger_ddl(table) if wanted.guard else sqlite_adapter.drop_guard_trigger_ddl(table)
+        for statement in ddl:
+            connection.exec_driver_sql(statement)
+
+
+def _set_postgres_triggers(connection: sa.Connection, wanted: Triggers) -> None:
+    states = postgres_adapter.trigger_states(connection)
+    if wanted.guard and any((t.name, postgres_adapter.GUARD_TRIGGER) not in states for t in TABLES):
+        for statement in postgres_adapter.guard_function_ddl():
+            connection.exec_driver_sql(statement)
+    for table in CAPTURED:
+        name = postgres_adapter.capture_trigger_name(table, OUTBOX)
+        _toggle(connection, states, table, name, wanted.capture,
+                lambda: [postgres_adapter.capture_function_ddl(table, OUTBOX),
+                         postgres_adapter.capture_trigger_ddl(table, OUTBOX)])
+    for table in TABLES:
+        _toggle(connection, states, table, postgres_adapter.GUARD_TRIGGER, wanted.guard,
+                lambda: [postgres_adapter.guard_trigger_ddl(table)])
+
+
+def _toggle(connection, states, table: sa.Table, trigger: str, enabled: bool, create) -> None:
+    present = states.get((table.name, trigger))
+    if present is None:
+        if not enabled:
+            return
+        for statement in create():
+            connection.exec_driver_sql(statement)
+        return
+    if present != enabled:
+        postgres_adapter.set_trigger_enabled(connection, table, trigger, enabled)
 
 
 def due(bind: Bind, *, limit: int = 500, ignore_backoff: bool = False) -> list[Pending]:

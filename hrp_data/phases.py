@@ -2,13 +2,19 @@
 
 Code reads this table; nowhere else asks `if phase == ...`.
 
-| phase            | primary  | secondary | reads    | shadow reads | capture on |
-|------------------|----------|-----------|----------|--------------|------------|
-| sqlite_only      | sqlite   | -         | sqlite   | no           | -          |
-| dual_write       | sqlite   | postgres  | sqlite   | no           | sqlite     |
-| shadow           | sqlite   | postgres  | sqlite   | postgres     | sqlite     |
-| postgres_primary | postgres | sqlite    | postgres | sqlite       | postgres   |
-| postgres_only    | postgres | -         | postgres | no           | -          |
+| phase            | primary  | secondary | reads    | shadow reads | capture on | guard on |
+|------------------|----------|-----------|----------|--------------|------------|----------|
+| sqlite_only      | sqlite   | -         | sqlite   | no           | -          | -        |
+| dual_write       | sqlite   | postgres  | sqlite   | no           | sqlite     | postgres |
+| shadow           | sqlite   | postgres  | sqlite   | postgres     | sqlite     | postgres |
+| postgres_primary | postgres | sqlite    | postgres | sqlite       | postgres   | sqlite   |
+| postgres_only    | postgres | -         | postgres | no           | -          | sqlite   |
+
+Capture: triggers on the primary record each change in its outbox for the
+secondary. Guard: triggers on the database that is not the primary refuse
+writes that do not come from the layer (its applier, repair, backfill), so a
+cron job or a worker that was not restarted cannot write where nobody reads.
+In postgres_only the retired SQLite file stays guarded.
 
 Allowed moves: one step forward or back along that order.
 """
@@ -48,6 +54,28 @@ class PhaseRow:
     def captures(self) -> bool:
         """True when writes to the primary are recorded in its outbox for the secondary."""
         return self.secondary is not None
+
+    @property
+    def guarded(self) -> str | None:
+        """The database whose writes from outside the layer are refused (None: neither)."""
+        if self.secondary is not None:
+            return self.secondary
+        return SQLITE if self.primary == POSTGRES else None
+
+    def triggers_on(self, side: str) -> "Triggers":
+        """Which of the layer's triggers are on in database `side` in this phase."""
+        return Triggers(capture=self.captures and self.primary == side, guard=self.guarded == side)
+
+
+@dataclasses.dataclass(frozen=True)
+class Triggers:
+    """The layer's triggers in one database: capture (record changes) and guard (refuse outside writes)."""
+
+    capture: bool
+    guard: bool
+
+    def union(self, other: "Triggers") -> "Triggers":
+        return Triggers(self.capture or other.capture, self.guard or other.guard)
 
 
 ORDER = tuple(Phase)

@@ -9,6 +9,7 @@ the operator forces it (which is logged loudly and kept in the audit row).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ import structlog
 
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
-from hrp_data import outbox
+from hrp_data import move_journal, outbox
 from hrp_data.backfill_holds import held_indexes
 from hrp_data.dual_write import Cutover
 from hrp_data.flip import MoveResult, move
@@ -123,6 +124,9 @@ def _verify_check(cutover: Cutover) -> Check:
         return Check("verify", False, "no full verify yet: run `hrp-cutover verify`")
     if not last["equal"]:
         return Check("verify", False, "the last full verify found differences: run `hrp-cutover verify --repair`")
+    reset = move_journal.evidence_reset(cutover.sqlite)
+    if reset is not None and last["finished_at"] < reset[0]:
+        return Check("verify", False, f"the last full verify predates {_since(reset)}: run `hrp-cutover verify`")
     if last["age_s"] > VERIFY_MAX_AGE_S:
         return Check(
             "verify", False,
@@ -144,11 +148,36 @@ def _backfill_check(cutover: Cutover) -> Check:
     from hrp_data.backfill import backfill_status
 
     status = backfill_status(cutover.engine(POSTGRES))
+    reset = move_journal.evidence_reset(cutover.sqlite)
+    finished = _epoch(status["finished_at"])
+    if status["complete"] and reset is not None and (finished is None or finished < reset[0]):
+        return Check(
+            "backfill", False,
+            f"the backfill completed before {_since(reset)}: writes since then may be missing; run"
+            " `hrp-cutover verify --repair` (or `hrp-cutover backfill`) in dual_write",
+        )
     if status["complete"]:
-        return Check("backfill", True, f"complete since {status['finished_at']}")
+        return Check("backfill", True, f"complete since {status['finished_at'] or 'an earlier run'}")
     pending = [name for name, t in status["tables"].items() if t["state"] != "done"]
     detail = f"not complete ({', '.join(pending)} pending)" if pending else status["state"]
     return Check("backfill", False, f"{detail}: run `hrp-cutover backfill`")
+
+
+def _since(reset: tuple[float, str]) -> str:
+    at = dt.datetime.fromtimestamp(reset[0], dt.timezone.utc).isoformat(timespec="seconds")
+    return f"{reset[1]} ({at})"
+
+
+def _epoch(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(iso))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.timestamp()
 
 
 def _quarantine_check(cutover: Cutover, accept: bool) -> Check:

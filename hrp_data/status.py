@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from hrp_data import heartbeat, outbox
+import sqlalchemy as sa
+
+from adapters import postgres as postgres_adapter
+from hrp_data import heartbeat, move_journal, outbox
 from hrp_data.dual_write import Cutover
+from hrp_data.errors import describe_error
+from hrp_data.phases import POSTGRES
 
 
 def cutover_status(cutover: Cutover) -> dict:
@@ -25,4 +30,23 @@ def cutover_status(cutover: Cutover) -> dict:
         "outbox": dataclasses.asdict(depth),
         "workers": heartbeat.workers(cutover.sqlite),
         "last_change": history[0] if history else None,
+        "move_in_progress": _move(cutover),
+        "guard": _guard(cutover, row.guarded),
     }
+
+
+def _move(cutover: Cutover) -> str | None:
+    marker = move_journal.current(cutover.sqlite)
+    return None if marker is None else marker.describe()
+
+
+def _guard(cutover: Cutover, side: str | None) -> dict:
+    """Where the guard is on, and how many writes it refused there (PostgreSQL counts them)."""
+    refused = None
+    if side == POSTGRES and cutover.postgres is not None:
+        try:
+            with cutover.postgres.connect() as connection:
+                refused = postgres_adapter.guard_refusals(connection)
+        except sa.exc.SQLAlchemyError as error:
+            refused = f"unknown ({describe_error(error)})"
+    return {"on": side, "refused": refused}

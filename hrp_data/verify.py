@@ -403,8 +403,18 @@ def repair(cutover: Cutover, result: VerifyResult) -> dict[str, int]:
     return counts
 
 
+class RepairRefused(RuntimeError):
+    """A repair in a phase where it cannot hold."""
+
+
 def verify_and_repair(cutover: Cutover, tables: Sequence[str] | None = None, *, progress: Progress | None = None) -> tuple[VerifyResult, VerifyResult | None]:
     """Verify; if anything differs, repair it and verify again. Returns (first, second)."""
+    if PHASES[cutover.phase(fresh=True).phase].secondary is None:
+        raise RepairRefused(
+            "repair needs a phase with a secondary (dual_write, shadow or postgres_primary): in"
+            f" {cutover.phase().phase.value} nothing captures the primary's writes, so a repaired"
+            " secondary would fall behind again at once; move to one of those phases first"
+        )
     first = verify(cutover, tables, progress=progress)
     if first.equal or not first.differing:
         return first, None

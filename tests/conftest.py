@@ -22,6 +22,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 
+MAINTENANCE = "-c hrp_cutover.maintenance=on"
+"""libpq options for a test's own session that writes a guarded database on purpose (planting a
+difference, checking an identity): the maintenance bypass the operations docs describe."""
+
 LEGACY_SCHEMA = Path(__file__).resolve().parents[1] / "hrp_data" / "legacy_schema.sql"
 
 

@@ -112,22 +112,27 @@ def domain_errors() -> Iterator[None]:
     """Turn the services' errors into one-line click errors (2: bad input or setting, 1: refused)."""
     from hrp_data.dual_write import PhaseUnsettled
     from hrp_data.flip import DrainFailed
+    from hrp_data.move_journal import MoveInProgress
     from hrp_data.phase_store import PhaseConflict
     from hrp_data.phases import MoveRefused
     from hrp_data.schema import SchemaError
+    from hrp_data.verify import RepairRefused
 
     try:
         yield
     except (SettingsError, MoveRefused, SchemaError) as error:
         raise BadSetting(redact_url(str(error))) from None
-    except (PhaseConflict, DrainFailed, PhaseUnsettled) as error:
+    except (PhaseConflict, DrainFailed, PhaseUnsettled, MoveInProgress, RepairRefused) as error:
         raise click.ClickException(redact_url(str(error))) from None
     except sa.exc.OperationalError as error:
         raise click.ClickException(f"database unavailable: {describe_error(error)}") from None
 
 
-def open_cutover(ctx: Context, postgres_url: str | None = None):
-    """The Cutover of this CLI process (no background applier: commands drain by themselves)."""
+def open_cutover(ctx: Context, postgres_url: str | None = None, *, finish_moves: bool = True):
+    """The Cutover of this CLI process (no background applier: commands drain by themselves).
+
+    A move that a crash interrupted is finished first (docs/architecture.md, the move protocol).
+    """
     from hrp_data.dual_write import Cutover
 
     settings = settings_from(ctx, postgres_url=postgres_url)
@@ -135,7 +140,16 @@ def open_cutover(ctx: Context, postgres_url: str | None = None):
         settings.require_sqlite_file()
     except SettingsError as error:
         raise BadSetting(str(error)) from None
-    return Cutover(settings, applier=False)
+    cutover = Cutover(settings, applier=False)
+    if finish_moves:
+        try:
+            finished = cutover.finish_interrupted_move(wait=True)
+        except BaseException:
+            cutover.close()
+            raise
+        if finished is not None:
+            console.print(f"[yellow]finished an interrupted {finished.describe()}")
+    return cutover
 
 
 postgres_option = click.option(
@@ -281,13 +295,23 @@ def replay(ctx: Context, postgres_url: str | None) -> None:
 
 @cli.command()
 @postgres_option
+@pass_context
+def recover(ctx: Context, postgres_url: str | None) -> None:
+    """Finish a move that a crash interrupted (any command does this first; this does only that)."""
+    with domain_errors(), open_cutover(ctx, postgres_url, finish_moves=False) as cutover:
+        finished = cutover.finish_interrupted_move(wait=True)
+    click.echo("no interrupted move" if finished is None else f"finished the interrupted {finished.describe()}")
+
+
+@cli.command()
+@postgres_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_context
 def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     """Phase, outbox depth and age, appliers' circuit breakers, last phase change."""
     from hrp_data.status import cutover_status
 
-    with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
+    with domain_errors(), open_cutover(ctx, postgres_url, finish_moves=False) as cutover:
         report = cutover_status(cutover)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -300,6 +324,12 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     )
     for worker in report["workers"]:
         click.echo(f"worker     {worker['worker']}: breaker {worker['breaker']}, applied {worker['applied']}")
+    if report["move_in_progress"]:
+        click.echo(f"MOVE       {report['move_in_progress']} (`hrp-cutover recover` finishes it)")
+    guard = report["guard"]
+    if guard["on"]:
+        refused = guard["refused"] if guard["refused"] is not None else "not counted on SQLite"
+        click.echo(f"guard      on {guard['on']}: writes from outside the layer refused ({refused})")
     if report["last_change"]:
         change = report["last_change"]
         click.echo(f"last move  {change['from_phase']} -> {change['to_phase']} at {change['at']} by {change['by']}")

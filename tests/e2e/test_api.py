@@ -13,6 +13,7 @@ import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.conftest import MAINTENANCE
 from hrp_data.phases import Phase
 from tests.e2e.conftest import unique
 from tests.integration.cutover_helpers import assert_equal, postgres_rows, sqlite_rows, wait_drained
@@ -169,7 +170,7 @@ def test_register_login_and_logout(world):
 
 
 def _pg_count(url: str, table: str) -> int:
-    with psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)) as c:
+    with psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False), options=MAINTENANCE) as c:
         with c.cursor() as cursor:
             cursor.execute(f'SELECT count(*) FROM "{table}"')
             return cursor.fetchone()[0]

@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg2
 from sqlalchemy.engine import make_url
 
+from tests.conftest import MAINTENANCE
 from adapters.convert import Kind, to_postgres
 from adapters.types import kind_of
 from hrp_data.models import TABLES
@@ -47,7 +48,7 @@ def sqlite_rows(path: Path) -> dict[str, dict]:
 
 def postgres_rows(url: str) -> dict[str, dict]:
     """Every row of the six tables, read with plain psycopg2, in comparable form."""
-    connection = psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    connection = psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False), options=MAINTENANCE)
     try:
         return {table.name: _rows(connection.cursor(), table, "%s") for table in TABLES}
     finally:

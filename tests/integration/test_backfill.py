@@ -24,6 +24,7 @@ import structlog.testing
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
+from tests.conftest import MAINTENANCE
 from adapters.postgres import create_postgres_engine
 from hrp_data import batch_writer
 from hrp_data import outbox
@@ -46,7 +47,7 @@ def libpq(url: str) -> str:
 
 
 def pg_query(url: str, sql: str, params=None) -> list[tuple]:
-    connection = psycopg2.connect(libpq(url))
+    connection = psycopg2.connect(libpq(url), options=MAINTENANCE)
     try:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -176,7 +177,7 @@ def index_names(url: str, table: str) -> set[str]:
 
 
 def pg_query_exec(url: str, sql: str) -> None:
-    connection = psycopg2.connect(libpq(url))
+    connection = psycopg2.connect(libpq(url), options=MAINTENANCE)
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute(sql)
@@ -418,7 +419,7 @@ def test_copy_text_fields_read_back_exactly(postgres_url):
         (4, 0.1 + 0.2, "", {"big": 2**62}, None, None, None),
         (5, None, "\\", None, None, None, None),
     ]
-    connection = psycopg2.connect(libpq(postgres_url))
+    connection = psycopg2.connect(libpq(postgres_url), options=MAINTENANCE)
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute("CREATE TABLE t (id bigint, r float8, s text, j jsonb, b boolean, d date, ts timestamptz)")
@@ -567,7 +568,7 @@ def test_a_long_transaction_on_a_table_keeps_its_indexes_instead_of_stalling_it(
 
     path, url = seeded
     monkeypatch.setattr(backfill_holds, "HOLD_LOCK_TIMEOUT_MS", 200)
-    reader = psycopg2.connect(libpq(url))
+    reader = psycopg2.connect(libpq(url), options=MAINTENANCE)
     try:
         with reader.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM predictions")  # ACCESS SHARE until the transaction ends

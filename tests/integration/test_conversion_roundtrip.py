@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import MAINTENANCE
 from adapters.convert import REASONS, Kind, Rejected, dump_json, format_timestamp, to_postgres, to_sqlite
 from adapters.postgres import create_postgres_engine
 from adapters.types import Day, ExactReal, Flag, JsonDocument, Timestamp
@@ -311,7 +312,7 @@ def test_legacy_spellings_are_all_accepted_and_come_back_unchanged(legacy, pg, r
 
 def _psycopg2_connect(postgres_url: str):
     url = sa.make_url(postgres_url).set(drivername="postgresql")
-    return psycopg2.connect(url.render_as_string(hide_password=False))
+    return psycopg2.connect(url.render_as_string(hide_password=False), options=MAINTENANCE)
 
 
 def test_postgres_float8_keeps_edge_floats_bit_exactly_through_psycopg2(postgres_url):

@@ -44,6 +44,7 @@ def _failed(cutover) -> dict:
 
 def _pg(cutover, sql: str) -> None:
     with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql("SET LOCAL hrp_cutover.maintenance = 'on'")  # a planted difference
         connection.exec_driver_sql(sql)
 
 

@@ -83,6 +83,7 @@ def shadowed(legacy_file, postgres_url, monkeypatch):
 
 def _pg(cutover, *statements: str) -> None:
     with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql("SET LOCAL hrp_cutover.maintenance = 'on'")  # a planted difference
         for statement in statements:
             connection.exec_driver_sql(statement)
 
@@ -574,7 +575,8 @@ def test_a_store_that_cannot_be_written_does_not_break_reads(shadowed, failure):
 def test_postgres_primary_shadows_against_sqlite(shadowed, legacy_file):
     cutover, w = shadowed
     move(cutover, Phase.POSTGRES_PRIMARY)
-    with sqlite3.connect(legacy_file) as raw:  # SQLite is the secondary now, not captured
+    with sqlite3.connect(legacy_file) as raw:  # SQLite is the secondary now: a maintenance write
+        raw.execute("ATTACH ':memory:' AS hrp_cutover_layer")
         raw.execute("UPDATE horses SET jockey = 'Someone' WHERE id = ?", (w["horses"][0],))
     with cutover.reading() as uow:
         assert uow.horses.get(w["horses"][0])["jockey"] is None

@@ -42,6 +42,7 @@ def synced(tmp_path, postgres_url):
 
 def _pg(cutover, sql: str) -> None:
     with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql("SET LOCAL hrp_cutover.maintenance = 'on'")  # a planted difference
         connection.exec_driver_sql(sql)
 
 

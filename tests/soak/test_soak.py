@@ -65,7 +65,9 @@ def _harden_server_log(url: str) -> None:
     import psycopg2
     from sqlalchemy.engine import make_url
 
-    connection = psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    from tests.conftest import MAINTENANCE
+
+    connection = psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False), options=MAINTENANCE)
     connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute("ALTER DATABASE postgres SET log_min_error_statement = 'panic'")

@@ -1,0 +1,321 @@
+"""Moves under failure: a fault at every point of the move protocol, in both directions.
+
+Each run keeps a ledger of acknowledged writes (through the layer and, on the primary, by plain
+SQL outside it), leaves changes waiting in the outbox so the move has to drain them inside its
+hold, injects the fault, runs what docs/architecture.md tells the operator to run
+(`hrp-cutover recover`, `replay`) and then checks: every acknowledged write is in the primary and
+the secondary, the triggers match the phase on both sides, and nothing is left in the journal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import psycopg2
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+
+from hrp_data import flip, move_journal, outbox
+from hrp_data.dual_write import Cutover
+from hrp_data.flip import move
+from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase
+from hrp_data.schema import upgrade
+from tests.integration.cutover_helpers import assert_equal, settings_for
+from tools.cli import cli
+
+
+class Injected(RuntimeError):
+    pass
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def shadow(legacy_file, postgres_url):
+    """A cutover in shadow, both sides equal, no background applier (the outbox waits for the move)."""
+    upgrade(postgres_url)
+    with Cutover(settings_for(legacy_file, postgres_url), applier=False) as cutover:
+        move(cutover, Phase.DUAL_WRITE)
+        move(cutover, Phase.SHADOW)
+        yield cutover
+    flip.fault_at = None
+
+
+class Ledger:
+    """Acknowledged writes, by horse name."""
+
+    def __init__(self):
+        self.names: list[str] = []
+
+    def through_layer(self, cutover: Cutover, label: str, count: int = 5) -> None:
+        for i in range(count):
+            with cutover.writing() as uow:
+                uow.horses.add(horse_name=f"{label} {i}")
+                uow.commit()
+            self.names.append(f"{label} {i}")
+
+    def by_plain_sql(self, legacy_file, postgres_url, primary: str, label: str, count: int = 5) -> None:
+        """Writes that do not pass through the layer (a cron job, psql): captured by the triggers."""
+        names = [f"{label} {i}" for i in range(count)]
+        if primary == SQLITE:
+            with sqlite3.connect(legacy_file) as raw:
+                raw.executemany("INSERT INTO horses (horse_name) VALUES (?)", [(n,) for n in names])
+        else:
+            with psycopg2.connect(_libpq(postgres_url)) as raw, raw.cursor() as cursor:
+                cursor.executemany("INSERT INTO horses (horse_name) VALUES (%s)", [(n,) for n in names])
+        self.names += names
+
+    def assert_everywhere(self, legacy_file, postgres_url) -> None:
+        with sqlite3.connect(legacy_file) as raw:
+            in_sqlite = {r[0] for r in raw.execute("SELECT horse_name FROM horses")}
+        with psycopg2.connect(_libpq(postgres_url)) as raw, raw.cursor() as cursor:
+            cursor.execute("SELECT horse_name FROM horses")
+            in_postgres = {r[0] for r in cursor.fetchall()}
+        assert not set(self.names) - in_sqlite, sorted(set(self.names) - in_sqlite)[:5]
+        assert not set(self.names) - in_postgres, sorted(set(self.names) - in_postgres)[:5]
+
+
+def _prepare(cutover, legacy_file, postgres_url, direction: str) -> tuple[Ledger, Phase, Phase]:
+    ledger = Ledger()
+    if direction == "rollback":
+        move(cutover, Phase.POSTGRES_PRIMARY)
+    source = cutover.phase(fresh=True).phase
+    ledger.through_layer(cutover, "layer")
+    ledger.by_plain_sql(legacy_file, postgres_url, PHASES[source].primary, "outside")
+    assert outbox.depth(cutover.engine(PHASES[source].primary)).pending >= 10
+    target = Phase.POSTGRES_PRIMARY if direction == "flip" else Phase.SHADOW
+    return ledger, source, target
+
+
+def _cli(legacy_file, postgres_url, *args):
+    return CliRunner().invoke(
+        cli, ["--sqlite", f"sqlite:///{legacy_file}", "--postgres", postgres_url, *args], catch_exceptions=False
+    )
+
+
+def _assert_consistent(cutover, legacy_file, postgres_url, ledger: Ledger, expected: Phase) -> None:
+    """The documented recovery, then: phase, triggers, journal, every write on both sides, equal."""
+    recovered = _cli(legacy_file, postgres_url, "recover")
+    assert recovered.exit_code == 0, recovered.output
+    assert cutover.phase(fresh=True).phase is expected
+    assert move_journal.current(cutover.sqlite) is None
+    row = PHASES[expected]
+    with cutover.sqlite.connect() as connection:
+        assert outbox.triggers(connection) == row.triggers_on(SQLITE)
+    with cutover.postgres.connect() as connection:
+        assert outbox.triggers(connection) == row.triggers_on(POSTGRES)
+    replayed = _cli(legacy_file, postgres_url, "replay")
+    assert replayed.exit_code == 0, replayed.output
+    ledger.assert_everywhere(legacy_file, postgres_url)
+    assert_equal(legacy_file, postgres_url)
+    # and the cutover still works: one more write reaches the other side
+    ledger.through_layer(cutover, "after", 1)
+    assert _cli(legacy_file, postgres_url, "replay").exit_code == 0
+    ledger.assert_everywhere(legacy_file, postgres_url)
+
+
+COMMITTED_AT = flip.FAULT_POINTS.index("phase_committed")
+
+
+@pytest.mark.parametrize("direction", ["flip", "rollback"])
+@pytest.mark.parametrize("point", flip.FAULT_POINTS)
+def test_an_exception_at_each_point_of_a_move_loses_nothing(shadow, legacy_file, postgres_url, point, direction):
+    cutover = shadow
+    ledger, source, target = _prepare(cutover, legacy_file, postgres_url, direction)
+
+    def fault(at: str) -> None:
+        if at == point:
+            raise Injected(point)
+
+    flip.fault_at = fault
+    after_commit = flip.FAULT_POINTS.index(point) >= COMMITTED_AT
+    if after_commit:
+        move(cutover, target, pre_drain_s=0)  # the phase changed; the rest is finished later
+        assert move_journal.current(cutover.sqlite) is not None
+    else:
+        with pytest.raises(Injected):
+            move(cutover, target, pre_drain_s=0)
+        assert move_journal.current(cutover.sqlite) is None, "a failed move undoes itself at once"
+    flip.fault_at = None
+    _assert_consistent(cutover, legacy_file, postgres_url, ledger, target if after_commit else source)
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from hrp_data import flip
+    from hrp_data.dual_write import Cutover
+    from hrp_data.phases import Phase
+    from hrp_data.settings import Settings
+
+    point, target = sys.argv[1], Phase(sys.argv[2])
+    flip.fault_at = lambda at: os.kill(os.getpid(), signal.SIGKILL) if at == point else None
+    settings = Settings(sqlite_url=sys.argv[3], postgres_url=sys.argv[4], phase="sqlite_only").validated()
+    with Cutover(settings, applier=False) as cutover:
+        flip.move(cutover, target, pre_drain_s=0)
+    """
+)
+
+
+@pytest.mark.parametrize("direction", ["flip", "rollback"])
+@pytest.mark.parametrize("point", flip.FAULT_POINTS)
+def test_a_mover_sigkilled_at_each_point_is_finished_by_the_next_command(
+    shadow, legacy_file, postgres_url, point, direction
+):
+    cutover = shadow
+    ledger, source, target = _prepare(cutover, legacy_file, postgres_url, direction)
+    done = subprocess.run(
+        [sys.executable, "-c", KILLER, point, target.value, f"sqlite:///{legacy_file}", postgres_url],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert move_journal.current(cutover.sqlite) is not None
+    after_commit = flip.FAULT_POINTS.index(point) >= COMMITTED_AT
+    _assert_consistent(cutover, legacy_file, postgres_url, ledger, target if after_commit else source)
+
+
+def test_the_applier_finishes_a_killed_move_within_seconds(shadow, legacy_file, postgres_url):
+    """No operator at all: a running app process's applier finishes the move its mover left."""
+    cutover = shadow
+    ledger, source, target = _prepare(cutover, legacy_file, postgres_url, "flip")
+    done = subprocess.run(
+        [sys.executable, "-c", KILLER, "phase_committed", target.value, f"sqlite:///{legacy_file}", postgres_url],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == -signal.SIGKILL
+    with Cutover(settings_for(legacy_file, postgres_url)) as app:
+        deadline = time.monotonic() + 10
+        while move_journal.current(app.sqlite) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert move_journal.current(app.sqlite) is None
+        with app.postgres.connect() as connection:
+            assert outbox.triggers(connection) == PHASES[target].triggers_on(POSTGRES)
+    _assert_consistent(cutover, legacy_file, postgres_url, ledger, target)
+
+
+def test_a_rollback_beside_a_long_reader_neither_fails_nor_blocks_reads(shadow, legacy_file, postgres_url):
+    """Scenario 1a of the issue: a reader holds api_credentials open for seconds during the rollback."""
+    cutover = shadow
+    ledger, source, target = _prepare(cutover, legacy_file, postgres_url, "rollback")
+    reader = psycopg2.connect(_libpq(postgres_url))
+    reader_cursor = reader.cursor()
+    reader_cursor.execute("SELECT count(*) FROM api_credentials")  # holds ACCESS SHARE until it ends
+    blocked: list[float] = []
+
+    def read_while_moving():
+        with psycopg2.connect(_libpq(postgres_url)) as other, other.cursor() as cursor:
+            for _ in range(20):
+                started = time.monotonic()
+                cursor.execute("SELECT count(*) FROM api_credentials")
+                blocked.append(time.monotonic() - started)
+                time.sleep(0.02)
+
+    thread = threading.Thread(target=read_while_moving)
+    thread.start()
+    try:
+        move(cutover, target, pre_drain_s=0)
+    finally:
+        thread.join()
+        reader.rollback()
+        reader.close()
+    assert max(blocked) < 1.0, "readers were queued behind the move's lock request"
+    _assert_consistent(cutover, legacy_file, postgres_url, ledger, target)
+
+
+def test_a_writer_holding_a_row_lock_fails_the_move_cleanly(shadow, legacy_file, postgres_url):
+    """A move that cannot take its trigger lock in time is undone, releasing every lock it took."""
+    cutover = shadow
+    ledger, source, target = _prepare(cutover, legacy_file, postgres_url, "rollback")
+    writer = psycopg2.connect(_libpq(postgres_url))
+    writer.cursor().execute("INSERT INTO horses (horse_name) VALUES ('open writer')")  # not committed
+    try:
+        with pytest.raises(Exception):
+            move(cutover, target, pre_drain_s=0)
+        assert cutover.phase(fresh=True).phase is source
+        with psycopg2.connect(_libpq(postgres_url)) as check, check.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE a.application_name = 'hrp-cutover' AND NOT l.granted"
+            )
+            assert cursor.fetchone()[0] == 0, "a lock request of the failed move is still queued"
+    finally:
+        writer.commit()
+        writer.close()
+    ledger.names.append("open writer")
+    _assert_consistent(cutover, legacy_file, postgres_url, ledger, source)
+
+
+def test_the_guard_refuses_writes_to_the_secondary_and_moves_with_the_phase(shadow, legacy_file, postgres_url):
+    cutover = shadow
+    Ledger().through_layer(cutover, "present", 3)
+    with psycopg2.connect(_libpq(postgres_url)) as raw, raw.cursor() as cursor:
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="hrp-cutover guard"):
+            cursor.execute("INSERT INTO horses (horse_name) VALUES ('sneaked into postgres')")
+    with cutover.postgres.connect() as connection:
+        from adapters.postgres import guard_refusals
+
+        assert guard_refusals(connection) >= 1
+    move(cutover, Phase.POSTGRES_PRIMARY)
+    with sqlite3.connect(legacy_file) as raw:
+        before = raw.execute("SELECT count(*) FROM horses").fetchone()[0]
+        with pytest.raises(sqlite3.IntegrityError, match="hrp-cutover guard"):
+            raw.execute("INSERT INTO horses (horse_name) VALUES ('sneaked into sqlite')")
+        with pytest.raises(sqlite3.IntegrityError, match="hrp-cutover guard"):
+            raw.execute("UPDATE horses SET horse_name = 'changed behind the layer'")
+        assert raw.execute("SELECT count(*) FROM horses").fetchone()[0] == before
+    with sqlite3.connect(legacy_file) as raw:  # the documented maintenance bypass
+        raw.execute("ATTACH ':memory:' AS hrp_cutover_layer")
+        raw.execute("UPDATE horses SET age = age WHERE id = -1")
+    with psycopg2.connect(_libpq(postgres_url)) as raw, raw.cursor() as cursor:  # primary: open
+        cursor.execute("INSERT INTO horses (horse_name) VALUES ('psql on the primary')")
+    status = _cli(legacy_file, postgres_url, "status")
+    assert "guard      on sqlite" in status.output
+    move(cutover, Phase.SHADOW)
+    with psycopg2.connect(_libpq(postgres_url)) as raw, raw.cursor() as cursor:
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="hrp-cutover guard"):
+            cursor.execute("DELETE FROM horses")
+    with sqlite3.connect(legacy_file) as raw:
+        raw.execute("INSERT INTO horses (horse_name) VALUES ('sqlite is primary again')")
+
+
+def test_evidence_from_before_a_failed_move_does_not_count(shadow, legacy_file, postgres_url):
+    from hrp_data.readiness import checklist
+    from hrp_data.verify import verify
+
+    cutover = shadow
+    assert verify(cutover).equal
+    check = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}
+    assert check["verify"].ok
+
+    def fault(at: str) -> None:
+        if at == "drained":
+            raise Injected(at)
+
+    flip.fault_at = fault
+    with pytest.raises(Injected):
+        move(cutover, Phase.POSTGRES_PRIMARY)
+    flip.fault_at = None
+    check = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}
+    assert not check["verify"].ok and "failed" in check["verify"].detail
+    assert verify(cutover).equal
+    check = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}
+    assert check["verify"].ok
+
+
+def test_repair_is_refused_in_sqlite_only(legacy_file, postgres_url):
+    upgrade(postgres_url)
+    with Cutover(settings_for(legacy_file, postgres_url), applier=False):
+        pass
+    result = _cli(legacy_file, postgres_url, "verify", "--repair")
+    assert result.exit_code != 0
+    assert "repair needs a phase with a secondary" in result.output
