@@ -49,7 +49,7 @@ class Cutover:
 
     def __init__(self, settings: Settings, *, applier: bool = True, bound_calls: bool = True):
         self.settings = settings
-        self.sqlite = create_sqlite_engine(settings.sqlite_url)
+        self.sqlite = create_sqlite_engine(settings.sqlite_url, lock_wait_s=settings.sqlite_lock_wait_s)
         self.postgres = (
             create_postgres_engine(
                 settings.postgres_url,

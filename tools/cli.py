@@ -110,6 +110,7 @@ def parse_tables(option: str | None) -> tuple[str, ...] | None:
 @contextlib.contextmanager
 def domain_errors() -> Iterator[None]:
     """Turn the services' errors into one-line click errors (2: bad input or setting, 1: refused)."""
+    from adapters.sqlite import SQLiteLocked
     from hrp_data.dual_write import PhaseUnsettled
     from hrp_data.flip import DrainFailed
     from hrp_data.phase_store import PhaseConflict
@@ -120,7 +121,7 @@ def domain_errors() -> Iterator[None]:
         yield
     except (SettingsError, MoveRefused, SchemaError) as error:
         raise BadSetting(redact_url(str(error))) from None
-    except (PhaseConflict, DrainFailed, PhaseUnsettled) as error:
+    except (PhaseConflict, DrainFailed, PhaseUnsettled, SQLiteLocked) as error:
         raise click.ClickException(redact_url(str(error))) from None
     except sa.exc.OperationalError as error:
         raise click.ClickException(f"database unavailable: {describe_error(error)}") from None
