@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import sqlalchemy as sa
+
 from hrp_data import heartbeat, outbox
 from hrp_data.dual_write import Cutover
+from hrp_data.errors import describe_error
 
 
 def cutover_status(cutover: Cutover) -> dict:
@@ -26,3 +29,18 @@ def cutover_status(cutover: Cutover) -> dict:
         "workers": heartbeat.workers(cutover.sqlite),
         "last_change": history[0] if history else None,
     }
+
+
+def postgres_reachability(cutover: Cutover) -> dict | None:
+    """Whether PostgreSQL answers now, and why not (None: no PostgreSQL configured).
+
+    Asked by `status` only, so that the dashboard never waits on a frozen server.
+    """
+    if cutover.postgres is None:
+        return None
+    try:
+        with cutover.postgres.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except sa.exc.SQLAlchemyError as error:
+        return {"reachable": False, "error": describe_error(error)}
+    return {"reachable": True, "error": None}

@@ -286,10 +286,11 @@ def replay(ctx: Context, postgres_url: str | None) -> None:
 @pass_context
 def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     """Phase, outbox depth and age, appliers' circuit breakers, last phase change."""
-    from hrp_data.status import cutover_status
+    from hrp_data.status import cutover_status, postgres_reachability
 
     with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
         report = cutover_status(cutover)
+        report["postgres"] = postgres_reachability(cutover)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -299,6 +300,9 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
         f"outbox     {box['pending']} pending, {box['failing']} failing,"
         f" oldest {box['oldest_age_s'] if box['oldest_age_s'] is not None else '-'} s"
     )
+    if report["postgres"] is not None:
+        postgres = report["postgres"]
+        click.echo(f"postgres   {'reachable' if postgres['reachable'] else 'UNREACHABLE: ' + postgres['error']}")
     for worker in report["workers"]:
         click.echo(f"worker     {worker['worker']}: breaker {worker['breaker']}, applied {worker['applied']}")
     if report["last_change"]:
