@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -81,4 +82,26 @@ def test_writes_made_while_postgres_is_stopped_reach_it_once_it_is_back(legacy_f
         wait_drained(cutover, timeout=60)
         with cutover.postgres.connect() as connection:
             assert connection.exec_driver_sql(f"SELECT to_regclass('{outbox.OUTBOX}')").scalar() is not None
+    assert_equal(legacy_file, own_postgres.url)
+
+
+def test_an_app_process_starts_and_serves_with_postgres_frozen(legacy_file, own_postgres):
+    """A frozen server (SIGSTOP) costs neither the start nor the writes; status says so within its bound."""
+    _to_dual_write(legacy_file, own_postgres.url)
+    own_postgres.freeze()
+    try:
+        started = time.monotonic()
+        with Cutover(settings_for(legacy_file, own_postgres.url)) as cutover:
+            assert time.monotonic() - started < 2.0
+            ids = _write_horses(cutover, 5)
+            with cutover.reading() as uow:
+                assert uow.horses.get(ids[-1])["horse_name"] == "while away 4"
+            asked = time.monotonic()
+            status = _status(legacy_file, own_postgres.url)
+            assert time.monotonic() - asked < 15.0
+            assert status.exit_code == 0 and "postgres   UNREACHABLE" in status.output, status.output
+            own_postgres.thaw()
+            wait_drained(cutover, timeout=60)
+    finally:
+        own_postgres.thaw()
     assert_equal(legacy_file, own_postgres.url)
