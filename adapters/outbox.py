@@ -39,6 +39,7 @@ outbox = sa.Table(
     sa.Column("next_attempt_at", sa.Float, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text),
     sa.Index("ix_hrp_cutover_outbox_key", "table_name", "pk"),
+    sa.Index("ix_hrp_cutover_outbox_due", "next_attempt_at", "seq"),
     sqlite_autoincrement=True,
 )
 

@@ -6,17 +6,64 @@ conversion rules reject by name instead of the driver failing the read), and
 leaves transaction control to SQLAlchemy. A connection opened with the
 execution option `sqlite_begin="IMMEDIATE"` takes the write lock at BEGIN, so
 a writer never fails half-way on a lock upgrade.
+
+A legacy app holds the file's lock in its own (deferred) write transactions:
+switching the file to WAL and BEGIN IMMEDIATE wait for it, retrying with
+backoff, and after `lock_wait_s` fail with `SQLiteLocked`, one line that says
+what to do, before anything was written.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+import tenacity
 from sqlalchemy import event
 
-BUSY_TIMEOUT_MS = 30_000
+LOCK_WAIT_S = 30.0
+BUSY_TIMEOUT_MS = int(LOCK_WAIT_S * 1000)
+T = TypeVar("T")
+
+
+class SQLiteLocked(sa.exc.OperationalError):
+    """Another connection kept the SQLite file locked for longer than the wait allows."""
+
+    def __init__(self, waited_s: float, error: BaseException):
+        super().__init__(None, None, error)
+        self.waited_s = waited_s
+
+    def __str__(self) -> str:
+        return (
+            f"the SQLite file stayed locked by another connection's write transaction for more than {self.waited_s:g} s"
+            " (HRP_SQLITE_LOCK_WAIT_S); nothing was changed: retry once the app's writes let go"
+        )
+
+
+def _is_locked(error: BaseException) -> bool:
+    original = error.orig if isinstance(error, sa.exc.DBAPIError) else error
+    return isinstance(original, sqlite3.OperationalError) and "locked" in str(original)
+
+
+def wait_for_lock(lock_wait_s: float, attempt: Callable[[], T]) -> T:
+    """Run `attempt` until it stops failing on a locked file; SQLiteLocked after `lock_wait_s` in all."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_is_locked),
+        wait=tenacity.wait_exponential_jitter(initial=0.02, max=0.5),
+        stop=tenacity.stop_after_delay(lock_wait_s),
+        reraise=True,
+    )
+    try:
+        return retrying(attempt)
+    except (sqlite3.OperationalError, sa.exc.OperationalError) as error:
+        if isinstance(error, SQLiteLocked) or not _is_locked(error):
+            raise
+        raise SQLiteLocked(lock_wait_s, error) from error
+
+
 LAYER_MARK = "hrp_cutover_layer"
 """Every connection of the layer attaches an empty in-memory database by this name; the guard on a
 secondary SQLite file lets a write through only on such a connection (the applier, repair,
@@ -32,33 +79,42 @@ def decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+def _on_connect(lock_wait_s: float, dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     dbapi_connection.text_factory = decode_text
     cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout = {int(lock_wait_s * 1000)}")
     cursor.execute("PRAGMA foreign_keys = ON")
-    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":
-        cursor.execute("PRAGMA journal_mode = WAL")
+    wait_for_lock(lock_wait_s, lambda: _use_wal(cursor))
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute(f"ATTACH DATABASE ':memory:' AS {LAYER_MARK}")
     cursor.close()
 
 
-def _on_begin(connection: sa.Connection) -> None:
+def _use_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch the file to WAL (once; it stays so). Needs the file to itself: fails at once while
+    another connection holds a lock in rollback-journal mode, whatever the busy timeout."""
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] not in ("memory", "wal"):
+        cursor.execute("PRAGMA journal_mode = WAL")
+
+
+def _on_begin(lock_wait_s: float, connection: sa.Connection) -> None:
     mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-    connection.exec_driver_sql(f"BEGIN {mode}")
+    wait_for_lock(lock_wait_s, lambda: connection.exec_driver_sql(f"BEGIN {mode}"))
 
 
-def create_sqlite_engine(url: str, **kw: Any) -> sa.Engine:
-    """An engine on a SQLite file, safe to share between threads and processes."""
+def create_sqlite_engine(url: str, *, lock_wait_s: float = LOCK_WAIT_S, **kw: Any) -> sa.Engine:
+    """An engine on a SQLite file, safe to share between threads and processes.
+
+    A write transaction waits up to `lock_wait_s` for the file's lock (SQLiteLocked after that).
+    """
     engine = sa.create_engine(
         url,
-        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        connect_args={"check_same_thread": False, "timeout": lock_wait_s},
         **kw,
     )
-    event.listen(engine, "connect", _on_connect)
-    event.listen(engine, "begin", _on_begin)
+    event.listen(engine, "connect", functools.partial(_on_connect, lock_wait_s))
+    event.listen(engine, "begin", functools.partial(_on_begin, lock_wait_s))
     return engine
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import time
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -29,6 +30,7 @@ from adapters.sqlite import create_sqlite_engine
 from hrp_data import heartbeat, move_journal, outbox
 from hrp_data.applier import Applier, Route
 from hrp_data.apply import hold_phase_shared
+from hrp_data.errors import describe_error
 from hrp_data.phase_store import PhaseRecord, PhaseStore
 from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase, PhaseRow
 from hrp_data.settings import Settings, SettingsError
@@ -36,6 +38,8 @@ from hrp_data.shadow_reads import ShadowReads
 from hrp_data.unit_of_work import UnitOfWork
 
 GATE_ATTEMPTS = 5
+INSTALL_RETRY_S = 5.0
+"""How often the applier tries again to install the outbox tables on a PostgreSQL that did not answer."""
 log = structlog.get_logger(__name__)
 _joined: contextvars.ContextVar["DualWriteUnitOfWork | None"] = contextvars.ContextVar("hrp_joined_unit", default=None)
 
@@ -49,7 +53,7 @@ class Cutover:
 
     def __init__(self, settings: Settings, *, applier: bool = True, bound_calls: bool = True):
         self.settings = settings
-        self.sqlite = create_sqlite_engine(settings.sqlite_url)
+        self.sqlite = create_sqlite_engine(settings.sqlite_url, lock_wait_s=settings.sqlite_lock_wait_s)
         self.postgres = (
             create_postgres_engine(
                 settings.postgres_url,
@@ -65,10 +69,9 @@ class Cutover:
         self.phases = PhaseStore(self.sqlite, Phase(settings.phase))
         outbox.install_tables(self.sqlite)
         heartbeat.install(self.sqlite)
-        row = self.phase_row()
-        if self.postgres is not None and POSTGRES in (row.primary, row.secondary):
-            outbox.install_tables(self.postgres)
-        self.applier = Applier(self.route, report=self._report, recover=self.finish_interrupted_move)
+        self._postgres_installed = False
+        self._next_install_at = 0.0
+        self.applier = Applier(self._applier_route, report=self._report, recover=self.finish_interrupted_move)
         if applier:
             self.applier.start()
         self.shadow = ShadowReads(self)
@@ -124,6 +127,32 @@ class Cutover:
             self.engine(row.secondary),
             still_primary=lambda: self.phase_row(fresh=True).primary == primary,
         )
+
+    def _applier_route(self) -> Route | None:
+        """The route, once what it needs on PostgreSQL is installed (None until PostgreSQL answers)."""
+        route = self.route()
+        if route is None or self.postgres is None:
+            return route
+        return route if self.install_postgres() else None
+
+    def install_postgres(self) -> bool:
+        """Install the outbox tables on PostgreSQL, once it answers (tried at most every INSTALL_RETRY_S).
+
+        Not in the constructor: a process must start and serve from SQLite while
+        PostgreSQL is down or frozen; its applier carries the changes once this succeeds.
+        """
+        if self._postgres_installed:
+            return True
+        if time.monotonic() < self._next_install_at:
+            return False
+        try:
+            outbox.install_tables(self.postgres)
+        except sa.exc.SQLAlchemyError as error:
+            self._next_install_at = time.monotonic() + INSTALL_RETRY_S
+            log.warning("postgres.install_deferred", error=describe_error(error), retry_in_s=INSTALL_RETRY_S)
+            return False
+        self._postgres_installed = True
+        return True
 
     def writing(self) -> "DualWriteUnitOfWork | JoinedUnitOfWork":
         """A unit of work on the current primary; commit() wakes the applier.

@@ -57,9 +57,11 @@ class Depth:
 
 
 def install_tables(engine: sa.Engine) -> None:
-    """Create the outbox table and the idempotency keys it carries, if they are missing (idempotent)."""
+    """Create the outbox table, its indexes and the idempotency keys it carries, if they are missing (idempotent)."""
     with writing(engine) as connection:
         metadata.create_all(connection, checkfirst=True)
+        for index in outbox.indexes:  # an outbox made by an older version lacks the newer indexes
+            index.create(connection, checkfirst=True)
         idempotency.install(connection)
 
 
@@ -140,29 +142,107 @@ def _toggle(connection, states, table: sa.Table, trigger: str, enabled: bool, cr
 
 
 def due(bind: Bind, *, limit: int = 500, ignore_backoff: bool = False) -> list[Pending]:
-    """The oldest due changes, one entry per key, in order of their first change."""
+    """The oldest due changes, one entry per key, in order of their first change.
+
+    A key is due when none of its entries waits for a later attempt (or
+    always, with ignore_backoff). Each call reads a bounded number of rows,
+    whatever the outbox's depth: the first `limit` candidate entries through
+    the seq and (next_attempt_at, seq) indexes, then every entry of those keys
+    through the (table_name, pk) index.
+    """
     now = time.time()
-    statement = (
+    with reading(bind) as connection:
+        if ignore_backoff:
+            candidates = _head_keys(connection, limit)
+        else:
+            candidates = _fresh_keys(connection, limit, now) | _retried_keys(connection, limit, now)
+        groups = _key_groups(connection, candidates)
+    if not ignore_backoff:
+        groups = [g for g in groups if g.latest_attempt_at <= now]
+    groups.sort(key=lambda g: g.first_seq)
+    return [
+        Pending(KeyRef(g.table_name, decode_key(g.pk)), g.max_seq, g.attempts, g.created_at, g.pk)
+        for g in groups[:limit]
+    ]
+
+
+def _keys(connection: sa.Connection, statement: sa.Select) -> set[tuple[str, str]]:
+    return {(row.table_name, row.pk) for row in connection.execute(statement)}
+
+
+def _head_keys(connection: sa.Connection, limit: int) -> set[tuple[str, str]]:
+    """The keys of the first `limit` entries by sequence number."""
+    return _keys(connection, sa.select(outbox.c.table_name, outbox.c.pk).order_by(outbox.c.seq).limit(limit))
+
+
+def _fresh_keys(connection: sa.Connection, limit: int, now: float) -> set[tuple[str, str]]:
+    """The keys of the first `limit` entries never tried (or forgiven), skipping keys that wait.
+
+    A waiting key's fresh entries are skipped in the query, not after it, so
+    keys in backoff at the head cannot fill every batch and starve the rest.
+    """
+    waiting = outbox.alias("waiting")
+    key_waits = (
+        sa.select(1)
+        .where(
+            waiting.c.table_name == outbox.c.table_name,
+            waiting.c.pk == outbox.c.pk,
+            waiting.c.next_attempt_at > now,
+        )
+        .exists()
+    )
+    return _keys(
+        connection,
+        sa.select(outbox.c.table_name, outbox.c.pk)
+        .where(outbox.c.next_attempt_at == 0, ~key_waits)
+        .order_by(outbox.c.seq)
+        .limit(limit),
+    )
+
+
+def _retried_keys(connection: sa.Connection, limit: int, now: float) -> set[tuple[str, str]]:
+    """The keys of up to `limit` failed entries whose backoff has ended, longest waiting first."""
+    return _keys(
+        connection,
+        sa.select(outbox.c.table_name, outbox.c.pk)
+        .where(outbox.c.next_attempt_at > 0, outbox.c.next_attempt_at <= now)
+        .order_by(outbox.c.next_attempt_at)
+        .limit(limit),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _KeyGroup:
+    table_name: str
+    pk: str
+    first_seq: int
+    max_seq: int
+    attempts: int
+    created_at: float
+    latest_attempt_at: float
+
+
+def _key_groups(connection: sa.Connection, keys: set[tuple[str, str]]) -> list[_KeyGroup]:
+    """Every entry of these keys, summed up per key (read through the key index)."""
+    if not keys:
+        return []
+    rows = connection.execute(
         sa.select(
             outbox.c.table_name,
             outbox.c.pk,
-            sa.func.min(outbox.c.seq).label("first_seq"),
-            sa.func.max(outbox.c.seq).label("max_seq"),
-            sa.func.max(outbox.c.attempts).label("attempts"),
-            sa.func.min(outbox.c.created_at).label("created_at"),
+            sa.func.min(outbox.c.seq),
+            sa.func.max(outbox.c.seq),
+            sa.func.max(outbox.c.attempts),
+            sa.func.min(outbox.c.created_at),
+            sa.func.max(outbox.c.next_attempt_at),
+        )
+        .where(
+            outbox.c.table_name.in_({table for table, _ in keys}),
+            outbox.c.pk.in_({pk for _, pk in keys}),
         )
         .group_by(outbox.c.table_name, outbox.c.pk)
-        .order_by(sa.text("first_seq"))
-        .limit(limit)
-    )
-    if not ignore_backoff:
-        statement = statement.having(sa.func.max(outbox.c.next_attempt_at) <= now)
-    with reading(bind) as connection:
-        rows = connection.execute(statement).all()
-    return [
-        Pending(KeyRef(r.table_name, decode_key(r.pk)), r.max_seq, r.attempts, r.created_at, r.pk)
-        for r in rows
-    ]
+    ).all()
+    return [_KeyGroup(*row) for row in rows if (row[0], row[1]) in keys]
 
 
 def _entry_clause(item: Pending) -> sa.ColumnElement[bool]:

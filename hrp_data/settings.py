@@ -40,6 +40,7 @@ class Settings:
     secret_key: str | None = None
     postgres_pool: int = 10
     postgres_pool_timeout: float = 5.0
+    sqlite_lock_wait_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -74,9 +75,12 @@ class Settings:
         pool_timeout = _number(
             "HRP_POSTGRES_POOL_TIMEOUT", self.postgres_pool_timeout, float, 0.1, 60.0, "seconds from 0.1 to 60"
         )
+        lock_wait = _number(
+            "HRP_SQLITE_LOCK_WAIT_S", self.sqlite_lock_wait_s, float, 0.1, 3600.0, "seconds from 0.1 to 3600"
+        )
         return dataclasses.replace(
             self, shadow_sample=sample, log_level=str(self.log_level).upper(), postgres_pool=pool,
-            postgres_pool_timeout=pool_timeout,
+            postgres_pool_timeout=pool_timeout, sqlite_lock_wait_s=lock_wait,
         )
 
     def request_threads(self, asked: int) -> int:

@@ -31,7 +31,7 @@ def cutover_status(cutover: Cutover) -> dict:
         "workers": heartbeat.workers(cutover.sqlite),
         "last_change": history[0] if history else None,
         "move_in_progress": _move(cutover),
-        "guard": _guard(cutover, row.guarded),
+        "guard": {"on": row.guarded, "refused": None},
     }
 
 
@@ -40,13 +40,19 @@ def _move(cutover: Cutover) -> str | None:
     return None if marker is None else marker.describe()
 
 
-def _guard(cutover: Cutover, side: str | None) -> dict:
-    """Where the guard is on, and how many writes it refused there (PostgreSQL counts them)."""
-    refused = None
-    if side == POSTGRES and cutover.postgres is not None:
-        try:
-            with cutover.postgres.connect() as connection:
-                refused = postgres_adapter.guard_refusals(connection)
-        except sa.exc.SQLAlchemyError as error:
-            refused = f"unknown ({describe_error(error)})"
-    return {"on": side, "refused": refused}
+def postgres_reachability(cutover: Cutover, report: dict | None = None) -> dict | None:
+    """Whether PostgreSQL answers now, and why not (None: no PostgreSQL configured); with
+    `report`, also fills in how many writes the guard refused when it is on PostgreSQL.
+
+    Asked by `status` only, so that the dashboard never waits on a frozen server.
+    """
+    if cutover.postgres is None:
+        return None
+    try:
+        with cutover.postgres.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+            if report is not None and report["guard"]["on"] == POSTGRES:
+                report["guard"]["refused"] = postgres_adapter.guard_refusals(connection)
+    except sa.exc.SQLAlchemyError as error:
+        return {"reachable": False, "error": describe_error(error)}
+    return {"reachable": True, "error": None}

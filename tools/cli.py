@@ -110,6 +110,7 @@ def parse_tables(option: str | None) -> tuple[str, ...] | None:
 @contextlib.contextmanager
 def domain_errors() -> Iterator[None]:
     """Turn the services' errors into one-line click errors (2: bad input or setting, 1: refused)."""
+    from adapters.sqlite import SQLiteLocked
     from hrp_data.dual_write import PhaseUnsettled
     from hrp_data.flip import DrainFailed
     from hrp_data.move_journal import MoveInProgress
@@ -122,7 +123,7 @@ def domain_errors() -> Iterator[None]:
         yield
     except (SettingsError, MoveRefused, SchemaError) as error:
         raise BadSetting(redact_url(str(error))) from None
-    except (PhaseConflict, DrainFailed, PhaseUnsettled, MoveInProgress, RepairRefused) as error:
+    except (PhaseConflict, DrainFailed, PhaseUnsettled, MoveInProgress, RepairRefused, SQLiteLocked) as error:
         raise click.ClickException(redact_url(str(error))) from None
     except sa.exc.OperationalError as error:
         raise click.ClickException(f"database unavailable: {describe_error(error)}") from None
@@ -309,10 +310,11 @@ def recover(ctx: Context, postgres_url: str | None) -> None:
 @pass_context
 def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     """Phase, outbox depth and age, appliers' circuit breakers, last phase change."""
-    from hrp_data.status import cutover_status
+    from hrp_data.status import cutover_status, postgres_reachability
 
     with domain_errors(), open_cutover(ctx, postgres_url, finish_moves=False) as cutover:
         report = cutover_status(cutover)
+        report["postgres"] = postgres_reachability(cutover, report)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -322,6 +324,9 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
         f"outbox     {box['pending']} pending, {box['failing']} failing,"
         f" oldest {box['oldest_age_s'] if box['oldest_age_s'] is not None else '-'} s"
     )
+    if report["postgres"] is not None:
+        postgres = report["postgres"]
+        click.echo(f"postgres   {'reachable' if postgres['reachable'] else 'UNREACHABLE: ' + postgres['error']}")
     for worker in report["workers"]:
         click.echo(f"worker     {worker['worker']}: breaker {worker['breaker']}, applied {worker['applied']}")
     if report["move_in_progress"]:

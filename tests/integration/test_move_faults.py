@@ -9,7 +9,6 @@ the secondary, the triggers match the phase on both sides, and nothing is left i
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess

@@ -20,6 +20,11 @@ def test_the_pool_settings():
     assert (settings.postgres_pool, settings.postgres_pool_timeout) == (4, 1.5)
 
 
+def test_the_sqlite_lock_wait():
+    assert Settings.from_env({}).sqlite_lock_wait_s == 30.0
+    assert Settings.from_env({"HRP_SQLITE_LOCK_WAIT_S": "2.5"}).sqlite_lock_wait_s == 2.5
+
+
 def test_flags_override_the_environment():
     settings = Settings.from_env({"HRP_PHASE": "dual_write"}, phase="shadow")
     assert settings.phase == "shadow"
@@ -39,6 +44,7 @@ def test_flags_override_the_environment():
         ({"HRP_POSTGRES_POOL": "2.5"}, "HRP_POSTGRES_POOL='2.5' is not a whole number from 1 to 500"),
         ({"HRP_POSTGRES_POOL_TIMEOUT": "nan"}, "HRP_POSTGRES_POOL_TIMEOUT='nan' is not seconds from 0.1 to 60"),
         ({"HRP_POSTGRES_POOL_TIMEOUT": "0"}, "HRP_POSTGRES_POOL_TIMEOUT='0' is not seconds from 0.1 to 60"),
+        ({"HRP_SQLITE_LOCK_WAIT_S": "-1"}, "HRP_SQLITE_LOCK_WAIT_S='-1' is not seconds from 0.1 to 3600"),
     ],
 )
 def test_bad_values_name_the_variable_and_the_allowed_values(env, message):
