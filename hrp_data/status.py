@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import sqlalchemy as sa
+
 from hrp_data import heartbeat, outbox
 from hrp_data.dual_write import Cutover
+from hrp_data.errors import describe_error
 
 
 def cutover_status(cutover: Cutover) -> dict:
@@ -25,4 +28,17 @@ def cutover_status(cutover: Cutover) -> dict:
         "outbox": dataclasses.asdict(depth),
         "workers": heartbeat.workers(cutover.sqlite),
         "last_change": history[0] if history else None,
+        "statement_logging": statement_logging(cutover),
     }
+
+
+def statement_logging(cutover: Cutover) -> list[str]:
+    """PostgreSQL settings that would log statements with their values, each with its fix."""
+    if cutover.postgres is None:
+        return []
+    from hrp_data.readiness import logging_risks
+
+    try:
+        return [str(risk) for risk in logging_risks(cutover)]
+    except sa.exc.SQLAlchemyError as error:
+        return [f"unknown: PostgreSQL unavailable ({describe_error(error)})"]

@@ -300,6 +300,8 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     )
     for worker in report["workers"]:
         click.echo(f"worker     {worker['worker']}: breaker {worker['breaker']}, applied {worker['applied']}")
+    for warning in report["statement_logging"]:
+        click.echo(f"logging    warning: PostgreSQL {warning}")
     if report["last_change"]:
         change = report["last_change"]
         click.echo(f"last move  {change['from_phase']} -> {change['to_phase']} at {change['at']} by {change['by']}")
