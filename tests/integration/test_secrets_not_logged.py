@@ -8,10 +8,12 @@ import sqlite3
 
 import psycopg2
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
-from adapters.log_safety import QUIET_PARAMETERS
+from adapters.log_safety import QUIET_PARAMETERS, read_settings, risks
+from hrp_data.demo import log_no_statement_text
 from hrp_data.dual_write import Cutover
 from hrp_data.flip import move
 from hrp_data.phases import Phase
@@ -149,3 +151,12 @@ def test_status_prints_the_logging_warning(legacy_file, postgres_url):
     result = CliRunner().invoke(cli, ["--sqlite", str(legacy_file), "--postgres", postgres_url, "status"])
     assert result.exit_code == 0, result.output
     assert "logging    warning: PostgreSQL log_min_error_statement = error" in result.output
+
+
+def test_the_demo_server_logs_no_statement_text(own_postgres):
+    log_no_statement_text(own_postgres.server.get_uri())
+    engine = sa.create_engine(own_postgres.url)
+    with engine.connect() as connection:
+        found = risks(read_settings(connection), "postgres")
+    engine.dispose()
+    assert found == []
