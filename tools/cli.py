@@ -273,6 +273,8 @@ def replay(ctx: Context, postgres_url: str | None) -> None:
     with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
         result = replay_outbox(cutover)
     click.echo(f"applied {result.applied}; remaining {result.remaining}")
+    for table, key, reason in result.failing:
+        click.echo(f"failing    {table} {list(key)}: {reason}")
     if result.remaining:
         raise click.ClickException(
             f"{result.remaining} change(s) still pending; last error: {result.last_error}"
