@@ -25,6 +25,7 @@ import psycopg2.extensions
 import sqlalchemy as sa
 
 from adapters.convert import dump_jsonb
+from adapters.log_safety import quiet_parameters
 
 CONNECT_TIMEOUT_S = 3
 STATEMENT_TIMEOUT_MS = 30_000
@@ -102,7 +103,9 @@ def create_postgres_engine(url: str, *, application_name: str = "hrp-cutover", *
     kw.setdefault("pool_pre_ping", True)
     kw.setdefault("pool_timeout", 5)
     kw.setdefault("json_serializer", dump_jsonb)  # JSONB reads every document back as the same value
-    return sa.create_engine(url, connect_args=connect_args, **kw)
+    engine = sa.create_engine(url, connect_args=connect_args, **kw)
+    sa.event.listen(engine, "connect", lambda dbapi_connection, _record: quiet_parameters(dbapi_connection))
+    return engine
 
 
 

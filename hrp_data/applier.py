@@ -22,7 +22,7 @@ import sqlalchemy as sa
 import structlog
 
 from hrp_data import outbox
-from hrp_data.apply import PrimaryMoved, apply_keys
+from hrp_data.apply import ApplyResult, PrimaryMoved, apply_keys
 from hrp_data.errors import describe_error
 
 log = structlog.get_logger(__name__)
@@ -91,6 +91,9 @@ def drain_once(
         counters.failed += len(pending)
         log.warning("outbox.secondary_unavailable", keys=len(pending), error=reason)
         return 0, len(pending)
+    except Exception as error:  # a row's error that escaped the apply path: find its key, one by one
+        log.warning("outbox.batch_error", keys=len(pending), error=describe_error(error))
+        result = _apply_each(route, pending)
     by_ref = {item.ref: item for item in pending}
     done = [by_ref[ref] for ref in result.applied]
     failed = {by_ref[ref]: error for ref, error in result.failed.items()}
@@ -112,6 +115,25 @@ def drain_once(
             error=error,
         )
     return len(done), len(failed)
+
+
+def _apply_each(route: Route, pending: list[outbox.Pending]) -> ApplyResult:
+    """Apply the keys one at a time: an error fails only its own key, with its reason."""
+    result = ApplyResult()
+    for item in pending:
+        try:
+            one = apply_keys(
+                [item.ref], tables=TABLE_MAP, primary=route.primary, secondary=route.secondary,
+                still_primary=route.still_primary,
+            )
+        except (PrimaryMoved, sa.exc.SQLAlchemyError):
+            break  # the route or the secondary went away: the rest waits for the next round
+        except Exception as error:  # this key's own failure
+            result.failed[item.ref] = describe_error(error)
+            continue
+        result.applied += one.applied
+        result.failed.update(one.failed)
+    return result
 
 
 class Applier:

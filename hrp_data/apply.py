@@ -27,15 +27,18 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import psycopg2
 import sqlalchemy as sa
 import structlog
 
+from adapters import pg_copy, unlogged_copy
 from adapters.binds import Bind, reading, writing
-from adapters.convert import Rejected, to_postgres
+from adapters.convert import Kind, Rejected, to_postgres
 from adapters.postgres import APPLYING_SETTING, bump_identity
 from adapters.types import kind_of
 from adapters.upsert import upsert
 from hrp_data.errors import describe_error
+from hrp_data.models import SECRET_COLUMNS
 
 log = structlog.get_logger(__name__)
 
@@ -119,11 +122,124 @@ def _chunks(items: list, size: int) -> Iterable[list]:
         yield items[start : start + size]
 
 
+def image_refusal(table: sa.Table, image: dict[str, Any]) -> str | None:
+    """Why PostgreSQL would refuse this row image (None: it would not), found without sending it.
+
+    The same conversion check as the backfill's (adapters.convert), and NOT
+    NULL: PostgreSQL's report of a null in a required column repeats the
+    whole row, secrets included, in the server log.
+    """
+    for name, value in image.items():
+        column = table.columns[name]
+        if value is None:
+            if not column.nullable:
+                return f"rejected: null_in_required_column ({name})"
+            continue
+        try:
+            to_postgres(kind_of(column), value)
+        except Rejected as error:
+            return f"rejected: {error.reason} ({name})"
+    return None
+
+
+def missing_parents(
+    connection: sa.Connection,
+    tables: dict[str, sa.Table],
+    images: dict[KeyRef, dict[str, Any] | None],
+) -> dict[KeyRef, str]:
+    """Rows whose parent row PostgreSQL lacks (and this batch does not bring): they wait, unsent.
+
+    Sending them would only fail on the foreign key; they stay in the outbox
+    with this reason and are retried when the parent has arrived.
+    """
+    coming = {(ref.table, ref.key) for ref, image in images.items() if image is not None}
+    waiting: dict[KeyRef, str] = {}
+    for name, table in tables.items():
+        children = [(ref, image) for ref, image in images.items() if ref.table == name and image is not None]
+        for foreign_key in table.foreign_keys if children else ():
+            parent = foreign_key.column
+            if parent.table.name not in tables or len(parent.table.primary_key.columns) != 1:
+                continue
+            wanted = {
+                image[foreign_key.parent.name]
+                for _ref, image in children
+                if image.get(foreign_key.parent.name) is not None
+                and (parent.table.name, (image[foreign_key.parent.name],)) not in coming
+            }
+            present = _present(connection, parent, wanted)
+            for ref, image in children:
+                value = image.get(foreign_key.parent.name)
+                if value in wanted and value not in present and ref not in waiting:
+                    waiting[ref] = (
+                        f"waiting for its parent {parent.table.name}.{parent.name}={value} in PostgreSQL"
+                    )
+    return waiting
+
+
+def _present(connection: sa.Connection, column: sa.Column, values: set[Any]) -> set[Any]:
+    found: set[Any] = set()
+    for chunk in _chunks(sorted(values), 500):
+        found.update(connection.execute(sa.select(column).where(column.in_(chunk))).scalars())
+    return found
+
+
+def has_secrets(table: sa.Table) -> bool:
+    return any(column.name in SECRET_COLUMNS for column in table.columns)
+
+
+def unlogged_upsert(connection: sa.Connection, table: sa.Table, images: list[dict[str, Any]]) -> None:
+    """The upsert of `images` without any value in a statement: COPY into a staging table, then
+    INSERT ... SELECT ... ON CONFLICT DO UPDATE from it.
+
+    PostgreSQL may log any statement (failing ones by default, every one with
+    log_min_duration_statement=0); COPY's data rows are never logged. The
+    staging table lives in this transaction only (ON COMMIT DROP, and dropped
+    after use), so it works behind a transaction-pooling PgBouncer too.
+    """
+    q = pg_copy.quote_ident
+    columns = list(images[0])
+    keys = [column.name for column in table.primary_key.columns]
+    column_list = ", ".join(q(name) for name in columns)
+    staging = q(f"hrp_cutover_stage_{table.name}")
+    kinds = [kind_of(table.columns[name]) for name in columns]
+    payload = "".join(
+        pg_copy.encode_row([_copy_field(kind, image[name]) for kind, name in zip(kinds, columns)])
+        for image in images
+    ).encode("utf-8")
+    changes = ", ".join(f"{q(name)} = EXCLUDED.{q(name)}" for name in columns if name not in keys)
+    on_conflict = f"DO UPDATE SET {changes}" if changes else "DO NOTHING"
+    connection.exec_driver_sql(
+        f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {column_list} FROM {q(table.name)} WITH NO DATA"
+    )
+    unlogged_copy.copy_in(
+        connection.connection.dbapi_connection, f"COPY {staging} ({column_list}) FROM STDIN", payload
+    )
+    connection.exec_driver_sql(
+        f"INSERT INTO {q(table.name)} ({column_list}) OVERRIDING SYSTEM VALUE"
+        f" SELECT {column_list} FROM {staging} ON CONFLICT ({', '.join(q(k) for k in keys)}) {on_conflict}"
+    )
+    connection.exec_driver_sql(f"DROP TABLE {staging}")
+
+
+def _copy_field(kind: Kind, value: Any) -> str:
+    value = to_postgres(kind, value)
+    if value is not None and kind is Kind.JSON:
+        return pg_copy.json_field(value)
+    return pg_copy.text_field(value)
+
+
+def _upsert(connection: sa.Connection, table: sa.Table, images: list[dict[str, Any]]) -> None:
+    if _postgres_side(connection) and has_secrets(table):
+        unlogged_upsert(connection, table, images)
+    else:
+        connection.execute(upsert(connection.dialect.name, table, images))
+
+
 def _write(connection: sa.Connection, table: sa.Table, ref: KeyRef, image: dict | None) -> str:
     if image is None:
         connection.execute(sa.delete(table).where(_key_clause(table, ref.key)))
         return "deleted"
-    connection.execute(upsert(connection.dialect.name, table, image))
+    _upsert(connection, table, [image])
     return "upserted"
 
 
@@ -141,16 +257,24 @@ def write_images(
     the savepoint is rolled back and the keys are written one by one in
     `order`, each in its own savepoint, so one bad row fails alone. A key
     PostgreSQL cannot hold (key_refusal) has no row there: its delete is done
-    already and its upsert fails with the reason.
+    already and its upsert fails with the reason. On PostgreSQL, a row it
+    would refuse (image_refusal) or whose parent it lacks (missing_parents)
+    fails with the reason without being sent: a failing statement would be
+    logged by the server with its values.
     """
     refused = ApplyResult()
     if _postgres_side(connection):
         for ref in order:
             reason = key_refusal(tables[ref.table], ref.key)
-            if reason is not None and images[ref] is None:
+            image = images[ref]
+            if reason is not None and image is None:
                 refused.applied.append(ref)
             elif reason is not None:
                 refused.failed[ref] = f"a key PostgreSQL cannot hold ({reason})"
+            elif image is not None and (reason := image_refusal(tables[ref.table], image)) is not None:
+                refused.failed[ref] = reason
+        sendable = {ref: image for ref, image in images.items() if ref not in refused.failed}
+        refused.failed.update(missing_parents(connection, tables, sendable))
     if refused.applied or refused.failed:
         skip = {*refused.applied, *refused.failed}
         images = {ref: image for ref, image in images.items() if ref not in skip}
@@ -172,17 +296,15 @@ def _write_images(
     try:
         with connection.begin_nested():
             return _write_bulk(connection, tables, images)
-    except sa.exc.SQLAlchemyError as error:
-        if _is_disconnect(error):
-            raise
+    except Exception as error:  # any per-row error: the keys are tried one by one below
+        _raise_if_disconnect(connection, error)
     result = ApplyResult()
     for ref in order:
         try:
             with connection.begin_nested():
                 outcome = _write(connection, tables[ref.table], ref, images[ref])
-        except sa.exc.SQLAlchemyError as error:
-            if _is_disconnect(error):
-                raise
+        except Exception as error:  # ValueError (a NUL), TypeError, driver errors: this key's failure
+            _raise_if_disconnect(connection, error)
             result.failed[ref] = describe_error(error)
             continue
         result.applied.append(ref)
@@ -205,7 +327,7 @@ def _write_bulk(
             upserts.setdefault(ref.table, []).append(image)
     for name, table in tables.items():
         for chunk in _chunks(upserts.get(name, []), 500):
-            connection.execute(upsert(connection.dialect.name, table, chunk))
+            _upsert(connection, table, chunk)
             result.upserted += len(chunk)
     for name, table in reversed(tables.items()):
         for chunk in _chunks(deletes.get(name, []), 500):
@@ -218,8 +340,18 @@ def _write_bulk(
 def _is_disconnect(error: Exception) -> bool:
     """Errors about the connection, not the row: the whole batch is retried later."""
     return bool(getattr(error, "connection_invalidated", False)) or isinstance(
-        error, (sa.exc.OperationalError, sa.exc.InterfaceError)
+        error, (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg2.OperationalError, psycopg2.InterfaceError)
     )
+
+
+def _raise_if_disconnect(connection: sa.Connection, error: Exception) -> None:
+    """Re-raise an error about the connection (as SQLAlchemy's, whatever raised it); return otherwise."""
+    if not _is_disconnect(error):
+        return
+    if isinstance(error, sa.exc.SQLAlchemyError):
+        raise error
+    connection.invalidate()
+    raise sa.exc.OperationalError(None, None, error, connection_invalidated=True) from error
 
 
 def lock_keys(postgres: sa.Connection, refs: Iterable[KeyRef]) -> None:

@@ -320,6 +320,31 @@ class Demo:
         return f"http://127.0.0.1:{self.port}"
 
 
+SAFE_LOGGING = {
+    "log_statement": "ddl",
+    "log_min_duration_statement": "-1",
+    "log_min_error_statement": "panic",
+    "log_parameter_max_length": "0",
+    "log_parameter_max_length_on_error": "0",
+}
+"""The embedded server's logging: errors and DDL only, never a statement with its values."""
+
+
+def log_no_statement_text(postgres_url: str) -> None:
+    """Give the demo's own server SAFE_LOGGING (a server passed with --postgres is left as it is)."""
+    import psycopg2
+
+    connection = psycopg2.connect(postgres_url)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            for name, value in SAFE_LOGGING.items():
+                cursor.execute(f"ALTER SYSTEM SET {name} = %s", (value,))
+            cursor.execute("SELECT pg_reload_conf()")
+    finally:
+        connection.close()
+
+
 def run_demo(postgres_url: str | None, workdir: Path | None, races: int, keep: bool, say: Callable[[str], None]) -> int:
     """Play the whole cutover; return 0 only when no request failed and no write was lost."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="hrp-demo-"))
@@ -331,6 +356,7 @@ def run_demo(postgres_url: str | None, workdir: Path | None, races: int, keep: b
         server = pgserver.get_server(workdir / "postgres", cleanup_mode=None if keep else "stop")
         postgres_url = server.get_uri()
         say(f"embedded PostgreSQL (pgserver) in {workdir / 'postgres'}")
+        log_no_statement_text(postgres_url)
     postgres_url = psycopg2_url(postgres_url)
     demo = Demo(workdir, postgres_url, races, say)
     say(f"working directory {workdir}; PostgreSQL {redact_url(postgres_url)}")

@@ -15,6 +15,7 @@ import os
 import sqlalchemy as sa
 import structlog
 
+from adapters import log_safety
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from hrp_data import move_journal, outbox
@@ -196,6 +197,33 @@ def _quarantine_check(cutover: Cutover, accept: bool) -> Check:
     )
 
 
+def logging_risks(cutover: Cutover) -> list[log_safety.Risk]:
+    """PostgreSQL logging settings, as the layer's role sees them, that would log statements with values."""
+    with cutover.engine(POSTGRES).connect() as connection:
+        settings = log_safety.read_settings(connection)
+        role = log_safety.current_role(connection)
+        connection.rollback()
+    return log_safety.risks(settings, role)
+
+
+def statement_logging_check(cutover: Cutover, target: Phase) -> Check:
+    """PostgreSQL does not log statements with their values (secrets among them).
+
+    The layer's own writes carry no secret in a statement (apply.unlogged_upsert),
+    but once PostgreSQL is the primary the app writes to it with ordinary
+    statements: a setting that logs every statement (or every write) refuses
+    that move; logging failing statements (PostgreSQL's default) is a warning.
+    """
+    found = logging_risks(cutover)
+    if not found:
+        return Check("statement_logging", True, "PostgreSQL logs no statement text with values")
+    severe = [risk for risk in found if risk.severe]
+    detail = "; ".join(str(risk) for risk in found)
+    if severe and PHASES[target].primary == POSTGRES:
+        return Check("statement_logging", False, detail)
+    return Check("statement_logging", True, f"warning: {detail}")
+
+
 def checklist(cutover: Cutover, target: Phase, *, accept_quarantine: bool = False) -> list[Check]:
     """Every check that applies to moving from the current phase to `target`."""
     current = cutover.phase(fresh=True).phase
@@ -211,6 +239,7 @@ def checklist(cutover: Cutover, target: Phase, *, accept_quarantine: bool = Fals
         return checks + [Check("postgres", False, "HRP_POSTGRES_URL is not set")]
     checks.append(_schema_check(cutover))
     checks.append(_outbox_check(cutover))
+    checks.append(statement_logging_check(cutover, target))
     if PHASES[target].primary != PHASES[current].primary:
         checks.append(_verify_check(cutover))
         checks.append(_foreign_keys_check(cutover))

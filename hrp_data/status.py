@@ -56,3 +56,15 @@ def postgres_reachability(cutover: Cutover, report: dict | None = None) -> dict 
     except sa.exc.SQLAlchemyError as error:
         return {"reachable": False, "error": describe_error(error)}
     return {"reachable": True, "error": None}
+
+
+def statement_logging(cutover: Cutover) -> list[str]:
+    """PostgreSQL settings that would log statements with their values, each with its fix."""
+    if cutover.postgres is None:
+        return []
+    from hrp_data.readiness import logging_risks
+
+    try:
+        return [str(risk) for risk in logging_risks(cutover)]
+    except sa.exc.SQLAlchemyError as error:
+        return [f"unknown: PostgreSQL unavailable ({describe_error(error)})"]

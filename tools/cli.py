@@ -288,6 +288,8 @@ def replay(ctx: Context, postgres_url: str | None) -> None:
     with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
         result = replay_outbox(cutover)
     click.echo(f"applied {result.applied}; remaining {result.remaining}")
+    for table, key, reason in result.failing:
+        click.echo(f"failing    {table} {list(key)}: {reason}")
     if result.remaining:
         raise click.ClickException(
             f"{result.remaining} change(s) still pending; last error: {result.last_error}"
@@ -310,11 +312,13 @@ def recover(ctx: Context, postgres_url: str | None) -> None:
 @pass_context
 def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     """Phase, outbox depth and age, appliers' circuit breakers, last phase change."""
-    from hrp_data.status import cutover_status, postgres_reachability
+    from hrp_data.status import cutover_status, postgres_reachability, statement_logging
 
     with domain_errors(), open_cutover(ctx, postgres_url, finish_moves=False) as cutover:
         report = cutover_status(cutover)
         report["postgres"] = postgres_reachability(cutover, report)
+        reachable = report["postgres"] is not None and report["postgres"]["reachable"]
+        report["statement_logging"] = statement_logging(cutover) if reachable else []
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -335,6 +339,8 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     if guard["on"]:
         refused = guard["refused"] if guard["refused"] is not None else "not counted on SQLite"
         click.echo(f"guard      on {guard['on']}: writes from outside the layer refused ({refused})")
+    for warning in report["statement_logging"]:
+        click.echo(f"logging    warning: PostgreSQL {warning}")
     if report["last_change"]:
         change = report["last_change"]
         click.echo(f"last move  {change['from_phase']} -> {change['to_phase']} at {change['at']} by {change['by']}")

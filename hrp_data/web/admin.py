@@ -80,7 +80,7 @@ def admin_page(view: Callable) -> Callable:
         user = current_user()
         if user is None:
             return redirect(url_for("hrp_admin.login", next=request.path))
-        if not user.get("is_admin"):
+        if not services.is_admin(user):
             return render_template("hrp_message.html", title="Forbidden", message="The dashboard is for admins."), 403
         return view(*args, **kwargs)
 
@@ -103,7 +103,7 @@ def login_submit():
     except Invalid as error:
         return render_template("hrp_login.html", csrf_token=csrf_token(), next=next_url, error=error.message), 400
     user = services.authenticate(current_cutover, username, password)
-    if user is None or not user.get("is_admin"):
+    if user is None or not services.is_admin(user):
         message = "Wrong username or password." if user is None else "The dashboard is for admins."
         return render_template("hrp_login.html", csrf_token=csrf_token(), next=next_url, error=message), 401
     log_in(user)
@@ -133,7 +133,7 @@ def status_json():
     user = current_user()
     if user is None:
         return error_response(401, "log in first: /admin/login")
-    if not user.get("is_admin"):
+    if not services.is_admin(user):
         return error_response(403, "the dashboard is for admins")
     data = dashboard.overview(current_cutover)
     token = csrf_token()

@@ -65,7 +65,7 @@ def admin_required(view: Callable) -> Callable:
         user = current_user()
         if user is None:
             raise ApiError(401, "log in first: POST /api/session")
-        if not user.get("is_admin"):
+        if not services.is_admin(user):
             raise ApiError(403, "this needs an admin")
         return view(*args, **kwargs)
 

@@ -27,6 +27,8 @@ def plain(value: Any) -> Any:
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):  # a legacy blob, in bytea's hex spelling
+        return "\\x" + bytes(value).hex()
     return value
 
 

@@ -218,13 +218,23 @@ def race_predictions(cutover: Cutover, race_id: int, limit: int) -> list[Record]
         return uow.predictions.for_race(race_id, limit=limit)
 
 
+def is_admin(user: Record | None) -> bool:
+    """Whether `user` is an admin: only a stored true says so (fail closed).
+
+    A legacy users.is_admin that does not convert ('no', 'f', 2, -1, a blob)
+    is read back as it is stored (the verifier and the quarantine must see
+    it), and such a value, truthy or not, never grants anything.
+    """
+    return user is not None and user.get("is_admin") is True
+
+
 def delete_prediction(cutover: Cutover, prediction_id: int, user: Record) -> None:
     """Delete a prediction: its author's or, for an admin, anybody's."""
     with cutover.writing() as uow:
         prediction = uow.predictions.get(prediction_id)
         if prediction is None:
             raise NotFound("prediction", prediction_id)
-        if not user.get("is_admin") and prediction["user_id"] != user["id"]:
+        if not is_admin(user) and prediction["user_id"] != user["id"]:
             raise Forbidden("only its author or an admin may delete a prediction")
         uow.predictions.delete(prediction_id)
         uow.commit()

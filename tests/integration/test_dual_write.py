@@ -175,7 +175,7 @@ def test_a_child_written_before_its_parent_arrives_waits_in_the_outbox(cutover, 
     from hrp_data.replay import replay_outbox
 
     waiting = replay_outbox(cutover)
-    assert waiting.remaining == 1 and "foreign key" in waiting.last_error
+    assert waiting.remaining == 1 and "waiting for its parent" in waiting.last_error
     with sqlite3.connect(legacy_file) as raw:  # the parents change: their outbox entries carry them over
         raw.execute("UPDATE races SET race_name = race_name WHERE id = ?", (race["id"],))
         raw.execute("UPDATE horses SET horse_name = horse_name WHERE id = ?", (horse["id"],))

@@ -1,0 +1,102 @@
+"""Which of PostgreSQL's logging settings would write statements, with their values, to its log.
+
+psycopg2 spells every parameter value into the statement text on the client,
+so a logged statement is a logged value. Three settings log statements:
+log_statement ('mod' or 'all': every write as it starts),
+log_min_duration_statement (>= 0: every statement at least that slow; 0 is
+every statement) and log_min_error_statement (at 'error' or below, the
+default: every failing statement). log_parameter_max_length[_on_error] bound
+the logged values of server-side parameters (not used by psycopg2, set to 0
+for the layer's own sessions where the role may: `quiet_parameters`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import sqlalchemy as sa
+
+SETTINGS = (
+    "log_statement",
+    "log_min_duration_statement",
+    "log_min_error_statement",
+    "log_parameter_max_length",
+    "log_parameter_max_length_on_error",
+)
+_SEVERITIES = ("debug5", "debug4", "debug3", "debug2", "debug1", "info", "notice", "warning", "error", "log",
+               "fatal", "panic")
+QUIET_PARAMETERS = ("log_parameter_max_length", "log_parameter_max_length_on_error")
+
+
+@dataclasses.dataclass(frozen=True)
+class Risk:
+    setting: str
+    value: str
+    severe: bool
+    """Every statement (or every write) is logged, not only failing ones."""
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.setting} = {self.value}: {self.fix}"
+
+
+def read_settings(connection: sa.Connection) -> dict[str, str]:
+    """The current value of each logging setting, as this role's sessions see them."""
+    rows = connection.exec_driver_sql(
+        "SELECT name, setting FROM pg_settings WHERE name = ANY(%(names)s)", {"names": list(SETTINGS)}
+    ).all()
+    return {name: setting for name, setting in rows}
+
+
+def risks(settings: dict[str, str], role: str) -> list[Risk]:
+    """Each setting that would log statements with their values, with the statement that fixes it."""
+    quoted = '"' + role.replace('"', '""') + '"'
+    found = []
+    if settings.get("log_statement") in ("mod", "all"):
+        found.append(Risk(
+            "log_statement", settings["log_statement"], True,
+            f"every write is logged with its values; run ALTER ROLE {quoted} SET log_statement = 'ddl'"
+            " (or ALTER SYSTEM SET log_statement = 'ddl'; SELECT pg_reload_conf())",
+        ))
+    duration = settings.get("log_min_duration_statement")
+    if duration is not None and int(duration) >= 0:
+        found.append(Risk(
+            "log_min_duration_statement", duration, True,
+            f"statements slower than {duration} ms are logged with their values; run ALTER ROLE {quoted}"
+            " SET log_min_duration_statement = -1 (log_duration = on still logs the timings, without text)",
+        ))
+    error_level = settings.get("log_min_error_statement", "error")
+    if error_level in _SEVERITIES and _SEVERITIES.index(error_level) <= _SEVERITIES.index("error"):
+        found.append(Risk(
+            "log_min_error_statement", error_level, False,
+            f"a failing statement is logged with its values; run ALTER ROLE {quoted}"
+            " SET log_min_error_statement = 'panic' (the error itself is still logged, without the statement)",
+        ))
+    return found
+
+
+def current_role(connection: sa.Connection) -> str:
+    return connection.exec_driver_sql("SELECT current_user").scalar_one()
+
+
+def quiet_parameters(dbapi_connection: Any) -> bool:
+    """Set log_parameter_max_length[_on_error] = 0 for this session if the role may; False if it may not.
+
+    Both are superuser settings (or granted with GRANT SET ON PARAMETER); the
+    privilege is asked first, so a role without it causes no error in the log.
+    """
+    with dbapi_connection.cursor() as cursor:
+        if dbapi_connection.server_version >= 150000:
+            cursor.execute(
+                "SELECT bool_and(has_parameter_privilege(name, 'SET')) FROM unnest(%s::text[]) AS name",
+                (list(QUIET_PARAMETERS),),
+            )
+        else:
+            cursor.execute("SELECT current_setting('is_superuser') = 'on'")
+        allowed = bool(cursor.fetchone()[0])
+        if allowed:
+            for name in QUIET_PARAMETERS:
+                cursor.execute(f"SET {name} = 0")
+    dbapi_connection.commit()
+    return allowed

@@ -1,0 +1,162 @@
+"""Secrets never reach PostgreSQL's server log: a dual-write run with planted secrets, every
+statement logged (log_statement = 'all', log_min_duration_statement = 0) and failing statements
+logged (log_min_error_statement = 'error'), then a grep of the server's log file."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg2
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+
+from adapters.log_safety import QUIET_PARAMETERS, read_settings, risks
+from hrp_data.demo import log_no_statement_text
+from hrp_data.dual_write import Cutover
+from hrp_data.flip import move
+from hrp_data.phases import Phase
+from hrp_data.readiness import checklist, statement_logging_check
+from hrp_data.replay import replay_outbox
+from hrp_data.schema import upgrade
+from hrp_data.status import statement_logging
+from tests.conftest import scratch_database
+from tests.integration.cutover_helpers import assert_equal, settings_for
+from tools.cli import cli
+
+PLANTED = "PLANTEDSECRET"
+
+
+def _psql(url: str, *statements: str) -> None:
+    connection = psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+    connection.close()
+
+
+@pytest.fixture
+def logging_everything(own_postgres):
+    """A database on a server of this test's own, whose sessions log every statement and every error."""
+    with scratch_database(own_postgres.url, prefix="hrp_logged") as url:
+        name = make_url(url).database
+        _psql(
+            url,
+            f"ALTER DATABASE {name} SET log_statement = 'all'",
+            f"ALTER DATABASE {name} SET log_min_duration_statement = 0",
+            f"ALTER DATABASE {name} SET log_min_error_statement = 'error'",
+        )
+        upgrade(url)
+        yield url, own_postgres.data_dir / "log"
+
+
+def _credential(uow, user_id: int, n: int) -> dict:
+    return uow.credentials.add(
+        user_id=user_id, service_name="svc", api_key=f"{PLANTED}KEY{n}", api_secret=f"{PLANTED}123_{n}"
+    )
+
+
+def test_a_dual_write_run_logs_no_secret(logging_everything, legacy_file):
+    url, server_log = logging_everything
+    with Cutover(settings_for(legacy_file, url)) as cutover:
+        with cutover.writing() as uow:  # before dual_write: this user is only in SQLite
+            early = uow.users.add(username="early", email="early@x", password_hash=f"{PLANTED}HASH1")
+            uow.commit()
+        _psql(url, "INSERT INTO users (id, username, email, password_hash) VALUES (500, 'pg', 'taken@x', 'h')")
+        move(cutover, Phase.DUAL_WRITE)
+        cutover.applier.stop()
+        with cutover.writing() as uow:
+            waiting = _credential(uow, early["id"], 1)  # its user is not in PostgreSQL yet
+            user = uow.users.add(username="new", email="new@x", password_hash=f"{PLANTED}HASH2")
+            changed = _credential(uow, user["id"], 2)
+            clash = uow.users.add(username="clash", email="taken@x", password_hash=f"{PLANTED}HASH3")
+            uow.commit()
+        with cutover.writing() as uow:
+            uow.credentials.update(changed["id"], api_secret=f"{PLANTED}456")
+            uow.commit()
+        with sqlite3.connect(legacy_file) as raw:  # a row PostgreSQL would refuse, next to a secret
+            raw.execute(
+                "INSERT INTO api_credentials (user_id, service_name, api_key, api_secret, is_active)"
+                " VALUES (?, 'svc', ?, ?, 'maybe')",
+                (user["id"], f"{PLANTED}KEY3", f"{PLANTED}789"),
+            )
+
+        first = replay_outbox(cutover)
+        assert first.remaining == 3  # the waiting credential, the clashing user, the refused row
+        with sqlite3.connect(legacy_file) as raw:  # the early user changes: its change carries it over
+            raw.execute("UPDATE users SET last_login = '2025-01-01 00:00:00' WHERE id = ?", (early["id"],))
+            raw.execute("DELETE FROM api_credentials WHERE is_active = 'maybe'")
+            raw.execute("UPDATE users SET email = 'clash@x' WHERE id = ?", (clash["id"],))
+        _psql(url, "DELETE FROM users WHERE id = 500")
+        second = replay_outbox(cutover)
+        assert second.remaining == 0, second
+        assert waiting["id"]
+    assert_equal(legacy_file, url)
+
+    logged = server_log.read_text(errors="replace")
+    assert "hrp_cutover_stage_api_credentials" in logged  # every statement was logged ...
+    assert "uq_users_email" in logged  # ... and so was the failing one
+    assert PLANTED not in logged
+
+
+def test_waiting_and_refused_rows_carry_their_reason(logging_everything, legacy_file):
+    url, _log = logging_everything
+    with Cutover(settings_for(legacy_file, url)) as cutover:
+        with cutover.writing() as uow:
+            early = uow.users.add(username="early", email="early@x", password_hash="h")
+            uow.commit()
+        move(cutover, Phase.DUAL_WRITE)
+        cutover.applier.stop()
+        with cutover.writing() as uow:
+            _credential(uow, early["id"], 1)
+            uow.commit()
+        waiting = replay_outbox(cutover)
+    assert waiting.remaining == 1
+    assert waiting.last_error == f"waiting for its parent users.id={early['id']} in PostgreSQL"
+
+
+def test_a_server_that_logs_every_statement_refuses_the_flip_with_the_fix(logging_everything, legacy_file):
+    url, _log = logging_everything
+    with Cutover(settings_for(legacy_file, url), applier=False) as cutover:
+        to_postgres = statement_logging_check(cutover, Phase.POSTGRES_PRIMARY)
+        to_dual_write = statement_logging_check(cutover, Phase.DUAL_WRITE)
+        listed = {check.name for check in checklist(cutover, Phase.DUAL_WRITE)}
+        status = statement_logging(cutover)
+    assert not to_postgres.ok
+    assert "log_statement = all" in to_postgres.detail and "SET log_statement = 'ddl'" in to_postgres.detail
+    assert "SET log_min_duration_statement = -1" in to_postgres.detail
+    assert to_dual_write.ok and to_dual_write.detail.startswith("warning: ")
+    assert "statement_logging" in listed
+    assert [line.split(" = ")[0] for line in status] == [
+        "log_statement", "log_min_duration_statement", "log_min_error_statement"
+    ]
+
+
+def test_default_settings_warn_about_failing_statements_only(legacy_file, postgres_url):
+    upgrade(postgres_url)
+    with Cutover(settings_for(legacy_file, postgres_url), applier=False) as cutover:
+        check = statement_logging_check(cutover, Phase.POSTGRES_PRIMARY)
+        with cutover.engine("postgres").connect() as connection:
+            quiet = [connection.exec_driver_sql(f"SHOW {name}").scalar() for name in QUIET_PARAMETERS]
+    assert check.ok
+    assert check.detail.startswith("warning: log_min_error_statement = error")
+    assert "SET log_min_error_statement = 'panic'" in check.detail
+    assert quiet == ["0", "0"]  # the layer's own sessions, where the role may (the test role may)
+
+
+def test_status_prints_the_logging_warning(legacy_file, postgres_url):
+    upgrade(postgres_url)
+    result = CliRunner().invoke(cli, ["--sqlite", str(legacy_file), "--postgres", postgres_url, "status"])
+    assert result.exit_code == 0, result.output
+    assert "logging    warning: PostgreSQL log_min_error_statement = error" in result.output
+
+
+def test_the_demo_server_logs_no_statement_text(own_postgres):
+    log_no_statement_text(own_postgres.server.get_uri())
+    engine = sa.create_engine(own_postgres.url)
+    with engine.connect() as connection:
+        found = risks(read_settings(connection), "postgres")
+    engine.dispose()
+    assert found == []
