@@ -143,6 +143,16 @@ def kind_of(column: sa.Column) -> Kind:
     kind = getattr(column.type, "kind", None)
     if kind is not None:
         return kind
+    if isinstance(column.type, sa.Boolean):
+        return Kind.BOOLEAN
     if isinstance(column.type, sa.Integer):
         return Kind.INTEGER
+    if isinstance(column.type, (sa.Float, sa.Numeric)):
+        return Kind.REAL
+    if isinstance(column.type, sa.DateTime):
+        return Kind.TIMESTAMP
+    if isinstance(column.type, sa.Date):
+        return Kind.DATE
+    if isinstance(column.type, sa.JSON):
+        return Kind.JSON
     return Kind.TEXT

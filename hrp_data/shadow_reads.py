@@ -30,6 +30,7 @@ Environment (besides HRP_SHADOW_SAMPLE in Settings):
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -46,7 +47,7 @@ from hrp_data import outbox
 from hrp_data.apply import KeyRef
 from hrp_data.errors import describe_error
 from hrp_data.models import SECRET_COLUMNS, TABLES
-from hrp_data.phases import POSTGRES, PhaseRow
+from hrp_data.phases import PHASES, POSTGRES, Phase, PhaseRow
 from hrp_data.settings import Settings, SettingsError
 from hrp_data.unit_of_work import UnitOfWork
 from shadow.compare import Comparator, IgnoreRule, Nested, ReadType
@@ -333,6 +334,27 @@ def shadow_report(settings: Settings, since_seconds: float | None = None) -> dic
         engine.dispose()
 
 
+MOVE_SETTLE_S = 3.0
+"""After a phase change, processes may read the old primary for up to their phase cache time
+(0.5 s) plus a request in flight: shadow reads in these seconds race the move, not the data."""
+
+
+def settle_windows(history: list[dict]) -> list[tuple[float, float]]:
+    """(from, to) epoch seconds around each recorded change of the primary (a flip or a rollback),
+    left out of the shadow check; the store keeps reads in minute buckets, so the whole minute
+    bucket that overlaps is left out."""
+    windows = []
+    for change in history:
+        if not change.get("from_phase") or PHASES[Phase(change["from_phase"])].primary == PHASES[Phase(change["to_phase"])].primary:
+            continue
+        try:
+            at = dt.datetime.fromisoformat(change["at"]).timestamp()
+        except (TypeError, ValueError):
+            continue
+        windows.append((at - 1.0, at + MOVE_SETTLE_S))
+    return windows
+
+
 def readiness(cutover: "Cutover") -> tuple[bool, str]:
     """The shadow check of a move that changes the primary: mismatch rate over the recent window.
 
@@ -355,7 +377,7 @@ def readiness(cutover: "Cutover") -> tuple[bool, str]:
     shadow = getattr(cutover, "shadow", None)
     if shadow is not None:
         shadow.flush(timeout=5.0)
-    summary = mismatch_summary(cutover.sqlite, window)
+    summary = mismatch_summary(cutover.sqlite, window, exclude=settle_windows(cutover.phases.history(50)))
     compared, mismatched = summary["compared"], summary["mismatches"]
     rate = summary["rate"] or 0.0
     detail = (

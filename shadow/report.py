@@ -23,7 +23,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -110,13 +110,21 @@ def _read_rows(connection: sa.Connection, start: float | None) -> list[sa.Row]:
     ).all()
 
 
-def mismatch_summary(sqlite_engine: sa.Engine, since_seconds: float) -> dict[str, Any]:
-    """Compared reads, mismatched reads and their rate over the last `since_seconds` (for readiness)."""
+def mismatch_summary(
+    sqlite_engine: sa.Engine, since_seconds: float, *, exclude: Sequence[tuple[float, float]] = ()
+) -> dict[str, Any]:
+    """Compared reads, mismatched reads and their rate over the last `since_seconds` (for readiness).
+
+    Buckets that overlap an `exclude` interval (epoch seconds: the settle time right after a
+    phase change, when a process may still read the old primary) are left out.
+    """
     start = time.time() - since_seconds
     totals: collections.Counter = collections.Counter()
     with sqlite_engine.connect() as connection:
         if _has_store(connection):
             for row in _read_rows(connection, start):
+                if any(row[0] < high and row[0] + row[1] > low for low, high in exclude):
+                    continue
                 totals.update(dict(zip(COUNT_COLUMNS, row[4:11])))
         connection.rollback()
     block = _counts_block(totals)

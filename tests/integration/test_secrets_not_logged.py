@@ -89,7 +89,7 @@ def test_a_dual_write_run_logs_no_secret(logging_everything, legacy_file):
             raw.execute("UPDATE users SET last_login = '2025-01-01 00:00:00' WHERE id = ?", (early["id"],))
             raw.execute("DELETE FROM api_credentials WHERE is_active = 'maybe'")
             raw.execute("UPDATE users SET email = 'clash@x' WHERE id = ?", (clash["id"],))
-        _psql(url, "DELETE FROM users WHERE id = 500")
+        _psql(url, "SET hrp_cutover.maintenance = 'on'", "DELETE FROM users WHERE id = 500")
         second = replay_outbox(cutover)
         assert second.remaining == 0, second
         assert waiting["id"]
