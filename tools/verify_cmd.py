@@ -28,8 +28,8 @@ def verify(ctx, tables: str | None, repair: bool, as_json: bool, postgres_url: s
     ) as progress:
         task = progress.add_task("verify", total=None)
 
-        def step(table: str, done: int, total: int) -> None:
-            progress.update(task, description=f"{table}: differing ranges", completed=done, total=total)
+        def step(table: str, stage: str, done: int, total: int) -> None:
+            progress.update(task, description=f"{table}: {stage}", completed=done, total=total)
 
         if repair:
             first, second = verify_and_repair(cutover, names, progress=step)
