@@ -142,10 +142,11 @@ def long_statements(engine: sa.Engine, bound_s: float | None = None) -> Iterator
         yield connection
 
 
-def next_statement_buckets(buckets: int, seconds: float, target_s: float = STATEMENT_TARGET_S) -> int:
-    """Buckets for the next statement, so that it takes about `target_s` at the rate the last one ran
-    (`buckets` in `seconds`); it grows or shrinks by at most 4x a step."""
-    wanted = buckets * target_s / max(seconds, 1e-3)
+def next_statement_buckets(buckets: int, seconds: float, target_s: float | None = None) -> int:
+    """Buckets for the next statement, so that it takes about `target_s` (STATEMENT_TARGET_S) at the
+    rate the last one ran (`buckets` in `seconds`); it grows or shrinks by at most 4x a step."""
+    target = STATEMENT_TARGET_S if target_s is None else target_s
+    wanted = buckets * target / max(seconds, 1e-3)
     return max(1, min(int(wanted), buckets * 4, 2**62), buckets // 4)
 
 
