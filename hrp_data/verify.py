@@ -358,13 +358,40 @@ def _key(difference: dict) -> tuple:
     return key_from_json(difference["key"])
 
 
-def _bucket_candidates(cutover: Cutover, hasher: RangeHasher, table: sa.Table, lows: list[int],
-                       highs: list[int], rows: int, progress: Progress | None) -> list[tuple]:
-    """Keys whose rows differ, found by hashing ranges of the first key column on both sides: SQLite's
-    in worker processes while PostgreSQL hashes its own, a range of buckets per statement."""
-    low, high = min(lows), max(highs)
+@dataclasses.dataclass
+class TablePlan:
+    """One table's row counts, buckets, and its SQLite range hashes under way (RangeHasher tasks)."""
+
+    table: sa.Table
+    counts: dict[str, int]
+    buckets: Buckets | None
+    count: int
+    tasks: list
+
+
+def plan_table(cutover: Cutover, hasher: RangeHasher, table: sa.Table) -> TablePlan:
+    """Count both sides, split the first key column into buckets, and start hashing SQLite's."""
+    with reading(cutover.sqlite) as connection:
+        s_min, s_max, s_count = _bounds(connection, table)
+    with long_statements(cutover.engine(POSTGRES)) as connection:
+        p_min, p_max, p_count = _bounds(connection, table)
+    counts = {SQLITE: s_count, POSTGRES: p_count}
+    lows = [v for v in (s_min, p_min) if v is not None]
+    if not lows:
+        return TablePlan(table, counts, None, 0, [])
+    low, high = min(lows), max(v for v in (s_max, p_max) if v is not None)
+    rows = max(s_count, p_count)
     count = max(1, math.ceil(rows / BUCKET_ROWS))
     buckets = Buckets(low, max(1, math.ceil((high - low + 1) / count)), wide=high - low > 2**62)
+    tasks = hasher.submit(RangePlan(table.name, buckets.low, buckets.width), count, rows)
+    return TablePlan(table, counts, buckets, count, [(share * count // max(rows, 1), f) for share, f in tasks])
+
+
+def _bucket_candidates(cutover: Cutover, plan: TablePlan, progress: Progress | None) -> list[tuple]:
+    """Keys whose rows differ, found by hashing ranges of the first key column on both sides: SQLite's
+    in worker processes (started by plan_table) while PostgreSQL hashes its own, a range of buckets
+    per statement; only buckets whose hashes differ are compared row by row."""
+    table, buckets, count = plan.table, plan.buckets, plan.count
     done = [0]
 
     def hashed(share: int) -> None:
@@ -372,9 +399,8 @@ def _bucket_candidates(cutover: Cutover, hasher: RangeHasher, table: sa.Table, l
         if progress:
             progress(table.name, "hashing", done[0], 2 * count)
 
-    tasks = hasher.submit(RangePlan(table.name, buckets.low, buckets.width), count, rows)
     postgres_buckets = _postgres_buckets(cutover.engine(POSTGRES), table, buckets, count, on_range=hashed)
-    sqlite_buckets = _gather([(share * count // max(rows, 1), future) for share, future in tasks], hashed)
+    sqlite_buckets = _gather(plan.tasks, hashed)
     differing = sorted(b for b in set(sqlite_buckets) | set(postgres_buckets)
                        if sqlite_buckets.get(b) != postgres_buckets.get(b))
     candidates: list[tuple] = []
@@ -388,23 +414,15 @@ def _bucket_candidates(cutover: Cutover, hasher: RangeHasher, table: sa.Table, l
 
 
 def verify_table(cutover: Cutover, table: sa.Table, primary: str, progress: Progress | None = None,
-                 hasher: RangeHasher | None = None) -> tuple[TableResult, list[dict]]:
-    if hasher is None:
-        with RangeHasher(_sqlite_file(cutover.sqlite)) as own:
-            return verify_table(cutover, table, primary, progress, own)
+                 plan: TablePlan | None = None) -> tuple[TableResult, list[dict]]:
+    if plan is None:
+        with RangeHasher(_sqlite_file(cutover.sqlite)) as hasher:
+            return verify_table(cutover, table, primary, progress, plan_table(cutover, hasher, table))
     started = time.monotonic()
     result = TableResult()
-    postgres = cutover.engine(POSTGRES)
-    with reading(cutover.sqlite) as connection:
-        s_min, s_max, s_count = _bounds(connection, table)
-    with long_statements(postgres) as connection:
-        p_min, p_max, p_count = _bounds(connection, table)
-    counts = {SQLITE: s_count, POSTGRES: p_count}
-    result.rows_primary = counts[primary]
-    result.rows_secondary = counts[POSTGRES if primary == SQLITE else SQLITE]
-    lows = [v for v in (s_min, p_min) if v is not None]
-    candidates = _bucket_candidates(cutover, hasher, table, lows, [v for v in (s_max, p_max) if v is not None],
-                                    max(s_count, p_count), progress) if lows else []
+    result.rows_primary = plan.counts[primary]
+    result.rows_secondary = plan.counts[POSTGRES if primary == SQLITE else SQLITE]
+    candidates = _bucket_candidates(cutover, plan, progress) if plan.buckets is not None else []
     candidates += _odd_keys(cutover.sqlite, table)
     candidates = sorted(set(candidates), key=sqlite_order)
     differences, pending = _confirm(cutover, table, candidates, primary) if candidates else ([], 0)
@@ -438,8 +456,9 @@ def verify(
     primary = PHASES[cutover.phase(fresh=True).phase].primary
     results, examples, differing = {}, [], []
     with RangeHasher(_sqlite_file(cutover.sqlite)) as hasher:
-        for name in names:
-            results[name], confirmed = verify_table(cutover, TABLE_MAP[name], primary, progress, hasher)
+        plans = [plan_table(cutover, hasher, TABLE_MAP[name]) for name in names]  # all SQLite work queued
+        for name, plan in zip(names, plans):
+            results[name], confirmed = verify_table(cutover, TABLE_MAP[name], primary, progress, plan)
             examples += confirmed
             differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
     equal = all(r.missing == r.extra == r.different == 0 for r in results.values())

@@ -32,8 +32,8 @@ from hrp_data.read_pool import WORKER_NICE, _die_with_parent, default_workers
 from shadow.range_hash import fast_row_renderer
 
 TABLE_MAP = {table.name: table for table in TABLES}
-POOL_MIN_ROWS = 50_000
-"""Below this many rows a table is hashed in the calling process."""
+POOL_MIN_ROWS = 10_000
+"""Below this many rows a table is hashed in the calling process (the pool is started anyway)."""
 TASK_BUCKETS = 8
 """Buckets per worker task: small enough to spread a table over the workers, big enough to amortize a task."""
 

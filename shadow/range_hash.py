@@ -178,20 +178,17 @@ def md5_hex(text: str) -> str:
 # f-string, with no call per column; any value off those shapes sends the row to
 # the general renderer.
 
-_order_memo: dict[tuple[str, ...], list[str]] = {}
+_order_memo: dict[tuple[str, ...], list[int]] = {}
 _ORDER_MEMO_LIMIT = 1000
-_NOT_FLAT_OR_SPELLED_APART = (b"[", b"e-", b"e+", b"0.0000", b"\\u0000")
-"""In a compact orjson spelling: a nested array, or a number orjson and json.dumps (repr) spell apart
-(exponents, and 1e-05 <= |x| < 1e-04, which orjson writes positionally), or a NUL. A string holding
-one of these only sends its row the slow way."""
 
 
-def _jsonb_order(keys: tuple[str, ...]) -> list[str]:
+def _jsonb_order(keys: tuple[str, ...]) -> list[int]:
+    """The positions of `keys` in jsonb's order (by byte length, then bytes), remembered per key tuple."""
     order = _order_memo.get(keys)
     if order is None:
         if len(_order_memo) >= _ORDER_MEMO_LIMIT:
             _order_memo.clear()
-        order = _order_memo[keys] = sorted(keys, key=lambda k: _jsonb_key((k, None)))
+        order = _order_memo[keys] = sorted(range(len(keys)), key=lambda i: _jsonb_key((keys[i], None)))
     return order
 
 
@@ -202,9 +199,13 @@ def _fast_json(raw: Any) -> str:
     it is orjson's compact spelling of what orjson reads, or that spelling
     with a blank after every comma and colon (json.dumps's): then every number
     is the shortest spelling of its double (so exact), no key repeats, and
-    no string holds a comma or a colon. The object is then written again in
-    jsonb key order by orjson and spaced as jsonb prints it. Anything else
-    takes `_json`."""
+    no string holds a comma or a colon. So the members are the text split at
+    its commas, and jsonb's text is those members in jsonb key order, spaced
+    as jsonb prints them. The compact spelling in a flat object leaves out
+    what orjson and json.dumps (repr) spell apart: a nested array, a number
+    in exponent form or with 1e-05 <= |x| < 1e-04 (orjson writes it
+    positionally), a NUL (a string holding one of these only sends its row the
+    slow way). Anything else takes `_json`."""
     if type(raw) is not str or raw[:1] != "{":
         return _json(raw)
     try:
@@ -212,13 +213,18 @@ def _fast_json(raw: Any) -> str:
     except orjson.JSONDecodeError:
         return _json(raw)
     compact = orjson.dumps(value)
-    if compact.count(b"{") != 1 or any(mark in compact for mark in _NOT_FLAT_OR_SPELLED_APART):
-        return _json(raw)
     spelled = raw.encode("utf-8")
-    if compact != spelled and compact.replace(b",", b", ").replace(b":", b": ") != spelled:
+    if compact == spelled:
+        members = raw[1:-1].replace(":", ": ").split(",")
+    elif compact.replace(b",", b", ").replace(b":", b": ") == spelled:
+        members = raw[1:-1].split(", ")
+    else:
         return _json(raw)
-    ordered = {key: value[key] for key in _jsonb_order(tuple(value))}
-    return hashlib.md5(orjson.dumps(ordered).replace(b",", b", ").replace(b":", b": ")).hexdigest()
+    if ("[" in raw or raw.count("{") != 1 or "e-" in raw or "e+" in raw or "0.0000" in raw
+            or "\\u0000" in raw or not value):  # canonical: these are in the text iff in the compact spelling
+        return _json(raw)
+    text = ", ".join([members[i] for i in _jsonb_order(tuple(value))])
+    return hashlib.md5(f"{{{text}}}".encode("utf-8")).hexdigest()
 
 
 _FAST_GUARD = {
