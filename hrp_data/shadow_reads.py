@@ -29,6 +29,7 @@ Environment (besides HRP_SHADOW_SAMPLE in Settings):
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import functools
@@ -334,25 +335,36 @@ def shadow_report(settings: Settings, since_seconds: float | None = None) -> dic
         engine.dispose()
 
 
-MOVE_SETTLE_S = 3.0
-"""After a phase change, processes may read the old primary for up to their phase cache time
-(0.5 s) plus a request in flight: shadow reads in these seconds race the move, not the data."""
-
-
-def settle_windows(history: list[dict]) -> list[tuple[float, float]]:
-    """(from, to) epoch seconds around each recorded change of the primary (a flip or a rollback),
-    left out of the shadow check; the store keeps reads in minute buckets, so the whole minute
-    bucket that overlaps is left out."""
-    windows = []
+def primary_at(history: list[dict]) -> Callable[[float], str | None]:
+    """The database that was primary at a moment (epoch seconds), from the phase audit
+    (`PhaseStore.history`, newest first); None before the oldest recorded change."""
+    changes = []
     for change in history:
-        if not change.get("from_phase") or PHASES[Phase(change["from_phase"])].primary == PHASES[Phase(change["to_phase"])].primary:
-            continue
         try:
             at = dt.datetime.fromisoformat(change["at"]).timestamp()
         except (TypeError, ValueError):
             continue
-        windows.append((at - 1.0, at + MOVE_SETTLE_S))
-    return windows
+        changes.append((at, PHASES[Phase(change["to_phase"])].reads_from))
+    changes.sort()
+
+    def lookup(moment: float) -> str | None:
+        index = bisect.bisect_right([at for at, _ in changes], moment)
+        return changes[index - 1][1] if index else None
+
+    return lookup
+
+
+def raced_a_move(history: list[dict]) -> Callable[[float, str | None], bool]:
+    """Whether a shadow read made at a moment with a control database raced a move: a process
+    reads the old primary for up to its phase cache time after a flip or a rollback, and what
+    that read compares is the move in flight, not the data."""
+    lookup = primary_at(history)
+
+    def raced(moment: float, control: str | None) -> bool:
+        primary = lookup(moment)
+        return primary is not None and control is not None and control != primary
+
+    return raced
 
 
 def readiness(cutover: "Cutover") -> tuple[bool, str]:
@@ -377,7 +389,7 @@ def readiness(cutover: "Cutover") -> tuple[bool, str]:
     shadow = getattr(cutover, "shadow", None)
     if shadow is not None:
         shadow.flush(timeout=5.0)
-    summary = mismatch_summary(cutover.sqlite, window, exclude=settle_windows(cutover.phases.history(50)))
+    summary = mismatch_summary(cutover.sqlite, window, raced=raced_a_move(cutover.phases.history(200)))
     compared, mismatched = summary["compared"], summary["mismatches"]
     rate = summary["rate"] or 0.0
     detail = (

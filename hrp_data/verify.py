@@ -18,13 +18,13 @@ under its lock, so a repair never overwrites a newer live write.
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,15 +32,17 @@ import sqlalchemy as sa
 from adapters.binds import reading, writing
 from adapters.convert import BIGINT_RANGE
 from adapters.outbox import key_from_json, key_to_json
+from adapters.postgres import call_timeout
 from adapters.types import kind_of
-from hrp_data import outbox
+from hrp_data import legacy_rows, outbox
 from hrp_data.apply import KeyRef, apply_keys, read_images
 from hrp_data.dual_write import Cutover
 from hrp_data.legacy_rows import sqlite_order
 from hrp_data.models import SECRET_COLUMNS, TABLES
 from hrp_data.phases import PHASES, POSTGRES, SQLITE
+from hrp_data.verify_ranges import RangeHasher, RangePlan
 from shadow.normalize import normalize_row
-from shadow.range_hash import md5_hex, postgres_row_text, sqlite_row_renderer
+from shadow.range_hash import fast_row_renderer, md5_hex, postgres_row_text
 from shadow.redact import fingerprint
 
 BUCKET_ROWS = 2000
@@ -48,7 +50,16 @@ RECHECK_S = 10.0
 EXAMPLES = 20
 RUNS_TABLE = "hrp_cutover_verify_runs"
 TABLE_MAP = {table.name: table for table in TABLES}
-Progress = Callable[[str, int, int], None]
+Progress = Callable[[str, str, int, int], None]
+"""(table, stage, done, total): stage "hashing" counts rows hashed on both sides, "differing ranges" ranges."""
+
+STATEMENT_TARGET_S = 5.0
+"""A verify statement on PostgreSQL is sized (in buckets, by the rate measured so far) to take about this long."""
+STATEMENT_BOUND_S = 120.0
+"""Its bound: the server cancels it after this long (statement_timeout), the client gives up a little later.
+A verify is a batch job: its bound is sized for its statements, not the request path's (adapters.postgres)."""
+CLIENT_MARGIN_S = 10.0
+FIRST_STATEMENT_BUCKETS = 25
 
 
 @dataclasses.dataclass
@@ -120,6 +131,25 @@ class Buckets:
         return f"({column} - %(low)s) / %(width)s"
 
 
+@contextlib.contextmanager
+def long_statements(engine: sa.Engine, bound_s: float | None = None) -> Iterator[sa.Connection]:
+    """A PostgreSQL connection for the verify's batch statements: statement_timeout `bound_s` on the
+    server (SET LOCAL: this transaction only), and the client's deadline a little later, in place of
+    the request path's (adapters.postgres.call_timeout). A hung server still ends the verify."""
+    bound = STATEMENT_BOUND_S if bound_s is None else bound_s
+    with call_timeout(bound + CLIENT_MARGIN_S), reading(engine) as connection:
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(bound * 1000)}")
+        yield connection
+
+
+def next_statement_buckets(buckets: int, seconds: float, target_s: float | None = None) -> int:
+    """Buckets for the next statement, so that it takes about `target_s` (STATEMENT_TARGET_S) at the
+    rate the last one ran (`buckets` in `seconds`); it grows or shrinks by at most 4x a step."""
+    target = STATEMENT_TARGET_S if target_s is None else target_s
+    wanted = buckets * target / max(seconds, 1e-3)
+    return max(1, min(int(wanted), buckets * 4, 2**62), buckets // 4)
+
+
 def _bounds(connection: sa.Connection, table: sa.Table) -> tuple[int | None, int | None, int]:
     """The smallest and largest whole number in the first key column, and the row count.
 
@@ -150,17 +180,44 @@ def _odd_keys(engine: sa.Engine, table: sa.Table) -> list[tuple]:
         )]
 
 
-def _postgres_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets) -> dict[int, tuple[int, str]]:
+def _postgres_statement(table: sa.Table, buckets: Buckets) -> str:
     keys = ", ".join(_quote(k) for k in _key_names(table))
     first = _quote(_key_names(table)[0])
     text = postgres_row_text(_columns(table))
-    statement = (
+    return (
         f"SELECT {buckets.sql(first)} AS bucket, count(*),"
-        f" md5(string_agg({text}, E'\\n' ORDER BY {keys})) FROM {_quote(table.name)} GROUP BY 1"
+        f" md5(string_agg({text}, E'\\n' ORDER BY {keys})) FROM {_quote(table.name)}"
+        f" WHERE {first} >= %(lo)s AND {first} <= %(hi)s GROUP BY 1"
     )
-    with reading(engine) as connection:
-        rows = connection.exec_driver_sql(statement, {"low": buckets.low, "width": buckets.width}).all()
+
+
+def _postgres_range(connection: sa.Connection, table: sa.Table, buckets: Buckets, first: int,
+                    last: int) -> dict[int, tuple[int, str]]:
+    """Count and md5 per bucket of buckets first..last (inclusive), in one statement."""
+    lo, hi = buckets.bounds(first)[0], buckets.bounds(last)[1]
+    rows = connection.exec_driver_sql(
+        _postgres_statement(table, buckets),
+        {"low": buckets.low, "width": buckets.width, "lo": max(lo, BIGINT_RANGE[0]), "hi": hi},
+    ).all()
     return {int(r[0]): (r[1], r[2]) for r in rows}
+
+
+def _postgres_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets, count: int | None = None,
+                      on_range: Callable[[int], None] | None = None) -> dict[int, tuple[int, str]]:
+    """Every bucket's count and md5, a range of buckets per statement, each range sized by time."""
+    count = count if count is not None else buckets.count
+    out: dict[int, tuple[int, str]] = {}
+    first, size = 0, FIRST_STATEMENT_BUCKETS
+    while first < count:
+        last = min(first + size, count) - 1
+        started = time.monotonic()
+        with long_statements(engine) as connection:
+            out.update(_postgres_range(connection, table, buckets, first, last))
+        size = next_statement_buckets(last - first + 1, time.monotonic() - started)
+        if on_range:
+            on_range(last - first + 1)
+        first = last + 1
+    return out
 
 
 def _sqlite_rows(engine: sa.Engine, table: sa.Table, where: str = "", params: tuple = ()):
@@ -176,25 +233,22 @@ def _sqlite_rows(engine: sa.Engine, table: sa.Table, where: str = "", params: tu
         raw.close()
 
 
-def _sqlite_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets) -> dict[int, tuple[int, str]]:
-    render = sqlite_row_renderer([kind for _, kind in _columns(table)])
-    key_index = [name for name, _ in _columns(table)].index(_key_names(table)[0])
+def _sqlite_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets, count: int) -> dict[int, tuple[int, str]]:
+    """Every bucket's count and md5 on SQLite, in this process (RangeHasher spreads it over workers)."""
+    with RangeHasher(_sqlite_file(engine), workers=0) as hasher:
+        return _gather(hasher.submit(RangePlan(table.name, buckets.low, buckets.width), count, 0))
+
+
+def _sqlite_file(engine: sa.Engine) -> Path:
+    return legacy_rows.sqlite_path(engine.url.render_as_string(hide_password=False))
+
+
+def _gather(tasks, on_task: Callable[[int], None] | None = None) -> dict[int, tuple[int, str]]:
     out: dict[int, tuple[int, str]] = {}
-    current, hasher, count = None, None, 0
-    for row in _sqlite_rows(engine, table):
-        if type(row[key_index]) is not int:  # listed by _odd_keys instead
-            continue
-        bucket = buckets.of(row[key_index])
-        if bucket != current:
-            if current is not None:
-                out[current] = (count, hasher.hexdigest())
-            current, hasher, count = bucket, hashlib.md5(), 0
-        else:
-            hasher.update(b"\n")
-        hasher.update(render(row).encode("utf-8", "surrogatepass"))
-        count += 1
-    if current is not None:
-        out[current] = (count, hasher.hexdigest())
+    for rows, future in tasks:
+        out.update(future.result())  # a worker that died raises BrokenProcessPool here, never hangs
+        if on_task:
+            on_task(rows)
     return out
 
 
@@ -204,13 +258,13 @@ def _row_fingerprints(cutover: Cutover, table: sa.Table, bounds: tuple[int, int]
     key_names = _key_names(table)
     first = _quote(key_names[0])
     key_positions = [names.index(k) for k in key_names]
-    render = sqlite_row_renderer([kind for _, kind in _columns(table)])
+    render = fast_row_renderer([kind for _, kind in _columns(table)])
     sqlite_side = {
         tuple(row[i] for i in key_positions): md5_hex(render(row))
         for row in _sqlite_rows(cutover.sqlite, table, f"WHERE {first} >= ? AND {first} <= ?", bounds)
     }
     keys = ", ".join(_quote(k) for k in key_names)
-    with reading(cutover.engine(POSTGRES)) as connection:
+    with long_statements(cutover.engine(POSTGRES)) as connection:
         rows = connection.exec_driver_sql(
             f"SELECT {keys}, md5({postgres_row_text(_columns(table))}) FROM {_quote(table.name)}"
             f" WHERE {first} >= %(lo)s AND {first} <= %(hi)s",
@@ -304,16 +358,49 @@ def _key(difference: dict) -> tuple:
     return key_from_json(difference["key"])
 
 
-def _bucket_candidates(cutover: Cutover, table: sa.Table, lows: list[int], highs: list[int], rows: int,
-                       progress: Progress | None) -> list[tuple]:
-    """Keys whose rows differ, found by hashing ranges of the first key column on both sides."""
-    low, high = min(lows), max(highs)
-    buckets_count = max(1, math.ceil(rows / BUCKET_ROWS))
-    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / buckets_count)), wide=high - low > 2**62)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        postgres_future = pool.submit(_postgres_buckets, cutover.engine(POSTGRES), table, buckets)
-        sqlite_buckets = _sqlite_buckets(cutover.sqlite, table, buckets)
-        postgres_buckets = postgres_future.result()
+@dataclasses.dataclass
+class TablePlan:
+    """One table's row counts, buckets, and its SQLite range hashes under way (RangeHasher tasks)."""
+
+    table: sa.Table
+    counts: dict[str, int]
+    buckets: Buckets | None
+    count: int
+    tasks: list
+
+
+def plan_table(cutover: Cutover, hasher: RangeHasher, table: sa.Table) -> TablePlan:
+    """Count both sides, split the first key column into buckets, and start hashing SQLite's."""
+    with reading(cutover.sqlite) as connection:
+        s_min, s_max, s_count = _bounds(connection, table)
+    with long_statements(cutover.engine(POSTGRES)) as connection:
+        p_min, p_max, p_count = _bounds(connection, table)
+    counts = {SQLITE: s_count, POSTGRES: p_count}
+    lows = [v for v in (s_min, p_min) if v is not None]
+    if not lows:
+        return TablePlan(table, counts, None, 0, [])
+    low, high = min(lows), max(v for v in (s_max, p_max) if v is not None)
+    rows = max(s_count, p_count)
+    count = max(1, math.ceil(rows / BUCKET_ROWS))
+    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / count)), wide=high - low > 2**62)
+    tasks = hasher.submit(RangePlan(table.name, buckets.low, buckets.width), count, rows)
+    return TablePlan(table, counts, buckets, count, [(share * count // max(rows, 1), f) for share, f in tasks])
+
+
+def _bucket_candidates(cutover: Cutover, plan: TablePlan, progress: Progress | None) -> list[tuple]:
+    """Keys whose rows differ, found by hashing ranges of the first key column on both sides: SQLite's
+    in worker processes (started by plan_table) while PostgreSQL hashes its own, a range of buckets
+    per statement; only buckets whose hashes differ are compared row by row."""
+    table, buckets, count = plan.table, plan.buckets, plan.count
+    done = [0]
+
+    def hashed(share: int) -> None:
+        done[0] += share
+        if progress:
+            progress(table.name, "hashing", done[0], 2 * count)
+
+    postgres_buckets = _postgres_buckets(cutover.engine(POSTGRES), table, buckets, count, on_range=hashed)
+    sqlite_buckets = _gather(plan.tasks, hashed)
     differing = sorted(b for b in set(sqlite_buckets) | set(postgres_buckets)
                        if sqlite_buckets.get(b) != postgres_buckets.get(b))
     candidates: list[tuple] = []
@@ -322,24 +409,20 @@ def _bucket_candidates(cutover: Cutover, table: sa.Table, lows: list[int], highs
         candidates += [k for k in set(sqlite_side) | set(postgres_side)
                        if sqlite_side.get(k) != postgres_side.get(k)]
         if progress:
-            progress(table.name, index + 1, len(differing))
+            progress(table.name, "differing ranges", index + 1, len(differing))
     return candidates
 
 
-def verify_table(cutover: Cutover, table: sa.Table, primary: str, progress: Progress | None = None) -> tuple[TableResult, list[dict]]:
+def verify_table(cutover: Cutover, table: sa.Table, primary: str, progress: Progress | None = None,
+                 plan: TablePlan | None = None) -> tuple[TableResult, list[dict]]:
+    if plan is None:
+        with RangeHasher(_sqlite_file(cutover.sqlite)) as hasher:
+            return verify_table(cutover, table, primary, progress, plan_table(cutover, hasher, table))
     started = time.monotonic()
     result = TableResult()
-    postgres = cutover.engine(POSTGRES)
-    with reading(cutover.sqlite) as connection:
-        s_min, s_max, s_count = _bounds(connection, table)
-    with reading(postgres) as connection:
-        p_min, p_max, p_count = _bounds(connection, table)
-    counts = {SQLITE: s_count, POSTGRES: p_count}
-    result.rows_primary = counts[primary]
-    result.rows_secondary = counts[POSTGRES if primary == SQLITE else SQLITE]
-    lows = [v for v in (s_min, p_min) if v is not None]
-    candidates = _bucket_candidates(cutover, table, lows, [v for v in (s_max, p_max) if v is not None],
-                                    max(s_count, p_count), progress) if lows else []
+    result.rows_primary = plan.counts[primary]
+    result.rows_secondary = plan.counts[POSTGRES if primary == SQLITE else SQLITE]
+    candidates = _bucket_candidates(cutover, plan, progress) if plan.buckets is not None else []
     candidates += _odd_keys(cutover.sqlite, table)
     candidates = sorted(set(candidates), key=sqlite_order)
     differences, pending = _confirm(cutover, table, candidates, primary) if candidates else ([], 0)
@@ -372,11 +455,12 @@ def verify(
         raise ValueError(f"unknown table {', '.join(unknown)}; use one of: {', '.join(TABLE_MAP)}")
     primary = PHASES[cutover.phase(fresh=True).phase].primary
     results, examples, differing = {}, [], []
-    for name in names:
-        result, confirmed = verify_table(cutover, TABLE_MAP[name], primary, progress)
-        results[name] = result
-        examples += confirmed
-        differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
+    with RangeHasher(_sqlite_file(cutover.sqlite)) as hasher:
+        plans = [plan_table(cutover, hasher, TABLE_MAP[name]) for name in names]  # all SQLite work queued
+        for name, plan in zip(names, plans):
+            results[name], confirmed = verify_table(cutover, TABLE_MAP[name], primary, progress, plan)
+            examples += confirmed
+            differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
     equal = all(r.missing == r.extra == r.different == 0 for r in results.values())
     outcome = VerifyResult(equal, results, examples[:EXAMPLES], primary, differing=differing)
     if record:

@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from adapters.convert import Kind, Rejected, to_postgres
 
 NULL = "~"
@@ -166,3 +168,133 @@ def sqlite_row_renderer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]
 
 def md5_hex(text: str) -> str:
     return hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# -- the fast renderer ---------------------------------------------------------
+#
+# The verifier renders every SQLite row, so rendering is its hot loop. The fast
+# renderer gives exactly the text of `sqlite_row_renderer` (a property test holds
+# it to that), but for the common shapes of value it spells a whole row in one
+# f-string, with no call per column; any value off those shapes sends the row to
+# the general renderer.
+
+_order_memo: dict[tuple[str, ...], list[int]] = {}
+_ORDER_MEMO_LIMIT = 1000
+
+
+def _jsonb_order(keys: tuple[str, ...]) -> list[int]:
+    """The positions of `keys` in jsonb's order (by byte length, then bytes), remembered per key tuple."""
+    order = _order_memo.get(keys)
+    if order is None:
+        if len(_order_memo) >= _ORDER_MEMO_LIMIT:
+            _order_memo.clear()
+        order = _order_memo[keys] = sorted(range(len(keys)), key=lambda i: _jsonb_key((keys[i], None)))
+    return order
+
+
+def _fast_json(raw: Any) -> str:
+    """`_json(raw)` for a flat object in a canonical spelling, without json's Python parser.
+
+    As in adapters.convert._canonical_document, the text is canonical when
+    it is orjson's compact spelling of what orjson reads, or that spelling
+    with a blank after every comma and colon (json.dumps's): then every number
+    is the shortest spelling of its double (so exact), no key repeats, and
+    no string holds a comma or a colon. So the members are the text split at
+    its commas, and jsonb's text is those members in jsonb key order, spaced
+    as jsonb prints them. The compact spelling in a flat object leaves out
+    what orjson and json.dumps (repr) spell apart: a nested array, a number
+    in exponent form or with 1e-05 <= |x| < 1e-04 (orjson writes it
+    positionally), a NUL (a string holding one of these only sends its row the
+    slow way). Anything else takes `_json`."""
+    if type(raw) is not str or raw[:1] != "{":
+        return _json(raw)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _json(raw)
+    compact = orjson.dumps(value)
+    spelled = raw.encode("utf-8")
+    if compact == spelled:
+        members = raw[1:-1].replace(":", ": ").split(",")
+    elif compact.replace(b",", b", ").replace(b":", b": ") == spelled:
+        members = raw[1:-1].split(", ")
+    else:
+        return _json(raw)
+    if ("[" in raw or raw.count("{") != 1 or "e-" in raw or "e+" in raw or "0.0000" in raw
+            or "\\u0000" in raw or not value):  # canonical: these are in the text iff in the compact spelling
+        return _json(raw)
+    text = ", ".join([members[i] for i in _jsonb_order(tuple(value))])
+    return hashlib.md5(f"{{{text}}}".encode("utf-8")).hexdigest()
+
+
+_FAST_GUARD = {
+    Kind.INTEGER: "type({v}) is int",
+    Kind.REAL: "type({v}) is float",
+    Kind.TEXT: "(type({v}) is str and '\\x00' not in {v})",
+    Kind.BOOLEAN: "({v} == 0 or {v} == 1) and type({v}) is int",
+    Kind.TIMESTAMP: "(type({v}) is str and len({v}) == 19 and {v}[4] == '-' and {v}[10] == ' ' and {v}[13] == ':')",
+    Kind.DATE: "True",
+    Kind.JSON: "True",
+}
+_FAST_SPELLING = {  # expressions inside the row's f-string, which is in triple single quotes
+    Kind.INTEGER: "_null if {v} is None else {v}",
+    Kind.REAL: "_null if {v} is None else _pack({v} + 0.0).hex()",
+    Kind.TEXT: '_null if {v} is None else f"{{len({v})}}:{{{v}}}"',
+    Kind.BOOLEAN: "_boolean[{v}]",
+    Kind.TIMESTAMP: "_null if {v} is None else {v} + _micro",
+    Kind.DATE: "_date({v})",
+    Kind.JSON: "_fast_json({v})",
+}
+
+
+def _render_one(kind: Kind) -> Callable[[Any], str]:
+    """One value as `sqlite_row_renderer` spells it (NULL and rejected values included)."""
+    renderer = _PYTHON[kind]
+
+    def render(raw: Any) -> str:
+        if raw is None:
+            return NULL
+        try:
+            return renderer(raw)
+        except Rejected as rejected:
+            return "!" + rejected.reason
+
+    return render
+
+
+def fast_row_renderer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]:
+    """`sqlite_row_renderer(kinds)`, compiled into one function for the common shapes of value.
+
+    Generated source, one f-string per row: a NULL is spelled as NULL, a value
+    of its column's usual Python type is spelled inline, and a row holding
+    anything else is rendered by the general renderer."""
+    names = [f"v{i}" for i in range(len(kinds))]
+    guards = [f"({name} is None or {_FAST_GUARD[kind].format(v=name)})" for name, kind in zip(names, kinds)]
+    spelled = ["{" + _FAST_SPELLING[kind].format(v=name) + "}" for name, kind in zip(names, kinds)]
+    source = (
+        "def render(row):\n"
+        f"    {', '.join(names)}, = row\n"
+        f"    if {' and '.join(guards)}:\n"
+        f"        return f'''{ROW_SEPARATOR.join(spelled)}'''\n"
+        "    return general(row)\n"
+    )
+    scope = {
+        "_pack": _PACK,
+        "_null": NULL,
+        "_micro": ".000000",
+        "_boolean": {None: NULL, 0: "f", 1: "t"},
+        "_date": _render_one(Kind.DATE),
+        "_fast_json": _fast_json_or_rejected,
+        "general": sqlite_row_renderer(kinds),
+    }
+    exec(compile(source, f"<fast_row_renderer {len(kinds)} columns>", "exec"), scope)
+    return scope["render"]
+
+
+def _fast_json_or_rejected(raw: Any) -> str:
+    if raw is None:
+        return NULL
+    try:
+        return _fast_json(raw)
+    except Rejected as rejected:
+        return "!" + rejected.reason

@@ -23,7 +23,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -111,24 +111,35 @@ def _read_rows(connection: sa.Connection, start: float | None) -> list[sa.Row]:
 
 
 def mismatch_summary(
-    sqlite_engine: sa.Engine, since_seconds: float, *, exclude: Sequence[tuple[float, float]] = ()
+    sqlite_engine: sa.Engine,
+    since_seconds: float,
+    *,
+    raced: Callable[[float, str | None], bool] | None = None,
 ) -> dict[str, Any]:
     """Compared reads, mismatched reads and their rate over the last `since_seconds` (for readiness).
 
-    Buckets that overlap an `exclude` interval (epoch seconds: the settle time right after a
-    phase change, when a process may still read the old primary) are left out.
+    `raced(at, primary_db)` says whether a mismatched read made at `at` with `primary_db` as its
+    control raced a phase change (its process still read the old primary): such reads compare
+    two databases in the middle of a move, not the data, and are left out of both counts
+    (`raced` in the result). They are found from the mismatch details, which name each read's
+    control; a read whose details were not kept stays counted.
     """
     start = time.time() - since_seconds
     totals: collections.Counter = collections.Counter()
+    left_out = 0
     with sqlite_engine.connect() as connection:
         if _has_store(connection):
             for row in _read_rows(connection, start):
-                if any(row[0] < high and row[0] + row[1] > low for low, high in exclude):
-                    continue
                 totals.update(dict(zip(COUNT_COLUMNS, row[4:11])))
+            if raced is not None:
+                reads = connection.exec_driver_sql(
+                    f"SELECT DISTINCT at, read_type, primary_db FROM {DETAILS_TABLE} WHERE at >= ?", (start,)
+                ).all()
+                left_out = min(totals["mismatched"], sum(1 for at, _, primary in reads if raced(at, primary)))
         connection.rollback()
+    totals["mismatched"] -= left_out
     block = _counts_block(totals)
-    return {"since_seconds": since_seconds, "mismatches": block["mismatched"], **block}
+    return {"since_seconds": since_seconds, "mismatches": block["mismatched"], "raced": left_out, **block}
 
 
 def build_report(

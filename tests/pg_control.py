@@ -36,13 +36,18 @@ class OwnPostgres:
     def start(self) -> None:
         self.server.ensure_postgres_running()
 
-    def freeze(self) -> None:
+    def _signal(self, number: int) -> None:
         for process in self._processes():
-            process.send_signal(signal.SIGSTOP)
+            try:
+                process.send_signal(number)
+            except psutil.NoSuchProcess:  # a backend that ended since the listing
+                pass
+
+    def freeze(self) -> None:
+        self._signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
-        for process in self._processes():
-            process.send_signal(signal.SIGCONT)
+        self._signal(signal.SIGCONT)
 
     def close(self) -> None:
         try:

@@ -27,6 +27,10 @@ HEADLINES = {
         f" whole file {f.get('total_s')} s vs pgloader {f.get('pgloader_s')} s"
     ),
     "verify": lambda f: f"verify {f.get('rows_per_s')} rows/s vs naive fetch-and-compare {f.get('naive_rows_per_s')} rows/s (x{f.get('speedup')})",
+    "verify_vs_scan": lambda f: (
+        f"verify {f.get('verify_rows_per_s')} rows/s vs a bare SQLite scan {f.get('bare_scan_rows_per_s')} rows/s"
+        f" of the same {f.get('rows')} rows (verify takes x{f.get('verify_over_scan')} the scan's time)"
+    ),
     "complex_reads": lambda f: f"complex reads PostgreSQL vs SQLite: {f.get('summary')}",
 }
 

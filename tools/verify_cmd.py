@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import click
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tools.cli import console, domain_errors, open_cutover, parse_tables, pass_context, postgres_option
 
@@ -24,12 +24,14 @@ def verify(ctx, tables: str | None, repair: bool, as_json: bool, postgres_url: s
 
     names = parse_tables(tables)
     with domain_errors(), open_cutover(ctx, postgres_url) as cutover, Progress(
-        console=console, transient=True, disable=as_json
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=console, transient=True, disable=as_json,
     ) as progress:
         task = progress.add_task("verify", total=None)
 
-        def step(table: str, done: int, total: int) -> None:
-            progress.update(task, description=f"{table}: differing ranges", completed=done, total=total)
+        def step(table: str, stage: str, done: int, total: int) -> None:
+            """stage "hashing": buckets hashed on both sides (each counts twice); "differing ranges": ranges."""
+            progress.update(task, description=f"{table}: {stage}", completed=done, total=total)
 
         if repair:
             first, second = verify_and_repair(cutover, names, progress=step)

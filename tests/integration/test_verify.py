@@ -157,8 +157,10 @@ def test_range_hashes_agree_on_equal_data(synced):
         key = table.primary_key.columns.values()[0].name
         with cutover.sqlite.connect() as connection:
             low, high, count = connection.exec_driver_sql(f'SELECT min("{key}"), max("{key}"), count(*) FROM "{table.name}"').one()
-        buckets = Buckets(low, max(1, math.ceil((high - low + 1) / max(1, math.ceil(count / BUCKET_ROWS)))))
-        assert _sqlite_buckets(cutover.sqlite, table, buckets) == _postgres_buckets(cutover.engine("postgres"), table, buckets), table.name
+        buckets_count = max(1, math.ceil(count / BUCKET_ROWS))
+        buckets = Buckets(low, max(1, math.ceil((high - low + 1) / buckets_count)))
+        assert (_sqlite_buckets(cutover.sqlite, table, buckets, buckets_count)
+                == _postgres_buckets(cutover.engine("postgres"), table, buckets, buckets_count)), table.name
 
 
 def test_keys_at_both_ends_of_bigint_are_compared(synced):

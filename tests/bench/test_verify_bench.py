@@ -1,0 +1,96 @@
+"""Benchmark: verify rows/s against a bare SQLite scan of the same rows, in the same run.
+
+A seeded file (HRP_BENCH_RACES, default 100000 races) is backfilled into a
+fresh PostgreSQL database; then, alternated ROUNDS times, best of each:
+- the bare scan: SELECT every column of every table from the legacy file
+  with plain sqlite3, fetching every row (what reading the rows costs at least);
+- `verify` of every table (record=False), which must find both sides equal.
+The ratio verify s / bare scan s is the figure the issue asks for (target <= 2).
+Rows are one side's rows (SQLite's), the same count for both.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+from sqlalchemy.engine import make_url
+
+from hrp_data.dual_write import Cutover
+from hrp_data.flip import move
+from hrp_data.models import TABLES
+from hrp_data.phases import Phase
+from hrp_data.schema import upgrade
+from hrp_data.seed import seed_database
+from hrp_data.verify import verify
+from tests.integration.cutover_helpers import settings_for
+
+HRP = str(Path(sys.executable).parent / "hrp-cutover")
+ROUNDS = 3
+
+
+def bare_scan(path: Path) -> tuple[int, float]:
+    """Every column of every table, every row fetched: (rows, seconds)."""
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    started = time.perf_counter()
+    rows = 0
+    for table in TABLES:
+        columns = ", ".join(f'"{c.name}"' for c in table.columns)
+        cursor = connection.execute(f'SELECT {columns} FROM "{table.name}"')
+        while batch := cursor.fetchmany(10_000):
+            rows += len(batch)
+    seconds = time.perf_counter() - started
+    connection.close()
+    return rows, seconds
+
+
+@pytest.fixture(scope="module")
+def backfilled(tmp_path_factory, postgres_server_url, bench_races):
+    work = tmp_path_factory.mktemp("verify")
+    path = work / "hrp.db"
+    seed_database(path, races=bench_races, seed=42)
+    name = f"hrp_verify_bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(make_url(postgres_server_url).set(drivername="postgresql").render_as_string(hide_password=False))
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    url = make_url(postgres_server_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(
+        hide_password=False)
+    upgrade(url)
+    with Cutover(settings_for(path, url), applier=False, bound_calls=False) as cutover:
+        move(cutover, Phase.DUAL_WRITE)
+    env = {"HRP_SQLITE_URL": f"sqlite:///{path}", "HRP_POSTGRES_URL": url, "PATH": str(Path(sys.executable).parent)}
+    subprocess.run([HRP, "backfill", "--no-backup", "--json"], env=env, check=True, stdout=subprocess.DEVNULL)
+    yield path, url
+    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.mark.bench
+def test_verify_against_a_bare_sqlite_scan(backfilled, record_bench):
+    path, url = backfilled
+    scans, verifies = [], []
+    with Cutover(settings_for(path, url), applier=False) as cutover:  # the request path's bounds installed
+        for _ in range(ROUNDS):
+            rows, seconds = bare_scan(path)
+            scans.append(seconds)
+            started = time.perf_counter()
+            result = verify(cutover, record=False)
+            verifies.append(time.perf_counter() - started)
+            assert result.equal, result.as_json()
+            assert sum(t.rows_primary for t in result.tables.values()) == rows
+    best_scan, best_verify = min(scans), min(verifies)
+    record_bench("verify_vs_scan", {
+        "rows": rows,
+        "bare_scan_s": round(best_scan, 3),
+        "bare_scan_rows_per_s": round(rows / best_scan),
+        "verify_s": round(best_verify, 3),
+        "verify_rows_per_s": round(rows / best_verify),
+        "verify_over_scan": round(best_verify / best_scan, 2),
+        "runs": {"bare_scan_s": [round(s, 3) for s in scans], "verify_s": [round(s, 3) for s in verifies]},
+    })
