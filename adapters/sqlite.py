@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -57,13 +56,12 @@ def wait_for_lock(lock_wait_s: float, attempt: Callable[[], T]) -> T:
         stop=tenacity.stop_after_delay(lock_wait_s),
         reraise=True,
     )
-    started = time.monotonic()
     try:
         return retrying(attempt)
     except (sqlite3.OperationalError, sa.exc.OperationalError) as error:
         if isinstance(error, SQLiteLocked) or not _is_locked(error):
             raise
-        raise SQLiteLocked(round(max(lock_wait_s, time.monotonic() - started), 1), error) from error
+        raise SQLiteLocked(lock_wait_s, error) from error
 
 
 def decode_text(raw: bytes) -> str:
