@@ -39,7 +39,7 @@ class SQLiteLocked(sa.exc.OperationalError):
     def __str__(self) -> str:
         return (
             f"the SQLite file stayed locked by another connection's write transaction for more than {self.waited_s:g} s"
-            " (HRP_SQLITE_LOCK_WAIT_S); nothing was changed: retry once the app's writes let go"
+            " (HRP_SQLITE_LOCK_WAIT_S); gave up before writing: retry once the app's writes let go"
         )
 
 
