@@ -43,10 +43,12 @@ class NotReady(RuntimeError):
 
     def __init__(self, failed: list[Check]):
         self.failed = failed
-        super().__init__(
-            "refused: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
-            + " (see `hrp-cutover flip --check`; --force skips the checks)"
+        hint = (
+            " (a move goes one step forward or back; --force does not change that)"
+            if failed and failed[0].name == "move"
+            else " (see `hrp-cutover flip --check`; --force skips the checks)"
         )
+        super().__init__("refused: " + "; ".join(f"{c.name}: {c.detail}" for c in failed) + hint)
 
 
 def _outbox_check(cutover: Cutover) -> Check:

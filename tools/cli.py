@@ -239,7 +239,7 @@ def _run_move(
 
 move_options = [
     click.option("--check", is_flag=True, help="Print the readiness checklist; change nothing."),
-    click.option("--force", is_flag=True, help="Move even if checks fail (said loudly, logged, audited)."),
+    click.option("--force", is_flag=True, help="Move even if readiness checks fail (said loudly, logged, audited); a move is still one step."),
     click.option("--accept-quarantine", is_flag=True, help="Move although rows are quarantined (they stay behind)."),
 ]
 

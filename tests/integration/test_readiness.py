@@ -68,6 +68,15 @@ def test_a_move_that_is_not_allowed_is_refused(synced):  # noqa: F811
         guarded_move(cutover, Phase.POSTGRES_PRIMARY)
 
 
+def test_flip_force_from_a_phase_two_steps_away_says_force_does_not_help(synced):  # noqa: F811
+    cutover, path, postgres_url = synced
+    result = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "flip", "--force"])
+    assert result.exit_code != 0
+    assert "cannot move from dual_write to postgres_primary" in result.output
+    assert "--force does not change that" in result.output and "--force skips" not in result.output
+    assert cutover.phase(fresh=True).phase is Phase.DUAL_WRITE
+
+
 def test_refused_without_a_verify(synced):  # noqa: F811
     cutover, _, _ = synced
     move(cutover, Phase.SHADOW)
