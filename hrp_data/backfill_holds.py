@@ -246,11 +246,13 @@ class IndexBuilder:
 
 
 def analyze(connection: Any, table: str) -> None:
-    """ANALYZE one table (outside a transaction block)."""
+    """VACUUM (ANALYZE) one loaded table (outside a transaction block): fresh statistics for the
+    planner, and the visibility map and hint bits set now rather than by the app's first reads
+    after the flip (index-only scans need the visibility map)."""
     connection.commit()
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {quote_ident(table)}")
+            cursor.execute(f"VACUUM (ANALYZE) {quote_ident(table)}")
     finally:
         connection.autocommit = False

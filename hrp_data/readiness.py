@@ -138,6 +138,33 @@ def _verify_check(cutover: Cutover) -> Check:
     return Check("verify", True, f"last full verify equal, {last['age_s']:.0f} s ago")
 
 
+def _statistics_check(cutover: Cutover) -> Check:
+    """Loaded tables vacuumed and analyzed on PostgreSQL (the backfill does both), so the app's
+    first reads after the flip get good plans and index-only scans. A warning, not a refusal:
+    autovacuum gets there by itself, only later."""
+    with cutover.engine(POSTGRES).connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT relname, pg_relation_size(relid) > 0,"
+            " coalesce(last_vacuum, last_autovacuum) IS NOT NULL,"
+            " coalesce(last_analyze, last_autoanalyze) IS NOT NULL"
+            " FROM pg_stat_user_tables WHERE relname = ANY(%(names)s)",
+            {"names": [table.name for table in TABLES]},
+        ).all()
+        connection.rollback()
+    missing = [
+        f"{name} ({' and '.join(w for w, done in (('vacuum', vacuumed), ('analyze', analyzed)) if not done)})"
+        for name, loaded, vacuumed, analyzed in rows
+        if loaded and not (vacuumed and analyzed)
+    ]
+    if missing:
+        return Check(
+            "statistics", True,
+            f"warning: not yet vacuumed/analyzed on PostgreSQL: {', '.join(sorted(missing))};"
+            " run `VACUUM (ANALYZE)` on them for fast first reads",
+        )
+    return Check("statistics", True, "every loaded table vacuumed and analyzed")
+
+
 def _shadow_check(cutover: Cutover) -> Check:
     """Shadow reads agreed: mismatch rate over HRP_SHADOW_WINDOW within HRP_SHADOW_MAX_RATE."""
     from hrp_data.shadow_reads import readiness as shadow_readiness
@@ -246,6 +273,8 @@ def checklist(cutover: Cutover, target: Phase, *, accept_quarantine: bool = Fals
         checks.append(_verify_check(cutover))
         checks.append(_foreign_keys_check(cutover))
         checks.append(_sequences_check(cutover, target))
+        if PHASES[target].primary == POSTGRES:
+            checks.append(_statistics_check(cutover))
         checks.append(_shadow_check(cutover))
     if PHASES[target].primary == POSTGRES and PHASES[current].primary != POSTGRES:
         checks.append(_backfill_check(cutover))
