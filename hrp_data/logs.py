@@ -82,6 +82,8 @@ def configure_logging(log_format: str = "console", level: str = "INFO", stream=N
     structlog.configure(
         processors=_processors(log_format),
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # one write per line (PrintLogger writes the newline apart): processes sharing a pipe never
+        # interleave inside a line
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
