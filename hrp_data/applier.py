@@ -31,6 +31,7 @@ POLL_S = 0.2
 BATCH = 500
 REPORT_S = 2.0
 RECOVER_S = 1.0
+WATCH_S = 1.0
 TABLE_MAP = outbox.CAPTURED_MAP
 
 
@@ -145,12 +146,15 @@ class Applier:
         *,
         report: Callable[["Applier"], None] | None = None,
         recover: Callable[[], object] | None = None,
+        watch: Callable[[], object] | None = None,
         breaker_reset_s: float = 5.0,
     ):
         self.route_for = route_for
         self.report = report
         self.recover = recover
+        self.watch = watch
         self._last_recover = 0.0
+        self._last_watch = 0.0
         self._last_report = 0.0
         self.counters = Counters()
         self.breaker = pybreaker.CircuitBreaker(
@@ -187,6 +191,7 @@ class Applier:
             self._wake.clear()
             try:
                 self._maybe_recover()
+                self._maybe_watch()
                 self.drain_available()
                 self._maybe_report()
             except Exception as error:  # the thread must survive anything; the outbox keeps the change
@@ -202,6 +207,13 @@ class Applier:
             self.recover()
         except Exception as error:  # a live mover, or PostgreSQL away: try again later
             log.debug("applier.recover_later", error=describe_error(error))
+
+    def _maybe_watch(self) -> None:
+        """Every WATCH_S: look for schema changes (hrp_data.schema_watch); it never raises."""
+        if self.watch is None or time.monotonic() - self._last_watch < WATCH_S:
+            return
+        self._last_watch = time.monotonic()
+        self.watch()
 
     def _maybe_report(self) -> None:
         """Report this process's state every REPORT_S, also while a steady load keeps it draining."""

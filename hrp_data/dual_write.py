@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 import structlog
@@ -33,6 +33,7 @@ from hrp_data.apply import hold_phase_shared
 from hrp_data.errors import describe_error
 from hrp_data.phase_store import PhaseRecord, PhaseStore
 from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase, PhaseRow
+from hrp_data.schema_watch import SchemaWatch
 from hrp_data.settings import Settings, SettingsError
 from hrp_data.shadow_reads import ShadowReads
 from hrp_data.unit_of_work import UnitOfWork
@@ -51,8 +52,17 @@ class PhaseUnsettled(RuntimeError):
 class Cutover:
     """Both databases, the phase record and the applier of one process."""
 
-    def __init__(self, settings: Settings, *, applier: bool = True, bound_calls: bool = True):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        applier: bool = True,
+        bound_calls: bool = True,
+        carry: Callable[["Cutover", list[str]], object] | None = None,
+    ):
         self.settings = settings
+        self.carry = carry
+        """How rows written while a table's capture was missing are carried (hrp_data.verify.carry_gap)."""
         self.sqlite = create_sqlite_engine(settings.sqlite_url, lock_wait_s=settings.sqlite_lock_wait_s)
         self.postgres = (
             create_postgres_engine(
@@ -71,7 +81,11 @@ class Cutover:
         heartbeat.install(self.sqlite)
         self._postgres_installed = False
         self._next_install_at = 0.0
-        self.applier = Applier(self._applier_route, report=self._report, recover=self.finish_interrupted_move)
+        self.schema_watch = SchemaWatch(self.engine, lambda: self.phase_row(fresh=True), self._carry_uncaptured)
+        self.applier = Applier(
+            self._applier_route, report=self._report, recover=self.finish_interrupted_move,
+            watch=self.schema_watch.watch if self.postgres is not None else None,
+        )
         if applier:
             self.applier.start()
         self.shadow = ShadowReads(self)
@@ -98,6 +112,14 @@ class Cutover:
             lag=applier.counters.lag_percentiles(),
             phase=self.phase().phase.value,
         )
+
+    def _carry_uncaptured(self, tables: list[str]) -> None:
+        """Carry the rows written to `tables` while their capture was missing (see SchemaWatch)."""
+        if self.carry is not None:
+            self.carry(self, tables)
+        else:
+            log.warning("schema.gap_not_carried", tables=tables,
+                        fix=f"run `hrp-cutover verify --repair --tables {','.join(tables)}`")
 
     def finish_interrupted_move(self, *, wait: bool = False):
         """Finish a move whose mover died, if there is one (hrp_data.move_journal)."""

@@ -65,6 +65,7 @@ def _outbox_check(cutover: Cutover) -> Check:
 
 def _schema_check(cutover: Cutover) -> Check:
     from hrp_data.schema import SchemaError, drift
+    from hrp_data.schema_watch import schema_drift
 
     try:
         differences = drift(cutover.settings.require_postgres())
@@ -77,7 +78,14 @@ def _schema_check(cutover: Cutover) -> Check:
             if held else ""
         )
         return Check("schema", False, f"{len(differences)} difference(s), first: {differences[0]}{hint}")
-    return Check("schema", True, "PostgreSQL schema equals the models")
+    live = schema_drift(cutover.sqlite, cutover.engine(POSTGRES), [t.name for t in TABLES])
+    if live:
+        return Check(
+            "schema", False,
+            f"the live schemas differ: {', '.join(map(str, live))}; carry the change to the other side"
+            " (the same migration there) before moving (see docs/operations.md, deploying during a cutover)",
+        )
+    return Check("schema", True, "PostgreSQL schema equals the models and the live SQLite schema")
 
 
 def _foreign_keys_check(cutover: Cutover) -> Check:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 
 from adapters.binds import reading, writing
 from adapters.convert import BIGINT_RANGE
@@ -40,7 +41,10 @@ from hrp_data.dual_write import Cutover
 from hrp_data.legacy_rows import sqlite_order
 from hrp_data.models import SECRET_COLUMNS, TABLES
 from hrp_data.phases import PHASES, POSTGRES, SQLITE
+from hrp_data.schema_watch import schema_drift
 from hrp_data.verify_ranges import RangeHasher, RangePlan
+
+log = structlog.get_logger(__name__)
 from shadow.normalize import normalize_row
 from shadow.range_hash import fast_row_renderer, md5_hex, postgres_row_text
 from shadow.redact import fingerprint
@@ -83,6 +87,8 @@ class VerifyResult:
     repaired: dict[str, int] | None = None
     differing: list[KeyRef] = dataclasses.field(default_factory=list)
     """Keys still receiving writes at the deadline are counted as `pending`: not differences."""
+    schema: list[dict] = dataclasses.field(default_factory=list)
+    """Columns or tables one live schema has and the other lacks (hrp_data.schema_watch): never EQUAL."""
 
     def as_json(self) -> dict:
         out = {
@@ -90,6 +96,7 @@ class VerifyResult:
             "primary": self.primary,
             "tables": {name: dataclasses.asdict(t) for name, t in self.tables.items()},
             "examples": self.examples,
+            "schema": self.schema,
         }
         if self.repaired is not None:
             out["repaired"] = self.repaired
@@ -461,8 +468,9 @@ def verify(
             results[name], confirmed = verify_table(cutover, TABLE_MAP[name], primary, progress, plan)
             examples += confirmed
             differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
-    equal = all(r.missing == r.extra == r.different == 0 for r in results.values())
-    outcome = VerifyResult(equal, results, examples[:EXAMPLES], primary, differing=differing)
+    drift = [d.as_dict() for d in schema_drift(cutover.sqlite, cutover.engine(POSTGRES), names)]
+    equal = not drift and all(r.missing == r.extra == r.different == 0 for r in results.values())
+    outcome = VerifyResult(equal, results, (drift + examples)[:EXAMPLES], primary, differing=differing, schema=drift)
     if record:
         record_run(cutover.sqlite, outcome, full=tables is None or set(names) == set(TABLE_MAP))
     return outcome
@@ -505,6 +513,20 @@ def verify_and_repair(cutover: Cutover, tables: Sequence[str] | None = None, *, 
     first.repaired = repair(cutover, first)
     second = verify(cutover, tables, progress=progress)
     return first, second
+
+
+def carry_gap(cutover: Cutover, tables: Sequence[str]) -> None:
+    """Carry the rows written to `tables` while their capture was missing (a table rebuilt by a
+    migration loses its triggers): verify those tables and repair what differs, without recording
+    the run as a full verify. Handed to Cutover(carry=...) by the CLI and the web app."""
+    known = [name for name in tables if name in TABLE_MAP]
+    if not known or PHASES[cutover.phase(fresh=True).phase].secondary is None:
+        return
+    first = verify(cutover, known, record=False)
+    if first.equal:
+        return
+    first.repaired = repair(cutover, first)
+    log.warning("schema.gap_carried", tables=known, repaired=first.repaired)
 
 
 def _ensure_runs_table(connection: sa.Connection) -> None:
