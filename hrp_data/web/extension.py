@@ -31,7 +31,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.local import LocalProxy
 
 from adapters.binds import writing
-from hrp_data.dual_write import Cutover
+from hrp_data.cutover.dual_write import Cutover
 from hrp_data.settings import Settings
 from hrp_data.web.shadow_hold import HoldShadowSamples
 

@@ -9,7 +9,7 @@ A repeat sent while the first is still running waits for it and then gets its
 response. Only 2xx answers are stored: an error rolls everything back, so the
 repeat simply runs again. Stored bodies lose their secret fields (an API
 key and secret are shown once, at creation, never replayed). Without the
-header a write runs as before. See hrp_data.idempotency for the store.
+header a write runs as before. See hrp_data.cutover.idempotency for the store.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Response, current_app, make_response, request
 
-from hrp_data import idempotency
+from hrp_data.cutover import idempotency
 from hrp_data.models import SECRET_COLUMNS
 from hrp_data.web.errors import ApiError
 from hrp_data.web.extension import HrpCutover, current_cutover

@@ -16,7 +16,7 @@ Reasons besides the conversion rules:
   another row already holds); `detail` names the constraint, never values;
 - null_in_required_column: a NULL where the schema says NOT NULL (a legacy
   file made without the constraint, or a composite key's column), found
-  before PostgreSQL is asked (hrp_data.legacy_rows), so `assess` names it too.
+  before PostgreSQL is asked (hrp_data.backfill.legacy_rows), so `assess` names it too.
 
 The operator fixes the row in SQLite (the app or the sqlite3 shell) and runs
 `hrp-cutover backfill --retry-quarantined`; rows that copy leave the quarantine.
@@ -33,7 +33,7 @@ from psycopg2.extras import execute_values
 
 from adapters.binds import reading
 from adapters.outbox import encode_key, key_from_json
-from hrp_data.legacy_rows import Key, Reject, sqlite_order
+from hrp_data.backfill.legacy_rows import Key, Reject, sqlite_order
 
 QUARANTINE = "hrp_cutover_quarantine"
 INSTALL_LOCK = 0x4852505F51554152  # 'HRP_QUAR'

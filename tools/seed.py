@@ -1,7 +1,7 @@
 """Seed: a legacy-schema SQLite file filled with realistic, deterministic HRP data.
 
 `seed_database(path, races=N, seed=S)` creates `path` from the legacy DDL
-(hrp_data/legacy_schema.sql, never the models) and fills it with about
+(hrp_data/schema/legacy_schema.sql, never the models) and fills it with about
 
     users            max(1, N // 10)
     races            N                      (2023-01-01 .. 2026-12-31)
@@ -379,7 +379,7 @@ _INDEX = re.compile(r"^\s*CREATE\s+(UNIQUE\s+)?INDEX\b", re.IGNORECASE)
 
 def _legacy_statements() -> tuple[list[str], list[str]]:
     """The legacy DDL split into (tables and pragmas, indexes), each in file order."""
-    text = resources.files("hrp_data").joinpath("legacy_schema.sql").read_text(encoding="utf-8")
+    text = resources.files("hrp_data.schema").joinpath("legacy_schema.sql").read_text(encoding="utf-8")
     statements, pending = [], ""
     for line in text.splitlines(keepends=True):
         pending += line

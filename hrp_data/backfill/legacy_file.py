@@ -77,7 +77,7 @@ def require_contract(path: str | Path, shown: str | None = None) -> Shape:
     if found.missing_columns:
         raise LegacyFileError(
             f"{shown} lacks the HRP columns {', '.join(found.missing_columns)} (an older schema?);"
-            " bring the file to the HRP legacy schema (hrp_data/legacy_schema.sql) first"
+            " bring the file to the HRP legacy schema (hrp_data/schema/legacy_schema.sql) first"
         )
     return found
 

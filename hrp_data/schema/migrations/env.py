@@ -1,11 +1,11 @@
 """Alembic environment for the HRP PostgreSQL schema.
 
-Run by `hrp_data.schema` (which hands over a connection inside its own
+Run by `hrp_data.schema.install` (which hands over a connection inside its own
 transaction through `config.attributes["connection"]`) or by any Alembic
-command given `hrp_data.schema.alembic_config(url)`. Migrations run in one
+command given `hrp_data.schema.install.alembic_config(url)`. Migrations run in one
 transaction under an advisory lock, so concurrent upgrades take turns; the
 version table is hrp_cutover_alembic_version, and autogenerate compares types
-and server defaults and skips what `hrp_data.schema.include_object_for` skips.
+and server defaults and skips what `hrp_data.schema.install.include_object_for` skips.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from hrp_data.models import Base
-from hrp_data.schema import LOCK_KEY, VERSION_TABLE, engine_for, comparison_options
+from hrp_data.schema.install import LOCK_KEY, VERSION_TABLE, engine_for, comparison_options
 
 config = context.config
 

@@ -12,10 +12,10 @@ PRAGMA query_only) and reports:
 - an estimate of the backfill's time from a short timed sample per table;
 - what lies beyond the HRP schema and will not be copied: columns of HRP
   tables (the backfill refuses them unless told to leave them) and other
-  tables (hrp_data.legacy_file).
+  tables (hrp_data.backfill.legacy_file).
 
 Every row is converted with the same code the backfill uses
-(hrp_data.legacy_rows), so the census and the quarantine agree.
+(hrp_data.backfill.legacy_rows), so the census and the quarantine agree.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters.outbox import key_to_json
-from hrp_data.legacy_file import require_contract
-from hrp_data.legacy_rows import TableReader, connect, readers
+from hrp_data.backfill.legacy_file import require_contract
+from hrp_data.backfill.legacy_rows import TableReader, connect, readers
 from hrp_data.models import TABLES
 
 EXAMPLES = 5

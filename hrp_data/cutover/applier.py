@@ -3,7 +3,7 @@
 One daemon thread per process wakes when this process commits a write (and
 at least every POLL_S for writes made elsewhere: other workers, cron, the
 sqlite3 shell), takes the due changes, and applies them with the one apply
-path (hrp_data.apply). A failing secondary does not slow requests down: the
+path (hrp_data.cutover.apply). A failing secondary does not slow requests down: the
 change stays in the outbox with its error and is retried with backoff, a
 warning is logged, and a circuit breaker (pybreaker) stops hammering a
 secondary that keeps failing until its reset timeout passes.
@@ -21,8 +21,8 @@ import pybreaker
 import sqlalchemy as sa
 import structlog
 
-from hrp_data import outbox
-from hrp_data.apply import ApplyResult, PrimaryMoved, apply_keys
+from hrp_data.cutover import outbox
+from hrp_data.cutover.apply import ApplyResult, PrimaryMoved, apply_keys
 from hrp_data.errors import describe_error
 
 log = structlog.get_logger(__name__)
@@ -194,7 +194,7 @@ class Applier:
                 self._stop.wait(POLL_S)
 
     def _maybe_recover(self) -> None:
-        """Every RECOVER_S: finish a move whose mover died (hrp_data.move_journal), if there is one."""
+        """Every RECOVER_S: finish a move whose mover died (hrp_data.flip.journal), if there is one."""
         if self.recover is None or time.monotonic() - self._last_recover < RECOVER_S:
             return
         self._last_recover = time.monotonic()

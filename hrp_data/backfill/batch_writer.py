@@ -6,7 +6,7 @@ when the key range is empty in PostgreSQL, else COPY into staging and
 `INSERT ... ON CONFLICT (key) DO NOTHING`), its quarantine entries and the
 table's checkpoint are written, and all of it commits in one transaction.
 After the commit the batch's key range is re-checked for zombies through
-hrp_data.apply.apply_keys (see hrp_data.backfill for the scheme).
+hrp_data.cutover.apply.apply_keys (see hrp_data.backfill.run for the scheme).
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ import structlog
 from adapters import pg_copy
 from adapters.convert import Kind
 from adapters.postgres import APPLYING_SETTING
-from hrp_data import backfill_state as state
-from hrp_data import quarantine
-from hrp_data.apply import KeyRef, apply_keys
+from hrp_data.backfill import state
+from hrp_data.backfill import quarantine
+from hrp_data.cutover.apply import KeyRef, apply_keys
 from hrp_data.errors import describe_error
-from hrp_data.legacy_rows import Converted, Key, Reject, TableReader, capture_mark, shown_value, sqlite_order
+from hrp_data.backfill.legacy_rows import Converted, Key, Reject, TableReader, capture_mark, shown_value, sqlite_order
 from hrp_data.models import TABLES
 
 if TYPE_CHECKING:
-    from hrp_data.backfill import _Run
+    from hrp_data.backfill.run import _Run
 
 log = structlog.get_logger(__name__)
 
@@ -408,7 +408,7 @@ class BatchWriter:
 
         One anti-join per foreign key over the whole table: the check the
         foreign-key triggers did not make while the copy held them back
-        (hrp_data.backfill_holds), classified as a refused merge is.
+        (hrp_data.backfill.holds), classified as a refused merge is.
         """
         with self.pg.cursor() as cursor:
             orphans = self._orphans(cursor, relation=self.name)

@@ -20,10 +20,10 @@ from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from adapters.binds import Bind, reading, writing
 from adapters.outbox import OUTBOX, decode_key, encode_key, metadata, outbox
-from hrp_data import idempotency
-from hrp_data.apply import KeyRef
+from hrp_data.cutover import idempotency
+from hrp_data.cutover.apply import KeyRef
 from hrp_data.models import TABLES
-from hrp_data.phases import Triggers
+from hrp_data.cutover.phases import Triggers
 
 CAPTURED = (*TABLES, idempotency.keys)
 """What the triggers capture and the applier carries: the HRP tables, then the idempotency keys."""

@@ -28,11 +28,11 @@ import structlog
 from adapters.binds import reading, writing
 from adapters.outbox import outbox
 from adapters.postgres import call_timeout
-from hrp_data import outbox as outbox_store
-from hrp_data.apply import PHASE_LOCK
+from hrp_data.cutover import outbox as outbox_store
+from hrp_data.cutover.apply import PHASE_LOCK
 from hrp_data.errors import describe_error
-from hrp_data.phase_store import PhaseStore, operator
-from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase
+from hrp_data.cutover.phase_store import PhaseStore, operator
+from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, Phase
 
 log = structlog.get_logger(__name__)
 

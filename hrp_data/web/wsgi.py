@@ -1,7 +1,7 @@
 """The WSGI entry: `make_app()` configures logging once for the process and builds the app.
 
-waitress (what `hrp-cutover serve` runs):  waitress-serve --call hrp_data.wsgi:make_app
-gunicorn:                                  gunicorn 'hrp_data.wsgi:make_app()'
+waitress (what `hrp-cutover serve` runs):  waitress-serve --call hrp_data.web.wsgi:make_app
+gunicorn:                                  gunicorn 'hrp_data.web.wsgi:make_app()'
 
 No app exists at import: the factory builds it, and the app builds its Cutover
 on the first request, in each worker process.

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from adapters.binds import reading
 from adapters.outbox import key_from_json, key_to_json
-from hrp_data.legacy_rows import Key
+from hrp_data.backfill.legacy_rows import Key
 from hrp_data.models import TABLES
 
 STATE_TABLE = "hrp_cutover_backfill"

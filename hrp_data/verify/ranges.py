@@ -1,8 +1,8 @@
 """The verifier's SQLite side: range hashes of a legacy table, computed in worker processes.
 
-Rendering every SQLite row as row text (shadow.range_hash) is the verifier's
+Rendering every SQLite row as row text (hrp_data.verify.range_hash) is the verifier's
 Python-bound half, capped at one core by one interpreter. So, as the backfill
-reads (hrp_data.read_pool), worker processes do it: each opens the legacy file
+reads (hrp_data.backfill.read_pool), worker processes do it: each opens the legacy file
 read-only and, for a range of buckets, reads the rows in key order and
 returns each bucket's row count and md5. The calling process meanwhile has
 PostgreSQL hash its side. A table with few rows is hashed in the calling
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters.sqlite import decode_text
-from hrp_data import legacy_rows
+from hrp_data.backfill import legacy_rows
 from hrp_data.models import TABLES
-from hrp_data.read_pool import WORKER_NICE, _die_with_parent, default_workers
-from shadow.range_hash import fast_row_renderer
+from hrp_data.backfill.read_pool import WORKER_NICE, _die_with_parent, default_workers
+from hrp_data.verify.range_hash import fast_row_renderer
 
 TABLE_MAP = {table.name: table for table in TABLES}
 POOL_MIN_ROWS = 10_000

@@ -2,7 +2,7 @@
 
 A move (flip, rollback, or any allowed step) follows the protocol written
 down in docs/architecture.md ("The move protocol"):
-0. finish any interrupted move (hrp_data.move_journal);
+0. finish any interrupted move (hrp_data.flip.journal);
 1. pre-drain: apply the outbox to the secondary while writes go on;
 2. take the phase advisory lock exclusive in PostgreSQL (writers on
    PostgreSQL and every applier wait), then record the move in the journal;
@@ -45,14 +45,15 @@ from adapters import sqlite as sqlite_adapter
 from adapters.binds import Bind, writing
 from adapters.postgres import call_timeout
 from adapters.outbox import decode_key
-from hrp_data import move_journal, outbox
-from hrp_data.applier import drain_once
-from hrp_data.apply import PHASE_LOCK, KeyRef, apply_keys
+from hrp_data.flip import journal as move_journal
+from hrp_data.cutover import outbox
+from hrp_data.cutover.applier import drain_once
+from hrp_data.cutover.apply import PHASE_LOCK, KeyRef, apply_keys
 from hrp_data.errors import describe_error
-from hrp_data.dual_write import Cutover
+from hrp_data.cutover.dual_write import Cutover
 from hrp_data.models import TABLES
-from hrp_data.phase_store import PhaseConflict, PhaseStore
-from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase, check_move
+from hrp_data.cutover.phase_store import PhaseConflict, PhaseStore
+from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, Phase, check_move
 
 log = structlog.get_logger(__name__)
 

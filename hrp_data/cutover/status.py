@@ -7,10 +7,11 @@ import dataclasses
 import sqlalchemy as sa
 
 from adapters import postgres as postgres_adapter
-from hrp_data import heartbeat, move_journal, outbox
-from hrp_data.dual_write import Cutover
+from hrp_data.cutover import heartbeat, outbox
+from hrp_data.flip import journal as move_journal
+from hrp_data.cutover.dual_write import Cutover
 from hrp_data.errors import describe_error
-from hrp_data.phases import POSTGRES
+from hrp_data.cutover.phases import POSTGRES
 
 
 def cutover_status(cutover: Cutover) -> dict:
@@ -62,7 +63,7 @@ def statement_logging(cutover: Cutover) -> list[str]:
     """PostgreSQL settings that would log statements with their values, each with its fix."""
     if cutover.postgres is None:
         return []
-    from hrp_data.readiness import logging_risks
+    from hrp_data.flip.readiness import logging_risks
 
     try:
         return [str(risk) for risk in logging_risks(cutover)]

@@ -23,7 +23,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from hrp_data.legacy_rows import connect
+from hrp_data.backfill.legacy_rows import connect
 from hrp_data.models import TABLES
 
 BACKUP_DIR = "hrp_cutover_backups"

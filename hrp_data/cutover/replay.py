@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from adapters.binds import reading
 from adapters.outbox import OUTBOX, decode_key
 from adapters.outbox import outbox as outbox_table
-from hrp_data import outbox
-from hrp_data.applier import drain_once
-from hrp_data.dual_write import Cutover
+from hrp_data.cutover import outbox
+from hrp_data.cutover.applier import drain_once
+from hrp_data.cutover.dual_write import Cutover
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ foreign key with one anti-join are cheap. So, for the table being copied:
 - Foreign-key checks are skipped for the backfill's own session only
   (`session_replication_role = replica`); the applier's sessions keep them.
   The batch writer then finds the rows whose parent PostgreSQL lacks with one
-  anti-join per key (hrp_data.batch_writer.BatchWriter.quarantine_orphans)
+  anti-join per key (hrp_data.backfill.batch_writer.BatchWriter.quarantine_orphans)
   and quarantines them as a refused foreign key would have. Setting the role
   needs a superuser or, from PostgreSQL 15, `GRANT SET ON PARAMETER
   session_replication_role`; without it the checks stay on and the load is

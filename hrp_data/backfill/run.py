@@ -2,12 +2,12 @@
 
 It runs in phase dual_write (or shadow): SQLite is the primary, and every
 live write reaches PostgreSQL through the outbox and the one apply path
-(hrp_data.apply). The backfill copies what existed before, table by table,
+(hrp_data.cutover.apply). The backfill copies what existed before, table by table,
 parents before children (`copy_order`), and never overwrites what the live
 path wrote.
 
 Per table, a batch at a time (keyset pages on the primary key, see
-hrp_data.legacy_rows):
+hrp_data.backfill.legacy_rows):
 1. read the raw rows with plain sqlite3 and convert every value with
    adapters.convert.to_postgres; a row with a rejected value is quarantined;
 2. COPY the converted rows into a temporary staging table (adapters.pg_copy)
@@ -19,7 +19,7 @@ hrp_data.legacy_rows):
    by row and the refused rows quarantined with the constraint's name;
 3. in the same transaction, record the quarantine entries and advance the
    table's checkpoint (hrp_cutover_backfill), so a run killed at any moment
-   resumes exactly after its last commit (hrp_data.backfill_state);
+   resumes exactly after its last commit (hrp_data.backfill.state);
 4. after the commit, re-check the batch's key range for zombies (below).
 
 No zombies. A row deleted in SQLite after we read it but before our merge
@@ -27,7 +27,7 @@ committed would be resurrected: its delete may already have been applied to
 PostgreSQL (a no-op, the row was not there yet) before our insert. So after
 each commit the backfill lists the keys PostgreSQL holds in the batch's range
 (low, high], subtracts the keys SQLite holds in that range now, and hands
-the difference to hrp_data.apply.apply_keys, which re-reads each key in
+the difference to hrp_data.cutover.apply.apply_keys, which re-reads each key in
 SQLite under the key's advisory lock and deletes it in PostgreSQL if it is
 still gone (or writes its current image if it came back): the same apply
 path as every live write. A delete that lands after the re-check has its own
@@ -44,11 +44,11 @@ quarantine is retried with --retry-quarantined after the operator fixed it.
 While a table is copied its secondary indexes and the foreign-key triggers
 of the backfill's own session are held back, and given back after it: the
 indexes built once, the foreign keys checked with one anti-join each, whose
-orphans are quarantined as above (hrp_data.backfill_holds).
+orphans are quarantined as above (hrp_data.backfill.holds).
 
 Reading and converting (worker processes for the big tables,
-hrp_data.read_pool) overlaps with PostgreSQL's work (the batch writer's
-thread, which owns the bulk connection: hrp_data.batch_writer), a few batches
+hrp_data.backfill.read_pool) overlaps with PostgreSQL's work (the batch writer's
+thread, which owns the bulk connection: hrp_data.backfill.batch_writer), a few batches
 ahead. The bulk
 connection commits asynchronously (synchronous_commit=off): a PostgreSQL
 crash can lose the last commits, but then their rows and their checkpoint
@@ -70,16 +70,16 @@ import structlog
 
 from adapters import pg_copy
 from adapters.postgres import bump_identity, create_postgres_engine
-from hrp_data import backfill_holds as holds
-from hrp_data import backfill_state as state
-from hrp_data import legacy_file, legacy_rows, quarantine, read_pool
-from hrp_data.backfill_state import TableStats, backfill_status
-from hrp_data.batch_writer import BatchWriter, Work, staging_table
-from hrp_data.dual_write import Cutover
-from hrp_data.legacy_rows import Key, TableReader
+from hrp_data.backfill import holds
+from hrp_data.backfill import state
+from hrp_data.backfill import legacy_file, legacy_rows, quarantine, read_pool
+from hrp_data.backfill.state import TableStats, backfill_status
+from hrp_data.backfill.batch_writer import BatchWriter, Work, staging_table
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.backfill.legacy_rows import Key, TableReader
 from hrp_data.models import TABLES
-from hrp_data.phases import PHASES, POSTGRES, SQLITE
-from hrp_data.quarantine import quarantine_rows
+from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE
+from hrp_data.backfill.quarantine import quarantine_rows
 
 __all__ = [
     "Options",

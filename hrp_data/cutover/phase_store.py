@@ -5,7 +5,7 @@ one row with a version), with every change kept in hrp_cutover_phase_audit.
 A change is a compare-and-set on the version, so two operators flipping at
 once cannot both win. Readers cache the phase for at most CACHE_SECONDS, so a
 change is noticed within a second without a restart; writers re-read it inside
-their transaction (see hrp_data.dual_write).
+their transaction (see hrp_data.cutover.dual_write).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 
 import sqlalchemy as sa
 
-from hrp_data.phases import Phase
+from hrp_data.cutover.phases import Phase
 
 CACHE_SECONDS = 0.5
 PHASE_TABLE = "hrp_cutover_phase"

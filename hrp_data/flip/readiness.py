@@ -18,12 +18,13 @@ import structlog
 from adapters import log_safety
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
-from hrp_data import move_journal, outbox
-from hrp_data.backfill_holds import held_indexes
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import MoveResult, move
+from hrp_data.flip import journal as move_journal
+from hrp_data.cutover import outbox
+from hrp_data.backfill.holds import held_indexes
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import MoveResult, move
 from hrp_data.models import TABLES
-from hrp_data.phases import PHASES, POSTGRES, Phase, check_move
+from hrp_data.cutover.phases import PHASES, POSTGRES, Phase, check_move
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +63,7 @@ def _outbox_check(cutover: Cutover) -> Check:
 
 
 def _schema_check(cutover: Cutover) -> Check:
-    from hrp_data.schema import SchemaError, drift
+    from hrp_data.schema.install import SchemaError, drift
 
     try:
         differences = drift(cutover.settings.require_postgres())
@@ -118,7 +119,7 @@ def _sequences_check(cutover: Cutover, target: Phase) -> Check:
 
 
 def _verify_check(cutover: Cutover) -> Check:
-    from hrp_data.verify import last_result
+    from hrp_data.verify.run import last_result
 
     last = last_result(cutover.sqlite)
     if last is None:
@@ -138,7 +139,7 @@ def _verify_check(cutover: Cutover) -> Check:
 
 def _shadow_check(cutover: Cutover) -> Check:
     """Shadow reads agreed: mismatch rate over HRP_SHADOW_WINDOW within HRP_SHADOW_MAX_RATE."""
-    from hrp_data.shadow_reads import readiness as shadow_readiness
+    from hrp_data.cutover.shadow_reads import readiness as shadow_readiness
 
     ok, detail = shadow_readiness(cutover)
     return Check("shadow", ok, detail)
@@ -146,7 +147,7 @@ def _shadow_check(cutover: Cutover) -> Check:
 
 def _backfill_check(cutover: Cutover) -> Check:
     """The backfill copied every legacy row (hrp_cutover_backfill marked complete)."""
-    from hrp_data.backfill import backfill_status
+    from hrp_data.backfill.run import backfill_status
 
     status = backfill_status(cutover.engine(POSTGRES))
     reset = move_journal.evidence_reset(cutover.sqlite)
@@ -183,7 +184,7 @@ def _epoch(iso: str | None) -> float | None:
 
 def _quarantine_check(cutover: Cutover, accept: bool) -> Check:
     """No legacy row is left in quarantine, unless the operator accepts leaving them behind."""
-    from hrp_data.quarantine import quarantined_count
+    from hrp_data.backfill.quarantine import quarantined_count
 
     count = quarantined_count(cutover.engine(POSTGRES))
     if count == 0:

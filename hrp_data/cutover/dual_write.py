@@ -27,14 +27,15 @@ import structlog
 
 from adapters.postgres import bound_every_call, create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
-from hrp_data import heartbeat, move_journal, outbox
-from hrp_data.applier import Applier, Route
-from hrp_data.apply import hold_phase_shared
+from hrp_data.cutover import heartbeat, outbox
+from hrp_data.flip import journal as move_journal
+from hrp_data.cutover.applier import Applier, Route
+from hrp_data.cutover.apply import hold_phase_shared
 from hrp_data.errors import describe_error
-from hrp_data.phase_store import PhaseRecord, PhaseStore
-from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase, PhaseRow
+from hrp_data.cutover.phase_store import PhaseRecord, PhaseStore
+from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, Phase, PhaseRow
 from hrp_data.settings import Settings, SettingsError
-from hrp_data.shadow_reads import ShadowReads
+from hrp_data.cutover.shadow_reads import ShadowReads
 from hrp_data.unit_of_work import UnitOfWork
 
 GATE_ATTEMPTS = 5
@@ -100,7 +101,7 @@ class Cutover:
         )
 
     def finish_interrupted_move(self, *, wait: bool = False):
-        """Finish a move whose mover died, if there is one (hrp_data.move_journal)."""
+        """Finish a move whose mover died, if there is one (hrp_data.flip.journal)."""
         return move_journal.finish(self.sqlite, self.postgres, self.phases, wait=wait)
 
     def engine(self, name: str) -> sa.Engine:

@@ -1,7 +1,7 @@
 """The PostgreSQL schema service: Alembic upgrade to head, and drift against the models.
 
 The optimized PostgreSQL schema lives as Alembic migrations shipped inside the
-package (hrp_data/migrations), so it keeps evolving after the cutover.
+package (hrp_data/schema/migrations), so it keeps evolving after the cutover.
 `upgrade(url)` brings a database to head, idempotently and under an advisory
 lock; `drift(url)` lists, in plain words, every difference Alembic's
 autogenerate finds between `hrp_data.models` and that database. Both are

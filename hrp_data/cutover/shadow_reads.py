@@ -44,11 +44,11 @@ from adapters.outbox import outbox as outbox_table
 from adapters.postgres import call_timeout, create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
 from adapters.types import kind_of
-from hrp_data import outbox
-from hrp_data.apply import KeyRef
+from hrp_data.cutover import outbox
+from hrp_data.cutover.apply import KeyRef
 from hrp_data.errors import describe_error
 from hrp_data.models import SECRET_COLUMNS, TABLES
-from hrp_data.phases import PHASES, POSTGRES, Phase, PhaseRow
+from hrp_data.cutover.phases import PHASES, POSTGRES, Phase, PhaseRow
 from hrp_data.settings import Settings, SettingsError
 from hrp_data.unit_of_work import UnitOfWork
 from shadow.compare import Comparator, IgnoreRule, Nested, ReadType
@@ -57,7 +57,7 @@ from shadow.mismatches import MismatchStore
 from shadow.report import build_report, mismatch_summary, parse_duration
 
 if TYPE_CHECKING:
-    from hrp_data.dual_write import Cutover
+    from hrp_data.cutover.dual_write import Cutover
 
 CANDIDATE_TIMEOUT_S = 2.0
 """A PostgreSQL candidate is cut off client-side after this long (it is a timeout, not an error)."""

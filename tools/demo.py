@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from adapters.postgres import create_postgres_engine, psycopg2_url
 from adapters.urls import redact_url
-from hrp_data.phases import Phase
+from hrp_data.cutover.phases import Phase
 
 ADMIN = ("demo-admin", "demo-admin-password-1")
 CLIENTS = 3

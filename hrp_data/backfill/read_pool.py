@@ -5,7 +5,7 @@ backfill, and one process's GIL caps it at one core. So the calling process
 only finds where each page ends (a key-only scan of the primary-key index,
 `TableReader.page_end`) and worker processes do the rest: each opens the
 legacy file read-only and, for a key range (low, high], reads the rows and
-converts them into a COPY payload (hrp_data.legacy_rows). Pages come back in
+converts them into a COPY payload (hrp_data.backfill.legacy_rows). Pages come back in
 key order, as many in flight as there are workers plus one, so the batch
 writer sees exactly the sequence a single reader would produce.
 
@@ -39,8 +39,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from hrp_data import legacy_rows
-from hrp_data.legacy_rows import Converted, Key, TableReader
+from hrp_data.backfill import legacy_rows
+from hrp_data.backfill.legacy_rows import Converted, Key, TableReader
 
 POOL_MIN_ROWS = 50_000
 """Below this many rows left to copy, a table is read in the calling thread (a pool costs a start-up)."""

@@ -12,7 +12,7 @@ Live writes go on meanwhile. A difference on a key that still has an outbox
 entry, or that changed while being compared, is re-checked (after the entry
 is applied) before it is reported. Rows the backfill quarantined are counted
 as quarantined, not as missing. `repair` sends every confirmed difference
-through the one apply path (hrp_data.apply), which re-reads the primary row
+through the one apply path (hrp_data.cutover.apply), which re-reads the primary row
 under its lock, so a repair never overwrites a newer live write.
 """
 
@@ -34,15 +34,16 @@ from adapters.convert import BIGINT_RANGE
 from adapters.outbox import key_from_json, key_to_json
 from adapters.postgres import call_timeout
 from adapters.types import kind_of
-from hrp_data import legacy_rows, outbox
-from hrp_data.apply import KeyRef, apply_keys, read_images
-from hrp_data.dual_write import Cutover
-from hrp_data.legacy_rows import sqlite_order
+from hrp_data.backfill import legacy_rows
+from hrp_data.cutover import outbox
+from hrp_data.cutover.apply import KeyRef, apply_keys, read_images
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.backfill.legacy_rows import sqlite_order
 from hrp_data.models import SECRET_COLUMNS, TABLES
-from hrp_data.phases import PHASES, POSTGRES, SQLITE
-from hrp_data.verify_ranges import RangeHasher, RangePlan
+from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE
+from hrp_data.verify.ranges import RangeHasher, RangePlan
 from shadow.normalize import normalize_row
-from shadow.range_hash import fast_row_renderer, md5_hex, postgres_row_text
+from hrp_data.verify.range_hash import fast_row_renderer, md5_hex, postgres_row_text
 from shadow.redact import fingerprint
 
 BUCKET_ROWS = 2000
