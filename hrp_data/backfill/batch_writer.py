@@ -15,11 +15,13 @@ import dataclasses
 import queue
 import threading
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import psycopg2
 import psycopg2.errors
+import sqlalchemy as sa
 import structlog
 
 from adapters import pg_copy
@@ -31,9 +33,6 @@ from hrp_data.cutover.apply import KeyRef, apply_keys
 from hrp_data.errors import describe_error
 from hrp_data.backfill.legacy_rows import Converted, Key, Reject, TableReader, capture_mark, shown_value, sqlite_order
 from hrp_data.models import TABLES
-
-if TYPE_CHECKING:
-    from hrp_data.backfill.run import _Run
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +51,27 @@ DIRECT_FAILURES_MAX = 4
 def staging_table(table: str) -> str:
     """The session's temporary staging table for `table`."""
     return f"hrp_cutover_stage_{table}"
+
+
+class Progress(Protocol):
+    def progress(self, table: str, done: int, total: int) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class WriterContext:
+    """What a backfill run hands the writer of one table."""
+
+    pg: Any  # the run's bulk psycopg2 connection, owned by the writer while the table copies
+    sqlite: sqlite3.Connection  # the run's reading connection to the legacy file
+    checker: sqlite3.Connection  # the writer thread's own connection to the legacy file
+    readers: Mapping[str, TableReader]
+    constraint_columns: Mapping[str, str]
+    has_quarantine: bool  # the table had quarantined rows when its copy started
+    primary: sa.Engine  # SQLite, the primary during a backfill
+    secondary: sa.Engine  # PostgreSQL
+    still_primary: Callable[[], bool]
+    listener: Progress
+    batch_size: int
 
 
 @dataclasses.dataclass
@@ -74,7 +94,7 @@ _STOP = object()
 class BatchWriter:
     """PostgreSQL's half of one table: merge batches, record checkpoints, re-check for zombies."""
 
-    def __init__(self, run: "_Run", reader: TableReader, checkpoint: state.Checkpoint):
+    def __init__(self, run: WriterContext, reader: TableReader, checkpoint: state.Checkpoint):
         self.run = run
         self.reader = reader
         self.name = reader.name
@@ -463,8 +483,8 @@ class BatchWriter:
         result = apply_keys(
             [KeyRef(self.name, tuple(key)) for key in keys],
             tables=TABLE_MAP,
-            primary=self.run.cutover.sqlite,
-            secondary=self.run.cutover.postgres,
+            primary=self.run.primary,
+            secondary=self.run.secondary,
             still_primary=self.run.still_primary,
         )
         if result.deleted:
@@ -477,8 +497,8 @@ class BatchWriter:
         result = apply_keys(
             [KeyRef(self.name, tuple(key)) for key in keys],
             tables=TABLE_MAP,
-            primary=self.run.cutover.sqlite,
-            secondary=self.run.cutover.postgres,
+            primary=self.run.primary,
+            secondary=self.run.secondary,
             still_primary=self.run.still_primary,
         )
         if not result.applied:
@@ -499,7 +519,7 @@ class BatchWriter:
     # -- retries and stale entries ---------------------------------------
 
     def retry(self, keys: list[Key]) -> None:
-        size = self.run.options.batch_size
+        size = self.run.batch_size
         for start in range(0, len(keys), size):
             chunk = keys[start : start + size]
             rows = self.reader.rows_for(self.run.sqlite, chunk)

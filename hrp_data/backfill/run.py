@@ -74,7 +74,7 @@ from hrp_data.backfill import holds
 from hrp_data.backfill import state
 from hrp_data.backfill import legacy_file, legacy_rows, quarantine, read_pool
 from hrp_data.backfill.state import TableStats, backfill_status
-from hrp_data.backfill.batch_writer import BatchWriter, Work, staging_table
+from hrp_data.backfill.batch_writer import BatchWriter, Work, WriterContext, staging_table
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.backfill.legacy_rows import Key, TableReader
 from hrp_data.models import TABLES
@@ -391,7 +391,7 @@ class _Run:
 
     def _copy_rows(self, reader: TableReader, checkpoint: state.Checkpoint, remaining: int) -> None:
         name = reader.name
-        writer = BatchWriter(self, reader, checkpoint)
+        writer = BatchWriter(self._writer_context(), reader, checkpoint)
         if checkpoint.last_key is not None and checkpoint.rechecked_key != checkpoint.last_key:
             writer.recheck_range(checkpoint.rechecked_key, checkpoint.last_key)
             writer.rechecked = checkpoint.last_key
@@ -439,7 +439,7 @@ class _Run:
     def _after_table(self, reader: TableReader) -> None:
         """Retries (parent_missing always, everything with --retry-quarantined), stale entries, counts."""
         name = reader.name
-        writer = BatchWriter(self, reader, self.checkpoints[name])
+        writer = BatchWriter(self._writer_context(), reader, self.checkpoints[name])
         self.builder.submit(name, holds.held(self.pg, name))  # built while the orphans are sought and the next table copied
         writer.quarantine_orphans()
         null_keyed = reader.null_keyed(self.sqlite)
@@ -484,6 +484,21 @@ class _Run:
             for name in (t.name for t in TABLES)
             if (checkpoint := self.checkpoints.get(name)) is not None
         }
+
+    def _writer_context(self) -> WriterContext:
+        return WriterContext(
+            pg=self.pg,
+            sqlite=self.sqlite,
+            checker=self.checker,
+            readers=self.readers,
+            constraint_columns=self.constraint_columns,
+            has_quarantine=self.has_quarantine,
+            primary=self.cutover.sqlite,
+            secondary=self.cutover.postgres,
+            still_primary=self.still_primary,
+            listener=self.listener,
+            batch_size=self.options.batch_size,
+        )
 
     def still_primary(self) -> bool:
         return self.cutover.phase_row(fresh=True).primary == SQLITE

@@ -75,7 +75,9 @@ class Cutover:
         self.applier = Applier(self._applier_route, report=self._report, recover=self.finish_interrupted_move)
         if applier:
             self.applier.start()
-        self.shadow = ShadowReads(self)
+        self.shadow = ShadowReads(  # late-bound: a test may replace phase_row on the instance
+            settings, lambda database: self.engine(database), lambda: self.phase_row()
+        )
 
     def close(self) -> None:
         self.applier.stop()

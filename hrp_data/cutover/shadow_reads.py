@@ -35,7 +35,7 @@ import datetime as dt
 import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -48,6 +48,7 @@ from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import KeyRef
 from hrp_data.errors import describe_error
 from hrp_data.models import SECRET_COLUMNS, TABLES
+from hrp_data.cutover.phase_store import PhaseStore
 from hrp_data.cutover.phases import PHASES, POSTGRES, Phase, PhaseRow
 from hrp_data.settings import Settings, SettingsError
 from hrp_data.unit_of_work import UnitOfWork
@@ -55,9 +56,6 @@ from shadow.compare import Comparator, IgnoreRule, Nested, ReadType
 from shadow.experiment import WORKERS, Laboratory
 from shadow.mismatches import MismatchStore
 from shadow.report import build_report, mismatch_summary, parse_duration
-
-if TYPE_CHECKING:
-    from hrp_data.cutover.dual_write import Cutover
 
 CANDIDATE_TIMEOUT_S = 2.0
 """A PostgreSQL candidate is cut off client-side after this long (it is a timeout, not an error)."""
@@ -160,9 +158,12 @@ def _samples(env: Mapping[str, str]) -> dict[str, float]:
 class ShadowReads:
     """The shadow-read machinery of one process: comparator, laboratory and mismatch store."""
 
-    def __init__(self, cutover: "Cutover"):
-        self.cutover = cutover
-        settings: Settings = cutover.settings
+    def __init__(
+        self, settings: Settings, app_engine: Callable[[str], sa.Engine], phase_row: Callable[[], PhaseRow]
+    ):
+        """`app_engine(database)`: the app's engine of a database; `phase_row()`: the current phase row."""
+        self.app_engine = app_engine
+        self.phase_row = phase_row
         self.comparator = Comparator(
             column_kinds(), key_columns(), nested=NESTED, ignore=ignore_rules(), secrets=SECRET_COLUMNS
         )
@@ -173,7 +174,7 @@ class ShadowReads:
             ignore=self.comparator.ignore,
         )
         workers = _env_int("HRP_SHADOW_WORKERS", WORKERS)
-        self.postgres = None if cutover.postgres is None else create_postgres_engine(
+        self.postgres = None if not settings.postgres_url else create_postgres_engine(
             settings.postgres_url,
             application_name="hrp-cutover-shadow",
             pool_size=max(1, workers),
@@ -208,7 +209,7 @@ class ShadowReads:
         request of the app is waiting for; SQLite through the app's engine."""
         if database == POSTGRES and self.postgres is not None:
             return self.postgres
-        return self.cutover.engine(database)
+        return self.app_engine(database)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Finish the queued samples and write everything to the store (tests, readiness, shutdown)."""
@@ -222,7 +223,7 @@ class ShadowReads:
 
     def pending(self, refs: set[tuple[str, tuple[Any, ...]]]) -> set[tuple[str, tuple[Any, ...]]]:
         """Which (table, key) rows still have an outbox change on the way to the secondary."""
-        row = self.cutover.phase_row()
+        row = self.phase_row()
         if row.secondary is None:
             return set()
         primary = self.engine(row.primary)
@@ -300,7 +301,7 @@ class ShadowedReader(UnitOfWork):
     """
 
     def __init__(self, shadow: ShadowReads, row: PhaseRow):
-        super().__init__(shadow.cutover.engine(row.reads_from), writable=False)
+        super().__init__(shadow.app_engine(row.reads_from), writable=False)
         self.shadow = shadow
         self.row = row
 
@@ -367,7 +368,7 @@ def raced_a_move(history: list[dict]) -> Callable[[float, str | None], bool]:
     return raced
 
 
-def readiness(cutover: "Cutover") -> tuple[bool, str]:
+def readiness(sqlite: sa.Engine, phases: PhaseStore, shadow: ShadowReads | None) -> tuple[bool, str]:
     """The shadow check of a move that changes the primary: mismatch rate over the recent window.
 
     HRP_SHADOW_WINDOW (default 1h): how far back; HRP_SHADOW_MAX_RATE (default 0): the highest
@@ -386,10 +387,9 @@ def readiness(cutover: "Cutover") -> tuple[bool, str]:
     if not 0.0 <= max_rate <= 1.0:
         raise SettingsError(f"HRP_SHADOW_MAX_RATE={rate_text!r} is not a number between 0.0 and 1.0")
     min_reads = _env_int("HRP_SHADOW_MIN_READS", 100)
-    shadow = getattr(cutover, "shadow", None)
     if shadow is not None:
         shadow.flush(timeout=5.0)
-    summary = mismatch_summary(cutover.sqlite, window, raced=raced_a_move(cutover.phases.history(200)))
+    summary = mismatch_summary(sqlite, window, raced=raced_a_move(phases.history(200)))
     compared, mismatched = summary["compared"], summary["mismatches"]
     rate = summary["rate"] or 0.0
     detail = (

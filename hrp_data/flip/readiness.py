@@ -141,7 +141,7 @@ def _shadow_check(cutover: Cutover) -> Check:
     """Shadow reads agreed: mismatch rate over HRP_SHADOW_WINDOW within HRP_SHADOW_MAX_RATE."""
     from hrp_data.cutover.shadow_reads import readiness as shadow_readiness
 
-    ok, detail = shadow_readiness(cutover)
+    ok, detail = shadow_readiness(cutover.sqlite, cutover.phases, getattr(cutover, "shadow", None))
     return Check("shadow", ok, detail)
 
 

@@ -25,6 +25,7 @@ from hrp_data.cutover import idempotency
 from hrp_data.models import SECRET_COLUMNS
 from hrp_data.web.errors import ApiError
 from hrp_data.web.extension import HrpCutover, current_cutover
+from hrp_data.web.session_user import current_user
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -42,8 +43,6 @@ def idempotent(view: Callable) -> Callable:
             key = idempotency.check_key(raw)
         except idempotency.BadKey as error:
             raise ApiError(400, str(error), HEADER) from None
-        from hrp_data.web.auth import current_user  # auth's own views use this decorator
-
         user = current_user()
         scope = f"user:{user['id']}" if user else "anonymous"
         print_ = idempotency.fingerprint(
