@@ -84,7 +84,7 @@ def _as_sqlite_url(value: str | None) -> str | None:
 @click.option("--force", is_flag=True, help="Replace an existing file.")
 def seed(path: Path, races: int, seed: int, force: bool) -> None:
     """Create a legacy-schema SQLite file filled with realistic HRP data."""
-    from hrp_data.seed import SeedError, seed_database
+    from tools.seed import SeedError, seed_database
 
     try:
         counts = seed_database(path, races=races, seed=seed, replace=force, console=console)
@@ -111,13 +111,13 @@ def parse_tables(option: str | None) -> tuple[str, ...] | None:
 def domain_errors() -> Iterator[None]:
     """Turn the services' errors into one-line click errors (2: bad input or setting, 1: refused)."""
     from adapters.sqlite import SQLiteLocked
-    from hrp_data.dual_write import PhaseUnsettled
-    from hrp_data.flip import DrainFailed
-    from hrp_data.move_journal import MoveInProgress
-    from hrp_data.phase_store import PhaseConflict
-    from hrp_data.phases import MoveRefused
-    from hrp_data.schema import SchemaError
-    from hrp_data.verify import RepairRefused
+    from hrp_data.cutover.dual_write import PhaseUnsettled
+    from hrp_data.flip.move import DrainFailed
+    from hrp_data.flip.journal import MoveInProgress
+    from hrp_data.cutover.phase_store import PhaseConflict
+    from hrp_data.cutover.phases import MoveRefused
+    from hrp_data.schema.install import SchemaError
+    from hrp_data.verify.run import RepairRefused
 
     try:
         yield
@@ -134,7 +134,7 @@ def open_cutover(ctx: Context, postgres_url: str | None = None, *, finish_moves:
 
     A move that a crash interrupted is finished first (docs/architecture.md, the move protocol).
     """
-    from hrp_data.dual_write import Cutover
+    from hrp_data.cutover.dual_write import Cutover
 
     settings = settings_from(ctx, postgres_url=postgres_url)
     try:
@@ -163,7 +163,7 @@ postgres_option = click.option(
 @pass_context
 def schema(ctx: Context, postgres_url: str | None) -> None:
     """Create or upgrade the PostgreSQL schema (Alembic head); idempotent."""
-    from hrp_data.schema import upgrade
+    from hrp_data.schema.install import upgrade
 
     with domain_errors():
         result = upgrade(settings_from(ctx, postgres_url=postgres_url).require_postgres())
@@ -179,7 +179,7 @@ def phase() -> None:
 @pass_context
 def phase_show(ctx: Context) -> None:
     """Print the current phase and what it does."""
-    from hrp_data.phases import PHASES, allowed_moves
+    from hrp_data.cutover.phases import PHASES, allowed_moves
 
     with domain_errors(), open_cutover(ctx) as cutover:
         record = cutover.phase(fresh=True)
@@ -192,7 +192,7 @@ def phase_show(ctx: Context) -> None:
 
 
 def _target(cutover, step: int):
-    from hrp_data.phases import ORDER, MoveRefused
+    from hrp_data.cutover.phases import ORDER, MoveRefused
 
     current = cutover.phase(fresh=True).phase
     index = ORDER.index(current) + step
@@ -211,8 +211,8 @@ def _run_move(
     force: bool = False,
     accept_quarantine: bool = False,
 ) -> None:
-    from hrp_data.phases import parse_phase
-    from hrp_data.readiness import NotReady, checklist, guarded_move
+    from hrp_data.cutover.phases import parse_phase
+    from hrp_data.flip.readiness import NotReady, checklist, guarded_move
 
     with domain_errors():
         named = parse_phase(target_name) if target_name is not None else None
@@ -283,7 +283,7 @@ def rollback(ctx: Context, postgres_url: str | None, **move: bool) -> None:
 @pass_context
 def replay(ctx: Context, postgres_url: str | None) -> None:
     """Drain the outbox to the secondary now, ignoring backoff; exit 1 if changes remain."""
-    from hrp_data.replay import replay_outbox
+    from hrp_data.cutover.replay import replay_outbox
 
     with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
         result = replay_outbox(cutover)
@@ -312,7 +312,7 @@ def recover(ctx: Context, postgres_url: str | None) -> None:
 @pass_context
 def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     """Phase, outbox depth and age, appliers' circuit breakers, last phase change."""
-    from hrp_data.status import cutover_status, postgres_reachability, statement_logging
+    from hrp_data.cutover.status import cutover_status, postgres_reachability, statement_logging
 
     with domain_errors(), open_cutover(ctx, postgres_url, finish_moves=False) as cutover:
         report = cutover_status(cutover)

@@ -31,9 +31,9 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.local import LocalProxy
 
 from adapters.binds import writing
-from hrp_data.dual_write import Cutover
+from hrp_data.cutover.dual_write import Cutover
 from hrp_data.settings import Settings
-from hrp_data.verify import carry_gap
+from hrp_data.verify.run import carry_gap
 from hrp_data.web.shadow_hold import HoldShadowSamples
 
 EXTENSION = "hrp_cutover"

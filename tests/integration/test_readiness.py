@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hrp_data import readiness
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.readiness import NotReady, checklist, guarded_move
-from hrp_data.verify import verify
+from hrp_data.flip import readiness
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.flip.readiness import NotReady, checklist, guarded_move
+from hrp_data.verify.run import verify
 from tests.integration.test_verify import synced  # noqa: F401  (fixture)
 from tools.cli import cli
 
@@ -104,7 +104,7 @@ def test_refused_on_schema_drift(ready):
 
 def test_indexes_an_unfinished_backfill_holds_back_are_named_with_the_way_out(ready):
     cutover, _, _ = ready
-    from hrp_data import backfill_holds
+    from hrp_data.backfill import holds as backfill_holds
 
     raw = cutover.engine("postgres").raw_connection()
     try:

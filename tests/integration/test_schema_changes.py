@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from hrp_data import move_journal
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.readiness import checklist
-from hrp_data.schema import upgrade
-from hrp_data.schema_watch import uncaptured
-from hrp_data.seed import seed_database
-from hrp_data.verify import carry_gap, verify
+from hrp_data.flip import journal as move_journal
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.flip.readiness import checklist
+from hrp_data.schema.install import upgrade
+from hrp_data.cutover.schema_watch import uncaptured
+from tools.seed import seed_database
+from hrp_data.verify.run import carry_gap, verify
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 
 
@@ -79,7 +79,7 @@ def test_a_rebuilt_table_is_captured_again_and_its_gap_carried(live):
     cutover, path, postgres_url = live
     changed = _rebuild_with_writes(path, "horses")
     with cutover.sqlite.connect() as connection:
-        from hrp_data.outbox import CAPTURED_MAP
+        from hrp_data.cutover.outbox import CAPTURED_MAP
 
         def captured() -> bool:
             missing = uncaptured(connection, [CAPTURED_MAP["horses"]])

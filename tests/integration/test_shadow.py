@@ -17,14 +17,14 @@ from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from adapters.sqlite import create_sqlite_engine
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
 from hrp_data.logs import configure_logging
-from hrp_data.phases import Phase
-from hrp_data import readiness
-from hrp_data.readiness import checklist
-from hrp_data.replay import replay_outbox
-from hrp_data.schema import upgrade
+from hrp_data.cutover.phases import Phase
+from hrp_data.flip import readiness
+from hrp_data.flip.readiness import checklist
+from hrp_data.cutover.replay import replay_outbox
+from hrp_data.schema.install import upgrade
 from shadow.compare import ReadType
 from shadow.experiment import Laboratory, Publisher
 from shadow.mismatches import COUNTS_TABLE, DETAILS_TABLE, META_TABLE, READS_TABLE, MismatchStore
@@ -634,7 +634,7 @@ def test_the_quarantine_report(shadowed, legacy_file, postgres_url):
     import importlib
 
     try:
-        backfill = importlib.import_module("hrp_data.backfill")
+        backfill = importlib.import_module("hrp_data.backfill.run")
     except ImportError:
         backfill = None
     result = CliRunner().invoke(

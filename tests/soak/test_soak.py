@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from hrp_data import demo as harness
+from tools import demo as harness
 from tests.pg_control import OwnPostgres
 from tests.soak.faults import FullDisk, burst, kill_worker_mid_request, wait_replaced, workers
 from tests.soak.tcp_proxy import TcpProxy
