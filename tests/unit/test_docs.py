@@ -147,6 +147,13 @@ def test_every_variable_the_code_reads_is_in_the_reference():
     assert missing == [], f"add these to the settings table in docs/reference.md: {missing}"
 
 
+def _as_number(shown: str) -> float:
+    """'10', '5.0', '1h', '24h', '90m' as a number (durations in seconds)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", shown)
+    assert match, f"{shown!r} is not a number or a duration"
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
 def test_the_settings_table_gives_each_settings_default():
     """The reference's default for each Settings field is the field's default."""
     from hrp_data.settings import Settings
@@ -154,10 +161,14 @@ def test_the_settings_table_gives_each_settings_default():
     text = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| `(HRP_[A-Z0-9_]+)` \| ([^|]+) \|", text, flags=re.M))
     for field in dataclasses.fields(Settings):
-        shown = rows[f"HRP_{field.name.upper()}"].strip().strip("`")
-        if field.default is None:
-            assert shown == "-", field.name
-        elif isinstance(field.default, (int, float)):
-            assert float(shown) == float(field.default), field.name
+        variable = f"HRP_{field.name.upper()}"
+        shown = rows[variable].strip().strip("`")
+        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        if default in (None, "", (), []):
+            assert shown == "-", variable
+        elif isinstance(default, (bool, int, float)):
+            assert _as_number(shown) == float(default), variable
+        elif re.fullmatch(r"\d+(?:\.\d+)?[smhd]?", str(default)):
+            assert _as_number(shown) == _as_number(str(default)), variable
         else:
-            assert shown == field.default, field.name
+            assert shown == str(default), variable
