@@ -156,7 +156,7 @@ def hold_foreign_keys(connection: Any) -> bool:
             connection.rollback()
             log.warning(
                 "backfill.foreign_keys_checked_per_row",
-                detail="this role may not set session_replication_role; grant it (see README) for a faster load",
+                detail="this role may not set session_replication_role; grant it (see docs/operations.md) for a faster load",
             )
             return False
         connection.commit()

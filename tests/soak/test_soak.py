@@ -61,7 +61,7 @@ def _socket_path(url: str) -> str:
 
 
 def _harden_server_log(url: str) -> None:
-    """The settings the README documents: the server log never carries statements or parameters."""
+    """The settings docs/operations.md documents: the server log never carries statements or parameters."""
     import psycopg2
     from sqlalchemy.engine import make_url
 

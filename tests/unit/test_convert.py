@@ -1,4 +1,4 @@
-"""The conversion rules of adapters.convert, one case per rule of the README's conversion table.
+"""The conversion rules of adapters.convert, one case per rule of the conversion table in docs/conversion.md.
 
 `ACCEPTED` holds every accepted spelling with the exact PostgreSQL value and the
 exact value written back to SQLite; `REJECTED` holds every rejection with its
@@ -378,9 +378,9 @@ def test_parse_json_is_strict_and_dump_json_is_the_legacy_spelling():
     assert dump_json({"a": "é", "b": [True, None]}) == '{"a": "é", "b": [true, null]}'
 
 
-def test_readme_table_names_every_reason():
-    """The conversion table in the README names every reason."""
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+def test_conversion_table_names_every_reason():
+    """The conversion table in docs/conversion.md names every reason."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "conversion.md").read_text(encoding="utf-8")
     assert "| column kind |" in text.lower()
     missing = sorted(reason for reason in REASONS if f"`{reason}`" not in text)
     assert not missing
