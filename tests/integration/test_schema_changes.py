@@ -119,3 +119,38 @@ def test_after_the_flip_a_column_added_on_postgresql_holds_the_rollback(live):
     assert not result.equal and {"table": "races", "column": "going", "kind": "column_only_in_postgres"} in result.schema
     schema = {c.name: c for c in checklist(cutover, Phase.SHADOW)}["schema"]
     assert not schema.ok and "races.going" in schema.detail, schema.detail
+
+
+def test_a_table_rebuilt_on_the_secondary_gets_its_guard_back(live):
+    """After the flip the app's migration also runs on SQLite (to keep the rollback possible); a batch
+    rebuild there drops the guard with the table: the watch puts it back."""
+    cutover, path, postgres_url = live
+    move(cutover, Phase.SHADOW)
+    move(cutover, Phase.POSTGRES_PRIMARY)
+    wait_drained(cutover, timeout=60)
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("ATTACH ':memory:' AS hrp_cutover_layer")  # the documented maintenance bypass
+        create = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'horses'").fetchone()[0]
+        connection.execute("PRAGMA foreign_keys = OFF")
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(create.replace("CREATE TABLE horses", "CREATE TABLE _alembic_tmp_horses", 1))
+        connection.execute("INSERT INTO _alembic_tmp_horses SELECT * FROM horses")
+        connection.execute("DROP TABLE horses")
+        connection.execute("ALTER TABLE _alembic_tmp_horses RENAME TO horses")
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    from hrp_data.cutover.schema_watch import unguarded
+    from hrp_data.models import TABLES
+
+    horses = [t for t in TABLES if t.name == "horses"]
+    with cutover.sqlite.connect() as probe:
+        def guarded() -> bool:
+            missing = unguarded(probe, horses)
+            probe.rollback()
+            return not missing
+
+        _wait(guarded)
+    with pytest.raises(sqlite3.DatabaseError, match="hrp-cutover guard"), sqlite3.connect(path) as raw:
+        raw.execute("UPDATE horses SET age = 30 WHERE id = 1")
