@@ -180,7 +180,8 @@ def finish(sqlite: sa.Engine, postgres: sa.Engine | None, phases: PhaseStore, *,
         return marker
     try:
         with call_timeout(10.0), postgres.connect() as lock:
-            lock.exec_driver_sql(f"SET lock_timeout = '{FINISH_LOCK_WAIT if wait else '1ms'}'")
+            # LOCAL: a session setting would stay on the pooled connection and time out app writes
+            lock.exec_driver_sql(f"SET LOCAL lock_timeout = '{FINISH_LOCK_WAIT if wait else '1ms'}'")
             got = lock.execute(sa.select(sa.func.pg_try_advisory_lock(PHASE_LOCK))).scalar()
             if not got and wait:
                 lock.execute(sa.select(sa.func.pg_advisory_lock(PHASE_LOCK)))

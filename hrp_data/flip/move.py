@@ -184,10 +184,10 @@ def move(
     locked = False
     try:
         if lock is not None:
-            lock.exec_driver_sql(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+            # LOCAL: a session setting would stay on the pooled connection and time out app writes
+            lock.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
             with call_timeout(LOCK_WAIT_S):
                 lock.execute(sa.select(sa.func.pg_advisory_lock(PHASE_LOCK)))
-            lock.exec_driver_sql("RESET lock_timeout")
             lock.commit()
             locked = True
         move_journal.begin(cutover.sqlite, record.phase, target)
