@@ -312,13 +312,14 @@ def recover(ctx: Context, postgres_url: str | None) -> None:
 @pass_context
 def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     """Phase, outbox depth and age, appliers' circuit breakers, last phase change."""
-    from hrp_data.cutover.status import cutover_status, postgres_reachability, statement_logging
+    from hrp_data.cutover.status import cutover_status, postgres_reachability, schema_drift_of, statement_logging
 
     with domain_errors(), open_cutover(ctx, postgres_url, finish_moves=False) as cutover:
         report = cutover_status(cutover)
         report["postgres"] = postgres_reachability(cutover, report)
         reachable = report["postgres"] is not None and report["postgres"]["reachable"]
         report["statement_logging"] = statement_logging(cutover) if reachable else []
+        report["schema_drift"] = schema_drift_of(cutover) if reachable else []
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -341,6 +342,8 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
         click.echo(f"guard      on {guard['on']}: writes from outside the layer refused ({refused})")
     for warning in report["statement_logging"]:
         click.echo(f"logging    warning: PostgreSQL {warning}")
+    for difference in report["schema_drift"]:
+        click.echo(f"SCHEMA     {difference}: moves are refused until both sides match (docs/operations.md)")
     if report["last_change"]:
         change = report["last_change"]
         click.echo(f"last move  {change['from_phase']} -> {change['to_phase']} at {change['at']} by {change['by']}")

@@ -8,6 +8,7 @@ import sqlite3
 import time
 
 import pytest
+from click.testing import CliRunner
 
 from hrp_data.flip import journal as move_journal
 from hrp_data.cutover.dual_write import Cutover
@@ -18,6 +19,7 @@ from hrp_data.schema.install import upgrade
 from hrp_data.cutover.schema_watch import uncaptured
 from tools.seed import seed_database
 from hrp_data.verify.run import carry_gap, verify
+from tools.cli import cli
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 
 
@@ -107,6 +109,8 @@ def test_a_column_on_one_side_only_is_never_equal_and_holds_the_flip(live):
     move(cutover, Phase.SHADOW)
     schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
     assert not schema.ok and "horses.sire only in sqlite" in schema.detail, schema.detail
+    status = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "status"])
+    assert status.exit_code == 0 and "SCHEMA     horses.sire only in sqlite" in status.output, status.output
 
 
 def test_after_the_flip_a_column_added_on_postgresql_holds_the_rollback(live):
