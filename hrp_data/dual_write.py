@@ -29,6 +29,7 @@ from adapters.postgres import bound_every_call, create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
 from hrp_data import heartbeat, move_journal, outbox
 from hrp_data.applier import Applier, Route
+from hrp_data.catalog import captured, file_catalog
 from hrp_data.apply import hold_phase_shared
 from hrp_data.errors import describe_error
 from hrp_data.phase_store import PhaseRecord, PhaseStore
@@ -67,6 +68,9 @@ class Cutover:
         if bound_calls and self.postgres is not None:
             bound_every_call()
         self.phases = PhaseStore(self.sqlite, Phase(settings.phase))
+        self.catalog = file_catalog(self.sqlite)
+        """What this process moves: the file's tables, read once (hrp_data.catalog)."""
+        self.captured = captured(self.catalog)
         outbox.install_tables(self.sqlite)
         heartbeat.install(self.sqlite)
         self._postgres_installed = False
@@ -101,7 +105,7 @@ class Cutover:
 
     def finish_interrupted_move(self, *, wait: bool = False):
         """Finish a move whose mover died, if there is one (hrp_data.move_journal)."""
-        return move_journal.finish(self.sqlite, self.postgres, self.phases, wait=wait)
+        return move_journal.finish(self.sqlite, self.postgres, self.phases, self.catalog, wait=wait)
 
     def engine(self, name: str) -> sa.Engine:
         if name == SQLITE:
@@ -125,6 +129,7 @@ class Cutover:
         return Route(
             self.engine(primary),
             self.engine(row.secondary),
+            self.captured,
             still_primary=lambda: self.phase_row(fresh=True).primary == primary,
         )
 

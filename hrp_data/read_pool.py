@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from hrp_data import legacy_rows
+from hrp_data.catalog import file_catalog
 from hrp_data.legacy_rows import Converted, Key, TableReader
 
 POOL_MIN_ROWS = 50_000
@@ -87,7 +88,7 @@ def _start_worker(path: str, parent: int) -> None:
     _die_with_parent(parent)
     os.nice(WORKER_NICE)
     _worker["connection"] = legacy_rows.connect(Path(path))
-    _worker["readers"] = legacy_rows.readers()
+    _worker["readers"] = legacy_rows.readers(file_catalog(_worker["connection"]))
     gc.freeze()
     gc.disable()
 

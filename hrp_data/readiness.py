@@ -18,11 +18,11 @@ import structlog
 from adapters import log_safety
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
+from adapters.catalog import quote
 from hrp_data import move_journal, outbox
 from hrp_data.backfill_holds import held_indexes
 from hrp_data.dual_write import Cutover
 from hrp_data.flip import MoveResult, move
-from hrp_data.models import TABLES
 from hrp_data.phases import PHASES, POSTGRES, Phase, check_move
 
 log = structlog.get_logger(__name__)
@@ -65,7 +65,7 @@ def _schema_check(cutover: Cutover) -> Check:
     from hrp_data.schema import SchemaError, drift
 
     try:
-        differences = drift(cutover.settings.require_postgres())
+        differences = drift(cutover.settings.require_postgres(), cutover.catalog)
     except SchemaError as error:
         return Check("schema", False, str(error))
     if differences:
@@ -75,7 +75,7 @@ def _schema_check(cutover: Cutover) -> Check:
             if held else ""
         )
         return Check("schema", False, f"{len(differences)} difference(s), first: {differences[0]}{hint}")
-    return Check("schema", True, "PostgreSQL schema equals the models")
+    return Check("schema", True, "PostgreSQL schema equals the models and the SQLite file's catalog")
 
 
 def _foreign_keys_check(cutover: Cutover) -> Check:
@@ -102,11 +102,14 @@ def _sequences_check(cutover: Cutover, target: Phase) -> Check:
     behind = []
     engine = cutover.engine(new_primary)
     with engine.connect() as connection:
-        for table in TABLES:
-            if table.autoincrement_column is None:
-                continue
+        for entry in cutover.catalog.tables.values():
+            table = entry.postgres if new_primary == POSTGRES else entry.sqlite
+            if table.autoincrement_column is None or (new_primary != POSTGRES and not entry.autoincrement):
+                continue  # SQLite without AUTOINCREMENT takes max(rowid) + 1: never behind
             key = table.autoincrement_column.name
-            top = connection.exec_driver_sql(f'SELECT coalesce(max("{key}"), 0) FROM "{table.name}"').scalar()
+            top = connection.exec_driver_sql(
+                f"SELECT coalesce(max({quote(key)}), 0) FROM {quote(table.name)}"
+            ).scalar()
             issued = postgres_adapter if new_primary == POSTGRES else sqlite_adapter
             next_id = issued.issued_id(connection, table) + 1
             if next_id <= top:
@@ -140,6 +143,8 @@ def _shadow_check(cutover: Cutover) -> Check:
     """Shadow reads agreed: mismatch rate over HRP_SHADOW_WINDOW within HRP_SHADOW_MAX_RATE."""
     from hrp_data.shadow_reads import readiness as shadow_readiness
 
+    if not cutover.catalog.hrp:
+        return Check("shadow", True, "not applicable: no process reads through the layer (the file has no HRP tables)")
     ok, detail = shadow_readiness(cutover)
     return Check("shadow", ok, detail)
 
