@@ -15,7 +15,7 @@ gives the Python value PostgreSQL will store.
 the legacy app writes (timestamps as UTC 'YYYY-MM-DD HH:MM:SS[.ffffff]',
 booleans as 0/1, JSON as text).
 
-The README's conversion table documents every rule in this module.
+docs/conversion.md documents every rule in this module.
 """
 
 from __future__ import annotations

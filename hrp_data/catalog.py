@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from adapters.catalog import Catalog, CatalogTable, ColumnMapping, TwoSided, read_catalog
 from adapters.sqlite import decode_text
 from adapters.types import kind_of
-from hrp_data import idempotency
+from hrp_data.cutover import idempotency
 from hrp_data.models import TABLES
 
 HRP_TABLES = tuple(table.name for table in TABLES)

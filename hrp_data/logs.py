@@ -50,11 +50,40 @@ def _processors(log_format: str) -> list:
     return shared + [structlog.dev.ConsoleRenderer(colors=False)]
 
 
+class _PoolCleanupFilter(logging.Filter):
+    """SQLAlchemy's pool reports a failed rollback of a connection the server already closed
+    ("Exception during reset or similar") with a traceback; the error that closed it is reported
+    by the command itself in one line, so this record is kept to its first line, without the
+    traceback (and without the statement text a traceback may quote)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_POOL_HANDLER = logging.StreamHandler()
+_POOL_HANDLER.addFilter(_PoolCleanupFilter())
+_POOL_HANDLER.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+
 def configure_logging(log_format: str = "console", level: str = "INFO", stream=None) -> None:
     """Configure structlog for this process (called by the CLI group and the WSGI entry)."""
+    pool_logger = logging.getLogger("sqlalchemy.pool")  # its child loggers' records reach this handler
+    _POOL_HANDLER.setStream(stream or sys.stderr)
+    if _POOL_HANDLER not in pool_logger.handlers:
+        pool_logger.addHandler(_POOL_HANDLER)
+    pool_logger.propagate = False
     structlog.configure(
         processors=_processors(log_format),
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # one write per line (PrintLogger writes the newline apart): processes sharing a pipe never
+        # interleave inside a line
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )

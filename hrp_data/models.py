@@ -2,7 +2,7 @@
 
 One set of models serves both databases: created on SQLite they are exactly
 the legacy schema (../shared/legacy_schema.sql); created on PostgreSQL (by the
-Alembic migration in hrp_data/migrations) they are the optimized schema:
+Alembic migration in hrp_data/schema/migrations) they are the optimized schema:
 BIGINT identity keys, TIMESTAMPTZ, DATE, BOOLEAN, JSONB with GIN indexes,
 DOUBLE PRECISION for REAL, and indexes for the app's queries. Indexes that
 exist only on PostgreSQL are marked with `ddl_if(dialect="postgresql")`.

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from adapters.urls import redact_url
-from hrp_data.legacy_file import LegacyFileError, require_contract
+from hrp_data.backfill.legacy_file import LegacyFileError, require_contract
 
 BACKGROUND_CONNECTIONS = 1
 """PostgreSQL connections an app process needs besides its request threads while they use PostgreSQL: the

@@ -145,7 +145,7 @@ def mismatch_summary(
 def build_report(
     sqlite_engine: sa.Engine, since_seconds: float | None = None, *, now: float | None = None
 ) -> dict[str, Any]:
-    """The whole report as the stable JSON document (see the README for its schema)."""
+    """The whole report as the stable JSON document (docs/reference.md lists its keys)."""
     now = time.time() if now is None else now
     start = None if since_seconds is None else now - since_seconds
     with sqlite_engine.connect() as connection:

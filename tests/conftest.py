@@ -26,7 +26,7 @@ MAINTENANCE = "-c hrp_cutover.maintenance=on"
 """libpq options for a test's own session that writes a guarded database on purpose (planting a
 difference, checking an identity): the maintenance bypass the operations docs describe."""
 
-LEGACY_SCHEMA = Path(__file__).resolve().parents[1] / "hrp_data" / "legacy_schema.sql"
+LEGACY_SCHEMA = Path(__file__).resolve().parents[1] / "hrp_data" / "schema" / "legacy_schema.sql"
 
 
 def _docker_answers() -> bool:

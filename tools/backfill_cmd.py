@@ -35,8 +35,8 @@ def _sqlite_file(ctx) -> Path:
 @pass_context
 def backup(ctx, out_dir: Path | None, as_json: bool) -> None:
     """Snapshot the live SQLite file online (backup API), check it, write a manifest beside it."""
-    from hrp_data.backup import BackupError
-    from hrp_data.backup import backup as take_backup
+    from hrp_data.backfill.backup import BackupError
+    from hrp_data.backfill.backup import backup as take_backup
 
     path = _sqlite_file(ctx)
     try:
@@ -63,7 +63,7 @@ def backup(ctx, out_dir: Path | None, as_json: bool) -> None:
 @pass_context
 def assess(ctx, as_json: bool, sample_rows: int) -> None:
     """Read the legacy file (read-only) and report what the backfill will meet: counts, damage, rejects."""
-    from hrp_data.assess import assess as run_assess
+    from hrp_data.backfill.assess import assess as run_assess
 
     path = _sqlite_file(ctx)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
@@ -213,10 +213,10 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
 
     import psycopg2
 
-    from hrp_data.apply import PrimaryMoved
-    from hrp_data.backfill import BackfillInterrupted, BackfillRefused, Options, run_backfill
-    from hrp_data.backup import BackupError, max_age_s, require_recent
-    from hrp_data.dual_write import Cutover
+    from hrp_data.cutover.apply import PrimaryMoved
+    from hrp_data.backfill.run import BackfillInterrupted, BackfillRefused, Options, run_backfill
+    from hrp_data.backfill.backup import BackupError, max_age_s, require_recent
+    from hrp_data.cutover.dual_write import Cutover
     from hrp_data.errors import describe_error
 
     settings = settings_from(ctx, postgres_url=postgres_url)
@@ -280,7 +280,7 @@ def _print_summary(result, as_json: bool) -> None:
 def quarantine_report(ctx, fmt: str, postgres_url: str | None = None) -> str:
     """The quarantine as text or JSON ({"rows": [...]})."""
     from adapters.postgres import create_postgres_engine
-    from hrp_data.quarantine import quarantine_entries
+    from hrp_data.backfill.quarantine import quarantine_entries
 
     with domain_errors():
         engine = create_postgres_engine(settings_from(ctx, postgres_url=postgres_url).require_postgres())

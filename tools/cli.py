@@ -84,7 +84,7 @@ def _as_sqlite_url(value: str | None) -> str | None:
 @click.option("--force", is_flag=True, help="Replace an existing file.")
 def seed(path: Path, races: int, seed: int, force: bool) -> None:
     """Create a legacy-schema SQLite file filled with realistic HRP data."""
-    from hrp_data.seed import SeedError, seed_database
+    from tools.seed import SeedError, seed_database
 
     try:
         counts = seed_database(path, races=races, seed=seed, replace=force, console=console)
@@ -122,13 +122,13 @@ def _known_tables(ctx: "Context | None") -> list[str]:
 def domain_errors() -> Iterator[None]:
     """Turn the services' errors into one-line click errors (2: bad input or setting, 1: refused)."""
     from adapters.sqlite import SQLiteLocked
-    from hrp_data.dual_write import PhaseUnsettled
-    from hrp_data.flip import DrainFailed
-    from hrp_data.move_journal import MoveInProgress
-    from hrp_data.phase_store import PhaseConflict
-    from hrp_data.phases import MoveRefused
-    from hrp_data.schema import SchemaError
-    from hrp_data.verify import RepairRefused
+    from hrp_data.cutover.dual_write import PhaseUnsettled
+    from hrp_data.flip.move import DrainFailed
+    from hrp_data.flip.journal import MoveInProgress
+    from hrp_data.cutover.phase_store import PhaseConflict
+    from hrp_data.cutover.phases import MoveRefused
+    from hrp_data.schema.install import SchemaError
+    from hrp_data.verify.run import RepairRefused
 
     try:
         yield
@@ -145,7 +145,7 @@ def open_cutover(ctx: Context, postgres_url: str | None = None, *, finish_moves:
 
     A move that a crash interrupted is finished first (docs/architecture.md, the move protocol).
     """
-    from hrp_data.dual_write import Cutover
+    from hrp_data.cutover.dual_write import Cutover
 
     settings = settings_from(ctx, postgres_url=postgres_url)
     try:
@@ -177,7 +177,7 @@ def schema(ctx: Context, postgres_url: str | None, as_sql: bool) -> None:
     """Create the PostgreSQL schema from the SQLite file's own (the HRP tables by their Alembic
     migrations, to head; every other table and column from the file); idempotent."""
     from hrp_data.catalog import catalog_of_file
-    from hrp_data.schema import catalog_ddl, install, upgrade
+    from hrp_data.schema.install import catalog_ddl, install, upgrade
 
     settings = settings_from(ctx, postgres_url=postgres_url)
     catalog = None
@@ -209,7 +209,7 @@ def phase() -> None:
 @pass_context
 def phase_show(ctx: Context) -> None:
     """Print the current phase and what it does."""
-    from hrp_data.phases import PHASES, allowed_moves
+    from hrp_data.cutover.phases import PHASES, allowed_moves
 
     with domain_errors(), open_cutover(ctx) as cutover:
         record = cutover.phase(fresh=True)
@@ -222,7 +222,7 @@ def phase_show(ctx: Context) -> None:
 
 
 def _target(cutover, step: int):
-    from hrp_data.phases import ORDER, MoveRefused
+    from hrp_data.cutover.phases import ORDER, MoveRefused
 
     current = cutover.phase(fresh=True).phase
     index = ORDER.index(current) + step
@@ -241,8 +241,8 @@ def _run_move(
     force: bool = False,
     accept_quarantine: bool = False,
 ) -> None:
-    from hrp_data.phases import parse_phase
-    from hrp_data.readiness import NotReady, checklist, guarded_move
+    from hrp_data.cutover.phases import parse_phase
+    from hrp_data.flip.readiness import NotReady, checklist, guarded_move
 
     with domain_errors():
         named = parse_phase(target_name) if target_name is not None else None
@@ -269,7 +269,7 @@ def _run_move(
 
 move_options = [
     click.option("--check", is_flag=True, help="Print the readiness checklist; change nothing."),
-    click.option("--force", is_flag=True, help="Move even if checks fail (said loudly, logged, audited)."),
+    click.option("--force", is_flag=True, help="Move even if readiness checks fail (said loudly, logged, audited); a move is still one step."),
     click.option("--accept-quarantine", is_flag=True, help="Move although rows are quarantined (they stay behind)."),
 ]
 
@@ -313,7 +313,7 @@ def rollback(ctx: Context, postgres_url: str | None, **move: bool) -> None:
 @pass_context
 def replay(ctx: Context, postgres_url: str | None) -> None:
     """Drain the outbox to the secondary now, ignoring backoff; exit 1 if changes remain."""
-    from hrp_data.replay import replay_outbox
+    from hrp_data.cutover.replay import replay_outbox
 
     with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
         result = replay_outbox(cutover)
@@ -342,7 +342,7 @@ def recover(ctx: Context, postgres_url: str | None) -> None:
 @pass_context
 def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     """Phase, outbox depth and age, appliers' circuit breakers, last phase change."""
-    from hrp_data.status import cutover_status, postgres_reachability, statement_logging
+    from hrp_data.cutover.status import cutover_status, postgres_reachability, statement_logging
 
     with domain_errors(), open_cutover(ctx, postgres_url, finish_moves=False) as cutover:
         report = cutover_status(cutover)

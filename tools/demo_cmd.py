@@ -16,7 +16,7 @@ from tools.cli import console
 @click.option("--keep", is_flag=True, help="Leave the app running and print the dashboard URL.")
 def demo(postgres_url: str | None, workdir: Path | None, races: int, keep: bool) -> None:
     """Play the whole cutover on a seeded file while API clients keep reading and writing."""
-    from hrp_data.demo import run_demo
+    from tools.demo import run_demo
 
     try:
         code = run_demo(

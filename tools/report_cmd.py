@@ -23,17 +23,17 @@ def _since(value: str | None) -> float | None:
 
 
 def _quarantine_rows(ctx, fmt: str) -> str:
-    """The rows the backfill quarantined, from hrp_data.backfill.quarantine_rows when it exists."""
+    """The rows the backfill quarantined, from hrp_data.backfill.run.quarantine_rows when it exists."""
     from adapters.postgres import create_postgres_engine
     from shadow.redact import SECRET_KEYS, fingerprint, redact_row
 
     try:
-        backfill = importlib.import_module("hrp_data.backfill")
+        backfill = importlib.import_module("hrp_data.backfill.run")
     except ImportError:
         backfill = None
     quarantine_rows = getattr(backfill, "quarantine_rows", None)
     if quarantine_rows is None:
-        raise click.ClickException("the quarantine report is not available: hrp_data.backfill.quarantine_rows is missing")
+        raise click.ClickException("the quarantine report is not available: hrp_data.backfill.run.quarantine_rows is missing")
     engine = create_postgres_engine(settings_from(ctx).require_postgres())
     try:
         rows = [dict(row) for row in quarantine_rows(engine)]
@@ -61,7 +61,7 @@ def _quarantine_rows(ctx, fmt: str) -> str:
 @pass_context
 def report(ctx, fmt: str, since: str | None, out: Path | None, quarantine: bool) -> None:
     """Shadow reads: compared, mismatched and rate per table and read type, top columns, latency."""
-    from hrp_data.shadow_reads import shadow_report
+    from hrp_data.cutover.shadow_reads import shadow_report
     from shadow.report import RENDERERS
 
     window = _since(since)

@@ -19,8 +19,8 @@ from tools.cli import console, domain_errors, open_cutover, parse_tables, pass_c
 @pass_context
 def verify(ctx, tables: str | None, repair: bool, as_json: bool, postgres_url: str | None) -> None:
     """Compare every row of both databases (range hashes, then rows); exit 1 when they differ."""
-    from hrp_data.verify import verify as run_verify
-    from hrp_data.verify import verify_and_repair
+    from hrp_data.verify.run import verify as run_verify
+    from hrp_data.verify.run import verify_and_repair
 
     names = parse_tables(tables, ctx)
     with domain_errors(), open_cutover(ctx, postgres_url) as cutover, Progress(

@@ -51,7 +51,7 @@ def _serve_waitress(settings, host: str, port: int, threads: int) -> None:
     from waitress import create_server
 
     from hrp_data.web.extension import HrpCutover
-    from hrp_data.wsgi import make_app
+    from hrp_data.web.wsgi import make_app
 
     app = make_app(settings, configure_logs=False)  # the CLI group configured logging
     try:
@@ -76,9 +76,9 @@ def _serve_waitress(settings, host: str, port: int, threads: int) -> None:
 
 def _serve_prefork(settings, host: str, port: int, threads: int, workers: int) -> None:
     """A gunicorn master on a socket bound here; each worker builds its own app after the fork."""
-    from hrp_data.prefork import PreforkServer
+    from hrp_data.web.prefork import PreforkServer
     from hrp_data.web.extension import HrpCutover
-    from hrp_data.wsgi import make_app
+    from hrp_data.web.wsgi import make_app
 
     try:
         listener = socket.create_server(
@@ -121,7 +121,7 @@ def _serve_prefork(settings, host: str, port: int, threads: int, workers: int) -
 @pass_context
 def create_admin(ctx, username: str, password_stdin: bool, email: str | None, postgres_url: str | None) -> None:
     """Create an admin user (the first one, typically). The password is read from standard input."""
-    from hrp_data.replay import replay_outbox
+    from hrp_data.cutover.replay import replay_outbox
     from hrp_data.web import services
     from hrp_data.web.validation import USER, Invalid, check
 

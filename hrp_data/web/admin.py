@@ -27,17 +27,17 @@ from flask import (
     url_for,
 )
 
-from hrp_data.dual_write import PhaseUnsettled
+from hrp_data.cutover.dual_write import PhaseUnsettled
 from hrp_data.errors import describe_error
-from hrp_data.flip import DrainFailed
-from hrp_data.phase_store import PhaseConflict
-from hrp_data.phases import MoveRefused, parse_phase
-from hrp_data.readiness import NotReady
+from hrp_data.flip.move import DrainFailed
+from hrp_data.cutover.phase_store import PhaseConflict
+from hrp_data.cutover.phases import MoveRefused, parse_phase
+from hrp_data.flip.readiness import NotReady
 from hrp_data.settings import SettingsError
 from hrp_data.web import dashboard, services
-from hrp_data.web.auth import current_user, log_in, log_out
 from hrp_data.web.errors import error_response
 from hrp_data.web.extension import current_cutover
+from hrp_data.web.session_user import current_user, log_in, log_out
 from hrp_data.web.validation import LOGIN, Invalid, check
 
 bp = Blueprint("hrp_admin", __name__, url_prefix="/admin", template_folder="templates")

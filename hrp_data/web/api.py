@@ -8,11 +8,12 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from hrp_data.web import errors, services
-from hrp_data.web.auth import admin_required, current_user, login_required
+from hrp_data.web.auth import admin_required, login_required
 from hrp_data.web.extension import current_cutover
 from hrp_data.web.idempotent import idempotent
 from hrp_data.web.inputs import json_body, query
 from hrp_data.web.serialize import public, redacted_credential
+from hrp_data.web.session_user import current_user
 from hrp_data.web.validation import (
     CREDENTIAL,
     HORSE,

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, g, jsonify, session
+from flask import Blueprint, jsonify
 
 from hrp_data.web import errors, services
 from hrp_data.web.errors import ApiError
@@ -22,31 +22,11 @@ from hrp_data.web.extension import current_cutover
 from hrp_data.web.idempotent import idempotent
 from hrp_data.web.inputs import json_body
 from hrp_data.web.serialize import public
+from hrp_data.web.session_user import current_user, log_in, log_out
 from hrp_data.web.validation import LOGIN, USER
 
 bp = Blueprint("hrp_auth", __name__, url_prefix="/api")
 errors.install(bp)
-
-SESSION_USER = "hrp_user_id"
-
-
-def current_user() -> dict[str, Any] | None:
-    """The logged-in user of this request (read once per request), or None."""
-    if "hrp_user" not in g:
-        user_id = session.get(SESSION_USER)
-        g.hrp_user = services.get_user(current_cutover, user_id) if isinstance(user_id, int) else None
-    return g.hrp_user
-
-
-def log_in(user: dict[str, Any]) -> None:
-    session.clear()  # a fresh session: no fixation across a login
-    session[SESSION_USER] = user["id"]
-    g.hrp_user = user
-
-
-def log_out() -> None:
-    session.clear()
-    g.hrp_user = None
 
 
 def login_required(view: Callable) -> Callable:

@@ -3,8 +3,8 @@
 Each part is read on its own and a part that fails shows its (value-free)
 error instead of taking the page down: PostgreSQL can be down while the
 dashboard still shows the phase, the outbox and the workers. Parts built by
-other modules are used when they are there: hrp_data.backfill
-(backfill_status), hrp_data.verify (last_result) and shadow.report
+other modules are used when they are there: hrp_data.backfill.run
+(backfill_status), hrp_data.verify.run (last_result) and shadow.report
 (build_report).
 """
 
@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hrp_data.dual_write import Cutover
+from hrp_data.cutover.dual_write import Cutover
 from hrp_data.errors import describe_error
-from hrp_data.flip import MoveResult
-from hrp_data.phases import ORDER, Phase
-from hrp_data.readiness import Check, checklist, guarded_move
-from hrp_data.status import cutover_status
+from hrp_data.flip.move import MoveResult
+from hrp_data.cutover.phases import ORDER, Phase
+from hrp_data.flip.readiness import Check, checklist, guarded_move
+from hrp_data.cutover.status import cutover_status
 from hrp_data.web.serialize import plain
 
 SHADOW_WINDOW_S = 24 * 3600
@@ -61,9 +61,9 @@ def _check(check: Check) -> dict[str, Any]:
 
 
 def backfill_progress(cutover: Cutover) -> dict[str, Any]:
-    """Per-table backfill progress from hrp_data.backfill, or 'not started'."""
+    """Per-table backfill progress from hrp_data.backfill.run, or 'not started'."""
     try:
-        from hrp_data.backfill import backfill_status
+        from hrp_data.backfill.run import backfill_status
     except ImportError:
         return {"state": "not started", "tables": [], "columns": []}
     if cutover.postgres is None:
@@ -97,7 +97,7 @@ def _table_rows(raw: Any) -> list[dict[str, Any]]:
 
 def last_verify(cutover: Cutover) -> dict[str, Any] | None:
     """The last full verify: equal or not, how old, and the counts per table (no row values)."""
-    from hrp_data.verify import last_result
+    from hrp_data.verify.run import last_result
 
     last = last_result(cutover.sqlite)
     if last is None:

@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from adapters.convert import Rejected
-from hrp_data.dual_write import PhaseUnsettled
+from hrp_data.cutover.dual_write import PhaseUnsettled
 from hrp_data.errors import describe_error
 from hrp_data.repositories import UnknownField
 from hrp_data.web import services

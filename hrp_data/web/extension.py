@@ -31,8 +31,9 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.local import LocalProxy
 
 from adapters.binds import writing
-from hrp_data.dual_write import Cutover
+from hrp_data.cutover.dual_write import Cutover
 from hrp_data.settings import Settings
+from hrp_data.verify.run import carry_gap
 from hrp_data.web.shadow_hold import HoldShadowSamples
 
 EXTENSION = "hrp_cutover"
@@ -69,7 +70,7 @@ class CutoverState:
             with self._lock:
                 if self._cutover is None or self._pid != os.getpid():
                     self._pid = os.getpid()
-                    self._cutover = Cutover(self.settings, applier=self.applier)
+                    self._cutover = Cutover(self.settings, applier=self.applier, carry=carry_gap)
                     atexit.register(self.close)
         return self._cutover
 

@@ -9,7 +9,7 @@ A repeat sent while the first is still running waits for it and then gets its
 response. Only 2xx answers are stored: an error rolls everything back, so the
 repeat simply runs again. Stored bodies lose their secret fields (an API
 key and secret are shown once, at creation, never replayed). Without the
-header a write runs as before. See hrp_data.idempotency for the store.
+header a write runs as before. See hrp_data.cutover.idempotency for the store.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from typing import Any
 
 from flask import Response, current_app, make_response, request
 
-from hrp_data import idempotency
+from hrp_data.cutover import idempotency
 from hrp_data.models import SECRET_COLUMNS
 from hrp_data.web.errors import ApiError
 from hrp_data.web.extension import HrpCutover, current_cutover
+from hrp_data.web.session_user import current_user
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -42,8 +43,6 @@ def idempotent(view: Callable) -> Callable:
             key = idempotency.check_key(raw)
         except idempotency.BadKey as error:
             raise ApiError(400, str(error), HEADER) from None
-        from hrp_data.web.auth import current_user  # auth's own views use this decorator
-
         user = current_user()
         scope = f"user:{user['id']}" if user else "anonymous"
         print_ = idempotency.fingerprint(

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from hrp_data.dual_write import Cutover
+from hrp_data.cutover.dual_write import Cutover
 from hrp_data.repositories import Record
 
 

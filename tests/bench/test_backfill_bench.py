@@ -32,15 +32,15 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from adapters import pg_copy
-from hrp_data import backfill_holds as holds
-from hrp_data.backfill import Options, run_backfill
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.legacy_rows import TableReader, connect
+from hrp_data.backfill import holds
+from hrp_data.backfill.run import Options, run_backfill
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.backfill.legacy_rows import TableReader, connect
 from hrp_data.models import TABLES
-from hrp_data.phases import Phase
-from hrp_data.schema import upgrade
-from hrp_data.seed import seed_database
+from hrp_data.cutover.phases import Phase
+from hrp_data.schema.install import upgrade
+from tools.seed import seed_database
 from tests.conftest import scratch_database
 from tests.integration.cutover_helpers import settings_for
 

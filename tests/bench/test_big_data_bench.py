@@ -17,14 +17,14 @@ import sqlalchemy as sa
 from adapters.postgres import create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
 from adapters.types import kind_of
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
 from hrp_data.models import TABLES
-from hrp_data.phases import Phase
-from hrp_data.schema import upgrade
-from hrp_data.seed import seed_database
+from hrp_data.cutover.phases import Phase
+from hrp_data.schema.install import upgrade
+from tools.seed import seed_database
 from hrp_data.unit_of_work import UnitOfWork
-from hrp_data.verify import repair, verify
+from hrp_data.verify.run import repair, verify
 from shadow.normalize import normalize_row
 from tests.integration.cutover_helpers import settings_for
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.schema import upgrade
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.schema.install import upgrade
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 
 WRITES = 2000

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 
 from adapters.postgres import create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
-from hrp_data import outbox
-from hrp_data.applier import Counters, Route, drain_once
+from hrp_data.cutover import outbox
 from hrp_data.catalog import captured, file_catalog
-from hrp_data.schema import upgrade
+from hrp_data.cutover.applier import Counters, Route, drain_once
+from hrp_data.schema.install import upgrade
 
 ROWS = int(os.environ.get("HRP_BENCH_OUTBOX_ROWS", "1000000"))
 CHUNK = 50_000

@@ -19,11 +19,11 @@ import time
 
 import pytest
 
-from hrp_data.demo import free_port, hrp_cutover
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.schema import upgrade
+from tools.demo import free_port, hrp_cutover
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.schema.install import upgrade
 from tests.integration.cutover_helpers import settings_for, wait_drained
 
 RACES = 300

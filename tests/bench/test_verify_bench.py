@@ -22,13 +22,13 @@ import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
 from hrp_data.models import TABLES
-from hrp_data.phases import Phase
-from hrp_data.schema import upgrade
-from hrp_data.seed import seed_database
-from hrp_data.verify import verify
+from hrp_data.cutover.phases import Phase
+from hrp_data.schema.install import upgrade
+from tools.seed import seed_database
+from hrp_data.verify.run import verify
 from tests.integration.cutover_helpers import settings_for
 
 HRP = str(Path(sys.executable).parent / "hrp-cutover")

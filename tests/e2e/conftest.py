@@ -1,5 +1,5 @@
 """End-to-end fixtures: the HRP app built by its factory on a legacy SQLite file (made by the
-sqlite3 shell) and a real PostgreSQL database, brought to a phase with hrp_data.flip.move.
+sqlite3 shell) and a real PostgreSQL database, brought to a phase with hrp_data.flip.move.move.
 
 A `World` is built once per phase and module (the suite stays fast): the app, its Cutover,
 both databases, and three test clients (an admin, a plain user, nobody logged in).
@@ -22,10 +22,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import ORDER, Phase
-from hrp_data.schema import upgrade
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import ORDER, Phase
+from hrp_data.schema.install import upgrade
 from hrp_data.web import create_app, services
 from hrp_data.web.extension import HrpCutover
 from tests.conftest import create_legacy_file, scratch_database

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import MAINTENANCE
-from hrp_data.phases import Phase
+from hrp_data.cutover.phases import Phase
 from tests.e2e.conftest import unique
 from tests.integration.cutover_helpers import assert_equal, postgres_rows, sqlite_rows, wait_drained
 

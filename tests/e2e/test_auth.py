@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
-from hrp_data.schema import upgrade
+from hrp_data.schema.install import upgrade
 from hrp_data.web import create_app
 from hrp_data.web.extension import SECRET_TABLE, HrpCutover
 from tests.e2e.conftest import PASSWORD, login, unique

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phase_store import CACHE_SECONDS
-from hrp_data.phases import Phase
-from hrp_data.readiness import checklist
-from hrp_data.schema import upgrade
-from hrp_data.verify import verify
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phase_store import CACHE_SECONDS
+from hrp_data.cutover.phases import Phase
+from hrp_data.flip.readiness import checklist
+from hrp_data.schema.install import upgrade
+from hrp_data.verify.run import verify
 from tests.e2e.conftest import PASSWORD, ROOT, backfill, hrp_cutover, run_cli, wait_until
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 

@@ -8,8 +8,8 @@ import re
 import pytest
 from flask import get_template_attribute
 
-from hrp_data.phases import Phase
-from hrp_data.verify import verify
+from hrp_data.cutover.phases import Phase
+from hrp_data.verify.run import verify
 from hrp_data.web.dashboard import rate_chart
 from tests.e2e.conftest import PASSWORD, backfill, build_world, unique
 from tests.integration.cutover_helpers import assert_equal, wait_drained

@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from hrp_data.phases import Phase
+from hrp_data.cutover.phases import Phase
 from tests.e2e.conftest import PASSWORD, build_world, login, unique
 
 HOSTILE = ["no", "N", "f", "yes", "", " true", b"\x00", b"\x01", 2, -1, 0.5]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from hrp_data.seed import seed_database
+from tools.seed import seed_database
 from hrp_data.web import create_app, services
 from hrp_data.web.extension import HrpCutover
 from tests.e2e.conftest import PASSWORD, login, unique, wait_until
@@ -90,8 +90,10 @@ def test_the_grown_hrp_file_migrates_with_nothing_left_behind(tmp_path, postgres
             _one(path, "SELECT sire FROM horses WHERE id = 1")]
 
         _cli(path, postgres_url, "phase", "set", "shadow")
+        wait_until(lambda: cutover.phase(fresh=True).phase.value == "shadow", "the app sees phase shadow", 10)
         for race_id in (1, 2, 3):
             assert admin.get(f"/api/races/{race_id}").status_code == 200
+        cutover.shadow.flush(timeout=10.0)  # the app's shadow reads reach the store the flip's checks read
         _cli(path, postgres_url, "verify")
         _cli(path, postgres_url, "flip")
         wait_until(lambda: cutover.phase(fresh=True).phase.value == "postgres_primary", "the app sees the flip", 10)

@@ -11,9 +11,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from hrp_data import idempotency
-from hrp_data.flip import move
-from hrp_data.phases import Phase
+from hrp_data.cutover import idempotency
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
 from tests.e2e.conftest import build_world, login, unique
 from tests.integration.cutover_helpers import wait_drained
 

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
-from hrp_data.phases import Phase
-from hrp_data.schema import upgrade
+from hrp_data.cutover.phases import Phase
+from hrp_data.schema.install import upgrade
 from hrp_data.web import create_app, services
 from hrp_data.web.extension import HrpCutover
 from tests.conftest import create_legacy_file, scratch_database

@@ -16,7 +16,7 @@ import urllib.request
 import psutil
 import pytest
 
-from hrp_data.schema import upgrade
+from hrp_data.schema.install import upgrade
 from tests.conftest import create_legacy_file, scratch_database
 from tests.e2e.conftest import ROOT, hrp_cutover, run_cli, wait_until
 

@@ -81,7 +81,7 @@ def assert_equal(sqlite_path: Path, postgres_url: str) -> None:
 
 def wait_drained(cutover, timeout: float = 30.0) -> None:
     """Wait until the outbox of the current primary is empty."""
-    from hrp_data import outbox
+    from hrp_data.cutover import outbox
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

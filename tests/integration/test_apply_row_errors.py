@@ -8,11 +8,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.replay import replay_outbox
-from hrp_data.schema import upgrade
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.cutover.replay import replay_outbox
+from hrp_data.schema.install import upgrade
 from tests.integration.cutover_helpers import postgres_rows, settings_for, wait_drained
 from tools.cli import cli
 

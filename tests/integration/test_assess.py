@@ -8,8 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from hrp_data.assess import assess
-from hrp_data.seed import seed_database
+from hrp_data.backfill.assess import assess
+from tools.seed import seed_database
 from tests.integration.test_backfill import HOSTILE, plant_hostile
 from tools.cli import cli
 

@@ -26,16 +26,16 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import MAINTENANCE
 from adapters.postgres import create_postgres_engine
-from hrp_data import batch_writer
-from hrp_data import outbox
-from hrp_data.assess import assess
-from hrp_data.backfill import BackfillRefused, Listener, Options, backfill_status, quarantine_rows, run_backfill
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.replay import replay_outbox
-from hrp_data.schema import upgrade
-from hrp_data.seed import seed_database
+from hrp_data.backfill import batch_writer
+from hrp_data.cutover import outbox
+from hrp_data.backfill.assess import assess
+from hrp_data.backfill.run import BackfillRefused, Listener, Options, backfill_status, quarantine_rows, run_backfill
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.cutover.replay import replay_outbox
+from hrp_data.schema.install import upgrade
+from tools.seed import seed_database
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 from tools.cli import cli
 
@@ -564,7 +564,7 @@ def test_hostile_values_are_converted_exactly_or_quarantined_by_reason(hostile, 
 def test_a_long_transaction_on_a_table_keeps_its_indexes_instead_of_stalling_it(seeded, monkeypatch):
     """DROP INDEX would queue every query on the table behind a long reader: the backfill waits
     briefly, then loads that table with its indexes."""
-    from hrp_data import backfill_holds
+    from hrp_data.backfill import holds as backfill_holds
 
     path, url = seeded
     monkeypatch.setattr(backfill_holds, "HOLD_LOCK_TIMEOUT_MS", 200)
@@ -709,7 +709,7 @@ def test_cli_refusals_are_one_line_with_exit_codes(seeded, monkeypatch):
 
 
 def test_readiness_needs_a_complete_backfill_and_an_empty_quarantine(legacy_file, postgres_url):
-    from hrp_data.readiness import checklist
+    from hrp_data.flip.readiness import checklist
 
     with sqlite3.connect(legacy_file) as raw:
         raw.execute("INSERT INTO races (id, race_name, distance) VALUES (16, 'ok', 1000.0)")

@@ -8,10 +8,10 @@ import sqlite3
 
 import pytest
 
-from hrp_data.backfill import Options, run_backfill
+from hrp_data.backfill.run import Options, run_backfill
 from hrp_data.models import TABLES
-from hrp_data.schema import upgrade
-from hrp_data.verify import verify
+from hrp_data.schema.install import upgrade
+from hrp_data.verify.run import verify
 from tests.integration.test_backfill import _quarantine_map, open_cutover, pg_query
 
 HOSTILE_VALUES = [

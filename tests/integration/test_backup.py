@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hrp_data.backup import BACKUP_DIR, BackupError, backup, newest, parse_age, require_recent
-from hrp_data.seed import seed_database
+from hrp_data.backfill.backup import BACKUP_DIR, BackupError, backup, newest, parse_age, require_recent
+from tools.seed import seed_database
 from tests.integration.cutover_helpers import sqlite_rows
 from tools.cli import cli
 

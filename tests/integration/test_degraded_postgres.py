@@ -9,11 +9,11 @@ import time
 
 from click.testing import CliRunner
 
-from hrp_data import outbox
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.schema import upgrade
+from hrp_data.cutover import outbox
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.schema.install import upgrade
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 from tools.cli import cli
 

@@ -10,11 +10,11 @@ import threading
 
 import pytest
 
-from hrp_data import outbox
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import MoveRefused, Phase
-from hrp_data.schema import upgrade
+from hrp_data.cutover import outbox
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import MoveRefused, Phase
+from hrp_data.schema.install import upgrade
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 
 
@@ -172,7 +172,7 @@ def test_a_child_written_before_its_parent_arrives_waits_in_the_outbox(cutover, 
     with cutover.writing() as uow:
         prediction = uow.predictions.add(race_id=race["id"], horse_id=horse["id"], confidence=0.7)
         uow.commit()
-    from hrp_data.replay import replay_outbox
+    from hrp_data.cutover.replay import replay_outbox
 
     waiting = replay_outbox(cutover)
     assert waiting.remaining == 1 and "waiting for its parent" in waiting.last_error
@@ -188,7 +188,7 @@ def test_a_child_written_before_its_parent_arrives_waits_in_the_outbox(cutover, 
 
 
 def test_two_operators_cannot_both_win(cutover):
-    from hrp_data.phase_store import PhaseConflict
+    from hrp_data.cutover.phase_store import PhaseConflict
 
     stale = cutover.phase(fresh=True)
     move(cutover, Phase.DUAL_WRITE)
@@ -246,7 +246,7 @@ def test_the_applier_reports_while_a_steady_load_keeps_it_draining(cutover, lega
     """Each worker's heartbeat (status, dashboard) stays fresh, with the phase it sees, under writes."""
     import time
 
-    from hrp_data import heartbeat
+    from hrp_data.cutover import heartbeat
 
     move(cutover, Phase.DUAL_WRITE)
     stop = threading.Event()
@@ -288,7 +288,7 @@ def test_a_legacy_write_of_a_key_postgresql_cannot_hold_waits_named_and_drains_w
     odd = [(b"\x00\xab", 1), ("abc", 1), (1.5, 2), (1e19, 1), ("café", 1)]
     with sqlite3.connect(legacy_file) as raw:
         raw.executemany("INSERT INTO race_horses (race_id, horse_id, post_position) VALUES (?, ?, 1)", odd)
-    from hrp_data.replay import replay_outbox
+    from hrp_data.cutover.replay import replay_outbox
 
     waiting = replay_outbox(cutover)
     assert waiting.remaining == len(odd) and "a key PostgreSQL cannot hold (race_id: " in waiting.last_error

@@ -13,11 +13,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from hrp_data import outbox
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.schema import upgrade
+from hrp_data.cutover import outbox
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.schema.install import upgrade
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 from tools.cli import cli
 
@@ -96,7 +96,7 @@ def test_sigkill_between_commit_and_apply_loses_nothing(legacy_file, own_postgre
     script = textwrap.dedent(
         f"""
         import os, signal
-        from hrp_data.dual_write import Cutover
+        from hrp_data.cutover.dual_write import Cutover
         from tests.integration.cutover_helpers import settings_for
         cutover = Cutover(settings_for({str(legacy_file)!r}, {own_postgres.url!r}), applier=False)
         for i in range(25):

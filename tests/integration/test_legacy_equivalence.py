@@ -65,7 +65,7 @@ def test_create_all_on_sqlite_gives_the_legacy_schema(tmp_path, legacy_file):
 
 
 def test_the_packaged_legacy_schema_is_the_shared_one():
-    packaged = Path(__file__).resolve().parents[2] / "hrp_data" / "legacy_schema.sql"
+    packaged = Path(__file__).resolve().parents[2] / "hrp_data" / "schema" / "legacy_schema.sql"
     if SHARED_SCHEMA.exists():
         assert packaged.read_text() == SHARED_SCHEMA.read_text()
     assert "CREATE TABLE race_horses" in packaged.read_text()

@@ -22,11 +22,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
-from hrp_data import flip, move_journal, outbox
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import PHASES, POSTGRES, SQLITE, Phase
-from hrp_data.schema import upgrade
+from hrp_data.flip import move as flip, journal as move_journal
+from hrp_data.cutover import outbox
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, Phase
+from hrp_data.schema.install import upgrade
 from tests.integration.cutover_helpers import assert_equal, settings_for
 from tools.cli import cli
 
@@ -152,9 +153,9 @@ def test_an_exception_at_each_point_of_a_move_loses_nothing(shadow, legacy_file,
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    from hrp_data import flip
-    from hrp_data.dual_write import Cutover
-    from hrp_data.phases import Phase
+    from hrp_data.flip import move as flip
+    from hrp_data.cutover.dual_write import Cutover
+    from hrp_data.cutover.phases import Phase
     from hrp_data.settings import Settings
 
     point, target = sys.argv[1], Phase(sys.argv[2])
@@ -288,8 +289,8 @@ def test_the_guard_refuses_writes_to_the_secondary_and_moves_with_the_phase(shad
 
 
 def test_evidence_from_before_a_failed_move_does_not_count(shadow, legacy_file, postgres_url):
-    from hrp_data.readiness import checklist
-    from hrp_data.verify import verify
+    from hrp_data.flip.readiness import checklist
+    from hrp_data.verify.run import verify
 
     cutover = shadow
     assert verify(cutover).equal

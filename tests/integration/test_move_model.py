@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from hrp_data import flip, move_journal
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import PHASES, SQLITE, Phase
-from hrp_data.replay import replay_outbox
-from hrp_data.schema import upgrade
+from hrp_data.flip import move as flip, journal as move_journal
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import PHASES, SQLITE, Phase
+from hrp_data.cutover.replay import replay_outbox
+from hrp_data.schema.install import upgrade
 from tests.integration.cutover_helpers import settings_for
 from tests.integration.test_move_faults import Injected, _libpq
 

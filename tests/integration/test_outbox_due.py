@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from adapters.outbox import outbox as outbox_table
 from adapters.postgres import create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
-from hrp_data import outbox
+from hrp_data.cutover import outbox
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

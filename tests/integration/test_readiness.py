@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hrp_data import readiness
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.readiness import NotReady, checklist, guarded_move
-from hrp_data.verify import verify
+from hrp_data.flip import readiness
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.flip.readiness import NotReady, checklist, guarded_move
+from hrp_data.verify.run import verify
 from tests.integration.test_verify import synced  # noqa: F401  (fixture)
 from tools.cli import cli
 
@@ -68,6 +68,15 @@ def test_a_move_that_is_not_allowed_is_refused(synced):  # noqa: F811
         guarded_move(cutover, Phase.POSTGRES_PRIMARY)
 
 
+def test_flip_force_from_a_phase_two_steps_away_says_force_does_not_help(synced):  # noqa: F811
+    cutover, path, postgres_url = synced
+    result = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "flip", "--force"])
+    assert result.exit_code != 0
+    assert "cannot move from dual_write to postgres_primary" in result.output
+    assert "--force does not change that" in result.output and "--force skips" not in result.output
+    assert cutover.phase(fresh=True).phase is Phase.DUAL_WRITE
+
+
 def test_refused_without_a_verify(synced):  # noqa: F811
     cutover, _, _ = synced
     move(cutover, Phase.SHADOW)
@@ -95,7 +104,7 @@ def test_refused_on_schema_drift(ready):
 
 def test_indexes_an_unfinished_backfill_holds_back_are_named_with_the_way_out(ready):
     cutover, _, _ = ready
-    from hrp_data import backfill_holds
+    from hrp_data.backfill import holds as backfill_holds
 
     raw = cutover.engine("postgres").raw_connection()
     try:
@@ -184,3 +193,21 @@ def test_refused_without_enough_shadow_reads(synced, monkeypatch):  # noqa: F811
     monkeypatch.setenv("HRP_SHADOW_MIN_READS", "1000")
     move(cutover, Phase.SHADOW)
     assert "too few shadow reads" in _failed(cutover)["shadow"]
+
+
+def test_the_backfill_leaves_every_loaded_table_vacuumed_and_analyzed(ready):
+    """Right after the backfill the planner has statistics and the visibility map is set (index-only
+    scans), so the app's first reads after the flip are fast; the checklist says so."""
+    cutover, _, _ = ready
+    statistics = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["statistics"]
+    assert statistics.ok and statistics.detail == "every loaded table vacuumed and analyzed", statistics.detail
+    with cutover.engine("postgres").connect() as connection:
+        all_visible = connection.exec_driver_sql(
+            "SELECT relallvisible >= relpages AND relpages > 0 FROM pg_class WHERE relname = 'predictions'"
+        ).scalar()
+    assert all_visible
+    _pg(cutover, "CREATE TABLE IF NOT EXISTS scratch_unused (x int)")  # not an HRP table: not listed
+    _pg(cutover, "SELECT pg_stat_reset()")
+    statistics = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["statistics"]
+    assert statistics.ok and statistics.detail.startswith("warning: not yet vacuumed/analyzed"), statistics.detail
+    assert "predictions (vacuum and analyze)" in statistics.detail

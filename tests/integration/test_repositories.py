@@ -87,7 +87,7 @@ def engine(request, tmp_path):
         engine = create_sqlite_engine(f"sqlite:///{legacy}")
     else:
         from adapters.postgres import create_postgres_engine
-        from hrp_data.schema import upgrade
+        from hrp_data.schema.install import upgrade
 
         url = request.getfixturevalue("postgres_url")
         upgrade(url)
@@ -200,7 +200,7 @@ def test_unknown_fields_are_refused(engine):
 def test_both_engines_give_equal_results(tmp_path, legacy_file, postgres_url):
     from adapters.postgres import create_postgres_engine
     from adapters.sqlite import create_sqlite_engine
-    from hrp_data.schema import upgrade
+    from hrp_data.schema.install import upgrade
 
     upgrade(postgres_url)
     sqlite_engine = create_sqlite_engine(f"sqlite:///{legacy_file}")

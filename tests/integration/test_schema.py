@@ -15,7 +15,7 @@ import structlog
 from alembic import command
 from click.testing import CliRunner
 
-from hrp_data import schema
+from hrp_data.schema import install as schema
 from hrp_data.models import TRIGRAM_INDEX, Base
 from tools.cli import cli
 
@@ -96,7 +96,7 @@ class TestUpgrade:
 
     def test_concurrent_runs_take_turns(self, postgres_url):
         """Two processes upgrading at once: one does the work, the other finds nothing to do."""
-        code = "import sys; from hrp_data.schema import upgrade; print(upgrade(sys.argv[1]).changed)"
+        code = "import sys; from hrp_data.schema.install import upgrade; print(upgrade(sys.argv[1]).changed)"
         runs = [
             subprocess.Popen([sys.executable, "-c", code, postgres_url], stdout=subprocess.PIPE, text=True)
             for _ in range(2)
@@ -392,7 +392,7 @@ class TestCli:
 
 def test_migrations_ship_as_package_data():
     """Every file of the script directory matches the package-data globs, so a wheel carries it."""
-    globs = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]["hrp_data"]
+    globs = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]["hrp_data.schema"]
     files = [
         path.relative_to(schema.MIGRATIONS.parent).as_posix()
         for path in schema.MIGRATIONS.rglob("*")

@@ -13,14 +13,14 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from adapters.log_safety import QUIET_PARAMETERS, read_settings, risks
-from hrp_data.demo import log_no_statement_text
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.readiness import checklist, statement_logging_check
-from hrp_data.replay import replay_outbox
-from hrp_data.schema import upgrade
-from hrp_data.status import statement_logging
+from tools.demo import log_no_statement_text
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.flip.readiness import checklist, statement_logging_check
+from hrp_data.cutover.replay import replay_outbox
+from hrp_data.schema.install import upgrade
+from hrp_data.cutover.status import statement_logging
 from tests.conftest import scratch_database
 from tests.integration.cutover_helpers import assert_equal, settings_for
 from tools.cli import cli

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from adapters.convert import Rejected, parse_json, to_postgres
 from adapters.types import kind_of
-from hrp_data import seed as seed_module
+from tools import seed as seed_module
 from hrp_data.models import TABLES
-from hrp_data.seed import NOW, SeedError, seed_database
+from tools.seed import NOW, SeedError, seed_database
 from tools.cli import cli
 
 RACES = 200

@@ -9,7 +9,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from hrp_data.schema import upgrade
+from hrp_data.schema.install import upgrade
 from tools.cli import cli
 
 

@@ -9,12 +9,12 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.schema import upgrade
-from hrp_data.seed import seed_database
-from hrp_data.verify import verify, verify_and_repair
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.schema.install import upgrade
+from tools.seed import seed_database
+from hrp_data.verify.run import verify, verify_and_repair
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 from tools.cli import cli
 
@@ -150,7 +150,7 @@ def test_range_hashes_agree_on_equal_data(synced):
     import math
 
     from hrp_data.models import TABLES
-    from hrp_data.verify import BUCKET_ROWS, Buckets, _postgres_buckets, _sqlite_buckets
+    from hrp_data.verify.run import BUCKET_ROWS, Buckets, _postgres_buckets, _sqlite_buckets
 
     cutover, _, _ = synced
     for table in TABLES:

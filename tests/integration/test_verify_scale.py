@@ -17,15 +17,15 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from adapters import postgres as pg_adapter
-from hrp_data import verify as verify_module
-from hrp_data import verify_ranges
-from hrp_data.backfill import Options, run_backfill
-from hrp_data.dual_write import Cutover
-from hrp_data.flip import move
-from hrp_data.phases import Phase
-from hrp_data.schema import upgrade
-from hrp_data.seed import seed_database
-from hrp_data.verify import long_statements, next_statement_buckets, verify
+from hrp_data.verify import run as verify_module
+from hrp_data.verify import ranges as verify_ranges
+from hrp_data.backfill.run import Options, run_backfill
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.schema.install import upgrade
+from tools.seed import seed_database
+from hrp_data.verify.run import long_statements, next_statement_buckets, verify
 from tests.integration.cutover_helpers import settings_for
 from tools.cli import cli
 

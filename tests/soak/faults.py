@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from hrp_data.demo import Api, Ledger
+from tools.demo import Api, Ledger
 
 
 class FullDisk:

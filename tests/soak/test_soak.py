@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from hrp_data import demo as harness
+from tools import demo as harness
 from tests.pg_control import OwnPostgres
 from tests.soak.faults import FullDisk, burst, kill_worker_mid_request, wait_replaced, workers
 from tests.soak.tcp_proxy import TcpProxy
@@ -61,7 +61,7 @@ def _socket_path(url: str) -> str:
 
 
 def _harden_server_log(url: str) -> None:
-    """The settings the README documents: the server log never carries statements or parameters."""
+    """The settings docs/operations.md documents: the server log never carries statements or parameters."""
     import psycopg2
     from sqlalchemy.engine import make_url
 

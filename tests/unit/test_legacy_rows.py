@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.convert import Kind, Rejected
-from hrp_data.legacy_rows import TableReader, column_encoder, field_encoder
+from hrp_data.backfill.legacy_rows import TableReader, column_encoder, field_encoder
 from hrp_data.models import TABLES
 
 TABLE_MAP = {table.name: table for table in TABLES}
@@ -102,7 +102,7 @@ def test_the_json_copy_field_escapes_what_pg_copy_escapes(text):
     """The JSON field skips COPY's tab/newline/CR scans: json_text's output never holds them raw."""
     from adapters import pg_copy
     from adapters.convert import json_text
-    from hrp_data.legacy_rows import _json_field
+    from hrp_data.backfill.legacy_rows import _json_field
 
     try:
         expected = pg_copy.escape_text(json_text(text))

@@ -43,3 +43,21 @@ def test_configured_json_logging_never_prints_a_secret():
         assert secret not in line
     records = [json.loads(l) for l in line.splitlines()]
     assert records[0]["event"] == "user.created" and records[1]["level"] == "warning"
+
+
+def test_a_pool_cleanup_error_is_one_line_without_a_traceback():
+    """The pool's failed rollback of a connection the server closed says one line, no traceback."""
+    import io
+    import logging
+
+    from hrp_data.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging(stream=stream)
+    try:
+        raise ConnectionError("connection already closed\nINSERT INTO users VALUES ('SECRET')")
+    except ConnectionError:
+        logging.getLogger("sqlalchemy.pool.impl.QueuePool").error("Exception during reset or similar", exc_info=True)
+    out = stream.getvalue()
+    assert out.count("\n") == 1 and "Traceback" not in out and "SECRET" not in out
+    assert "Exception during reset or similar: ConnectionError: connection already closed" in out

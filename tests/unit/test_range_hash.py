@@ -1,4 +1,4 @@
-"""shadow.range_hash: the fast renderer spells every row exactly as the general one (no database)."""
+"""hrp_data.verify.range_hash: the fast renderer spells every row exactly as the general one (no database)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from adapters.types import kind_of
 from hrp_data.models import TABLES
-from shadow.range_hash import fast_row_renderer, sqlite_row_renderer
+from hrp_data.verify.range_hash import fast_row_renderer, sqlite_row_renderer
 
 KINDS = {table.name: [kind_of(c) for c in table.columns] for table in TABLES}
 

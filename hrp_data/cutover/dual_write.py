@@ -1,0 +1,282 @@
+"""The dual-write layer: the app's units of work, routed by the current phase.
+
+`Cutover` holds both engines, the phase record and this process's applier.
+`cutover.writing()` is a unit of work on the current primary with the same
+repositories as ever; `cutover.reading()` one on the read source. The
+primary write is one transaction; the trigger-recorded outbox row commits
+with it; after commit the applier is woken to carry the change to the
+secondary, off the request path.
+
+The write gate: a writer re-reads the phase inside its own transaction after
+taking the primary's write gate (SQLite: BEGIN IMMEDIATE, the same lock a
+phase change holds; PostgreSQL: the shared phase advisory lock, which a phase
+change holds exclusive). A writer that finds the primary has moved rolls back
+and starts again on the new primary, so no write is lost or reordered across
+a flip; writes arriving during the switch wait instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from collections.abc import Callable, Iterator
+
+import sqlalchemy as sa
+import structlog
+
+from adapters.postgres import bound_every_call, create_postgres_engine
+from adapters.sqlite import create_sqlite_engine
+from hrp_data.cutover import heartbeat, outbox
+from hrp_data.flip import journal as move_journal
+from hrp_data.cutover.applier import Applier, Route
+from hrp_data.cutover.apply import hold_phase_shared
+from hrp_data.catalog import captured, file_catalog
+from hrp_data.errors import describe_error
+from hrp_data.cutover.phase_store import PhaseRecord, PhaseStore
+from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, Phase, PhaseRow
+from hrp_data.cutover.schema_watch import SchemaWatch
+from hrp_data.settings import Settings, SettingsError
+from hrp_data.cutover.shadow_reads import ShadowReads
+from hrp_data.unit_of_work import UnitOfWork
+
+GATE_ATTEMPTS = 5
+INSTALL_RETRY_S = 5.0
+"""How often the applier tries again to install the outbox tables on a PostgreSQL that did not answer."""
+log = structlog.get_logger(__name__)
+_joined: contextvars.ContextVar["DualWriteUnitOfWork | None"] = contextvars.ContextVar("hrp_joined_unit", default=None)
+
+
+class PhaseUnsettled(RuntimeError):
+    """The primary kept moving while a write tried to start."""
+
+
+class Cutover:
+    """Both databases, the phase record and the applier of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        applier: bool = True,
+        bound_calls: bool = True,
+        carry: Callable[["Cutover", list[str]], object] | None = None,
+    ):
+        self.settings = settings
+        self.carry = carry
+        """How rows written while a table's capture was missing are carried (hrp_data.verify.run.carry_gap)."""
+        self.sqlite = create_sqlite_engine(settings.sqlite_url, lock_wait_s=settings.sqlite_lock_wait_s)
+        self.postgres = (
+            create_postgres_engine(
+                settings.postgres_url,
+                pool_size=settings.postgres_pool,
+                max_overflow=settings.postgres_pool,
+                pool_timeout=settings.postgres_pool_timeout,
+            )
+            if settings.postgres_url
+            else None
+        )
+        if bound_calls and self.postgres is not None:
+            bound_every_call()
+        self.phases = PhaseStore(self.sqlite, Phase(settings.phase))
+        self.catalog = file_catalog(self.sqlite)
+        """What this process moves: the file's tables, read once (hrp_data.catalog)."""
+        self.captured = captured(self.catalog)
+        outbox.install_tables(self.sqlite)
+        heartbeat.install(self.sqlite)
+        self._postgres_installed = False
+        self._next_install_at = 0.0
+        self.schema_watch = SchemaWatch(
+            self.engine, lambda: self.phase_row(fresh=True), self._carry_uncaptured, catalog=self.catalog
+        )
+        self.applier = Applier(
+            self._applier_route, report=self._report, recover=self.finish_interrupted_move,
+            watch=self.schema_watch.watch if self.postgres is not None else None,
+        )
+        if applier:
+            self.applier.start()
+        self.shadow = ShadowReads(  # late-bound: a test may replace phase_row on the instance
+            settings, lambda database: self.engine(database), lambda: self.phase_row()
+        )
+
+    def close(self) -> None:
+        self.applier.stop()
+        self.shadow.close()
+        self.sqlite.dispose()
+        if self.postgres is not None:
+            self.postgres.dispose()
+
+    def __enter__(self) -> "Cutover":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _report(self, applier: Applier) -> None:
+        heartbeat.beat(
+            self.sqlite,
+            breaker=applier.breaker_state,
+            applied=applier.counters.applied,
+            failed=applier.counters.failed,
+            lag=applier.counters.lag_percentiles(),
+            phase=self.phase().phase.value,
+        )
+
+    def _carry_uncaptured(self, tables: list[str]) -> None:
+        """Carry the rows written to `tables` while their capture was missing (see SchemaWatch)."""
+        if self.carry is not None:
+            self.carry(self, tables)
+        else:
+            log.warning("schema.gap_not_carried", tables=tables,
+                        fix=f"run `hrp-cutover verify --repair --tables {','.join(tables)}`")
+
+    def finish_interrupted_move(self, *, wait: bool = False):
+        """Finish a move whose mover died, if there is one (hrp_data.flip.journal)."""
+        return move_journal.finish(self.sqlite, self.postgres, self.phases, self.catalog, wait=wait)
+
+    def engine(self, name: str) -> sa.Engine:
+        if name == SQLITE:
+            return self.sqlite
+        if self.postgres is None:
+            raise SettingsError("HRP_POSTGRES_URL is not set, but the phase needs PostgreSQL")
+        return self.postgres
+
+    def phase(self, *, fresh: bool = False) -> PhaseRecord:
+        return self.phases.current(fresh=fresh)
+
+    def phase_row(self, *, fresh: bool = False) -> PhaseRow:
+        return PHASES[self.phase(fresh=fresh).phase]
+
+    def route(self) -> Route | None:
+        """Where the applier carries changes in the current phase (None: no secondary)."""
+        row = self.phase_row()
+        if row.secondary is None:
+            return None
+        primary = row.primary
+        return Route(
+            self.engine(primary),
+            self.engine(row.secondary),
+            self.captured,
+            still_primary=lambda: self.phase_row(fresh=True).primary == primary,
+        )
+
+    def _applier_route(self) -> Route | None:
+        """The route, once what it needs on PostgreSQL is installed (None until PostgreSQL answers)."""
+        route = self.route()
+        if route is None or self.postgres is None:
+            return route
+        return route if self.install_postgres() else None
+
+    def install_postgres(self) -> bool:
+        """Install the outbox tables on PostgreSQL, once it answers (tried at most every INSTALL_RETRY_S).
+
+        Not in the constructor: a process must start and serve from SQLite while
+        PostgreSQL is down or frozen; its applier carries the changes once this succeeds.
+        """
+        if self._postgres_installed:
+            return True
+        if time.monotonic() < self._next_install_at:
+            return False
+        try:
+            outbox.install_tables(self.postgres)
+        except sa.exc.SQLAlchemyError as error:
+            self._next_install_at = time.monotonic() + INSTALL_RETRY_S
+            log.warning("postgres.install_deferred", error=describe_error(error), retry_in_s=INSTALL_RETRY_S)
+            return False
+        self._postgres_installed = True
+        return True
+
+    def writing(self) -> "DualWriteUnitOfWork | JoinedUnitOfWork":
+        """A unit of work on the current primary; commit() wakes the applier.
+
+        Inside `one_transaction()` it joins that block's unit of work instead.
+        """
+        outer = _joined.get()
+        if outer is not None and outer.cutover is self:
+            return JoinedUnitOfWork(outer)
+        return DualWriteUnitOfWork(self)
+
+    @contextlib.contextmanager
+    def one_transaction(self) -> Iterator["DualWriteUnitOfWork"]:
+        """One unit of work on the primary that every `writing()` inside the block joins.
+
+        Each joined unit runs in a savepoint (its commit releases it, leaving
+        without commit rolls it back); nothing is durable until the block's own
+        `commit()`. Used to store an idempotency key with the write it answers.
+        """
+        with DualWriteUnitOfWork(self) as uow:
+            token = _joined.set(uow)
+            try:
+                yield uow
+            finally:
+                _joined.reset(token)
+
+    def reading(self) -> UnitOfWork:
+        """A read-only unit of work on the current read source (shadowed where the phase says so)."""
+        row = self.phase_row()
+        if row.shadow_reads:
+            return self.shadow.reader(row)
+        return UnitOfWork(self.engine(row.reads_from), writable=False)
+
+
+class DualWriteUnitOfWork(UnitOfWork):
+    """The app's unit of work, opened on whichever database is primary right now."""
+
+    def __init__(self, cutover: Cutover):
+        self.cutover = cutover
+
+    def __enter__(self) -> "DualWriteUnitOfWork":
+        for attempt in range(GATE_ATTEMPTS):
+            row = self.cutover.phase_row(fresh=attempt > 0)
+            self.engine = self.cutover.engine(row.primary).execution_options(sqlite_begin="IMMEDIATE")
+            super().__enter__()
+            try:
+                now = self._pass_gate(row)
+            except BaseException:
+                super().__exit__(None, None, None)
+                raise
+            if now.primary == row.primary:
+                self.row = now
+                return self
+            super().__exit__(None, None, None)
+        raise PhaseUnsettled("the primary database kept changing; retry the request")
+
+    def _pass_gate(self, row: PhaseRow) -> PhaseRow:
+        """Take the primary's write gate and read the phase as it is now."""
+        connection = self.session.connection()
+        if row.primary == POSTGRES:
+            hold_phase_shared(connection)
+            return self.cutover.phase_row(fresh=True)
+        return PHASES[PhaseStore.read(connection).phase]
+
+    def commit(self) -> None:
+        super().commit()
+        log.debug("write.committed", phase=self.row.phase.value, primary=self.row.primary)
+        if self.row.secondary is not None:
+            self.cutover.applier.notify()
+
+
+class JoinedUnitOfWork:
+    """A unit of work inside `Cutover.one_transaction()`: a savepoint of the block's transaction."""
+
+    def __init__(self, outer: DualWriteUnitOfWork):
+        self.outer = outer
+
+    def __enter__(self) -> "JoinedUnitOfWork":
+        outer = self.outer
+        self.session = outer.session
+        self.row = outer.row
+        self.users, self.races, self.horses = outer.users, outer.races, outer.horses
+        self.predictions, self.credentials, self.statistics = outer.predictions, outer.credentials, outer.statistics
+        self._savepoint = self.session.begin_nested()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._savepoint.is_active:
+            self._savepoint.rollback()
+
+    def commit(self) -> None:
+        self._savepoint.commit()
+
+    def rollback(self) -> None:
+        self._savepoint.rollback()

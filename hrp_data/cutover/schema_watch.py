@@ -1,0 +1,263 @@
+"""Schema changes during a cutover: seen within a second, capture re-armed, drift named.
+
+The app keeps deploying while a cutover runs, and its migrations run on the
+primary. Two things can then go wrong without a word: a table rebuilt the way
+Alembic's batch mode does it (create a copy, drop the table, rename the copy)
+loses its capture triggers with the dropped table, so later writes to it are
+never carried; and a column added on one side only (`ALTER TABLE horses ADD
+COLUMN sire`) holds values the other side cannot receive.
+
+`SchemaWatch.check()` runs on the applier's thread every WATCH_S while the
+phase has a secondary. It compares a signature of each side's schema (SQLite's
+`PRAGMA schema_version`, which changes with every DDL; on PostgreSQL a hash of
+the tables' columns and the layer's triggers) with the last one it saw, and on
+a change:
+
+1. re-arms capture on the primary for every table that lost it, inside a
+   write transaction of the primary that re-reads the phase (a move in flight
+   holds that lock, so the two never race) and leaves a move journal's work
+   to the move;
+2. carries the rows written while capture was missing: `carry(tables)` (the
+   verifier with repair on those tables: range hashes find them, the one
+   apply path writes them), tried again every WATCH_S until it succeeds; the
+   re-arm also resets the evidence (hrp_data.flip.journal), so no move to
+   the other side passes its checks before a fresh full verify, even if
+   this process dies before its carry;
+3. records the column drift between the two live schemas (`column_drift`):
+   a column or table on one side only. Verify counts it as a difference and
+   the readiness `schema` check refuses a move while there is any.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+
+import sqlalchemy as sa
+import structlog
+
+from adapters import postgres as postgres_adapter
+from adapters import sqlite as sqlite_adapter
+from adapters.binds import writing
+from adapters.catalog import Catalog, short_name
+from hrp_data.catalog import captured
+from hrp_data.cutover import outbox
+from hrp_data.cutover.apply import PHASE_LOCK
+from hrp_data.errors import describe_error
+from hrp_data.flip import journal as move_journal
+from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, Triggers
+
+log = structlog.get_logger(__name__)
+
+WATCH_S = 1.0
+LAYER_PREFIXES = ("hrp_cutover_", "hrp_shadow_")
+SQLITE_TRIGGER_SUFFIXES = ("ins", "upd", "del")
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnDrift:
+    """A column (or, with column None, a whole table) that one side has and the other lacks."""
+
+    table: str
+    column: str | None
+    only_in: str
+
+    def __str__(self) -> str:
+        if self.column is None:
+            return f"table {self.table} only in {self.only_in}"
+        return f"{self.table}.{self.column} only in {self.only_in}"
+
+    def as_dict(self) -> dict:
+        return {"table": self.table, "column": self.column, "kind": f"column_only_in_{self.only_in}"}
+
+
+def _layer(name: str) -> bool:
+    return name.startswith(LAYER_PREFIXES)
+
+
+def live_columns(connection: sa.Connection, tables: Sequence[str]) -> dict[str, list[str]]:
+    """The user columns of each of `tables` as the database holds them now (absent: no such table)."""
+    found: dict[str, list[str]] = {}
+    if connection.dialect.name == "sqlite":
+        for name in tables:
+            columns = connection.exec_driver_sql(
+                "SELECT name FROM pragma_table_xinfo(?) WHERE hidden IN (0, 2, 3) ORDER BY cid", (name,)
+            ).scalars().all()
+            if columns:
+                found[name] = [c for c in columns if not _layer(c)]
+        return found
+    rows = connection.exec_driver_sql(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = ANY(%(names)s) ORDER BY ordinal_position",
+        {"names": list(tables)},
+    ).all()
+    for table, column in rows:
+        columns = found.setdefault(table, [])
+        if not _layer(column):
+            columns.append(column)
+    return found
+
+
+def column_drift(sqlite_connection: sa.Connection, postgres_connection: sa.Connection,
+                 tables: Sequence[str], sqlite_names: Mapping[str, str] | None = None) -> list[ColumnDrift]:
+    """Every column or table of `tables` that one live schema has and the other lacks.
+
+    `sqlite_names` maps a catalog name to the file's name of the table where they differ (a name
+    PostgreSQL cannot hold: adapters.catalog.short_name, which also names the file's columns there)."""
+    sqlite_names = dict(sqlite_names or {})
+    in_file = live_columns(sqlite_connection, [sqlite_names.get(t, t) for t in tables])
+    sides = {
+        SQLITE: {t: [short_name(c) for c in in_file[sqlite_names.get(t, t)]]
+                 for t in tables if sqlite_names.get(t, t) in in_file},
+        POSTGRES: live_columns(postgres_connection, tables),
+    }
+    drift: list[ColumnDrift] = []
+    for table in tables:
+        here, there = sides[SQLITE].get(table), sides[POSTGRES].get(table)
+        if here is None and there is None:
+            continue
+        if here is None or there is None:
+            drift.append(ColumnDrift(table, None, SQLITE if there is None else POSTGRES))
+            continue
+        drift += [ColumnDrift(table, c, SQLITE) for c in here if c not in there]
+        drift += [ColumnDrift(table, c, POSTGRES) for c in there if c not in here]
+    return drift
+
+
+def schema_drift(sqlite: sa.Engine, postgres: sa.Engine, tables: Sequence[str],
+                 sqlite_names: Mapping[str, str] | None = None) -> list[ColumnDrift]:
+    with sqlite.connect() as here, postgres.connect() as there:
+        try:
+            return column_drift(here, there, tables, sqlite_names)
+        finally:
+            here.rollback()
+            there.rollback()
+
+
+def _signature(connection: sa.Connection, tables: Sequence[str]) -> str:
+    if connection.dialect.name == "sqlite":
+        return str(connection.exec_driver_sql("PRAGMA schema_version").scalar())
+    rows = connection.exec_driver_sql(
+        "SELECT c.relname, c.oid::text, a.attname, a.atttypid::text, coalesce(t.tgname, ''), coalesce(t.tgenabled, '')"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()"
+        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+        " LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND NOT t.tgisinternal"
+        " WHERE c.relname = ANY(%(names)s) ORDER BY 1, 3, 5",
+        {"names": list(tables)},
+    ).all()
+    return hashlib.blake2b(repr(rows).encode(), digest_size=16).hexdigest()
+
+
+def uncaptured(connection: sa.Connection, tables: Sequence[sa.Table]) -> list[str]:
+    """The tables whose capture triggers are missing (or, on PostgreSQL, missing or disabled)."""
+    if connection.dialect.name == "sqlite":
+        names = sqlite_adapter.trigger_names(connection)
+        return [
+            t.name for t in tables
+            if any(f"{outbox.OUTBOX}_{t.name}_{suffix}" not in names for suffix in SQLITE_TRIGGER_SUFFIXES)
+        ]
+    states = postgres_adapter.trigger_states(connection)
+    return [t.name for t in tables if not states.get((t.name, postgres_adapter.capture_trigger_name(t, outbox.OUTBOX)))]
+
+
+def sqlite_names(catalog: Catalog) -> dict[str, str]:
+    """Catalog name -> the file's name, for the tables whose names differ."""
+    return {name: entry.name for name, entry in catalog.tables.items() if entry.name != name}
+
+
+class SchemaWatch:
+    """Watches both schemas from the applier's thread; see the module docstring."""
+
+    def __init__(
+        self,
+        engines: Callable[[str], sa.Engine],
+        phase_row: Callable[[], PhaseRow],
+        carry: Callable[[list[str]], object],
+        *,
+        catalog: Catalog,
+    ):
+        self.engines = engines
+        self.phase_row = phase_row
+        self.carry = carry
+        self.catalog = catalog
+        self.captured = captured(catalog)
+        self.tables = list(self.captured.values())
+        self.names = [t.name for t in self.tables]
+        self._seen: dict[str, str] = {}
+        self.drift: list[ColumnDrift] = []
+        self.rearmed: list[str] = []
+        self._to_carry: set[str] = set()
+
+    def check(self) -> list[str]:
+        """Look once; returns the tables whose capture was re-armed (and carried)."""
+        row = self.phase_row()
+        if row.secondary is None:
+            self._seen.clear()
+            return []
+        rearmed: list[str] = []
+        if self._changed(row.primary):  # capture lives on the primary: checked even with the secondary away
+            rearmed = self._rearm(row.primary)
+            if rearmed:
+                log.warning("schema.capture_rearmed", tables=rearmed, primary=row.primary)
+                self.rearmed = rearmed
+                self._to_carry.update(rearmed)
+            self._seen.pop(row.secondary, None)  # compare the two schemas again below
+        if self._to_carry:  # until it succeeds (the secondary may be away); the evidence reset holds moves
+            tables = sorted(self._to_carry)
+            self.carry(tables)
+            self._to_carry.difference_update(tables)
+        if self._changed(row.secondary):
+            drift = schema_drift(self.engines(SQLITE), self.engines(POSTGRES), self.names, sqlite_names(self.catalog))
+            if drift != self.drift and drift:
+                log.warning("schema.drift", differences=[str(d) for d in drift])
+            self.drift = drift
+        return rearmed
+
+    def _changed(self, side: str) -> bool:
+        """Whether `side`'s schema signature differs from the last one seen (first look: True)."""
+        try:
+            with self.engines(side).connect() as connection:
+                signature = _signature(connection, self.names)
+                connection.rollback()
+        except Exception:
+            self._seen.pop(side, None)
+            raise
+        changed = self._seen.get(side) != signature
+        self._seen[side] = signature
+        return changed
+
+    def _rearm(self, primary: str) -> list[str]:
+        engine = self.engines(primary)
+        if primary == SQLITE:
+            with writing(engine) as connection:  # a move holds this lock while it changes capture
+                return self._rearm_in(connection, SQLITE)
+        with engine.begin() as connection:
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))  # no move in flight
+            return self._rearm_in(connection, POSTGRES)
+
+    def _rearm_in(self, connection: sa.Connection, side: str) -> list[str]:
+        row = self.phase_row()
+        if row.primary != side or row.secondary is None or move_journal.current(self.engines(SQLITE)) is not None:
+            return []  # the primary moved meanwhile, or a move's own steps will set capture
+        named = self.captured.on(side)
+        catalog_name = {table.name: key for key, table in named.items()}
+        missing = [catalog_name[name] for name in uncaptured(connection, list(named.values()))]
+        if missing:
+            guard = outbox.triggers(connection, self.catalog).guard
+            outbox.set_triggers(connection, Triggers(capture=True, guard=guard), self.catalog)
+            reason = f"capture of {', '.join(missing)} was missing after a schema change"
+            if side == SQLITE:  # in the same transaction as the re-arm
+                move_journal.reset_evidence(connection, reason)
+            else:
+                with writing(self.engines(SQLITE)) as sqlite:
+                    move_journal.reset_evidence(sqlite, reason)
+        return missing
+
+    def watch(self) -> None:
+        """The applier's periodic call: never raises (a failure is logged and tried again)."""
+        try:
+            self.check()
+        except Exception as error:  # noqa: BLE001 - PostgreSQL away, a lock held: next time
+            self._seen.clear()
+            log.info("schema.watch_later", error=describe_error(error))

@@ -1,0 +1,404 @@
+"""Shadow reads: the app's reads, served by the primary and repeated against the secondary.
+
+In phases whose row says `shadow_reads` (shadow: SQLite serves, PostgreSQL is
+checked; postgres_primary: the reverse), `Cutover.reading()` returns a
+`ShadowedReader`: the same read-only unit of work as ever, whose
+repositories' read methods (get, list, get_by_username, runners, for_race,
+race_statistics, horse_performance) are shadow.experiment experiments. The
+caller always gets the primary's answer; a sampled read is repeated by a
+background worker on a fresh read-only unit of work on the secondary, with
+the same method and arguments, and the two answers are compared with the
+column kinds of the models (shadow.compare, shadow.normalize). Differences on
+rows that still have an outbox change on the way are re-checked once it is
+applied (the `pending` callable below), and the results go to the mismatch
+store in the SQLite file (shadow.mismatches).
+
+This module is where hrp_data hands shadow its tables and callables; shadow
+itself never imports hrp_data.
+
+Environment (besides HRP_SHADOW_SAMPLE in Settings):
+  HRP_SHADOW_ENABLED=0        kill switch (also `cutover.shadow.lab.enabled = False`)
+  HRP_SHADOW_SAMPLES          per read type, e.g. "races.get=0.1,statistics.race_statistics=0"
+  HRP_SHADOW_IGNORE           columns not compared, e.g. "races.updated_at,horses.updated_at"
+  HRP_SHADOW_WORKERS / HRP_SHADOW_QUEUE   worker threads (1) and queue size (1000); the
+                              workers read PostgreSQL through a pool of their own, one
+                              connection each (never one a request waits for)
+  HRP_SHADOW_MAX_DETAILS      detailed mismatches kept (1000)
+  HRP_SHADOW_WINDOW / HRP_SHADOW_MAX_RATE / HRP_SHADOW_MIN_READS   the readiness check
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import datetime as dt
+import functools
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from adapters.convert import Kind
+from adapters.outbox import outbox as outbox_table
+from adapters.postgres import call_timeout, create_postgres_engine
+from adapters.sqlite import create_sqlite_engine
+from adapters.types import kind_of
+from hrp_data.cutover import outbox
+from hrp_data.cutover.apply import KeyRef
+from hrp_data.errors import describe_error
+from hrp_data.models import SECRET_COLUMNS, TABLES
+from hrp_data.cutover.phase_store import PhaseStore
+from hrp_data.cutover.phases import PHASES, POSTGRES, Phase, PhaseRow
+from hrp_data.settings import Settings, SettingsError
+from hrp_data.unit_of_work import UnitOfWork
+from shadow.compare import Comparator, IgnoreRule, Nested, ReadType
+from shadow.experiment import WORKERS, Laboratory
+from shadow.mismatches import MismatchStore
+from shadow.report import build_report, mismatch_summary, parse_duration
+
+CANDIDATE_TIMEOUT_S = 2.0
+"""A PostgreSQL candidate is cut off client-side after this long (it is a timeout, not an error)."""
+
+TABLE_MAP = {table.name: table for table in TABLES}
+
+AGGREGATES: dict[str, tuple[str, dict[str, Kind]]] = {
+    "race_statistics": ("race_id", {
+        "race_id": Kind.INTEGER, "prediction_count": Kind.INTEGER, "avg_confidence": Kind.REAL,
+        "min_confidence": Kind.REAL, "max_confidence": Kind.REAL,
+    }),
+    "horse_performance": ("horse_id", {
+        "horse_id": Kind.INTEGER, "prediction_count": Kind.INTEGER, "avg_confidence": Kind.REAL,
+        "max_confidence": Kind.REAL, "high_confidence_count": Kind.INTEGER,
+    }),
+}
+"""The statistics reads' rows: pseudo tables keyed by their grouping column, made from predictions."""
+
+AGGREGATE_SOURCE = "predictions"
+
+READ_TYPES: dict[tuple[str, str], ReadType] = {
+    (attr, method): ReadType(f"{attr}.{method}", table, ordered)
+    for attr, method, table, ordered in (
+        ("users", "get", "users", False),
+        ("users", "get_by_username", "users", False),
+        ("users", "list", "users", True),
+        ("races", "get", "races", False),
+        ("races", "list", "races", True),
+        ("races", "runners", "race_horses", True),
+        ("horses", "get", "horses", False),
+        ("horses", "list", "horses", True),
+        ("predictions", "get", "predictions", False),
+        ("predictions", "list", "predictions", True),
+        ("predictions", "for_race", "predictions", True),
+        ("credentials", "get", "api_credentials", False),
+        ("credentials", "list", "api_credentials", True),
+        ("statistics", "race_statistics", "race_statistics", True),
+        ("statistics", "horse_performance", "horse_performance", True),
+    )
+}
+"""Every read method of the unit of work's repositories, with its table and whether it has ORDER BY."""
+
+READS: dict[str, tuple[str, ...]] = {}
+for _attr, _method in READ_TYPES:
+    READS.setdefault(_attr, ())
+    READS[_attr] += (_method,)
+
+
+def column_kinds() -> dict[str, dict[str, Kind]]:
+    """{table: {column: Kind}} for the six tables (from the models) and the statistics rows."""
+    kinds = {table.name: {c.name: kind_of(c) for c in table.columns} for table in TABLES}
+    kinds.update({name: dict(columns) for name, (_key, columns) in AGGREGATES.items()})
+    return kinds
+
+
+def key_columns() -> dict[str, list[str]]:
+    keys = {table.name: [c.name for c in table.primary_key.columns] for table in TABLES}
+    keys.update({name: [key] for name, (key, _columns) in AGGREGATES.items()})
+    return keys
+
+
+NESTED = {"races": {"runners": Nested("race_horses", ordered=True)}}
+
+
+def ignore_rules(env: Mapping[str, str] | None = None) -> list[IgnoreRule]:
+    text = (os.environ if env is None else env).get("HRP_SHADOW_IGNORE", "")
+    try:
+        return IgnoreRule.parse(text)
+    except ValueError as error:
+        raise SettingsError(f"HRP_SHADOW_IGNORE: {error}") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    try:
+        return int(text) if text else default
+    except ValueError:
+        raise SettingsError(f"{name}={text!r} is not a whole number") from None
+
+
+def _samples(env: Mapping[str, str]) -> dict[str, float]:
+    """HRP_SHADOW_SAMPLES: 'races.get=0.1,statistics.race_statistics=0'."""
+    known = {read.name for read in READ_TYPES.values()}
+    out = {}
+    for item in filter(None, (p.strip() for p in env.get("HRP_SHADOW_SAMPLES", "").split(","))):
+        name, _, rate = item.partition("=")
+        try:
+            value = float(rate)
+        except ValueError:
+            value = -1.0
+        if name.strip() not in known or not 0.0 <= value <= 1.0:
+            raise SettingsError(
+                f"HRP_SHADOW_SAMPLES item {item!r} is not READ=RATE with RATE in 0.0..1.0;"
+                f" reads: {', '.join(sorted(known))}"
+            )
+        out[name.strip()] = value
+    return out
+
+
+class ShadowReads:
+    """The shadow-read machinery of one process: comparator, laboratory and mismatch store."""
+
+    def __init__(
+        self, settings: Settings, app_engine: Callable[[str], sa.Engine], phase_row: Callable[[], PhaseRow]
+    ):
+        """`app_engine(database)`: the app's engine of a database; `phase_row()`: the current phase row."""
+        self.app_engine = app_engine
+        self.phase_row = phase_row
+        self.comparator = Comparator(
+            column_kinds(), key_columns(), nested=NESTED, ignore=ignore_rules(), secrets=SECRET_COLUMNS
+        )
+        self.store_engine = create_sqlite_engine(settings.sqlite_url)
+        self.store = MismatchStore(
+            self.store_engine,
+            max_details=_env_int("HRP_SHADOW_MAX_DETAILS", 1000),
+            ignore=self.comparator.ignore,
+        )
+        workers = _env_int("HRP_SHADOW_WORKERS", WORKERS)
+        self.postgres = None if not settings.postgres_url else create_postgres_engine(
+            settings.postgres_url,
+            application_name="hrp-cutover-shadow",
+            pool_size=max(1, workers),
+            max_overflow=0,
+            pool_timeout=CANDIDATE_TIMEOUT_S,
+            pool_pre_ping=False,  # a stale connection costs one candidate error, not a round trip per read
+        )
+        self.lab = Laboratory(
+            self.comparator.compare,
+            self.store,
+            pending=self.pending,
+            sample=settings.shadow_sample,
+            workers=workers,
+            queue_size=_env_int("HRP_SHADOW_QUEUE", 1000),
+            candidate_timeout_s=CANDIDATE_TIMEOUT_S,
+            describe_error=describe_error,
+        )
+        for name, rate in _samples(os.environ).items():
+            self.lab.set_sample(name, rate)
+        self.store.start()
+
+    def close(self) -> None:
+        self.lab.close()
+        self.store.close()
+        self.store_engine.dispose()
+        if self.postgres is not None:
+            self.postgres.dispose()
+
+    def engine(self, database: str) -> sa.Engine:
+        """Where the shadow workers read `database`: PostgreSQL through a pool of their own (one
+        connection per worker), so a candidate or a lag re-check never takes a connection that a
+        request of the app is waiting for; SQLite through the app's engine."""
+        if database == POSTGRES and self.postgres is not None:
+            return self.postgres
+        return self.app_engine(database)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Finish the queued samples and write everything to the store (tests, readiness, shutdown)."""
+        self.lab.wait_idle(timeout)
+        self.store.flush()
+
+    def reader(self, row: PhaseRow) -> "ShadowedReader":
+        return ShadowedReader(self, row)
+
+    # -- what the laboratory is handed --------------------------------------------------
+
+    def pending(self, refs: set[tuple[str, tuple[Any, ...]]]) -> set[tuple[str, tuple[Any, ...]]]:
+        """Which (table, key) rows still have an outbox change on the way to the secondary."""
+        row = self.phase_row()
+        if row.secondary is None:
+            return set()
+        primary = self.engine(row.primary)
+        real = [KeyRef(table, tuple(key)) for table, key in refs if table in TABLE_MAP]
+        found = {(ref.table, ref.key) for ref in outbox.pending_keys(primary, real)}
+        aggregates = {ref for ref in refs if ref[0] in AGGREGATES}
+        if aggregates and _table_pending(primary, AGGREGATE_SOURCE):
+            found |= aggregates
+        return found
+
+    def call(self, database: str, attr: str, method: str, args: tuple, kwargs: dict) -> Any:
+        """The read on a fresh read-only unit of work on `database` (run on a worker thread)."""
+        with _bounded(database), UnitOfWork(self.engine(database), writable=False) as uow:
+            return getattr(getattr(uow, attr), method)(*args, **kwargs)
+
+    def read(self, row: PhaseRow, attr: str, method: str, bound: Callable, args: tuple, kwargs: dict) -> Any:
+        """One read by the app: the primary answers; the secondary is asked afterwards when sampled."""
+        return self.lab.run(
+            READ_TYPES[(attr, method)],
+            functools.partial(bound, *args, **kwargs),
+            functools.partial(self.call, row.secondary, attr, method, args, kwargs),
+            recheck_control=functools.partial(self.call, row.reads_from, attr, method, args, kwargs),
+            context={"primary": row.reads_from, "secondary": row.secondary},
+        )
+
+
+@contextlib.contextmanager
+def _bounded(database: str) -> Iterator[None]:
+    if database == POSTGRES:
+        with call_timeout(CANDIDATE_TIMEOUT_S):
+            yield
+    else:
+        yield
+
+
+def _table_pending(bind: sa.Engine, table: str) -> bool:
+    with bind.connect() as connection:
+        if not sa.inspect(connection).has_table(outbox_table.name):
+            return False
+        found = connection.execute(
+            sa.select(outbox_table.c.seq).where(outbox_table.c.table_name == table).limit(1)
+        ).first()
+        connection.rollback()
+    return found is not None
+
+
+class ShadowedRepository:
+    """A repository whose read methods are experiments; everything else is the repository's own."""
+
+    __slots__ = ("_inner", "_attr", "_reader", "_reads")
+
+    def __init__(self, inner: Any, attr: str, reader: "ShadowedReader"):
+        self._inner = inner
+        self._attr = attr
+        self._reader = reader
+        self._reads = READS[attr]
+
+    def __getattr__(self, name: str) -> Any:
+        bound = getattr(self._inner, name)
+        if name not in self._reads:
+            return bound
+        reader, attr = self._reader, self._attr
+
+        def read(*args: Any, **kwargs: Any) -> Any:
+            return reader.shadow.read(reader.row, attr, name, bound, args, kwargs)
+
+        return read
+
+
+class ShadowedReader(UnitOfWork):
+    """`with cutover.reading() as uow: uow.races.get(1)`, with each read repeated on the secondary.
+
+    The unit of work is one `Laboratory.serving()` block: the shadow workers stand aside
+    while it is open, and its samples are queued once its session is closed.
+    """
+
+    def __init__(self, shadow: ShadowReads, row: PhaseRow):
+        super().__init__(shadow.app_engine(row.reads_from), writable=False)
+        self.shadow = shadow
+        self.row = row
+
+    def __enter__(self) -> "ShadowedReader":
+        self._serving = contextlib.ExitStack()
+        self._serving.enter_context(self.shadow.lab.serving())
+        try:
+            super().__enter__()
+        except BaseException:
+            self._serving.close()
+            raise
+        for attr in READS:
+            setattr(self, attr, ShadowedRepository(getattr(self, attr), attr, self))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            super().__exit__(*exc_info)
+        finally:
+            self._serving.close()
+
+
+# -- services for the CLI and the readiness check -------------------------------------------
+
+
+def shadow_report(settings: Settings, since_seconds: float | None = None) -> dict:
+    """The report of `hrp-cutover report` (reads the SQLite file only)."""
+    engine = create_sqlite_engine(settings.sqlite_url)
+    try:
+        return build_report(engine, since_seconds)
+    finally:
+        engine.dispose()
+
+
+def primary_at(history: list[dict]) -> Callable[[float], str | None]:
+    """The database that was primary at a moment (epoch seconds), from the phase audit
+    (`PhaseStore.history`, newest first); None before the oldest recorded change."""
+    changes = []
+    for change in history:
+        try:
+            at = dt.datetime.fromisoformat(change["at"]).timestamp()
+        except (TypeError, ValueError):
+            continue
+        changes.append((at, PHASES[Phase(change["to_phase"])].reads_from))
+    changes.sort()
+
+    def lookup(moment: float) -> str | None:
+        index = bisect.bisect_right([at for at, _ in changes], moment)
+        return changes[index - 1][1] if index else None
+
+    return lookup
+
+
+def raced_a_move(history: list[dict]) -> Callable[[float, str | None], bool]:
+    """Whether a shadow read made at a moment with a control database raced a move: a process
+    reads the old primary for up to its phase cache time after a flip or a rollback, and what
+    that read compares is the move in flight, not the data."""
+    lookup = primary_at(history)
+
+    def raced(moment: float, control: str | None) -> bool:
+        primary = lookup(moment)
+        return primary is not None and control is not None and control != primary
+
+    return raced
+
+
+def readiness(sqlite: sa.Engine, phases: PhaseStore, shadow: ShadowReads | None) -> tuple[bool, str]:
+    """The shadow check of a move that changes the primary: mismatch rate over the recent window.
+
+    HRP_SHADOW_WINDOW (default 1h): how far back; HRP_SHADOW_MAX_RATE (default 0): the highest
+    mismatch rate allowed; HRP_SHADOW_MIN_READS (default 100): reads that must have been compared.
+    """
+    window_text = os.environ.get("HRP_SHADOW_WINDOW", "1h")
+    try:
+        window = parse_duration(window_text)
+    except ValueError as error:
+        raise SettingsError(f"HRP_SHADOW_WINDOW: {error}") from None
+    rate_text = os.environ.get("HRP_SHADOW_MAX_RATE", "0")
+    try:
+        max_rate = float(rate_text)
+    except ValueError:
+        max_rate = -1.0
+    if not 0.0 <= max_rate <= 1.0:
+        raise SettingsError(f"HRP_SHADOW_MAX_RATE={rate_text!r} is not a number between 0.0 and 1.0")
+    min_reads = _env_int("HRP_SHADOW_MIN_READS", 100)
+    if shadow is not None:
+        shadow.flush(timeout=5.0)
+    summary = mismatch_summary(sqlite, window, raced=raced_a_move(phases.history(200)))
+    compared, mismatched = summary["compared"], summary["mismatches"]
+    rate = summary["rate"] or 0.0
+    detail = (
+        f"{mismatched} mismatched of {compared} compared reads in the last {window_text}"
+        f" (rate {rate:.4%}, max {max_rate:.4%}; at least {min_reads} reads,"
+        f" HRP_SHADOW_WINDOW/HRP_SHADOW_MAX_RATE/HRP_SHADOW_MIN_READS)"
+    )
+    if compared < min_reads:
+        return False, "too few shadow reads: " + detail + "; let shadow reads run (`hrp-cutover report`)"
+    if rate > max_rate:
+        return False, detail + "; see `hrp-cutover report`"
+    return True, detail

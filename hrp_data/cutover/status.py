@@ -1,0 +1,71 @@
+"""The cutover status: phase, outbox, appliers, last phase change (CLI `status` and the dashboard)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import sqlalchemy as sa
+
+from adapters import postgres as postgres_adapter
+from hrp_data.cutover import heartbeat, outbox
+from hrp_data.flip import journal as move_journal
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.errors import describe_error
+from hrp_data.cutover.phases import POSTGRES
+
+
+def cutover_status(cutover: Cutover) -> dict:
+    record = cutover.phase(fresh=True)
+    row = cutover.phase_row(fresh=True)
+    route = cutover.route()
+    depth = outbox.depth(route.primary) if route is not None else outbox.Depth(0, 0, None, None)
+    history = cutover.phases.history(1)
+    return {
+        "phase": record.phase.value,
+        "version": record.version,
+        "changed_at": record.changed_at,
+        "primary": row.primary,
+        "secondary": row.secondary,
+        "reads_from": row.reads_from,
+        "shadow_reads": row.shadow_reads,
+        "outbox": dataclasses.asdict(depth),
+        "workers": heartbeat.workers(cutover.sqlite),
+        "last_change": history[0] if history else None,
+        "move_in_progress": _move(cutover),
+        "guard": {"on": row.guarded, "refused": None},
+    }
+
+
+def _move(cutover: Cutover) -> str | None:
+    marker = move_journal.current(cutover.sqlite)
+    return None if marker is None else marker.describe()
+
+
+def postgres_reachability(cutover: Cutover, report: dict | None = None) -> dict | None:
+    """Whether PostgreSQL answers now, and why not (None: no PostgreSQL configured); with
+    `report`, also fills in how many writes the guard refused when it is on PostgreSQL.
+
+    Asked by `status` only, so that the dashboard never waits on a frozen server.
+    """
+    if cutover.postgres is None:
+        return None
+    try:
+        with cutover.postgres.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+            if report is not None and report["guard"]["on"] == POSTGRES:
+                report["guard"]["refused"] = postgres_adapter.guard_refusals(connection)
+    except sa.exc.SQLAlchemyError as error:
+        return {"reachable": False, "error": describe_error(error)}
+    return {"reachable": True, "error": None}
+
+
+def statement_logging(cutover: Cutover) -> list[str]:
+    """PostgreSQL settings that would log statements with their values, each with its fix."""
+    if cutover.postgres is None:
+        return []
+    from hrp_data.flip.readiness import logging_risks
+
+    try:
+        return [str(risk) for risk in logging_risks(cutover)]
+    except sa.exc.SQLAlchemyError as error:
+        return [f"unknown: PostgreSQL unavailable ({describe_error(error)})"]

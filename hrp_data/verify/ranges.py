@@ -1,0 +1,195 @@
+"""The verifier's SQLite side: range hashes of a legacy table, computed in worker processes.
+
+Rendering every SQLite row as row text (hrp_data.verify.range_hash) is the verifier's
+Python-bound half, capped at one core by one interpreter. So, as the backfill
+reads (hrp_data.backfill.read_pool), worker processes do it: each opens the legacy file
+read-only and, for a range of buckets, reads the rows in key order and
+returns each bucket's row count and md5. The calling process meanwhile has
+PostgreSQL hash its side. A table with few rows is hashed in the calling
+process (a pool costs a start-up).
+
+Workers ignore SIGINT and die with the process that started them; a worker
+that dies breaks the pool, and the verify ends with BrokenProcessPool
+instead of waiting for a range that will never come.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import multiprocessing
+import os
+import signal
+import sqlite3
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from adapters.sqlite import decode_text
+from hrp_data.backfill import legacy_rows
+from hrp_data.backfill.read_pool import WORKER_NICE, _die_with_parent, default_workers
+from hrp_data.verify.range_hash import fast_row_renderer
+
+POOL_MIN_ROWS = 10_000
+"""Below this many rows a table is hashed in the calling process (the pool is started anyway)."""
+TASK_BUCKETS = 8
+"""Buckets per worker task: small enough to spread a table over the workers, big enough to amortize a task."""
+
+BucketHashes = dict[int, tuple[int, str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class RangePlan:
+    """Buckets [low + i*width, low + (i+1)*width) of a table's first key column (see verify.Buckets)."""
+
+    table: str
+    low: int
+    width: int
+    columns: tuple[str, ...]
+    """The file's names of the table's columns, in the catalog's order (with `kinds`)."""
+    kinds: tuple[Any, ...]
+    keys: tuple[str, ...]
+    sqlite_table: str
+    """The file's name of the table (`table` is the catalog's)."""
+
+    @classmethod
+    def of(cls, table: Any, sqlite_table: Any, low: int, width: int) -> "RangePlan":
+        """The plan for a catalog table (`table`) and the same table as the file names it."""
+        from adapters.types import kind_of
+
+        return cls(
+            table.name, low, width, tuple(c.name for c in sqlite_table.columns),
+            tuple(kind_of(c) for c in table.columns), tuple(c.name for c in sqlite_table.primary_key.columns),
+            sqlite_table.name,
+        )
+
+    def key_bounds(self, first: int, last: int) -> tuple[int, int]:
+        """The first and last key of buckets first..last (inclusive), clamped to SQLite's integers."""
+        start = self.low + first * self.width
+        end = self.low + (last + 1) * self.width - 1
+        return max(start, -(2**63)), min(end, 2**63 - 1)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _range_query(plan: RangePlan) -> tuple[str, int]:
+    columns = list(plan.columns)
+    keys = list(plan.keys)
+    first = _quote(keys[0])
+    sql = (
+        f"SELECT {', '.join(_quote(c) for c in columns)} FROM {_quote(plan.sqlite_table)}"
+        f" WHERE {first} >= ? AND {first} <= ? ORDER BY {', '.join(_quote(k) for k in keys)}"
+    )
+    return sql, columns.index(keys[0])
+
+
+def _rows(connection: sqlite3.Connection, sql: str, bounds: tuple[int, int]) -> list[tuple]:
+    """The rows, decoded by the C decoder; a range holding invalid UTF-8 is read again leniently."""
+    connection.text_factory = str
+    try:
+        return connection.execute(sql, bounds).fetchall()
+    except sqlite3.OperationalError as error:
+        if "decode" not in str(error):
+            raise
+        connection.text_factory = decode_text
+        return connection.execute(sql, bounds).fetchall()
+    finally:
+        connection.text_factory = decode_text
+
+
+def hash_buckets(connection: sqlite3.Connection, plan: RangePlan, first: int, last: int) -> BucketHashes:
+    """Row count and md5 of the row texts (newline-joined, in key order) of buckets first..last."""
+    render = _renderers.get(plan.kinds)
+    if render is None:
+        render = _renderers[plan.kinds] = fast_row_renderer(list(plan.kinds))
+    sql, key_index = _range_query(plan)
+    out: BucketHashes = {}
+    current, texts = None, []
+    low, width = plan.low, plan.width
+    for row in _rows(connection, sql, plan.key_bounds(first, last)):
+        key = row[key_index]
+        if type(key) is not int:  # a real key between two integers: verify._odd_keys lists it
+            continue
+        bucket = (key - low) // width
+        if bucket != current:
+            if texts:
+                out[current] = _digest(texts)
+            current, texts = bucket, []
+        texts.append(render(row))
+    if texts:
+        out[current] = _digest(texts)
+    return out
+
+
+def _digest(texts: list[str]) -> tuple[int, str]:
+    return len(texts), hashlib.md5("\n".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_renderers: dict[tuple, Any] = {}
+_worker: dict[str, Any] = {}
+
+
+def _start_worker(path: str, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
+    os.nice(WORKER_NICE)
+    _worker["connection"] = legacy_rows.connect(Path(path))
+
+
+def _hash_in_worker(plan: RangePlan, first: int, last: int) -> BucketHashes:
+    return hash_buckets(_worker["connection"], plan, first, last)
+
+
+class RangeHasher:
+    """Range hashes of one legacy file, in worker processes; `close()` ends them."""
+
+    def __init__(self, path: Path, workers: int | None = None, min_rows: int = POOL_MIN_ROWS):
+        self.path = path
+        self.workers = default_workers() if workers is None else workers
+        self.min_rows = min_rows
+        self._pool: ProcessPoolExecutor | None = None
+        self._connection: sqlite3.Connection | None = None
+
+    def __enter__(self) -> "RangeHasher":
+        if self.workers > 0:
+            self._start()  # the workers' start-up overlaps the small tables' work
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _start(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker, initargs=(str(self.path), os.getpid()),
+            )
+            for _ in range(self.workers):  # the pool starts a process per task: all of them now
+                self._pool.submit(os.getpid)
+        return self._pool
+
+    def submit(self, plan: RangePlan, buckets: int, rows: int) -> list[tuple[int, Future]]:
+        """Start hashing buckets 0..buckets-1; returns (rows expected, future) per task, in key order."""
+        if self.workers > 0 and rows >= self.min_rows:
+            pool = self._start()
+            tasks = []
+            for first in range(0, buckets, TASK_BUCKETS):
+                last = min(first + TASK_BUCKETS, buckets) - 1
+                share = rows * (last - first + 1) // buckets
+                tasks.append((share, pool.submit(_hash_in_worker, plan, first, last)))
+            return tasks
+        if self._connection is None:
+            self._connection = legacy_rows.connect(self.path)
+        done: Future = Future()
+        done.set_result(hash_buckets(self._connection, plan, 0, buckets - 1))
+        return [(rows, done)]

@@ -1,0 +1,612 @@
+"""The verifier: prove both databases equal, table by table, and repair what differs.
+
+In the spirit of data-diff: each table is split into ranges of its first key
+column; each range is hashed on both sides (PostgreSQL computes its hashes in
+SQL, next to the data, while Python hashes the SQLite rows at the same time);
+only ranges whose hashes differ are looked at row by row, and only rows whose
+fingerprints differ are compared column by column with shadow.normalize, the
+same normalization the shadow reads use. So the verifier and the shadow
+comparison never disagree about what "equal" means.
+
+Live writes go on meanwhile. A difference on a key that still has an outbox
+entry, or that changed while being compared, is re-checked (after the entry
+is applied) before it is reported. Rows the backfill quarantined are counted
+as quarantined, not as missing. `repair` sends every confirmed difference
+through the one apply path (hrp_data.cutover.apply), which re-reads the primary row
+under its lock, so a repair never overwrites a newer live write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from adapters.binds import reading, writing
+from adapters.convert import BIGINT_RANGE, Kind
+from adapters.outbox import key_from_json, key_to_json
+from adapters.postgres import call_timeout
+from adapters.types import kind_of
+from hrp_data.backfill import legacy_rows
+from hrp_data.cutover import outbox
+from hrp_data.cutover.apply import KeyRef, apply_keys, read_images
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.backfill.legacy_rows import sqlite_order
+from hrp_data.models import SECRET_COLUMNS
+from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE
+from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
+from hrp_data.verify.ranges import RangeHasher, RangePlan
+from shadow.normalize import normalize_row
+from hrp_data.verify.range_hash import fast_row_renderer, md5_hex, postgres_row_text
+from shadow.redact import fingerprint
+
+log = structlog.get_logger(__name__)
+
+BUCKET_ROWS = 2000
+RECHECK_S = 10.0
+EXAMPLES = 20
+RUNS_TABLE = "hrp_cutover_verify_runs"
+Progress = Callable[[str, str, int, int], None]
+"""(table, stage, done, total): stage "hashing" counts rows hashed on both sides, "differing ranges" ranges."""
+
+STATEMENT_TARGET_S = 5.0
+"""A verify statement on PostgreSQL is sized (in buckets, by the rate measured so far) to take about this long."""
+STATEMENT_BOUND_S = 120.0
+"""Its bound: the server cancels it after this long (statement_timeout), the client gives up a little later.
+A verify is a batch job: its bound is sized for its statements, not the request path's (adapters.postgres)."""
+CLIENT_MARGIN_S = 10.0
+FIRST_STATEMENT_BUCKETS = 25
+
+
+@dataclasses.dataclass
+class TableResult:
+    rows_primary: int = 0
+    rows_secondary: int = 0
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    quarantined: int = 0
+    pending: int = 0
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    equal: bool
+    tables: dict[str, TableResult]
+    examples: list[dict]
+    primary: str
+    repaired: dict[str, int] | None = None
+    differing: list[KeyRef] = dataclasses.field(default_factory=list)
+    """Keys still receiving writes at the deadline are counted as `pending`: not differences."""
+    schema: list[dict] = dataclasses.field(default_factory=list)
+    """Columns or tables one live schema has and the other lacks (hrp_data.schema_watch): never EQUAL."""
+
+    def as_json(self) -> dict:
+        out = {
+            "equal": self.equal,
+            "primary": self.primary,
+            "tables": {name: dataclasses.asdict(t) for name, t in self.tables.items()},
+            "examples": self.examples,
+            "schema": self.schema,
+        }
+        if self.repaired is not None:
+            out["repaired"] = self.repaired
+        return out
+
+
+def _columns(table: sa.Table) -> list[tuple[str, Any]]:
+    return [(c.name, kind_of(c)) for c in table.columns]
+
+
+def _key_names(table: sa.Table) -> list[str]:
+    return [c.name for c in table.primary_key.columns]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclasses.dataclass(frozen=True)
+class Buckets:
+    """Ranges [low + i*width, low + (i+1)*width) of the first key column."""
+
+    low: int
+    width: int
+    wide: bool = False
+    """Keys more than 2**62 apart: PostgreSQL's bigint arithmetic could overflow, so it buckets in numeric."""
+
+    def of(self, value: int) -> int:
+        return (value - self.low) // self.width
+
+    def bounds(self, bucket: int) -> tuple[int, int]:
+        """The bucket's first and last key, inclusive (within BIGINT: both sides bind them)."""
+        start = self.low + bucket * self.width
+        return start, min(start + self.width - 1, BIGINT_RANGE[1])
+
+    def sql(self, column: str) -> str:
+        if self.wide:
+            return f"floor(({column}::numeric - %(low)s) / %(width)s)"
+        return f"({column} - %(low)s) / %(width)s"
+
+
+@contextlib.contextmanager
+def long_statements(engine: sa.Engine, bound_s: float | None = None) -> Iterator[sa.Connection]:
+    """A PostgreSQL connection for the verify's batch statements: statement_timeout `bound_s` on the
+    server (SET LOCAL: this transaction only), and the client's deadline a little later, in place of
+    the request path's (adapters.postgres.call_timeout). A hung server still ends the verify."""
+    bound = STATEMENT_BOUND_S if bound_s is None else bound_s
+    with call_timeout(bound + CLIENT_MARGIN_S), reading(engine) as connection:
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(bound * 1000)}")
+        yield connection
+
+
+def next_statement_buckets(buckets: int, seconds: float, target_s: float | None = None) -> int:
+    """Buckets for the next statement, so that it takes about `target_s` (STATEMENT_TARGET_S) at the
+    rate the last one ran (`buckets` in `seconds`); it grows or shrinks by at most 4x a step."""
+    target = STATEMENT_TARGET_S if target_s is None else target_s
+    wanted = buckets * target / max(seconds, 1e-3)
+    return max(1, min(int(wanted), buckets * 4, 2**62), buckets // 4)
+
+
+def _bounds(connection: sa.Connection, table: sa.Table) -> tuple[int | None, int | None, int]:
+    """The smallest and largest whole number in the first key column, and the row count.
+
+    In SQLite the column may also hold text, blobs or reals (a composite key
+    takes any storage class); the range skips text and blobs and is widened to
+    whole numbers around reals, which the buckets never hold (see _odd_keys).
+    """
+    first = _quote(_key_names(table)[0])
+    numbers = (f" WHERE {first} BETWEEN {BIGINT_RANGE[0]} AND {BIGINT_RANGE[1]}"
+               if connection.dialect.name == "sqlite" else "")  # PostgreSQL's column is a bigint
+    row = connection.exec_driver_sql(
+        f"SELECT min({first}), max({first}), (SELECT count(*) FROM {_quote(table.name)})"
+        f" FROM {_quote(table.name)}{numbers}"
+    ).one()
+    low, high = row[0], row[1]
+    return (None if low is None else math.floor(low)), (None if high is None else math.ceil(high)), row[2]
+
+
+def _odd_keys(engine: sa.Engine, table: sa.Table) -> list[tuple]:
+    """SQLite keys whose first column is not an integer: no bucket holds them, PostgreSQL cannot."""
+    if table.autoincrement_column is not None:  # SQLite's rowid: always an integer
+        return []
+    first = _quote(_key_names(table)[0])
+    keys = ", ".join(_quote(k) for k in _key_names(table))
+    with reading(engine) as connection:
+        return [tuple(row) for row in connection.exec_driver_sql(
+            f"SELECT {keys} FROM {_quote(table.name)} WHERE typeof({first}) != 'integer'"
+        )]
+
+
+def _postgres_statement(table: sa.Table, buckets: Buckets) -> str:
+    keys = ", ".join(_quote(k) for k in _key_names(table))
+    first = _quote(_key_names(table)[0])
+    text = postgres_row_text(_columns(table))
+    return (
+        f"SELECT {buckets.sql(first)} AS bucket, count(*),"
+        f" md5(string_agg({text}, E'\\n' ORDER BY {keys})) FROM {_quote(table.name)}"
+        f" WHERE {first} >= %(lo)s AND {first} <= %(hi)s GROUP BY 1"
+    )
+
+
+def _postgres_range(connection: sa.Connection, table: sa.Table, buckets: Buckets, first: int,
+                    last: int) -> dict[int, tuple[int, str]]:
+    """Count and md5 per bucket of buckets first..last (inclusive), in one statement."""
+    lo, hi = buckets.bounds(first)[0], buckets.bounds(last)[1]
+    rows = connection.exec_driver_sql(
+        _postgres_statement(table, buckets),
+        {"low": buckets.low, "width": buckets.width, "lo": max(lo, BIGINT_RANGE[0]), "hi": hi},
+    ).all()
+    return {int(r[0]): (r[1], r[2]) for r in rows}
+
+
+def _postgres_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets, count: int | None = None,
+                      on_range: Callable[[int], None] | None = None) -> dict[int, tuple[int, str]]:
+    """Every bucket's count and md5, a range of buckets per statement, each range sized by time."""
+    count = count if count is not None else buckets.count
+    out: dict[int, tuple[int, str]] = {}
+    first, size = 0, FIRST_STATEMENT_BUCKETS
+    while first < count:
+        last = min(first + size, count) - 1
+        started = time.monotonic()
+        with long_statements(engine) as connection:
+            out.update(_postgres_range(connection, table, buckets, first, last))
+        size = next_statement_buckets(last - first + 1, time.monotonic() - started)
+        if on_range:
+            on_range(last - first + 1)
+        first = last + 1
+    return out
+
+
+def _sqlite_rows(engine: sa.Engine, table: sa.Table, where: str = "", params: tuple = ()):
+    columns = ", ".join(_quote(name) for name, _ in _columns(table))
+    keys = ", ".join(_quote(k) for k in _key_names(table))
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(f"SELECT {columns} FROM {_quote(table.name)} {where} ORDER BY {keys}", params)
+        while batch := cursor.fetchmany(5000):
+            yield from batch
+    finally:
+        raw.close()
+
+
+def _sqlite_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets, count: int,
+                    sqlite_table: sa.Table | None = None) -> dict[int, tuple[int, str]]:
+    """Every bucket's count and md5 on SQLite, in this process (RangeHasher spreads it over workers)."""
+    with RangeHasher(_sqlite_file(engine), workers=0) as hasher:
+        plan = RangePlan.of(table, sqlite_table if sqlite_table is not None else table, buckets.low, buckets.width)
+        return _gather(hasher.submit(plan, count, 0))
+
+
+def _on_sqlite(cutover: Cutover, table: sa.Table) -> sa.Table:
+    """The catalog table as the file names it (same column order and keys)."""
+    return cutover.captured.sqlite.get(table.name, table)
+
+
+def _whole_table_candidates(cutover: Cutover, table: sa.Table) -> list[tuple]:
+    """Keys whose rows differ, for a table whose first key column is not an integer (no buckets):
+    every row's fingerprint on both sides."""
+    sqlite_table = _on_sqlite(cutover, table)
+    names = [c.name for c in sqlite_table.columns]
+    key_positions = [names.index(k) for k in _key_names(sqlite_table)]
+    render = fast_row_renderer([kind for _, kind in _columns(table)])
+    sqlite_side = {tuple(row[i] for i in key_positions): md5_hex(render(row))
+                   for row in _sqlite_rows(cutover.sqlite, sqlite_table)}
+    keys = ", ".join(_quote(k) for k in _key_names(table))
+    with long_statements(cutover.engine(POSTGRES)) as connection:
+        rows = connection.exec_driver_sql(
+            f"SELECT {keys}, md5({postgres_row_text(_columns(table))}) FROM {_quote(table.name)}"
+        ).all()
+    width = len(_key_names(table))
+    postgres_side = {tuple(r[:width]): r[width] for r in rows}
+    return [k for k in set(sqlite_side) | set(postgres_side) if sqlite_side.get(k) != postgres_side.get(k)]
+
+
+def _sqlite_file(engine: sa.Engine) -> Path:
+    return legacy_rows.sqlite_path(engine.url.render_as_string(hide_password=False))
+
+
+def _gather(tasks, on_task: Callable[[int], None] | None = None) -> dict[int, tuple[int, str]]:
+    out: dict[int, tuple[int, str]] = {}
+    for rows, future in tasks:
+        out.update(future.result())  # a worker that died raises BrokenProcessPool here, never hangs
+        if on_task:
+            on_task(rows)
+    return out
+
+
+def _row_fingerprints(cutover: Cutover, table: sa.Table, bounds: tuple[int, int]) -> tuple[dict, dict]:
+    """Per-key fingerprints of one range on both sides."""
+    sqlite_table = _on_sqlite(cutover, table)
+    names = [c.name for c in sqlite_table.columns]
+    sqlite_keys = _key_names(sqlite_table)
+    key_positions = [names.index(k) for k in sqlite_keys]
+    render = fast_row_renderer([kind for _, kind in _columns(table)])
+    sqlite_first = _quote(sqlite_keys[0])
+    sqlite_side = {
+        tuple(row[i] for i in key_positions): md5_hex(render(row))
+        for row in _sqlite_rows(cutover.sqlite, sqlite_table, f"WHERE {sqlite_first} >= ? AND {sqlite_first} <= ?", bounds)
+    }
+    key_names = _key_names(table)
+    first = _quote(key_names[0])
+    keys = ", ".join(_quote(k) for k in key_names)
+    with long_statements(cutover.engine(POSTGRES)) as connection:
+        rows = connection.exec_driver_sql(
+            f"SELECT {keys}, md5({postgres_row_text(_columns(table))}) FROM {_quote(table.name)}"
+            f" WHERE {first} >= %(lo)s AND {first} <= %(hi)s",
+            {"lo": bounds[0], "hi": bounds[1]},
+        ).all()
+    postgres_side = {tuple(r[: len(key_names)]): r[len(key_names)] for r in rows}
+    return sqlite_side, postgres_side
+
+
+def _redacted(column: str, value: Any) -> Any:
+    if column in SECRET_COLUMNS:
+        return fingerprint(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _differences(table: sa.Table, ref: KeyRef, p_row: dict | None, s_row: dict | None) -> list[dict]:
+    """Field-level differences of one key, by the shared normalization."""
+    base = {"table": table.name, "key": key_to_json(ref.key)}
+    if p_row is not None and s_row is None:
+        return [base | {"kind": "missing_row"}]
+    if p_row is None and s_row is not None:
+        return [base | {"kind": "extra_row"}]
+    if p_row is None:
+        return []
+    kinds = dict(_columns(table))
+    p_norm, s_norm = normalize_row(p_row, kinds), normalize_row(s_row, kinds)
+    return [
+        base | {
+            "kind": "value_differs",
+            "column": column,
+            "primary": _redacted(column, p_norm[column]),
+            "secondary": _redacted(column, s_norm[column]),
+        }
+        for column in kinds
+        if p_norm[column] != s_norm[column]
+    ]
+
+
+def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], primary: str) -> tuple[list[dict], int]:
+    """Confirm candidate differences; return (differences, keys still in flight at the deadline).
+
+    A key is judged only when, in one read of the primary, it has no outbox
+    entry left (so the secondary has applied everything up to that state), and
+    the primary row is unchanged after the secondary was read. Otherwise it is
+    in flight: looked at again until RECHECK_S has passed.
+    """
+    primary_engine = cutover.engine(primary)
+    secondary_engine = cutover.engine(POSTGRES if primary == SQLITE else SQLITE)
+    kinds = dict(_columns(table))
+    remaining = [KeyRef(table.name, key) for key in keys]
+    found: list[dict] = []
+    deadline = time.monotonic() + RECHECK_S
+    while remaining:
+        with reading(primary_engine) as connection:
+            before = read_images(connection, cutover.captured, remaining)
+            pending = outbox.pending_keys(connection, remaining)
+        with reading(secondary_engine) as connection:
+            secondary_images = read_images(connection, cutover.captured, remaining)
+        with reading(primary_engine) as connection:
+            after = read_images(connection, cutover.captured, remaining)
+        in_flight = []
+        for ref in remaining:
+            moved = (before[ref] is None) != (after[ref] is None) or (
+                before[ref] is not None and normalize_row(before[ref], kinds) != normalize_row(after[ref], kinds)
+            )
+            if ref in pending or moved:
+                in_flight.append(ref)
+            else:
+                found += _differences(table, ref, before[ref], secondary_images[ref])
+        remaining = in_flight
+        if not remaining or time.monotonic() >= deadline:
+            break
+        cutover.applier.notify()
+        time.sleep(0.1)
+    return found, len(remaining)
+
+
+def _quarantined_keys(cutover: Cutover, table: sa.Table) -> set[tuple]:
+    with reading(cutover.engine(POSTGRES)) as connection:
+        if not sa.inspect(connection).has_table("hrp_cutover_quarantine"):
+            return set()
+        rows = connection.exec_driver_sql(
+            "SELECT DISTINCT key FROM hrp_cutover_quarantine WHERE table_name = %(t)s", {"t": table.name}
+        ).scalars().all()
+    return {key_from_json(json.loads(k) if isinstance(k, str) else k) for k in rows}
+
+
+def _key(difference: dict) -> tuple:
+    return key_from_json(difference["key"])
+
+
+@dataclasses.dataclass
+class TablePlan:
+    """One table's row counts, buckets, and its SQLite range hashes under way (RangeHasher tasks)."""
+
+    table: sa.Table
+    counts: dict[str, int]
+    buckets: Buckets | None
+    count: int
+    tasks: list
+    whole: bool = False
+    """Compared whole, without buckets (the first key column is not an integer)."""
+
+
+def plan_table(cutover: Cutover, hasher: RangeHasher, table: sa.Table) -> TablePlan:
+    """Count both sides, split the first key column into buckets, and start hashing SQLite's
+    (a first key column that is not an integer has no buckets: the table is compared whole)."""
+    sqlite_table = _on_sqlite(cutover, table)
+    if kind_of(next(iter(table.primary_key.columns))) is not Kind.INTEGER:
+        counts = {}
+        for side, engine, named in ((SQLITE, cutover.sqlite, sqlite_table), (POSTGRES, cutover.engine(POSTGRES), table)):
+            with reading(engine) as connection:
+                counts[side] = connection.exec_driver_sql(f"SELECT count(*) FROM {_quote(named.name)}").scalar()
+        return TablePlan(table, counts, None, 0, [], whole=True)
+    with reading(cutover.sqlite) as connection:
+        s_min, s_max, s_count = _bounds(connection, sqlite_table)
+    with long_statements(cutover.engine(POSTGRES)) as connection:
+        p_min, p_max, p_count = _bounds(connection, table)
+    counts = {SQLITE: s_count, POSTGRES: p_count}
+    lows = [v for v in (s_min, p_min) if v is not None]
+    if not lows:
+        return TablePlan(table, counts, None, 0, [])
+    low, high = min(lows), max(v for v in (s_max, p_max) if v is not None)
+    rows = max(s_count, p_count)
+    count = max(1, math.ceil(rows / BUCKET_ROWS))
+    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / count)), wide=high - low > 2**62)
+    tasks = hasher.submit(RangePlan.of(table, sqlite_table, buckets.low, buckets.width), count, rows)
+    return TablePlan(table, counts, buckets, count, [(share * count // max(rows, 1), f) for share, f in tasks])
+
+
+def _bucket_candidates(cutover: Cutover, plan: TablePlan, progress: Progress | None) -> list[tuple]:
+    """Keys whose rows differ, found by hashing ranges of the first key column on both sides: SQLite's
+    in worker processes (started by plan_table) while PostgreSQL hashes its own, a range of buckets
+    per statement; only buckets whose hashes differ are compared row by row."""
+    table, buckets, count = plan.table, plan.buckets, plan.count
+    done = [0]
+
+    def hashed(share: int) -> None:
+        done[0] += share
+        if progress:
+            progress(table.name, "hashing", done[0], 2 * count)
+
+    postgres_buckets = _postgres_buckets(cutover.engine(POSTGRES), table, buckets, count, on_range=hashed)
+    sqlite_buckets = _gather(plan.tasks, hashed)
+    differing = sorted(b for b in set(sqlite_buckets) | set(postgres_buckets)
+                       if sqlite_buckets.get(b) != postgres_buckets.get(b))
+    candidates: list[tuple] = []
+    for index, bucket in enumerate(differing):
+        sqlite_side, postgres_side = _row_fingerprints(cutover, table, buckets.bounds(bucket))
+        candidates += [k for k in set(sqlite_side) | set(postgres_side)
+                       if sqlite_side.get(k) != postgres_side.get(k)]
+        if progress:
+            progress(table.name, "differing ranges", index + 1, len(differing))
+    return candidates
+
+
+def verify_table(cutover: Cutover, table: sa.Table, primary: str, progress: Progress | None = None,
+                 plan: TablePlan | None = None) -> tuple[TableResult, list[dict]]:
+    if plan is None:
+        with RangeHasher(_sqlite_file(cutover.sqlite)) as hasher:
+            return verify_table(cutover, table, primary, progress, plan_table(cutover, hasher, table))
+    started = time.monotonic()
+    result = TableResult()
+    result.rows_primary = plan.counts[primary]
+    result.rows_secondary = plan.counts[POSTGRES if primary == SQLITE else SQLITE]
+    candidates = _bucket_candidates(cutover, plan, progress) if plan.buckets is not None else []
+    if plan.whole:
+        candidates += _whole_table_candidates(cutover, table)
+    else:
+        candidates += _odd_keys(cutover.sqlite, _on_sqlite(cutover, table))
+    candidates = sorted(set(candidates), key=sqlite_order)
+    differences, pending = _confirm(cutover, table, candidates, primary) if candidates else ([], 0)
+    quarantined = _quarantined_keys(cutover, table) if differences else set()
+    confirmed = []
+    for difference in differences:
+        if difference["kind"] == "missing_row" and primary == SQLITE and _key(difference) in quarantined:
+            result.quarantined += 1
+            continue
+        confirmed.append(difference)
+    result.missing = sum(1 for d in confirmed if d["kind"] == "missing_row")
+    result.extra = sum(1 for d in confirmed if d["kind"] == "extra_row")
+    result.different = len({_key(d) for d in confirmed if d["kind"] == "value_differs"})
+    result.pending = pending
+    result.seconds = round(time.monotonic() - started, 3)
+    return result, confirmed
+
+
+def verify(
+    cutover: Cutover,
+    tables: Sequence[str] | None = None,
+    *,
+    progress: Progress | None = None,
+    record: bool = True,
+) -> VerifyResult:
+    """Compare every row of the given tables (default: all) between SQLite and PostgreSQL."""
+    table_map = cutover.catalog.postgres_tables()
+    names = list(tables) if tables else list(table_map)
+    unknown = sorted(set(names) - set(table_map))
+    if unknown:
+        raise ValueError(f"unknown table {', '.join(unknown)}; use one of: {', '.join(table_map)}")
+    primary = PHASES[cutover.phase(fresh=True).phase].primary
+    results, examples, differing = {}, [], []
+    with RangeHasher(_sqlite_file(cutover.sqlite)) as hasher:
+        plans = [plan_table(cutover, hasher, table_map[name]) for name in names]  # all SQLite work queued
+        for name, plan in zip(names, plans):
+            results[name], confirmed = verify_table(cutover, table_map[name], primary, progress, plan)
+            examples += confirmed
+            differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
+    drift = [d.as_dict() for d in schema_drift(cutover.sqlite, cutover.engine(POSTGRES), names,
+                                               sqlite_names(cutover.catalog))]
+    equal = not drift and all(r.missing == r.extra == r.different == 0 for r in results.values())
+    outcome = VerifyResult(equal, results, (drift + examples)[:EXAMPLES], primary, differing=differing, schema=drift)
+    if record:
+        record_run(cutover.sqlite, outcome, full=tables is None or set(names) == set(table_map))
+    return outcome
+
+
+def repair(cutover: Cutover, result: VerifyResult) -> dict[str, int]:
+    """Make the secondary equal to the primary for every confirmed difference (one apply path)."""
+    primary = cutover.engine(result.primary)
+    secondary = cutover.engine(POSTGRES if result.primary == SQLITE else SQLITE)
+    counts = {"upserted": 0, "deleted": 0, "failed": 0}
+    for start in range(0, len(result.differing), 500):
+        applied = apply_keys(
+            result.differing[start : start + 500],
+            tables=cutover.captured,
+            primary=primary,
+            secondary=secondary,
+            still_primary=lambda: PHASES[cutover.phase(fresh=True).phase].primary == result.primary,
+        )
+        counts["upserted"] += applied.upserted
+        counts["deleted"] += applied.deleted
+        counts["failed"] += len(applied.failed)
+    return counts
+
+
+class RepairRefused(RuntimeError):
+    """A repair in a phase where it cannot hold."""
+
+
+def verify_and_repair(cutover: Cutover, tables: Sequence[str] | None = None, *, progress: Progress | None = None) -> tuple[VerifyResult, VerifyResult | None]:
+    """Verify; if anything differs, repair it and verify again. Returns (first, second)."""
+    if PHASES[cutover.phase(fresh=True).phase].secondary is None:
+        raise RepairRefused(
+            "repair needs a phase with a secondary (dual_write, shadow or postgres_primary): in"
+            f" {cutover.phase().phase.value} nothing captures the primary's writes, so a repaired"
+            " secondary would fall behind again at once; move to one of those phases first"
+        )
+    first = verify(cutover, tables, progress=progress)
+    if first.equal or not first.differing:
+        return first, None
+    first.repaired = repair(cutover, first)
+    second = verify(cutover, tables, progress=progress)
+    return first, second
+
+
+def carry_gap(cutover: Cutover, tables: Sequence[str]) -> None:
+    """Carry the rows written to `tables` while their capture was missing (a table rebuilt by a
+    migration loses its triggers): verify those tables and repair what differs, without recording
+    the run as a full verify. Handed to Cutover(carry=...) by the CLI and the web app."""
+    known = [name for name in tables if name in cutover.catalog.tables]
+    if not known or PHASES[cutover.phase(fresh=True).phase].secondary is None:
+        return
+    first = verify(cutover, known, record=False)
+    if first.equal:
+        return
+    first.repaired = repair(cutover, first)
+    log.warning("schema.gap_carried", tables=known, repaired=first.repaired)
+
+
+def _ensure_runs_table(connection: sa.Connection) -> None:
+    connection.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " finished_at REAL NOT NULL, equal INTEGER NOT NULL, full INTEGER NOT NULL, result TEXT NOT NULL)"
+    )
+
+
+def record_run(engine: sa.Engine, result: VerifyResult, *, full: bool) -> None:
+    with writing(engine) as connection:
+        _ensure_runs_table(connection)
+        connection.exec_driver_sql(
+            f"INSERT INTO {RUNS_TABLE} (finished_at, equal, full, result) VALUES (?, ?, ?, ?)",
+            (time.time(), 1 if result.equal else 0, 1 if full else 0, json.dumps(result.as_json(), default=str)),
+        )
+        connection.exec_driver_sql(
+            f"DELETE FROM {RUNS_TABLE} WHERE id NOT IN (SELECT id FROM {RUNS_TABLE} ORDER BY id DESC LIMIT 100)"
+        )
+
+
+def last_result(engine: sa.Engine, *, full_only: bool = True) -> dict | None:
+    """The newest recorded verify: {"finished_at", "age_s", "equal", "full", "result"} or None."""
+    with reading(engine) as connection:
+        if not sa.inspect(connection).has_table(RUNS_TABLE):
+            return None
+        row = connection.exec_driver_sql(
+            f"SELECT finished_at, equal, full, result FROM {RUNS_TABLE}"
+            f" {'WHERE full = 1' if full_only else ''} ORDER BY id DESC LIMIT 1"
+        ).first()
+    if row is None:
+        return None
+    return {
+        "finished_at": row[0],
+        "age_s": round(time.time() - row[0], 1),
+        "equal": bool(row[1]),
+        "full": bool(row[2]),
+        "result": json.loads(row[3]),
+    }

@@ -1,0 +1,121 @@
+"""The app's own migrations during the cutover: a table rebuilt the way Alembic's batch mode does it
+gets its capture back within seconds and the writes made meanwhile are carried; a column on one
+side only is never EQUAL and holds every move back, named."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from hrp_data.flip import journal as move_journal
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.flip.readiness import checklist
+from hrp_data.schema.install import upgrade
+from hrp_data.cutover.schema_watch import uncaptured
+from tools.seed import seed_database
+from hrp_data.verify.run import carry_gap, verify
+from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
+
+
+@pytest.fixture
+def live(tmp_path, postgres_url):
+    """A seeded file in dual_write with its applier (and schema watch) running, carried to PostgreSQL."""
+    path = tmp_path / "hrp.db"
+    seed_database(path, races=20, seed=3)
+    upgrade(postgres_url)
+    cutover = Cutover(settings_for(path, postgres_url), carry=carry_gap)
+    move(cutover, Phase.DUAL_WRITE)
+    with cutover.sqlite.begin() as connection:  # touch every row so the outbox carries it over
+        for table in ("users", "races", "horses", "race_horses", "predictions", "api_credentials"):
+            connection.exec_driver_sql(f'UPDATE "{table}" SET rowid = rowid')
+    wait_drained(cutover, timeout=120)
+    assert_equal(path, postgres_url)
+    yield cutover, path, postgres_url
+    cutover.close()
+
+
+def _wait(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _rebuild_with_writes(path, table: str) -> dict:
+    """Alembic batch mode's rebuild (copy, drop, rename) and, in the same transaction, writes the old
+    capture triggers would have recorded: they went with the dropped table."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        create = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()[0]
+        connection.execute("PRAGMA foreign_keys = OFF")
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(create.replace(f"CREATE TABLE {table}", f"CREATE TABLE _alembic_tmp_{table}", 1)
+                           .replace(f'CREATE TABLE "{table}"', f'CREATE TABLE "_alembic_tmp_{table}"', 1))
+        connection.execute(f"INSERT INTO _alembic_tmp_{table} SELECT * FROM {table}")
+        connection.execute(f"DROP TABLE {table}")
+        connection.execute(f"ALTER TABLE _alembic_tmp_{table} RENAME TO {table}")
+        ids = [row[0] for row in connection.execute(f"SELECT id FROM {table} ORDER BY id LIMIT 10")]
+        connection.execute(f"UPDATE {table} SET age = coalesce(age, 0) + 1 WHERE id IN ({', '.join(map(str, ids))})")
+        new_id = connection.execute(
+            f"INSERT INTO {table} (horse_name, age) VALUES ('Rebuilt Runner', 4)"
+        ).lastrowid
+        lonely = connection.execute(
+            f"SELECT id FROM {table} WHERE id NOT IN (SELECT horse_id FROM race_horses)"
+            " AND id NOT IN (SELECT horse_id FROM predictions) AND id <> ? ORDER BY id LIMIT 1", (new_id,)
+        ).fetchone()
+        if lonely:
+            connection.execute(f"DELETE FROM {table} WHERE id = ?", lonely)
+        connection.execute("COMMIT")
+        return {"updated": ids, "inserted": new_id, "deleted": lonely[0] if lonely else None}
+    finally:
+        connection.close()
+
+
+def test_a_rebuilt_table_is_captured_again_and_its_gap_carried(live):
+    cutover, path, postgres_url = live
+    changed = _rebuild_with_writes(path, "horses")
+    with cutover.sqlite.connect() as connection:
+        from hrp_data.cutover.outbox import CAPTURED_MAP
+
+        def captured() -> bool:
+            missing = uncaptured(connection, [CAPTURED_MAP["horses"]])
+            connection.rollback()
+            return not missing
+
+        _wait(captured)  # the watch re-armed capture on its own
+    reset = move_journal.evidence_reset(cutover.sqlite)  # no move passes before a fresh full verify
+    assert reset is not None and reset[1].startswith("capture of horses was missing"), reset
+    with sqlite3.connect(path) as raw:  # a write right after the re-arm is captured as usual
+        raw.execute("UPDATE horses SET age = 17 WHERE id = ?", (changed["updated"][0],))
+    _wait(lambda: verify(cutover, ["horses"], record=False).equal, timeout=60)
+    wait_drained(cutover, timeout=60)
+    assert_equal(path, postgres_url)
+
+
+def test_a_column_on_one_side_only_is_never_equal_and_holds_the_flip(live):
+    cutover, path, postgres_url = live
+    with sqlite3.connect(path) as raw:
+        raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
+        raw.execute("UPDATE horses SET sire = 'Galileo' WHERE id <= 5")
+    result = verify(cutover, record=False)
+    assert not result.equal
+    assert {"table": "horses", "column": "sire", "kind": "column_only_in_sqlite"} in result.schema
+    move(cutover, Phase.SHADOW)
+    schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
+    assert not schema.ok and "horses.sire only in sqlite" in schema.detail, schema.detail
+
+
+def test_after_the_flip_a_column_added_on_postgresql_holds_the_rollback(live):
+    cutover, path, postgres_url = live
+    move(cutover, Phase.SHADOW)
+    move(cutover, Phase.POSTGRES_PRIMARY)
+    with cutover.engine("postgres").begin() as connection:  # the app's migration, now on the primary
+        connection.exec_driver_sql("ALTER TABLE races ADD COLUMN going TEXT")
+    result = verify(cutover, record=False)
+    assert not result.equal and {"table": "races", "column": "going", "kind": "column_only_in_postgres"} in result.schema
+    schema = {c.name: c for c in checklist(cutover, Phase.SHADOW)}["schema"]
+    assert not schema.ok and "races.going" in schema.detail, schema.detail
