@@ -45,11 +45,12 @@ __all__ = [
     "json_text",
     "timestamp_text",
     "converter",
+    "fits_numeric",
 ]
 
 
 class Kind(str, enum.Enum):
-    """The column kinds of the HRP schema, named for what they hold."""
+    """The column kinds, named for what they hold (the HRP schema's, and BLOB and NUMERIC for other files)."""
 
     INTEGER = "integer"
     REAL = "real"
@@ -58,6 +59,8 @@ class Kind(str, enum.Enum):
     TIMESTAMP = "timestamp"
     DATE = "date"
     JSON = "json"
+    BLOB = "blob"
+    NUMERIC = "numeric"
 
 
 class Rejected(ValueError):
@@ -106,6 +109,12 @@ REASONS = {
     "json_null": "the JSON text 'null' (it would come back as SQL NULL)",
     "json_string_document": "a document that is a bare JSON string (often JSON encoded twice; as a value it would be read again as JSON text)",
     "blob_in_json_column": "a BLOB in a JSON column",
+    "number_in_blob_column": "a number in a BLOB column (bytea holds bytes only)",
+    "text_in_blob_column": "text in a BLOB column (bytea holds bytes only)",
+    "text_in_numeric_column": "text in a NUMERIC column (NUMERIC affinity converts numeric text itself, so what stays text is not a number)",
+    "blob_in_numeric_column": "a BLOB in a NUMERIC column",
+    "nan_in_numeric_column": "NaN or an infinity in a NUMERIC column",
+    "numeric_out_of_range": "a number with more digits before or after the point than the column's NUMERIC(p,s) holds (PostgreSQL would round it)",
     "unsupported_type": "a Python value that is neither a SQLite storage value nor the column's PostgreSQL value",
 }
 
@@ -493,6 +502,49 @@ def _json_read(raw: Any) -> tuple[Any, bool]:
     return value, False
 
 
+def _blob(raw: Any) -> bytes:
+    if _is_blob(raw):
+        return bytes(raw)
+    if _is_number(raw):
+        raise Rejected("number_in_blob_column", repr(raw))
+    if isinstance(raw, str):
+        raise Rejected("text_in_blob_column")
+    raise _unsupported(raw)
+
+
+def _numeric(raw: Any) -> Decimal:
+    """An exact decimal: a SQLite real as the shortest decimal that reads back as the same double."""
+    if isinstance(raw, Decimal):
+        if not raw.is_finite():
+            raise Rejected("nan_in_numeric_column", str(raw))
+        return raw
+    if isinstance(raw, bool):
+        return Decimal(int(raw))
+    if isinstance(raw, int):
+        return Decimal(raw)
+    if isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise Rejected("nan_in_numeric_column", repr(raw))
+        return Decimal(repr(raw))
+    if _is_blob(raw):
+        raise Rejected("blob_in_numeric_column")
+    if isinstance(raw, str):
+        raise Rejected("text_in_numeric_column")
+    raise _unsupported(raw)
+
+
+def fits_numeric(value: Decimal, precision: int | None, scale: int | None) -> None:
+    """Raise Rejected unless NUMERIC(precision, scale) holds `value` without rounding."""
+    if precision is None:
+        return
+    scale = scale or 0
+    sign, digits, exponent = value.normalize().as_tuple() if value else (0, (0,), 0)
+    decimals = max(0, -exponent)
+    whole = max(0, len(digits) + exponent)
+    if decimals > scale or whole > precision - scale:
+        raise Rejected("numeric_out_of_range", f"{value} in NUMERIC({precision},{scale})")
+
+
 _TO_POSTGRES = {
     Kind.INTEGER: _integer,
     Kind.REAL: _real,
@@ -501,6 +553,8 @@ _TO_POSTGRES = {
     Kind.TIMESTAMP: _timestamp,
     Kind.DATE: _date,
     Kind.JSON: _json,
+    Kind.BLOB: _blob,
+    Kind.NUMERIC: _numeric,
 }
 
 
@@ -581,4 +635,16 @@ def to_sqlite(kind: Kind, value: Any) -> Any:
         if math.isnan(value):  # PostgreSQL float8 holds NaN; SQLite would store NULL
             raise Rejected("nan_in_real_column")
         return value
+    if kind is Kind.NUMERIC:
+        return _numeric_storage(Decimal(value))
+    if kind is Kind.BLOB:
+        return bytes(value)
     return value
+
+
+def _numeric_storage(value: Decimal) -> int | float:
+    """What SQLite's NUMERIC affinity stores for this decimal: an integer if whole and in range, else
+    the double (which is what the file held: _numeric reads a double back as its shortest decimal)."""
+    if value == value.to_integral_value() and BIGINT_RANGE[0] <= value <= BIGINT_RANGE[1]:
+        return int(value)
+    return float(value)

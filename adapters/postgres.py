@@ -24,6 +24,7 @@ import psycopg2
 import psycopg2.extensions
 import sqlalchemy as sa
 
+from adapters.catalog import short_name
 from adapters.convert import dump_jsonb
 from adapters.log_safety import quiet_parameters
 
@@ -114,14 +115,27 @@ APPLYING_SETTING = "hrp_cutover.applying"
 """Set to 'on' (SET LOCAL) by the applier, so its own writes are not captured again."""
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _key_expression(table: sa.Table, row: str) -> str:
-    parts = " || ',' || ".join(f'{row}."{c.name}"::text' for c in table.primary_key.columns)
+    """The outbox spelling of a row's key, as SQLite's trigger spells it: integers as they are,
+    anything else as JSON (text quoted)."""
+    parts = " || ',' || ".join(
+        f"{row}.{_quote(c.name)}::text" if isinstance(c.type, sa.Integer) else f"to_json({row}.{_quote(c.name)})::text"
+        for c in table.primary_key.columns
+    )
     return f"'[' || {parts} || ']'"
+
+
+def capture_function_name(table: sa.Table, outbox: str) -> str:
+    return short_name(f"{outbox}_{table.name}")
 
 
 def capture_function_ddl(table: sa.Table, outbox: str) -> str:
     """The PL/pgSQL function recording every insert, update and delete of `table` in `outbox`."""
-    name = table.name
+    name = table.name.replace("'", "''")
     insert = f'INSERT INTO "{outbox}" (table_name, pk, op, created_at) VALUES'
     new_key, old_key = _key_expression(table, "NEW"), _key_expression(table, "OLD")
     body = f"""
@@ -137,18 +151,19 @@ BEGIN
   END IF;
   RETURN NULL;
 END"""
-    return f'CREATE OR REPLACE FUNCTION "{outbox}_{name}"() RETURNS trigger LANGUAGE plpgsql AS $hrp${body}$hrp$'
+    function = _quote(capture_function_name(table, outbox))
+    return f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $hrp${body}$hrp$"
 
 
 def capture_trigger_name(table: sa.Table, outbox: str) -> str:
-    return f"{outbox}_{table.name}"
+    return short_name(f"{outbox}_{table.name}")
 
 
 def capture_trigger_ddl(table: sa.Table, outbox: str) -> str:
     """CREATE TRIGGER for the capture function (created disabled: a move enables it)."""
     return (
-        f'CREATE TRIGGER "{capture_trigger_name(table, outbox)}" AFTER INSERT OR UPDATE OR DELETE'
-        f' ON "{table.name}" FOR EACH ROW EXECUTE FUNCTION "{outbox}_{table.name}"()'
+        f"CREATE TRIGGER {_quote(capture_trigger_name(table, outbox))} AFTER INSERT OR UPDATE OR DELETE"
+        f" ON {_quote(table.name)} FOR EACH ROW EXECUTE FUNCTION {_quote(capture_function_name(table, outbox))}()"
     )
 
 
@@ -187,7 +202,7 @@ def guard_trigger_ddl(table: sa.Table) -> str:
     """CREATE TRIGGER refusing writes to `table` from outside the layer (created disabled)."""
     return (
         f'CREATE TRIGGER "{GUARD_TRIGGER}" BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE'
-        f' ON "{table.name}" FOR EACH STATEMENT EXECUTE FUNCTION {GUARD_FUNCTION}()'
+        f" ON {_quote(table.name)} FOR EACH STATEMENT EXECUTE FUNCTION {GUARD_FUNCTION}()"
     )
 
 
@@ -205,7 +220,7 @@ def trigger_states(connection: sa.Connection) -> dict[tuple[str, str], bool]:
 def set_trigger_enabled(connection: sa.Connection, table: sa.Table, trigger: str, enabled: bool) -> None:
     """ENABLE or DISABLE one trigger (SHARE ROW EXCLUSIVE: readers are not blocked, writers wait)."""
     verb = "ENABLE" if enabled else "DISABLE"
-    connection.exec_driver_sql(f'ALTER TABLE "{table.name}" {verb} TRIGGER "{trigger}"')
+    connection.exec_driver_sql(f"ALTER TABLE {_quote(table.name)} {verb} TRIGGER {_quote(trigger)}")
 
 
 def guard_refusals(connection: sa.Connection) -> int | None:
@@ -220,7 +235,7 @@ def guard_refusals(connection: sa.Connection) -> int | None:
 def _identity_sequence(connection: sa.Connection, table: sa.Table) -> str | None:
     key = next(iter(table.primary_key.columns)).name
     return connection.exec_driver_sql(
-        "SELECT pg_get_serial_sequence(%(t)s, %(c)s)", {"t": f'"{table.name}"', "c": key}
+        "SELECT pg_get_serial_sequence(%(t)s, %(c)s)", {"t": _quote(table.name), "c": key}
     ).scalar()
 
 
@@ -232,7 +247,7 @@ def bump_identity(connection: sa.Connection, table: sa.Table, at_least: int = 0)
     if sequence is None:
         return
     connection.exec_driver_sql(
-        f'SELECT setval(%(s)s, GREATEST((SELECT max("{key}") FROM "{table.name}"),'
+        f"SELECT setval(%(s)s, GREATEST((SELECT max({_quote(key)}) FROM {_quote(table.name)}),"
         f" (SELECT last_value FROM {sequence}), %(at_least)s, 1))",
         {"s": sequence, "at_least": at_least},
     )

@@ -122,36 +122,47 @@ def create_sqlite_engine(url: str, *, lock_wait_s: float = LOCK_WAIT_S, **kw: An
 EPOCH_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _key_expression(table: sa.Table, row: str) -> str:
     """The outbox spelling of a row's key (adapters.outbox): a JSON array, a blob as {"blob": hex}
     (json_array refuses blobs, which would make the legacy app's write fail)."""
     values = []
     for c in table.primary_key.columns:
-        value = f'{row}."{c.name}"'
+        value = f'{row}.{_quote(c.name)}'
         values.append(f"CASE WHEN typeof({value}) = 'blob' THEN json_object('blob', lower(hex({value})))"
                       f" ELSE {value} END")
     return f"json_array({', '.join(values)})"
 
 
-def capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
-    """CREATE TRIGGER statements recording every insert, update and delete of `table` in `outbox`."""
+def capture_trigger_ddl(table: sa.Table, outbox: str, recorded_as: str | None = None) -> list[str]:
+    """CREATE TRIGGER statements recording every insert, update and delete of `table` in `outbox`
+    (as `recorded_as`, default the table's name: the catalog's name of the table)."""
     name = table.name
+    recorded = _literal(recorded_as or name)
     insert = f'INSERT INTO "{outbox}" (table_name, pk, op, created_at) VALUES'
     new_key, old_key = _key_expression(table, "NEW"), _key_expression(table, "OLD")
+    on = _quote(name)
     return [
-        f'CREATE TRIGGER IF NOT EXISTS "{outbox}_{name}_ins" AFTER INSERT ON "{name}" BEGIN'
-        f" {insert} ('{name}', {new_key}, 'insert', {EPOCH_NOW}); END",
-        f'CREATE TRIGGER IF NOT EXISTS "{outbox}_{name}_upd" AFTER UPDATE ON "{name}" BEGIN'
-        f" {insert} ('{name}', {new_key}, 'update', {EPOCH_NOW});"
+        f'CREATE TRIGGER IF NOT EXISTS {_quote(f"{outbox}_{name}_ins")} AFTER INSERT ON {on} BEGIN'
+        f" {insert} ({recorded}, {new_key}, 'insert', {EPOCH_NOW}); END",
+        f'CREATE TRIGGER IF NOT EXISTS {_quote(f"{outbox}_{name}_upd")} AFTER UPDATE ON {on} BEGIN'
+        f" {insert} ({recorded}, {new_key}, 'update', {EPOCH_NOW});"
         f' INSERT INTO "{outbox}" (table_name, pk, op, created_at)'
-        f" SELECT '{name}', {old_key}, 'delete', {EPOCH_NOW} WHERE {old_key} IS NOT {new_key}; END",
-        f'CREATE TRIGGER IF NOT EXISTS "{outbox}_{name}_del" AFTER DELETE ON "{name}" BEGIN'
-        f" {insert} ('{name}', {old_key}, 'delete', {EPOCH_NOW}); END",
+        f" SELECT {recorded}, {old_key}, 'delete', {EPOCH_NOW} WHERE {old_key} IS NOT {new_key}; END",
+        f'CREATE TRIGGER IF NOT EXISTS {_quote(f"{outbox}_{name}_del")} AFTER DELETE ON {on} BEGIN'
+        f" {insert} ({recorded}, {old_key}, 'delete', {EPOCH_NOW}); END",
     ]
 
 
 def drop_capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
-    return [f'DROP TRIGGER IF EXISTS "{outbox}_{table.name}_{op}"' for op in ("ins", "upd", "del")]
+    return [f'DROP TRIGGER IF EXISTS {_quote(f"{outbox}_{table.name}_{op}")}' for op in ("ins", "upd", "del")]
 
 
 GUARD_PREFIX = "hrp_cutover_guard"
@@ -163,14 +174,14 @@ def guard_trigger_ddl(table: sa.Table) -> list[str]:
     outside = f"NOT EXISTS (SELECT 1 FROM pragma_database_list WHERE name = '{LAYER_MARK}')"
     message = GUARD_MESSAGE.replace("'", "''")
     return [
-        f'CREATE TRIGGER IF NOT EXISTS "{GUARD_PREFIX}_{name}_{op}" BEFORE {verb} ON "{name}"'
+        f'CREATE TRIGGER IF NOT EXISTS {_quote(f"{GUARD_PREFIX}_{name}_{op}")} BEFORE {verb} ON {_quote(name)}'
         f" WHEN {outside} BEGIN SELECT RAISE(ABORT, '{message}'); END"
         for op, verb in (("ins", "INSERT"), ("upd", "UPDATE"), ("del", "DELETE"))
     ]
 
 
 def drop_guard_trigger_ddl(table: sa.Table) -> list[str]:
-    return [f'DROP TRIGGER IF EXISTS "{GUARD_PREFIX}_{table.name}_{op}"' for op in ("ins", "upd", "del")]
+    return [f'DROP TRIGGER IF EXISTS {_quote(f"{GUARD_PREFIX}_{table.name}_{op}")}' for op in ("ins", "upd", "del")]
 
 
 def trigger_names(connection: sa.Connection) -> set[str]:
@@ -188,7 +199,7 @@ def bump_autoincrement(connection: sa.Connection, table: sa.Table, at_least: int
     """Set sqlite_sequence for `table` past its largest id and past `at_least` (an id the other
     database has handed out already), so the next insert gets an id never given before."""
     key = next(iter(table.primary_key.columns)).name
-    largest = connection.exec_driver_sql(f'SELECT max("{key}") FROM "{table.name}"').scalar()
+    largest = connection.exec_driver_sql(f"SELECT max({_quote(key)}) FROM {_quote(table.name)}").scalar()
     top = max(largest or 0, at_least)
     if top <= 0:
         return

@@ -17,9 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator, UserDefinedType
 
-from adapters.convert import Kind, Rejected, to_postgres, to_sqlite
+from adapters.convert import Kind, Rejected, fits_numeric, to_postgres, to_sqlite
 
-__all__ = ["Timestamp", "Day", "ExactReal", "Flag", "JsonDocument", "Key", "kind_of"]
+__all__ = [
+    "Timestamp", "Day", "ExactReal", "Flag", "JsonDocument", "Bytes", "ExactNumeric", "Key", "kind_of",
+    "postgres_value",
+]
 
 
 class _Declared(UserDefinedType):
@@ -134,6 +137,47 @@ class JsonDocument(_Converted):
     postgres_type = postgresql.JSONB()
 
 
+class Bytes(_Converted):
+    """BLOB on SQLite; BYTEA on PostgreSQL (read back as bytes, not memoryview)."""
+
+    cache_ok = True
+    kind = Kind.BLOB
+    sqlite_name = "BLOB"
+    postgres_type = postgresql.BYTEA()
+
+    def process_result_value(self, value, dialect):
+        if value is not None and dialect.name != "sqlite":
+            return bytes(value)
+        return super().process_result_value(value, dialect)
+
+
+class ExactNumeric(_Converted):
+    """NUMERIC on SQLite; NUMERIC(precision, scale) on PostgreSQL, a value that would be rounded refused."""
+
+    cache_ok = True
+    kind = Kind.NUMERIC
+
+    def __init__(self, precision: int | None = None, scale: int | None = None):
+        super().__init__()
+        self.precision = precision
+        self.scale = scale
+        self.sqlite_name = "NUMERIC" if precision is None else f"NUMERIC({precision},{scale or 0})"
+        self.postgres_type = sa.Numeric(precision, scale, asdecimal=True)
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            fits_numeric(to_postgres(self.kind, value), self.precision, self.scale)
+        return super().process_bind_param(value, dialect)
+
+
+def postgres_value(column: sa.Column, raw: Any) -> Any:
+    """The PostgreSQL value of a stored value of `column` (raises Rejected), NUMERIC(p,s) held to p and s."""
+    value = to_postgres(kind_of(column), raw)
+    if value is not None and isinstance(column.type, ExactNumeric):
+        fits_numeric(value, column.type.precision, column.type.scale)
+    return value
+
+
 Key = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 """Primary and foreign keys: INTEGER (the rowid alias) on SQLite, BIGINT on PostgreSQL."""
 
@@ -155,4 +199,6 @@ def kind_of(column: sa.Column) -> Kind:
         return Kind.DATE
     if isinstance(column.type, sa.JSON):
         return Kind.JSON
+    if isinstance(column.type, sa.LargeBinary):
+        return Kind.BLOB
     return Kind.TEXT

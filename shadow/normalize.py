@@ -9,7 +9,7 @@ about what "equal" means. By column kind:
 - real: a float, with -0.0 equal to 0.0 and Decimal turned into float;
 - integer: an int;
 - json: canonical text (sorted keys, no spaces, 1.0 written as 1);
-- text: the string.
+- text: the string; blob: the bytes; numeric: the Decimal without trailing zeros.
 
 A stored value that does not convert (a hostile legacy value) becomes
 `Unconvertible(reason, raw)`, which equals only the same raw value.
@@ -63,6 +63,8 @@ def normalize(kind: Kind, value: Any) -> Any:
         return float(converted) + 0.0
     if kind is Kind.JSON:
         return json.dumps(_canonical_json(converted), sort_keys=True, separators=(",", ":"))
+    if kind is Kind.NUMERIC:
+        return Decimal(0) if converted == 0 else converted.normalize()
     return converted
 
 

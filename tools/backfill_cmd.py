@@ -103,14 +103,34 @@ def _print_assessment(report: dict) -> None:
     for item in report["rejections"]:
         click.echo(f"rejected        {item['table']}.{item['column']}: {item['reason']} x{item['count']},"
                    f" e.g. key {item['examples'][0]} value {item['example_value']!r}")
-    beyond = report["beyond_schema"]
+    beyond = report["beyond_schema"] or {"extra_columns": [], "extra_tables": []}
     for column in beyond["extra_columns"]:
-        click.echo(f"not copied      column {column}: beyond the HRP schema (the backfill refuses to start"
-                   " unless --leave-extra-columns)")
+        click.echo(f"beyond HRP      column {column}: carried from the file's own schema")
     for table in beyond["extra_tables"]:
-        click.echo(f"not copied      table {table}: not an HRP table")
+        click.echo(f"beyond HRP      table {table}: carried from the file's own schema")
+    _print_mapping(report)
     click.echo(f"will quarantine about {report['quarantine_rows']} row(s): rejected values plus orphans")
     click.echo(f"estimate        ~{report['estimate']['seconds']:.0f} s ({report['estimate']['basis']})")
+
+
+def _print_mapping(report: dict) -> None:
+    """The type mapping (table, column, SQLite declaration, values, PostgreSQL type, why) and what
+    is not carried over."""
+    rows = [(m["table"], m["column"] if m["column"] == m["postgres_name"] else f"{m['column']} -> {m['postgres_name']}",
+             m["declared"] or "-", m["values"], m["postgres_type"], m["why"]) for m in report["mapping"]]
+    heads = ("table", "column", "declared", "values", "postgresql", "why")
+    widths = [min(28, max([len(h)] + [len(r[i]) for r in rows])) for i, h in enumerate(heads[:-1])]
+    click.echo("mapping         " + "  ".join(h.ljust(w) for h, w in zip(heads, widths)) + "  why")
+    for row in rows:
+        click.echo("                " + "  ".join(v.ljust(w) for v, w in zip(row, widths)) + f"  {row[-1]}")
+    for item in report["renamed"]:
+        click.echo(f"renamed         {item['sqlite']} -> {item['postgres']} (PostgreSQL holds names of 63 bytes at most)")
+    for item in report["keyless_tables"]:
+        click.echo(f"no key          {item['table']}: {item['recommendation']}")
+    for item in report["not_carried"]:
+        where = f"{item['table']}." if item["table"] and item["table"] != item["name"] else ""
+        click.echo(f"not carried     {item['what']} {where}{item['name']}: {item['why']}")
+        click.echo(f"                  {' '.join(item['sql'].split())}")
 
 
 # -- backfill -----------------------------------------------------------------
@@ -176,7 +196,7 @@ class _Interrupt:
 @click.option("--workers", type=click.IntRange(min=0, max=64),
               help="Processes that read and convert (default: one per core, at most 4, for big tables; 0: none).")
 @click.option("--leave-extra-columns", is_flag=True,
-              help="Copy tables whose legacy file has columns beyond the HRP schema, without those columns.")
+              help="Obsolete, accepted and ignored: every column of the file is carried (docs/schema.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @postgres_option
 @pass_context
@@ -202,7 +222,7 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
     settings = settings_from(ctx, postgres_url=postgres_url)
     with domain_errors():
         settings.require_postgres()
-    options = Options(parse_tables(tables), batch_size, max_rows_per_sec, restart, retry_quarantined, workers,
+    options = Options(parse_tables(tables, ctx), batch_size, max_rows_per_sec, restart, retry_quarantined, workers,
                       leave_extra_columns)
     path = _sqlite_file(ctx)
     if not no_backup:

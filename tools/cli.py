@@ -93,18 +93,29 @@ def seed(path: Path, races: int, seed: int, force: bool) -> None:
     click.echo(" ".join(f"{table}={count}" for table, count in counts.items()))
 
 
-def parse_tables(option: str | None) -> tuple[str, ...] | None:
-    """A --tables option as known table names, in the given order (None: all tables)."""
-    from hrp_data.models import TABLES
-
+def parse_tables(option: str | None, ctx: "Context | None" = None) -> tuple[str, ...] | None:
+    """A --tables option as known table names, in the given order (None: all tables): the tables of
+    the SQLite file's catalog (hrp_data.catalog), or of the HRP models without a readable file."""
     if not option:
         return None
     names = tuple(t.strip() for t in option.split(",") if t.strip())
-    known = [t.name for t in TABLES]
+    known = _known_tables(ctx)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise BadSetting(f"unknown table {', '.join(unknown)}; use one of: {', '.join(known)}")
     return names
+
+
+def _known_tables(ctx: "Context | None") -> list[str]:
+    from hrp_data.catalog import catalog_of_file
+    from hrp_data.models import TABLES
+
+    if ctx is not None:
+        try:
+            return list(catalog_of_file(ctx.settings.require_sqlite_file()).tables)
+        except (SettingsError, OSError, ValueError):
+            pass
+    return [t.name for t in TABLES]
 
 
 @contextlib.contextmanager
@@ -160,14 +171,33 @@ postgres_option = click.option(
 
 @cli.command()
 @postgres_option
+@click.option("--sql", "as_sql", is_flag=True, help="Print the DDL it would run; run nothing.")
 @pass_context
-def schema(ctx: Context, postgres_url: str | None) -> None:
-    """Create or upgrade the PostgreSQL schema (Alembic head); idempotent."""
-    from hrp_data.schema.install import upgrade
+def schema(ctx: Context, postgres_url: str | None, as_sql: bool) -> None:
+    """Create the PostgreSQL schema from the SQLite file's own (the HRP tables by their Alembic
+    migrations, to head; every other table and column from the file); idempotent."""
+    from hrp_data.catalog import catalog_of_file
+    from hrp_data.schema.install import catalog_ddl, install, upgrade
 
+    settings = settings_from(ctx, postgres_url=postgres_url)
+    catalog = None
+    try:
+        catalog = catalog_of_file(settings.require_sqlite_file())
+    except SettingsError as error:
+        if as_sql:
+            raise BadSetting(str(error)) from None  # no file, no catalog: nothing to print
+    if as_sql:
+        for statement in catalog_ddl(catalog):
+            click.echo(statement if statement.startswith("--") else f"{statement};")
+        for item in catalog.not_carried:
+            click.echo(f"-- not carried over: {item.what} {item.name}: {item.why}")
+        return
     with domain_errors():
-        result = upgrade(settings_from(ctx, postgres_url=postgres_url).require_postgres())
+        url = settings.require_postgres()
+        result = upgrade(url) if catalog is None else install(url, catalog)
     click.echo(result.message)
+    for item in catalog.not_carried if catalog is not None else ():
+        click.echo(f"not carried over: {item.what} {item.name}: {item.why}")
 
 
 @cli.group()

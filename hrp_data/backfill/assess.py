@@ -10,9 +10,11 @@ PRAGMA query_only) and reports:
   reason, with a count, example keys and one example value (secrets
   fingerprinted): exactly the rows the backfill will quarantine, and why;
 - an estimate of the backfill's time from a short timed sample per table;
-- what lies beyond the HRP schema and will not be copied: columns of HRP
-  tables (the backfill refuses them unless told to leave them) and other
-  tables (hrp_data.backfill.legacy_file).
+- the mapping of every column to its PostgreSQL type, and why (hrp_data.catalog);
+  tables without a declared key (keyed by their rowid); what is not carried
+  over (views, triggers, CHECKs, untranslatable defaults...), with its SQL;
+- for the HRP file, what lies beyond the HRP schema (carried from the file's
+  own schema: hrp_data.backfill.legacy_file).
 
 Every row is converted with the same code the backfill uses
 (hrp_data.backfill.legacy_rows), so the census and the quarantine agree.
@@ -27,10 +29,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from adapters.catalog import Catalog, quote
 from adapters.outbox import key_to_json
 from hrp_data.backfill.legacy_file import require_contract
 from hrp_data.backfill.legacy_rows import TableReader, connect, readers
-from hrp_data.models import TABLES
+from hrp_data.catalog import file_catalog
 
 EXAMPLES = 5
 SAMPLE_ROWS = 5_000
@@ -55,22 +58,22 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
     connection = connect(path, read_only=True)
     connection.execute("PRAGMA query_only = ON")
     try:
+        catalog = file_catalog(connection)
         integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
-        table_readers = readers()
+        table_readers = readers(catalog)
         counts = {name: reader.count(connection) for name, reader in table_readers.items()}
         estimate = _estimate(connection, table_readers, counts, sample_rows)
         tables: dict[str, Any] = {}
         rejections: list[dict[str, Any]] = []
-        for table in TABLES:
-            reader = table_readers[table.name]
-            census, rejected_rows = _census(connection, reader, counts[table.name], progress)
-            tables[table.name] = {"rows": counts[table.name], "rejected_rows": rejected_rows}
+        for name, reader in table_readers.items():
+            census, rejected_rows = _census(connection, reader, counts[name], progress)
+            tables[name] = {"rows": counts[name], "rejected_rows": rejected_rows}
             for (column, reason), found in sorted(census.items()):
                 rejections.append({
-                    "table": table.name, "column": column, "reason": reason, "count": found.count,
+                    "table": name, "column": column, "reason": reason, "count": found.count,
                     "examples": found.examples, "example_value": found.example_value,
                 })
-        orphans = _orphans(connection)
+        orphans = _orphans(connection, catalog)
         foreign_key_check = _foreign_key_check(connection)
     finally:
         connection.close()
@@ -85,7 +88,23 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
         "quarantine_rows": sum(t["rejected_rows"] for t in tables.values())
         + sum(o["rows"] for o in orphans),
         "estimate": estimate,
-        "beyond_schema": {"extra_columns": contract.extra_columns, "extra_tables": contract.extra_tables},
+        "beyond_schema": {"extra_columns": contract.extra_columns, "extra_tables": contract.extra_tables}
+        if catalog.hrp else None,
+        "hrp_file": catalog.hrp,
+        "mapping": [row.as_json() for row in catalog.mapping()],
+        "keyless_tables": [
+            {"table": entry.name, "recommendation": "declare a primary key (until then the layer keys it by its"
+             " rowid, carried in PostgreSQL as hrp_cutover_rowid; do not VACUUM the file during the cutover)"}
+            for entry in catalog.tables.values() if entry.rowid_key
+        ],
+        "renamed": [
+            {"sqlite": entry.name, "postgres": entry.postgres.name}
+            for entry in catalog.tables.values() if entry.name != entry.postgres.name
+        ] + [
+            {"sqlite": f"{row.table}.{row.column}", "postgres": f"{row.table}.{row.postgres_name}"}
+            for row in catalog.mapping() if row.column != row.postgres_name
+        ],
+        "not_carried": [item.as_json() for item in catalog.not_carried],
     }
 
 
@@ -124,17 +143,22 @@ def _census(connection, reader: TableReader, total: int, progress: Progress | No
     return census, rejected_rows
 
 
-def _orphans(connection) -> list[dict[str, Any]]:
-    """Per foreign key: rows whose non-NULL reference finds no parent row."""
+def _orphans(connection, catalog: Catalog) -> list[dict[str, Any]]:
+    """Per foreign key: rows whose non-NULL reference finds no parent row (names as the file has them)."""
     out = []
-    for table in TABLES:
-        key = ", ".join(f'c."{c.name}"' for c in table.primary_key.columns)
-        for foreign_key in table.foreign_keys:
-            column = foreign_key.parent.name
-            parent, parent_column = foreign_key.column.table.name, foreign_key.column.name
+    for entry in catalog.tables.values():
+        table = entry.sqlite
+        key = ", ".join(f"c.{quote(c.name)}" for c in table.primary_key.columns)
+        for foreign_key in entry.postgres.foreign_keys:
+            parent_entry = catalog.tables.get(foreign_key.column.table.name)
+            if parent_entry is None:
+                continue
+            column = table.c[foreign_key.parent.key].name
+            parent = parent_entry.sqlite.name
+            parent_column = parent_entry.sqlite.c[foreign_key.column.key].name
             condition = (
-                f'FROM "{table.name}" c WHERE c."{column}" IS NOT NULL AND NOT EXISTS'
-                f' (SELECT 1 FROM "{parent}" p WHERE p."{parent_column}" = c."{column}")'
+                f"FROM {quote(table.name)} c WHERE c.{quote(column)} IS NOT NULL AND NOT EXISTS"
+                f" (SELECT 1 FROM {quote(parent)} p WHERE p.{quote(parent_column)} = c.{quote(column)})"
             )
             rows = connection.execute(f"SELECT count(*) {condition}").fetchone()[0]
             examples = [list(r) for r in connection.execute(f"SELECT {key} {condition} ORDER BY {key} LIMIT {EXAMPLES}")]

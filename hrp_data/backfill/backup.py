@@ -23,8 +23,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from adapters.catalog import quote, user_tables
 from hrp_data.backfill.legacy_rows import connect
-from hrp_data.models import TABLES
 
 BACKUP_DIR = "hrp_cutover_backups"
 MAX_AGE_DEFAULT = "24h"
@@ -97,7 +97,8 @@ def backup(sqlite_file: Path, out_dir: Path | None = None) -> Manifest:
             live.backup(copy, pages=-1)  # one step: one read transaction, one consistent snapshot
             copy.execute("PRAGMA journal_mode = DELETE")
             problems = [row[0] for row in copy.execute("PRAGMA integrity_check")]
-            counts = {t.name: copy.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0] for t in TABLES}
+            counts = {name: copy.execute(f"SELECT count(*) FROM {quote(name)}").fetchone()[0]
+                      for name, _sql in user_tables(copy)}
         finally:
             copy.close()
     except sqlite3.Error as error:

@@ -32,11 +32,9 @@ from hrp_data.backfill import quarantine
 from hrp_data.cutover.apply import KeyRef, apply_keys
 from hrp_data.errors import describe_error
 from hrp_data.backfill.legacy_rows import Converted, Key, Reject, TableReader, capture_mark, shown_value, sqlite_order
-from hrp_data.models import TABLES
 
 log = structlog.get_logger(__name__)
 
-TABLE_MAP = {table.name: table for table in TABLES}
 QUEUE_AHEAD = 2
 WRITE_ATTEMPTS = 5
 TRANSIENT = (
@@ -72,6 +70,8 @@ class WriterContext:
     still_primary: Callable[[], bool]
     listener: Progress
     batch_size: int
+    tables: Mapping[str, sa.Table]  # what the apply path carries (hrp_data.catalog.captured)
+    deferred: Mapping[str, set[str]]  # per table, the parents copied after it (a cycle): checked at the end
 
 
 @dataclasses.dataclass
@@ -254,19 +254,37 @@ class BatchWriter:
         """The keys in (low, high]. A composite key also gets the same bounds on its first column:
         implied by the row comparison, they are what lets the planner see how few rows the range
         holds and walk the primary key (without them it may scan the whole table, every batch)."""
-        condition = f"({self._key_sql()}) <= %s"
-        params: list = [_pg_bound(high)]
+        keys = self._key_order_sql()
+        condition = f"({keys}) <= %s"
+        params: list = [self._pg_bound(high)]
         if low is not None:
-            condition = f"({self._key_sql()}) > %s AND " + condition
-            params.insert(0, _pg_bound(low))
+            condition = f"({keys}) > %s AND " + condition
+            params.insert(0, self._pg_bound(low))
         if len(self.reader.key_columns) > 1:
-            first = pg_copy.quote_ident(self.reader.key_columns[0])
+            first = keys.split(", ")[0]
             if low is not None:
                 condition += f" AND {first} >= %s"
-                params.append(_pg_bound(low)[0])
+                params.append(self._pg_bound(low)[0])
             condition += f" AND {first} <= %s"
-            params.append(_pg_bound(high)[0])
+            params.append(self._pg_bound(high)[0])
         return condition, params
+
+    def _key_order_sql(self) -> str:
+        """The key columns for range comparisons: text in byte order (COLLATE "C"), as SQLite orders it."""
+        kinds = [self.reader.kinds[i] for i in self.reader.key_index]
+        return ", ".join(
+            pg_copy.quote_ident(c) + (' COLLATE "C"' if kind is Kind.TEXT else "")
+            for c, kind in zip(self.reader.key_columns, kinds)
+        )
+
+    def _pg_bound(self, key: Key) -> tuple:
+        """A SQLite key as a PostgreSQL bound. In a column of integers: numbers as they are, text and blobs
+        after every number (SQLite orders them so); in a text or blob key column: the value itself."""
+        kinds = [self.reader.kinds[i] for i in self.reader.key_index]
+        return tuple(
+            v if kind not in (Kind.INTEGER, Kind.REAL) or isinstance(v, (int, float)) else float("inf")
+            for v, kind in zip(key, kinds)
+        )
 
     def _merge(self, cursor: Any, converted: Converted) -> tuple[int, int, list[Reject]]:
         """COPY into staging and merge ON CONFLICT DO NOTHING; orphans and refusals are quarantined."""
@@ -380,15 +398,20 @@ class BatchWriter:
         return [Reject(key, column, quarantine.CONSTRAINT, value, describe_error(error))]
 
     def _orphans(
-        self, cursor: Any, where: str | None = None, params: Any = None, relation: str | None = None
+        self, cursor: Any, where: str | None = None, params: Any = None, relation: str | None = None,
+        everything: bool = False,
     ) -> list[Reject]:
         """Rows of `relation` (default: staging) whose foreign key finds no parent in PostgreSQL,
-        classified by what SQLite holds."""
+        classified by what SQLite holds. A foreign key onto a table copied later (a cycle:
+        `_Run.deferred`) is checked only with `everything`, once every table is copied."""
         relation = relation or self.staging
         found: list[tuple[Key, str, str, str, Any]] = []
         keys = self._key_sql("s")
         width = len(self.reader.key_columns)
+        deferred = set() if everything else self.run.deferred.get(self.name, set())
         for foreign_key in self.reader.table.foreign_keys:
+            if foreign_key.column.table.name in deferred:
+                continue
             column = foreign_key.parent.name
             parent, parent_column = foreign_key.column.table.name, foreign_key.column.name
             condition = f" AND {where}" if where else ""
@@ -423,7 +446,7 @@ class BatchWriter:
         reader = self.run.readers[parent]
         return {key[0] for key in (reader.key_of(row) for row in reader.rows_for(self.run.checker, [(v,) for v in values]))}
 
-    def quarantine_orphans(self) -> int:
+    def quarantine_orphans(self, everything: bool = False) -> int:
         """Rows whose parent PostgreSQL lacks leave the table for the quarantine; returns how many.
 
         One anti-join per foreign key over the whole table: the check the
@@ -431,7 +454,7 @@ class BatchWriter:
         (hrp_data.backfill.holds), classified as a refused merge is.
         """
         with self.pg.cursor() as cursor:
-            orphans = self._orphans(cursor, relation=self.name)
+            orphans = self._orphans(cursor, relation=self.name, everything=everything)
             keys = sorted({r.key for r in orphans}, key=sqlite_order)
             if keys:
                 self._delete_keys(cursor, self.name, keys)
@@ -482,7 +505,7 @@ class BatchWriter:
             return 0
         result = apply_keys(
             [KeyRef(self.name, tuple(key)) for key in keys],
-            tables=TABLE_MAP,
+            tables=self.run.tables,
             primary=self.run.primary,
             secondary=self.run.secondary,
             still_primary=self.run.still_primary,
@@ -496,7 +519,7 @@ class BatchWriter:
         """Rows PostgreSQL refused get one try through the apply path (the live image may fit now)."""
         result = apply_keys(
             [KeyRef(self.name, tuple(key)) for key in keys],
-            tables=TABLE_MAP,
+            tables=self.run.tables,
             primary=self.run.primary,
             secondary=self.run.secondary,
             still_primary=self.run.still_primary,
@@ -542,11 +565,6 @@ class BatchWriter:
             quarantine.remove(cursor, self.name, gone)
             self.save_counts(cursor)
             self.pg.commit()
-
-
-def _pg_bound(key: Key) -> tuple:
-    """A SQLite key as a PostgreSQL bound: numbers as they are; text and blobs sort after every number."""
-    return tuple(v if isinstance(v, (int, float)) else float("inf") for v in key)
 
 
 def _key_field(text: str) -> Any:

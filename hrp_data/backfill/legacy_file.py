@@ -1,11 +1,12 @@
 """The legacy file held against the HRP contract (../shared/legacy_schema.sql) before anything reads it.
 
-A file is usable when it is a SQLite database holding every HRP table with
-every contract column. What lies beyond the contract is named, never skipped
-in silence: a column an HRP table has beyond the contract would not reach
-PostgreSQL (the backfill copies contract columns only, so it refuses unless
-told to leave such columns behind), and a table beyond the contract is not
-the app's and is not copied. The cutover's own tables (hrp_cutover_*) and
+A file is usable when it is a readable SQLite database. The cutover moves the
+file's own schema (hrp_data.catalog), whatever it holds: a file holding every
+HRP table is the HRP app's, and must then hold every contract column (an
+older HRP schema is refused: bring it to the contract first). A file without
+the HRP tables, or with only some (another app's `users` is not the HRP
+app's), is moved by its own catalog. Columns and tables beyond the contract
+are named (`Shape`) and carried. The cutover's own tables (hrp_cutover_*) and
 SQLite's (sqlite_*) are neither.
 """
 
@@ -67,26 +68,14 @@ def shape(path: str | Path, shown: str | None = None) -> Shape:
 
 
 def require_contract(path: str | Path, shown: str | None = None) -> Shape:
-    """The file's shape, or LegacyFileError when an HRP table or column is missing."""
+    """The file's shape, or LegacyFileError when the file holds the HRP tables but lacks an HRP column."""
     shown = shown or str(path)
     found = shape(path, shown)
     if found.missing_tables:
-        raise LegacyFileError(
-            f"{shown} lacks the HRP tables {', '.join(found.missing_tables)}; is it the app's database?"
-        )
+        return found  # not the HRP app's file: moved by its own catalog
     if found.missing_columns:
         raise LegacyFileError(
             f"{shown} lacks the HRP columns {', '.join(found.missing_columns)} (an older schema?);"
             " bring the file to the HRP legacy schema (hrp_data/schema/legacy_schema.sql) first"
         )
     return found
-
-
-def refuse_extra_columns(found: Shape) -> None:
-    """LegacyFileError naming the columns beyond the contract, whose values the backfill would not copy."""
-    if found.extra_columns:
-        raise LegacyFileError(
-            f"the legacy file has columns beyond the HRP schema: {', '.join(found.extra_columns)};"
-            " the backfill copies contract columns only, so their values would not reach PostgreSQL:"
-            " save and drop them in SQLite, or pass --leave-extra-columns to copy the rest without them"
-        )

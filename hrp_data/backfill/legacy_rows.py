@@ -28,14 +28,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapters import pg_copy
-from adapters.convert import BIGINT_RANGE, Kind, Rejected, converter, json_text, timestamp_text
+from adapters.convert import (
+    BIGINT_RANGE, Kind, Rejected, converter, fits_numeric, json_text, timestamp_text, to_postgres,
+)
 from adapters.outbox import OUTBOX
 from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
-from adapters.types import kind_of
-from hrp_data.models import SECRET_COLUMNS, TABLES
+from adapters.types import ExactNumeric, kind_of
+from adapters.catalog import Catalog
+from hrp_data.models import SECRET_COLUMNS
 from shadow.redact import fingerprint
 
-TABLE_MAP = {table.name: table for table in TABLES}
 MEMO_KINDS = frozenset({Kind.TIMESTAMP, Kind.DATE, Kind.TEXT, Kind.BOOLEAN})
 MEMO_LIMIT = 20_000
 SHOWN_MAX = 500
@@ -86,6 +88,8 @@ _FORMAT: dict[Kind, Callable[[Any], str]] = {
     Kind.TEXT: pg_copy.escape_text,
     Kind.BOOLEAN: lambda value: "t" if value else "f",
     Kind.DATE: lambda value: value.isoformat(),
+    Kind.BLOB: lambda value: "\\\\x" + value.hex(),  # bytea hex input, its backslash escaped
+    Kind.NUMERIC: str,
 }
 
 
@@ -198,6 +202,33 @@ def _refusing_null_column(encode: Callable[[Sequence[Any]], list[str]]) -> Calla
     return required
 
 
+def _held(column: sa.Column, encode: Callable[[Any], str]) -> Callable[[Any], str]:
+    """A NUMERIC(p,s) column's encoder also refuses a value p and s cannot hold (PostgreSQL would round it)."""
+    if not isinstance(column.type, ExactNumeric) or column.type.precision is None:
+        return encode
+    precision, scale = column.type.precision, column.type.scale
+
+    def held(raw: Any) -> str:
+        if raw is not None:
+            fits_numeric(to_postgres(Kind.NUMERIC, raw), precision, scale)
+        return encode(raw)
+
+    return held
+
+
+def _held_column(column: sa.Column, encode: Callable[[Sequence[Any]], list[str]]) -> Callable[[Sequence[Any]], list[str]]:
+    check = _held(column, lambda raw: "")
+    if check is not None and isinstance(column.type, ExactNumeric) and column.type.precision is not None:
+
+        def held(values: Sequence[Any]) -> list[str]:
+            for raw in values:
+                check(raw)
+            return encode(values)
+
+        return held
+    return encode
+
+
 @dataclasses.dataclass(frozen=True)
 class Reject:
     """One value of one row that cannot go to PostgreSQL as it is."""
@@ -255,35 +286,44 @@ class Converted:
 
 
 class TableReader:
-    """Keyset reads and conversion of one legacy table."""
+    """Keyset reads and conversion of one legacy table.
 
-    def __init__(self, table: sa.Table):
+    `table` is the catalog's table (PostgreSQL's names: `name`, `columns`,
+    `key_columns` name what the COPY writes); `sqlite_table` the same table as
+    the file names it (default: `table`), which the reads use."""
+
+    def __init__(self, table: sa.Table, sqlite_table: sa.Table | None = None):
+        sqlite_table = table if sqlite_table is None else sqlite_table
         self.table = table
         self.name = table.name
+        self.sqlite_name = sqlite_table.name
         self.columns = [c.name for c in table.columns]
         self.kinds = [kind_of(c) for c in table.columns]
         self.key_columns = [c.name for c in table.primary_key.columns]
         self.key_index = [self.columns.index(c) for c in self.key_columns]
+        self._sqlite_keys = [c.name for c in sqlite_table.primary_key.columns]
+        sqlite_columns = [c.name for c in sqlite_table.columns]
         required = [not c.nullable for c in table.columns]
         self.encoders = [
-            _refusing_null(field_encoder(kind)) if needed else field_encoder(kind)
-            for kind, needed in zip(self.kinds, required)
+            _refusing_null(_held(c, field_encoder(kind))) if needed else _held(c, field_encoder(kind))
+            for c, kind, needed in zip(table.columns, self.kinds, required)
         ]
         self.column_encoders = [
-            _refusing_null_column(column_encoder(kind)) if needed else column_encoder(kind)
-            for kind, needed in zip(self.kinds, required)
+            _refusing_null_column(_held_column(c, column_encoder(kind))) if needed
+            else _held_column(c, column_encoder(kind))
+            for c, kind, needed in zip(table.columns, self.kinds, required)
         ]
-        quoted = ", ".join(pg_copy.quote_ident(c) for c in self.columns)
-        self._keys_sql = ", ".join(pg_copy.quote_ident(c) for c in self.key_columns)
+        quoted = ", ".join(pg_copy.quote_ident(c) for c in sqlite_columns)
+        self._keys_sql = ", ".join(pg_copy.quote_ident(c) for c in self._sqlite_keys)
         self._row_value = (
-            self._keys_sql if len(self.key_columns) == 1 else f"({self._keys_sql})"
+            self._keys_sql if len(self._sqlite_keys) == 1 else f"({self._keys_sql})"
         )
-        self._select = f"SELECT {quoted} FROM {pg_copy.quote_ident(self.name)}"
-        self._placeholders = "?" if len(self.key_columns) == 1 else f"({', '.join('?' * len(self.key_columns))})"
+        self._select = f"SELECT {quoted} FROM {pg_copy.quote_ident(self.sqlite_name)}"
+        self._placeholders = "?" if len(self._sqlite_keys) == 1 else f"({', '.join('?' * len(self._sqlite_keys))})"
         # a composite key may hold NULL (unless the file has NOT NULL): a row value with a NULL
         # compares as unknown, so the keyset walk takes only keys without one (null_keyed: the rest)
-        self._keyed = None if table.autoincrement_column is not None else " AND ".join(
-            f"{pg_copy.quote_ident(c)} IS NOT NULL" for c in self.key_columns
+        self._keyed = None if sqlite_table.autoincrement_column is not None else " AND ".join(
+            f"{pg_copy.quote_ident(c)} IS NOT NULL" for c in self._sqlite_keys
         )
 
     # -- reading --------------------------------------------------------
@@ -310,7 +350,7 @@ class TableReader:
         """The rows whose key holds a NULL (never in the keyset walk; PostgreSQL cannot hold them)."""
         if self._keyed is None:
             return []
-        where = " OR ".join(f"{pg_copy.quote_ident(c)} IS NULL" for c in self.key_columns)
+        where = " OR ".join(f"{pg_copy.quote_ident(c)} IS NULL" for c in self._sqlite_keys)
         return _fetch(connection, f"{self._select} WHERE {where}", ())
 
     def page_end(self, connection: sqlite3.Connection, after: Key | None, limit: int) -> tuple[Key | None, bool]:
@@ -325,14 +365,14 @@ class TableReader:
         where, params = (self._where(None), ()) if after is None else (
             self._where(f"{self._row_value} > {self._placeholders}"), tuple(after)
         )
-        table = pg_copy.quote_ident(self.name)
+        table = pg_copy.quote_ident(self.sqlite_name)
         found = connection.execute(
             f"SELECT {self._keys_sql} FROM {table}{where} ORDER BY {self._keys_sql} LIMIT 1 OFFSET ?",
             (*params, limit - 1),
         ).fetchone()
         if found is not None:
             return tuple(found), True
-        descending = ", ".join(f"{pg_copy.quote_ident(c)} DESC" for c in self.key_columns)
+        descending = ", ".join(f"{pg_copy.quote_ident(c)} DESC" for c in self._sqlite_keys)
         found = connection.execute(
             f"SELECT {self._keys_sql} FROM {table}{where} ORDER BY {descending} LIMIT 1", params
         ).fetchone()
@@ -358,9 +398,9 @@ class TableReader:
         joined by ',', the keys by ' ' (None for no key). Integers read as PostgreSQL's int8 text;
         any other value carries quotes or a point, so it never reads like one."""
         where, params = self._range(low, high)
-        spelled = " || ',' || ".join(f"quote({pg_copy.quote_ident(c)})" for c in self.key_columns)
+        spelled = " || ',' || ".join(f"quote({pg_copy.quote_ident(c)})" for c in self._sqlite_keys)
         return connection.execute(
-            f"SELECT group_concat(k, ' ') FROM (SELECT {spelled} AS k FROM {pg_copy.quote_ident(self.name)}"
+            f"SELECT group_concat(k, ' ') FROM (SELECT {spelled} AS k FROM {pg_copy.quote_ident(self.sqlite_name)}"
             f" WHERE {where} ORDER BY {self._keys_sql})",
             params,
         ).fetchone()[0]
@@ -369,7 +409,7 @@ class TableReader:
         """The keys in (low, high]."""
         where, params = self._range(low, high)
         cursor = connection.execute(
-            f"SELECT {self._keys_sql} FROM {pg_copy.quote_ident(self.name)} WHERE {where}", params
+            f"SELECT {self._keys_sql} FROM {pg_copy.quote_ident(self.sqlite_name)} WHERE {where}", params
         )
         return {tuple(row) for row in cursor}
 
@@ -378,12 +418,12 @@ class TableReader:
         rows: list[tuple] = []
         with_null = [key for key in keys if None in key]
         keys = [key for key in keys if None not in key]
-        matched = " AND ".join(f"{pg_copy.quote_ident(c)} IS ?" for c in self.key_columns)
+        matched = " AND ".join(f"{pg_copy.quote_ident(c)} IS ?" for c in self._sqlite_keys)
         for key in with_null:
             rows += connection.execute(f"{self._select} WHERE {matched}", tuple(key)).fetchall()
         for start in range(0, len(keys), 200):
             chunk = keys[start : start + 200]
-            if len(self.key_columns) == 1:
+            if len(self._sqlite_keys) == 1:
                 marks = ", ".join("?" * len(chunk))
                 params: list = [k[0] for k in chunk]
             else:
@@ -396,9 +436,9 @@ class TableReader:
 
     def count(self, connection: sqlite3.Connection, after: Key | None = None) -> int:
         if after is None:
-            return connection.execute(f"SELECT count(*) FROM {pg_copy.quote_ident(self.name)}").fetchone()[0]
+            return connection.execute(f"SELECT count(*) FROM {pg_copy.quote_ident(self.sqlite_name)}").fetchone()[0]
         return connection.execute(
-            f"SELECT count(*) FROM {pg_copy.quote_ident(self.name)}"
+            f"SELECT count(*) FROM {pg_copy.quote_ident(self.sqlite_name)}"
             f" WHERE {self._row_value} > {self._placeholders}",
             tuple(after),
         ).fetchone()[0]
@@ -473,5 +513,6 @@ def capture_mark(connection: sqlite3.Connection) -> int:
     return 0 if found is None else found[0]
 
 
-def readers() -> dict[str, TableReader]:
-    return {table.name: TableReader(table) for table in TABLES}
+def readers(catalog: Catalog) -> dict[str, TableReader]:
+    """A reader per table of the catalog (hrp_data.catalog), by the catalog's name."""
+    return {name: TableReader(entry.postgres, entry.sqlite) for name, entry in catalog.tables.items()}

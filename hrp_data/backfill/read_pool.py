@@ -41,6 +41,7 @@ from typing import Any
 
 from hrp_data.backfill import legacy_rows
 from hrp_data.backfill.legacy_rows import Converted, Key, TableReader
+from hrp_data.catalog import file_catalog
 
 POOL_MIN_ROWS = 50_000
 """Below this many rows left to copy, a table is read in the calling thread (a pool costs a start-up)."""
@@ -87,7 +88,7 @@ def _start_worker(path: str, parent: int) -> None:
     _die_with_parent(parent)
     os.nice(WORKER_NICE)
     _worker["connection"] = legacy_rows.connect(Path(path))
-    _worker["readers"] = legacy_rows.readers()
+    _worker["readers"] = legacy_rows.readers(file_catalog(_worker["connection"]))
     gc.freeze()
     gc.disable()
 

@@ -62,6 +62,7 @@ import contextlib
 import dataclasses
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg2
@@ -77,7 +78,6 @@ from hrp_data.backfill.state import TableStats, backfill_status
 from hrp_data.backfill.batch_writer import BatchWriter, Work, WriterContext, staging_table
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.backfill.legacy_rows import Key, TableReader
-from hrp_data.models import TABLES
 from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE
 from hrp_data.backfill.quarantine import quarantine_rows
 
@@ -97,7 +97,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 BATCH_SIZE = 10_000
-TABLE_MAP = {table.name: table for table in TABLES}
 SESSION_OPTIONS = "-c statement_timeout=0 -c timezone=UTC -c synchronous_commit=off -c hrp_cutover.applying=on"
 """The backfill's own direct sessions: unbounded statements, and every write they make is the
 layer's (not captured again, let through the guard on the secondary)."""
@@ -152,23 +151,29 @@ class BackfillResult:
         return {"tables": {name: s.as_json() for name, s in self.tables.items()}, "complete": self.complete}
 
 
-def copy_order() -> list[str]:
+def copy_order(tables: Sequence[Any]) -> list[str]:
     """Parents before children; among the tables whose parents are placed, first the one whose
     subtree (itself and the tables that need it) holds the most secondary indexes, so that the
-    big index builds start early and overlap the copies that follow."""
+    big index builds start early and overlap the copies that follow. A self-reference does not
+    order; tables that reference each other (a cycle) go in the catalog's order, and the rows
+    whose parent comes later wait in quarantine as parent_missing and are retried at the end."""
+    by_name = {t.name: t for t in tables}
 
-    def subtree(table: Any) -> set[str]:
+    def parents(table: Any) -> set[str]:
+        return {k.column.table.name for k in table.foreign_keys} & set(by_name) - {table.name}
+
+    def subtree(table: Any, seen: frozenset = frozenset()) -> set[str]:
         below = {table.name}
-        for child in TABLES:
-            if any(k.column.table is table for k in child.foreign_keys) and child is not table:
-                below |= subtree(child)
+        for child in tables:
+            if table.name in parents(child) and child.name not in seen | {table.name}:
+                below |= subtree(child, seen | {table.name})
         return below
 
-    weight = {t.name: sum(len(TABLE_MAP[n].indexes) for n in subtree(t)) for t in TABLES}
+    weight = {t.name: sum(len(by_name[n].indexes) for n in subtree(t)) for t in tables}
     order: list[str] = []
-    left = list(TABLES)
+    left = list(tables)
     while left:
-        ready = [t for t in left if all(k.column.table.name in order for k in t.foreign_keys)]
+        ready = [t for t in left if parents(t) <= set(order)] or [left[0]]
         table = max(ready, key=lambda t: (weight[t.name], -left.index(t)))
         order.append(table.name)
         left.remove(table)
@@ -224,7 +229,9 @@ class _Run:
         self.listener = listener
         self.stop = stop
         self.path = legacy_rows.sqlite_path(cutover.settings.sqlite_url)
-        self.readers = legacy_rows.readers()
+        self.tables = cutover.catalog.postgres_tables()
+        self.deferred: dict[str, set[str]] = {}
+        self.readers = legacy_rows.readers(cutover.catalog)
         self.hooked = type(listener).batch_read is not Listener.batch_read
 
     # -- the run ------------------------------------------------------------
@@ -234,15 +241,9 @@ class _Run:
         if self.cutover.postgres is None:
             raise BackfillRefused("HRP_POSTGRES_URL is not set: give --postgres URL")
         try:
-            found = legacy_file.require_contract(self.path)
-            if not self.options.leave_extra_columns:
-                legacy_file.refuse_extra_columns(found)
+            legacy_file.require_contract(self.path)
         except legacy_file.LegacyFileError as error:
             raise BackfillRefused(str(error)) from None
-        if found.extra_columns:
-            log.warning("backfill.extra_columns_left", columns=found.extra_columns)
-        if found.extra_tables:
-            log.warning("backfill.extra_tables_not_copied", tables=found.extra_tables)
         engine = create_postgres_engine(
             self.cutover.settings.require_postgres(),
             application_name="hrp-cutover-backfill",
@@ -277,7 +278,8 @@ class _Run:
                 self.checker.close()
 
     def _execute(self) -> BackfillResult:
-        wanted = [name for name in self.options.tables or copy_order() if name in self.readers]
+        wanted = [name for name in self.options.tables or copy_order(list(self.tables.values()))
+                  if name in self.readers]
         if any(self.readers[name].count(self.sqlite) >= self.pages.min_rows for name in wanted):
             self.pages.start()  # the workers start while the run sets up and the first, small tables copy
         with self.pg.cursor() as cursor:
@@ -296,6 +298,13 @@ class _Run:
             self.constraint_columns = self._constraint_columns(cursor)
             self.pg.commit()
         selected = self._selected()
+        order = copy_order(list(self.tables.values()))
+        self.deferred = {
+            name: {key.column.table.name for key in self.tables[name].foreign_keys
+                   if key.column.table.name in order[order.index(name) + 1 :]}
+            for name in order
+        }
+        """Per table, the parents copied after it (a cycle): their foreign keys are checked at the end."""
         for name in selected:
             self._copy_table(self.readers[name])
             if self.stop.is_set():
@@ -303,19 +312,21 @@ class _Run:
                 holds.restore_indexes(self.pg)
                 raise self._interrupted(name)
             self._after_table(self.readers[name])
+        if not self.stop.is_set():
+            self._retry_cycles(selected)
         self.builder.join(self.pg)
         holds.restore_indexes(self.pg)  # what a killed run of another table left held
         with self.pg.cursor() as cursor:
             self.checkpoints = state.load(cursor)
             self.pg.commit()
-        complete = all(self.checkpoints.get(t.name) and self.checkpoints[t.name].done for t in TABLES)
+        complete = all(self.checkpoints.get(name) and self.checkpoints[name].done for name in self.tables)
         if complete:
             self._finish()
         return BackfillResult(self._final_stats(), complete)
 
     def _check_schema(self, cursor: Any) -> None:
-        for table in TABLES:
-            cursor.execute("SELECT to_regclass(%s)", (f'"{table.name}"',))
+        for table in self.tables.values():
+            cursor.execute("SELECT to_regclass(%s)", (pg_copy.quote_ident(table.name),))
             if cursor.fetchone()[0] is None:
                 raise BackfillRefused(
                     f"PostgreSQL has no table {table.name}: run `hrp-cutover schema` first"
@@ -330,7 +341,7 @@ class _Run:
         return dict(cursor.fetchall())
 
     def _selected(self) -> list[str]:
-        names = copy_order()
+        names = copy_order(list(self.tables.values()))
         if self.options.tables is None:
             return names
         unknown = [n for n in self.options.tables if n not in names]
@@ -338,8 +349,10 @@ class _Run:
             raise BackfillRefused(f"unknown table {', '.join(unknown)}; use one of: {', '.join(names)}")
         selected = [n for n in names if n in self.options.tables]
         for name in selected:
-            for key in TABLE_MAP[name].foreign_keys:
+            for key in self.tables[name].foreign_keys:
                 parent = key.column.table.name
+                if parent == name:
+                    continue
                 done = self.checkpoints.get(parent)
                 if parent not in selected and not (done and done.done):
                     raise BackfillRefused(
@@ -436,6 +449,16 @@ class _Run:
                 return
             time.sleep(min(left, 0.1))
 
+    def _retry_cycles(self, selected: list[str]) -> None:
+        """Tables with a foreign key onto a table copied after them (a cycle): now that every table
+        is copied, those foreign keys are checked (orphans quarantined) and the rows that waited for
+        a parent (parent_missing) are retried."""
+        for name in selected:
+            if self.deferred.get(name):
+                writer = BatchWriter(self._writer_context(), self.readers[name], self.checkpoints[name])
+                writer.quarantine_orphans(everything=True)
+                self._after_table(self.readers[name])
+
     def _after_table(self, reader: TableReader) -> None:
         """Retries (parent_missing always, everything with --retry-quarantined), stale entries, counts."""
         name = reader.name
@@ -467,10 +490,10 @@ class _Run:
 
     def _finish(self) -> None:
         with self.cutover.postgres.begin() as connection:
-            for table in TABLES:
+            for table in self.tables.values():
                 if table.autoincrement_column is not None:
                     bump_identity(connection, table)
-        for table in TABLES:
+        for table in self.tables.values():
             if table.name not in self.builder.analyzed:
                 holds.analyze(self.pg, table.name)
         with self.pg.cursor() as cursor:
@@ -481,7 +504,7 @@ class _Run:
     def _final_stats(self) -> dict[str, TableStats]:
         return {
             name: checkpoint.stats
-            for name in (t.name for t in TABLES)
+            for name in self.tables
             if (checkpoint := self.checkpoints.get(name)) is not None
         }
 
@@ -498,6 +521,8 @@ class _Run:
             still_primary=self.still_primary,
             listener=self.listener,
             batch_size=self.options.batch_size,
+            tables=self.cutover.captured,
+            deferred=self.deferred,
         )
 
     def still_primary(self) -> bool:

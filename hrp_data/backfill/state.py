@@ -22,6 +22,8 @@ from adapters.outbox import key_from_json, key_to_json
 from hrp_data.backfill.legacy_rows import Key
 from hrp_data.models import TABLES
 
+_HRP_ORDER = {table.name: index for index, table in enumerate(TABLES)}
+
 STATE_TABLE = "hrp_cutover_backfill"
 RUN = "*"
 INSTALL_LOCK = 0x4852505F42414B46  # 'HRP_BAKF'
@@ -198,11 +200,9 @@ def backfill_status(pg_engine: sa.Engine) -> dict[str, Any]:
     run = rows.pop(RUN, None)
     complete = run is not None and run.state == "complete"
     tables = {}
-    for table in TABLES:
-        row = rows.get(table.name)
-        if row is None:
-            continue
-        tables[table.name] = {
+    for name in sorted(rows, key=lambda n: (n not in _HRP_ORDER, _HRP_ORDER.get(n, 0), n)):
+        row = rows[name]
+        tables[name] = {
             "state": row.state,
             "read": row.read,
             "copied": row.copied,

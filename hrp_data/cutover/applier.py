@@ -32,7 +32,6 @@ BATCH = 500
 REPORT_S = 2.0
 RECOVER_S = 1.0
 WATCH_S = 1.0
-TABLE_MAP = outbox.CAPTURED_MAP
 
 
 @dataclasses.dataclass
@@ -59,6 +58,8 @@ class Route:
 
     primary: sa.Engine
     secondary: sa.Engine
+    tables: dict[str, sa.Table]
+    """The captured tables (hrp_data.catalog.captured), by the name the outbox records."""
     still_primary: Callable[[], bool] | None = None
 
 
@@ -78,7 +79,7 @@ def drain_once(
         result = breaker.call(
             apply_keys,
             [item.ref for item in pending],
-            tables=TABLE_MAP,
+            tables=route.tables,
             primary=route.primary,
             secondary=route.secondary,
             still_primary=route.still_primary,
@@ -124,7 +125,7 @@ def _apply_each(route: Route, pending: list[outbox.Pending]) -> ApplyResult:
     for item in pending:
         try:
             one = apply_keys(
-                [item.ref], tables=TABLE_MAP, primary=route.primary, secondary=route.secondary,
+                [item.ref], tables=route.tables, primary=route.primary, secondary=route.secondary,
                 still_primary=route.still_primary,
             )
         except (PrimaryMoved, sa.exc.SQLAlchemyError):

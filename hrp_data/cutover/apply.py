@@ -33,9 +33,10 @@ import structlog
 
 from adapters import pg_copy, unlogged_copy
 from adapters.binds import Bind, reading, writing
+from adapters.catalog import tables_on
 from adapters.convert import Kind, Rejected, to_postgres
 from adapters.postgres import APPLYING_SETTING, bump_identity
-from adapters.types import kind_of
+from adapters.types import kind_of, postgres_value
 from adapters.upsert import upsert
 from hrp_data.errors import describe_error
 from hrp_data.models import SECRET_COLUMNS
@@ -95,6 +96,7 @@ def read_images(
     """The current row for each key (None where the row does not exist, or cannot: see key_refusal)."""
     images: dict[KeyRef, dict[str, Any] | None] = {}
     by_table: dict[str, list[KeyRef]] = {}
+    tables = tables_on(tables, connection.dialect.name)
     for ref in refs:
         if _postgres_side(connection) and key_refusal(tables[ref.table], ref.key):
             images[ref] = None
@@ -108,10 +110,11 @@ def read_images(
                 condition = key_columns[0].in_([ref.key[0] for ref in chunk])
             else:
                 condition = sa.or_(*(_key_clause(table, ref.key) for ref in chunk))
-            found = {
-                tuple(row[c.name] for c in key_columns): dict(row)
-                for row in connection.execute(sa.select(table).where(condition)).mappings()
-            }
+            columns = list(table.columns)
+            found = {}
+            for row in connection.execute(sa.select(table).where(condition)):
+                image = {c.key: value for c, value in zip(columns, row)}
+                found[tuple(image[c.key] for c in key_columns)] = image
             for ref in chunk:
                 images[ref] = found.get(tuple(ref.key))
     return images
@@ -136,7 +139,7 @@ def image_refusal(table: sa.Table, image: dict[str, Any]) -> str | None:
                 return f"rejected: null_in_required_column ({name})"
             continue
         try:
-            to_postgres(kind_of(column), value)
+            postgres_value(column, value)
         except Rejected as error:
             return f"rejected: {error.reason} ({name})"
     return None
@@ -161,14 +164,14 @@ def missing_parents(
             if parent.table.name not in tables or len(parent.table.primary_key.columns) != 1:
                 continue
             wanted = {
-                image[foreign_key.parent.name]
+                image[foreign_key.parent.key]
                 for _ref, image in children
-                if image.get(foreign_key.parent.name) is not None
-                and (parent.table.name, (image[foreign_key.parent.name],)) not in coming
+                if image.get(foreign_key.parent.key) is not None
+                and (parent.table.name, (image[foreign_key.parent.key],)) not in coming
             }
             present = _present(connection, parent, wanted)
             for ref, image in children:
-                value = image.get(foreign_key.parent.name)
+                value = image.get(foreign_key.parent.key)
                 if value in wanted and value not in present and ref not in waiting:
                     waiting[ref] = (
                         f"waiting for its parent {parent.table.name}.{parent.name}={value} in PostgreSQL"
@@ -263,6 +266,7 @@ def write_images(
     logged by the server with its values.
     """
     refused = ApplyResult()
+    tables = tables_on(tables, connection.dialect.name)
     if _postgres_side(connection):
         for ref in order:
             reason = key_refusal(tables[ref.table], ref.key)

@@ -31,6 +31,7 @@ from hrp_data.cutover import heartbeat, outbox
 from hrp_data.flip import journal as move_journal
 from hrp_data.cutover.applier import Applier, Route
 from hrp_data.cutover.apply import hold_phase_shared
+from hrp_data.catalog import captured, file_catalog
 from hrp_data.errors import describe_error
 from hrp_data.cutover.phase_store import PhaseRecord, PhaseStore
 from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, Phase, PhaseRow
@@ -78,11 +79,16 @@ class Cutover:
         if bound_calls and self.postgres is not None:
             bound_every_call()
         self.phases = PhaseStore(self.sqlite, Phase(settings.phase))
+        self.catalog = file_catalog(self.sqlite)
+        """What this process moves: the file's tables, read once (hrp_data.catalog)."""
+        self.captured = captured(self.catalog)
         outbox.install_tables(self.sqlite)
         heartbeat.install(self.sqlite)
         self._postgres_installed = False
         self._next_install_at = 0.0
-        self.schema_watch = SchemaWatch(self.engine, lambda: self.phase_row(fresh=True), self._carry_uncaptured)
+        self.schema_watch = SchemaWatch(
+            self.engine, lambda: self.phase_row(fresh=True), self._carry_uncaptured, catalog=self.catalog
+        )
         self.applier = Applier(
             self._applier_route, report=self._report, recover=self.finish_interrupted_move,
             watch=self.schema_watch.watch if self.postgres is not None else None,
@@ -126,7 +132,7 @@ class Cutover:
 
     def finish_interrupted_move(self, *, wait: bool = False):
         """Finish a move whose mover died, if there is one (hrp_data.flip.journal)."""
-        return move_journal.finish(self.sqlite, self.postgres, self.phases, wait=wait)
+        return move_journal.finish(self.sqlite, self.postgres, self.phases, self.catalog, wait=wait)
 
     def engine(self, name: str) -> sa.Engine:
         if name == SQLITE:
@@ -150,6 +156,7 @@ class Cutover:
         return Route(
             self.engine(primary),
             self.engine(row.secondary),
+            self.captured,
             still_primary=lambda: self.phase_row(fresh=True).primary == primary,
         )
 

@@ -20,14 +20,11 @@ from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from adapters.binds import Bind, reading, writing
 from adapters.outbox import OUTBOX, decode_key, encode_key, metadata, outbox
+from adapters.catalog import Catalog
+from hrp_data.catalog import captured
 from hrp_data.cutover import idempotency
 from hrp_data.cutover.apply import KeyRef
-from hrp_data.models import TABLES
 from hrp_data.cutover.phases import Triggers
-
-CAPTURED = (*TABLES, idempotency.keys)
-"""What the triggers capture and the applier carries: the HRP tables, then the idempotency keys."""
-CAPTURED_MAP = {table.name: table for table in CAPTURED}
 
 UNAVAILABLE = "secondary unavailable: "
 """Prefix of errors about the connection, not the row: retried at once when the secondary is back."""
@@ -65,66 +62,73 @@ def install_tables(engine: sa.Engine) -> None:
         idempotency.install(connection)
 
 
-def install_triggers(connection: sa.Connection) -> None:
+def install_triggers(connection: sa.Connection, catalog: Catalog) -> None:
     """Capture every change of the captured tables in this database (idempotent)."""
-    set_triggers(connection, Triggers(capture=True, guard=triggers(connection).guard))
+    set_triggers(connection, Triggers(capture=True, guard=triggers(connection, catalog).guard), catalog)
 
 
-def drop_triggers(connection: sa.Connection) -> None:
+def drop_triggers(connection: sa.Connection, catalog: Catalog) -> None:
     """Stop capturing (idempotent)."""
-    set_triggers(connection, Triggers(capture=False, guard=triggers(connection).guard))
+    set_triggers(connection, Triggers(capture=False, guard=triggers(connection, catalog).guard), catalog)
 
 
-def triggers(connection: sa.Connection) -> Triggers:
+def triggers(connection: sa.Connection, catalog: Catalog) -> Triggers:
     """Which of the layer's triggers are on in this database (on: on every captured table)."""
+    tables = captured(catalog).on(connection.dialect.name)
+    guarded = [tables[name] for name in catalog.tables]
     if connection.dialect.name == "sqlite":
         names = sqlite_adapter.trigger_names(connection)
-        capture = all(f"{OUTBOX}_{t.name}_ins" in names for t in CAPTURED)
-        guard = all(f"{sqlite_adapter.GUARD_PREFIX}_{t.name}_ins" in names for t in TABLES)
+        capture = all(f"{OUTBOX}_{t.name}_ins" in names for t in tables.values())
+        guard = all(f"{sqlite_adapter.GUARD_PREFIX}_{t.name}_ins" in names for t in guarded)
         return Triggers(capture, guard)
     states = postgres_adapter.trigger_states(connection)
-    capture = all(states.get((t.name, postgres_adapter.capture_trigger_name(t, OUTBOX))) for t in CAPTURED)
-    guard = all(states.get((t.name, postgres_adapter.GUARD_TRIGGER)) for t in TABLES)
+    capture = all(states.get((t.name, postgres_adapter.capture_trigger_name(t, OUTBOX))) for t in tables.values())
+    guard = all(states.get((t.name, postgres_adapter.GUARD_TRIGGER)) for t in guarded)
     return Triggers(capture, guard)
 
 
-def set_triggers(connection: sa.Connection, wanted: Triggers) -> None:
-    """Make the layer's triggers in this database exactly `wanted` (idempotent, inside the caller's
-    transaction). On PostgreSQL the triggers are created once and then only enabled or disabled,
-    which takes SHARE ROW EXCLUSIVE (waits for open writers, never blocks readers); dropping one
-    would take ACCESS EXCLUSIVE and queue every reader behind a long transaction."""
+def set_triggers(connection: sa.Connection, wanted: Triggers, catalog: Catalog) -> None:
+    """Make the layer's triggers in this database exactly `wanted` on the catalog's tables (and the
+    idempotency keys), idempotent, inside the caller's transaction. On PostgreSQL the triggers are
+    created once and then only enabled or disabled, which takes SHARE ROW EXCLUSIVE (waits for open
+    writers, never blocks readers); dropping one would take ACCESS EXCLUSIVE and queue every reader
+    behind a long transaction."""
     if connection.dialect.name == "sqlite":
-        _set_sqlite_triggers(connection, wanted)
+        _set_sqlite_triggers(connection, wanted, catalog)
     else:
-        _set_postgres_triggers(connection, wanted)
+        _set_postgres_triggers(connection, wanted, catalog)
 
 
-def _set_sqlite_triggers(connection: sa.Connection, wanted: Triggers) -> None:
-    for table in CAPTURED:
+def _set_sqlite_triggers(connection: sa.Connection, wanted: Triggers, catalog: Catalog) -> None:
+    tables = captured(catalog).sqlite
+    for name, table in tables.items():
         ddl = (
-            sqlite_adapter.capture_trigger_ddl(table, OUTBOX)
+            sqlite_adapter.capture_trigger_ddl(table, OUTBOX, recorded_as=name)
             if wanted.capture
             else sqlite_adapter.drop_capture_trigger_ddl(table, OUTBOX)
         )
         for statement in ddl:
             connection.exec_driver_sql(statement)
-    for table in TABLES:
+    for name in catalog.tables:
+        table = tables[name]
         ddl = sqlite_adapter.guard_trigger_ddl(table) if wanted.guard else sqlite_adapter.drop_guard_trigger_ddl(table)
         for statement in ddl:
             connection.exec_driver_sql(statement)
 
 
-def _set_postgres_triggers(connection: sa.Connection, wanted: Triggers) -> None:
+def _set_postgres_triggers(connection: sa.Connection, wanted: Triggers, catalog: Catalog) -> None:
     states = postgres_adapter.trigger_states(connection)
-    if wanted.guard and any((t.name, postgres_adapter.GUARD_TRIGGER) not in states for t in TABLES):
+    tables = captured(catalog)
+    guarded = [tables[name] for name in catalog.tables]
+    if wanted.guard and any((t.name, postgres_adapter.GUARD_TRIGGER) not in states for t in guarded):
         for statement in postgres_adapter.guard_function_ddl():
             connection.exec_driver_sql(statement)
-    for table in CAPTURED:
+    for table in tables.values():
         name = postgres_adapter.capture_trigger_name(table, OUTBOX)
         _toggle(connection, states, table, name, wanted.capture,
                 lambda: [postgres_adapter.capture_function_ddl(table, OUTBOX),
                          postgres_adapter.capture_trigger_ddl(table, OUTBOX)])
-    for table in TABLES:
+    for table in guarded:
         _toggle(connection, states, table, postgres_adapter.GUARD_TRIGGER, wanted.guard,
                 lambda: [postgres_adapter.guard_trigger_ddl(table)])
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import sqlalchemy as sa
 import structlog
@@ -40,11 +40,12 @@ import structlog
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from adapters.binds import writing
+from adapters.catalog import Catalog, short_name
+from hrp_data.catalog import captured
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
 from hrp_data.errors import describe_error
 from hrp_data.flip import journal as move_journal
-from hrp_data.models import TABLES
 from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow
 
 log = structlog.get_logger(__name__)
@@ -52,8 +53,6 @@ log = structlog.get_logger(__name__)
 WATCH_S = 1.0
 LAYER_PREFIXES = ("hrp_cutover_", "hrp_shadow_")
 SQLITE_TRIGGER_SUFFIXES = ("ins", "upd", "del")
-GUARDED = {table.name for table in TABLES}
-"""The tables the guard covers (outbox.set_triggers): the HRP tables, not the layer's own."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +100,18 @@ def live_columns(connection: sa.Connection, tables: Sequence[str]) -> dict[str, 
 
 
 def column_drift(sqlite_connection: sa.Connection, postgres_connection: sa.Connection,
-                 tables: Sequence[str]) -> list[ColumnDrift]:
-    """Every column or table of `tables` that one live schema has and the other lacks."""
-    sides = {SQLITE: live_columns(sqlite_connection, tables), POSTGRES: live_columns(postgres_connection, tables)}
+                 tables: Sequence[str], sqlite_names: Mapping[str, str] | None = None) -> list[ColumnDrift]:
+    """Every column or table of `tables` that one live schema has and the other lacks.
+
+    `sqlite_names` maps a catalog name to the file's name of the table where they differ (a name
+    PostgreSQL cannot hold: adapters.catalog.short_name, which also names the file's columns there)."""
+    sqlite_names = dict(sqlite_names or {})
+    in_file = live_columns(sqlite_connection, [sqlite_names.get(t, t) for t in tables])
+    sides = {
+        SQLITE: {t: [short_name(c) for c in in_file[sqlite_names.get(t, t)]]
+                 for t in tables if sqlite_names.get(t, t) in in_file},
+        POSTGRES: live_columns(postgres_connection, tables),
+    }
     drift: list[ColumnDrift] = []
     for table in tables:
         here, there = sides[SQLITE].get(table), sides[POSTGRES].get(table)
@@ -117,10 +125,11 @@ def column_drift(sqlite_connection: sa.Connection, postgres_connection: sa.Conne
     return drift
 
 
-def schema_drift(sqlite: sa.Engine, postgres: sa.Engine, tables: Sequence[str]) -> list[ColumnDrift]:
+def schema_drift(sqlite: sa.Engine, postgres: sa.Engine, tables: Sequence[str],
+                 sqlite_names: Mapping[str, str] | None = None) -> list[ColumnDrift]:
     with sqlite.connect() as here, postgres.connect() as there:
         try:
-            return column_drift(here, there, tables)
+            return column_drift(here, there, tables, sqlite_names)
         finally:
             here.rollback()
             there.rollback()
@@ -164,6 +173,11 @@ def unguarded(connection: sa.Connection, tables: Sequence[sa.Table]) -> list[str
     return [t.name for t in tables if not states.get((t.name, postgres_adapter.GUARD_TRIGGER))]
 
 
+def sqlite_names(catalog: Catalog) -> dict[str, str]:
+    """Catalog name -> the file's name, for the tables whose names differ."""
+    return {name: entry.name for name, entry in catalog.tables.items() if entry.name != name}
+
+
 class SchemaWatch:
     """Watches both schemas from the applier's thread; see the module docstring."""
 
@@ -173,12 +187,14 @@ class SchemaWatch:
         phase_row: Callable[[], PhaseRow],
         carry: Callable[[list[str]], object],
         *,
-        tables: Sequence[sa.Table] = outbox.CAPTURED,
+        catalog: Catalog,
     ):
         self.engines = engines
         self.phase_row = phase_row
         self.carry = carry
-        self.tables = list(tables)
+        self.catalog = catalog
+        self.captured = captured(catalog)
+        self.tables = list(self.captured.values())
         self.names = [t.name for t in self.tables]
         self._seen: dict[str, str] = {}
         self.drift: list[ColumnDrift] = []
@@ -207,7 +223,7 @@ class SchemaWatch:
             unguarded = self._rearm(row.secondary)  # a rebuild on the secondary took its guard along
             if unguarded:
                 log.warning("schema.guard_rearmed", tables=unguarded, secondary=row.secondary)
-            drift = schema_drift(self.engines(SQLITE), self.engines(POSTGRES), self.names)
+            drift = schema_drift(self.engines(SQLITE), self.engines(POSTGRES), self.names, sqlite_names(self.catalog))
             if drift != self.drift and drift:
                 log.warning("schema.drift", differences=[str(d) for d in drift])
             self.drift = drift
@@ -243,15 +259,18 @@ class SchemaWatch:
                 or move_journal.current(self.engines(SQLITE)) is not None:
             return []  # the phase moved meanwhile, or a move's own steps will set the triggers
         wanted = row.triggers_on(side)
+        named = self.captured.on(side)
+        catalog_name = {table.name: key for key, table in named.items()}
         if wanted.capture:
-            missing = uncaptured(connection, self.tables)
+            missing = [catalog_name[name] for name in uncaptured(connection, list(named.values()))]
         elif wanted.guard:
-            missing = unguarded(connection, [t for t in self.tables if t.name in GUARDED])
+            guarded = [named[name] for name in self.catalog.tables]
+            missing = [catalog_name[name] for name in unguarded(connection, guarded)]
         else:
             return []
         if not missing:
             return []
-        outbox.set_triggers(connection, wanted)
+        outbox.set_triggers(connection, wanted, self.catalog)
         if wanted.capture:
             reason = f"capture of {', '.join(missing)} was missing after a schema change"
             if side == SQLITE:  # in the same transaction as the re-arm

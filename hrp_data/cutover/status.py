@@ -74,7 +74,9 @@ def statement_logging(cutover: Cutover) -> list[str]:
 def schema_drift_of(cutover: "Cutover") -> list[str]:
     """Columns or tables one live schema has and the other lacks (hrp_data.cutover.schema_watch);
     computed by the CLI's status only once PostgreSQL answered."""
-    from hrp_data.cutover.schema_watch import schema_drift
-    from hrp_data.models import TABLES
+    from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
 
-    return [str(d) for d in schema_drift(cutover.sqlite, cutover.engine("postgres"), [t.name for t in TABLES])]
+    return [
+        str(d) for d in schema_drift(cutover.sqlite, cutover.engine("postgres"), list(cutover.catalog.tables),
+                                     sqlite_names(cutover.catalog))
+    ]

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 import structlog
 
 from adapters.binds import reading, writing
+from adapters.catalog import Catalog
 from adapters.outbox import outbox
 from adapters.postgres import call_timeout
 from hrp_data.cutover import outbox as outbox_store
@@ -156,17 +157,19 @@ def delete_carried(postgres: sa.Connection, through: int) -> None:
     postgres.execute(sa.delete(outbox).where(outbox.c.seq <= through))
 
 
-def set_postgres_triggers(postgres: sa.Engine, phase: Phase, *, also: Phase | None = None) -> None:
+def set_postgres_triggers(postgres: sa.Engine, phase: Phase, catalog: Catalog, *, also: Phase | None = None) -> None:
     """PostgreSQL's triggers as `phase` wants them (with `also`: the union of both phases' wants)."""
     wanted = PHASES[phase].triggers_on(POSTGRES)
     if also is not None:
         wanted = wanted.union(PHASES[also].triggers_on(POSTGRES))
     with writing(postgres) as connection:
         connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
-        outbox_store.set_triggers(connection, wanted)
+        outbox_store.set_triggers(connection, wanted, catalog)
 
 
-def finish(sqlite: sa.Engine, postgres: sa.Engine | None, phases: PhaseStore, *, wait: bool = True) -> Marker | None:
+def finish(
+    sqlite: sa.Engine, postgres: sa.Engine | None, phases: PhaseStore, catalog: Catalog, *, wait: bool = True
+) -> Marker | None:
     """Finish an interrupted move if there is one and no mover is alive; return what was finished.
 
     Raises MoveInProgress when a live mover holds the phase lock (with `wait`, after
@@ -176,7 +179,7 @@ def finish(sqlite: sa.Engine, postgres: sa.Engine | None, phases: PhaseStore, *,
     if marker is None:
         return None
     if postgres is None or marker.to_phase is Phase.SQLITE_ONLY:
-        _finish_sqlite_side(sqlite, phases, marker)
+        _finish_sqlite_side(sqlite, phases, marker, catalog)
         return marker
     try:
         with call_timeout(10.0), postgres.connect() as lock:
@@ -192,7 +195,7 @@ def finish(sqlite: sa.Engine, postgres: sa.Engine | None, phases: PhaseStore, *,
             try:
                 again = current(sqlite)
                 if again is not None:
-                    _finish_both(sqlite, postgres, phases, again)
+                    _finish_both(sqlite, postgres, phases, again, catalog)
             finally:
                 lock.execute(sa.select(sa.func.pg_advisory_unlock(PHASE_LOCK)))
                 lock.commit()
@@ -206,20 +209,20 @@ def finish(sqlite: sa.Engine, postgres: sa.Engine | None, phases: PhaseStore, *,
     return marker
 
 
-def _finish_both(sqlite: sa.Engine, postgres: sa.Engine, phases: PhaseStore, marker: Marker) -> None:
+def _finish_both(sqlite: sa.Engine, postgres: sa.Engine, phases: PhaseStore, marker: Marker, catalog: Catalog) -> None:
     phase = phases.current(fresh=True).phase
     if marker.state == "committed" and marker.through is not None:
         with writing(postgres) as connection:
             delete_carried(connection, marker.through)
     if phase is not Phase.SQLITE_ONLY:
-        set_postgres_triggers(postgres, phase)
-    _finish_sqlite_side(sqlite, phases, marker)
+        set_postgres_triggers(postgres, phase, catalog)
+    _finish_sqlite_side(sqlite, phases, marker, catalog)
 
 
-def _finish_sqlite_side(sqlite: sa.Engine, phases: PhaseStore, marker: Marker) -> None:
+def _finish_sqlite_side(sqlite: sa.Engine, phases: PhaseStore, marker: Marker, catalog: Catalog) -> None:
     with writing(sqlite) as connection:
         phase = PhaseStore.read(connection).phase
-        outbox_store.set_triggers(connection, PHASES[phase].triggers_on(SQLITE))
+        outbox_store.set_triggers(connection, PHASES[phase].triggers_on(SQLITE), catalog)
         if marker.state == "started":
             reset_evidence(connection, f"a move {marker.from_phase.value} -> {marker.to_phase.value} failed")
         connection.exec_driver_sql(f"DELETE FROM {MOVE_TABLE}")

@@ -43,6 +43,7 @@ import structlog
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from adapters.binds import Bind, writing
+from adapters.catalog import Catalog
 from adapters.postgres import call_timeout
 from adapters.outbox import decode_key
 from hrp_data.flip import journal as move_journal
@@ -51,7 +52,6 @@ from hrp_data.cutover.applier import drain_once
 from hrp_data.cutover.apply import PHASE_LOCK, KeyRef, apply_keys
 from hrp_data.errors import describe_error
 from hrp_data.cutover.dual_write import Cutover
-from hrp_data.models import TABLES
 from hrp_data.cutover.phase_store import PhaseConflict, PhaseStore
 from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, Phase, check_move
 
@@ -62,7 +62,6 @@ HOLD_DRAIN_TARGET = 50
 """Pre-drain until at most this many changes wait; the rest are drained inside the hold."""
 LOCK_TIMEOUT = "10s"
 LOCK_WAIT_S = 15.0
-TABLE_MAP = outbox.CAPTURED_MAP
 
 
 FAULT_POINTS = (
@@ -93,7 +92,7 @@ class MoveResult:
     forced: bool
 
 
-def _drain_all(primary: Bind, secondary: Bind) -> int:
+def _drain_all(primary: Bind, secondary: Bind, tables: dict[str, sa.Table]) -> int:
     """Forward: apply every outbox change inside the hold; raise DrainFailed if one does not apply.
 
     `primary` is the held SQLite transaction: the entries are deleted in it, so they are gone
@@ -102,7 +101,7 @@ def _drain_all(primary: Bind, secondary: Bind) -> int:
     drained = 0
     while pending := outbox.due(primary, ignore_backoff=True):
         result = apply_keys(
-            [item.ref for item in pending], tables=TABLE_MAP, primary=primary, secondary=secondary
+            [item.ref for item in pending], tables=tables, primary=primary, secondary=secondary
         )
         by_ref = {item.ref: item for item in pending}
         failed = {by_ref[ref]: error for ref, error in result.failed.items()}
@@ -113,7 +112,9 @@ def _drain_all(primary: Bind, secondary: Bind) -> int:
     return drained
 
 
-def _drain_frozen(postgres: sa.Engine, frozen: sa.Connection, held_sqlite: sa.Connection) -> tuple[int, int | None]:
+def _drain_frozen(
+    postgres: sa.Engine, frozen: sa.Connection, held_sqlite: sa.Connection, tables: dict[str, sa.Table]
+) -> tuple[int, int | None]:
     """Backward: write every change of PostgreSQL's outbox into the held SQLite transaction.
 
     `frozen` holds PostgreSQL's outbox locked against inserts (the guard is on, so only a
@@ -132,7 +133,7 @@ def _drain_frozen(postgres: sa.Engine, frozen: sa.Connection, held_sqlite: sa.Co
     refs = [KeyRef(row.table_name, decode_key(row.pk)) for row in rows]
     for start in range(0, len(refs), 500):
         chunk = refs[start : start + 500]
-        result = apply_keys(chunk, tables=TABLE_MAP, primary=postgres, secondary=held_sqlite)
+        result = apply_keys(chunk, tables=tables, primary=postgres, secondary=held_sqlite)
         if result.failed:
             _refuse(result.failed)
     return len(refs), through
@@ -170,7 +171,7 @@ def move(
     pre_drain_s: float = PRE_DRAIN_S,
 ) -> MoveResult:
     """Change the phase to `target` (an allowed move) without losing or failing writes."""
-    move_journal.finish(cutover.sqlite, cutover.postgres, cutover.phases)
+    move_journal.finish(cutover.sqlite, cutover.postgres, cutover.phases, cutover.catalog)
     record = cutover.phase(fresh=True)
     check_move(record.phase, target)
     abandon_postgres = target is Phase.SQLITE_ONLY
@@ -233,7 +234,7 @@ def _switch(cutover: Cutover, postgres: sa.Engine | None, record, target: Phase,
     """Steps 3 to 5: everything up to and including the one commit that changes the phase."""
     source, destination = PHASES[record.phase], PHASES[target]
     if postgres is not None:
-        move_journal.set_postgres_triggers(postgres, record.phase, also=target)
+        move_journal.set_postgres_triggers(postgres, record.phase, cutover.catalog, also=target)
     _at("postgres_triggers_added")
     frozen = postgres.connect() if postgres is not None and source.primary == POSTGRES else None
     try:
@@ -252,12 +253,12 @@ def _switch(cutover: Cutover, postgres: sa.Engine | None, record, target: Phase,
             if abandon := postgres is None:
                 held.execute(sa.delete(outbox.outbox))
             elif frozen is not None:
-                drained, through = _drain_frozen(postgres, frozen, held)
+                drained, through = _drain_frozen(postgres, frozen, held, cutover.captured)
             elif source.secondary is not None:
-                drained = _drain_all(held, postgres)
+                drained = _drain_all(held, postgres, cutover.captured)
             _at("drained")
-            _carry_ids(held, postgres, source, destination)
-            outbox.set_triggers(held, destination.triggers_on(SQLITE))
+            _carry_ids(held, postgres, source, destination, cutover.catalog)
+            outbox.set_triggers(held, destination.triggers_on(SQLITE), cutover.catalog)
             if move_journal.stops_capture(record.phase, target) or abandon:
                 move_journal.reset_evidence(held, f"the move {record.phase.value} -> {target.value} stopped capture")
             move_journal.mark_committed(held, through)
@@ -272,20 +273,22 @@ def _switch(cutover: Cutover, postgres: sa.Engine | None, record, target: Phase,
     return new, (time.monotonic() - started) * 1000, drained, through
 
 
-def _carry_ids(held: sa.Connection, postgres: sa.Engine | None, source, destination) -> None:
-    """When the primary changes: the new primary's ids go past every id the old one handed out."""
+def _carry_ids(held: sa.Connection, postgres: sa.Engine | None, source, destination, catalog: Catalog) -> None:
+    """When the primary changes: the new primary's ids go past every id the old one handed out
+    (SQLite's sqlite_sequence only for its AUTOINCREMENT tables; the others take max(rowid) + 1)."""
     if postgres is None or destination.primary == source.primary:
         return
+    entries = [entry for entry in catalog.tables.values() if entry.postgres.autoincrement_column is not None]
     with writing(postgres) as pg:
         if destination.primary == POSTGRES:
-            for table in TABLES:
-                if table.autoincrement_column is not None:
-                    postgres_adapter.bump_identity(pg, table, at_least=sqlite_adapter.issued_id(held, table))
+            for entry in entries:
+                issued = sqlite_adapter.issued_id(held, entry.sqlite) if entry.autoincrement else 0
+                postgres_adapter.bump_identity(pg, entry.postgres, at_least=issued)
             return
-        issued = {t.name: postgres_adapter.issued_id(pg, t) for t in TABLES if t.autoincrement_column is not None}
-    for table in TABLES:
-        if table.autoincrement_column is not None:
-            sqlite_adapter.bump_autoincrement(held, table, at_least=issued.get(table.name, 0))
+        issued = {entry.name: postgres_adapter.issued_id(pg, entry.postgres) for entry in entries}
+    for entry in entries:
+        if entry.autoincrement:
+            sqlite_adapter.bump_autoincrement(held, entry.sqlite, at_least=issued.get(entry.name, 0))
 
 
 def _complete(cutover: Cutover, postgres: sa.Engine | None, target: Phase, through: int | None) -> None:
@@ -297,7 +300,7 @@ def _complete(cutover: Cutover, postgres: sa.Engine | None, target: Phase, throu
                 with writing(postgres) as connection:
                     move_journal.delete_carried(connection, through)
             _at("outbox_cleaned")
-            move_journal.set_postgres_triggers(postgres, target)
+            move_journal.set_postgres_triggers(postgres, target, cutover.catalog)
         move_journal.clear(cutover.sqlite)
     except Exception as error:  # the phase changed; what is left is finished by the next command or applier
         log.warning("move.completion_deferred", to_phase=target.value, error=describe_error(error))
@@ -309,7 +312,7 @@ def _undo(cutover: Cutover, postgres: sa.Engine | None, record, target: Phase, e
     try:
         phase = cutover.phase(fresh=True).phase
         if postgres is not None:
-            move_journal.set_postgres_triggers(postgres, phase)
+            move_journal.set_postgres_triggers(postgres, phase, cutover.catalog)
         with writing(cutover.sqlite) as connection:
             move_journal.reset_evidence(connection, f"a move {record.phase.value} -> {target.value} failed")
             connection.exec_driver_sql(f"DELETE FROM {move_journal.MOVE_TABLE}")

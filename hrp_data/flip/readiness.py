@@ -18,12 +18,12 @@ import structlog
 from adapters import log_safety
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
+from adapters.catalog import quote
 from hrp_data.flip import journal as move_journal
 from hrp_data.cutover import outbox
 from hrp_data.backfill.holds import held_indexes
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.flip.move import MoveResult, move
-from hrp_data.models import TABLES
 from hrp_data.cutover.phases import PHASES, POSTGRES, Phase, check_move
 
 log = structlog.get_logger(__name__)
@@ -65,11 +65,11 @@ def _outbox_check(cutover: Cutover) -> Check:
 
 
 def _schema_check(cutover: Cutover) -> Check:
-    from hrp_data.cutover.schema_watch import schema_drift
+    from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
     from hrp_data.schema.install import SchemaError, drift
 
     try:
-        differences = drift(cutover.settings.require_postgres())
+        differences = drift(cutover.settings.require_postgres(), cutover.catalog)
     except SchemaError as error:
         return Check("schema", False, str(error))
     if differences:
@@ -79,14 +79,15 @@ def _schema_check(cutover: Cutover) -> Check:
             if held else ""
         )
         return Check("schema", False, f"{len(differences)} difference(s), first: {differences[0]}{hint}")
-    live = schema_drift(cutover.sqlite, cutover.engine(POSTGRES), [t.name for t in TABLES])
+    live = schema_drift(cutover.sqlite, cutover.engine(POSTGRES), list(cutover.catalog.tables),
+                        sqlite_names(cutover.catalog))
     if live:
         return Check(
             "schema", False,
             f"the live schemas differ: {', '.join(map(str, live))}; carry the change to the other side"
             " (the same migration there) before moving (see docs/operations.md, deploying during a cutover)",
         )
-    return Check("schema", True, "PostgreSQL schema equals the models and the live SQLite schema")
+    return Check("schema", True, "PostgreSQL schema equals the models, the SQLite file's catalog and the live SQLite schema")
 
 
 def _foreign_keys_check(cutover: Cutover) -> Check:
@@ -113,11 +114,14 @@ def _sequences_check(cutover: Cutover, target: Phase) -> Check:
     behind = []
     engine = cutover.engine(new_primary)
     with engine.connect() as connection:
-        for table in TABLES:
-            if table.autoincrement_column is None:
-                continue
+        for entry in cutover.catalog.tables.values():
+            table = entry.postgres if new_primary == POSTGRES else entry.sqlite
+            if table.autoincrement_column is None or (new_primary != POSTGRES and not entry.autoincrement):
+                continue  # SQLite without AUTOINCREMENT takes max(rowid) + 1: never behind
             key = table.autoincrement_column.name
-            top = connection.exec_driver_sql(f'SELECT coalesce(max("{key}"), 0) FROM "{table.name}"').scalar()
+            top = connection.exec_driver_sql(
+                f"SELECT coalesce(max({quote(key)}), 0) FROM {quote(table.name)}"
+            ).scalar()
             issued = postgres_adapter if new_primary == POSTGRES else sqlite_adapter
             next_id = issued.issued_id(connection, table) + 1
             if next_id <= top:
@@ -157,7 +161,7 @@ def _statistics_check(cutover: Cutover) -> Check:
             " coalesce(last_vacuum, last_autovacuum) IS NOT NULL,"
             " coalesce(last_analyze, last_autoanalyze) IS NOT NULL"
             " FROM pg_stat_user_tables WHERE relname = ANY(%(names)s)",
-            {"names": [table.name for table in TABLES]},
+            {"names": list(cutover.catalog.tables)},
         ).all()
         connection.rollback()
     missing = [
@@ -178,6 +182,8 @@ def _shadow_check(cutover: Cutover) -> Check:
     """Shadow reads agreed: mismatch rate over HRP_SHADOW_WINDOW within HRP_SHADOW_MAX_RATE."""
     from hrp_data.cutover.shadow_reads import readiness as shadow_readiness
 
+    if not cutover.catalog.hrp:
+        return Check("shadow", True, "not applicable: no process reads through the layer (the file has no HRP tables)")
     ok, detail = shadow_readiness(cutover.sqlite, cutover.phases, getattr(cutover, "shadow", None))
     return Check("shadow", ok, detail)
 

@@ -23,8 +23,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, MigrationInfo
 from alembic.util import CommandError
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
+from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTable
 
+from adapters.catalog import Catalog
 from adapters.postgres import create_postgres_engine
 from adapters.urls import redact_url
 from hrp_data.models import Base
@@ -78,25 +81,151 @@ def upgrade(url: str) -> SchemaResult:
     )
 
 
-def drift(url: str) -> list[str]:
-    """Differences autogenerate finds between the models and the database, one sentence each.
+def drift(url: str, catalog: Catalog | None = None) -> list[str]:
+    """Differences between what PostgreSQL should hold and what it holds, one sentence each.
 
-    Tables the models do not define (the version table, later hrp_cutover_*
-    tables) are ignored, and so are indexes needing an extension that this
-    database does not have installed.
+    Without a catalog, or for the HRP file: what Alembic's autogenerate finds
+    between the models and the database (tables the models do not define,
+    the version table and the hrp_cutover_* tables, are ignored, and so are
+    indexes needing an extension this database lacks). With a catalog, also
+    every table and column of the file beyond the models (catalog_drift); a
+    file without the HRP tables is compared with its catalog only.
     """
     engine = engine_for(url)
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection, opts={"target_metadata": Base.metadata, **comparison_options(connection)}
-            )
-            diffs = compare_metadata(context, Base.metadata)
+            found: list[str] = []
+            if catalog is None or catalog.hrp:
+                options = comparison_options(connection, skip_columns=_extra_columns(catalog))
+                context = MigrationContext.configure(connection, opts={"target_metadata": Base.metadata, **options})
+                found += [describe(diff) for diff in _flatten(compare_metadata(context, Base.metadata))]
+            if catalog is not None:
+                found += catalog_drift(connection, catalog)
     except sa.exc.SQLAlchemyError as error:
         raise SchemaError(_one_line(f"cannot read the schema at {url}", error)) from None
     finally:
         engine.dispose()
-    return [describe(diff) for diff in _flatten(diffs)]
+    return found
+
+
+def _extra_columns(catalog: Catalog | None) -> set[tuple[str, str]]:
+    """(table, column) of the file's columns beyond the HRP models (compared by catalog_drift)."""
+    if catalog is None or not catalog.hrp:
+        return set()
+    return {
+        (name, column.name)
+        for name, model in Base.metadata.tables.items()
+        if name in catalog.tables
+        for column in catalog.tables[name].postgres.columns
+        if column.key not in model.c
+    }
+
+
+def _beyond_models(catalog: Catalog) -> list[sa.Table]:
+    """The catalog's tables PostgreSQL gets from the catalog (not from the HRP migrations)."""
+    if not catalog.hrp:
+        return [entry.postgres for entry in catalog.tables.values()]
+    return [entry.postgres for name, entry in catalog.tables.items() if name not in Base.metadata.tables]
+
+
+def _type_text(type_: Any, dialect: Any) -> str:
+    text = type_.compile(dialect=dialect).lower()
+    return {"float": "double precision", "float(53)": "double precision"}.get(text, text).replace(" ", "")
+
+
+def catalog_drift(connection: sa.Connection, catalog: Catalog) -> list[str]:
+    """Every table, column, column type and NOT NULL of the catalog (beyond the HRP models) that
+    PostgreSQL does not hold as the catalog says."""
+    inspector = sa.inspect(connection)
+    present = set(inspector.get_table_names())
+    found = []
+    wanted = [(table, list(table.columns)) for table in _beyond_models(catalog)]
+    for name, column_name in sorted(_extra_columns(catalog)):
+        wanted.append((catalog.tables[name].postgres, [catalog.tables[name].postgres.c[column_name]]))
+    for table, columns in wanted:
+        if table.name not in present:
+            found.append(f"table {table.name}: in the SQLite file, missing from the database")
+            continue
+        held = {c["name"]: c for c in inspector.get_columns(table.name)}
+        for column in columns:
+            there = held.get(column.name)
+            if there is None:
+                found.append(f"column {table.name}.{column.name}: in the SQLite file, missing from the database")
+                continue
+            want, have = _type_text(column.type, connection.dialect), _type_text(there["type"], connection.dialect)
+            if want != have:
+                found.append(f"column {table.name}.{column.name}: type is {have} in the database, {want} in the catalog")
+            if bool(there["nullable"]) != bool(column.nullable):
+                found.append(f"column {table.name}.{column.name}: nullable is {there['nullable']} in the database,"
+                             f" {column.nullable} in the catalog")
+    return found
+
+
+def catalog_ddl(catalog: Catalog) -> list[str]:
+    """The DDL `install` runs for the catalog (the HRP tables come from the migrations: named, not spelled)."""
+    dialect = postgresql.dialect()
+    statements = []
+    if catalog.hrp:
+        statements.append("-- the HRP tables: the Alembic migrations in hrp_data/migrations, to head")
+        for name, column_name in sorted(_extra_columns(catalog)):
+            column = catalog.tables[name].postgres.c[column_name]
+            statements.append(f"ALTER TABLE {_quote(name)} ADD COLUMN {CreateColumn(column).compile(dialect=dialect)}")
+    tables = _beyond_models(catalog)
+    for table in tables:
+        statements.append(str(CreateTable(table).compile(dialect=dialect)).strip())
+    for table in tables:
+        for index in sorted(table.indexes, key=lambda i: i.name or ""):
+            statements.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
+    for table in tables:
+        for constraint in sorted(table.foreign_key_constraints, key=lambda c: c.name or ""):
+            statements.append(str(AddConstraint(constraint).compile(dialect=dialect)).strip())
+    return statements
+
+
+def install(url: str, catalog: Catalog) -> SchemaResult:
+    """Create in PostgreSQL what the catalog holds (idempotent): for the HRP file the Alembic
+    migrations to head, then the columns and tables beyond the models; for another file its
+    tables, indexes and foreign keys (the foreign keys after every table, so cycles are fine)."""
+    result = upgrade(url) if catalog.hrp else None
+    engine = engine_for(url)
+    created: list[str] = []
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(LOCK_KEY)))
+            inspector = sa.inspect(connection)
+            present = set(inspector.get_table_names())
+            for name, column_name in sorted(_extra_columns(catalog)):
+                if column_name in {c["name"] for c in inspector.get_columns(name)}:
+                    continue
+                column = catalog.tables[name].postgres.c[column_name]
+                connection.exec_driver_sql(
+                    f"ALTER TABLE {_quote(name)} ADD COLUMN {CreateColumn(column).compile(dialect=connection.dialect)}"
+                )
+                created.append(f"{name}.{column_name}")
+            missing = [t for t in _beyond_models(catalog) if t.name not in present]
+            for table in missing:
+                connection.execute(CreateTable(table))
+                for index in table.indexes:
+                    connection.execute(CreateIndex(index))
+                created.append(table.name)
+            for table in missing:
+                for constraint in table.foreign_key_constraints:
+                    connection.execute(AddConstraint(constraint))
+    except sa.exc.SQLAlchemyError as error:
+        raise SchemaError(_one_line(f"cannot create the schema at {url}", error)) from None
+    finally:
+        engine.dispose()
+    parts = [result.message] if result is not None else []
+    if created:
+        parts.append(f"created from the SQLite file: {', '.join(created)}")
+    elif result is None:
+        parts.append("every table of the SQLite file exists already: nothing to do")
+    changed = bool(created) or bool(result is not None and result.changed)
+    return SchemaResult(changed, "; ".join(parts), result.revision if result is not None else None)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def alembic_config(url: str | None = None, *, connection: sa.Connection | None = None) -> Config:
@@ -115,22 +244,25 @@ def alembic_config(url: str | None = None, *, connection: sa.Connection | None =
     return config
 
 
-def comparison_options(connection: sa.Connection) -> dict[str, Any]:
+def comparison_options(connection: sa.Connection, skip_columns: set[tuple[str, str]] = frozenset()) -> dict[str, Any]:
     """Options for the migration context: version table and what autogenerate compares."""
     installed = set(connection.execute(sa.text("SELECT extname FROM pg_extension")).scalars())
     return {
         "version_table": VERSION_TABLE,
         "compare_type": True,
         "compare_server_default": True,
-        "include_object": include_object_for(installed),
+        "include_object": include_object_for(installed, skip_columns),
     }
 
 
-def include_object_for(installed_extensions: Iterable[str]) -> Callable[..., bool]:
+def include_object_for(
+    installed_extensions: Iterable[str], skip_columns: set[tuple[str, str]] = frozenset()
+) -> Callable[..., bool]:
     """An autogenerate `include_object` hook for a database with these extensions.
 
-    It skips tables the models do not define, and model indexes whose
-    info["requires_extension"] is not installed; everything else is compared.
+    It skips tables the models do not define, model indexes whose
+    info["requires_extension"] is not installed, and the file's columns beyond
+    the models (`skip_columns`, compared by catalog_drift); everything else is compared.
     """
     installed = frozenset(installed_extensions)
     model_tables = frozenset(Base.metadata.tables)
@@ -138,6 +270,8 @@ def include_object_for(installed_extensions: Iterable[str]) -> Callable[..., boo
     def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         if type_ == "table":
             return name in model_tables
+        if type_ == "column" and reflected and (obj.table.name, name) in skip_columns:
+            return False
         if type_ == "index" and not reflected:
             needed = obj.info.get("requires_extension")
             return needed is None or needed in installed

@@ -6,6 +6,7 @@ hashes differ. On PostgreSQL the row text is computed by the server
 SQLite, Python renders the raw stored values (`sqlite_row_text`). Each kind
 is spelled so that equal values give equal text:
 
+- blob: hex; numeric: the decimal without trailing zeros;
 - integer: decimal; text: '<length>:<text>'; real: the 8 IEEE bytes in hex
   (-0.0 as 0.0); boolean: t/f; timestamp: UTC 'YYYY-MM-DD HH:MM:SS.ffffff';
   date: 'YYYY-MM-DD'; json: md5 of PostgreSQL's jsonb text (keys ordered by
@@ -47,6 +48,8 @@ _SQL = {
     Kind.TIMESTAMP: "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
     Kind.DATE: "to_char({c}, 'YYYY-MM-DD')",
     Kind.JSON: "md5({c}::text)",
+    Kind.BLOB: "encode({c}, 'hex')",
+    Kind.NUMERIC: "trim_scale({c})::text",
 }
 
 
@@ -136,6 +139,11 @@ def _json(raw: Any) -> str:
     return hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _numeric(raw: Any) -> str:
+    value = to_postgres(Kind.NUMERIC, raw)
+    return "0" if value == 0 else format(value.normalize(), "f")
+
+
 _PYTHON: dict[Kind, Callable[[Any], str]] = {
     Kind.INTEGER: _integer,
     Kind.TEXT: _text,
@@ -144,6 +152,8 @@ _PYTHON: dict[Kind, Callable[[Any], str]] = {
     Kind.TIMESTAMP: _timestamp,
     Kind.DATE: lambda raw: to_postgres(Kind.DATE, raw).isoformat(),
     Kind.JSON: _json,
+    Kind.BLOB: lambda raw: to_postgres(Kind.BLOB, raw).hex(),
+    Kind.NUMERIC: _numeric,
 }
 
 
@@ -235,6 +245,8 @@ _FAST_GUARD = {
     Kind.TIMESTAMP: "(type({v}) is str and len({v}) == 19 and {v}[4] == '-' and {v}[10] == ' ' and {v}[13] == ':')",
     Kind.DATE: "True",
     Kind.JSON: "True",
+    Kind.BLOB: "type({v}) is bytes",
+    Kind.NUMERIC: "type({v}) is int",
 }
 _FAST_SPELLING = {  # expressions inside the row's f-string, which is in triple single quotes
     Kind.INTEGER: "_null if {v} is None else {v}",
@@ -244,6 +256,8 @@ _FAST_SPELLING = {  # expressions inside the row's f-string, which is in triple 
     Kind.TIMESTAMP: "_null if {v} is None else {v} + _micro",
     Kind.DATE: "_date({v})",
     Kind.JSON: "_fast_json({v})",
+    Kind.BLOB: "_null if {v} is None else {v}.hex()",
+    Kind.NUMERIC: "_null if {v} is None else {v}",
 }
 
 

@@ -27,11 +27,9 @@ from typing import Any
 
 from adapters.sqlite import decode_text
 from hrp_data.backfill import legacy_rows
-from hrp_data.models import TABLES
 from hrp_data.backfill.read_pool import WORKER_NICE, _die_with_parent, default_workers
 from hrp_data.verify.range_hash import fast_row_renderer
 
-TABLE_MAP = {table.name: table for table in TABLES}
 POOL_MIN_ROWS = 10_000
 """Below this many rows a table is hashed in the calling process (the pool is started anyway)."""
 TASK_BUCKETS = 8
@@ -47,6 +45,23 @@ class RangePlan:
     table: str
     low: int
     width: int
+    columns: tuple[str, ...]
+    """The file's names of the table's columns, in the catalog's order (with `kinds`)."""
+    kinds: tuple[Any, ...]
+    keys: tuple[str, ...]
+    sqlite_table: str
+    """The file's name of the table (`table` is the catalog's)."""
+
+    @classmethod
+    def of(cls, table: Any, sqlite_table: Any, low: int, width: int) -> "RangePlan":
+        """The plan for a catalog table (`table`) and the same table as the file names it."""
+        from adapters.types import kind_of
+
+        return cls(
+            table.name, low, width, tuple(c.name for c in sqlite_table.columns),
+            tuple(kind_of(c) for c in table.columns), tuple(c.name for c in sqlite_table.primary_key.columns),
+            sqlite_table.name,
+        )
 
     def key_bounds(self, first: int, last: int) -> tuple[int, int]:
         """The first and last key of buckets first..last (inclusive), clamped to SQLite's integers."""
@@ -59,13 +74,12 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _range_query(table_name: str) -> tuple[str, int]:
-    table = TABLE_MAP[table_name]
-    columns = [c.name for c in table.columns]
-    keys = [c.name for c in table.primary_key.columns]
+def _range_query(plan: RangePlan) -> tuple[str, int]:
+    columns = list(plan.columns)
+    keys = list(plan.keys)
     first = _quote(keys[0])
     sql = (
-        f"SELECT {', '.join(_quote(c) for c in columns)} FROM {_quote(table_name)}"
+        f"SELECT {', '.join(_quote(c) for c in columns)} FROM {_quote(plan.sqlite_table)}"
         f" WHERE {first} >= ? AND {first} <= ? ORDER BY {', '.join(_quote(k) for k in keys)}"
     )
     return sql, columns.index(keys[0])
@@ -87,13 +101,10 @@ def _rows(connection: sqlite3.Connection, sql: str, bounds: tuple[int, int]) -> 
 
 def hash_buckets(connection: sqlite3.Connection, plan: RangePlan, first: int, last: int) -> BucketHashes:
     """Row count and md5 of the row texts (newline-joined, in key order) of buckets first..last."""
-    from adapters.types import kind_of
-
-    table = TABLE_MAP[plan.table]
-    render = _renderers.get(plan.table)
+    render = _renderers.get(plan.kinds)
     if render is None:
-        render = _renderers[plan.table] = fast_row_renderer([kind_of(c) for c in table.columns])
-    sql, key_index = _range_query(plan.table)
+        render = _renderers[plan.kinds] = fast_row_renderer(list(plan.kinds))
+    sql, key_index = _range_query(plan)
     out: BucketHashes = {}
     current, texts = None, []
     low, width = plan.low, plan.width
@@ -116,7 +127,7 @@ def _digest(texts: list[str]) -> tuple[int, str]:
     return len(texts), hashlib.md5("\n".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-_renderers: dict[str, Any] = {}
+_renderers: dict[tuple, Any] = {}
 _worker: dict[str, Any] = {}
 
 

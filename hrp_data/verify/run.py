@@ -31,7 +31,7 @@ import sqlalchemy as sa
 import structlog
 
 from adapters.binds import reading, writing
-from adapters.convert import BIGINT_RANGE
+from adapters.convert import BIGINT_RANGE, Kind
 from adapters.outbox import key_from_json, key_to_json
 from adapters.postgres import call_timeout
 from adapters.types import kind_of
@@ -40,9 +40,9 @@ from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import KeyRef, apply_keys, read_images
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.backfill.legacy_rows import sqlite_order
-from hrp_data.models import SECRET_COLUMNS, TABLES
+from hrp_data.models import SECRET_COLUMNS
 from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE
-from hrp_data.cutover.schema_watch import schema_drift
+from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
 from hrp_data.verify.ranges import RangeHasher, RangePlan
 from shadow.normalize import normalize_row
 from hrp_data.verify.range_hash import fast_row_renderer, md5_hex, postgres_row_text
@@ -54,7 +54,6 @@ BUCKET_ROWS = 2000
 RECHECK_S = 10.0
 EXAMPLES = 20
 RUNS_TABLE = "hrp_cutover_verify_runs"
-TABLE_MAP = {table.name: table for table in TABLES}
 Progress = Callable[[str, str, int, int], None]
 """(table, stage, done, total): stage "hashing" counts rows hashed on both sides, "differing ranges" ranges."""
 
@@ -241,10 +240,36 @@ def _sqlite_rows(engine: sa.Engine, table: sa.Table, where: str = "", params: tu
         raw.close()
 
 
-def _sqlite_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets, count: int) -> dict[int, tuple[int, str]]:
+def _sqlite_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets, count: int,
+                    sqlite_table: sa.Table | None = None) -> dict[int, tuple[int, str]]:
     """Every bucket's count and md5 on SQLite, in this process (RangeHasher spreads it over workers)."""
     with RangeHasher(_sqlite_file(engine), workers=0) as hasher:
-        return _gather(hasher.submit(RangePlan(table.name, buckets.low, buckets.width), count, 0))
+        plan = RangePlan.of(table, sqlite_table if sqlite_table is not None else table, buckets.low, buckets.width)
+        return _gather(hasher.submit(plan, count, 0))
+
+
+def _on_sqlite(cutover: Cutover, table: sa.Table) -> sa.Table:
+    """The catalog table as the file names it (same column order and keys)."""
+    return cutover.captured.sqlite.get(table.name, table)
+
+
+def _whole_table_candidates(cutover: Cutover, table: sa.Table) -> list[tuple]:
+    """Keys whose rows differ, for a table whose first key column is not an integer (no buckets):
+    every row's fingerprint on both sides."""
+    sqlite_table = _on_sqlite(cutover, table)
+    names = [c.name for c in sqlite_table.columns]
+    key_positions = [names.index(k) for k in _key_names(sqlite_table)]
+    render = fast_row_renderer([kind for _, kind in _columns(table)])
+    sqlite_side = {tuple(row[i] for i in key_positions): md5_hex(render(row))
+                   for row in _sqlite_rows(cutover.sqlite, sqlite_table)}
+    keys = ", ".join(_quote(k) for k in _key_names(table))
+    with long_statements(cutover.engine(POSTGRES)) as connection:
+        rows = connection.exec_driver_sql(
+            f"SELECT {keys}, md5({postgres_row_text(_columns(table))}) FROM {_quote(table.name)}"
+        ).all()
+    width = len(_key_names(table))
+    postgres_side = {tuple(r[:width]): r[width] for r in rows}
+    return [k for k in set(sqlite_side) | set(postgres_side) if sqlite_side.get(k) != postgres_side.get(k)]
 
 
 def _sqlite_file(engine: sa.Engine) -> Path:
@@ -262,15 +287,18 @@ def _gather(tasks, on_task: Callable[[int], None] | None = None) -> dict[int, tu
 
 def _row_fingerprints(cutover: Cutover, table: sa.Table, bounds: tuple[int, int]) -> tuple[dict, dict]:
     """Per-key fingerprints of one range on both sides."""
-    names = [name for name, _ in _columns(table)]
-    key_names = _key_names(table)
-    first = _quote(key_names[0])
-    key_positions = [names.index(k) for k in key_names]
+    sqlite_table = _on_sqlite(cutover, table)
+    names = [c.name for c in sqlite_table.columns]
+    sqlite_keys = _key_names(sqlite_table)
+    key_positions = [names.index(k) for k in sqlite_keys]
     render = fast_row_renderer([kind for _, kind in _columns(table)])
+    sqlite_first = _quote(sqlite_keys[0])
     sqlite_side = {
         tuple(row[i] for i in key_positions): md5_hex(render(row))
-        for row in _sqlite_rows(cutover.sqlite, table, f"WHERE {first} >= ? AND {first} <= ?", bounds)
+        for row in _sqlite_rows(cutover.sqlite, sqlite_table, f"WHERE {sqlite_first} >= ? AND {sqlite_first} <= ?", bounds)
     }
+    key_names = _key_names(table)
+    first = _quote(key_names[0])
     keys = ", ".join(_quote(k) for k in key_names)
     with long_statements(cutover.engine(POSTGRES)) as connection:
         rows = connection.exec_driver_sql(
@@ -329,12 +357,12 @@ def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], primary: 
     deadline = time.monotonic() + RECHECK_S
     while remaining:
         with reading(primary_engine) as connection:
-            before = read_images(connection, TABLE_MAP, remaining)
+            before = read_images(connection, cutover.captured, remaining)
             pending = outbox.pending_keys(connection, remaining)
         with reading(secondary_engine) as connection:
-            secondary_images = read_images(connection, TABLE_MAP, remaining)
+            secondary_images = read_images(connection, cutover.captured, remaining)
         with reading(primary_engine) as connection:
-            after = read_images(connection, TABLE_MAP, remaining)
+            after = read_images(connection, cutover.captured, remaining)
         in_flight = []
         for ref in remaining:
             moved = (before[ref] is None) != (after[ref] is None) or (
@@ -375,12 +403,22 @@ class TablePlan:
     buckets: Buckets | None
     count: int
     tasks: list
+    whole: bool = False
+    """Compared whole, without buckets (the first key column is not an integer)."""
 
 
 def plan_table(cutover: Cutover, hasher: RangeHasher, table: sa.Table) -> TablePlan:
-    """Count both sides, split the first key column into buckets, and start hashing SQLite's."""
+    """Count both sides, split the first key column into buckets, and start hashing SQLite's
+    (a first key column that is not an integer has no buckets: the table is compared whole)."""
+    sqlite_table = _on_sqlite(cutover, table)
+    if kind_of(next(iter(table.primary_key.columns))) is not Kind.INTEGER:
+        counts = {}
+        for side, engine, named in ((SQLITE, cutover.sqlite, sqlite_table), (POSTGRES, cutover.engine(POSTGRES), table)):
+            with reading(engine) as connection:
+                counts[side] = connection.exec_driver_sql(f"SELECT count(*) FROM {_quote(named.name)}").scalar()
+        return TablePlan(table, counts, None, 0, [], whole=True)
     with reading(cutover.sqlite) as connection:
-        s_min, s_max, s_count = _bounds(connection, table)
+        s_min, s_max, s_count = _bounds(connection, sqlite_table)
     with long_statements(cutover.engine(POSTGRES)) as connection:
         p_min, p_max, p_count = _bounds(connection, table)
     counts = {SQLITE: s_count, POSTGRES: p_count}
@@ -391,7 +429,7 @@ def plan_table(cutover: Cutover, hasher: RangeHasher, table: sa.Table) -> TableP
     rows = max(s_count, p_count)
     count = max(1, math.ceil(rows / BUCKET_ROWS))
     buckets = Buckets(low, max(1, math.ceil((high - low + 1) / count)), wide=high - low > 2**62)
-    tasks = hasher.submit(RangePlan(table.name, buckets.low, buckets.width), count, rows)
+    tasks = hasher.submit(RangePlan.of(table, sqlite_table, buckets.low, buckets.width), count, rows)
     return TablePlan(table, counts, buckets, count, [(share * count // max(rows, 1), f) for share, f in tasks])
 
 
@@ -431,7 +469,10 @@ def verify_table(cutover: Cutover, table: sa.Table, primary: str, progress: Prog
     result.rows_primary = plan.counts[primary]
     result.rows_secondary = plan.counts[POSTGRES if primary == SQLITE else SQLITE]
     candidates = _bucket_candidates(cutover, plan, progress) if plan.buckets is not None else []
-    candidates += _odd_keys(cutover.sqlite, table)
+    if plan.whole:
+        candidates += _whole_table_candidates(cutover, table)
+    else:
+        candidates += _odd_keys(cutover.sqlite, _on_sqlite(cutover, table))
     candidates = sorted(set(candidates), key=sqlite_order)
     differences, pending = _confirm(cutover, table, candidates, primary) if candidates else ([], 0)
     quarantined = _quarantined_keys(cutover, table) if differences else set()
@@ -457,23 +498,25 @@ def verify(
     record: bool = True,
 ) -> VerifyResult:
     """Compare every row of the given tables (default: all) between SQLite and PostgreSQL."""
-    names = list(tables) if tables else [t.name for t in TABLES]
-    unknown = sorted(set(names) - set(TABLE_MAP))
+    table_map = cutover.catalog.postgres_tables()
+    names = list(tables) if tables else list(table_map)
+    unknown = sorted(set(names) - set(table_map))
     if unknown:
-        raise ValueError(f"unknown table {', '.join(unknown)}; use one of: {', '.join(TABLE_MAP)}")
+        raise ValueError(f"unknown table {', '.join(unknown)}; use one of: {', '.join(table_map)}")
     primary = PHASES[cutover.phase(fresh=True).phase].primary
     results, examples, differing = {}, [], []
     with RangeHasher(_sqlite_file(cutover.sqlite)) as hasher:
-        plans = [plan_table(cutover, hasher, TABLE_MAP[name]) for name in names]  # all SQLite work queued
+        plans = [plan_table(cutover, hasher, table_map[name]) for name in names]  # all SQLite work queued
         for name, plan in zip(names, plans):
-            results[name], confirmed = verify_table(cutover, TABLE_MAP[name], primary, progress, plan)
+            results[name], confirmed = verify_table(cutover, table_map[name], primary, progress, plan)
             examples += confirmed
             differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
-    drift = [d.as_dict() for d in schema_drift(cutover.sqlite, cutover.engine(POSTGRES), names)]
+    drift = [d.as_dict() for d in schema_drift(cutover.sqlite, cutover.engine(POSTGRES), names,
+                                               sqlite_names(cutover.catalog))]
     equal = not drift and all(r.missing == r.extra == r.different == 0 for r in results.values())
     outcome = VerifyResult(equal, results, (drift + examples)[:EXAMPLES], primary, differing=differing, schema=drift)
     if record:
-        record_run(cutover.sqlite, outcome, full=tables is None or set(names) == set(TABLE_MAP))
+        record_run(cutover.sqlite, outcome, full=tables is None or set(names) == set(table_map))
     return outcome
 
 
@@ -485,7 +528,7 @@ def repair(cutover: Cutover, result: VerifyResult) -> dict[str, int]:
     for start in range(0, len(result.differing), 500):
         applied = apply_keys(
             result.differing[start : start + 500],
-            tables=TABLE_MAP,
+            tables=cutover.captured,
             primary=primary,
             secondary=secondary,
             still_primary=lambda: PHASES[cutover.phase(fresh=True).phase].primary == result.primary,
@@ -520,7 +563,7 @@ def carry_gap(cutover: Cutover, tables: Sequence[str]) -> None:
     """Carry the rows written to `tables` while their capture was missing (a table rebuilt by a
     migration loses its triggers): verify those tables and repair what differs, without recording
     the run as a full verify. Handed to Cutover(carry=...) by the CLI and the web app."""
-    known = [name for name in tables if name in TABLE_MAP]
+    known = [name for name in tables if name in cutover.catalog.tables]
     if not known or PHASES[cutover.phase(fresh=True).phase].secondary is None:
         return
     first = verify(cutover, known, record=False)

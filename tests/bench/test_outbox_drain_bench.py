@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from adapters.postgres import create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
 from hrp_data.cutover import outbox
+from hrp_data.catalog import captured, file_catalog
 from hrp_data.cutover.applier import Counters, Route, drain_once
 from hrp_data.schema.install import upgrade
 
@@ -21,10 +22,10 @@ ROWS = int(os.environ.get("HRP_BENCH_OUTBOX_ROWS", "1000000"))
 CHUNK = 50_000
 
 
-def _fill_sqlite(engine: sa.Engine, rows: int) -> None:
+def _fill_sqlite(engine: sa.Engine, rows: int, catalog) -> None:
     """Insert `rows` horses through the capture triggers: one outbox entry each."""
     with engine.begin() as connection:
-        outbox.install_triggers(connection)
+        outbox.install_triggers(connection, catalog)
     for start in range(0, rows, CHUNK):
         with engine.begin() as connection:
             connection.exec_driver_sql(
@@ -34,9 +35,9 @@ def _fill_sqlite(engine: sa.Engine, rows: int) -> None:
             )
 
 
-def _fill_postgres(engine: sa.Engine, rows: int) -> None:
+def _fill_postgres(engine: sa.Engine, rows: int, catalog) -> None:
     with engine.begin() as connection:
-        outbox.install_triggers(connection)
+        outbox.install_triggers(connection, catalog)
     for start in range(0, rows, CHUNK):
         with engine.begin() as connection:
             connection.exec_driver_sql(
@@ -46,9 +47,9 @@ def _fill_postgres(engine: sa.Engine, rows: int) -> None:
             )
 
 
-def _drain(primary: sa.Engine, secondary: sa.Engine, rows: int) -> dict:
+def _drain(primary: sa.Engine, secondary: sa.Engine, rows: int, catalog) -> dict:
     """Drain with drain_once until empty; rows/s over the first and the last 10% of the rows."""
-    route = Route(primary, secondary)
+    route = Route(primary, secondary, captured(catalog))
     breaker, counters = pybreaker.CircuitBreaker(fail_max=1000), Counters()
     tenth = rows // 10
     marks: dict[str, float] = {}
@@ -89,8 +90,9 @@ def test_a_deep_sqlite_outbox_drains_at_a_steady_rate(legacy_file, postgres_url,
     postgres = create_postgres_engine(postgres_url)
     outbox.install_tables(sqlite)
     started = time.perf_counter()
-    _fill_sqlite(sqlite, ROWS)
-    figures = _figures(time.perf_counter() - started, _drain(sqlite, postgres, ROWS))
+    catalog = file_catalog(sqlite)
+    _fill_sqlite(sqlite, ROWS, catalog)
+    figures = _figures(time.perf_counter() - started, _drain(sqlite, postgres, ROWS, catalog))
     record_bench("outbox_drain_sqlite", figures)
     assert figures["last_over_first"] > 0.7, figures
 
@@ -102,9 +104,10 @@ def test_a_deep_postgres_outbox_drains_at_a_steady_rate(legacy_file, postgres_ur
     postgres = create_postgres_engine(postgres_url)
     outbox.install_tables(postgres)
     started = time.perf_counter()
-    _fill_postgres(postgres, ROWS)
+    catalog = file_catalog(sqlite)
+    _fill_postgres(postgres, ROWS, catalog)
     with postgres.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE hrp_cutover_outbox")
-    figures = _figures(time.perf_counter() - started, _drain(postgres, sqlite, ROWS))
+    figures = _figures(time.perf_counter() - started, _drain(postgres, sqlite, ROWS, catalog))
     record_bench("outbox_drain_postgres", figures)
     assert figures["last_over_first"] > 0.7, figures

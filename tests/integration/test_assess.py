@@ -34,7 +34,8 @@ def test_census_names_every_planted_value_and_orphan(legacy_file):
         assert item["count"] == 1 and item["examples"] == [list(planted[key])], key
     assert census[("races", "distance", "text_in_real_column")]["example_value"] == "N/A"
     assert census[("users", "password_hash", "blob_in_text_column")]["example_value"].startswith("sha256:")
-    assert "cret" not in json.dumps(report)  # the NUL-bearing api_key is fingerprinted
+    values = {key: value for key, value in report.items() if key != "mapping"}  # mapping names api_secret
+    assert "cret" not in json.dumps(values)  # the NUL-bearing api_key is fingerprinted
 
     orphans = {(o["table"], o["column"]): o for o in report["orphans"]}
     assert {k: o["rows"] for k, o in orphans.items() if o["rows"]} == {

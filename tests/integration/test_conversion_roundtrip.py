@@ -454,8 +454,37 @@ def test_a_stored_value_is_rejected_with_its_reason(legacy, column, literal, rea
     assert caught.value.reason == reason
 
 
+CATALOG_REJECTIONS = [  # the kinds of files beyond the HRP schema (adapters.catalog): BLOB and NUMERIC columns
+    ("bl", "5", "number_in_blob_column"),
+    ("bl", "'abc'", "text_in_blob_column"),
+    ("nu", "'abc'", "text_in_numeric_column"),
+    ("nu", "X'01'", "blob_in_numeric_column"),
+    ("nu", "9e999", "nan_in_numeric_column"),
+]
+CATALOG_COLUMNS = {"bl": Kind.BLOB, "nu": Kind.NUMERIC}
+COLUMN_RULES = {
+    "numeric_out_of_range": "a NUMERIC(p,s) column's rule (adapters.types.postgres_value), not a kind's",
+}
+
+
+@pytest.mark.parametrize(("column", "literal", "reason"), CATALOG_REJECTIONS,
+                         ids=[f"{c}-{r}" for c, _, r in CATALOG_REJECTIONS])
+def test_a_stored_value_of_a_catalog_kind_is_rejected_with_its_reason(tmp_path, column, literal, reason):
+    connection = sqlite3.connect(tmp_path / "other.db", isolation_level=None)
+    try:
+        connection.execute("CREATE TABLE other (id INTEGER PRIMARY KEY, bl BLOB, nu NUMERIC(10,2))")
+        connection.execute(f"INSERT INTO other (id, {column}) VALUES (1, {literal})")
+        raw = connection.execute(f"SELECT {column} FROM other WHERE id = 1").fetchone()[0]
+    finally:
+        connection.close()
+    with pytest.raises(Rejected) as caught:
+        to_postgres(CATALOG_COLUMNS[column], raw)
+    assert caught.value.reason == reason
+
+
 def test_every_reason_is_met_from_storage_or_known_unreachable():
-    met = {reason for _, _, reason in STORED_REJECTIONS}
+    met = {reason for _, _, reason in STORED_REJECTIONS} | {reason for _, _, reason in CATALOG_REJECTIONS}
+    met |= set(COLUMN_RULES)
     assert met | set(UNREACHABLE_FROM_LEGACY_COLUMNS) == set(REASONS)
     assert not met & set(UNREACHABLE_FROM_LEGACY_COLUMNS)
 

@@ -46,37 +46,48 @@ def test_a_file_that_is_not_a_readable_database_is_refused_in_one_line(seeded_fi
     assert seeded_file.read_bytes() == before
 
 
-def test_missing_tables_and_columns_are_refused_in_one_line(seeded_file, postgres_url, tmp_path):
+def test_missing_hrp_columns_are_refused_in_one_line(seeded_file, postgres_url, tmp_path):
+    """A file holding the HRP tables is the HRP app's: an HRP column missing is an older schema, refused."""
     without_column = tmp_path / "old.db"
     without_column.write_bytes(seeded_file.read_bytes())
     with sqlite3.connect(without_column) as raw:
         raw.execute("ALTER TABLE horses DROP COLUMN owner")
-    with sqlite3.connect(seeded_file) as raw:
-        raw.execute("DROP TABLE api_credentials")
     for args in COMMANDS:
-        _one_line_refusal(_run(seeded_file, postgres_url, args), "lacks the HRP tables api_credentials")
         _one_line_refusal(_run(without_column, postgres_url, args), "lacks the HRP columns horses.owner")
 
 
-def test_columns_beyond_the_schema_stop_the_backfill_unless_left_on_purpose(seeded_file, postgres_url):
+def test_a_file_without_all_hrp_tables_is_moved_by_its_own_catalog(seeded_file, postgres_url):
+    """Without api_credentials the file is not the HRP app's: assess maps its own tables, no model on top."""
+    with sqlite3.connect(seeded_file) as raw:
+        raw.execute("DROP TABLE api_credentials")
+    done = _run(seeded_file, postgres_url, ["assess", "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output)
+    assert report["hrp_file"] is False and "api_credentials" not in report["tables"]
+    assert {"table": "users", "column": "is_admin"}.items() <= next(
+        m for m in report["mapping"] if (m["table"], m["column"]) == ("users", "is_admin")
+    ).items()
+
+
+def test_columns_and_tables_beyond_the_schema_are_carried(seeded_file, postgres_url):
     with sqlite3.connect(seeded_file) as raw:
         raw.execute("ALTER TABLE races ADD COLUMN sponsor TEXT")
         raw.execute("UPDATE races SET sponsor = 'Acme'")
         raw.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
-    upgrade(postgres_url)
-    with open_cutover(seeded_file, postgres_url):
-        pass
+        raw.execute("INSERT INTO notes (body) VALUES ('first'), ('second')")
 
     report = json.loads(_run(seeded_file, postgres_url, ["assess", "--json"]).output)
     assert report["beyond_schema"] == {"extra_columns": ["races.sponsor"], "extra_tables": ["notes"]}
     text = _run(seeded_file, postgres_url, ["assess"]).output
-    assert "column races.sponsor" in text and "table notes" in text
+    assert "column races.sponsor: carried" in text and "table notes: carried" in text
 
-    refused = _run(seeded_file, postgres_url, ["backfill", "--no-backup"])
-    assert refused.exit_code == 1 and "races.sponsor" in refused.output and "--leave-extra-columns" in refused.output
-    assert pg_query(postgres_url, "SELECT count(*) FROM races") == [(0,)]
-
-    done = _run(seeded_file, postgres_url, ["backfill", "--no-backup", "--leave-extra-columns", "--json"])
+    made = _run(seeded_file, postgres_url, ["schema"])
+    assert made.exit_code == 0, made.output
+    assert "races.sponsor" in made.output and "notes" in made.output
+    with open_cutover(seeded_file, postgres_url):  # phase dual_write
+        pass
+    done = _run(seeded_file, postgres_url, ["backfill", "--no-backup", "--json"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output[done.output.index("{"):])["complete"]
-    assert pg_query(postgres_url, "SELECT count(*) FROM races") == [(20,)]
+    assert pg_query(postgres_url, "SELECT count(*), min(sponsor), max(sponsor) FROM races") == [(20, "Acme", "Acme")]
+    assert pg_query(postgres_url, "SELECT id, body FROM notes ORDER BY id") == [(1, "first"), (2, "second")]

@@ -111,9 +111,9 @@ def _assert_consistent(cutover, legacy_file, postgres_url, ledger: Ledger, expec
     assert move_journal.current(cutover.sqlite) is None
     row = PHASES[expected]
     with cutover.sqlite.connect() as connection:
-        assert outbox.triggers(connection) == row.triggers_on(SQLITE)
+        assert outbox.triggers(connection, cutover.catalog) == row.triggers_on(SQLITE)
     with cutover.postgres.connect() as connection:
-        assert outbox.triggers(connection) == row.triggers_on(POSTGRES)
+        assert outbox.triggers(connection, cutover.catalog) == row.triggers_on(POSTGRES)
     replayed = _cli(legacy_file, postgres_url, "replay")
     assert replayed.exit_code == 0, replayed.output
     ledger.assert_everywhere(legacy_file, postgres_url)
@@ -199,7 +199,7 @@ def test_the_applier_finishes_a_killed_move_within_seconds(shadow, legacy_file, 
             time.sleep(0.1)
         assert move_journal.current(app.sqlite) is None
         with app.postgres.connect() as connection:
-            assert outbox.triggers(connection) == PHASES[target].triggers_on(POSTGRES)
+            assert outbox.triggers(connection, app.catalog) == PHASES[target].triggers_on(POSTGRES)
     _assert_consistent(cutover, legacy_file, postgres_url, ledger, target)
 
 

@@ -81,10 +81,8 @@ def test_a_rebuilt_table_is_captured_again_and_its_gap_carried(live):
     cutover, path, postgres_url = live
     changed = _rebuild_with_writes(path, "horses")
     with cutover.sqlite.connect() as connection:
-        from hrp_data.cutover.outbox import CAPTURED_MAP
-
         def captured() -> bool:
-            missing = uncaptured(connection, [CAPTURED_MAP["horses"]])
+            missing = uncaptured(connection, [cutover.captured.sqlite["horses"]])
             connection.rollback()
             return not missing
 

@@ -25,6 +25,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from adapters.convert import (
+    fits_numeric,
     REASONS,
     Kind,
     Rejected,
@@ -163,6 +164,12 @@ ACCEPTED = [
     pytest.param(Kind.JSON, 14, 14, "14", id="json-python-number"),
     pytest.param(Kind.JSON, 14.5, 14.5, "14.5", id="json-python-real"),
     pytest.param(Kind.JSON, False, False, "false", id="json-python-boolean"),
+    # BLOB and NUMERIC (files beyond the HRP schema: adapters.catalog)
+    pytest.param(Kind.BLOB, b"\x00\xff", b"\x00\xff", b"\x00\xff", id="blob-bytes"),
+    pytest.param(Kind.BLOB, memoryview(b"ab"), b"ab", b"ab", id="blob-memoryview"),
+    pytest.param(Kind.NUMERIC, 12, Decimal(12), 12, id="numeric-integer"),
+    pytest.param(Kind.NUMERIC, 1.1, Decimal("1.1"), 1.1, id="numeric-real-shortest-decimal"),
+    pytest.param(Kind.NUMERIC, Decimal("2.50"), Decimal("2.50"), 2.5, id="numeric-decimal"),
 ]
 
 
@@ -306,6 +313,16 @@ REJECTED = [
     pytest.param(Kind.TEXT, dt.date(2025, 1, 14), "unsupported_type", id="text-date-object"),
     pytest.param(Kind.REAL, Decimal("1.5"), "unsupported_type", id="real-decimal"),
     *[pytest.param(kind, object(), "unsupported_type", id=f"{kind.value}-object") for kind in Kind],
+    pytest.param(Kind.BLOB, 5, "number_in_blob_column", id="blob-number"),
+    pytest.param(Kind.BLOB, "x", "text_in_blob_column", id="blob-text"),
+    pytest.param(Kind.NUMERIC, "abc", "text_in_numeric_column", id="numeric-text"),
+    pytest.param(Kind.NUMERIC, b"\x01", "blob_in_numeric_column", id="numeric-blob"),
+    pytest.param(Kind.NUMERIC, math.inf, "nan_in_numeric_column", id="numeric-infinity"),
+]
+
+HELD_TO_SCALE = [  # fits_numeric: NUMERIC(p,s) columns (a column's rule, not a kind's)
+    pytest.param(Decimal("123.456"), 5, 2, "numeric_out_of_range", id="numeric-scale-lost"),
+    pytest.param(Decimal("1234"), 5, 2, "numeric_out_of_range", id="numeric-too-many-digits"),
 ]
 
 
@@ -326,8 +343,23 @@ def test_rejected_value_carries_its_reason(kind, raw, reason):
     assert str(caught.value).startswith(reason)
 
 
+@pytest.mark.parametrize(("value", "precision", "scale", "reason"), HELD_TO_SCALE)
+def test_numeric_column_refuses_what_it_would_round(value, precision, scale, reason):
+    with pytest.raises(Rejected) as caught:
+        fits_numeric(value, precision, scale)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(("value", "precision", "scale"), [
+    (Decimal("123.45"), 5, 2), (Decimal("0"), 1, 0), (Decimal("-999.99"), 5, 2), (Decimal("1.50"), 3, 1),
+    (Decimal("100"), 3, 0),
+])
+def test_numeric_column_holds_what_fits(value, precision, scale):
+    fits_numeric(value, precision, scale)
+
+
 def test_every_reason_has_a_case():
-    covered = {case.values[2] for case in REJECTED}
+    covered = {case.values[2] for case in REJECTED} | {case.values[3] for case in HELD_TO_SCALE}
     assert covered == set(REASONS)
 
 
@@ -379,8 +411,10 @@ def test_parse_json_is_strict_and_dump_json_is_the_legacy_spelling():
 
 
 def test_conversion_table_names_every_reason():
-    """The conversion table in docs/conversion.md names every reason."""
-    text = (Path(__file__).resolve().parents[2] / "docs" / "conversion.md").read_text(encoding="utf-8")
+    """The conversion tables name every reason: docs/conversion.md, and docs/schema.md for the
+    kinds of files beyond the HRP schema (BLOB, NUMERIC)."""
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    text = "".join((docs / name).read_text(encoding="utf-8") for name in ("conversion.md", "schema.md"))
     assert "| column kind |" in text.lower()
     missing = sorted(reason for reason in REASONS if f"`{reason}`" not in text)
     assert not missing
@@ -472,8 +506,9 @@ def test_text_with_nul_is_refused(before, after):
 
 
 @given(st.binary())
-def test_blobs_are_refused_in_every_kind(blob):
-    for kind in Kind:
+def test_blobs_are_refused_in_every_kind_but_blob(blob):
+    assert to_postgres(Kind.BLOB, blob) == blob
+    for kind in set(Kind) - {Kind.BLOB}:
         with pytest.raises(Rejected) as caught:
             to_postgres(kind, blob)
         assert caught.value.reason == f"blob_in_{kind.value}_column"

@@ -1,0 +1,193 @@
+"""Any schema through the CLI, as an operator runs it (issue 18, docs/schema.md).
+
+Per shape of the corpus (tests/schema_corpus.py): assess -> schema --sql ->
+schema -> phase set dual_write -> plain sqlite3 writes -> backup -> backfill
+-> more writes -> replay -> verify -> phase set shadow -> flip -> a plain
+INSERT on PostgreSQL without an id -> replay (the row reaches SQLite with the
+same id) -> verify -> rollback -> a plain SQLite write -> replay: then both
+databases are compared by this module's own comparer, not the project's
+verifier.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from click.testing import CliRunner
+
+from adapters.catalog import ROWID_COLUMN, short_name
+from tests.integration.test_backfill import libpq
+from tests.schema_corpus import SHAPE_IDS, SHAPES
+from tools.cli import cli
+
+OWN = ("sqlite_", "hrp_cutover_", "hrp_shadow_")
+
+
+def _cli(path: Path, url: str, *args: str):
+    """One command, as its own process would run it (no PostgreSQL wait callback left by another)."""
+    psycopg2.extensions.set_wait_callback(None)
+    done = CliRunner().invoke(cli, ["--sqlite", f"sqlite:///{path}", "--postgres", url, *args])
+    assert done.exit_code == 0, f"{' '.join(args)}: {done.output}"
+    return done.output
+
+
+def _plain_sqlite(path: Path, script: str) -> None:
+    """A write by the plain sqlite3 module, outside the layer (as another program of the operator's)."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.executescript(script)
+        connection.commit()
+    finally:
+        connection.close()
+
+
+# -- the independent comparer ---------------------------------------------------
+
+
+def _user_tables(connection: sqlite3.Connection) -> list[str]:
+    return [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not name.lower().startswith(OWN)]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _comparable(value: Any) -> Any:
+    """One value of either database as plain data: numbers as exact decimals, instants as naive UTC."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value)
+    if isinstance(value, bool):
+        return Decimal(int(value))
+    if isinstance(value, (int, Decimal)):
+        return Decimal(value).normalize() if value else Decimal(0)
+    if isinstance(value, float):
+        return Decimal(repr(value + 0.0)).normalize() if value else Decimal(0)
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, (dict, list)):  # jsonb (the HRP models' JSON columns)
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, str):
+        if value[:1] in ("{", "["):
+            try:
+                return json.dumps(json.loads(value), sort_keys=True)
+            except ValueError:
+                return value
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if len(value) > 10:
+            return parsed.astimezone(dt.timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+        return value
+    return value
+
+
+def _sqlite_side(path: Path) -> dict[str, list[tuple]]:
+    connection = sqlite3.connect(path)
+    try:
+        out = {}
+        for table in _user_tables(connection):
+            columns = [row[1] for row in connection.execute("SELECT * FROM pragma_table_xinfo(?) WHERE hidden < 2",
+                                                             (table,))]
+            keyed = any(row[5] for row in connection.execute("SELECT * FROM pragma_table_info(?)", (table,)))
+            select = ", ".join(_quote(c) for c in columns)
+            if not keyed and "WITHOUT ROWID" not in (connection.execute(
+                    "SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0] or "").upper():
+                select = "rowid, " + select
+            rows = connection.execute(f"SELECT {select} FROM {_quote(table)}").fetchall()
+            out[table] = sorted((tuple(_comparable(v) for v in row) for row in rows), key=repr)
+        return out
+    finally:
+        connection.close()
+
+
+def _postgres_side(url: str, sqlite_path: Path) -> dict[str, list[tuple]]:
+    connection = sqlite3.connect(sqlite_path)
+    try:
+        layout = {}
+        for table in _user_tables(connection):
+            columns = [row[1] for row in connection.execute("SELECT * FROM pragma_table_xinfo(?) WHERE hidden < 2",
+                                                             (table,))]
+            keyed = any(row[5] for row in connection.execute("SELECT * FROM pragma_table_info(?)", (table,)))
+            layout[table] = ([ROWID_COLUMN] if not keyed else []) + [short_name(c) for c in columns]
+    finally:
+        connection.close()
+    out = {}
+    with psycopg2.connect(libpq(url)) as pg, pg.cursor() as cursor:
+        for table, columns in layout.items():
+            cursor.execute(f"SELECT {', '.join(_quote(c) for c in columns)} FROM {_quote(short_name(table))}")
+            out[table] = sorted((tuple(_comparable(v) for v in row) for row in cursor.fetchall()), key=repr)
+    return out
+
+
+def assert_same_data(path: Path, url: str) -> None:
+    """Every row of every table of the file, value for value, in PostgreSQL: no row or value left behind."""
+    sqlite_rows, postgres_rows = _sqlite_side(path), _postgres_side(url, path)
+    assert set(sqlite_rows) == set(postgres_rows)
+    for table in sqlite_rows:
+        assert sqlite_rows[table] == postgres_rows[table], table
+
+
+# -- the operator's path ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_a_file_of_another_schema_goes_through_every_cli_step(shape, tmp_path, postgres_url):
+    path = tmp_path / "app.db"
+    _plain_sqlite(path, shape.ddl + shape.rows)
+
+    assessed = _cli(path, postgres_url, "assess")
+    assert "mapping" in assessed and "postgresql" in assessed
+    report = json.loads(_cli(path, postgres_url, "assess", "--json"))
+    assert report["hrp_file"] is False and report["quarantine_rows"] == 0, report["rejections"]
+
+    printed = _cli(path, postgres_url, "schema", "--sql")
+    assert "CREATE TABLE" in printed
+    with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert cursor.fetchone()[0] == 0, "--sql runs nothing"
+    _cli(path, postgres_url, "schema")
+    _cli(path, postgres_url, "phase", "set", "dual_write")
+
+    _plain_sqlite(path, shape.more)
+    _cli(path, postgres_url, "backup")
+    out = _cli(path, postgres_url, "backfill", "--json")
+    done, end = json.JSONDecoder().raw_decode(out[out.index("{"):])
+    assert done["complete"], out
+    assert not out[out.index("{") + end:].strip(), out
+    _plain_sqlite(path, shape.after_backfill)
+    _cli(path, postgres_url, "replay")
+    _cli(path, postgres_url, "verify")
+    assert_same_data(path, postgres_url)
+
+    _cli(path, postgres_url, "phase", "set", "shadow")
+    _cli(path, postgres_url, "flip")
+    table, values = shape.postgres_insert
+    columns = ", ".join(_quote(short_name(c)) for c in values)
+    with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_quote(short_name(table))} ({columns}) VALUES ({', '.join(['%s'] * len(values))})",
+            list(values.values()),
+        )
+    _cli(path, postgres_url, "replay")
+    assert_same_data(path, postgres_url)
+
+    _cli(path, postgres_url, "verify")
+    _cli(path, postgres_url, "rollback")
+    _plain_sqlite(path, shape.sqlite_write)
+    _cli(path, postgres_url, "replay")
+    _cli(path, postgres_url, "status")
+    assert_same_data(path, postgres_url)
