@@ -42,6 +42,7 @@ class Settings:
     postgres_pool: int = 10
     postgres_pool_timeout: float = 5.0
     sqlite_lock_wait_s: float = 30.0
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -407,7 +407,7 @@ def _register(module_names: tuple[str, ...]) -> None:
             cli.add_command(command)
 
 
-_register(("backfill_cmd", "report_cmd", "web_cmd", "verify_cmd", "bench_cmd", "demo_cmd", "unlock_cmd"))
+_register(("backfill_cmd", "report_cmd", "web_cmd", "verify_cmd", "bench_cmd", "demo_cmd", "unlock_cmd", "metrics_cmd"))
 
 
 def main() -> None:
