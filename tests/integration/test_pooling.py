@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psycopg2
@@ -22,6 +27,8 @@ from hrp_data.session_locks import LAYER_LOCKS
 from tests.conftest import MAINTENANCE
 from tests.integration.cutover_helpers import assert_equal, settings_for
 from tools.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def libpq(url: str) -> str:
@@ -178,4 +185,58 @@ def test_a_lock_left_on_a_pooled_server_connection_is_named_and_cleared(seeded):
 
     result = run(path, pooled, "backfill", "--no-backup", direct=direct)
     assert result.exit_code == 0 and "COMPLETE" in result.output, result.output
+    assert layer_locks(direct) == []
+
+
+def _killed_at(point: str, path: Path, pooled: str, direct: str, *args: str) -> subprocess.CompletedProcess:
+    """`hrp-cutover ARGS` in its own process, SIGKILLed at the move's fault point `point`."""
+    code = (
+        "import os, signal\n"
+        "from hrp_data import flip\n"
+        f"flip.fault_at = lambda at: at == {point!r} and os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from tools.cli import main\n"
+        "main()\n"
+    )
+    env = dict(os.environ, HRP_SQLITE_URL=f"sqlite:///{path}", HRP_POSTGRES_URL=pooled, HRP_POSTGRES_DIRECT_URL=direct)
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _until_no_layer_lock(url: str, timeout: float = 10.0) -> float:
+    started = time.monotonic()
+    while layer_locks(url):
+        assert time.monotonic() - started < timeout, f"a layer lock outlived its command: {layer_locks(url)}"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_killed_commands_leave_no_lock_and_the_next_run_proceeds(seeded):
+    """A move SIGKILLed while it holds the phase lock, and a backfill SIGKILLed mid-copy: their
+    locks end with their processes, and the next command finishes the move or resumes the copy."""
+    path, direct, pooled = seeded
+    killed = _killed_at("drained", path, pooled, direct, "phase", "set", "dual_write")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    _until_no_layer_lock(direct)
+    result = run(path, pooled, "recover", direct=direct)
+    assert result.exit_code == 0 and "finished the interrupted move" in result.output, result.output
+    assert run(path, pooled, "phase", "set", "dual_write", direct=direct).exit_code == 0
+
+    env = dict(os.environ, HRP_SQLITE_URL=f"sqlite:///{path}", HRP_POSTGRES_URL=pooled, HRP_POSTGRES_DIRECT_URL=direct)
+    backfill = subprocess.Popen(
+        [sys.executable, "-c", "from tools.cli import main; main()", "backfill", "--no-backup", "--batch-size", "20",
+         "--max-rows-per-sec", "400"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (exists(direct, "hrp_cutover_backfill")
+               and pg_query(direct, "SELECT coalesce(sum(batches), 0) FROM hrp_cutover_backfill")[0][0] >= 2):
+        assert backfill.poll() is None and time.monotonic() < deadline, backfill.communicate()
+        time.sleep(0.05)
+    assert [name for _, granted, name in layer_locks(direct) if granted] == ["hrp-cutover-backfill"]
+    backfill.send_signal(signal.SIGKILL)
+    backfill.wait(timeout=10)
+    _until_no_layer_lock(direct)
+    result = run(path, pooled, "backfill", "--no-backup", direct=direct)
+    assert result.exit_code == 0 and "COMPLETE" in result.output, result.output
+    assert_equal(path, direct)
     assert layer_locks(direct) == []
