@@ -334,7 +334,7 @@ def test_looking_for_an_interrupted_move_leaves_no_setting_on_pooled_connections
         with mover.cursor() as cursor:  # a live mover holds the phase lock
             cursor.execute("SELECT pg_advisory_lock(%s)", (flip.PHASE_LOCK,))
         with pytest.raises(move_journal.MoveInProgress):
-            move_journal.finish(cutover.sqlite, engine, cutover.phases, wait=False)
+            move_journal.finish(cutover.sqlite, engine, cutover.phases, cutover.catalog, wait=False)
         with engine.connect() as connection:  # the one pooled connection
             assert connection.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
     finally:
