@@ -38,7 +38,7 @@ bench: $(STAMP)
 	$(BIN)/hrp-cutover bench
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -m soak -s tests/soak
+	$(BIN)/python -m pytest -m soak -s tests/soak tests/integration/test_move_model.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -42,7 +42,7 @@ def rows(draw):
 
 
 class TestFastRenderer:
-    @settings(max_examples=3000, deadline=None)
+    @settings(max_examples=800, deadline=None)
     @given(rows())
     def test_fast_and_general_renderers_spell_every_row_alike(self, table_row):
         """Any stored value in any column: the compiled fast path gives the general renderer's text."""
