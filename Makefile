@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench soak clean
+.PHONY: demo test test-unit test-integration test-e2e test-fuzz system-packages bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,23 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hrp-cutover demo
 
-test: $(STAMP)
+system-packages:
+	sh tools/setup/system_packages.sh
+
+test: $(STAMP) system-packages
 	$(BIN)/python -m pytest
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: $(STAMP) system-packages
+	$(BIN)/python -m pytest tests/e2e
+
+test-fuzz: $(STAMP)
+	$(BIN)/python -m pytest tests/fuzz
 
 bench: $(STAMP)
 	rm -rf artifacts/bench

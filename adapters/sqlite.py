@@ -79,7 +79,7 @@ def decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _on_connect(lock_wait_s: float, dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+def _on_connect(lock_wait_s: float, layer: bool, dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     dbapi_connection.text_factory = decode_text
     cursor = dbapi_connection.cursor()
@@ -87,7 +87,8 @@ def _on_connect(lock_wait_s: float, dbapi_connection: sqlite3.Connection, _recor
     cursor.execute("PRAGMA foreign_keys = ON")
     wait_for_lock(lock_wait_s, lambda: _use_wal(cursor))
     cursor.execute("PRAGMA synchronous = NORMAL")
-    cursor.execute(f"ATTACH DATABASE ':memory:' AS {LAYER_MARK}")
+    if layer:
+        cursor.execute(f"ATTACH DATABASE ':memory:' AS {LAYER_MARK}")
     cursor.close()
 
 
@@ -103,17 +104,19 @@ def _on_begin(lock_wait_s: float, connection: sa.Connection) -> None:
     wait_for_lock(lock_wait_s, lambda: connection.exec_driver_sql(f"BEGIN {mode}"))
 
 
-def create_sqlite_engine(url: str, *, lock_wait_s: float = LOCK_WAIT_S, **kw: Any) -> sa.Engine:
+def create_sqlite_engine(url: str, *, lock_wait_s: float = LOCK_WAIT_S, layer: bool = True, **kw: Any) -> sa.Engine:
     """An engine on a SQLite file, safe to share between threads and processes.
 
     A write transaction waits up to `lock_wait_s` for the file's lock (SQLiteLocked after that).
+    `layer=False`: its connections do not carry LAYER_MARK, so the guard refuses their writes
+    while the file is not the primary (the app's own sessions, hrp_data.cutover.routing).
     """
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": lock_wait_s},
         **kw,
     )
-    event.listen(engine, "connect", functools.partial(_on_connect, lock_wait_s))
+    event.listen(engine, "connect", functools.partial(_on_connect, lock_wait_s, layer))
     event.listen(engine, "begin", functools.partial(_on_begin, lock_wait_s))
     return engine
 

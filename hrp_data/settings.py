@@ -33,6 +33,7 @@ class SettingsError(ValueError):
 class Settings:
     sqlite_url: str = "sqlite:///data/hrp_database.db"
     postgres_url: str | None = None
+    postgres_direct_url: str | None = None
     phase: str = "sqlite_only"
     log_format: str = "console"
     log_level: str = "INFO"
@@ -41,6 +42,7 @@ class Settings:
     postgres_pool: int = 10
     postgres_pool_timeout: float = 5.0
     sqlite_lock_wait_s: float = 30.0
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -58,6 +60,8 @@ class Settings:
         _check_url("HRP_SQLITE_URL", self.sqlite_url, "sqlite")
         if self.postgres_url is not None:
             _check_url("HRP_POSTGRES_URL", self.postgres_url, "postgresql")
+        if self.postgres_direct_url is not None:
+            _check_url("HRP_POSTGRES_DIRECT_URL", self.postgres_direct_url, "postgresql")
         _check_choice("HRP_PHASE", self.phase, PHASE_NAMES)
         _check_choice("HRP_LOG_FORMAT", self.log_format, LOG_FORMATS)
         _check_choice(
@@ -82,6 +86,22 @@ class Settings:
             self, shadow_sample=sample, log_level=str(self.log_level).upper(), postgres_pool=pool,
             postgres_pool_timeout=pool_timeout, sqlite_lock_wait_s=lock_wait,
         )
+
+    def operator(self) -> "Settings":
+        """These settings for the operator's long commands and moves: PostgreSQL reached directly.
+
+        The app's HRP_POSTGRES_URL may go through a transaction pooler (PgBouncer);
+        a backfill, a verify or a move needs a session of its own, so it uses
+        HRP_POSTGRES_DIRECT_URL, or HRP_POSTGRES_URL where that is not set (docs/pooling.md).
+        """
+        if self.postgres_direct_url is None:
+            return self
+        return dataclasses.replace(self, postgres_url=self.postgres_direct_url)
+
+    @property
+    def operator_variable(self) -> str:
+        """The variable that names the operator's PostgreSQL URL in these settings."""
+        return "HRP_POSTGRES_DIRECT_URL" if self.postgres_direct_url is not None else "HRP_POSTGRES_URL"
 
     def request_threads(self, asked: int) -> int:
         """Request threads per app process that never need more PostgreSQL connections than it may open.

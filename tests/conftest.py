@@ -126,3 +126,14 @@ def create_legacy_file(path: Path) -> None:
 
         with sqlite3.connect(path) as connection:
             connection.executescript(ddl)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_server_url):
+    """A real PgBouncer in transaction mode in front of the session's server (tests/pgbouncer.py);
+    `pgbouncer.url(postgres_url)` reaches a test's database through it."""
+    from tests.pgbouncer import PgBouncer
+
+    bouncer = PgBouncer(postgres_server_url)
+    yield bouncer
+    bouncer.close()

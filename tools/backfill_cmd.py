@@ -12,7 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from hrp_data.settings import SettingsError
-from tools.cli import BadSetting, console, domain_errors, parse_tables, pass_context, postgres_option, settings_from
+from tools.cli import (
+    BadSetting, console, domain_errors, operator_settings, parse_tables, pass_context, postgres_option, require_session,
+    settings_from,
+)
 
 EXIT_INTERRUPTED = 130
 
@@ -219,9 +222,10 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
     from hrp_data.cutover.dual_write import Cutover
     from hrp_data.errors import describe_error
 
-    settings = settings_from(ctx, postgres_url=postgres_url)
+    settings = operator_settings(ctx, postgres_url)
     with domain_errors():
         settings.require_postgres()
+    require_session(settings, "backfill")
     options = Options(parse_tables(tables, ctx), batch_size, max_rows_per_sec, restart, retry_quarantined, workers,
                       leave_extra_columns)
     path = _sqlite_file(ctx)

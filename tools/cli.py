@@ -52,14 +52,17 @@ def settings_from(ctx: Context, **overrides) -> Settings:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120, "terminal_width": 120})
 @click.option("--sqlite", "sqlite_url", metavar="URL", help="SQLite URL (HRP_SQLITE_URL).")
-@click.option("--postgres", "postgres_url", metavar="URL", help="PostgreSQL URL (HRP_POSTGRES_URL).")
+@click.option("--postgres", "postgres_url", metavar="URL", help="PostgreSQL URL of the app, may be pooled (HRP_POSTGRES_URL).")
+@click.option("--postgres-direct", "postgres_direct_url", metavar="URL",
+              help="PostgreSQL URL for long commands and moves, never pooled (HRP_POSTGRES_DIRECT_URL; default: --postgres).")
 @click.option("--log-format", type=str, help="json or console (HRP_LOG_FORMAT).")
 @click.pass_context
-def cli(click_ctx: click.Context, sqlite_url, postgres_url, log_format) -> None:
+def cli(click_ctx: click.Context, sqlite_url, postgres_url, postgres_direct_url, log_format) -> None:
     """Move the HRP app from SQLite to PostgreSQL with zero downtime."""
     try:
         settings = Settings.from_env(
-            sqlite_url=_as_sqlite_url(sqlite_url), postgres_url=postgres_url, log_format=log_format
+            sqlite_url=_as_sqlite_url(sqlite_url), postgres_url=postgres_url,
+            postgres_direct_url=postgres_direct_url, log_format=log_format,
         )
     except SettingsError as error:
         raise BadSetting(str(error)) from None
@@ -140,14 +143,51 @@ def domain_errors() -> Iterator[None]:
         raise click.ClickException(f"database unavailable: {describe_error(error)}") from None
 
 
-def open_cutover(ctx: Context, postgres_url: str | None = None, *, finish_moves: bool = True):
+def require_session(settings: Settings, command: str) -> None:
+    """Refuse, before anything changes, when the operator's PostgreSQL URL reaches a transaction pooler."""
+    from adapters.pooler import probe
+
+    if settings.postgres_url is None:
+        return
+    try:
+        found = probe(settings.postgres_url)
+    except sa.exc.SQLAlchemyError:
+        return  # nothing answers: the command says so itself, in its own terms
+    if found.pooled:
+        raise BadSetting(
+            f"{command} needs a PostgreSQL session of its own, but {settings.operator_variable} reaches a"
+            f" transaction pooler ({found.evidence}); nothing was changed: set HRP_POSTGRES_DIRECT_URL"
+            " (or --postgres-direct) to the PostgreSQL server itself, not the pooler"
+        )
+
+
+def operator_settings(ctx: Context, postgres_url: str | None = None, *, session: str | None = None) -> Settings:
+    """The settings of a long command or a move: the operator's direct URL (HRP_POSTGRES_DIRECT_URL).
+
+    With `session` (the command's name), refuse when that URL reaches a transaction pooler.
+    """
+    settings = settings_from(ctx, postgres_url=postgres_url).operator()
+    if session is not None:
+        require_session(settings, session)
+    return settings
+
+
+def open_cutover(
+    ctx: Context, postgres_url: str | None = None, *, finish_moves: bool = True, operator: bool = False,
+    session: str | None = None,
+):
     """The Cutover of this CLI process (no background applier: commands drain by themselves).
 
     A move that a crash interrupted is finished first (docs/architecture.md, the move protocol).
+    `operator` (or `session`, the name of a command that needs a session) uses the operator's
+    direct URL (docs/pooling.md).
     """
     from hrp_data.cutover.dual_write import Cutover
 
-    settings = settings_from(ctx, postgres_url=postgres_url)
+    if operator or session is not None:
+        settings = operator_settings(ctx, postgres_url, session=session)
+    else:
+        settings = settings_from(ctx, postgres_url=postgres_url)
     try:
         settings.require_sqlite_file()
     except SettingsError as error:
@@ -164,9 +204,21 @@ def open_cutover(ctx: Context, postgres_url: str | None = None, *, finish_moves:
     return cutover
 
 
-postgres_option = click.option(
-    "--postgres", "postgres_url", metavar="URL", help="PostgreSQL URL (HRP_POSTGRES_URL)."
-)
+def _set_direct(click_ctx: click.Context, _param, value: str | None) -> None:
+    if value is not None:
+        context = click_ctx.find_object(Context)
+        context.settings = dataclasses.replace(context.settings, postgres_direct_url=value)
+
+
+def postgres_option(function):
+    """A command's --postgres (the app's URL) and --postgres-direct (the operator's) options."""
+    function = click.option(
+        "--postgres-direct", metavar="URL", expose_value=False, callback=_set_direct,
+        help="PostgreSQL URL for long commands and moves, never pooled (HRP_POSTGRES_DIRECT_URL).",
+    )(function)
+    return click.option(
+        "--postgres", "postgres_url", metavar="URL", help="PostgreSQL URL (HRP_POSTGRES_URL)."
+    )(function)
 
 
 @cli.command()
@@ -193,7 +245,7 @@ def schema(ctx: Context, postgres_url: str | None, as_sql: bool) -> None:
             click.echo(f"-- not carried over: {item.what} {item.name}: {item.why}")
         return
     with domain_errors():
-        url = settings.require_postgres()
+        url = operator_settings(ctx, postgres_url).require_postgres()
         result = upgrade(url) if catalog is None else install(url, catalog)
     click.echo(result.message)
     for item in catalog.not_carried if catalog is not None else ():
@@ -246,7 +298,7 @@ def _run_move(
 
     with domain_errors():
         named = parse_phase(target_name) if target_name is not None else None
-    with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
+    with domain_errors(), open_cutover(ctx, postgres_url, session="a move") as cutover:
         target = named or _target(cutover, step)
         if check:
             checks = checklist(cutover, target, accept_quarantine=accept_quarantine)
@@ -315,7 +367,7 @@ def replay(ctx: Context, postgres_url: str | None) -> None:
     """Drain the outbox to the secondary now, ignoring backoff; exit 1 if changes remain."""
     from hrp_data.cutover.replay import replay_outbox
 
-    with domain_errors(), open_cutover(ctx, postgres_url) as cutover:
+    with domain_errors(), open_cutover(ctx, postgres_url, operator=True) as cutover:
         result = replay_outbox(cutover)
     click.echo(f"applied {result.applied}; remaining {result.remaining}")
     for table, key, reason in result.failing:
@@ -331,7 +383,7 @@ def replay(ctx: Context, postgres_url: str | None) -> None:
 @pass_context
 def recover(ctx: Context, postgres_url: str | None) -> None:
     """Finish a move that a crash interrupted (any command does this first; this does only that)."""
-    with domain_errors(), open_cutover(ctx, postgres_url, finish_moves=False) as cutover:
+    with domain_errors(), open_cutover(ctx, postgres_url, finish_moves=False, operator=True) as cutover:
         finished = cutover.finish_interrupted_move(wait=True)
     click.echo("no interrupted move" if finished is None else f"finished the interrupted {finished.describe()}")
 
@@ -342,13 +394,14 @@ def recover(ctx: Context, postgres_url: str | None) -> None:
 @pass_context
 def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     """Phase, outbox depth and age, appliers' circuit breakers, last phase change."""
-    from hrp_data.cutover.status import cutover_status, postgres_reachability, statement_logging
+    from hrp_data.cutover.status import cutover_status, postgres_reachability, schema_drift_of, statement_logging
 
     with domain_errors(), open_cutover(ctx, postgres_url, finish_moves=False) as cutover:
         report = cutover_status(cutover)
         report["postgres"] = postgres_reachability(cutover, report)
         reachable = report["postgres"] is not None and report["postgres"]["reachable"]
         report["statement_logging"] = statement_logging(cutover) if reachable else []
+        report["schema_drift"] = schema_drift_of(cutover) if reachable else []
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -371,6 +424,8 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
         click.echo(f"guard      on {guard['on']}: writes from outside the layer refused ({refused})")
     for warning in report["statement_logging"]:
         click.echo(f"logging    warning: PostgreSQL {warning}")
+    for difference in report["schema_drift"]:
+        click.echo(f"SCHEMA     {difference}: moves are refused until both sides match (docs/operations.md)")
     if report["last_change"]:
         change = report["last_change"]
         click.echo(f"last move  {change['from_phase']} -> {change['to_phase']} at {change['at']} by {change['by']}")
@@ -385,7 +440,7 @@ def _register(module_names: tuple[str, ...]) -> None:
             cli.add_command(command)
 
 
-_register(("backfill_cmd", "report_cmd", "web_cmd", "verify_cmd", "bench_cmd", "demo_cmd"))
+_register(("backfill_cmd", "report_cmd", "web_cmd", "verify_cmd", "bench_cmd", "demo_cmd", "unlock_cmd", "metrics_cmd"))
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ def verify(ctx, tables: str | None, repair: bool, as_json: bool, postgres_url: s
     from hrp_data.verify.run import verify_and_repair
 
     names = parse_tables(tables, ctx)
-    with domain_errors(), open_cutover(ctx, postgres_url) as cutover, Progress(
+    with domain_errors(), open_cutover(ctx, postgres_url, session="verify") as cutover, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TimeRemainingColumn(), console=console, transient=True, disable=as_json,
     ) as progress:

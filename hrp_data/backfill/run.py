@@ -80,6 +80,7 @@ from hrp_data.cutover.dual_write import Cutover
 from hrp_data.backfill.legacy_rows import Key, TableReader
 from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE
 from hrp_data.backfill.quarantine import quarantine_rows
+from hrp_data.session_locks import who_holds
 
 __all__ = [
     "Options",
@@ -285,7 +286,10 @@ class _Run:
         with self.pg.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", (state.RUN_LOCK,))
             if not cursor.fetchone()[0]:
-                raise BackfillRefused("another backfill is running against this PostgreSQL database")
+                raise BackfillRefused(
+                    "another backfill is running against this PostgreSQL database"
+                    + who_holds(self.cutover.postgres, "backfill run")
+                )
             state.install(cursor)
             holds.install(cursor)
             quarantine.install(cursor)

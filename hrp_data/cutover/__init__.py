@@ -1,0 +1,1 @@
+"""The cutover's parts that follow the phase."""

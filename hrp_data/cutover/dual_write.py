@@ -102,6 +102,9 @@ class Cutover:
     def close(self) -> None:
         self.applier.stop()
         self.shadow.close()
+        routing = self.__dict__.pop("_session_routing", None)
+        if routing is not None:
+            routing.close()
         self.sqlite.dispose()
         if self.postgres is not None:
             self.postgres.dispose()
@@ -219,6 +222,20 @@ class Cutover:
         return UnitOfWork(self.engine(row.reads_from), writable=False)
 
 
+def pass_gate(cutover: Cutover, connection: sa.Connection, row: PhaseRow) -> PhaseRow:
+    """Take the write gate of `row`'s primary in `connection`'s transaction; the phase as it is now.
+
+    `connection` is on that primary, in a transaction begun with BEGIN IMMEDIATE on
+    SQLite. The caller writes there only if the phase returned has the same primary,
+    and otherwise rolls back and starts again on the new one. Repository units of
+    work and the app's own sessions (hrp_data.cutover.routing) both pass here.
+    """
+    if row.primary == POSTGRES:
+        hold_phase_shared(connection)
+        return cutover.phase_row(fresh=True)
+    return PHASES[PhaseStore.read(connection).phase]
+
+
 class DualWriteUnitOfWork(UnitOfWork):
     """The app's unit of work, opened on whichever database is primary right now."""
 
@@ -242,12 +259,7 @@ class DualWriteUnitOfWork(UnitOfWork):
         raise PhaseUnsettled("the primary database kept changing; retry the request")
 
     def _pass_gate(self, row: PhaseRow) -> PhaseRow:
-        """Take the primary's write gate and read the phase as it is now."""
-        connection = self.session.connection()
-        if row.primary == POSTGRES:
-            hold_phase_shared(connection)
-            return self.cutover.phase_row(fresh=True)
-        return PHASES[PhaseStore.read(connection).phase]
+        return pass_gate(self.cutover, self.session.connection(), row)
 
     def commit(self) -> None:
         super().commit()

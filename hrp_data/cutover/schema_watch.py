@@ -46,7 +46,7 @@ from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
 from hrp_data.errors import describe_error
 from hrp_data.flip import journal as move_journal
-from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, Triggers
+from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow
 
 log = structlog.get_logger(__name__)
 
@@ -161,6 +161,18 @@ def uncaptured(connection: sa.Connection, tables: Sequence[sa.Table]) -> list[st
     return [t.name for t in tables if not states.get((t.name, postgres_adapter.capture_trigger_name(t, outbox.OUTBOX)))]
 
 
+def unguarded(connection: sa.Connection, tables: Sequence[sa.Table]) -> list[str]:
+    """The tables whose guard triggers are missing (or, on PostgreSQL, missing or disabled)."""
+    if connection.dialect.name == "sqlite":
+        names = sqlite_adapter.trigger_names(connection)
+        return [
+            t.name for t in tables
+            if any(f"{sqlite_adapter.GUARD_PREFIX}_{t.name}_{suffix}" not in names for suffix in SQLITE_TRIGGER_SUFFIXES)
+        ]
+    states = postgres_adapter.trigger_states(connection)
+    return [t.name for t in tables if not states.get((t.name, postgres_adapter.GUARD_TRIGGER))]
+
+
 def sqlite_names(catalog: Catalog) -> dict[str, str]:
     """Catalog name -> the file's name, for the tables whose names differ."""
     return {name: entry.name for name, entry in catalog.tables.items() if entry.name != name}
@@ -208,6 +220,9 @@ class SchemaWatch:
             self.carry(tables)
             self._to_carry.difference_update(tables)
         if self._changed(row.secondary):
+            unguarded = self._rearm(row.secondary)  # a rebuild on the secondary took its guard along
+            if unguarded:
+                log.warning("schema.guard_rearmed", tables=unguarded, secondary=row.secondary)
             drift = schema_drift(self.engines(SQLITE), self.engines(POSTGRES), self.names, sqlite_names(self.catalog))
             if drift != self.drift and drift:
                 log.warning("schema.drift", differences=[str(d) for d in drift])
@@ -227,10 +242,12 @@ class SchemaWatch:
         self._seen[side] = signature
         return changed
 
-    def _rearm(self, primary: str) -> list[str]:
-        engine = self.engines(primary)
-        if primary == SQLITE:
-            with writing(engine) as connection:  # a move holds this lock while it changes capture
+    def _rearm(self, side: str) -> list[str]:
+        """Put back the triggers the phase wants on `side` where a schema change took them away;
+        returns the tables that lost capture (on the primary) or their guard (on the secondary)."""
+        engine = self.engines(side)
+        if side == SQLITE:
+            with writing(engine) as connection:  # a move holds this lock while it changes triggers
                 return self._rearm_in(connection, SQLITE)
         with engine.begin() as connection:
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))  # no move in flight
@@ -238,14 +255,23 @@ class SchemaWatch:
 
     def _rearm_in(self, connection: sa.Connection, side: str) -> list[str]:
         row = self.phase_row()
-        if row.primary != side or row.secondary is None or move_journal.current(self.engines(SQLITE)) is not None:
-            return []  # the primary moved meanwhile, or a move's own steps will set capture
+        if row.secondary is None or side not in (row.primary, row.secondary) \
+                or move_journal.current(self.engines(SQLITE)) is not None:
+            return []  # the phase moved meanwhile, or a move's own steps will set the triggers
+        wanted = row.triggers_on(side)
         named = self.captured.on(side)
         catalog_name = {table.name: key for key, table in named.items()}
-        missing = [catalog_name[name] for name in uncaptured(connection, list(named.values()))]
-        if missing:
-            guard = outbox.triggers(connection, self.catalog).guard
-            outbox.set_triggers(connection, Triggers(capture=True, guard=guard), self.catalog)
+        if wanted.capture:
+            missing = [catalog_name[name] for name in uncaptured(connection, list(named.values()))]
+        elif wanted.guard:
+            guarded = [named[name] for name in self.catalog.tables]
+            missing = [catalog_name[name] for name in unguarded(connection, guarded)]
+        else:
+            return []
+        if not missing:
+            return []
+        outbox.set_triggers(connection, wanted, self.catalog)
+        if wanted.capture:
             reason = f"capture of {', '.join(missing)} was missing after a schema change"
             if side == SQLITE:  # in the same transaction as the re-arm
                 move_journal.reset_evidence(connection, reason)

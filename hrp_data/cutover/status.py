@@ -69,3 +69,14 @@ def statement_logging(cutover: Cutover) -> list[str]:
         return [str(risk) for risk in logging_risks(cutover)]
     except sa.exc.SQLAlchemyError as error:
         return [f"unknown: PostgreSQL unavailable ({describe_error(error)})"]
+
+
+def schema_drift_of(cutover: "Cutover") -> list[str]:
+    """Columns or tables one live schema has and the other lacks (hrp_data.cutover.schema_watch);
+    computed by the CLI's status only once PostgreSQL answered."""
+    from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
+
+    return [
+        str(d) for d in schema_drift(cutover.sqlite, cutover.engine("postgres"), list(cutover.catalog.tables),
+                                     sqlite_names(cutover.catalog))
+    ]

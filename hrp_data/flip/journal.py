@@ -182,13 +182,12 @@ def finish(
         _finish_sqlite_side(sqlite, phases, marker, catalog)
         return marker
     try:
-        with call_timeout(10.0), postgres.connect() as lock:
-            lock.exec_driver_sql(f"SET lock_timeout = '{FINISH_LOCK_WAIT if wait else '1ms'}'")
-            got = lock.execute(sa.select(sa.func.pg_try_advisory_lock(PHASE_LOCK))).scalar()
+        with call_timeout(10.0), postgres.connect() as lock:  # the lock is this transaction's: it ends with it
+            lock.exec_driver_sql(f"SET LOCAL lock_timeout = '{FINISH_LOCK_WAIT if wait else '1ms'}'")
+            got = lock.execute(sa.select(sa.func.pg_try_advisory_xact_lock(PHASE_LOCK))).scalar()
             if not got and wait:
-                lock.execute(sa.select(sa.func.pg_advisory_lock(PHASE_LOCK)))
+                lock.execute(sa.select(sa.func.pg_advisory_xact_lock(PHASE_LOCK)))
                 got = True
-            lock.commit()
             if not got:
                 raise MoveInProgress(f"{marker.describe()} and its mover still holds the phase lock")
             try:
@@ -196,8 +195,7 @@ def finish(
                 if again is not None:
                     _finish_both(sqlite, postgres, phases, again, catalog)
             finally:
-                lock.execute(sa.select(sa.func.pg_advisory_unlock(PHASE_LOCK)))
-                lock.commit()
+                lock.rollback()
     except sa.exc.OperationalError as error:
         if "lock timeout" in str(error) or "LockNotAvailable" in type(getattr(error, "orig", error)).__name__:
             raise MoveInProgress(f"{marker.describe()} and its mover still holds the phase lock") from None

@@ -6,6 +6,8 @@ down in docs/architecture.md ("The move protocol"):
 1. pre-drain: apply the outbox to the secondary while writes go on;
 2. take the phase advisory lock exclusive in PostgreSQL (writers on
    PostgreSQL and every applier wait), then record the move in the journal;
+   the lock is transaction-scoped (a transaction of its own, open for the
+   whole move), so it can never outlive the mover, behind a pooler or not;
 3. PostgreSQL's triggers become the union of what the old and the new phase
    want (capture and guard added, nothing removed), committed: from here on
    no write from outside the layer can reach PostgreSQL uncaptured;
@@ -184,12 +186,10 @@ def move(
     lock = postgres.connect() if postgres is not None else None
     locked = False
     try:
-        if lock is not None:
-            lock.exec_driver_sql(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+        if lock is not None:  # transaction-scoped: it ends with this transaction, pooled or not
+            lock.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
             with call_timeout(LOCK_WAIT_S):
-                lock.execute(sa.select(sa.func.pg_advisory_lock(PHASE_LOCK)))
-            lock.exec_driver_sql("RESET lock_timeout")
-            lock.commit()
+                lock.execute(sa.select(sa.func.pg_advisory_xact_lock(PHASE_LOCK)))
             locked = True
         move_journal.begin(cutover.sqlite, record.phase, target)
         try:
@@ -218,12 +218,12 @@ def move(
 
 
 def _release(lock: sa.Connection, locked: bool) -> None:
-    """Release the phase lock; if PostgreSQL does not answer, end the session, which releases it."""
+    """End the lock's transaction, which releases the phase lock; if PostgreSQL does not answer,
+    end the session, which ends the transaction."""
     try:
         if locked:
             with call_timeout(LOCK_WAIT_S):
-                lock.execute(sa.select(sa.func.pg_advisory_unlock(PHASE_LOCK)))
-                lock.commit()
+                lock.rollback()
     except sa.exc.SQLAlchemyError:
         lock.invalidate()
     finally:

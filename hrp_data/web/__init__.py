@@ -26,8 +26,8 @@ class IdConverter(IntegerConverter):
         super().__init__(map, min=1, max=2**63 - 1)
 
 
-def register_blueprints(app: Flask, *, api: bool = True, dashboard: bool = True) -> None:
-    """Add the JSON API (/api) and the cutover dashboard (/admin) to an app with HrpCutover."""
+def register_blueprints(app: Flask, *, api: bool = True, dashboard: bool = True, metrics: bool = True) -> None:
+    """Add the JSON API (/api), the cutover dashboard (/admin) and /metrics to an app with HrpCutover."""
     from hrp_data.web import admin, auth, errors
     from hrp_data.web import api as api_views
 
@@ -38,6 +38,10 @@ def register_blueprints(app: Flask, *, api: bool = True, dashboard: bool = True)
         app.register_blueprint(api_views.bp)
     if dashboard:
         app.register_blueprint(admin.bp)
+    if metrics:
+        from hrp_data.web import metrics as metrics_view
+
+        app.register_blueprint(metrics_view.bp)
     errors.install_app_fallback(app)
 
 

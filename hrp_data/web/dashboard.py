@@ -10,17 +10,23 @@ other modules are used when they are there: hrp_data.backfill.run
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import sqlalchemy as sa
+
+from adapters.pooler import Probe, probe
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.errors import describe_error
 from hrp_data.flip.move import MoveResult
 from hrp_data.cutover.phases import ORDER, Phase
 from hrp_data.flip.readiness import Check, checklist, guarded_move
 from hrp_data.cutover.status import cutover_status
+from hrp_data.settings import SettingsError
 from hrp_data.web.serialize import plain
 
 SHADOW_WINDOW_S = 24 * 3600
@@ -184,7 +190,39 @@ def overview(cutover: Cutover) -> dict[str, Any]:
 
 
 def move(cutover: Cutover, target: Phase, *, accept_quarantine: bool = False) -> MoveResult:
-    """The same preflight as the CLI: readiness checks, then the move (raises NotReady)."""
+    """The same preflight as the CLI: readiness checks, then the move (raises NotReady).
+
+    A move needs PostgreSQL directly (docs/pooling.md): with HRP_POSTGRES_DIRECT_URL it runs
+    on a Cutover of that URL; without it, an app URL that reaches a transaction pooler is
+    refused (SettingsError) before anything changes.
+    """
     options = {"accept_quarantine": True} if accept_quarantine else {}
-    result, _checks_run = guarded_move(cutover, target, **options)
+    with _mover(cutover) as mover:
+        result, _checks_run = guarded_move(mover, target, **options)
     return result
+
+
+@contextlib.contextmanager
+def _mover(cutover: Cutover) -> Iterator[Cutover]:
+    settings = cutover.settings
+    if settings.postgres_direct_url is not None and settings.postgres_direct_url != settings.postgres_url:
+        with Cutover(settings.operator(), applier=False) as direct:
+            yield direct
+        return
+    if settings.postgres_url is not None:
+        try:
+            found = _probe(settings.postgres_url)
+        except sa.exc.SQLAlchemyError:
+            found = None  # nothing answers: the move says so itself
+        if found is not None and found.pooled:
+            raise SettingsError(
+                f"the app reaches PostgreSQL through a transaction pooler ({found.evidence}): a move needs it"
+                " directly; set HRP_POSTGRES_DIRECT_URL for the app, or move with the CLI"
+                " (`hrp-cutover flip`/`rollback` with HRP_POSTGRES_DIRECT_URL); nothing was changed"
+            )
+    yield cutover
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(url: str) -> Probe:
+    return probe(url)

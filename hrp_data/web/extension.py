@@ -61,6 +61,8 @@ class CutoverState:
         self.applier = applier
         self._cutover: Cutover | None = None
         self._secret: str | None = None
+        self.db: Any = None
+        """The app's flask_sqlalchemy.SQLAlchemy whose sessions follow the phase (None: none)."""
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
@@ -100,9 +102,10 @@ class _FileKeySessionInterface(SecureCookieSessionInterface):
         return super().get_signing_serializer(app)
 
 
-def _settings_for(app: Flask) -> Settings:
-    """HRP_* keys of app.config win over the environment."""
-    env: dict[str, str] = dict(os.environ)
+def _settings_for(app: Flask, defaults: dict[str, str] | None = None) -> Settings:
+    """HRP_* keys of app.config win over the environment, which wins over `defaults`."""
+    env: dict[str, str] = dict(defaults or {})
+    env.update(os.environ)
     env.update({k: str(v) for k, v in app.config.items() if k.startswith("HRP_") and v is not None})
     return Settings.from_env(env)
 
@@ -114,11 +117,22 @@ class HrpCutover:
         if app is not None:
             self.init_app(app, settings, **kw)
 
-    def init_app(self, app: Flask, settings: Settings | None = None, *, applier: bool = True) -> CutoverState:
+    def init_app(
+        self, app: Flask, settings: Settings | None = None, *, applier: bool = True, db: Any = None
+    ) -> CutoverState:
+        """`db`: the app's flask_sqlalchemy.SQLAlchemy; its db.session then follows the phase
+        (hrp_data.web.integration), and HRP_SQLITE_URL defaults to its SQLALCHEMY_DATABASE_URI."""
         if EXTENSION in app.extensions:
             raise RuntimeError("HrpCutover is already initialised on this app; call init_app once")
-        settings = (settings or _settings_for(app)).validated()
+        defaults = {}
+        if db is not None:
+            from hrp_data.web import integration
+
+            defaults["HRP_SQLITE_URL"] = integration.database_url(app, db)
+        settings = (settings or _settings_for(app, defaults)).validated()
         state = CutoverState(settings, applier=applier)
+        if db is not None:
+            integration.route_sessions(app, db, state)
         app.extensions[EXTENSION] = state
         app.wsgi_app = HoldShadowSamples(app.wsgi_app, state.laboratory)
         if settings.secret_key:

@@ -14,7 +14,6 @@ import http.cookiejar
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -43,20 +42,10 @@ WAIT_S = 20
 
 
 def _ensure_chromium() -> None:
+    """Chromium comes from the set-up step `make test` runs (tools/setup/system_packages.sh)."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        if shutil.which("apt-get") is None:
-            pytest.fail("headless Chromium is missing and apt-get is not available to install chromium chromium-driver",
-                        pytrace=False)
-        try:
-            for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
-                subprocess.run(command, check=True, capture_output=True, timeout=900,
-                               env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
-            pytest.fail(f"headless Chromium could not be installed (apt-get install -y chromium chromium-driver: {error})",
-                        pytrace=False)
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.fail(f"headless Chromium is not available: {CHROMIUM} or {CHROMEDRIVER} missing after apt-get install",
-                    pytrace=False)
+        pytest.fail(f"headless Chromium is missing ({CHROMIUM}, {CHROMEDRIVER}): run `make test`, whose set-up step"
+                    " installs it (tools/setup/system_packages.sh)", pytrace=False)
 
 
 @pytest.fixture

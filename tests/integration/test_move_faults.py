@@ -319,3 +319,25 @@ def test_repair_is_refused_in_sqlite_only(legacy_file, postgres_url):
     result = _cli(legacy_file, postgres_url, "verify", "--repair")
     assert result.exit_code != 0
     assert "repair needs a phase with a secondary" in result.output
+
+
+def test_looking_for_an_interrupted_move_leaves_no_setting_on_pooled_connections(shadow, legacy_file, postgres_url):
+    """The applier looks every second while a move is in flight; the short lock timeout it uses must end
+    with its transaction, or the app's next write on that pooled connection times out on any lock."""
+    import sqlalchemy as sa
+
+    cutover = shadow
+    move_journal.begin(cutover.sqlite, Phase.SHADOW, Phase.POSTGRES_PRIMARY)
+    mover = psycopg2.connect(_libpq(postgres_url))
+    engine = sa.create_engine(postgres_url, pool_size=1, max_overflow=0)
+    try:
+        with mover.cursor() as cursor:  # a live mover holds the phase lock
+            cursor.execute("SELECT pg_advisory_lock(%s)", (flip.PHASE_LOCK,))
+        with pytest.raises(move_journal.MoveInProgress):
+            move_journal.finish(cutover.sqlite, engine, cutover.phases, cutover.catalog, wait=False)
+        with engine.connect() as connection:  # the one pooled connection
+            assert connection.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
+    finally:
+        mover.close()
+        engine.dispose()
+        move_journal.clear(cutover.sqlite)

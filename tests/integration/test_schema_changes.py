@@ -8,6 +8,7 @@ import sqlite3
 import time
 
 import pytest
+from click.testing import CliRunner
 
 from hrp_data.flip import journal as move_journal
 from hrp_data.cutover.dual_write import Cutover
@@ -18,6 +19,7 @@ from hrp_data.schema.install import upgrade
 from hrp_data.cutover.schema_watch import uncaptured
 from tools.seed import seed_database
 from hrp_data.verify.run import carry_gap, verify
+from tools.cli import cli
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 
 
@@ -79,10 +81,8 @@ def test_a_rebuilt_table_is_captured_again_and_its_gap_carried(live):
     cutover, path, postgres_url = live
     changed = _rebuild_with_writes(path, "horses")
     with cutover.sqlite.connect() as connection:
-        from hrp_data.cutover.outbox import CAPTURED_MAP
-
         def captured() -> bool:
-            missing = uncaptured(connection, [CAPTURED_MAP["horses"]])
+            missing = uncaptured(connection, [cutover.captured.sqlite["horses"]])
             connection.rollback()
             return not missing
 
@@ -107,6 +107,8 @@ def test_a_column_on_one_side_only_is_never_equal_and_holds_the_flip(live):
     move(cutover, Phase.SHADOW)
     schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
     assert not schema.ok and "horses.sire only in sqlite" in schema.detail, schema.detail
+    status = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "status"])
+    assert status.exit_code == 0 and "SCHEMA     horses.sire only in sqlite" in status.output, status.output
 
 
 def test_after_the_flip_a_column_added_on_postgresql_holds_the_rollback(live):
@@ -119,3 +121,38 @@ def test_after_the_flip_a_column_added_on_postgresql_holds_the_rollback(live):
     assert not result.equal and {"table": "races", "column": "going", "kind": "column_only_in_postgres"} in result.schema
     schema = {c.name: c for c in checklist(cutover, Phase.SHADOW)}["schema"]
     assert not schema.ok and "races.going" in schema.detail, schema.detail
+
+
+def test_a_table_rebuilt_on_the_secondary_gets_its_guard_back(live):
+    """After the flip the app's migration also runs on SQLite (to keep the rollback possible); a batch
+    rebuild there drops the guard with the table: the watch puts it back."""
+    cutover, path, postgres_url = live
+    move(cutover, Phase.SHADOW)
+    move(cutover, Phase.POSTGRES_PRIMARY)
+    wait_drained(cutover, timeout=60)
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("ATTACH ':memory:' AS hrp_cutover_layer")  # the documented maintenance bypass
+        create = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'horses'").fetchone()[0]
+        connection.execute("PRAGMA foreign_keys = OFF")
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(create.replace("CREATE TABLE horses", "CREATE TABLE _alembic_tmp_horses", 1))
+        connection.execute("INSERT INTO _alembic_tmp_horses SELECT * FROM horses")
+        connection.execute("DROP TABLE horses")
+        connection.execute("ALTER TABLE _alembic_tmp_horses RENAME TO horses")
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    from hrp_data.cutover.schema_watch import unguarded
+    from hrp_data.models import TABLES
+
+    horses = [t for t in TABLES if t.name == "horses"]
+    with cutover.sqlite.connect() as probe:
+        def guarded() -> bool:
+            missing = unguarded(probe, horses)
+            probe.rollback()
+            return not missing
+
+        _wait(guarded)
+    with pytest.raises(sqlite3.DatabaseError, match="hrp-cutover guard"), sqlite3.connect(path) as raw:
+        raw.execute("UPDATE horses SET age = 30 WHERE id = 1")

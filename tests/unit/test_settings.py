@@ -71,3 +71,19 @@ def test_request_threads_fit_the_postgres_pool(pool, asked, threads):
 
 def test_without_postgres_the_threads_are_as_asked():
     assert Settings.from_env({}).request_threads(8) == 8
+
+
+def test_the_operator_url_is_the_direct_one_and_falls_back_to_the_apps():
+    pooled = {"HRP_POSTGRES_URL": "postgresql://u@pooler:6432/db"}
+    both = pooled | {"HRP_POSTGRES_DIRECT_URL": "postgresql://u@server:5432/db"}
+    assert Settings.from_env(pooled).operator().postgres_url == "postgresql://u@pooler:6432/db"
+    assert Settings.from_env(pooled).operator_variable == "HRP_POSTGRES_URL"
+    operator = Settings.from_env(both).operator()
+    assert operator.postgres_url == "postgresql://u@server:5432/db"
+    assert operator.operator_variable == "HRP_POSTGRES_DIRECT_URL"
+    assert Settings.from_env(both).postgres_url == "postgresql://u@pooler:6432/db"  # the app's stays pooled
+
+
+def test_a_bad_direct_url_names_its_variable():
+    with pytest.raises(SettingsError, match="HRP_POSTGRES_DIRECT_URL='mysql://u@h/db' is not a postgresql URL"):
+        Settings.from_env({"HRP_POSTGRES_DIRECT_URL": "mysql://u@h/db"})

@@ -1,0 +1,89 @@
+"""`hrp-cutover metrics`: the Prometheus text format, parsed by prometheus_client's own parser,
+moving as the cutover moves (docs/metrics.md)."""
+
+from __future__ import annotations
+
+import psycopg2.extensions
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+
+from hrp_data.backfill.run import Options, run_backfill
+from hrp_data.cutover.dual_write import Cutover
+from hrp_data.flip.move import move
+from hrp_data.cutover.phases import Phase
+from hrp_data.cutover.replay import replay_outbox
+from hrp_data.schema.install import upgrade
+from tools.seed import seed_database
+from tests.integration.cutover_helpers import settings_for
+from tools.cli import cli
+
+
+def scrape(path, url) -> dict[tuple[str, tuple], float]:
+    """Run `hrp-cutover metrics` once; every sample as {(name, sorted labels): value}."""
+    psycopg2.extensions.set_wait_callback(None)
+    result = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", url, "metrics"])
+    assert result.exit_code == 0, result.output
+    samples = {}
+    for family in text_string_to_metric_families(result.stdout):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def pending(samples, direction: str = "sqlite_to_postgres") -> float:
+    return samples[("hrp_cutover_outbox_pending", (("direction", direction),))]
+
+
+def _add_users(cutover: Cutover, prefix: str, count: int) -> None:
+    for index in range(count):
+        with cutover.writing() as uow:
+            uow.users.add(username=f"{prefix}{index}", email=f"{prefix}{index}@x", password_hash="h")
+            uow.commit()
+
+
+def test_the_outbox_depth_rises_while_postgres_is_down_and_drains_after(legacy_file, own_postgres):
+    url = own_postgres.url
+    upgrade(url)
+    with Cutover(settings_for(legacy_file, url), applier=False) as cutover:
+        move(cutover, Phase.DUAL_WRITE)
+        before = scrape(legacy_file, url)
+        assert before[("hrp_cutover_phase", (("phase", "dual_write"),))] == 1
+        assert before[("hrp_cutover_phase", (("phase", "sqlite_only"),))] == 0
+        assert before[("hrp_cutover_phase_version", ())] == cutover.phase(fresh=True).version
+        assert before[("hrp_cutover_postgres_up", ())] == 1
+        assert pending(before) == 0
+        assert (("hrp_cutover_last_move_hold_seconds", (("from_phase", "sqlite_only"), ("to_phase", "dual_write")))
+                in before)
+
+        own_postgres.stop()
+        _add_users(cutover, "while_down", 7)
+        down = scrape(legacy_file, url)
+        assert pending(down) == 7
+        assert down[("hrp_cutover_outbox_oldest_age_seconds", (("direction", "sqlite_to_postgres"),))] > 0
+        assert down[("hrp_cutover_postgres_up", ())] == 0
+        assert down[("hrp_cutover_scrape_failed", (("part", "backfill"),))] == 1
+        _add_users(cutover, "still_down", 3)
+        assert pending(scrape(legacy_file, url)) == 10
+
+        own_postgres.start()
+        assert replay_outbox(cutover).remaining == 0
+        after = scrape(legacy_file, url)
+        assert pending(after) == 0 and pending(after, "postgres_to_sqlite") == 0
+        assert after[("hrp_cutover_postgres_up", ())] == 1
+        assert after[("hrp_cutover_scrape_failed", (("part", "backfill"),))] == 0
+
+
+def test_backfill_counts_per_table(tmp_path, postgres_url):
+    path = tmp_path / "hrp_database.db"
+    counts = seed_database(path, races=10, seed=3)
+    upgrade(postgres_url)
+    with Cutover(settings_for(path, postgres_url), applier=False, bound_calls=False) as cutover:
+        move(cutover, Phase.DUAL_WRITE)
+        assert ("hrp_cutover_backfill_complete", ()) in scrape(path, postgres_url)
+        psycopg2.extensions.set_wait_callback(None)
+        assert run_backfill(cutover, Options(batch_size=500)).complete
+    samples = scrape(path, postgres_url)
+    assert samples[("hrp_cutover_backfill_complete", ())] == 1
+    for table in ("users", "races", "horses"):
+        assert samples[("hrp_cutover_backfill_rows_copied_total", (("table", table),))] == counts[table]
+        assert samples[("hrp_cutover_backfill_rows_quarantined", (("table", table),))] == 0
