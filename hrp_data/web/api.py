@@ -29,6 +29,19 @@ from hrp_data.web.validation import (
 bp = Blueprint("hrp_api", __name__, url_prefix="/api")
 errors.install(bp)
 
+NOT_HRP = (
+    "the HRP app needs the HRP tables (users, races, horses, race_horses, predictions, api_credentials);"
+    " this SQLite file has not got them all, so only the cutover's CLI moves it (docs/schema.md)"
+)
+
+
+@bp.before_request
+def _needs_the_hrp_tables():
+    """A file without the HRP tables is another app's: its API answers 503 saying so, never a SQL error."""
+    if not current_cutover.catalog.hrp:
+        return errors.error_response(503, NOT_HRP)
+    return None
+
 PREDICTIONS_LIMIT = (integer("limit", low=1, high=1000),)
 
 

@@ -114,3 +114,20 @@ def test_the_grown_hrp_file_migrates_with_nothing_left_behind(tmp_path, postgres
         assert_same_data(path, postgres_url)
     finally:
         state.close()
+
+
+def test_the_api_on_a_file_without_the_hrp_tables_says_it_needs_them(tmp_path, postgres_url):
+    """Another app's file: the cutover's CLI moves it; the HRP API answers 503 naming why, no SQL error."""
+    from tests.schema_corpus import SHAPE_IDS, SHAPES
+
+    shape = SHAPES[SHAPE_IDS.index("mixed_case")]
+    path = tmp_path / "other.db"
+    _plain_sqlite(path, shape.ddl + shape.rows)
+    app = create_app(settings_for(path, postgres_url), applier=False)
+    state = HrpCutover.state(app)
+    try:
+        answer = app.test_client().get("/api/races")
+        assert answer.status_code == 503
+        assert "needs the HRP tables" in answer.get_json()["error"]
+    finally:
+        state.close()
