@@ -149,28 +149,28 @@ def _signature(connection: sa.Connection, tables: Sequence[str]) -> str:
     return hashlib.blake2b(repr(rows).encode(), digest_size=16).hexdigest()
 
 
-def uncaptured(connection: sa.Connection, tables: Sequence[sa.Table]) -> list[str]:
-    """The tables whose capture triggers are missing (or, on PostgreSQL, missing or disabled)."""
+def _missing(connection: sa.Connection, tables: Sequence[sa.Table], sqlite_prefix: str,
+             postgres_trigger: Callable[[sa.Table], str]) -> list[str]:
+    """The tables lacking one of the layer's trigger kinds (on PostgreSQL: missing or disabled)."""
     if connection.dialect.name == "sqlite":
         names = sqlite_adapter.trigger_names(connection)
         return [
             t.name for t in tables
-            if any(f"{outbox.OUTBOX}_{t.name}_{suffix}" not in names for suffix in SQLITE_TRIGGER_SUFFIXES)
+            if any(f"{sqlite_prefix}_{t.name}_{suffix}" not in names for suffix in SQLITE_TRIGGER_SUFFIXES)
         ]
     states = postgres_adapter.trigger_states(connection)
-    return [t.name for t in tables if not states.get((t.name, postgres_adapter.capture_trigger_name(t, outbox.OUTBOX)))]
+    return [t.name for t in tables if not states.get((t.name, postgres_trigger(t)))]
+
+
+def uncaptured(connection: sa.Connection, tables: Sequence[sa.Table]) -> list[str]:
+    """The tables whose capture triggers are missing (or, on PostgreSQL, missing or disabled)."""
+    return _missing(connection, tables, outbox.OUTBOX,
+                    lambda table: postgres_adapter.capture_trigger_name(table, outbox.OUTBOX))
 
 
 def unguarded(connection: sa.Connection, tables: Sequence[sa.Table]) -> list[str]:
     """The tables whose guard triggers are missing (or, on PostgreSQL, missing or disabled)."""
-    if connection.dialect.name == "sqlite":
-        names = sqlite_adapter.trigger_names(connection)
-        return [
-            t.name for t in tables
-            if any(f"{sqlite_adapter.GUARD_PREFIX}_{t.name}_{suffix}" not in names for suffix in SQLITE_TRIGGER_SUFFIXES)
-        ]
-    states = postgres_adapter.trigger_states(connection)
-    return [t.name for t in tables if not states.get((t.name, postgres_adapter.GUARD_TRIGGER))]
+    return _missing(connection, tables, sqlite_adapter.GUARD_PREFIX, lambda table: postgres_adapter.GUARD_TRIGGER)
 
 
 def sqlite_names(catalog: Catalog) -> dict[str, str]:
