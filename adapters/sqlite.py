@@ -52,7 +52,7 @@ def wait_for_lock(lock_wait_s: float, attempt: Callable[[], T]) -> T:
     """Run `attempt` until it stops failing on a locked file; SQLiteLocked after `lock_wait_s` in all."""
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(_is_locked),
-        wait=tenacity.wait_exponential_jitter(initial=0.02, max=0.5),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.02, max=0.5),
         stop=tenacity.stop_after_delay(lock_wait_s),
         reraise=True,
     )

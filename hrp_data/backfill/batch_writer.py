@@ -23,6 +23,7 @@ import psycopg2
 import psycopg2.errors
 import sqlalchemy as sa
 import structlog
+import tenacity
 
 from adapters import pg_copy
 from adapters.convert import Kind
@@ -42,6 +43,30 @@ TRANSIENT = (
     psycopg2.errors.SerializationFailure,
     psycopg2.errors.LockNotAvailable,
 )
+
+
+def _transient(error: BaseException) -> bool:
+    """A deadlock or serialization failure with a live apply (raw or wrapped by SQLAlchemy)."""
+    return isinstance(error, TRANSIENT) or isinstance(getattr(error, "orig", None), TRANSIENT)
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    log.warning("backfill.transaction_retried", attempt=state.attempt_number,
+                error=describe_error(state.outcome.exception()))
+
+
+def retrying_transient(work: Callable[[], Any]) -> Any:
+    """Run one transaction's worth of work again (whole) when PostgreSQL aborted it as a deadlock
+    victim or a serialization failure; each attempt rolls back its own failure."""
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_transient),
+        stop=tenacity.stop_after_attempt(WRITE_ATTEMPTS),
+        wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
+        before_sleep=_log_retry,
+        reraise=True,
+    )(work)
+
+
 DIRECT_FAILURES_MAX = 4
 """After this many failed plain COPYs (conflicts count 1, other errors 2) a table only merges."""
 
@@ -159,15 +184,7 @@ class BatchWriter:
 
     def write(self, work: Work) -> None:
         """Merge one batch and commit it with its quarantine entries and checkpoint; then re-check."""
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                rejects = self._commit(work)
-                break
-            except TRANSIENT as error:  # e.g. a deadlock with a live apply: the whole batch again
-                if attempt == WRITE_ATTEMPTS:
-                    raise
-                log.warning("backfill.batch_retried", table=self.name, attempt=attempt, error=describe_error(error))
-                time.sleep(0.05 * attempt)
+        rejects = retrying_transient(lambda: self._commit(work))  # e.g. a deadlock with a live apply
         refused_keys = [r.key for r in rejects if r.reason == quarantine.CONSTRAINT]
         if work.retry_keys is not None:
             self.recheck_keys(work.retry_keys)
@@ -451,20 +468,29 @@ class BatchWriter:
 
         One anti-join per foreign key over the whole table: the check the
         foreign-key triggers did not make while the copy held them back
-        (hrp_data.backfill.holds), classified as a refused merge is.
+        (hrp_data.backfill.holds), classified as a refused merge is. Live applies delete
+        and write the same rows meanwhile: a deadlock runs the whole check again.
         """
-        with self.pg.cursor() as cursor:
-            orphans = self._orphans(cursor, relation=self.name, everything=everything)
-            keys = sorted({r.key for r in orphans}, key=sqlite_order)
-            if keys:
-                self._delete_keys(cursor, self.name, keys)
-                quarantine.record(cursor, self.name, orphans)
-                state.save_batch(cursor, self.name, last_key=None, rechecked_key=None, seconds=0.0, batches=0,
-                                 copied=-len(keys))
-            self.pg.commit()
+        keys = retrying_transient(lambda: self._quarantine_orphans(everything))
         if keys:
             log.info("backfill.orphans_quarantined", table=self.name, rows=len(keys))
         return len(keys)
+
+    def _quarantine_orphans(self, everything: bool) -> list[Key]:
+        with self.pg.cursor() as cursor:
+            try:
+                orphans = self._orphans(cursor, relation=self.name, everything=everything)
+                keys = sorted({r.key for r in orphans}, key=sqlite_order)
+                if keys:
+                    self._delete_keys(cursor, self.name, keys)
+                    quarantine.record(cursor, self.name, orphans)
+                    state.save_batch(cursor, self.name, last_key=None, rechecked_key=None, seconds=0.0,
+                                     batches=0, copied=-len(keys))
+                self.pg.commit()
+            except BaseException:
+                self.pg.rollback()
+                raise
+        return keys
 
     # -- after the commit ----------------------------------------------------
 
@@ -503,13 +529,7 @@ class BatchWriter:
     def _apply(self, keys: Sequence[Key]) -> int:
         if not keys:
             return 0
-        result = apply_keys(
-            [KeyRef(self.name, tuple(key)) for key in keys],
-            tables=self.run.tables,
-            primary=self.run.primary,
-            secondary=self.run.secondary,
-            still_primary=self.run.still_primary,
-        )
+        result = self._apply_keys(keys)
         if result.deleted:
             log.info("backfill.zombies_removed", table=self.name, rows=result.deleted)
         self.pending_removed += result.deleted
@@ -517,13 +537,7 @@ class BatchWriter:
 
     def _apply_refused(self, keys: list[Key]) -> None:
         """Rows PostgreSQL refused get one try through the apply path (the live image may fit now)."""
-        result = apply_keys(
-            [KeyRef(self.name, tuple(key)) for key in keys],
-            tables=self.run.tables,
-            primary=self.run.primary,
-            secondary=self.run.secondary,
-            still_primary=self.run.still_primary,
-        )
+        result = self._apply_keys(keys)
         if not result.applied:
             return
         with self.pg.cursor() as cursor:
@@ -531,6 +545,17 @@ class BatchWriter:
             state.save_batch(cursor, self.name, last_key=None, rechecked_key=None, seconds=0.0, batches=0,
                              copied=result.upserted, quarantined=-left)
             self.pg.commit()
+
+    def _apply_keys(self, keys: Sequence[Key]) -> Any:
+        """apply_keys for this table's keys; its one transaction runs again after a deadlock."""
+        refs = [KeyRef(self.name, tuple(key)) for key in keys]
+        return retrying_transient(lambda: apply_keys(
+            refs,
+            tables=self.run.tables,
+            primary=self.run.primary,
+            secondary=self.run.secondary,
+            still_primary=self.run.still_primary,
+        ))
 
     def save_counts(self, cursor: Any) -> None:
         """Record what the re-checks removed since the last commit (in the caller's transaction)."""

@@ -243,6 +243,68 @@ def test_backfill_racing_four_writers_ends_equal(seeded, workers):
     assert_equal(path, url)
 
 
+class _DeadlockTheOrphanCheck(Listener):
+    """Once predictions are copied, another session locks the last orphan row; when the backfill's
+    orphan DELETE waits on it, that session asks for the first orphan row (which the DELETE holds):
+    a real deadlock, and the backfill (the session with the shorter deadlock_timeout) is the victim."""
+
+    def __init__(self, url: str, first: int, last: int):
+        self.url, self.first, self.last = url, first, last
+        self.thread: threading.Thread | None = None
+        self.errors: list[BaseException] = []
+        self.deadlocked = threading.Event()
+
+    def progress(self, table: str, done: int, total: int) -> None:
+        if table != "predictions" or done < total or self.thread is not None:
+            return
+        other = psycopg2.connect(libpq(self.url), options=MAINTENANCE)
+        with other.cursor() as cursor:  # held before the orphan check can start
+            cursor.execute("SET deadlock_timeout = '60s'")
+            cursor.execute("SELECT 1 FROM predictions WHERE id = %s FOR UPDATE", (self.last,))
+        self.thread = threading.Thread(target=self._close_the_circle, args=(other,))  # once the DELETE waits on it
+        self.thread.start()
+
+    def _close_the_circle(self, other) -> None:
+        try:
+            with other.cursor() as cursor:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                    )
+                    if cursor.fetchone()[0]:
+                        break
+                    time.sleep(0.02)
+                else:
+                    raise AssertionError("the orphan DELETE never waited on the held row")
+                cursor.execute("SELECT 1 FROM predictions WHERE id = %s FOR UPDATE", (self.first,))
+                self.deadlocked.set()
+        except BaseException as error:
+            self.errors.append(error)
+        finally:
+            other.rollback()
+            other.close()
+
+
+def test_a_deadlock_inside_the_orphan_check_runs_the_check_again(seeded):
+    """A live apply that deadlocks with the orphan check's DELETE (PostgreSQL aborts the backfill's
+    transaction) costs a retry of that transaction, not the run; the orphans still end quarantined."""
+    path, url = seeded
+    orphans = list(range(100001, 100031))
+    with sqlite3.connect(path) as raw:  # the legacy app, foreign keys off
+        raw.executemany("INSERT INTO predictions (id, race_id, horse_id, user_id) VALUES (?, 99999, 1, 1)",
+                        [(key,) for key in orphans])
+    listener = _DeadlockTheOrphanCheck(url, orphans[0], orphans[-1])
+    with open_cutover(path, url) as cutover, structlog.testing.capture_logs() as logs:
+        result = run_backfill(cutover, Options(batch_size=300), listener=listener)
+    listener.thread.join()
+    assert [str(e) for e in listener.errors] == [] and listener.deadlocked.is_set()
+    assert [e for e in logs if e["event"] == "backfill.transaction_retried"], "the deadlock was not retried"
+    assert result.complete and result.tables["predictions"].quarantined == len(orphans)
+    held = pg_query(url, "SELECT count(*) FROM predictions WHERE id >= %s", (orphans[0],))[0][0]
+    assert held == 0
+
+
 class _DeleteAfterRead(Listener):
     """Deletes every 7th row of a batch in SQLite right after the backfill read it, and applies the
     deletes to PostgreSQL at once (no-ops there: the rows are not copied yet). Without the re-check the
