@@ -31,6 +31,14 @@ HEADLINES = {
         f"verify {f.get('verify_rows_per_s')} rows/s vs a bare SQLite scan {f.get('bare_scan_rows_per_s')} rows/s"
         f" of the same {f.get('rows')} rows (verify takes x{f.get('verify_over_scan')} the scan's time)"
     ),
+    "outbox_drain_sqlite": lambda f: (
+        f"draining {f.get('rows')} pending changes SQLite -> PostgreSQL: {f.get('rows_per_s')} rows/s,"
+        f" last 10% at x{f.get('last_over_first')} the rate of the first"
+    ),
+    "outbox_drain_postgres": lambda f: (
+        f"draining {f.get('rows')} pending changes PostgreSQL -> SQLite: {f.get('rows_per_s')} rows/s,"
+        f" last 10% at x{f.get('last_over_first')} the rate of the first"
+    ),
     "complex_reads": lambda f: f"complex reads PostgreSQL vs SQLite: {f.get('summary')}",
 }
 

@@ -543,20 +543,23 @@ class RepairRefused(RuntimeError):
     """A repair in a phase where it cannot hold."""
 
 
-def verify_and_repair(cutover: Cutover, tables: Sequence[str] | None = None, *, progress: Progress | None = None) -> tuple[VerifyResult, VerifyResult | None]:
-    """Verify; if anything differs, repair it and verify again. Returns (first, second)."""
+def verify_and_repair(
+    cutover: Cutover, tables: Sequence[str] | None = None, *, progress: Progress | None = None,
+    record: bool = True, again: bool = True,
+) -> tuple[VerifyResult, VerifyResult | None]:
+    """Verify; if anything differs, repair it and (with `again`) verify again. Returns (first, second).
+    `record=False` keeps the runs out of the recorded evidence (a partial check, not a verify)."""
     if PHASES[cutover.phase(fresh=True).phase].secondary is None:
         raise RepairRefused(
             "repair needs a phase with a secondary (dual_write, shadow or postgres_primary): in"
             f" {cutover.phase().phase.value} nothing captures the primary's writes, so a repaired"
             " secondary would fall behind again at once; move to one of those phases first"
         )
-    first = verify(cutover, tables, progress=progress)
+    first = verify(cutover, tables, progress=progress, record=record)
     if first.equal or not first.differing:
         return first, None
     first.repaired = repair(cutover, first)
-    second = verify(cutover, tables, progress=progress)
-    return first, second
+    return first, verify(cutover, tables, progress=progress, record=record) if again else None
 
 
 def carry_gap(cutover: Cutover, tables: Sequence[str]) -> None:
@@ -566,11 +569,9 @@ def carry_gap(cutover: Cutover, tables: Sequence[str]) -> None:
     known = [name for name in tables if name in cutover.catalog.tables]
     if not known or PHASES[cutover.phase(fresh=True).phase].secondary is None:
         return
-    first = verify(cutover, known, record=False)
-    if first.equal:
-        return
-    first.repaired = repair(cutover, first)
-    log.warning("schema.gap_carried", tables=known, repaired=first.repaired)
+    first, _ = verify_and_repair(cutover, known, record=False, again=False)
+    if first.repaired:
+        log.warning("schema.gap_carried", tables=known, repaired=first.repaired)
 
 
 def _ensure_runs_table(connection: sa.Connection) -> None:

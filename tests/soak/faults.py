@@ -9,6 +9,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -122,3 +124,32 @@ def burst(base: str, ledger: Ledger, paths: list[str], threads: int, seconds: fl
         thread.start()
     for thread in pool:
         thread.join(timeout=seconds + 60)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def move_with_fault(env: dict[str, str], workdir: Path, point: str, inject, *args: str,
+                    timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """Run `hrp-cutover ARGS` (a move) and, when it reaches `point`, call `inject(pid)` (which may
+    kill it, fill a disk, stop a server) before letting it go on. Returns how the command ended;
+    raises if the move never reached the point."""
+    handshake = Path(tempfile.mkdtemp(prefix=f"move-{point}-", dir=workdir))
+    mover = subprocess.Popen(
+        [sys.executable, "-m", "tests.soak.mover", point, str(handshake), "--", *args],
+        cwd=ROOT, env=env | {"HRP_LOG_FORMAT": "console", "HRP_LOG_LEVEL": "WARNING"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not (handshake / "at").exists():
+        if mover.poll() is not None or time.monotonic() > deadline:
+            mover.kill()
+            out = mover.communicate()[0]
+            raise AssertionError(f"hrp-cutover {' '.join(args)} never reached {point}: {out[-2000:]}")
+        time.sleep(0.005)
+    try:
+        inject(mover.pid)
+    finally:
+        (handshake / "go").touch()
+    out = mover.communicate(timeout=timeout)[0]
+    return subprocess.CompletedProcess(mover.args, mover.returncode, out, "")

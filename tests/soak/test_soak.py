@@ -15,6 +15,11 @@ targets:
   Every write carries an Idempotency-Key; a request
   whose connection is lost (the killed worker's) is re-sent once by the client (`Api`): a write
   with its key (the stored answer comes back if it had committed), a read as it is;
+- faults inside moves, both directions (the mover SIGKILLed inside the hold and after the phase
+  commit, PostgreSQL stopped inside a flip's hold, the SQLite disk full inside a rollback's hold;
+  tests/soak/mover.py stops a real `hrp-cutover flip`/`rollback` at the point): after `recover` the
+  phase is the one before or the one after the move, and the writes acknowledged meanwhile are in
+  the final count like every other;
 - the burst beyond the pools is served: requests wait (in the workers' queues) longer than the
   pool timeout instead of getting its 503.
 
@@ -38,7 +43,7 @@ import pytest
 
 from tools import demo as harness
 from tests.pg_control import OwnPostgres
-from tests.soak.faults import FullDisk, burst, kill_worker_mid_request, wait_replaced, workers
+from tests.soak.faults import FullDisk, burst, kill_worker_mid_request, move_with_fault, wait_replaced, workers
 from tests.soak.tcp_proxy import TcpProxy
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "soak"
@@ -53,6 +58,10 @@ PRIMARY_FROZEN = "postgres_primary: postgres frozen 7 s (primary)"
 BURST = "postgres_primary: burst beyond the pools (slow postgres)"
 WORKER_KILLED = "postgres_primary: worker killed mid-request"
 DISK_FULL = "postgres_primary: sqlite disk full"
+FLIP_KILLED = "shadow: flip, mover SIGKILLed inside the hold"
+FLIP_POSTGRES_DOWN = "shadow: flip, postgres stopped inside the hold"
+ROLLBACK_DISK_FULL = "postgres_primary: rollback, sqlite disk full inside the hold"
+ROLLBACK_KILLED_COMMITTED = "postgres_primary: rollback, mover SIGKILLed after the phase commit"
 
 
 def _socket_path(url: str) -> str:
@@ -99,6 +108,13 @@ def _phase_seen(run: harness.Demo, master_pid: int, phase: str, timeout: float =
     raise AssertionError(f"not every worker saw phase {phase} within {timeout} s")
 
 
+MOVED = {"shadow": "postgres_primary", "postgres_primary": "shadow"}
+
+
+def _phase(run: harness.Demo) -> str:
+    return json.loads(run.cli("status", "--json", show=False).stdout)["phase"]
+
+
 def _unexplained(ledger: harness.Ledger, down: list[tuple[float, float]]) -> dict[str, dict]:
     """Failed requests the targets do not allow, per phase: any but a 503 in flight while the primary was down."""
     out: dict[str, dict] = {}
@@ -127,6 +143,7 @@ def test_soak(tmp_path):
     holds: list[float] = []
     seen_s: dict[str, float] = {}
     kill: dict = {}
+    inside_moves: dict[str, dict] = {}
     primary_down: list[tuple[float, float]] = []
     sqlite_disk_used_mb = None
     wal_checkpoint = None
@@ -162,6 +179,24 @@ def test_soak(tmp_path):
                 if "writes held" in line:
                     holds.append(float(line.split("writes held ")[1].split(" ms")[0]))
             seen_s[f"{' '.join(args)} -> {to}"] = _phase_seen(run, app.pid, to)
+
+        def faulted(label: str, point: str, inject, *args: str, after_fault=None) -> None:
+            """A move stopped at `point` by a fault, then the documented recovery (`recover`):
+            the phase is the one before the move or the one after it, never in between."""
+            phase(label)
+            before = _phase(run)
+            done = move_with_fault(run.env(), tmp_path, point, inject, *args)
+            if after_fault is not None:
+                after_fault()
+            run.cli("recover")
+            after = _phase(run)
+            inside_moves[label] = {"exit": done.returncode, "output": done.stdout.strip().splitlines()[-1:],
+                                   "phase_before": before, "phase_after_recover": after}
+            assert after in {before, MOVED[before]}, inside_moves[label]
+            seen_s[f"{label} -> {after}"] = _phase_seen(run, app.pid, after)
+            time.sleep(2)
+
+        sigkill = lambda pid: os.kill(pid, signal.SIGKILL)  # noqa: E731
 
         time.sleep(3)
         move("phase", "set", "dual_write", to="dual_write")
@@ -201,6 +236,10 @@ def test_soak(tmp_path):
         time.sleep(4)
         run.cli("verify", "--repair", check=False)
         run.cli("verify")
+        faulted(FLIP_KILLED, "drained", sigkill, "flip")
+        faulted(FLIP_POSTGRES_DOWN, "postgres_triggers_added", lambda pid: postgres.stop(), "flip",
+                after_fault=postgres.start)
+        run.cli("replay", check=False)
         phase("shadow: outbox deep, then flip")
         postgres.freeze()
         time.sleep(2)
@@ -224,7 +263,13 @@ def test_soak(tmp_path):
         phase("postgres_primary: disk freed")
         time.sleep(3)
 
-        move("rollback", to="shadow")
+        with sqlite3.connect(run.sqlite_path, timeout=20) as raw:  # the next commit needs new pages
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        faulted(ROLLBACK_DISK_FULL, "drained", lambda pid: disk.fill(), "rollback", after_fault=disk.free)
+        if _phase(run) == "postgres_primary":
+            faulted(ROLLBACK_KILLED_COMMITTED, "phase_committed", sigkill, "rollback")
+        if _phase(run) == "postgres_primary":
+            move("rollback", to="shadow")
         phase("shadow (rolled back)")
         time.sleep(3)
         run.cli("verify")
@@ -302,6 +347,7 @@ def test_soak(tmp_path):
         "pool_exhausted_503s": pool_503s,
         "primary_down_s": [round(end - start, 2) for start, end in primary_down],
         "worker_kill": kill,
+        "faults_inside_moves": inside_moves,
         "phase_seen_by_every_worker_s": seen_s,
         "sqlite_disk_used_before_filling_mb": sqlite_disk_used_mb,
         "wal_checkpoint_before_filling": wal_checkpoint,
@@ -329,12 +375,18 @@ def test_soak(tmp_path):
           f" {table['resent_writes_with_key']} keyed write(s) ({table['resent_writes_replayed']} answered from the stored"
           f" response); pool 503s {pool_503s};"
           f" store unavailable warnings {len(store_faults)}, store_dropped {table['store_dropped']}")
+    for label, outcome in inside_moves.items():
+        print(f"{label}: exit {outcome['exit']}, {outcome['phase_before']} -> {outcome['phase_after_recover']}"
+              f" after recover; {' '.join(outcome['output'])}")
     assert lost == []
     assert doubled == [], f"writes that took effect twice: {doubled[:5]}"
     assert final_verify["equal"]
     assert not leaked, "a planted secret reached a log, report, status or the dashboard"
     assert unexplained == {}, f"failed requests outside the targets: {unexplained}"
     assert kill["in_flight"] >= 1
+    assert inside_moves[FLIP_KILLED]["exit"] == -signal.SIGKILL
+    assert inside_moves[FLIP_POSTGRES_DOWN]["exit"] not in (0, -signal.SIGKILL)
+    assert ROLLBACK_KILLED_COMMITTED not in inside_moves or inside_moves[ROLLBACK_KILLED_COMMITTED]["phase_after_recover"] == "shadow"
     assert max(ledger.slowest_s.values()) < SLOWEST_ALLOWED_S, "a request hung"
     assert ledger.slowest_s[BURST] > float(POOL["HRP_POSTGRES_POOL_TIMEOUT"]), \
         "no burst request waited longer than the pool timeout: the burst did not go beyond the pools"
