@@ -242,7 +242,7 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
         TimeRemainingColumn(), console=console, disable=not console.is_terminal,
     )
     interrupted = None
-    with domain_errors(), _Interrupt() as interrupt, Cutover(settings, applier=False, bound_calls=False) as cutover:
+    with domain_errors(), _Interrupt() as interrupt, Cutover(settings, bound_calls=False) as cutover:
         with progress:
             try:
                 result = run_backfill(cutover, options, listener=_ProgressListener(progress), stop=interrupt.stop)

@@ -192,7 +192,7 @@ def open_cutover(
         settings.require_sqlite_file()
     except SettingsError as error:
         raise BadSetting(str(error)) from None
-    cutover = Cutover(settings, applier=False)
+    cutover = Cutover(settings)
     if finish_moves:
         try:
             finished = cutover.finish_interrupted_move(wait=True)

@@ -58,7 +58,6 @@ class Cutover:
         self,
         settings: Settings,
         *,
-        applier: bool = True,
         bound_calls: bool = True,
         carry: Callable[["Cutover", list[str]], object] | None = None,
     ):
@@ -93,11 +92,15 @@ class Cutover:
             self._applier_route, report=self._report, recover=self.finish_interrupted_move,
             watch=self.schema_watch.watch if self.postgres is not None else None,
         )
-        if applier:
-            self.applier.start()
         self.shadow = ShadowReads(  # late-bound: a test may replace phase_row on the instance
             settings, lambda database: self.engine(database), lambda: self.phase_row()
         )
+
+    def start(self) -> "Cutover":
+        """Start this process's applier thread: an app process does, a CLI command does not
+        (it drains what it must itself). Returns the cutover."""
+        self.applier.start()
+        return self
 
     def close(self) -> None:
         self.applier.stop()

@@ -206,7 +206,7 @@ def move(cutover: Cutover, target: Phase, *, accept_quarantine: bool = False) ->
 def _mover(cutover: Cutover) -> Iterator[Cutover]:
     settings = cutover.settings
     if settings.postgres_direct_url is not None and settings.postgres_direct_url != settings.postgres_url:
-        with Cutover(settings.operator(), applier=False) as direct:
+        with Cutover(settings.operator()) as direct:
             yield direct
         return
     if settings.postgres_url is not None:

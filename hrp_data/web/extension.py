@@ -72,7 +72,9 @@ class CutoverState:
             with self._lock:
                 if self._cutover is None or self._pid != os.getpid():
                     self._pid = os.getpid()
-                    self._cutover = Cutover(self.settings, applier=self.applier, carry=carry_gap)
+                    self._cutover = Cutover(self.settings, carry=carry_gap)
+                    if self.applier:
+                        self._cutover.start()
                     atexit.register(self.close)
         return self._cutover
 

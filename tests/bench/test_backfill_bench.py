@@ -171,7 +171,7 @@ def test_backfill_throughput(tmp_path, postgres_url, postgres_server_url, bench_
     seed_s = time.perf_counter() - started
     pgloader_runs = [_pgloader(path, postgres_server_url)]  # the whole file: alternated with ours, best of each
     upgrade(postgres_url)
-    with Cutover(settings_for(path, postgres_url), applier=False, bound_calls=False) as cutover:
+    with Cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         _checkpoint(postgres_url)
         started = time.perf_counter()
@@ -196,7 +196,7 @@ def test_backfill_throughput(tmp_path, postgres_url, postgres_server_url, bench_
     pgloader_runs.append(_pgloader(path, postgres_server_url))
     with scratch_database(postgres_server_url, "hrp_bench_whole") as again_url:
         upgrade(again_url)
-        with Cutover(settings_for(path, again_url), applier=False, bound_calls=False) as cutover:
+        with Cutover(settings_for(path, again_url), bound_calls=False) as cutover:
             _checkpoint(again_url)
             started = time.perf_counter()
             assert run_backfill(cutover, Options()).complete

@@ -48,7 +48,7 @@ def big(tmp_path_factory, postgres_server_url, bench_races):
     admin.cursor().execute(f'CREATE DATABASE "{name}"')
     url = make_url(postgres_server_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
     upgrade(url)
-    with Cutover(settings_for(path, url), applier=False, bound_calls=False) as cutover:
+    with Cutover(settings_for(path, url), bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
     env = {"HRP_SQLITE_URL": f"sqlite:///{path}", "HRP_POSTGRES_URL": url, "PATH": str(Path(sys.executable).parent)}
     subprocess.run([HRP, "backfill", "--no-backup", "--json"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -78,7 +78,7 @@ def naive_compare(sqlite_url: str, postgres_url: str) -> tuple[int, int]:
 @pytest.mark.bench
 def test_verify_vs_naive_fetch_and_compare(big, record_bench):
     path, url = big
-    with Cutover(settings_for(path, url), applier=False, bound_calls=False) as cutover:
+    with Cutover(settings_for(path, url), bound_calls=False) as cutover:
         started = time.perf_counter()
         clean = verify(cutover, record=False)
         verify_s = time.perf_counter() - started

@@ -152,7 +152,7 @@ def test_an_admin_flips_from_the_dashboard(browser, legacy_file, postgres_url, t
     from selenium.webdriver.support.ui import WebDriverWait
 
     upgrade(postgres_url)
-    operator = Cutover(settings_for(legacy_file, postgres_url), applier=False)
+    operator = Cutover(settings_for(legacy_file, postgres_url))
     server = Server(legacy_file, postgres_url, tmp_path / "serve.log")
     try:
         move(operator, Phase.DUAL_WRITE)

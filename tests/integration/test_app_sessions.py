@@ -42,7 +42,7 @@ def app(legacy_file, postgres_url):
 @pytest.fixture
 def operator(legacy_file, postgres_url):
     """Another process's Cutover, as the operator's CLI has: its own phase cache, no applier."""
-    with Cutover(settings_for(legacy_file, postgres_url), applier=False) as cutover:
+    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
         yield cutover
 
 
@@ -188,7 +188,7 @@ class Horse(Base):
 
 def test_a_plain_sqlalchemy_sessionmaker_follows_the_phase(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+    with Cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
         Session = sessionmaker_for(cutover)
         for target in (Phase.DUAL_WRITE, Phase.SHADOW, Phase.POSTGRES_PRIMARY):
             move(cutover, target)

@@ -22,7 +22,7 @@ NUL_REASON = "rejected: nul_byte_in_text (race_name)"
 @pytest.fixture
 def cutover(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+    with Cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
         move(cutover, Phase.DUAL_WRITE)
         yield cutover
 

@@ -58,7 +58,9 @@ def pg_query(url: str, sql: str, params=None) -> list[tuple]:
 
 def open_cutover(path: Path, url: str, *, applier: bool = False, phase: Phase = Phase.DUAL_WRITE) -> Cutover:
     """A Cutover on the file, moved from sqlite_only to dual_write unless `phase` is sqlite_only."""
-    cutover = Cutover(settings_for(path, url), applier=applier, bound_calls=False)
+    cutover = Cutover(settings_for(path, url), bound_calls=False)
+    if applier:
+        cutover.start()
     try:
         if phase is not Phase.SQLITE_ONLY and cutover.phase(fresh=True).phase is Phase.SQLITE_ONLY:
             move(cutover, Phase.DUAL_WRITE)
@@ -795,7 +797,7 @@ def test_readiness_needs_a_complete_backfill_and_an_empty_quarantine(legacy_file
 
 def test_a_process_with_bounded_calls_is_refused(seeded):
     path, url = seeded
-    with Cutover(settings_for(path, url), applier=False) as cutover:  # installs the wait callback
+    with Cutover(settings_for(path, url)) as cutover:  # installs the wait callback
         move(cutover, Phase.DUAL_WRITE)
         with pytest.raises(BackfillRefused, match="wait callback"):
             run_backfill(cutover)

@@ -21,7 +21,7 @@ from tests.integration.cutover_helpers import assert_equal, settings_for, wait_d
 @pytest.fixture
 def cutover(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+    with Cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
         yield cutover
 
 
@@ -199,7 +199,7 @@ def test_two_operators_cannot_both_win(cutover):
 
 
 def test_another_process_notices_a_flip_within_a_second(cutover, legacy_file, postgres_url):
-    with Cutover(settings_for(legacy_file, postgres_url), applier=False) as other:
+    with Cutover(settings_for(legacy_file, postgres_url)) as other:
         assert other.phase().phase is Phase.SQLITE_ONLY
         move(cutover, Phase.DUAL_WRITE)
         import time

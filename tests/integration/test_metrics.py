@@ -44,7 +44,7 @@ def _add_users(cutover: Cutover, prefix: str, count: int) -> None:
 def test_the_outbox_depth_rises_while_postgres_is_down_and_drains_after(legacy_file, own_postgres):
     url = own_postgres.url
     upgrade(url)
-    with Cutover(settings_for(legacy_file, url), applier=False) as cutover:
+    with Cutover(settings_for(legacy_file, url)) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         before = scrape(legacy_file, url)
         assert before[("hrp_cutover_phase", (("phase", "dual_write"),))] == 1
@@ -77,7 +77,7 @@ def test_backfill_counts_per_table(tmp_path, postgres_url):
     path = tmp_path / "hrp_database.db"
     counts = seed_database(path, races=10, seed=3)
     upgrade(postgres_url)
-    with Cutover(settings_for(path, postgres_url), applier=False, bound_calls=False) as cutover:
+    with Cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         assert ("hrp_cutover_backfill_complete", ()) in scrape(path, postgres_url)
         psycopg2.extensions.set_wait_callback(None)

@@ -44,7 +44,7 @@ def _libpq(url: str) -> str:
 def shadow(legacy_file, postgres_url):
     """A cutover in shadow, both sides equal, no background applier (the outbox waits for the move)."""
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url), applier=False) as cutover:
+    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         move(cutover, Phase.SHADOW)
         yield cutover
@@ -161,7 +161,7 @@ KILLER = textwrap.dedent(
     point, target = sys.argv[1], Phase(sys.argv[2])
     flip.fault_at = lambda at: os.kill(os.getpid(), signal.SIGKILL) if at == point else None
     settings = Settings(sqlite_url=sys.argv[3], postgres_url=sys.argv[4], phase="sqlite_only").validated()
-    with Cutover(settings, applier=False) as cutover:
+    with Cutover(settings) as cutover:
         flip.move(cutover, target, pre_drain_s=0)
     """
 )
@@ -193,7 +193,7 @@ def test_the_applier_finishes_a_killed_move_within_seconds(shadow, legacy_file, 
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == -signal.SIGKILL
-    with Cutover(settings_for(legacy_file, postgres_url)) as app:
+    with Cutover(settings_for(legacy_file, postgres_url)).start() as app:
         deadline = time.monotonic() + 10
         while move_journal.current(app.sqlite) is not None and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -314,7 +314,7 @@ def test_evidence_from_before_a_failed_move_does_not_count(shadow, legacy_file, 
 
 def test_repair_is_refused_in_sqlite_only(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url), applier=False):
+    with Cutover(settings_for(legacy_file, postgres_url)):
         pass
     result = _cli(legacy_file, postgres_url, "verify", "--repair")
     assert result.exit_code != 0

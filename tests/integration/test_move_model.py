@@ -129,7 +129,7 @@ def machine_for(cutover: Cutover, legacy_file, postgres_url):
 @pytest.fixture
 def model_cutover(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url), applier=False) as cutover:
+    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         yield cutover
     flip.fault_at = None

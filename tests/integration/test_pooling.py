@@ -116,7 +116,7 @@ def test_the_cutover_with_the_app_pooled_and_the_operator_direct(seeded):
     result = run(path, pooled, "phase", "set", "dual_write", direct=direct)
     assert result.exit_code == 0, result.output
 
-    with Cutover(settings_for(path, pooled, phase="dual_write"), applier=False) as app:  # the app, pooled
+    with Cutover(settings_for(path, pooled, phase="dual_write")) as app:  # the app, pooled
         user_id, race_id = _write_user(app, "pooled_dual")
         assert replay_outbox(app).remaining == 0  # the applier's path, through the pool
     assert pg_query(direct, "SELECT username FROM users WHERE id = %s", (user_id,)) == [("pooled_dual",)]
@@ -137,7 +137,7 @@ def test_the_cutover_with_the_app_pooled_and_the_operator_direct(seeded):
     result = run(path, pooled, "flip", "--force", direct=direct)  # shadow reads are not what this test is about
     assert result.exit_code == 0 and "-> postgres_primary" in result.output, result.output
 
-    with Cutover(settings_for(path, pooled, phase="postgres_primary"), applier=False) as app:
+    with Cutover(settings_for(path, pooled, phase="postgres_primary")) as app:
         user_id, _ = _write_user(app, "pooled_primary")
         with app.writing() as uow:
             uow.races.update(race_id, status="finished")

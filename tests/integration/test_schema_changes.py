@@ -29,7 +29,7 @@ def live(tmp_path, postgres_url):
     path = tmp_path / "hrp.db"
     seed_database(path, races=20, seed=3)
     upgrade(postgres_url)
-    cutover = Cutover(settings_for(path, postgres_url), carry=carry_gap)
+    cutover = Cutover(settings_for(path, postgres_url), carry=carry_gap).start()
     move(cutover, Phase.DUAL_WRITE)
     with cutover.sqlite.begin() as connection:  # touch every row so the outbox carries it over
         for table in ("users", "races", "horses", "race_horses", "predictions", "api_credentials"):

@@ -62,7 +62,9 @@ def _world(cutover) -> dict:
 
 def _start(legacy_file, postgres_url, *, applier: bool = True) -> tuple[Cutover, dict]:
     upgrade(postgres_url)
-    cutover = Cutover(settings_for(legacy_file, postgres_url), applier=applier)
+    cutover = Cutover(settings_for(legacy_file, postgres_url))
+    if applier:
+        cutover.start()
     move(cutover, Phase.DUAL_WRITE)
     world = _world(cutover)
     if applier:

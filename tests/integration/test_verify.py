@@ -25,7 +25,7 @@ def synced(tmp_path, postgres_url):
     path = tmp_path / "hrp.db"
     seed_database(path, races=30, seed=7)
     upgrade(postgres_url)
-    cutover = Cutover(settings_for(path, postgres_url))
+    cutover = Cutover(settings_for(path, postgres_url)).start()
     move(cutover, Phase.DUAL_WRITE)
     from hrp_data.models import TABLES
 

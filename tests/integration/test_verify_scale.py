@@ -35,7 +35,7 @@ def backfilled(tmp_path, url: str, races: int):
     path = tmp_path / "hrp.db"
     seed_database(path, races=races, seed=5)
     upgrade(url)
-    with Cutover(settings_for(path, url), applier=False, bound_calls=False) as cutover:
+    with Cutover(settings_for(path, url), bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         assert run_backfill(cutover, Options()).complete
     psycopg2.extensions.set_wait_callback(None)
@@ -105,7 +105,7 @@ class TestBounds:
     def test_a_statement_slower_than_the_request_bound_still_finishes(self, pair, request_bound_of):
         """With the request path bounded at 1 s, a verify whose statements wait 2.5 s on a lock ends equal."""
         path, url = pair
-        with Cutover(settings_for(path, url), applier=False) as cutover:
+        with Cutover(settings_for(path, url)) as cutover:
             request_bound_of(1.0)
             with pytest.raises(sa.exc.OperationalError, match="ClientTimeout"):  # the request path gives up
                 holder = hold_table_lock(url, "predictions", 2.5)
@@ -169,7 +169,7 @@ class TestStatementSizing:
         monkeypatch.setattr(verify_module, "_postgres_range", recording)
         monkeypatch.setattr(verify_module, "BUCKET_ROWS", 10)
         monkeypatch.setattr(verify_module, "STATEMENT_TARGET_S", 1e-4)
-        with Cutover(settings_for(path, url), applier=False) as cutover:
+        with Cutover(settings_for(path, url)) as cutover:
             assert verify(cutover, ["predictions"], record=False).equal
         assert sizes[0] == verify_module.FIRST_STATEMENT_BUCKETS and min(sizes) < sizes[0] and len(sizes) > 3
 
@@ -180,7 +180,7 @@ class TestDifferencesThroughTheFastPaths:
         extra row among thousands are each found, and nothing else."""
         monkeypatch.setattr(verify_ranges, "POOL_MIN_ROWS", 500)
         path = backfilled(tmp_path, postgres_url, races=400)
-        with Cutover(settings_for(path, postgres_url), applier=False) as cutover:
+        with Cutover(settings_for(path, postgres_url)) as cutover:
             assert verify(cutover, record=False).equal
             with cutover.engine("postgres").begin() as connection:
                 connection.exec_driver_sql("SET LOCAL hrp_cutover.maintenance = 'on'")  # planted differences
