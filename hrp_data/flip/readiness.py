@@ -191,15 +191,19 @@ def _shadow_check(cutover: Cutover) -> Check:
 def _backfill_check(cutover: Cutover) -> Check:
     """The backfill copied every legacy row (hrp_cutover_backfill marked complete)."""
     from hrp_data.backfill.run import backfill_status
+    from hrp_data.verify.run import last_result
 
     status = backfill_status(cutover.engine(POSTGRES))
     reset = move_journal.evidence_reset(cutover.sqlite)
     finished = _epoch(status["finished_at"])
     if status["complete"] and reset is not None and (finished is None or finished < reset[0]):
+        verified = last_result(cutover.sqlite)  # a full equal verify after the reset proves the copy whole
+        if verified is not None and verified["equal"] and verified["finished_at"] >= reset[0]:
+            return Check("backfill", True, f"complete; both sides verified equal since {_since(reset)}")
         return Check(
             "backfill", False,
             f"the backfill completed before {_since(reset)}: writes since then may be missing; run"
-            " `hrp-cutover verify --repair` (or `hrp-cutover backfill`) in dual_write",
+            " `hrp-cutover verify --repair` (or `hrp-cutover backfill`)",
         )
     if status["complete"]:
         return Check("backfill", True, f"complete since {status['finished_at'] or 'an earlier run'}")

@@ -181,7 +181,7 @@ def test_soak(tmp_path):
             seen_s[f"{' '.join(args)} -> {to}"] = _phase_seen(run, app.pid, to)
 
         def faulted(label: str, point: str, inject, *args: str, after_fault=None) -> None:
-            """A move stopped at `point` by a fault, then the documented recovery (`recover`):
+            """A move stopped at `point` by a fault, then the documented recovery (`recover`, `verify --repair`):
             the phase is the one before the move or the one after it, never in between."""
             phase(label)
             before = _phase(run)
@@ -189,6 +189,7 @@ def test_soak(tmp_path):
             if after_fault is not None:
                 after_fault()
             run.cli("recover")
+            run.cli("verify", "--repair", check=False)  # the runbook's step after a failed move
             after = _phase(run)
             inside_moves[label] = {"exit": done.returncode, "output": done.stdout.strip().splitlines()[-1:],
                                    "phase_before": before, "phase_after_recover": after}
