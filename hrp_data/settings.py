@@ -15,6 +15,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from adapters.urls import redact_url
+from shadow import experiment
+from shadow.compare import IgnoreRule
+from shadow.report import parse_duration
 from hrp_data.backfill.legacy_file import LegacyFileError, require_contract
 
 BACKGROUND_CONNECTIONS = 1
@@ -23,6 +26,7 @@ applier's. (The shadow-read workers read PostgreSQL only while SQLite is primary
 
 PHASE_NAMES = ("sqlite_only", "dual_write", "shadow", "postgres_primary", "postgres_only")
 LOG_FORMATS = ("json", "console")
+_SWITCH = {value: True for value in ("1", "true", "on", "yes")} | {value: False for value in ("0", "false", "off", "no")}
 
 
 class SettingsError(ValueError):
@@ -43,6 +47,23 @@ class Settings:
     postgres_pool_timeout: float = 5.0
     sqlite_lock_wait_s: float = 30.0
     metrics_token: str | None = None
+    verify_max_age: float = 3600.0
+    """Seconds a full verify counts as evidence for a move (readiness)."""
+    backup_max_age: Any = "24h"
+    """How recent a backup must be for `backfill` to start; seconds after validated()."""
+    shadow_enabled: Any = True
+    """HRP_SHADOW_ENABLED=0 switches every shadow read off (the kill switch)."""
+    shadow_samples: str = ""
+    """Per-read rates, 'races.get=0.1,statistics.race_statistics=0' (names checked by ShadowReads)."""
+    shadow_ignore: str = ""
+    """Columns left out of comparison, 'table.column[,...]' (parsed by shadow.compare.IgnoreRule)."""
+    shadow_workers: int = experiment.WORKERS
+    shadow_queue: int = experiment.QUEUE_SIZE
+    shadow_max_details: int = 1000
+    shadow_window: str = "1h"
+    """How far back the shadow readiness check looks."""
+    shadow_max_rate: float = 0.0
+    shadow_min_reads: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -84,8 +105,57 @@ class Settings:
         )
         return dataclasses.replace(
             self, shadow_sample=sample, log_level=str(self.log_level).upper(), postgres_pool=pool,
-            postgres_pool_timeout=pool_timeout, sqlite_lock_wait_s=lock_wait,
+            postgres_pool_timeout=pool_timeout, sqlite_lock_wait_s=lock_wait, **self._later_fields(),
         )
+
+    def _later_fields(self) -> dict[str, Any]:
+        """The verify, backup and shadow settings, checked and typed."""
+        enabled = str(self.shadow_enabled).strip().lower()
+        if enabled not in _SWITCH:
+            raise SettingsError(f"HRP_SHADOW_ENABLED={self.shadow_enabled!r} is not 1/0, true/false, on/off or yes/no")
+        try:
+            IgnoreRule.parse(self.shadow_ignore)
+        except ValueError as error:
+            raise SettingsError(f"HRP_SHADOW_IGNORE: {error}") from None
+        self.sample_rates()
+        for variable, value in (("HRP_SHADOW_WINDOW", self.shadow_window), ("HRP_BACKUP_MAX_AGE", self.backup_max_age)):
+            try:
+                parse_duration(value)
+            except ValueError:
+                raise SettingsError(f"{variable}={value!r} is not a duration; use e.g. 3600, 90m, 24h, 2d") from None
+        return {
+            "shadow_enabled": _SWITCH[enabled],
+            "backup_max_age": parse_duration(self.backup_max_age),
+            "verify_max_age": _number("HRP_VERIFY_MAX_AGE", self.verify_max_age, float, 0.0, 10**9, "seconds (a number >= 0)"),
+            "shadow_workers": _number("HRP_SHADOW_WORKERS", self.shadow_workers, int, 1, 64, "a whole number from 1 to 64"),
+            "shadow_queue": _number("HRP_SHADOW_QUEUE", self.shadow_queue, int, 1, 10**7, "a whole number from 1"),
+            "shadow_max_details": _number(
+                "HRP_SHADOW_MAX_DETAILS", self.shadow_max_details, int, 0, 10**9, "a whole number from 0"
+            ),
+            "shadow_max_rate": _number(
+                "HRP_SHADOW_MAX_RATE", self.shadow_max_rate, float, 0.0, 1.0, "a number between 0.0 and 1.0"
+            ),
+            "shadow_min_reads": _number(
+                "HRP_SHADOW_MIN_READS", self.shadow_min_reads, int, 0, 10**9, "a whole number from 0"
+            ),
+        }
+
+    def sample_rates(self) -> dict[str, float]:
+        """HRP_SHADOW_SAMPLES as {read name: rate}."""
+        out = {}
+        for item in filter(None, (p.strip() for p in self.shadow_samples.split(","))):
+            name, _, rate = item.partition("=")
+            try:
+                value = float(rate)
+            except ValueError:
+                value = -1.0
+            if not name.strip() or not 0.0 <= value <= 1.0:
+                raise SettingsError(f"HRP_SHADOW_SAMPLES item {item!r} is not READ=RATE with RATE in 0.0..1.0")
+            out[name.strip()] = value
+        return out
+
+    def ignore_rules(self) -> list[IgnoreRule]:
+        return IgnoreRule.parse(self.shadow_ignore)
 
     def operator(self) -> "Settings":
         """These settings for the operator's long commands and moves: PostgreSQL reached directly.

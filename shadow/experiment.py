@@ -39,8 +39,8 @@ experiment itself (sampling, compare, publish, pending) go to one hook,
 
 Sampling: one rate for every read (settings.shadow_sample, HRP_SHADOW_SAMPLE)
 and a rate per read type (`set_sample("races.get", 0.1)`). Kill switch:
-HRP_SHADOW_ENABLED=0 in the environment, or `laboratory.enabled = False` at
-run time; either stops new samples at once.
+`laboratory.enabled = False` (hrp_data sets it from HRP_SHADOW_ENABLED, an
+operator may at run time); it stops new samples at once.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import os
 import queue
 import random
 import threading
@@ -76,7 +75,6 @@ OUTCOMES = (MATCH, MISMATCH, LAG, UNSETTLED, ERROR, TIMEOUT)
 COMPARED = (MATCH, MISMATCH, LAG)
 """Outcomes that reached a verdict: the denominator of the mismatch rate."""
 
-ENABLED_VARIABLE = "HRP_SHADOW_ENABLED"
 WORKERS = 1
 """One worker by default: two workers running candidates at once slowed the next requests more
 (p50 x1.19 against x1.09-1.12 over HTTP in the shadow bench); more only where candidates queue up."""
@@ -242,9 +240,8 @@ class Laboratory:
 
     @property
     def enabled(self) -> bool:
-        """False when switched off at run time or by HRP_SHADOW_ENABLED=0."""
-        setting = os.environ.get(ENABLED_VARIABLE, "1").strip().lower()
-        return self._enabled and setting not in ("0", "false", "off", "no")
+        """False when switched off (the caller hands HRP_SHADOW_ENABLED here, or an operator at run time)."""
+        return self._enabled
 
     @enabled.setter
     def enabled(self, value: bool) -> None:

@@ -218,7 +218,7 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
 
     from hrp_data.cutover.apply import PrimaryMoved
     from hrp_data.backfill.run import BackfillInterrupted, BackfillRefused, Options, run_backfill
-    from hrp_data.backfill.backup import BackupError, max_age_s, require_recent
+    from hrp_data.backfill.backup import BackupError, require_recent
     from hrp_data.cutover.dual_write import Cutover
     from hrp_data.errors import describe_error
 
@@ -231,9 +231,7 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
     path = _sqlite_file(ctx)
     if not no_backup:
         try:
-            manifest = require_recent(path, max_age_s())
-        except ValueError as error:
-            raise BadSetting(str(error)) from None
+            manifest = require_recent(path, settings.backup_max_age)
         except BackupError as error:
             raise click.ClickException(str(error)) from None
         click.echo(f"backup: {manifest.path} ({manifest.created_at})", err=True)

@@ -128,6 +128,8 @@ class Ledger:
     predictions: dict = dataclasses.field(default_factory=dict)
     horses: dict = dataclasses.field(default_factory=dict)
     deleted_predictions: set = dataclasses.field(default_factory=set)
+    acknowledged_in: dict = dataclasses.field(default_factory=dict)
+    """("horse" | "prediction", id) -> the phase its last acknowledged write started in."""
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def count(
@@ -201,6 +203,7 @@ def client(api: Api, ledger: Ledger, admin: Api, stop: threading.Event, seed: in
             if status == 201:
                 with ledger.lock:
                     ledger.predictions[created["id"]] = payload
+                    ledger.acknowledged_in[("prediction", created["id"])] = ledger.phase
         elif action < 0.9 or not my_horses:
             payload = {"horse_name": f"Demo Runner {seed}-{rng.randint(0, 10**9)}", "age": rng.randint(2, 9),
                        "weight": round(rng.uniform(400, 550), 1)}
@@ -209,6 +212,7 @@ def client(api: Api, ledger: Ledger, admin: Api, stop: threading.Event, seed: in
                 my_horses.append(created["id"])
                 with ledger.lock:
                     ledger.horses[created["id"]] = payload
+                    ledger.acknowledged_in[("horse", created["id"])] = ledger.phase
         else:
             horse_id = rng.choice(my_horses)
             change = {"weight": round(rng.uniform(400, 550), 1), "form": f"{rng.randint(1, 9)}-{rng.randint(1, 9)}"}
@@ -216,12 +220,15 @@ def client(api: Api, ledger: Ledger, admin: Api, stop: threading.Event, seed: in
             if status == 200:
                 with ledger.lock:
                     ledger.horses[horse_id] = ledger.horses[horse_id] | change
+                    ledger.acknowledged_in[("horse", horse_id)] = ledger.phase
         time.sleep(0.01)
 
 
-def lost_writes(postgres_url: str, ledger: Ledger) -> list[str]:
-    """Acknowledged writes missing or different in the final primary (PostgreSQL)."""
+def lost_writes(postgres_url: str, ledger: Ledger, details: list | None = None) -> list[str]:
+    """Acknowledged writes missing or different in the final primary (PostgreSQL); what differs,
+    and the phase the write was acknowledged in, go to `details` when given."""
     lost = []
+    details = [] if details is None else details
     engine = create_postgres_engine(postgres_url)
     with engine.connect() as connection:
         for pid, payload in ledger.predictions.items():
@@ -232,12 +239,16 @@ def lost_writes(postgres_url: str, ledger: Ledger) -> list[str]:
                 payload["race_id"], payload["horse_id"], payload["confidence"], payload["features"]
             ):
                 lost.append(f"prediction {pid}")
+                details.append({"prediction": pid, "phase": ledger.acknowledged_in.get(("prediction", pid)),
+                                "expected": payload, "found": None if row is None else list(row)})
         for hid, payload in ledger.horses.items():
             row = connection.exec_driver_sql(
                 "SELECT horse_name, weight, form FROM horses WHERE id = %(i)s", {"i": hid}
             ).mappings().first()
             if row is None or any(row[k] != v for k, v in payload.items() if k in row):
                 lost.append(f"horse {hid}")
+                details.append({"horse": hid, "phase": ledger.acknowledged_in.get(("horse", hid)),
+                                "expected": payload, "found": None if row is None else dict(row)})
     engine.dispose()
     return lost
 
@@ -281,7 +292,6 @@ class Demo:
             "HRP_SQLITE_URL": f"sqlite:///{self.sqlite_path}",
             "HRP_POSTGRES_URL": self.postgres_url,
             "HRP_LOG_FORMAT": "json",
-            "HRP_BACKUP_DIR": str(self.workdir / "backups"),
             "HRP_SHADOW_MIN_READS": "20",
         }
 

@@ -18,7 +18,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from adapters.catalog import quote, user_tables
 from hrp_data.backfill.legacy_rows import connect
 
 BACKUP_DIR = "hrp_cutover_backups"
-MAX_AGE_DEFAULT = "24h"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -57,19 +55,6 @@ class Manifest:
 
 def default_dir(sqlite_file: Path) -> Path:
     return Path(sqlite_file).resolve().parent / BACKUP_DIR
-
-
-def parse_age(text: str) -> float:
-    """'24h', '90m', '2d', '3600s' or plain seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
-    if not match:
-        raise ValueError(f"HRP_BACKUP_MAX_AGE={text!r} is not a duration; use e.g. 3600, 90m, 24h, 2d")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-
-
-def max_age_s(env: dict[str, str] | None = None) -> float:
-    env = os.environ if env is None else env
-    return parse_age(env.get("HRP_BACKUP_MAX_AGE") or MAX_AGE_DEFAULT)
 
 
 def _sha256(path: Path) -> str:

@@ -16,7 +16,8 @@ store in the SQLite file (shadow.mismatches).
 This module is where hrp_data hands shadow its tables and callables; shadow
 itself never imports hrp_data.
 
-Environment (besides HRP_SHADOW_SAMPLE in Settings):
+Settings (hrp_data.settings, read from the environment) that shape it:
+  HRP_SHADOW_SAMPLE           the default share of reads shadowed
   HRP_SHADOW_ENABLED=0        kill switch (also `cutover.shadow.lab.enabled = False`)
   HRP_SHADOW_SAMPLES          per read type, e.g. "races.get=0.1,statistics.race_statistics=0"
   HRP_SHADOW_IGNORE           columns not compared, e.g. "races.updated_at,horses.updated_at"
@@ -33,8 +34,7 @@ import bisect
 import contextlib
 import datetime as dt
 import functools
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -52,8 +52,8 @@ from hrp_data.cutover.phase_store import PhaseStore
 from hrp_data.cutover.phases import PHASES, POSTGRES, Phase, PhaseRow
 from hrp_data.settings import Settings, SettingsError
 from hrp_data.unit_of_work import UnitOfWork
-from shadow.compare import Comparator, IgnoreRule, Nested, ReadType
-from shadow.experiment import WORKERS, Laboratory
+from shadow.compare import Comparator, Nested, ReadType
+from shadow.experiment import Laboratory
 from shadow.mismatches import MismatchStore
 from shadow.report import build_report, mismatch_summary, parse_duration
 
@@ -120,39 +120,16 @@ def key_columns() -> dict[str, list[str]]:
 NESTED = {"races": {"runners": Nested("race_horses", ordered=True)}}
 
 
-def ignore_rules(env: Mapping[str, str] | None = None) -> list[IgnoreRule]:
-    text = (os.environ if env is None else env).get("HRP_SHADOW_IGNORE", "")
-    try:
-        return IgnoreRule.parse(text)
-    except ValueError as error:
-        raise SettingsError(f"HRP_SHADOW_IGNORE: {error}") from None
-
-
-def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name, "")
-    try:
-        return int(text) if text else default
-    except ValueError:
-        raise SettingsError(f"{name}={text!r} is not a whole number") from None
-
-
-def _samples(env: Mapping[str, str]) -> dict[str, float]:
-    """HRP_SHADOW_SAMPLES: 'races.get=0.1,statistics.race_statistics=0'."""
+def _sample_rates(settings: Settings) -> dict[str, float]:
+    """HRP_SHADOW_SAMPLES, whose read names must be the layer's own."""
     known = {read.name for read in READ_TYPES.values()}
-    out = {}
-    for item in filter(None, (p.strip() for p in env.get("HRP_SHADOW_SAMPLES", "").split(","))):
-        name, _, rate = item.partition("=")
-        try:
-            value = float(rate)
-        except ValueError:
-            value = -1.0
-        if name.strip() not in known or not 0.0 <= value <= 1.0:
-            raise SettingsError(
-                f"HRP_SHADOW_SAMPLES item {item!r} is not READ=RATE with RATE in 0.0..1.0;"
-                f" reads: {', '.join(sorted(known))}"
-            )
-        out[name.strip()] = value
-    return out
+    rates = settings.sample_rates()
+    unknown = sorted(set(rates) - known)
+    if unknown:
+        raise SettingsError(
+            f"HRP_SHADOW_SAMPLES names {', '.join(unknown)}, which is no read; reads: {', '.join(sorted(known))}"
+        )
+    return rates
 
 
 class ShadowReads:
@@ -165,15 +142,15 @@ class ShadowReads:
         self.app_engine = app_engine
         self.phase_row = phase_row
         self.comparator = Comparator(
-            column_kinds(), key_columns(), nested=NESTED, ignore=ignore_rules(), secrets=SECRET_COLUMNS
+            column_kinds(), key_columns(), nested=NESTED, ignore=settings.ignore_rules(), secrets=SECRET_COLUMNS
         )
         self.store_engine = create_sqlite_engine(settings.sqlite_url)
         self.store = MismatchStore(
             self.store_engine,
-            max_details=_env_int("HRP_SHADOW_MAX_DETAILS", 1000),
+            max_details=settings.shadow_max_details,
             ignore=self.comparator.ignore,
         )
-        workers = _env_int("HRP_SHADOW_WORKERS", WORKERS)
+        workers = settings.shadow_workers
         self.postgres = None if not settings.postgres_url else create_postgres_engine(
             settings.postgres_url,
             application_name="hrp-cutover-shadow",
@@ -188,11 +165,12 @@ class ShadowReads:
             pending=self.pending,
             sample=settings.shadow_sample,
             workers=workers,
-            queue_size=_env_int("HRP_SHADOW_QUEUE", 1000),
+            queue_size=settings.shadow_queue,
             candidate_timeout_s=CANDIDATE_TIMEOUT_S,
             describe_error=describe_error,
         )
-        for name, rate in _samples(os.environ).items():
+        self.lab.enabled = settings.shadow_enabled
+        for name, rate in _sample_rates(settings).items():
             self.lab.set_sample(name, rate)
         self.store.start()
 
@@ -368,25 +346,16 @@ def raced_a_move(history: list[dict]) -> Callable[[float, str | None], bool]:
     return raced
 
 
-def readiness(sqlite: sa.Engine, phases: PhaseStore, shadow: ShadowReads | None) -> tuple[bool, str]:
+def readiness(
+    sqlite: sa.Engine, phases: PhaseStore, shadow: ShadowReads | None, settings: Settings
+) -> tuple[bool, str]:
     """The shadow check of a move that changes the primary: mismatch rate over the recent window.
 
     HRP_SHADOW_WINDOW (default 1h): how far back; HRP_SHADOW_MAX_RATE (default 0): the highest
     mismatch rate allowed; HRP_SHADOW_MIN_READS (default 100): reads that must have been compared.
     """
-    window_text = os.environ.get("HRP_SHADOW_WINDOW", "1h")
-    try:
-        window = parse_duration(window_text)
-    except ValueError as error:
-        raise SettingsError(f"HRP_SHADOW_WINDOW: {error}") from None
-    rate_text = os.environ.get("HRP_SHADOW_MAX_RATE", "0")
-    try:
-        max_rate = float(rate_text)
-    except ValueError:
-        max_rate = -1.0
-    if not 0.0 <= max_rate <= 1.0:
-        raise SettingsError(f"HRP_SHADOW_MAX_RATE={rate_text!r} is not a number between 0.0 and 1.0")
-    min_reads = _env_int("HRP_SHADOW_MIN_READS", 100)
+    window_text, max_rate, min_reads = settings.shadow_window, settings.shadow_max_rate, settings.shadow_min_reads
+    window = parse_duration(window_text)
     if shadow is not None:
         shadow.flush(timeout=5.0)
     summary = mismatch_summary(sqlite, window, raced=raced_a_move(phases.history(200)))

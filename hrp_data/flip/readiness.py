@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 
 import sqlalchemy as sa
 import structlog
@@ -29,7 +28,6 @@ from hrp_data.cutover.phases import PHASES, POSTGRES, Phase, check_move
 log = structlog.get_logger(__name__)
 
 OUTBOX_THRESHOLD = 1000
-VERIFY_MAX_AGE_S = float(os.environ.get("HRP_VERIFY_MAX_AGE", "3600"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,10 +141,11 @@ def _verify_check(cutover: Cutover) -> Check:
     reset = move_journal.evidence_reset(cutover.sqlite)
     if reset is not None and last["finished_at"] < reset[0]:
         return Check("verify", False, f"the last full verify predates {_since(reset)}: run `hrp-cutover verify`")
-    if last["age_s"] > VERIFY_MAX_AGE_S:
+    max_age = cutover.settings.verify_max_age
+    if last["age_s"] > max_age:
         return Check(
             "verify", False,
-            f"the last full verify is {last['age_s']:.0f} s old (max {VERIFY_MAX_AGE_S:.0f} s, HRP_VERIFY_MAX_AGE)",
+            f"the last full verify is {last['age_s']:.0f} s old (max {max_age:.0f} s, HRP_VERIFY_MAX_AGE)",
         )
     return Check("verify", True, f"last full verify equal, {last['age_s']:.0f} s ago")
 
@@ -184,7 +183,7 @@ def _shadow_check(cutover: Cutover) -> Check:
 
     if not cutover.catalog.hrp:
         return Check("shadow", True, "not applicable: no process reads through the layer (the file has no HRP tables)")
-    ok, detail = shadow_readiness(cutover.sqlite, cutover.phases, getattr(cutover, "shadow", None))
+    ok, detail = shadow_readiness(cutover.sqlite, cutover.phases, getattr(cutover, "shadow", None), cutover.settings)
     return Check("shadow", ok, detail)
 
 

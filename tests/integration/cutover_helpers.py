@@ -3,6 +3,8 @@ and compare both databases row for row (by the test itself, not by the code unde
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import sqlite3
 import struct
@@ -20,7 +22,13 @@ from hrp_data.settings import Settings
 
 
 def settings_for(sqlite_path: Path, postgres_url: str, phase: str = "sqlite_only") -> Settings:
-    return Settings(sqlite_url=f"sqlite:///{sqlite_path}", postgres_url=postgres_url, phase=phase).validated()
+    """The settings of the environment (HRP_*), on this file and this PostgreSQL."""
+    return Settings.from_env(sqlite_url=f"sqlite:///{sqlite_path}", postgres_url=postgres_url, phase=phase)
+
+
+def tune(cutover, **fields) -> None:
+    """Change settings of a running cutover that are read at each use (the readiness checks')."""
+    cutover.settings = dataclasses.replace(cutover.settings, **fields)
 
 
 def _comparable(kind: Kind, value):

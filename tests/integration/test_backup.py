@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hrp_data.backfill.backup import BACKUP_DIR, BackupError, backup, newest, parse_age, require_recent
+from hrp_data.backfill.backup import BACKUP_DIR, BackupError, backup, newest, require_recent
+from shadow.report import parse_duration
 from tools.seed import seed_database
 from tests.integration.cutover_helpers import sqlite_rows
 from tools.cli import cli
@@ -95,18 +96,12 @@ def test_require_recent_finds_the_newest_usable_backup(live, tmp_path):
     data["created_at"] = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).isoformat()
     manifest_path.write_text(json.dumps(data))
     with pytest.raises(BackupError, match=r"is 2\.0d old \(max 24\.0h, HRP_BACKUP_MAX_AGE\)"):
-        require_recent(live, parse_age("24h"))
-    assert require_recent(live, parse_age("3d")).path == first.path
+        require_recent(live, parse_duration("24h"))
+    assert require_recent(live, parse_duration("3d")).path == first.path
     other = tmp_path / "other.db"
     seed_database(other, races=2, seed=1)
     with pytest.raises(BackupError, match="no backup of"):
         require_recent(other, 3600)  # a backup of another file in the same folder is not its backup
-
-
-def test_parse_age():
-    assert [parse_age(v) for v in ("3600", "90m", "24h", "2d", "30s", "1.5h")] == [3600, 5400, 86400, 172800, 30, 5400]
-    with pytest.raises(ValueError, match="HRP_BACKUP_MAX_AGE"):
-        parse_age("tomorrow")
 
 
 def test_backup_command(live, tmp_path):

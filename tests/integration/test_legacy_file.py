@@ -9,7 +9,6 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from hrp_data.schema.install import upgrade
 from tools.seed import seed_database
 from tests.integration.test_backfill import open_cutover, pg_query
 from tools.cli import cli

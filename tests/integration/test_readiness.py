@@ -14,6 +14,7 @@ from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.flip.readiness import NotReady, checklist, guarded_move
 from hrp_data.verify.run import verify
+from tests.integration.cutover_helpers import tune
 from tests.integration.test_verify import synced  # noqa: F401  (fixture)
 from tools.cli import cli
 
@@ -23,7 +24,8 @@ def ready(synced, monkeypatch):  # noqa: F811
     """A synced pair in phase shadow, backfilled, shadow reads compared, a fresh equal verify:
     every check passes."""
     cutover, path, postgres_url = synced
-    monkeypatch.setenv("HRP_SHADOW_MIN_READS", "20")
+    monkeypatch.setenv("HRP_SHADOW_MIN_READS", "20")  # for the commands run below
+    tune(cutover, shadow_min_reads=20)
     backfill = subprocess.run(
         [str(Path(sys.executable).parent / "hrp-cutover"), "--sqlite", str(path), "--postgres", postgres_url,
          "backfill", "--no-backup"],
@@ -85,7 +87,7 @@ def test_refused_without_a_verify(synced):  # noqa: F811
 
 def test_refused_when_the_last_verify_is_too_old(ready, monkeypatch):
     cutover, _, _ = ready
-    monkeypatch.setattr(readiness, "VERIFY_MAX_AGE_S", -1.0)
+    tune(cutover, verify_max_age=-1.0)
     assert "old" in _failed(cutover)["verify"]
 
 
@@ -190,7 +192,7 @@ def test_refused_with_quarantined_rows_unless_accepted(ready):
 
 def test_refused_without_enough_shadow_reads(synced, monkeypatch):  # noqa: F811
     cutover, _, _ = synced
-    monkeypatch.setenv("HRP_SHADOW_MIN_READS", "1000")
+    tune(cutover, shadow_min_reads=1000)
     move(cutover, Phase.SHADOW)
     assert "too few shadow reads" in _failed(cutover)["shadow"]
 

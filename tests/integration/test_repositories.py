@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import sqlalchemy as sa
 
 from hrp_data.repositories import UnknownField
 from hrp_data.unit_of_work import UnitOfWork

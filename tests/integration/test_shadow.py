@@ -29,7 +29,7 @@ from shadow.compare import ReadType
 from shadow.experiment import Laboratory, Publisher
 from shadow.mismatches import COUNTS_TABLE, DETAILS_TABLE, META_TABLE, READS_TABLE, MismatchStore
 from shadow.report import build_report, mismatch_summary, render_html, render_json, render_text
-from tests.integration.cutover_helpers import settings_for, wait_drained
+from tests.integration.cutover_helpers import settings_for, tune, wait_drained
 from tools.cli import cli
 
 PASSWORD = "pbkdf2:sha256:600000$TOPSECRETPASSWORDHASH"
@@ -346,13 +346,10 @@ class TestExperiment:
             lab.close()
 
     def test_the_kill_switch_and_the_sample_rate(self, monkeypatch):
-        """HRP_SHADOW_ENABLED=0, the runtime toggle and a 0.0 rate each stop the candidate."""
+        """The switch (HRP_SHADOW_ENABLED, or an operator at run time) and a 0.0 rate each stop the candidate."""
         calls = []
         lab = _lab(_Collect())
         try:
-            monkeypatch.setenv("HRP_SHADOW_ENABLED", "0")
-            lab.run(READ, lambda: 1, lambda: calls.append(1))
-            monkeypatch.setenv("HRP_SHADOW_ENABLED", "1")
             lab.enabled = False
             lab.run(READ, lambda: 1, lambda: calls.append(1))
             lab.enabled = True
@@ -592,7 +589,7 @@ def test_the_readiness_check_reads_the_mismatch_rate(shadowed, monkeypatch):
     first = next(c for c in checklist(cutover, Phase.POSTGRES_PRIMARY) if c.name == "shadow")
     assert not first.ok and "too few shadow reads" in first.detail
     shadow_check = functools.partial(readiness._shadow_check, cutover)
-    monkeypatch.setenv("HRP_SHADOW_MIN_READS", "10")
+    tune(cutover, shadow_min_reads=10)
     with cutover.reading() as uow:
         for _ in range(5):
             for horse in w["horses"]:
@@ -605,7 +602,7 @@ def test_the_readiness_check_reads_the_mismatch_rate(shadowed, monkeypatch):
         uow.horses.get(w["horses"][0])
     check = shadow_check()
     assert not check.ok and "1 mismatched of 16" in check.detail
-    monkeypatch.setenv("HRP_SHADOW_MAX_RATE", "0.1")
+    tune(cutover, shadow_max_rate=0.1)
     assert shadow_check().ok
 
 
@@ -698,7 +695,7 @@ def test_reads_racing_a_flip_do_not_count_against_the_rollback(shadowed, legacy_
     its mismatches are left out of the rollback's shadow check; a mismatch of a read of the new primary
     is not."""
     cutover, w = shadowed
-    monkeypatch.setenv("HRP_SHADOW_MIN_READS", "0")
+    tune(cutover, shadow_min_reads=0)
     before = cutover.phase_row()
     move(cutover, Phase.POSTGRES_PRIMARY)
     with sqlite3.connect(legacy_file) as raw:  # SQLite differs: what a read racing the flip would see

@@ -316,7 +316,8 @@ def test_soak(tmp_path):
             json.dumps(admin.call("GET", "/api/credentials")[1]),
         ]
         move("phase", "set", "postgres_only", to="postgres_only")
-        lost = harness.lost_writes(url, ledger)
+        lost_details: list[dict] = []
+        lost = harness.lost_writes(url, ledger, lost_details)
         doubled = harness.doubled_writes(url)
     finally:
         stop.set()
@@ -357,6 +358,7 @@ def test_soak(tmp_path):
         "acknowledged_predictions": len(ledger.predictions),
         "acknowledged_horses": len(ledger.horses),
         "lost_writes": lost,
+        "lost_write_details": lost_details,
         "doubled_writes": doubled,
         "both_equal_before_postgres_only": final_verify["equal"],
         "longest_write_hold_ms": max(holds) if holds else None,
@@ -379,7 +381,7 @@ def test_soak(tmp_path):
     for label, outcome in inside_moves.items():
         print(f"{label}: exit {outcome['exit']}, {outcome['phase_before']} -> {outcome['phase_after_recover']}"
               f" after recover; {' '.join(outcome['output'])}")
-    assert lost == []
+    assert lost == [], lost_details[:5]
     assert doubled == [], f"writes that took effect twice: {doubled[:5]}"
     assert final_verify["equal"]
     assert not leaked, "a planted secret reached a log, report, status or the dashboard"

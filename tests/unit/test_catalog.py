@@ -235,7 +235,7 @@ def test_every_corpus_shape_reads_and_compiles(shape):
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
     assert sorted(entry.name for entry in catalog.tables.values()) == sorted(tables)
     for entry in catalog.tables.values():
-        columns = [row[1] for row in connection.execute(f'SELECT * FROM pragma_table_xinfo(?) WHERE hidden < 2', (entry.name,))]
+        columns = [row[1] for row in connection.execute('SELECT * FROM pragma_table_xinfo(?) WHERE hidden < 2', (entry.name,))]
         assert [c.name for c in entry.sqlite.columns if c.key != ROWID_COLUMN] == columns
         assert [c.key for c in entry.sqlite.columns] == [c.name for c in entry.postgres.columns]
     assert catalog.create_ddl()

@@ -14,6 +14,22 @@ def test_defaults_and_environment():
     assert settings.sqlite_url.startswith("sqlite:")
 
 
+def test_every_hrp_setting_is_read_into_the_one_object():
+    """The verify, backup and shadow settings too, typed: nothing else reads HRP_* variables."""
+    settings = Settings.from_env({
+        "HRP_VERIFY_MAX_AGE": "60", "HRP_BACKUP_MAX_AGE": "90m", "HRP_SHADOW_ENABLED": "off",
+        "HRP_SHADOW_SAMPLES": "races.get=0.1, horses.get=0", "HRP_SHADOW_IGNORE": "races.updated_at",
+        "HRP_SHADOW_WORKERS": "3", "HRP_SHADOW_QUEUE": "50", "HRP_SHADOW_MAX_DETAILS": "7",
+        "HRP_SHADOW_WINDOW": "2h", "HRP_SHADOW_MAX_RATE": "0.01", "HRP_SHADOW_MIN_READS": "5",
+    })
+    assert (settings.verify_max_age, settings.backup_max_age, settings.shadow_enabled) == (60.0, 5400.0, False)
+    assert settings.sample_rates() == {"races.get": 0.1, "horses.get": 0.0}
+    assert [(r.table, r.column) for r in settings.ignore_rules()] == [("races", "updated_at")]
+    assert (settings.shadow_workers, settings.shadow_queue, settings.shadow_max_details) == (3, 50, 7)
+    assert (settings.shadow_window, settings.shadow_max_rate, settings.shadow_min_reads) == ("2h", 0.01, 5)
+    assert Settings.from_env({}).shadow_enabled is True
+
+
 def test_the_pool_settings():
     assert (Settings().validated().postgres_pool, Settings().validated().postgres_pool_timeout) == (10, 5.0)
     settings = Settings.from_env({"HRP_POSTGRES_POOL": "4", "HRP_POSTGRES_POOL_TIMEOUT": "1.5"})
@@ -45,6 +61,15 @@ def test_flags_override_the_environment():
         ({"HRP_POSTGRES_POOL_TIMEOUT": "nan"}, "HRP_POSTGRES_POOL_TIMEOUT='nan' is not seconds from 0.1 to 60"),
         ({"HRP_POSTGRES_POOL_TIMEOUT": "0"}, "HRP_POSTGRES_POOL_TIMEOUT='0' is not seconds from 0.1 to 60"),
         ({"HRP_SQLITE_LOCK_WAIT_S": "-1"}, "HRP_SQLITE_LOCK_WAIT_S='-1' is not seconds from 0.1 to 3600"),
+        ({"HRP_BACKUP_MAX_AGE": "tomorrow"}, "HRP_BACKUP_MAX_AGE='tomorrow' is not a duration"),
+        ({"HRP_SHADOW_WINDOW": "0"}, "HRP_SHADOW_WINDOW='0' is not a duration"),
+        ({"HRP_SHADOW_MAX_RATE": "2"}, "HRP_SHADOW_MAX_RATE='2' is not a number between 0.0 and 1.0"),
+        ({"HRP_SHADOW_MIN_READS": "some"}, "HRP_SHADOW_MIN_READS='some' is not a whole number from 0"),
+        ({"HRP_SHADOW_WORKERS": "0"}, "HRP_SHADOW_WORKERS='0' is not a whole number from 1 to 64"),
+        ({"HRP_SHADOW_ENABLED": "maybe"}, "HRP_SHADOW_ENABLED='maybe' is not 1/0"),
+        ({"HRP_SHADOW_SAMPLES": "races.get=3"}, "HRP_SHADOW_SAMPLES item 'races.get=3' is not READ=RATE"),
+        ({"HRP_SHADOW_IGNORE": "nodot"}, "HRP_SHADOW_IGNORE:"),
+        ({"HRP_VERIFY_MAX_AGE": "old"}, "HRP_VERIFY_MAX_AGE='old' is not seconds"),
     ],
 )
 def test_bad_values_name_the_variable_and_the_allowed_values(env, message):
