@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from hrp_data.schema.install import upgrade
-from hrp_data.web import create_app, services
+from hrp_data.web import create_app, services, throttle
 from hrp_data.web.extension import SECRET_TABLE, HrpCutover
 from tests.e2e.conftest import PASSWORD, login, unique
 from tests.integration.cutover_helpers import settings_for
@@ -298,6 +298,7 @@ def test_password_hashing_takes_one_slot_per_process(two_apps, monkeypatch):
                 running[0] -= 1
 
     monkeypatch.setattr(services, "check_password_hash", counted)
+    monkeypatch.setattr(throttle, "HASH_SLOT_WAIT_S", 60.0)  # a busy machine: nobody gives up waiting
     answers = []
     threads = [threading.Thread(target=lambda n=n: answers.append(
         _login(app.test_client(), "busy" if n % 2 else f"ghost{n}", "guess-number-1").status_code)) for n in range(8)]
@@ -306,3 +307,12 @@ def test_password_hashing_takes_one_slot_per_process(two_apps, monkeypatch):
     for thread in threads:
         thread.join()
     assert sorted(answers) == [401] * 8 and most[0] == 1
+
+
+def test_a_login_that_finds_every_hashing_slot_busy_is_503_with_retry_after(two_apps, monkeypatch):
+    app = two_apps(login_failures=0, login_failures_per_address=0, password_hash_slots=1)
+    monkeypatch.setattr(throttle, "HASH_SLOT_WAIT_S", 0.1)
+    with throttle.hashing_slot(1):  # another request of this process is hashing
+        busy = _login(app.test_client(), "anybody", "guess-number-1")
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert _login(app.test_client(), "anybody", "guess-number-1").status_code == 401
