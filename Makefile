@@ -3,13 +3,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration test-e2e test-fuzz system-packages bench soak clean
+.PHONY: constraints demo test test-unit test-integration test-e2e test-fuzz system-packages bench soak clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package to the versions the suite last passed with (a fresh clone
+# installs exactly those); `make constraints` writes it again from this .venv after an upgrade.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,demo]'
 	touch $(STAMP)
+
+constraints: $(STAMP)
+	$(BIN)/python -m pip install --quiet --upgrade -e '.[test,demo,flask]'
+	$(BIN)/python -m pip freeze --exclude-editable > constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/hrp-cutover demo

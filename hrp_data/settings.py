@@ -64,6 +64,11 @@ class Settings:
     """How far back the shadow readiness check looks."""
     shadow_max_rate: float = 0.0
     shadow_min_reads: int = 100
+    login_failures: int = 5
+    login_failures_per_address: int = 20
+    registrations_per_address: int = 20
+    throttle_window_s: float = 900.0
+    password_hash_slots: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -103,9 +108,16 @@ class Settings:
         lock_wait = _number(
             "HRP_SQLITE_LOCK_WAIT_S", self.sqlite_lock_wait_s, float, 0.1, 3600.0, "seconds from 0.1 to 3600"
         )
+        limits = {
+            name: _number(f"HRP_{name.upper()}", getattr(self, name), int, 0, 100_000, "a whole number from 0 (no limit) to 100000")
+            for name in ("login_failures", "login_failures_per_address", "registrations_per_address")
+        }
+        window = _number("HRP_THROTTLE_WINDOW_S", self.throttle_window_s, float, 1.0, 86400.0, "seconds from 1 to 86400")
+        slots = _number("HRP_PASSWORD_HASH_SLOTS", self.password_hash_slots, int, 1, 64, "a whole number from 1 to 64")
         return dataclasses.replace(
             self, shadow_sample=sample, log_level=str(self.log_level).upper(), postgres_pool=pool,
-            postgres_pool_timeout=pool_timeout, sqlite_lock_wait_s=lock_wait, **self._later_fields(),
+            postgres_pool_timeout=pool_timeout, sqlite_lock_wait_s=lock_wait, throttle_window_s=window,
+            password_hash_slots=slots, **limits, **self._later_fields(),
         )
 
     def _later_fields(self) -> dict[str, Any]:

@@ -361,8 +361,11 @@ def run_demo(postgres_url: str | None, workdir: Path | None, races: int, keep: b
     workdir.mkdir(parents=True, exist_ok=True)
     server = None
     if postgres_url is None:
-        import pgserver
-
+        try:
+            import pgserver
+        except ImportError:
+            raise RuntimeError("the embedded PostgreSQL is the `demo` extra: pip install 'hrp-cutover[demo]'"
+                               " (make demo does), or give --postgres URL") from None
         server = pgserver.get_server(workdir / "postgres", cleanup_mode=None if keep else "stop")
         postgres_url = server.get_uri()
         say(f"embedded PostgreSQL (pgserver) in {workdir / 'postgres'}")

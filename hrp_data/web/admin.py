@@ -34,9 +34,9 @@ from hrp_data.cutover.phase_store import PhaseConflict
 from hrp_data.cutover.phases import MoveRefused, parse_phase
 from hrp_data.flip.readiness import NotReady
 from hrp_data.settings import SettingsError
-from hrp_data.web import dashboard, services
+from hrp_data.web import dashboard, services, throttle
 from hrp_data.web.errors import error_response
-from hrp_data.web.extension import current_cutover
+from hrp_data.web.extension import current_cutover, current_settings
 from hrp_data.web.session_user import current_user, log_in, log_out
 from hrp_data.web.validation import LOGIN, Invalid, check
 
@@ -102,7 +102,14 @@ def login_submit():
         password = check(LOGIN[1], request.form.get("password", ""))
     except Invalid as error:
         return render_template("hrp_login.html", csrf_token=csrf_token(), next=next_url, error=error.message), 400
-    user = services.authenticate(current_cutover, username, password)
+    try:
+        user = throttle.login(current_cutover, current_settings, username, password, throttle.client_address())
+    except throttle.Throttled as error:
+        page = render_template("hrp_login.html", csrf_token=csrf_token(), next=next_url, error=str(error).capitalize() + ".")
+        return page, 429, {"Retry-After": str(error.retry_after)}
+    except throttle.HashingBusy:
+        page = render_template("hrp_login.html", csrf_token=csrf_token(), next=next_url, error="Busy; retry shortly.")
+        return page, 503, {"Retry-After": "1"}
     if user is None or not services.is_admin(user):
         message = "Wrong username or password." if user is None else "The dashboard is for admins."
         return render_template("hrp_login.html", csrf_token=csrf_token(), next=next_url, error=message), 401

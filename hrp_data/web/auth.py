@@ -4,6 +4,10 @@ POST /api/users {username, email, password}      -> 201, the user (no hash)
 POST /api/session {username, password}           -> 200 and the session cookie
 DELETE /api/session                              -> 204
 
+Too many failed logins for an account or from an address, or too many registrations from an
+address, answer 429 with Retry-After (hrp_data.web.throttle). A taken username and a taken
+email get the same 409.
+
 Registering honours an Idempotency-Key; logging in and out are repeatable as they are
 (a stored answer could not carry the session cookie), so the header is ignored there.
 """
@@ -16,9 +20,9 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from hrp_data.web import errors, services
+from hrp_data.web import errors, services, throttle
 from hrp_data.web.errors import ApiError
-from hrp_data.web.extension import current_cutover
+from hrp_data.web.extension import current_cutover, current_settings
 from hrp_data.web.idempotent import idempotent
 from hrp_data.web.inputs import json_body
 from hrp_data.web.serialize import public
@@ -52,18 +56,32 @@ def admin_required(view: Callable) -> Callable:
     return guarded
 
 
+def counted_registration(view: Callable) -> Callable:
+    """A well-formed registration counts against the client address before the view's
+    Idempotency-Key transaction opens (both write the SQLite file)."""
+
+    @functools.wraps(view)
+    def counted(*args: Any, **kwargs: Any):
+        json_body(USER)  # a malformed body is a 400, not an attempt
+        throttle.count_registration(current_cutover, current_settings, throttle.client_address())
+        return view(*args, **kwargs)
+
+    return counted
+
+
 @bp.post("/users")
+@counted_registration
 @idempotent
 def register():
     fields = json_body(USER)
-    user = services.register_user(current_cutover, **fields)
+    user = services.register_user(current_cutover, hashing=throttle.hashing(current_settings), **fields)
     return jsonify(public(user)), 201
 
 
 @bp.post("/session")
 def login():
     fields = json_body(LOGIN)
-    user = services.authenticate(current_cutover, fields["username"], fields["password"])
+    user = throttle.login(current_cutover, current_settings, fields["username"], fields["password"], throttle.client_address())
     if user is None:
         raise ApiError(401, "wrong username or password")
     log_in(user)

@@ -1,7 +1,7 @@
 """Errors as JSON: {"error": "...", "field": "<name>"} with the right status, never a stack trace.
 
 Bad input is 400 (with the field), unknown ids 404, a taken name 409, auth
-401/403. A value a database refuses anyway is a 400 too; a database that is
+401/403, too many attempts 429 (with Retry-After). A value a database refuses anyway is a 400 too; a database that is
 down, a pool with no connection free (after a bounded wait) or a phase still
 moving is 503. Anything else is logged without values
 (describe_error) and answered with a bare 500.
@@ -19,6 +19,7 @@ from hrp_data.cutover.dual_write import PhaseUnsettled
 from hrp_data.errors import describe_error
 from hrp_data.repositories import UnknownField
 from hrp_data.web import services
+from hrp_data.web.throttle import HashingBusy, Throttled
 from hrp_data.web.validation import Invalid
 
 log = structlog.get_logger(__name__)
@@ -85,6 +86,15 @@ def _unsettled(error: PhaseUnsettled):
     return error_response(503, str(error), headers={"Retry-After": "1"})
 
 
+def _throttled(error: Throttled):
+    return error_response(429, str(error), headers={"Retry-After": str(error.retry_after)})
+
+
+def _hashing_busy(error: HashingBusy):
+    log.warning("api.hashing_busy", path=request.path)
+    return error_response(503, "busy; retry shortly", headers={"Retry-After": "1"})
+
+
 def _unexpected(error: Exception):
     if isinstance(error, HTTPException):
         return http_error(error)
@@ -106,6 +116,8 @@ def install(blueprint: Blueprint) -> None:
         (services.Forbidden, _forbidden),
         (UnknownField, _unknown_field),
         (PhaseUnsettled, _unsettled),
+        (Throttled, _throttled),
+        (HashingBusy, _hashing_busy),
         (sa.exc.TimeoutError, _pool_exhausted),
         (sa.exc.StatementError, _statement_error),
         (HTTPException, http_error),

@@ -9,8 +9,11 @@ half-written. Errors are plain exceptions the views turn into 404/409/403.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,6 +41,8 @@ class Forbidden(PermissionError):
 
 Page = tuple[list[Record], Any]
 
+TAKEN = "that username or email is taken"
+
 
 def _page(rows: list[Record], limit: int, key: str = "id") -> Page:
     """The first `limit` rows and the cursor of the next page (None: this is the last)."""
@@ -62,28 +67,40 @@ def _password_matches(stored: str | None, password: str) -> bool:
         return False
 
 
-def register_user(cutover: Cutover, *, username: str, email: str, password: str, is_admin: bool = False) -> Record:
-    password_hash = generate_password_hash(password)
+Hashing = Callable[[], AbstractContextManager]
+"""Held around each password hash (hrp_data.web.throttle.hashing_slot bounds them per process)."""
+
+
+def register_user(
+    cutover: Cutover, *, username: str, email: str, password: str, is_admin: bool = False,
+    hashing: Hashing = contextlib.nullcontext,
+) -> Record:
+    """The new user; Conflict says the same for a taken username and a taken email (no enumeration)."""
+    with hashing():
+        password_hash = generate_password_hash(password)
     with cutover.writing() as uow:
         if uow.users.get_by_username(username) is not None:
-            raise Conflict(f"username {username!r} is taken", "username")
+            raise Conflict(TAKEN)
         try:
             user = uow.users.add(username=username, email=email, password_hash=password_hash, is_admin=is_admin)
-        except sa.exc.IntegrityError as error:
-            field = "email" if "email" in str(error.orig) else "username"
-            raise Conflict(f"{field} is already registered", field) from None
+        except sa.exc.IntegrityError:
+            raise Conflict(TAKEN) from None
         uow.commit()
     return user
 
 
-def authenticate(cutover: Cutover, username: str, password: str) -> Record | None:
+def authenticate(
+    cutover: Cutover, username: str, password: str, *, hashing: Hashing = contextlib.nullcontext
+) -> Record | None:
     """The user with these credentials (its last_login updated), or None."""
     with cutover.reading() as uow:
         user = uow.users.get_by_username(username)
-    if user is None:
-        _password_matches(_dummy_hash(), password)  # the same work for unknown names
-        return None
-    if not _password_matches(user["password_hash"], password):
+    with hashing():
+        if user is None:
+            _password_matches(_dummy_hash(), password)  # the same work for unknown names
+            return None
+        matches = _password_matches(user["password_hash"], password)
+    if not matches:
         return None
     with cutover.writing() as uow:
         updated = uow.users.update(user["id"], last_login=dt.datetime.now(dt.timezone.utc))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
 
 import pytest
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from hrp_data.schema.install import upgrade
-from hrp_data.web import create_app
+from hrp_data.web import create_app, services, throttle
 from hrp_data.web.extension import SECRET_TABLE, HrpCutover
 from tests.e2e.conftest import PASSWORD, login, unique
 from tests.integration.cutover_helpers import settings_for
@@ -76,14 +77,15 @@ def test_wrong_password_and_unknown_user_are_401(shadow_world):
     assert client.get_cookie("hrp_session") is None
 
 
-def test_a_taken_username_or_email_is_409_with_the_field(shadow_world):
+def test_a_taken_username_and_a_taken_email_get_the_same_409(shadow_world):
+    """No enumeration: the answer does not tell which of the two is taken."""
     client, name = shadow_world.anon, unique("dup")
     body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}
     assert client.post("/api/users", json=body).status_code == 201
-    again = client.post("/api/users", json=body)
-    assert again.status_code == 409 and again.get_json()["field"] == "username"
-    other = client.post("/api/users", json={**body, "username": unique("other")})
-    assert other.status_code == 409 and other.get_json()["field"] == "email"
+    same_name = client.post("/api/users", json={**body, "email": f"{unique('x')}@example.com"})
+    same_email = client.post("/api/users", json={**body, "username": unique("other")})
+    assert same_name.status_code == same_email.status_code == 409
+    assert same_name.get_json() == same_email.get_json() == {"error": "that username or email is taken", "field": None}
 
 
 def test_a_legacy_hash_in_an_unknown_format_just_fails_the_login(shadow_world):
@@ -179,3 +181,138 @@ def test_create_admin_makes_an_admin_who_can_log_in(legacy_file, postgres_url):
         assert client.post("/api/horses", json={"horse_name": "By root"}).status_code == 201
     finally:
         HrpCutover.state(app).close()
+
+
+# -- throttling (hrp_data.web.throttle) ------------------------------------------------------
+
+
+@pytest.fixture
+def two_apps(legacy_file, postgres_url):
+    """Two app instances (as two gunicorn workers) on one SQLite file, with small limits."""
+
+    def build(**limits):
+        settings = dataclasses.replace(settings_for(legacy_file, postgres_url), **limits).validated()
+        app = create_app(settings, applier=False)
+        built.append(app)
+        return app
+
+    built = []
+    yield build
+    for app in built:
+        HrpCutover.state(app).close()
+
+
+def _member(app, name: str) -> None:
+    services.register_user(HrpCutover.state(app).cutover, username=name, email=f"{name}@example.com", password=PASSWORD)
+
+
+def _login(client, name: str, password: str, address: str = "198.51.100.7"):
+    return client.post("/api/session", json={"username": name, "password": password},
+                       environ_base={"REMOTE_ADDR": address})
+
+
+def test_failed_logins_of_an_account_are_counted_by_all_workers_then_429(two_apps):
+    first = two_apps(login_failures=3, login_failures_per_address=0)
+    second = two_apps(login_failures=3, login_failures_per_address=0)
+    _member(first, "victim")
+    _member(first, "bystander")
+    one, two = first.test_client(), second.test_client()
+    with capture_logs() as logs:
+        answers = [_login(client, "victim", "guess-number-1", f"203.0.113.{n}")
+                   for n, client in enumerate([one, two, one])]
+        refused = _login(two, "victim", "guess-number-1", "203.0.113.9")
+        right = _login(one, "victim", PASSWORD, "203.0.113.10")
+    assert [a.status_code for a in answers] == [401, 401, 401]
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 900
+    assert right.status_code == 429, "the right password waits out the window too"
+    assert _login(two, "bystander", PASSWORD).status_code == 200
+    failed = [e for e in logs if e["event"] == "auth.login_failed"]
+    assert len(failed) == 3 and {e["address"] for e in failed} == {"203.0.113.0", "203.0.113.1", "203.0.113.2"}
+    assert "victim" not in repr(logs) and "guess-number-1" not in repr(logs) and PASSWORD not in repr(logs)
+    assert any(e["event"] == "auth.login_throttled" for e in logs)
+
+
+def test_failed_logins_from_an_address_are_counted_across_accounts(two_apps):
+    first = two_apps(login_failures=0, login_failures_per_address=4)
+    second = two_apps(login_failures=0, login_failures_per_address=4)
+    _member(first, "alice")
+    for n in range(4):
+        assert _login((first, second)[n % 2].test_client(), f"nobody{n}", "guess-number-1").status_code == 401
+    refused = _login(second.test_client(), "alice", PASSWORD)
+    assert refused.status_code == 429 and refused.get_json()["error"].startswith("too many attempts")
+    assert _login(first.test_client(), "alice", PASSWORD, address="192.0.2.44").status_code == 200
+
+
+def test_a_successful_login_clears_its_account_s_failures(two_apps):
+    app = two_apps(login_failures=2, login_failures_per_address=0)
+    _member(app, "forgetful")
+    client = app.test_client()
+    for _ in range(3):
+        assert _login(client, "forgetful", "not-my-password").status_code == 401
+        assert _login(client, "forgetful", PASSWORD).status_code == 200
+
+
+def test_the_dashboard_login_is_throttled_too(two_apps):
+    app = two_apps(login_failures=1, login_failures_per_address=0)
+    client = app.test_client()
+    client.get("/admin/login")
+    with client.session_transaction() as session:
+        token = session["hrp_csrf"]
+    form = {"username": "root", "password": "guess-number-1", "csrf_token": token}
+    assert client.post("/admin/login", data=form).status_code == 401
+    refused = client.post("/admin/login", data=form)
+    assert refused.status_code == 429 and refused.headers["Retry-After"]
+    assert "guess-number-1" not in refused.get_data(as_text=True)
+
+
+def test_registrations_from_an_address_are_throttled(two_apps):
+    first = two_apps(registrations_per_address=2)
+    second = two_apps(registrations_per_address=2)
+
+    def register(app, name, address="198.51.100.20"):
+        return app.test_client().post("/api/users", json={"username": name, "email": f"{name}@example.com",
+                                                          "password": PASSWORD}, environ_base={"REMOTE_ADDR": address})
+
+    assert register(first, "newcomer1").status_code == 201
+    assert register(second, "newcomer1").status_code == 409  # an attempt counts, taken or not
+    refused = register(first, "newcomer2")
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert register(second, "newcomer2", address="198.51.100.21").status_code == 201
+
+
+def test_password_hashing_takes_one_slot_per_process(two_apps, monkeypatch):
+    """With HRP_PASSWORD_HASH_SLOTS=1, eight concurrent bad logins hash one at a time."""
+    app = two_apps(login_failures=0, login_failures_per_address=0, password_hash_slots=1)
+    _member(app, "busy")
+    running, most, lock = [0], [0], threading.Lock()
+    original = services.check_password_hash
+
+    def counted(stored, password):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return original(stored, password)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(services, "check_password_hash", counted)
+    monkeypatch.setattr(throttle, "HASH_SLOT_WAIT_S", 60.0)  # a busy machine: nobody gives up waiting
+    answers = []
+    threads = [threading.Thread(target=lambda n=n: answers.append(
+        _login(app.test_client(), "busy" if n % 2 else f"ghost{n}", "guess-number-1").status_code)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [401] * 8 and most[0] == 1
+
+
+def test_a_login_that_finds_every_hashing_slot_busy_is_503_with_retry_after(two_apps, monkeypatch):
+    app = two_apps(login_failures=0, login_failures_per_address=0, password_hash_slots=1)
+    monkeypatch.setattr(throttle, "HASH_SLOT_WAIT_S", 0.1)
+    with throttle.hashing_slot(1):  # another request of this process is hashing
+        busy = _login(app.test_client(), "anybody", "guess-number-1")
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert _login(app.test_client(), "anybody", "guess-number-1").status_code == 401

@@ -733,6 +733,31 @@ def test_quarantine_json_shape_from_both_commands(legacy_file, postgres_url):
     assert "races [17] distance: text_in_real_column value 'N/A'" in text.stdout
 
 
+def test_a_quarantined_secret_shows_one_fingerprint_in_both_commands(legacy_file, postgres_url):
+    """`quarantine` and `report --quarantine` show the stored fingerprint, never a fingerprint of it."""
+    from shadow.redact import fingerprint
+
+    secret = "ASEC-planted\x00secret"
+    with sqlite3.connect(legacy_file) as raw:
+        raw.execute("INSERT INTO users (id, username, email, password_hash) VALUES (1, 'u', 'u@x', 'h')")
+        raw.execute("INSERT INTO api_credentials (id, user_id, service_name, api_key, api_secret)"
+                    " VALUES (1, 1, 'svc', 'AKEY', ?)", (secret,))
+    upgrade(postgres_url)
+    with open_cutover(legacy_file, postgres_url):
+        pass
+    runner = CliRunner()
+    base = ["--sqlite", str(legacy_file), "--postgres", postgres_url]
+    assert runner.invoke(cli, base + ["backfill", "--no-backup"]).exit_code == 0
+    shown = fingerprint(secret)
+    for command in (["quarantine"], ["report", "--quarantine"]):
+        text = runner.invoke(cli, base + command)
+        listed = runner.invoke(cli, base + command + ["--format", "json"])
+        assert text.exit_code == 0 and listed.exit_code == 0, text.output + listed.output
+        assert json.loads(listed.stdout)["rows"] == [{"table": "api_credentials", "key": [1], "column": "api_secret",
+                                                      "reason": "nul_byte_in_text", "value": shown}]
+        assert shown in text.stdout and "planted" not in text.stdout + listed.stdout
+
+
 # -- refusals and exit codes -----------------------------------------------------------
 
 

@@ -41,6 +41,14 @@ def test_the_sqlite_lock_wait():
     assert Settings.from_env({"HRP_SQLITE_LOCK_WAIT_S": "2.5"}).sqlite_lock_wait_s == 2.5
 
 
+def test_the_throttle_settings():
+    settings = Settings.from_env({})
+    assert (settings.login_failures, settings.login_failures_per_address, settings.registrations_per_address,
+            settings.throttle_window_s, settings.password_hash_slots) == (5, 20, 20, 900.0, 1)
+    settings = Settings.from_env({"HRP_LOGIN_FAILURES": "0", "HRP_THROTTLE_WINDOW_S": "60", "HRP_PASSWORD_HASH_SLOTS": "4"})
+    assert (settings.login_failures, settings.throttle_window_s, settings.password_hash_slots) == (0, 60.0, 4)
+
+
 def test_flags_override_the_environment():
     settings = Settings.from_env({"HRP_PHASE": "dual_write"}, phase="shadow")
     assert settings.phase == "shadow"
@@ -70,6 +78,10 @@ def test_flags_override_the_environment():
         ({"HRP_SHADOW_SAMPLES": "races.get=3"}, "HRP_SHADOW_SAMPLES item 'races.get=3' is not READ=RATE"),
         ({"HRP_SHADOW_IGNORE": "nodot"}, "HRP_SHADOW_IGNORE:"),
         ({"HRP_VERIFY_MAX_AGE": "old"}, "HRP_VERIFY_MAX_AGE='old' is not seconds"),
+        ({"HRP_LOGIN_FAILURES": "-1"}, "HRP_LOGIN_FAILURES='-1' is not a whole number from 0 (no limit) to 100000"),
+        ({"HRP_REGISTRATIONS_PER_ADDRESS": "many"}, "HRP_REGISTRATIONS_PER_ADDRESS='many' is not a whole number"),
+        ({"HRP_THROTTLE_WINDOW_S": "0"}, "HRP_THROTTLE_WINDOW_S='0' is not seconds from 1 to 86400"),
+        ({"HRP_PASSWORD_HASH_SLOTS": "0"}, "HRP_PASSWORD_HASH_SLOTS='0' is not a whole number from 1 to 64"),
     ],
 )
 def test_bad_values_name_the_variable_and_the_allowed_values(env, message):

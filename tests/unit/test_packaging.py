@@ -1,0 +1,33 @@
+"""The layer's runtime dependencies stay small (the embedded PostgreSQL is an extra), and a fresh
+clone installs known versions: `make` installs with `-c constraints.txt`, which pins them all."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_pgserver_is_an_extra_of_the_demo_and_the_tests_not_a_runtime_dependency():
+    assert "pgserver" not in {_name(r) for r in PROJECT["dependencies"]}
+    extras = PROJECT["optional-dependencies"]
+    assert "pgserver" in {_name(r) for r in extras["demo"]} and "pgserver" in {_name(r) for r in extras["test"]}
+
+
+def test_every_dependency_is_pinned_in_the_constraints_the_makefile_installs_from():
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    wanted = {_name(r) for r in PROJECT["dependencies"]}
+    wanted |= {_name(r) for extra in PROJECT["optional-dependencies"].values() for r in extra}
+    assert wanted - set(pins) == set()
+    assert all(pins.values()), "every line pins one version (name==version)"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-c constraints.txt -e '.[test,demo]'" in makefile
