@@ -12,8 +12,10 @@ carry their conversion Kind (adapters.types), as the HRP models' do.
 The rules (docs/schema.md has the table; tests/unit/test_catalog.py one test per row):
 
 - declared type, by SQLite's affinity rules, first match wins: BOOLEAN/BOOL ->
-  boolean; DATE -> date; DATETIME/TIMESTAMP -> timestamptz (naive text is UTC,
-  as the HRP models read it); contains INT -> bigint; CHAR/CLOB/TEXT -> text
+  boolean; DATE -> date; DATETIME/TIMESTAMP -> timestamp without time zone
+  holding the UTC wall clock (the app read naive datetimes from SQLite, so it
+  must from PostgreSQL; text with an offset is moved to UTC), TIMESTAMPTZ ->
+  timestamptz (the HRP models' own columns stay timestamptz); contains INT -> bigint; CHAR/CLOB/TEXT -> text
   (SQLite never enforced a length); BLOB -> bytea; REAL/FLOA/DOUB -> double
   precision (bit-exact); NUMERIC(p,s)/DECIMAL(p,s) -> numeric(p,s), NUMERIC/
   DECIMAL -> numeric; none or any other name -> decided from the values: all
@@ -51,7 +53,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapters.convert import Kind
-from adapters.types import Bytes, Day, ExactNumeric, ExactReal, Flag, Timestamp
+from adapters.types import Bytes, Day, ExactNumeric, ExactReal, Flag, NaiveTimestamp, Timestamp
 
 OWN_PREFIXES = ("sqlite_", "hrp_cutover_", "hrp_shadow_")
 ROWID_COLUMN = "hrp_cutover_rowid"
@@ -230,9 +232,13 @@ def _by_declaration(declared: str) -> _Type | None:
         return _Type(Kind.BOOLEAN, Flag(), "boolean", "declared BOOLEAN")
     if base == "DATE":
         return _Type(Kind.DATE, Day(), "date", "declared DATE")
-    if base in ("DATETIME", "TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):
+    if base in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):
         return _Type(Kind.TIMESTAMP, Timestamp(), "timestamp with time zone",
                      f"declared {base}: naive text is read as UTC")
+    if base in ("DATETIME", "TIMESTAMP"):
+        return _Type(Kind.TIMESTAMP, NaiveTimestamp(), "timestamp without time zone",
+                     f"declared {base}: the app reads naive datetimes, so PostgreSQL keeps the UTC wall clock"
+                     " without a zone (text with an offset is moved to UTC)")
     if "INT" in upper:
         return _Type(Kind.INTEGER, sa.BigInteger(), "bigint", "INTEGER affinity (declared type contains INT)")
     if "CHAR" in upper or "CLOB" in upper or "TEXT" in upper:
@@ -281,11 +287,14 @@ _NOW_DEFAULTS = {
     "CURRENT_DATE": "CURRENT_DATE",
     "DATE('NOW')": "CURRENT_DATE",
 }
+_UTC_NOW = "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')"
+"""SQLite's now, on a column without a zone: the UTC wall clock, whatever the session's TimeZone."""
 _STRFTIME_MS = "STRFTIME('%Y-%M-%D %H:%M:%F','NOW')"
 
 
-def translate_default(default: str, kind: Kind) -> str | None:
-    """The PostgreSQL spelling of a SQLite column default, where the meaning is certain (else None)."""
+def translate_default(default: str, kind: Kind, naive: bool = False) -> str | None:
+    """The PostgreSQL spelling of a SQLite column default, where the meaning is certain (else None).
+    `naive`: the column is a timestamp without time zone (NaiveTimestamp)."""
     text = default.strip()
     while text.startswith("(") and text.endswith(")"):
         text = text[1:-1].strip()
@@ -294,9 +303,9 @@ def translate_default(default: str, kind: Kind) -> str | None:
         target = _NOW_DEFAULTS[squeezed]
         if kind is Kind.DATE and target == "CURRENT_TIMESTAMP":
             return None
-        return target
+        return _UTC_NOW if naive and target == "CURRENT_TIMESTAMP" else target
     if squeezed == _STRFTIME_MS.replace(" ", "") and kind is Kind.TIMESTAMP:
-        return "date_trunc('milliseconds', CURRENT_TIMESTAMP)"
+        return f"date_trunc('milliseconds', {_UTC_NOW if naive else 'CURRENT_TIMESTAMP'})"
     if _LITERAL.fullmatch(text):
         upper = text.upper()
         if upper == "NULL":
@@ -504,7 +513,7 @@ def _build(metadata, sqlite_metadata, info, table_names, index_names, not_carrie
         if info["rowid_alias"] and is_key:
             extra.append(sa.Identity())
         elif column["default"] is not None:
-            translated = translate_default(column["default"], chosen.kind)
+            translated = translate_default(column["default"], chosen.kind, isinstance(chosen.type, NaiveTimestamp))
             if translated is None:
                 not_carried.append(NotCarried(
                     "default", name, column["name"], f"DEFAULT {column['default']}",

@@ -257,7 +257,14 @@ def _from_epoch(raw: int | float) -> dt.datetime:
 
 def _timestamp(raw: Any) -> dt.datetime:
     if isinstance(raw, dt.datetime):
-        return raw if raw.tzinfo else raw.replace(tzinfo=dt.timezone.utc)
+        if raw.tzinfo is None:
+            return raw.replace(tzinfo=dt.timezone.utc)
+        if raw.utcoffset() == dt.timedelta(0):
+            return raw
+        try:  # the same instant in UTC: a column without a zone keeps its UTC wall clock
+            return raw.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise Rejected("timestamp_out_of_range", repr(raw)) from None
     if _is_blob(raw):
         raise Rejected("blob_in_timestamp_column")
     if _is_number(raw):

@@ -10,6 +10,7 @@ failing the read (the backfill quarantines it; the app keeps serving).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy.types import TypeDecorator, UserDefinedType
 from adapters.convert import Kind, Rejected, fits_numeric, to_postgres, to_sqlite
 
 __all__ = [
-    "Timestamp", "Day", "ExactReal", "Flag", "JsonDocument", "Bytes", "ExactNumeric", "Key", "kind_of",
+    "Timestamp", "NaiveTimestamp", "Day", "ExactReal", "Flag", "JsonDocument", "Bytes", "ExactNumeric", "Key", "kind_of",
     "postgres_value",
 ]
 
@@ -82,6 +83,24 @@ class Timestamp(_Converted):
         value = super().process_result_value(value, dialect)
         if dialect.name != "sqlite" and value is not None:
             return to_postgres(self.kind, value)
+        return value
+
+
+class NaiveTimestamp(Timestamp):
+    """TIMESTAMP text on SQLite; TIMESTAMP WITHOUT TIME ZONE on PostgreSQL holding the UTC wall
+    clock. A column the app declared DATETIME/TIMESTAMP: SQLite handed its code naive datetimes
+    (SQLAlchemy's SQLite dialect keeps no zone), so after the flip PostgreSQL must too, even to
+    code that reads it without this layer. Inside the layer its values are instants (aware, UTC),
+    as Timestamp's are: binds are sent as naive UTC, never as a timestamptz the session's
+    TimeZone would shift."""
+
+    cache_ok = True
+    postgres_type = postgresql.TIMESTAMP(timezone=False)
+
+    def process_bind_param(self, value, dialect):
+        value = super().process_bind_param(value, dialect)
+        if dialect.name != "sqlite" and value is not None:
+            return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
         return value
 
 

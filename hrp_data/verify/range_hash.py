@@ -24,7 +24,7 @@ import datetime as dt
 import hashlib
 import json
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -53,9 +53,17 @@ _SQL = {
 }
 
 
-def postgres_row_text(columns: Sequence[tuple[str, Kind]]) -> str:
-    """A SQL expression giving the row text of one row (column names are quoted)."""
-    parts = [f"coalesce({_SQL[kind].format(c=_quote(name))}, '{NULL}')" for name, kind in columns]
+_NAIVE_TIMESTAMP_SQL = "to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')"
+"""A timestamp without time zone (adapters.types.NaiveTimestamp) already holds the UTC wall clock."""
+
+
+def postgres_row_text(columns: Sequence[tuple[str, Kind]], naive: Collection[str] = ()) -> str:
+    """A SQL expression giving the row text of one row (column names are quoted); `naive`: the
+    timestamp columns without a time zone."""
+    parts = [
+        f"coalesce({(_NAIVE_TIMESTAMP_SQL if name in naive else _SQL[kind]).format(c=_quote(name))}, '{NULL}')"
+        for name, kind in columns
+    ]
     return f"concat_ws('{ROW_SEPARATOR}', {', '.join(parts)})"
 
 

@@ -34,7 +34,7 @@ from adapters.binds import reading, writing
 from adapters.convert import BIGINT_RANGE, Kind
 from adapters.outbox import key_from_json, key_to_json
 from adapters.postgres import call_timeout
-from adapters.types import kind_of
+from adapters.types import NaiveTimestamp, kind_of
 from hrp_data.backfill import legacy_rows
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import KeyRef, apply_keys, read_images
@@ -105,6 +105,12 @@ class VerifyResult:
 
 def _columns(table: sa.Table) -> list[tuple[str, Any]]:
     return [(c.name, kind_of(c)) for c in table.columns]
+
+
+def _row_text(table: sa.Table) -> str:
+    """PostgreSQL's row text of `table` (range_hash.postgres_row_text)."""
+    naive = [c.name for c in table.columns if isinstance(c.type, NaiveTimestamp)]
+    return postgres_row_text(_columns(table), naive)
 
 
 def _key_names(table: sa.Table) -> list[str]:
@@ -190,7 +196,7 @@ def _odd_keys(engine: sa.Engine, table: sa.Table) -> list[tuple]:
 def _postgres_statement(table: sa.Table, buckets: Buckets) -> str:
     keys = ", ".join(_quote(k) for k in _key_names(table))
     first = _quote(_key_names(table)[0])
-    text = postgres_row_text(_columns(table))
+    text = _row_text(table)
     return (
         f"SELECT {buckets.sql(first)} AS bucket, count(*),"
         f" md5(string_agg({text}, E'\\n' ORDER BY {keys})) FROM {_quote(table.name)}"
@@ -265,7 +271,7 @@ def _whole_table_candidates(cutover: Cutover, table: sa.Table) -> list[tuple]:
     keys = ", ".join(_quote(k) for k in _key_names(table))
     with long_statements(cutover.engine(POSTGRES)) as connection:
         rows = connection.exec_driver_sql(
-            f"SELECT {keys}, md5({postgres_row_text(_columns(table))}) FROM {_quote(table.name)}"
+            f"SELECT {keys}, md5({_row_text(table)}) FROM {_quote(table.name)}"
         ).all()
     width = len(_key_names(table))
     postgres_side = {tuple(r[:width]): r[width] for r in rows}
@@ -302,7 +308,7 @@ def _row_fingerprints(cutover: Cutover, table: sa.Table, bounds: tuple[int, int]
     keys = ", ".join(_quote(k) for k in key_names)
     with long_statements(cutover.engine(POSTGRES)) as connection:
         rows = connection.exec_driver_sql(
-            f"SELECT {keys}, md5({postgres_row_text(_columns(table))}) FROM {_quote(table.name)}"
+            f"SELECT {keys}, md5({_row_text(table)}) FROM {_quote(table.name)}"
             f" WHERE {first} >= %(lo)s AND {first} <= %(hi)s",
             {"lo": bounds[0], "hi": bounds[1]},
         ).all()

@@ -44,8 +44,9 @@ class TestTypeMapping:
         ("BOOLEAN", Kind.BOOLEAN, "boolean"),
         ("BOOL", Kind.BOOLEAN, "boolean"),
         ("DATE", Kind.DATE, "date"),
-        ("DATETIME", Kind.TIMESTAMP, "timestamp with time zone"),
-        ("TIMESTAMP", Kind.TIMESTAMP, "timestamp with time zone"),
+        ("DATETIME", Kind.TIMESTAMP, "timestamp without time zone"),
+        ("TIMESTAMP", Kind.TIMESTAMP, "timestamp without time zone"),
+        ("TIMESTAMPTZ", Kind.TIMESTAMP, "timestamp with time zone"),
         ("INT", Kind.INTEGER, "bigint"),
         ("BIGINT", Kind.INTEGER, "bigint"),
         ("UNSIGNED BIG INT", Kind.INTEGER, "bigint"),
@@ -205,7 +206,10 @@ class TestConstraints:
         shape = SHAPES[SHAPE_IDS.index("nocase_view_trigger_defaults")]
         catalog = read_catalog(_file(shape.ddl))
         person = catalog.tables["person"].postgres
-        assert str(person.c.created.server_default.arg) == "date_trunc('milliseconds', CURRENT_TIMESTAMP)"
+        # SQLite's now is UTC; the column has no zone, so the UTC wall clock whatever the session's TimeZone
+        assert str(person.c.created.server_default.arg) == (
+            "date_trunc('milliseconds', (CURRENT_TIMESTAMP AT TIME ZONE 'UTC'))"
+        )
         assert person.c.seen.server_default is None
 
     @pytest.mark.parametrize(("default", "kind", "expected"), [
@@ -224,6 +228,11 @@ class TestConstraints:
     ])
     def test_translate_default(self, default, kind, expected):
         assert translate_default(default, kind) == expected
+
+    def test_now_on_a_column_without_a_zone_is_the_utc_wall_clock(self):
+        assert translate_default("CURRENT_TIMESTAMP", Kind.TIMESTAMP, naive=True) == (
+            "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')"
+        )
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
