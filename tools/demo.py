@@ -283,6 +283,7 @@ class Demo:
             "HRP_LOG_FORMAT": "json",
             "HRP_BACKUP_DIR": str(self.workdir / "backups"),
             "HRP_SHADOW_MIN_READS": "20",
+            "HRP_ENV": "development",  # a throwaway file: its own session key is enough (never in production)
         }
 
     def cli(self, *args: str, stdin: str | None = None, check: bool = True, show: bool = True) -> subprocess.CompletedProcess:

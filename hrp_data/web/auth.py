@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from hrp_data.web import errors, services
+from hrp_data.web.headers import hardened, no_store
 from hrp_data.web.errors import ApiError
 from hrp_data.web.extension import current_cutover
 from hrp_data.web.idempotent import idempotent
@@ -27,6 +28,7 @@ from hrp_data.web.validation import LOGIN, USER
 
 bp = Blueprint("hrp_auth", __name__, url_prefix="/api")
 errors.install(bp)
+bp.after_request(hardened)
 
 
 def login_required(view: Callable) -> Callable:
@@ -61,6 +63,7 @@ def register():
 
 
 @bp.post("/session")
+@no_store
 def login():
     fields = json_body(LOGIN)
     user = services.authenticate(current_cutover, fields["username"], fields["password"])
@@ -71,6 +74,7 @@ def login():
 
 
 @bp.delete("/session")
+@no_store
 def logout():
     log_out()
     return "", 204
