@@ -528,6 +528,8 @@ def _numeric(raw: Any) -> Decimal:
     if isinstance(raw, bool):
         return Decimal(int(raw))
     if isinstance(raw, int):
+        if not _BIGINT[0] <= raw <= _BIGINT[1]:  # no SQLite value: SQLite would keep a double of it
+            raise Rejected("integer_out_of_range", str(raw))
         return Decimal(raw)
     if isinstance(raw, float):
         if not math.isfinite(raw):

@@ -26,7 +26,11 @@ applier's. (The shadow-read workers read PostgreSQL only while SQLite is primary
 
 PHASE_NAMES = ("sqlite_only", "dual_write", "shadow", "postgres_primary", "postgres_only")
 LOG_FORMATS = ("json", "console")
-_SWITCH = {value: True for value in ("1", "true", "on", "yes")} | {value: False for value in ("0", "false", "off", "no")}
+ENVIRONMENTS = ("production", "development")
+SECRET_KEY_MIN_LENGTH = 32
+MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
+SESSION_LIFETIME_MAX_S = 30 * 86400.0
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 
 
 class SettingsError(ValueError):
@@ -43,6 +47,9 @@ class Settings:
     log_level: str = "INFO"
     shadow_sample: float = 1.0
     secret_key: str | None = None
+    env: str = "production"
+    session_lifetime: float = 12 * 3600.0
+    session_cookie_secure: bool = False
     postgres_pool: int = 10
     postgres_pool_timeout: float = 5.0
     sqlite_lock_wait_s: float = 30.0
@@ -90,6 +97,9 @@ class Settings:
             _check_url("HRP_POSTGRES_DIRECT_URL", self.postgres_direct_url, "postgresql")
         _check_choice("HRP_PHASE", self.phase, PHASE_NAMES)
         _check_choice("HRP_LOG_FORMAT", self.log_format, LOG_FORMATS)
+        _check_choice("HRP_ENV", self.env, ENVIRONMENTS)
+        if self.secret_key is not None:
+            _check_key_length("HRP_SECRET_KEY", self.secret_key)
         _check_choice(
             "HRP_LOG_LEVEL", str(self.log_level).upper(), ("DEBUG", "INFO", "WARNING", "ERROR")
         )
@@ -118,13 +128,36 @@ class Settings:
             self, shadow_sample=sample, log_level=str(self.log_level).upper(), postgres_pool=pool,
             postgres_pool_timeout=pool_timeout, sqlite_lock_wait_s=lock_wait, throttle_window_s=window,
             password_hash_slots=slots, **limits, **self._later_fields(),
+            session_lifetime=_session_lifetime(self.session_lifetime),
+            session_cookie_secure=_flag("HRP_SESSION_COOKIE_SECURE", self.session_cookie_secure),
+        )
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    def session_key(self, app_key: str | bytes | None = None) -> str | bytes | None:
+        """The key that signs the session cookie: HRP_SECRET_KEY, else the app's own SECRET_KEY.
+
+        None only in development, where the app then keeps a key in the SQLite file. In
+        production that file key would let anyone who can read the file or a backup sign an
+        admin's session, so a missing or short key stops the app at start (SettingsError).
+        """
+        key = self.secret_key or app_key
+        if key:
+            if not self.secret_key:
+                _check_key_length("the app's SECRET_KEY", key)
+            return key
+        if self.development:
+            return None
+        raise SettingsError(
+            "HRP_SECRET_KEY is not set: in production the session cookie needs a key of its own"
+            f" ({SECRET_KEY_MIN_LENGTH}+ characters, e.g. from `{MAKE_A_KEY}`);"
+            " only HRP_ENV=development signs with a key kept in the SQLite file"
         )
 
     def _later_fields(self) -> dict[str, Any]:
         """The verify, backup and shadow settings, checked and typed."""
-        enabled = str(self.shadow_enabled).strip().lower()
-        if enabled not in _SWITCH:
-            raise SettingsError(f"HRP_SHADOW_ENABLED={self.shadow_enabled!r} is not 1/0, true/false, on/off or yes/no")
         try:
             IgnoreRule.parse(self.shadow_ignore)
         except ValueError as error:
@@ -136,7 +169,7 @@ class Settings:
             except ValueError:
                 raise SettingsError(f"{variable}={value!r} is not a duration; use e.g. 3600, 90m, 24h, 2d") from None
         return {
-            "shadow_enabled": _SWITCH[enabled],
+            "shadow_enabled": _flag("HRP_SHADOW_ENABLED", self.shadow_enabled),
             "backup_max_age": parse_duration(self.backup_max_age),
             "verify_max_age": _number("HRP_VERIFY_MAX_AGE", self.verify_max_age, float, 0.0, 10**9, "seconds (a number >= 0)"),
             "shadow_workers": _number("HRP_SHADOW_WORKERS", self.shadow_workers, int, 1, 64, "a whole number from 1 to 64"),
@@ -239,6 +272,38 @@ def _number(variable: str, value: Any, kind: type, low: float, high: float, allo
     if number is None or not low <= number <= high or (kind is int and str(value).strip() != str(number)):
         raise SettingsError(f"{variable}={value!r} is not {allowed}")
     return number
+
+
+def _check_key_length(name: str, key: str | bytes) -> None:
+    """A signing key shorter than SECRET_KEY_MIN_LENGTH is refused (its value is never shown)."""
+    if len(key) < SECRET_KEY_MIN_LENGTH:
+        raise SettingsError(
+            f"{name} is too short: use at least {SECRET_KEY_MIN_LENGTH} random characters"
+            f" (e.g. from `{MAKE_A_KEY}`)"
+        )
+
+
+def _session_lifetime(value: Any) -> float:
+    try:
+        seconds = parse_duration(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not 1.0 <= seconds <= SESSION_LIFETIME_MAX_S:
+        raise SettingsError(
+            f"HRP_SESSION_LIFETIME={value!r} is not a duration from 1s to 30d (e.g. 12h, 30m, 3600)"
+        )
+    return seconds
+
+
+def _flag(variable: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        raise SettingsError(
+            f"{variable}={value!r} is not allowed; use one of: {', '.join(TRUE_WORDS + FALSE_WORDS)}"
+        )
+    return word in TRUE_WORDS
 
 
 def _check_choice(variable: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -26,6 +26,10 @@ MAINTENANCE = "-c hrp_cutover.maintenance=on"
 """libpq options for a test's own session that writes a guarded database on purpose (planting a
 difference, checking an identity): the maintenance bypass the operations docs describe."""
 
+SECRET_KEY = os.environ.setdefault("HRP_SECRET_KEY", "test-session-key-" + uuid.uuid4().hex)
+"""The session key of the apps the tests build and of the servers they start (they inherit the
+environment): in production the app refuses to start without one (docs/operations.md)."""
+
 LEGACY_SCHEMA = Path(__file__).resolve().parents[1] / "hrp_data" / "schema" / "legacy_schema.sql"
 
 

@@ -293,6 +293,7 @@ class Demo:
             "HRP_POSTGRES_URL": self.postgres_url,
             "HRP_LOG_FORMAT": "json",
             "HRP_SHADOW_MIN_READS": "20",
+            "HRP_ENV": "development",  # a throwaway file: its own session key is enough (never in production)
         }
 
     def cli(self, *args: str, stdin: str | None = None, check: bool = True, show: bool = True) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ import click
 import structlog
 
 from hrp_data.errors import describe_error
-from hrp_data.settings import BACKGROUND_CONNECTIONS
+from hrp_data.settings import BACKGROUND_CONNECTIONS, SettingsError
 from tools.cli import BadSetting, domain_errors, open_cutover, pass_context, postgres_option, settings_from
 
 
@@ -31,6 +31,10 @@ log = structlog.get_logger(__name__)
 def serve(ctx, host: str, port: int, threads: int, workers: int, postgres_url: str | None) -> None:
     """Serve the HRP JSON API and the cutover dashboard (/admin/cutover)."""
     settings = settings_from(ctx, postgres_url=postgres_url)
+    try:
+        settings.session_key()  # production needs HRP_SECRET_KEY: refuse now, not in every worker
+    except SettingsError as error:
+        raise BadSetting(str(error)) from None
     fitted = settings.request_threads(threads)
     if fitted < threads:
         click.echo(f"{fitted} request threads per process, not {threads}: HRP_POSTGRES_POOL={settings.postgres_pool}"
@@ -50,12 +54,15 @@ def _address(host: str, port: int) -> str:
 def _serve_waitress(settings, host: str, port: int, threads: int) -> None:
     from waitress import create_server
 
+    from hrp_data.web import MAX_BODY_BYTES
     from hrp_data.web.extension import HrpCutover
     from hrp_data.web.wsgi import make_app
 
     app = make_app(settings, configure_logs=False)  # the CLI group configured logging
     try:
-        server = create_server(app, host=host, port=port, threads=threads, ident="hrp-cutover")
+        # A body larger than the app takes is refused (413) before it is read, not after.
+        server = create_server(app, host=host, port=port, threads=threads, ident="hrp-cutover",
+                               max_request_body_size=MAX_BODY_BYTES + 1)  # waitress refuses at >=
     except OSError as error:
         raise BadSetting(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 

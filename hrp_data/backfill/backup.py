@@ -6,6 +6,9 @@ keep going meanwhile), runs PRAGMA integrity_check on the copy, and writes a
 manifest next to it: source, path, size, SHA-256, row counts per table,
 created_at. Both files appear under their final names only when complete.
 The default place is `hrp_cutover_backups/` beside the live file.
+A backup holds everything the file holds (password hashes, API secrets), so
+both files are the owner's only (0600) and a folder the backup makes, or the
+default folder, is too (0700).
 
 The backfill refuses to start unless the newest manifest for the file is
 younger than HRP_BACKUP_MAX_AGE (default 24h) and its backup is still there.
@@ -26,7 +29,7 @@ from adapters.catalog import quote, user_tables
 from hrp_data.backfill.legacy_rows import connect
 
 BACKUP_DIR = "hrp_cutover_backups"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
 
 
 class BackupError(RuntimeError):
@@ -65,19 +68,34 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _private_dir(folder: Path, *, ours: bool) -> None:
+    """Make `folder` if missing; the owner's only when this made it or it is the layer's own."""
+    made = not folder.exists()
+    folder.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    if made or ours:
+        os.chmod(folder, PRIVATE_DIR)  # mkdir's mode is narrowed by the umask, never widened
+
+
+def _private_file(path: Path) -> Path:
+    """A new empty file only its owner can read (SQLite gives its journal the same mode)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    os.chmod(path, PRIVATE_FILE)
+    return path
+
+
 def backup(sqlite_file: Path, out_dir: Path | None = None) -> Manifest:
     """Snapshot `sqlite_file` into `out_dir` (default: hrp_cutover_backups/ beside it), checked."""
     source = Path(sqlite_file).resolve()
     if not source.is_file():
         raise BackupError(f"no SQLite file at {source}")
     target_dir = Path(out_dir).resolve() if out_dir else default_dir(source)
-    target_dir.mkdir(parents=True, exist_ok=True)
+    _private_dir(target_dir, ours=target_dir == default_dir(source))
     now = dt.datetime.now(dt.timezone.utc)
     stem = f"{source.stem}-{now.strftime('%Y%m%dT%H%M%S.%fZ')}"
     final, partial = target_dir / f"{stem}.db", target_dir / f".{stem}.db.partial"
     live = connect(source)
     try:
-        copy = sqlite3.connect(partial)
+        copy = sqlite3.connect(_private_file(partial))
         try:
             live.backup(copy, pages=-1)  # one step: one read transaction, one consistent snapshot
             copy.execute("PRAGMA journal_mode = DELETE")
@@ -86,7 +104,7 @@ def backup(sqlite_file: Path, out_dir: Path | None = None) -> Manifest:
                       for name, _sql in user_tables(copy)}
         finally:
             copy.close()
-    except sqlite3.Error as error:
+    except (sqlite3.Error, OSError) as error:
         partial.unlink(missing_ok=True)
         raise BackupError(f"backup of {source} failed: {error}") from None
     finally:
@@ -102,7 +120,7 @@ def backup(sqlite_file: Path, out_dir: Path | None = None) -> Manifest:
     )
     manifest_path = final.with_suffix(".json")
     temporary = manifest_path.with_name("." + manifest_path.name + ".partial")
-    temporary.write_text(json.dumps(manifest.as_json(), indent=2) + "\n")
+    _private_file(temporary).write_text(json.dumps(manifest.as_json(), indent=2) + "\n")
     os.replace(temporary, manifest_path)
     return dataclasses.replace(manifest, manifest_path=str(manifest_path))
 

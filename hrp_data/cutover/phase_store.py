@@ -10,6 +10,8 @@ their transaction (see hrp_data.cutover.dual_write).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import datetime as dt
 import getpass
@@ -58,13 +60,28 @@ class PhaseRecord:
     changed_by: str
 
 
+_web_user: contextvars.ContextVar[str | None] = contextvars.ContextVar("hrp_cutover_web_user", default=None)
+
+
+@contextlib.contextmanager
+def acting_for(web_user: str):
+    """Changes made inside are recorded as made by `web_user` (a dashboard user), through this process."""
+    token = _web_user.set(web_user)
+    try:
+        yield
+    finally:
+        _web_user.reset(token)
+
+
 def operator() -> str:
-    """Who is making a change: user@host (pid)."""
+    """Who is making a change: user@host (pid), after the dashboard user it acts for, if any."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid())
-    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
+    process = f"{user}@{socket.gethostname()} pid {os.getpid()}"
+    web_user = _web_user.get()
+    return process if web_user is None else f"{web_user} via {process}"
 
 
 def _now() -> str:

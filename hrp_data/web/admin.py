@@ -37,10 +37,13 @@ from hrp_data.settings import SettingsError
 from hrp_data.web import dashboard, services, throttle
 from hrp_data.web.errors import error_response
 from hrp_data.web.extension import current_cutover, current_settings
+from hrp_data.web.headers import hardened, uncached
 from hrp_data.web.session_user import current_user, log_in, log_out
 from hrp_data.web.validation import LOGIN, Invalid, check
 
 bp = Blueprint("hrp_admin", __name__, url_prefix="/admin", template_folder="templates")
+bp.after_request(hardened)
+bp.after_request(uncached)  # every page carries a CSRF token, the status or a session
 
 CSRF_KEY = "hrp_csrf"
 SECTIONS = ("phase", "outbox", "workers", "backfill", "verify", "shadow", "readiness")
@@ -159,7 +162,7 @@ def move():
     try:
         target = parse_phase(request.form.get("target", ""))
         accept = request.form.get("accept_quarantine") == "1"
-        result = dashboard.move(current_cutover, target, accept_quarantine=accept)
+        result = dashboard.move(current_cutover, target, by=current_user(), accept_quarantine=accept)
     except NotReady as refused:
         flash(str(refused), "error")
     except (MoveRefused, PhaseConflict, DrainFailed, PhaseUnsettled, SettingsError) as error:

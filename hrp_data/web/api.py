@@ -10,6 +10,7 @@ from flask import Blueprint, jsonify
 from hrp_data.web import errors, services
 from hrp_data.web.auth import admin_required, login_required
 from hrp_data.web.extension import current_cutover
+from hrp_data.web.headers import hardened, no_store
 from hrp_data.web.idempotent import idempotent
 from hrp_data.web.inputs import json_body, query
 from hrp_data.web.serialize import public, redacted_credential
@@ -28,6 +29,7 @@ from hrp_data.web.validation import (
 
 bp = Blueprint("hrp_api", __name__, url_prefix="/api")
 errors.install(bp)
+bp.after_request(hardened)
 
 NOT_HRP = (
     "the HRP app needs the HRP tables (users, races, horses, race_horses, predictions, api_credentials);"
@@ -179,6 +181,7 @@ def prediction_delete(prediction_id: int):
 
 
 @bp.get("/credentials")
+@no_store
 @admin_required
 def credentials():
     items, cursor = services.list_credentials(current_cutover, **query(PAGE))
@@ -186,6 +189,7 @@ def credentials():
 
 
 @bp.post("/credentials")
+@no_store
 @admin_required
 @idempotent
 def credential_create():

@@ -21,6 +21,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from hrp_data.web import errors, services, throttle
+from hrp_data.web.headers import hardened, no_store
 from hrp_data.web.errors import ApiError
 from hrp_data.web.extension import current_cutover, current_settings
 from hrp_data.web.idempotent import idempotent
@@ -31,6 +32,7 @@ from hrp_data.web.validation import LOGIN, USER
 
 bp = Blueprint("hrp_auth", __name__, url_prefix="/api")
 errors.install(bp)
+bp.after_request(hardened)
 
 
 def login_required(view: Callable) -> Callable:
@@ -79,6 +81,7 @@ def register():
 
 
 @bp.post("/session")
+@no_store
 def login():
     fields = json_body(LOGIN)
     user = throttle.login(current_cutover, current_settings, fields["username"], fields["password"], throttle.client_address())
@@ -89,6 +92,7 @@ def login():
 
 
 @bp.delete("/session")
+@no_store
 def logout():
     log_out()
     return "", 204

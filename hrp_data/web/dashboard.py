@@ -23,6 +23,7 @@ from adapters.pooler import Probe, probe
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.errors import describe_error
 from hrp_data.flip.move import MoveResult
+from hrp_data.cutover.phase_store import acting_for
 from hrp_data.cutover.phases import ORDER, Phase
 from hrp_data.flip.readiness import Check, checklist, guarded_move
 from hrp_data.cutover.status import cutover_status
@@ -189,15 +190,17 @@ def overview(cutover: Cutover) -> dict[str, Any]:
     return out
 
 
-def move(cutover: Cutover, target: Phase, *, accept_quarantine: bool = False) -> MoveResult:
+def move(cutover: Cutover, target: Phase, *, by: dict[str, Any], accept_quarantine: bool = False) -> MoveResult:
     """The same preflight as the CLI: readiness checks, then the move (raises NotReady).
+
+    The phase audit and the move journal record the dashboard user `by` (their username and id).
 
     A move needs PostgreSQL directly (docs/pooling.md): with HRP_POSTGRES_DIRECT_URL it runs
     on a Cutover of that URL; without it, an app URL that reaches a transaction pooler is
     refused (SettingsError) before anything changes.
     """
     options = {"accept_quarantine": True} if accept_quarantine else {}
-    with _mover(cutover) as mover:
+    with _mover(cutover) as mover, acting_for(f"dashboard user {by['username']!r} (id {by['id']})"):
         result, _checks_run = guarded_move(mover, target, **options)
     return result
 

@@ -13,9 +13,10 @@ process and app, built on first use (never at import or in init_app, so a
 pre-forking server builds it in each worker) and closed at exit. Each request
 is one shadow-read span (hrp_data.web.shadow_hold): its shadow samples reach
 the workers once the server has closed the response. The Flask
-session is signed with HRP_SECRET_KEY, or with the app's own secret key, or
-else with a random key kept in the SQLite file (table hrp_cutover_app_secret),
-so every worker on the file shares it and sessions survive restarts.
+session is signed with HRP_SECRET_KEY, or with the app's own secret key (in
+production one of them is required, 32+ characters); only with
+HRP_ENV=development, without either, with a random key kept in the SQLite file
+(table hrp_cutover_app_secret), so every worker on the file shares it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from adapters.binds import writing
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.settings import Settings
 from hrp_data.verify.run import carry_gap
+from hrp_data.web.session_versions import SessionVersions
 from hrp_data.web.shadow_hold import HoldShadowSamples
 
 EXTENSION = "hrp_cutover"
@@ -61,6 +63,7 @@ class CutoverState:
         self.applier = applier
         self._cutover: Cutover | None = None
         self._secret: str | None = None
+        self._sessions: SessionVersions | None = None
         self.db: Any = None
         """The app's flask_sqlalchemy.SQLAlchemy whose sessions follow the phase (None: none)."""
         self._lock = threading.Lock()
@@ -82,6 +85,14 @@ class CutoverState:
         """The shadow laboratory of this process's Cutover once it is built (None before)."""
         cutover = self._cutover
         return cutover.shadow.lab if cutover is not None and self._pid == os.getpid() else None
+
+    @property
+    def sessions(self) -> SessionVersions:
+        """The users' session versions, in the SQLite file of this process's Cutover."""
+        sqlite = self.cutover.sqlite
+        if self._sessions is None or self._sessions.engine is not sqlite:
+            self._sessions = SessionVersions(sqlite)
+        return self._sessions
 
     def secret_key(self) -> str:
         if self._secret is None:
@@ -137,10 +148,14 @@ class HrpCutover:
             integration.route_sessions(app, db, state)
         app.extensions[EXTENSION] = state
         app.wsgi_app = HoldShadowSamples(app.wsgi_app, state.laboratory)
-        if settings.secret_key:
-            app.secret_key = settings.secret_key
-        elif not app.secret_key:
+        key = settings.session_key(app.secret_key)  # production: HRP_SECRET_KEY or the app's, else SettingsError
+        if key:
+            app.secret_key = key
+        else:
             app.session_interface = _FileKeySessionInterface()
+        app.permanent_session_lifetime = settings.session_lifetime
+        if settings.session_cookie_secure:
+            app.config["SESSION_COOKIE_SECURE"] = True
         return state
 
     @staticmethod

@@ -17,8 +17,10 @@ from hrp_data.web import services
 from hrp_data.web.auth import current_user
 from hrp_data.web.errors import error_response
 from hrp_data.web.extension import HrpCutover, current_cutover
+from hrp_data.web.headers import hardened
 
 bp = Blueprint("hrp_metrics", __name__)
+bp.after_request(hardened)
 
 
 def _token_ok() -> bool:

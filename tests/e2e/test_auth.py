@@ -105,28 +105,32 @@ def test_a_tampered_session_cookie_is_not_a_session(shadow_world):
     assert client.post("/api/horses", json={"horse_name": "Forged"}).status_code == 401
 
 
-def test_the_session_key_is_kept_in_the_sqlite_file_and_shared(shadow_world):
-    """Without HRP_SECRET_KEY, every app on the same file signs sessions with the same stored key."""
-    client = shadow_world.app.test_client()
-    login(client, shadow_world.admin_name)
-    with sqlite3.connect(shadow_world.sqlite_path) as raw:
-        stored = raw.execute(f"SELECT secret FROM {SECRET_TABLE}").fetchall()
-    assert len(stored) == 1 and len(stored[0][0]) == 64
-    other = create_app(settings_for(shadow_world.sqlite_path, shadow_world.postgres_url), applier=False)
+def test_in_development_the_session_key_is_kept_in_the_sqlite_file_and_shared(shadow_world):
+    """HRP_ENV=development without HRP_SECRET_KEY: every app on the same file signs with the same stored key."""
+    settings = dataclasses.replace(settings_for(shadow_world.sqlite_path, shadow_world.postgres_url),
+                                   secret_key=None, env="development")
+    apps = [create_app(settings, applier=False) for _ in range(2)]
     try:
-        second = other.test_client()
+        client = apps[0].test_client()
+        login(client, shadow_world.admin_name)
+        with sqlite3.connect(shadow_world.sqlite_path) as raw:
+            stored = raw.execute(f"SELECT secret FROM {SECRET_TABLE}").fetchall()
+        assert len(stored) == 1 and len(stored[0][0]) == 64
+        second = apps[1].test_client()
         second.set_cookie("hrp_session", client.get_cookie("hrp_session").value)
         created = second.post("/api/horses", json={"horse_name": unique("Shared ")})
         assert created.status_code == 201, created.get_json()
     finally:
-        HrpCutover.state(other).close()
+        for app in apps:
+            HrpCutover.state(app).close()
 
 
 def test_hrp_secret_key_signs_the_session_when_set(legacy_file, postgres_url):
-    settings = dataclasses.replace(settings_for(legacy_file, postgres_url), secret_key="from-the-environment")
+    key = "from-the-environment-" + "k" * 32
+    settings = dataclasses.replace(settings_for(legacy_file, postgres_url), secret_key=key)
     app = create_app(settings)
     try:
-        assert app.secret_key == "from-the-environment"
+        assert app.secret_key == key
         response = app.test_client().post("/api/session", json={"username": "nobody", "password": "nothing1"})
         assert response.status_code == 401
         with sqlite3.connect(legacy_file) as raw:

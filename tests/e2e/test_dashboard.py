@@ -147,6 +147,8 @@ def test_walk_every_phase_with_the_buttons(sqlite_world):
     assert _phase_shown(client) == "postgres_only"
     status = client.get("/admin/cutover/status.json").get_json()["overview"]
     assert status["status"]["primary"] == "postgres" and status["status"]["last_change"]["to_phase"] == "postgres_only"
+    audited = world.cutover.phases.history(1)[0]["by"]  # who moved: the dashboard user, then the process
+    assert audited.startswith(f"dashboard user {world.admin_name!r} (id ") and " via " in audited and " pid " in audited
 
 
 def test_the_shadow_chart_is_inline_svg(sqlite_world):

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg2
 from sqlalchemy.engine import make_url
 
-from tests.conftest import MAINTENANCE
+from tests.conftest import MAINTENANCE, SECRET_KEY
 from adapters.convert import Kind, to_postgres
 from adapters.types import kind_of
 from hrp_data.models import TABLES
@@ -23,7 +23,9 @@ from hrp_data.settings import Settings
 
 def settings_for(sqlite_path: Path, postgres_url: str, phase: str = "sqlite_only") -> Settings:
     """The settings of the environment (HRP_*), on this file and this PostgreSQL."""
-    return Settings.from_env(sqlite_url=f"sqlite:///{sqlite_path}", postgres_url=postgres_url, phase=phase)
+    return Settings.from_env(
+        sqlite_url=f"sqlite:///{sqlite_path}", postgres_url=postgres_url, phase=phase, secret_key=SECRET_KEY
+    )
 
 
 def tune(cutover, **fields) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 
@@ -46,6 +48,24 @@ def test_backup_writes_a_checked_snapshot_and_a_manifest(live):
     assert on_disk == manifest.as_json() and Path(manifest.manifest_path) == copy.with_suffix(".json")
     assert not [p for p in copy.parent.iterdir() if p.name.endswith(".partial")]
     assert newest(live) == manifest
+
+
+def test_backups_are_the_owners_only(live, tmp_path):
+    """A backup holds password hashes and API secrets: 0600 files in a 0700 folder, whatever the umask."""
+    previous = os.umask(0o022)
+    try:
+        made = [backup(live), backup(live, tmp_path / "made" / "here")]
+    finally:
+        os.umask(previous)
+    for manifest in made:
+        for path in (Path(manifest.path), Path(manifest.manifest_path)):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE(Path(manifest.path).parent.stat().st_mode) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    backup(live, shared)  # a folder the operator made is theirs: left as it is
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
 
 
 def test_backup_is_one_consistent_snapshot_while_the_app_writes(live):

@@ -74,7 +74,7 @@ def test_flags_override_the_environment():
         ({"HRP_SHADOW_MAX_RATE": "2"}, "HRP_SHADOW_MAX_RATE='2' is not a number between 0.0 and 1.0"),
         ({"HRP_SHADOW_MIN_READS": "some"}, "HRP_SHADOW_MIN_READS='some' is not a whole number from 0"),
         ({"HRP_SHADOW_WORKERS": "0"}, "HRP_SHADOW_WORKERS='0' is not a whole number from 1 to 64"),
-        ({"HRP_SHADOW_ENABLED": "maybe"}, "HRP_SHADOW_ENABLED='maybe' is not 1/0"),
+        ({"HRP_SHADOW_ENABLED": "maybe"}, "HRP_SHADOW_ENABLED='maybe' is not allowed; use one of: 1, true"),
         ({"HRP_SHADOW_SAMPLES": "races.get=3"}, "HRP_SHADOW_SAMPLES item 'races.get=3' is not READ=RATE"),
         ({"HRP_SHADOW_IGNORE": "nodot"}, "HRP_SHADOW_IGNORE:"),
         ({"HRP_VERIFY_MAX_AGE": "old"}, "HRP_VERIFY_MAX_AGE='old' is not seconds"),
@@ -124,3 +124,43 @@ def test_the_operator_url_is_the_direct_one_and_falls_back_to_the_apps():
 def test_a_bad_direct_url_names_its_variable():
     with pytest.raises(SettingsError, match="HRP_POSTGRES_DIRECT_URL='mysql://u@h/db' is not a postgresql URL"):
         Settings.from_env({"HRP_POSTGRES_DIRECT_URL": "mysql://u@h/db"})
+
+
+def test_a_short_key_is_refused_naming_the_variable_and_never_shown():
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"HRP_SECRET_KEY": "a"})
+    assert str(refused.value).startswith("HRP_SECRET_KEY is too short: use at least 32 random characters")
+    assert "'a'" not in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(SettingsError, match="the app's SECRET_KEY is too short"):
+        Settings().validated().session_key("short app key")
+
+
+@pytest.mark.parametrize("env, lifetime", [({}, 43200.0), ({"HRP_SESSION_LIFETIME": "30m"}, 1800.0),
+                                           ({"HRP_SESSION_LIFETIME": "90"}, 90.0)])
+def test_the_session_lifetime_setting(env, lifetime):
+    assert Settings.from_env(env).session_lifetime == lifetime
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"HRP_SESSION_LIFETIME": "forever"}, "HRP_SESSION_LIFETIME='forever' is not a duration from 1s to 30d"),
+    ({"HRP_SESSION_LIFETIME": "31d"}, "HRP_SESSION_LIFETIME='31d' is not a duration from 1s to 30d"),
+    ({"HRP_SESSION_COOKIE_SECURE": "maybe"}, "HRP_SESSION_COOKIE_SECURE='maybe' is not allowed"),
+    ({"HRP_ENV": "staging"}, "HRP_ENV='staging' is not allowed; use one of: production, development"),
+])
+def test_bad_session_settings_name_the_variable(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_the_session_key_comes_from_the_environment_or_the_app_and_only_development_goes_without():
+    key = "k" * 32
+    assert Settings.from_env({"HRP_SECRET_KEY": key}).session_key("an app key of its own, long enough") == key
+    assert Settings.from_env({}).session_key("an app key of its own, long enough").startswith("an app key")
+    assert Settings.from_env({"HRP_ENV": "development"}).session_key() is None
+    with pytest.raises(SettingsError, match="HRP_SECRET_KEY is not set"):
+        Settings.from_env({}).session_key()
+
+
+@pytest.mark.parametrize("word, secure", [("1", True), ("on", True), ("Yes", True), ("0", False), ("false", False)])
+def test_the_secure_cookie_setting(word, secure):
+    assert Settings.from_env({"HRP_SESSION_COOKIE_SECURE": word}).session_cookie_secure is secure
