@@ -231,10 +231,19 @@ class Laboratory:
         self._idle = threading.Condition(self._lock)
         self._local = threading.local()
         self.yield_s = yield_s
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="hrp-shadow"
-        )
-        self._workers = [self._executor.submit(self._work) for _ in range(workers)]
+        self.worker_count = workers
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._workers: list[concurrent.futures.Future] = []
+        """Started with the first sample (no thread in the constructor)."""
+
+    def _start_workers(self) -> None:
+        with self._lock:
+            if self._executor is not None or self._stop.is_set():
+                return
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.worker_count, thread_name_prefix="hrp-shadow"
+            )
+            self._workers = [self._executor.submit(self._work) for _ in range(self.worker_count)]
 
     # -- switches ------------------------------------------------------------------------
 
@@ -378,6 +387,8 @@ class Laboratory:
         if full:
             self._drop(job)
         else:
+            if self._executor is None:
+                self._start_workers()
             self._queue.put(job)
 
     def _drop(self, job: _Job) -> None:
@@ -544,10 +555,13 @@ class Laboratory:
         self._stop.set()
         with self._idle:
             self._idle.notify_all()
-        for _ in self._workers:
+        with self._lock:
+            executor, workers = self._executor, list(self._workers)
+        for _ in workers:
             self._queue.put(None)
-        concurrent.futures.wait(self._workers, timeout=timeout)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if executor is not None:
+            concurrent.futures.wait(workers, timeout=timeout)
+            executor.shutdown(wait=False, cancel_futures=True)
         left: list[_Job] = []
         while True:
             try:

@@ -230,15 +230,18 @@ class MismatchStore(Publisher):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
         event.listen(engine, "connect", _short_busy_timeout)
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> "MismatchStore":
-        self._install()
-        if self._thread is None and self.flush_s > 0:
-            self._thread = threading.Thread(target=self._run, name="hrp-shadow-store", daemon=True)
-            self._thread.start()
+        """Install the store and start its writer thread (the first result does it too)."""
+        with self._start_lock:
+            self._install()
+            if self._thread is None and self.flush_s > 0 and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name="hrp-shadow-store", daemon=True)
+                self._thread.start()
         return self
 
     def close(self, timeout: float = 5.0) -> None:
@@ -276,6 +279,8 @@ class MismatchStore(Publisher):
     # -- the Publisher interface (called on the experiment's workers) -------------------
 
     def publish(self, result: Result) -> None:
+        if self._thread is None:
+            self.start()
         bucket = int(result.at // MINUTE) * MINUTE
         shown = result.differences if result.outcome == MISMATCH else ()
         for difference in shown:
@@ -310,6 +315,8 @@ class MismatchStore(Publisher):
                 self._pending.details.append(self._detail(result, difference))
 
     def dropped(self, read: ReadType, count: int = 1) -> None:
+        if self._thread is None:
+            self.start()
         bucket = int(time.time() // MINUTE) * MINUTE
         with self._lock:
             self._read_counts(bucket, read).counts["dropped"] += count

@@ -172,7 +172,6 @@ class ShadowReads:
         self.lab.enabled = settings.shadow_enabled
         for name, rate in _sample_rates(settings).items():
             self.lab.set_sample(name, rate)
-        self.store.start()
 
     def close(self) -> None:
         self.lab.close()

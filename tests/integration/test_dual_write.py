@@ -297,3 +297,25 @@ def test_a_legacy_write_of_a_key_postgresql_cannot_hold_waits_named_and_drains_w
     done = replay_outbox(cutover)
     assert done.remaining == 0, done
     assert_equal(legacy_file, postgres_url)
+
+
+def test_building_a_cutover_starts_no_thread_and_start_starts_the_applier(legacy_file, postgres_url):
+    """Parts are handed what they need and started by their owner: the constructor starts nothing,
+    the shadow workers and the mismatch store's writer start with the first sample."""
+    upgrade(postgres_url)
+    before = set(threading.enumerate())
+    cutover = Cutover(settings_for(legacy_file, postgres_url))
+    try:
+        assert [t.name for t in set(threading.enumerate()) - before] == []
+        move(cutover, Phase.DUAL_WRITE)
+        move(cutover, Phase.SHADOW)
+        with cutover.reading() as uow:
+            uow.races.list()
+        cutover.shadow.flush()
+        started = {t.name for t in set(threading.enumerate()) - before}
+        assert any(name.startswith("hrp-shadow") for name in started), started
+        assert "hrp-applier" not in started
+        cutover.start()
+        assert "hrp-applier" in {t.name for t in threading.enumerate()}
+    finally:
+        cutover.close()
