@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 import sqlalchemy as sa
 import structlog
 
+from adapters.catalog import Catalog
 from adapters.postgres import bound_every_call, create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
 from hrp_data.cutover import heartbeat, outbox
@@ -86,7 +87,8 @@ class Cutover:
         self._postgres_installed = False
         self._next_install_at = 0.0
         self.schema_watch = SchemaWatch(
-            self.engine, lambda: self.phase_row(fresh=True), self._carry_uncaptured, catalog=self.catalog
+            self.engine, lambda: self.phase_row(fresh=True), self._carry_uncaptured, catalog=self.catalog,
+            adopt=self._adopt_catalog,
         )
         self.applier = Applier(
             self._applier_route, report=self._report, recover=self.finish_interrupted_move,
@@ -127,6 +129,12 @@ class Cutover:
             lag=applier.counters.lag_percentiles(),
             phase=self.phase().phase.value,
         )
+
+    def _adopt_catalog(self, catalog: Catalog) -> None:
+        """Take the file's catalog read again after the schema watch carried a new column: the
+        applier's routes (built from `captured` each round) carry whole images again."""
+        self.catalog = catalog
+        self.captured = captured(catalog)
 
     def _carry_uncaptured(self, tables: list[str]) -> None:
         """Carry the rows written to `tables` while their capture was missing (see SchemaWatch)."""

@@ -25,7 +25,16 @@ a change:
    this process dies before its carry;
 3. records the column drift between the two live schemas (`column_drift`):
    a column or table on one side only. Verify counts it as a difference and
-   the readiness `schema` check refuses a move while there is any.
+   the readiness `schema` check refuses a move while there is any;
+4. carries a column the app's migration added on SQLite while SQLite is the
+   primary: reads the file's catalog again (the any-schema mapping), adds the
+   column on PostgreSQL (`ADD COLUMN IF NOT EXISTS`, under the shared phase
+   lock and a short lock_timeout), hands the new catalog to the process
+   (`adopt`) so the applier carries whole images again, resets the evidence
+   and carries the table's rows like a capture gap. Where PostgreSQL refuses
+   (the app's role may not alter the table) the drift stays named, with
+   `hrp-cutover schema` as the fix. Anything else (a dropped or renamed column,
+   a new table, a change made on PostgreSQL) is only named.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from adapters.binds import writing
 from adapters.catalog import Catalog, short_name
-from hrp_data.catalog import captured
+from hrp_data.catalog import captured, file_catalog
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
 from hrp_data.errors import describe_error
@@ -188,18 +197,24 @@ class SchemaWatch:
         carry: Callable[[list[str]], object],
         *,
         catalog: Catalog,
+        adopt: Callable[[Catalog], object] | None = None,
     ):
+        """`adopt(catalog)`: the process takes a catalog read again after a column was carried."""
         self.engines = engines
         self.phase_row = phase_row
         self.carry = carry
-        self.catalog = catalog
-        self.captured = captured(catalog)
-        self.tables = list(self.captured.values())
-        self.names = [t.name for t in self.tables]
+        self.adopt = adopt
+        self._take(catalog)
         self._seen: dict[str, str] = {}
         self.drift: list[ColumnDrift] = []
         self.rearmed: list[str] = []
         self._to_carry: set[str] = set()
+
+    def _take(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.captured = captured(catalog)
+        self.tables = list(self.captured.values())
+        self.names = [t.name for t in self.tables]
 
     def check(self) -> list[str]:
         """Look once; returns the tables whose capture was re-armed (and carried)."""
@@ -224,10 +239,53 @@ class SchemaWatch:
             if unguarded:
                 log.warning("schema.guard_rearmed", tables=unguarded, secondary=row.secondary)
             drift = schema_drift(self.engines(SQLITE), self.engines(POSTGRES), self.names, sqlite_names(self.catalog))
+            if row.primary == SQLITE and self.adopt is not None:
+                drift = self._carry_columns(drift)
             if drift != self.drift and drift:
                 log.warning("schema.drift", differences=[str(d) for d in drift])
             self.drift = drift
         return rearmed
+
+    def _carry_columns(self, drift: list[ColumnDrift]) -> list[ColumnDrift]:
+        """Add on PostgreSQL the columns the migration added on SQLite (the primary), adopt the
+        catalog read again, and queue their tables' rows for carrying; returns the drift left."""
+        added = [d for d in drift if d.only_in == SQLITE and d.column is not None]
+        if not added:
+            return drift
+        fresh = file_catalog(self.engines(SQLITE))
+        dialect = self.engines(POSTGRES).dialect
+        statements, carried = [], []
+        for change in added:
+            entry = fresh.tables.get(change.table)
+            column = entry.postgres.c.get(change.column) if entry is not None else None
+            if column is None or column.primary_key or column.identity is not None:
+                continue
+            statements.append(
+                f"ALTER TABLE {_quote(change.table)} ADD COLUMN IF NOT EXISTS"
+                f" {sa.schema.CreateColumn(column).compile(dialect=dialect)}"
+            )
+            carried.append(change)
+        if not carried:
+            return drift
+        try:
+            with self.engines(POSTGRES).begin() as connection:
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))  # no move in flight
+                connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+                for statement in statements:
+                    connection.exec_driver_sql(statement)
+        except sa.exc.SQLAlchemyError as error:
+            log.warning("schema.columns_not_carried", columns=[str(d) for d in carried],
+                        error=describe_error(error), fix="run `hrp-cutover schema` as the tables' owner")
+            return drift
+        self._take(fresh)
+        self.adopt(fresh)
+        tables = sorted({d.table for d in carried})
+        with writing(self.engines(SQLITE)) as sqlite:
+            move_journal.reset_evidence(sqlite, f"columns added by a migration: {', '.join(map(str, carried))}")
+        log.warning("schema.columns_carried", columns=[f"{d.table}.{d.column}" for d in carried])
+        self._to_carry.update(tables)
+        self._seen.pop(POSTGRES, None)
+        return [d for d in drift if d not in carried]
 
     def _changed(self, side: str) -> bool:
         """Whether `side`'s schema signature differs from the last one seen (first look: True)."""
@@ -287,3 +345,7 @@ class SchemaWatch:
         except Exception as error:  # noqa: BLE001 - PostgreSQL away, a lock held: next time
             self._seen.clear()
             log.info("schema.watch_later", error=describe_error(error))
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

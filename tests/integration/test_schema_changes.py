@@ -97,7 +97,10 @@ def test_a_rebuilt_table_is_captured_again_and_its_gap_carried(live):
 
 
 def test_a_column_on_one_side_only_is_never_equal_and_holds_the_flip(live):
+    """While the column is not carried (here: no applier, so no watch; in production also a role
+    that may not alter the table), it is named everywhere and holds the moves."""
     cutover, path, postgres_url = live
+    cutover.applier.stop()
     with sqlite3.connect(path) as raw:
         raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
         raw.execute("UPDATE horses SET sire = 'Galileo' WHERE id <= 5")
@@ -109,6 +112,47 @@ def test_a_column_on_one_side_only_is_never_equal_and_holds_the_flip(live):
     assert not schema.ok and "horses.sire only in sqlite" in schema.detail, schema.detail
     status = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "status"])
     assert status.exit_code == 0 and "SCHEMA     horses.sire only in sqlite" in status.output, status.output
+
+
+def _postgres(url: str, sql: str) -> list[tuple]:
+    import psycopg2
+
+    from tests.integration.test_backfill import libpq
+
+    with psycopg2.connect(libpq(url)) as connection, connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+
+def test_a_column_added_on_sqlite_is_carried_with_its_values(live):
+    """The app's migration adds a column on the primary and writes it at once: within seconds the
+    column is on PostgreSQL with the same mapping the schema command uses, the values written
+    before it got there are carried, later writes carry it, and verify is EQUAL on both schemas."""
+    cutover, path, postgres_url = live
+    with sqlite3.connect(path) as raw:  # the migration, then the app's writes right after it
+        raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
+        raw.execute("ALTER TABLE horses ADD COLUMN foaled DATETIME")
+        raw.execute("UPDATE horses SET sire = 'Galileo', foaled = '2019-03-01 06:00:00' WHERE id <= 5")
+        raw.execute("INSERT INTO horses (horse_name, sire) VALUES ('Migrated Runner', 'Galileo')")
+
+    def carried() -> bool:
+        columns = dict(_postgres(postgres_url, "SELECT column_name, data_type FROM information_schema.columns"
+                                               " WHERE table_name = 'horses'"))
+        if "sire" not in columns or "foaled" not in columns:
+            return False
+        return _postgres(postgres_url, "SELECT count(*) FROM horses WHERE sire = 'Galileo'")[0][0] == 6
+
+    _wait(carried)
+    types = dict(_postgres(postgres_url, "SELECT column_name, data_type FROM information_schema.columns"
+                                         " WHERE table_name = 'horses' AND column_name IN ('sire', 'foaled')"))
+    assert types == {"sire": "text", "foaled": "timestamp without time zone"}
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE horses SET sire = 'Frankel' WHERE id = 1")
+    _wait(lambda: _postgres(postgres_url, "SELECT sire FROM horses WHERE id = 1")[0][0] == "Frankel")
+    assert move_journal.evidence_reset(cutover.sqlite) is not None  # an older verify no longer counts
+    result = verify(cutover, record=False)
+    assert result.equal and not result.schema, result.as_json()
+    assert_equal(path, postgres_url)
 
 
 def test_after_the_flip_a_column_added_on_postgresql_holds_the_rollback(live):
