@@ -60,6 +60,7 @@ from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow
 log = structlog.get_logger(__name__)
 
 WATCH_S = 1.0
+INSUFFICIENT_PRIVILEGE = "42501"
 LAYER_PREFIXES = ("hrp_cutover_", "hrp_shadow_")
 SQLITE_TRIGGER_SUFFIXES = ("ins", "upd", "del")
 
@@ -247,11 +248,29 @@ class SchemaWatch:
         return rearmed
 
     def _carry_columns(self, drift: list[ColumnDrift]) -> list[ColumnDrift]:
-        """Add on PostgreSQL the columns the migration added on SQLite (the primary), adopt the
-        catalog read again, and queue their tables' rows for carrying; returns the drift left."""
-        added = [d for d in drift if d.only_in == SQLITE and d.column is not None]
+        """Add on PostgreSQL the columns the migration added on SQLite (the primary); adopt the
+        catalog read again wherever the file has columns this process's catalog lacks (added here,
+        or by another process's watch); queue those tables' rows for carrying. Returns the drift left."""
+        carried = self._add_on_postgres([d for d in drift if d.only_in == SQLITE and d.column is not None])
+        left = [d for d in drift if d not in carried]
+        tables = {d.table for d in carried} | self._behind(left)
+        if not tables:
+            return left
+        fresh = file_catalog(self.engines(SQLITE))
+        self._take(fresh)
+        self.adopt(fresh)
+        if carried:
+            with writing(self.engines(SQLITE)) as sqlite:
+                move_journal.reset_evidence(sqlite, f"columns added by a migration: {', '.join(map(str, carried))}")
+            log.warning("schema.columns_carried", columns=[f"{d.table}.{d.column}" for d in carried])
+        self._to_carry.update(tables)
+        self._seen.pop(POSTGRES, None)
+        return left
+
+    def _add_on_postgres(self, added: list[ColumnDrift]) -> list[ColumnDrift]:
+        """`ALTER TABLE ... ADD COLUMN IF NOT EXISTS` for each, with the file's mapping; returns those added."""
         if not added:
-            return drift
+            return []
         fresh = file_catalog(self.engines(SQLITE))
         dialect = self.engines(POSTGRES).dialect
         statements, carried = [], []
@@ -266,7 +285,7 @@ class SchemaWatch:
             )
             carried.append(change)
         if not carried:
-            return drift
+            return []
         try:
             with self.engines(POSTGRES).begin() as connection:
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))  # no move in flight
@@ -274,18 +293,28 @@ class SchemaWatch:
                 for statement in statements:
                     connection.exec_driver_sql(statement)
         except sa.exc.SQLAlchemyError as error:
+            refused = getattr(getattr(error, "orig", None), "pgcode", None) == INSUFFICIENT_PRIVILEGE
             log.warning("schema.columns_not_carried", columns=[str(d) for d in carried],
                         error=describe_error(error), fix="run `hrp-cutover schema` as the tables' owner")
-            return drift
-        self._take(fresh)
-        self.adopt(fresh)
-        tables = sorted({d.table for d in carried})
-        with writing(self.engines(SQLITE)) as sqlite:
-            move_journal.reset_evidence(sqlite, f"columns added by a migration: {', '.join(map(str, carried))}")
-        log.warning("schema.columns_carried", columns=[f"{d.table}.{d.column}" for d in carried])
-        self._to_carry.update(tables)
-        self._seen.pop(POSTGRES, None)
-        return [d for d in drift if d not in carried]
+            if not refused:  # a lock held too long, PostgreSQL away: look again next round
+                self._seen.pop(POSTGRES, None)
+            return []
+        return carried
+
+    def _behind(self, drift: list[ColumnDrift]) -> set[str]:
+        """Tables whose live file has columns (that PostgreSQL has too) this process's catalog lacks."""
+        names = sqlite_names(self.catalog)
+        with self.engines(SQLITE).connect() as connection:
+            live = live_columns(connection, [names.get(t, t) for t in self.names])
+            connection.rollback()
+        one_sided = {(d.table, d.column) for d in drift}
+        behind = set()
+        for table in self.names:
+            known = set(self.captured[table].c.keys())
+            for column in live.get(names.get(table, table), []):
+                if short_name(column) not in known and (table, short_name(column)) not in one_sided:
+                    behind.add(table)
+        return behind
 
     def _changed(self, side: str) -> bool:
         """Whether `side`'s schema signature differs from the last one seen (first look: True)."""

@@ -200,3 +200,20 @@ def test_a_table_rebuilt_on_the_secondary_gets_its_guard_back(live):
         _wait(guarded)
     with pytest.raises(sqlite3.DatabaseError, match="hrp-cutover guard"), sqlite3.connect(path) as raw:
         raw.execute("UPDATE horses SET age = 30 WHERE id = 1")
+
+
+def test_every_process_takes_a_column_another_process_carried(live):
+    """Two app processes: once one has added the column on PostgreSQL, the other (which sees no
+    drift any more) still reads the file's columns again, so its applier carries them too."""
+    cutover, path, postgres_url = live
+    other = Cutover(settings_for(path, postgres_url), carry=carry_gap)  # no applier: a worker that lags
+    try:
+        with sqlite3.connect(path) as raw:
+            raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
+        _wait(lambda: ("sire",) in _postgres(postgres_url, "SELECT column_name FROM information_schema.columns"
+                                                          " WHERE table_name = 'horses'"))
+        assert "sire" not in other.captured["horses"].c
+        other.schema_watch.check()
+        assert "sire" in other.captured["horses"].c
+    finally:
+        other.close()
