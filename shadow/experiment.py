@@ -88,6 +88,10 @@ CANDIDATE_TIMEOUT_S = 2.0
 RECHECK_S = 5.0
 POLL_S = 0.05
 RAISED_LOG_EVERY_S = 10.0
+SETTLE_S = 0.2
+"""How long a read that waits for its tables as a whole (the `settled` callable) waits at most:
+under constant writes they are rarely all settled, and a worker waiting on them is a worker
+not comparing anything else."""
 YIELD_S = 0.05
 """A worker stands aside up to this long per sample while requests of this process are served."""
 
@@ -197,6 +201,9 @@ class Laboratory:
             secondary; None means nothing is ever pending.
         sample: the default share of reads to shadow (0.0 to 1.0).
         describe_error: turns an exception into a value-free line (hrp_data hands its own).
+        settled: (read) -> False while a change is still on its way to any table the read
+            reads, for reads whose rows a key does not tell apart (a LIMIT window, an aggregate):
+            their differences wait for it as a keyed row's wait for its key; None: always settled.
         unsupported: (read, candidate's exception) -> a value-free line when the secondary does
             not run the read's statement as written (outcome candidate_error), else None.
     """
@@ -216,6 +223,7 @@ class Laboratory:
         describe_error: Callable[[BaseException], str] = describe,
         yield_s: float = YIELD_S,
         unsupported: Callable[[ReadType, BaseException], str | None] | None = None,
+        settled: Callable[[ReadType], bool] | None = None,
     ):
         self.compare = compare
         self.publisher = publisher
@@ -227,6 +235,7 @@ class Laboratory:
         self.poll_s = poll_s
         self.describe_error = describe_error
         self.unsupported = unsupported
+        self.settled = settled
         self.counts: Counter[str] = Counter()
         self._enabled = True
         self.queue_size = queue_size
@@ -484,6 +493,15 @@ class Laboratory:
             outcome, differences=tuple(surviving), first_differences=tuple(differences), rechecks=rounds
         )
 
+    def _unsettled(self, read: ReadType) -> bool:
+        if self.settled is None:
+            return False
+        try:
+            return not self.settled(read)
+        except Exception as error:  # noqa: BLE001 - unknown means "may still be on its way"
+            self.raised("settled", error)
+            return True
+
     def _unsupported(self, read: ReadType, error: BaseException) -> str | None:
         if self.unsupported is None:
             return None
@@ -509,14 +527,16 @@ class Laboratory:
         """Re-run both reads for the differing rows once nothing is pending for them."""
         refs = {d.ref for d in differences}
         deadline = time.monotonic() + self.recheck_s
+        if self._unsettled(job.read):
+            deadline = min(deadline, time.monotonic() + SETTLE_S)
         rounds = 0
         latest = differences
         rerun = job.recheck_control
         while True:
-            waiting = self._pending(refs)
+            waiting = self._pending(refs) or self._unsettled(job.read)
             while waiting and time.monotonic() < deadline and not self._stop.is_set():
                 time.sleep(self.poll_s)
-                waiting = self._pending(refs)
+                waiting = self._pending(refs) or self._unsettled(job.read)
             if waiting:
                 return UNSETTLED, latest, rounds
             rounds += 1
@@ -536,7 +556,7 @@ class Laboratory:
                 latest = restrict(self.compare(job.read, after, candidate), refs)
                 if not latest:
                     return LAG, [], rounds
-                if not self._pending({d.ref for d in latest}):
+                if not self._pending({d.ref for d in latest}) and not self._unsettled(job.read):
                     return MISMATCH, latest, rounds
             if time.monotonic() >= deadline or self._stop.is_set():
                 return UNSETTLED, latest, rounds

@@ -392,7 +392,7 @@ def render_text(report: Mapping[str, Any]) -> str:
         )
     lines += ["", "candidate errors (statements the secondary does not run as written; not mismatches)"]
     for c in report["candidate_errors"]:
-        lines.append(f"  {c['read_type']} {c['count']}x on {c['secondary_db'] or '-'}, last {c['last_seen']}: {c['error']}")
+        lines.append(f"  {c['read_type']} on {c['secondary_db'] or '-'}, count {c['count']}, last {c['last_seen']}: {c['error']}")
         if c["statement"]:
             lines.append(f"    {c['statement']}")
     rules = report["ignore_rules"]

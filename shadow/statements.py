@@ -54,6 +54,7 @@ _TABLE_REF = re.compile(r"\b(?:from|join|update|into)\s+((?:\"[^\"]+\"|`[^`]+`|\
                         r"(?:\s*(?:as\s+)?\w+)?(?:\s*,\s*(?:\"[^\"]+\"|[\w.]+)(?:\s*(?:as\s+)?\w+)?)*)", re.I)
 _NAME = re.compile(r"\"([^\"]+)\"|`([^`]+)`|\[([^\]]+)\]|([\w.]+)")
 _ORDER_BY = re.compile(r"\border\s+by\b", re.I)
+_WINDOW = re.compile(r"\b(limit|offset|fetch\s+(first|next))\b", re.I)
 _CANDIDATE_SQLSTATE_CLASSES = ("42", "22", "0A", "21")
 """PostgreSQL SQLSTATE classes of a statement PostgreSQL will not run as written: syntax or
 access rule (42: undefined function, grouping error, undefined column...), data exception
@@ -73,6 +74,9 @@ class StatementRead(ReadType):
     keys: tuple[str, ...] = ()
     kinds: tuple[tuple[str, Kind | None], ...] = ()
     sql: str = ""
+    whole_tables: bool = True
+    """Its rows are not told apart by key (a LIMIT window, an aggregate, a row of columns): a
+    difference waits until no change is on its way to any of its tables (Laboratory `settled`)."""
 
     @property
     def sample_names(self) -> tuple[str, ...]:
@@ -151,7 +155,7 @@ def describe(statement: Any, known: Mapping[str, Mapping[str, Kind]]) -> Stateme
         )
         keys = tuple(column.name for column in entity.primary_key)
         return StatementRead(f"{ORM}:{entity.class_.__name__}#{print_}", table, ordered, print_, ORM,
-                             tables or (table,), keys, kinds, excerpt(sql))
+                             tables or (table,), keys, kinds, excerpt(sql), bool(_WINDOW.search(sql)) or not keys)
     kinds: tuple[tuple[str, Kind | None], ...] = ()
     selected = getattr(statement, "selected_columns", None)
     if selected is not None:

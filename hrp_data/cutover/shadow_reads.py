@@ -215,6 +215,7 @@ class ShadowReads:
             candidate_timeout_s=CANDIDATE_TIMEOUT_S,
             describe_error=describe_error,
             unsupported=_unsupported,
+            settled=self.settled,
         )
         self.lab.enabled = settings.shadow_enabled
         for name, rate in _sample_rates(settings).items():
@@ -267,6 +268,16 @@ class ShadowReads:
             if any(_table_pending(primary, table) for table in name.split(",")):
                 found |= {ref for ref in refs if ref[0] == name}
         return found
+
+    def settled(self, read: ReadType) -> bool:
+        """False while a change is on its way to a table that an app statement's window or aggregate reads."""
+        if not isinstance(read, StatementRead) or not read.whole_tables:
+            return True
+        row = self.phase_row()
+        if row.secondary is None:
+            return True
+        primary = self.engine(row.primary)
+        return not any(_table_pending(primary, table) for table in read.tables)
 
     def call(self, database: str, attr: str, method: str, args: tuple, kwargs: dict) -> Any:
         """The read on a fresh read-only unit of work on `database` (run on a worker thread)."""

@@ -195,7 +195,7 @@ def _app_queries_check(cutover: Cutover) -> Check | None:
     failing = candidate_errors(cutover.sqlite, parse_duration(cutover.settings.shadow_window))
     if not failing:
         return None
-    shown = "; ".join(f"{c['read_type']} ({c['error_class']}, {c['count']}x)" for c in failing[:5])
+    shown = "; ".join(f"{c['read_type']} ({c['error_class']}, count {c['count']})" for c in failing[:5])
     more = f" and {len(failing) - 5} more" if len(failing) > 5 else ""
     on = failing[0]["secondary_db"] or "the other database"
     return Check(
