@@ -47,7 +47,9 @@ VALUE_DIFFERS = "value_differs"
 TYPE_DIFFERS = "type_differs"
 ERROR = "error"
 TIMEOUT = "timeout"
-KINDS = (MISSING_ROW, EXTRA_ROW, VALUE_DIFFERS, TYPE_DIFFERS, ERROR, TIMEOUT)
+CANDIDATE_ERROR = "candidate_error"
+"""The secondary does not run the statement as written (an app's SQLite-only SQL): not a mismatch."""
+KINDS = (MISSING_ROW, EXTRA_ROW, VALUE_DIFFERS, TYPE_DIFFERS, ERROR, TIMEOUT, CANDIDATE_ERROR)
 POSITION = "@position"
 """The pseudo column of an ordered read whose rows come back in another order."""
 

@@ -33,12 +33,16 @@ counted as `lag`; one still pending when the bounded wait ends is
 
 Outcomes: match, mismatch, lag, unsettled, error (the candidate raised),
 timeout (the candidate took longer than `candidate_timeout_s`, whatever it
-then returned or raised, or raised a timeout). Failures inside the
+then returned or raised, or raised a timeout), candidate_error (the candidate
+raised because the secondary does not run the statement as written, as the
+`unsupported` callable judges: an app's SQLite-only SQL; neither an error of
+the secondary nor a mismatch). Failures inside the
 experiment itself (sampling, compare, publish, pending) go to one hook,
 `raised(operation, error)`, which logs a warning and carries on.
 
 Sampling: one rate for every read (settings.shadow_sample, HRP_SHADOW_SAMPLE)
-and a rate per read type (`set_sample("races.get", 0.1)`). Kill switch:
+and a rate per read type (`set_sample("races.get", 0.1)`); a read type with
+`sample_names` is sampled at the rate of the first of its names that has one. Kill switch:
 `laboratory.enabled = False` (hrp_data sets it from HRP_SHADOW_ENABLED, an
 operator may at run time); it stops new samples at once.
 """
@@ -60,6 +64,7 @@ from typing import Any
 import structlog
 
 from shadow.compare import (
+    CANDIDATE_ERROR,
     ERROR,
     TIMEOUT,
     Difference,
@@ -71,7 +76,7 @@ from shadow.compare import (
 log = structlog.get_logger(__name__)
 
 MATCH, MISMATCH, LAG, UNSETTLED = "match", "mismatch", "lag", "unsettled"
-OUTCOMES = (MATCH, MISMATCH, LAG, UNSETTLED, ERROR, TIMEOUT)
+OUTCOMES = (MATCH, MISMATCH, LAG, UNSETTLED, ERROR, TIMEOUT, CANDIDATE_ERROR)
 COMPARED = (MATCH, MISMATCH, LAG)
 """Outcomes that reached a verdict: the denominator of the mismatch rate."""
 
@@ -83,6 +88,10 @@ CANDIDATE_TIMEOUT_S = 2.0
 RECHECK_S = 5.0
 POLL_S = 0.05
 RAISED_LOG_EVERY_S = 10.0
+SETTLE_S = 0.2
+"""How long a read that waits for its tables as a whole (the `settled` callable) waits at most:
+under constant writes they are rarely all settled, and a worker waiting on them is a worker
+not comparing anything else."""
 YIELD_S = 0.05
 """A worker stands aside up to this long per sample while requests of this process are served."""
 
@@ -192,6 +201,11 @@ class Laboratory:
             secondary; None means nothing is ever pending.
         sample: the default share of reads to shadow (0.0 to 1.0).
         describe_error: turns an exception into a value-free line (hrp_data hands its own).
+        settled: (read) -> False while a change is still on its way to any table the read
+            reads, for reads whose rows a key does not tell apart (a LIMIT window, an aggregate):
+            their differences wait for it as a keyed row's wait for its key; None: always settled.
+        unsupported: (read, candidate's exception) -> a value-free line when the secondary does
+            not run the read's statement as written (outcome candidate_error), else None.
     """
 
     def __init__(
@@ -208,6 +222,8 @@ class Laboratory:
         poll_s: float = POLL_S,
         describe_error: Callable[[BaseException], str] = describe,
         yield_s: float = YIELD_S,
+        unsupported: Callable[[ReadType, BaseException], str | None] | None = None,
+        settled: Callable[[ReadType], bool] | None = None,
     ):
         self.compare = compare
         self.publisher = publisher
@@ -218,6 +234,8 @@ class Laboratory:
         self.recheck_s = recheck_s
         self.poll_s = poll_s
         self.describe_error = describe_error
+        self.unsupported = unsupported
+        self.settled = settled
         self.counts: Counter[str] = Counter()
         self._enabled = True
         self.queue_size = queue_size
@@ -268,11 +286,21 @@ class Laboratory:
     def sample_rate(self, read_name: str) -> float:
         return self.samples.get(read_name, self.default_sample)
 
+    def _rate_of(self, read: ReadType) -> float:
+        names = getattr(read, "sample_names", None)
+        if names is None or not self.samples:
+            return self.sample_rate(read.name)
+        return next((self.samples[name] for name in names if name in self.samples), self.default_sample)
+
+    def should_run(self, read: ReadType) -> bool:
+        """Whether this read is sampled (decide once, then hand the answer to `run(sampled=...)`)."""
+        return self._should_run(read)
+
     def _should_run(self, read: ReadType) -> bool:
         try:
             if self._stop.is_set() or not self.enabled:
                 return False
-            rate = self.sample_rate(read.name)
+            rate = self._rate_of(read)
             return rate >= 1.0 or (rate > 0.0 and random.random() < rate)
         except Exception as error:  # noqa: BLE001 - an experiment never fails a read
             self.raised("enabled", error)
@@ -323,6 +351,7 @@ class Laboratory:
         *,
         recheck_control: Callable[[], Any] | None = None,
         context: Mapping[str, Any] | None = None,
+        sampled: bool | None = None,
     ) -> Any:
         """The control's value (or exception); the candidate is scheduled when sampled.
 
@@ -333,8 +362,9 @@ class Laboratory:
             recheck_control: the read on the primary again, callable from a worker (the
                 control may be bound to the caller's session); needed for the lag re-check.
             context: published with the result (e.g. which database is primary).
+            sampled: the caller's `should_run(read)` (None: decided here).
         """
-        if not self._should_run(read):
+        if not (self._should_run(read) if sampled is None else sampled):
             return control()
         held = getattr(self._local, "held", None)
         if held is None:  # inside serving() the request is already counted
@@ -453,6 +483,11 @@ class Laboratory:
                 shown += f"; {self.describe_error(candidate.error)}"
             return verdict(TIMEOUT, differences=(outcome_difference(read.table, TIMEOUT, None, shown),))
         if candidate.raised and not control.raised:
+            unsupported = self._unsupported(read, candidate.error)
+            if unsupported is not None:
+                return verdict(
+                    CANDIDATE_ERROR, differences=(outcome_difference(read.table, CANDIDATE_ERROR, None, unsupported),)
+                )
             shown = self.describe_error(candidate.error)
             return verdict(ERROR, differences=(outcome_difference(read.table, ERROR, None, shown),))
         if control.raised:
@@ -468,6 +503,24 @@ class Laboratory:
         return verdict(
             outcome, differences=tuple(surviving), first_differences=tuple(differences), rechecks=rounds
         )
+
+    def _unsettled(self, read: ReadType) -> bool:
+        if self.settled is None:
+            return False
+        try:
+            return not self.settled(read)
+        except Exception as error:  # noqa: BLE001 - unknown means "may still be on its way"
+            self.raised("settled", error)
+            return True
+
+    def _unsupported(self, read: ReadType, error: BaseException) -> str | None:
+        if self.unsupported is None:
+            return None
+        try:
+            return self.unsupported(read, error)
+        except Exception as failure:  # noqa: BLE001
+            self.raised("unsupported", failure)
+            return None
 
     # -- the lag rule --------------------------------------------------------------------
 
@@ -485,14 +538,16 @@ class Laboratory:
         """Re-run both reads for the differing rows once nothing is pending for them."""
         refs = {d.ref for d in differences}
         deadline = time.monotonic() + self.recheck_s
+        if self._unsettled(job.read):
+            deadline = min(deadline, time.monotonic() + SETTLE_S)
         rounds = 0
         latest = differences
         rerun = job.recheck_control
         while True:
-            waiting = self._pending(refs)
+            waiting = self._pending(refs) or self._unsettled(job.read)
             while waiting and time.monotonic() < deadline and not self._stop.is_set():
                 time.sleep(self.poll_s)
-                waiting = self._pending(refs)
+                waiting = self._pending(refs) or self._unsettled(job.read)
             if waiting:
                 return UNSETTLED, latest, rounds
             rounds += 1
@@ -512,7 +567,7 @@ class Laboratory:
                 latest = restrict(self.compare(job.read, after, candidate), refs)
                 if not latest:
                     return LAG, [], rounds
-                if not self._pending({d.ref for d in latest}):
+                if not self._pending({d.ref for d in latest}) and not self._unsettled(job.read):
                     return MISMATCH, latest, rounds
             if time.monotonic() >= deadline or self._stop.is_set():
                 return UNSETTLED, latest, rounds

@@ -20,6 +20,11 @@ backfill only know those six).
   (read type, table, key, column, kind, both values); older rows are deleted.
 - hrp_cutover_shadow_meta: the ignore rules in force and how many records
   could not be stored.
+- hrp_cutover_candidate_errors: per read type and error, the statements the
+  secondary does not run as written (outcome candidate_error: an app's
+  SQLite-only SQL), with the statement's excerpt, how often and when first and
+  last seen; the newest MAX_CANDIDATE_ERRORS kept. Not differences: they are
+  counted apart from the mismatches.
 
 So the store never grows without bound: details are capped by count, the
 counters by time. Values arrive already redacted (shadow.compare fingerprints
@@ -48,7 +53,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy import event
 
-from shadow.compare import ERROR, TIMEOUT, Difference, IgnoreRule, ReadType
+from shadow.compare import CANDIDATE_ERROR, ERROR, TIMEOUT, Difference, IgnoreRule, ReadType
 from shadow.experiment import LAG, MATCH, MISMATCH, UNSETTLED, Publisher, Result
 
 log = structlog.get_logger(__name__)
@@ -57,6 +62,8 @@ READS_TABLE = "hrp_cutover_shadow_reads"
 COUNTS_TABLE = "hrp_cutover_mismatch_counts"
 DETAILS_TABLE = "hrp_cutover_mismatches"
 META_TABLE = "hrp_cutover_shadow_meta"
+CANDIDATE_ERRORS_TABLE = "hrp_cutover_candidate_errors"
+MAX_CANDIDATE_ERRORS = 500
 
 MAX_DETAILS = 1000
 FLUSH_S = 1.0
@@ -78,8 +85,11 @@ OUTCOME_COLUMNS = {
     UNSETTLED: "unsettled",
     ERROR: "errors",
     TIMEOUT: "timeouts",
+    CANDIDATE_ERROR: "candidate_errors",
 }
-COUNT_COLUMNS = ("matched", "mismatched", "lag", "unsettled", "errors", "timeouts", "dropped")
+COUNT_COLUMNS = ("matched", "mismatched", "lag", "unsettled", "errors", "timeouts", "dropped", "candidate_errors")
+ADDED_COLUMNS = {READS_TABLE: ("candidate_errors",)}
+"""Counter columns added since the store was first made: a store made before gets them on install."""
 
 DDL = [
     f"""CREATE TABLE IF NOT EXISTS {READS_TABLE} (
@@ -94,6 +104,7 @@ DDL = [
         errors INTEGER NOT NULL DEFAULT 0,
         timeouts INTEGER NOT NULL DEFAULT 0,
         dropped INTEGER NOT NULL DEFAULT 0,
+        candidate_errors INTEGER NOT NULL DEFAULT 0,
         control_ms TEXT NOT NULL DEFAULT '{{}}',
         candidate_ms TEXT NOT NULL DEFAULT '{{}}',
         PRIMARY KEY (bucket, width, read_type))""",
@@ -120,6 +131,17 @@ DDL = [
         secondary_db TEXT,
         rechecks INTEGER NOT NULL DEFAULT 0)""",
     f"CREATE INDEX IF NOT EXISTS ix_{DETAILS_TABLE}_at ON {DETAILS_TABLE} (at)",
+    f"""CREATE TABLE IF NOT EXISTS {CANDIDATE_ERRORS_TABLE} (
+        read_type TEXT NOT NULL,
+        error TEXT NOT NULL,
+        table_name TEXT NOT NULL,
+        statement TEXT,
+        count INTEGER NOT NULL,
+        first_at REAL NOT NULL,
+        last_at REAL NOT NULL,
+        primary_db TEXT,
+        secondary_db TEXT,
+        PRIMARY KEY (read_type, error))""",
     f"""CREATE TABLE IF NOT EXISTS {META_TABLE} (
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL,
@@ -190,9 +212,10 @@ class _Pending:
     reads: dict[tuple[int, str], _ReadCounts] = dataclasses.field(default_factory=dict)
     differences: dict[tuple[int, str, str, str], list] = dataclasses.field(default_factory=dict)
     details: list[dict] = dataclasses.field(default_factory=list)
+    candidate_errors: dict[tuple[str, str], list] = dataclasses.field(default_factory=dict)
 
     def empty(self) -> bool:
-        return not (self.reads or self.differences or self.details)
+        return not (self.reads or self.differences or self.details or self.candidate_errors)
 
 
 class MismatchStore(Publisher):
@@ -259,6 +282,7 @@ class MismatchStore(Publisher):
             with self.engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
                 for statement in DDL:
                     connection.exec_driver_sql(statement)
+                _add_missing_columns(connection)
                 self._save_meta(connection, "ignore_rules", [dataclasses.asdict(r) for r in self.ignore])
                 self._save_meta(connection, "max_details", self.max_details)
         except sa.exc.SQLAlchemyError as error:
@@ -297,7 +321,7 @@ class MismatchStore(Publisher):
                 primary_db=result.context.get("primary"),
                 secondary_db=result.context.get("secondary"),
             )
-        if result.outcome in (ERROR, TIMEOUT):
+        if result.outcome in (ERROR, TIMEOUT, CANDIDATE_ERROR):
             self._log_candidate_error(result)
         with self._lock:
             counts = self._read_counts(bucket, result.read)
@@ -313,6 +337,8 @@ class MismatchStore(Publisher):
                     self._unsaved_dropped += 1
                     continue
                 self._pending.details.append(self._detail(result, difference))
+            if result.outcome == CANDIDATE_ERROR:
+                self._count_candidate_error(result)
 
     def dropped(self, read: ReadType, count: int = 1) -> None:
         if self._thread is None:
@@ -327,6 +353,21 @@ class MismatchStore(Publisher):
         if counts is None:
             counts = self._pending.reads[key] = _ReadCounts(read.table)
         return counts
+
+    def _count_candidate_error(self, result: Result) -> None:
+        error = str(result.differences[0].secondary) if result.differences else "?"
+        key = (result.read.name, error)
+        entry = self._pending.candidate_errors.get(key)
+        if entry is None:
+            if len(self._pending.candidate_errors) < MAX_PENDING_BUCKETS:
+                self._pending.candidate_errors[key] = [
+                    1, result.at, result.at, result.read.table, getattr(result.read, "sql", None) or None,
+                    result.context.get("primary"), result.context.get("secondary"),
+                ]
+            return
+        entry[0] += 1
+        entry[1] = min(entry[1], result.at)
+        entry[2] = max(entry[2], result.at)
 
     def _count_difference(self, at: float, difference: Difference) -> None:
         key = (int(at // HOUR) * HOUR, difference.table, difference.column or "", difference.kind)
@@ -412,6 +453,14 @@ class MismatchStore(Publisher):
                     mine[0] += entry[0]
                     mine[1] = min(mine[1], entry[1])
                     mine[2] = max(mine[2], entry[2])
+            for key, entry in batch.candidate_errors.items():
+                mine = current.candidate_errors.get(key)
+                if mine is None:
+                    current.candidate_errors[key] = entry
+                else:
+                    mine[0] += entry[0]
+                    mine[1] = min(mine[1], entry[1])
+                    mine[2] = max(mine[2], entry[2])
             room = max(0, self.buffer_limit - len(current.details))
             kept = batch.details[-room:] if room else []
             lost = len(batch.details) - len(kept)
@@ -430,6 +479,23 @@ class MismatchStore(Publisher):
                 " SET count = count + excluded.count, first_at = min(first_at, excluded.first_at),"
                 " last_at = max(last_at, excluded.last_at)",
                 (hour, table, column, kind, count, first_at, last_at),
+            )
+        for (read_type, error), (count, first_at, last_at, table, statement, primary, secondary) in (
+            batch.candidate_errors.items()
+        ):
+            connection.exec_driver_sql(
+                f"INSERT INTO {CANDIDATE_ERRORS_TABLE} (read_type, error, table_name, statement, count, first_at,"
+                " last_at, primary_db, secondary_db) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (read_type, error) DO UPDATE SET count = count + excluded.count,"
+                " first_at = min(first_at, excluded.first_at), last_at = max(last_at, excluded.last_at),"
+                " primary_db = excluded.primary_db, secondary_db = excluded.secondary_db",
+                (read_type, error, table, statement, count, first_at, last_at, primary, secondary),
+            )
+        if batch.candidate_errors:
+            connection.exec_driver_sql(
+                f"DELETE FROM {CANDIDATE_ERRORS_TABLE} WHERE rowid NOT IN"
+                f" (SELECT rowid FROM {CANDIDATE_ERRORS_TABLE} ORDER BY last_at DESC LIMIT ?)",
+                (MAX_CANDIDATE_ERRORS,),
             )
         if batch.details:
             columns = list(batch.details[0])
@@ -465,10 +531,11 @@ class MismatchStore(Publisher):
             f" FROM {READS_TABLE} WHERE width = ? AND bucket < ?",
             (MINUTE, now - MINUTE_RETENTION_S),
         ).all()
+        end = 3 + len(COUNT_COLUMNS)
         for row in old:
-            counts = collections.Counter(dict(zip(COUNT_COLUMNS, row[3:10])))
+            counts = collections.Counter(dict(zip(COUNT_COLUMNS, row[3:end])))
             _add_read_counts(connection, int(row[0] // HOUR) * HOUR, HOUR, row[1], row[2], counts,
-                             json.loads(row[10]), json.loads(row[11]))
+                             json.loads(row[end]), json.loads(row[end + 1]))
         connection.exec_driver_sql(
             f"DELETE FROM {READS_TABLE} WHERE width = ? AND bucket < ?", (MINUTE, now - MINUTE_RETENTION_S)
         )
@@ -489,6 +556,15 @@ class MismatchStore(Publisher):
             error=f"{type(original).__name__}: {str(original).splitlines()[0] if str(original) else ''}"[:200],
             dropped_records=dropped,
         )
+
+
+def _add_missing_columns(connection: sa.Connection) -> None:
+    """Give a store made by an earlier version the counter columns added since."""
+    for table, columns in ADDED_COLUMNS.items():
+        present = {row[1] for row in connection.exec_driver_sql(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column not in present:
+                connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
 
 
 def _short_busy_timeout(dbapi_connection: Any, _record: Any) -> None:

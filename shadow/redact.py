@@ -11,6 +11,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 SECRET_KEYS = frozenset({"password_hash", "api_key", "api_secret", "password", "secret"})
+SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey")
+"""Any column whose name contains one of these looks secret (an app's own columns: `looks_secret`)."""
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a column of an app's own query is treated as secret: a known secret name, or one
+    that contains a secret word (`reset_token`, `client_secret`, `PasswordHash`)."""
+    lowered = name.lower()
+    return lowered in SECRET_KEYS or any(word in lowered for word in SECRET_WORDS)
 
 
 def fingerprint(value: Any) -> str | None:

@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from shadow.mismatches import (
+    CANDIDATE_ERRORS_TABLE,
     COUNT_COLUMNS,
     COUNTS_TABLE,
     DETAILS_TABLE,
@@ -47,6 +48,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
 _STEPS = (60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400)
 OUTCOME_KINDS = ("error", "timeout")
+_HIST = 4 + len(COUNT_COLUMNS)
+"""Where a read counter row's histograms start (after bucket, width, read type, table, counts)."""
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -89,6 +92,7 @@ def _counts_block(counts: Mapping[str, int]) -> dict[str, Any]:
         "errors": counts.get("errors", 0),
         "timeouts": counts.get("timeouts", 0),
         "dropped": counts.get("dropped", 0),
+        "candidate_errors": counts.get("candidate_errors", 0),
     }
 
 
@@ -103,11 +107,42 @@ def _read_rows(connection: sa.Connection, start: float | None) -> list[sa.Row]:
     where, params = "", ()
     if start is not None:
         where, params = " WHERE bucket + width > ?", (start,)
+    present = {row[1] for row in connection.exec_driver_sql(f"PRAGMA table_info({READS_TABLE})")}
+    counts = ", ".join(c if c in present else f"0 AS {c}" for c in COUNT_COLUMNS)  # a store of an earlier version
     return connection.exec_driver_sql(
-        f"SELECT bucket, width, read_type, table_name, {', '.join(COUNT_COLUMNS)}, control_ms, candidate_ms"
+        f"SELECT bucket, width, read_type, table_name, {counts}, control_ms, candidate_ms"
         f" FROM {READS_TABLE}{where} ORDER BY bucket",
         params,
     ).all()
+
+
+def _candidate_error_rows(connection: sa.Connection, start: float | None) -> list[dict[str, Any]]:
+    if not sa.inspect(connection).has_table(CANDIDATE_ERRORS_TABLE):
+        return []
+    where, params = "", ()
+    if start is not None:
+        where, params = " WHERE last_at >= ?", (start,)
+    rows = connection.exec_driver_sql(
+        f"SELECT read_type, error, table_name, statement, count, first_at, last_at, primary_db, secondary_db"
+        f" FROM {CANDIDATE_ERRORS_TABLE}{where} ORDER BY count DESC, read_type",
+        params,
+    ).all()
+    return [
+        {"read_type": row[0], "error_class": row[1].partition(":")[0].split(" ")[0], "error": row[1],
+         "table": row[2], "fingerprint": row[0].rpartition("#")[2] if "#" in row[0] else None,
+         "statement": row[3], "count": row[4], "first_seen": _iso(row[5]), "last_seen": _iso(row[6]),
+         "primary_db": row[7], "secondary_db": row[8]}
+        for row in rows
+    ]
+
+
+def candidate_errors(sqlite_engine: sa.Engine, since_seconds: float | None = None) -> list[dict[str, Any]]:
+    """The statements the secondary did not run as written (outcome candidate_error), most frequent first."""
+    start = None if since_seconds is None else time.time() - since_seconds
+    with sqlite_engine.connect() as connection:
+        rows = _candidate_error_rows(connection, start) if _has_store(connection) else []
+        connection.rollback()
+    return rows
 
 
 def mismatch_summary(
@@ -130,7 +165,7 @@ def mismatch_summary(
     with sqlite_engine.connect() as connection:
         if _has_store(connection):
             for row in _read_rows(connection, start):
-                totals.update(dict(zip(COUNT_COLUMNS, row[4:11])))
+                totals.update(dict(zip(COUNT_COLUMNS, row[4:_HIST])))
             if raced is not None:
                 reads = connection.exec_driver_sql(
                     f"SELECT DISTINCT at, read_type, primary_db FROM {DETAILS_TABLE} WHERE at >= ?", (start,)
@@ -155,12 +190,14 @@ def build_report(
         reads = _read_rows(connection, start)
         counts = _difference_rows(connection, start)
         details = _detail_rows(connection, start)
+        failing = _candidate_error_rows(connection, start)
         meta = dict(connection.exec_driver_sql(f"SELECT name, value FROM {META_TABLE}").all())
         connection.rollback()
     report = _empty(now, since_seconds, start)
     _fill_reads(report, reads)
     _fill_differences(report, counts, details)
     report["examples"] = [_example(row) for row in details[:EXAMPLES]]
+    report["candidate_errors"] = failing
     report["timeline"] = _timeline(reads, start, now)
     report["ignore_rules"] = json.loads(meta.get("ignore_rules", "[]"))
     report["totals"]["store_dropped"] = int(json.loads(meta.get("store_dropped", "0")))
@@ -179,6 +216,7 @@ def _empty(now: float, since_seconds: float | None, start: float | None) -> dict
         "differences": {},
         "top_columns": [],
         "examples": [],
+        "candidate_errors": [],
         "timeline": [],
         "ignore_rules": [],
     }
@@ -191,14 +229,14 @@ def _fill_reads(report: dict, reads: list[sa.Row]) -> None:
     tables: dict[str, str] = {}
     hist: dict[str, dict[str, dict]] = collections.defaultdict(lambda: {"control": {}, "candidate": {}})
     for row in reads:
-        counts = dict(zip(COUNT_COLUMNS, row[4:11]))
+        counts = dict(zip(COUNT_COLUMNS, row[4:_HIST]))
         totals.update(counts)
         by_type[row[2]].update(counts)
         by_table[row[3]].update(counts)
         tables[row[2]] = row[3]
         for key in (row[2], "*"):
-            _merge_histogram(hist[key]["control"], json.loads(row[11]))
-            _merge_histogram(hist[key]["candidate"], json.loads(row[12]))
+            _merge_histogram(hist[key]["control"], json.loads(row[_HIST]))
+            _merge_histogram(hist[key]["candidate"], json.loads(row[_HIST + 1]))
     report["totals"].update(_counts_block(totals))
     report["latency_ms"] = _latency(hist["*"]["control"], hist["*"]["candidate"])
     report["by_read_type"] = {
@@ -285,7 +323,7 @@ def _timeline(reads: list[sa.Row], start: float | None, now: float) -> list[dict
     step = next((s for s in _STEPS if span / s <= 120), _STEPS[-1])
     buckets: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
     for row in reads:
-        counts = dict(zip(COUNT_COLUMNS, row[4:11]))
+        counts = dict(zip(COUNT_COLUMNS, row[4:_HIST]))
         buckets[int(row[0] // step) * step].update(counts)
     out = []
     for bucket in sorted(buckets):
@@ -317,7 +355,7 @@ def render_text(report: Mapping[str, Any]) -> str:
         f"shadow reads {'since ' + window['from'] if window['from'] else '(all time)'} to {window['to']}",
         f"compared {t['compared']}  mismatched {t['mismatched']}  rate {_pct(t['rate'])}"
         f"  lag {t['lag']}  unsettled {t['unsettled']}  errors {t['errors']}  timeouts {t['timeouts']}"
-        f"  dropped {t['dropped']}  store dropped {t['store_dropped']}",
+        f"  dropped {t['dropped']}  store dropped {t['store_dropped']}  candidate errors {t['candidate_errors']}",
         "latency ms  control p50 {} p95 {}  candidate p50 {} p95 {}".format(
             _ms(report["latency_ms"]["control"]["p50"]), _ms(report["latency_ms"]["control"]["p95"]),
             _ms(report["latency_ms"]["candidate"]["p50"]), _ms(report["latency_ms"]["candidate"]["p95"]),
@@ -352,6 +390,11 @@ def render_text(report: Mapping[str, Any]) -> str:
             f"  {e['at']} {e['read_type']} {e['table']} {json.dumps(e['key'])} {e['column'] or '-'}"
             f" {e['kind']}: primary {json.dumps(e['primary'])} secondary {json.dumps(e['secondary'])}"
         )
+    lines += ["", "candidate errors (statements the secondary does not run as written; not mismatches)"]
+    for c in report["candidate_errors"]:
+        lines.append(f"  {c['read_type']} on {c['secondary_db'] or '-'}, count {c['count']}, last {c['last_seen']}: {c['error']}")
+        if c["statement"]:
+            lines.append(f"    {c['statement']}")
     rules = report["ignore_rules"]
     lines += ["", "ignore rules: " + (", ".join(f"{r['table']}.{r['column']}" for r in rules) or "none")]
     return "\n".join(lines) + "\n"
@@ -424,6 +467,11 @@ def render_html(report: Mapping[str, Any]) -> str:
          json.dumps(e["primary"]), json.dumps(e["secondary"])]
         for e in report["examples"]
     ]
+    failing_rows = [
+        [c["read_type"], c["error_class"], c["count"], c["secondary_db"] or "-", c["error"], c["statement"] or "-",
+         c["first_seen"], c["last_seen"]]
+        for c in report.get("candidate_errors", [])
+    ]
     rules = ", ".join(f"{r['table']}.{r['column']}" for r in report["ignore_rules"]) or "none"
     title = "hrp-cutover shadow reads"
     return f"""<!DOCTYPE html>
@@ -438,7 +486,8 @@ th,td{{border:1px solid #ddd;padding:.25em .6em;font-size:.9em;text-align:left}}
 <p class="big{' bad' if t['mismatched'] else ''}">{t['mismatched']} mismatched of {t['compared']} compared reads
 (rate {_pct(t['rate'])})</p>
 <p>lag {t['lag']} · unsettled {t['unsettled']} · candidate errors {t['errors']} · timeouts {t['timeouts']}
-· dropped samples {t['dropped']} · store dropped {t['store_dropped']}</p>
+· dropped samples {t['dropped']} · store dropped {t['store_dropped']}
+· candidate errors {t['candidate_errors']}</p>
 <p>latency ms: control p50 {_ms(lat['control']['p50'])} p95 {_ms(lat['control']['p95'])};
 candidate p50 {_ms(lat['candidate']['p50'])} p95 {_ms(lat['candidate']['p95'])}</p>
 <h2>Mismatch rate over time</h2>
@@ -454,6 +503,8 @@ candidate p50 {_ms(lat['candidate']['p50'])} p95 {_ms(lat['candidate']['p95'])}<
 {_table(['table', 'column', 'kind', 'count', 'first seen', 'last seen'], column_rows)}
 <h2>Examples (newest first)</h2>
 {_table(['at', 'read type', 'table', 'key', 'column', 'kind', 'primary', 'secondary'], example_rows)}
+<h2>Candidate errors (statements the secondary does not run as written; not mismatches)</h2>
+{_table(['read type', 'error class', 'count', 'on', 'error', 'statement', 'first seen', 'last seen'], failing_rows)}
 <p>Ignore rules in force: <code>{html.escape(rules)}</code></p>
 </body></html>
 """

@@ -38,7 +38,7 @@ from hrp_data.cutover.phase_store import PhaseRecord, PhaseStore
 from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, Phase, PhaseRow
 from hrp_data.cutover.schema_watch import SchemaWatch
 from hrp_data.settings import Settings, SettingsError
-from hrp_data.cutover.shadow_reads import ShadowReads
+from hrp_data.cutover.shadow_reads import ShadowReads, catalog_kinds
 from hrp_data.unit_of_work import UnitOfWork
 
 GATE_ATTEMPTS = 5
@@ -95,7 +95,8 @@ class Cutover:
             watch=self.schema_watch.watch if self.postgres is not None else None,
         )
         self.shadow = ShadowReads(  # late-bound: a test may replace phase_row on the instance
-            settings, lambda database: self.engine(database), lambda: self.phase_row()
+            settings, lambda database: self.engine(database), lambda: self.phase_row(),
+            table_kinds=catalog_kinds(self.catalog),
         )
 
     def start(self) -> "Cutover":

@@ -16,6 +16,15 @@ Per root transaction of a session:
   every later statement of the transaction runs on it, so reads after a write
   see it and are not shadowed;
 - commit commits both and wakes the applier.
+
+Shadow reads: in the phases that shadow reads, every SELECT (ORM or text)
+the session runs on the read source, outside a write transaction, is an
+experiment of the cutover's shadow laboratory (`_shadow_read`, handed to
+hrp_data.cutover.shadow_reads `read_statement`): sampled, repeated on the
+other database by a shadow worker after the request, compared, and
+reported under a read type such as `orm:Race#3f2a1c`. A session with
+unflushed changes is about to write (its autoflush opens the primary), so
+its reads are not shadowed either.
 Reads before the first write and the write are two transactions: an app that
 read a row on SQLite just before a flip and updates it after gets read
 committed, as PostgreSQL's default gives it anyway, never a lost write.
@@ -200,6 +209,25 @@ def _committed(session: RoutingSession) -> None:
         routing = session.hrp_routing()
         if routing is not None:
             routing.cutover.applier.notify()
+
+
+@event.listens_for(RoutingSession, "do_orm_execute", propagate=True)
+def _shadow_read(state: orm.ORMExecuteState) -> Any:
+    """A read on the read source, in a phase that shadows reads, is a shadow-read experiment."""
+    session = state.session
+    if session._hrp_write is not None or not (state.is_select or isinstance(state.statement, TextClause)):
+        return None
+    options = state.execution_options
+    if writes(state.statement) or options.get("yield_per") or options.get("stream_results"):
+        return None
+    routing = session.hrp_routing()
+    if routing is None or not routing.cutover.shadow.lab.enabled or not session._is_clean():
+        return None
+    bind = session.get_bind(**state.bind_arguments)
+    read = session._hrp_read
+    if session._hrp_write is not None or read is None or bind is not read[0] or not read[1].shadow_reads:
+        return None
+    return routing.cutover.shadow.read_statement(read[1], state)
 
 
 def sessionmaker_for(cutover: Cutover, **kw: Any) -> orm.sessionmaker:

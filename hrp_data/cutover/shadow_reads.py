@@ -13,13 +13,23 @@ rows that still have an outbox change on the way are re-checked once it is
 applied (the `pending` callable below), and the results go to the mismatch
 store in the SQLite file (shadow.mismatches).
 
+The app's own statements on its routed session (ORM and text, see
+hrp_data.cutover.app_reads) are experiments of the same laboratory:
+`read_statement` runs the app's statement as the control and the same
+statement on the secondary as the candidate, compared by
+shadow.statements with the kinds of the file's catalog; a statement the
+secondary does not run as written is the outcome candidate_error.
+
 This module is where hrp_data hands shadow its tables and callables; shadow
 itself never imports hrp_data.
 
 Settings (hrp_data.settings, read from the environment) that shape it:
   HRP_SHADOW_SAMPLE           the default share of reads shadowed
   HRP_SHADOW_ENABLED=0        kill switch (also `cutover.shadow.lab.enabled = False`)
-  HRP_SHADOW_SAMPLES          per read type, e.g. "races.get=0.1,statistics.race_statistics=0"
+  HRP_SHADOW_SAMPLES          per read type, e.g. "races.get=0.1,statistics.race_statistics=0";
+                              the app's statements by read type ("orm:Race#3f2a1c"), by
+                              fingerprint ("sql#9b0e77"), entity or tables ("orm:Race") or kind
+                              ("orm", "sql")
   HRP_SHADOW_IGNORE           columns not compared, e.g. "races.updated_at,horses.updated_at"
   HRP_SHADOW_WORKERS / HRP_SHADOW_QUEUE   worker threads (1) and queue size (1000); the
                               workers read PostgreSQL through a pool of their own, one
@@ -38,6 +48,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 from adapters.convert import Kind
 from adapters.outbox import outbox as outbox_table
@@ -54,6 +65,15 @@ from hrp_data.settings import Settings, SettingsError
 from hrp_data.unit_of_work import UnitOfWork
 from shadow.compare import Comparator, Nested, ReadType
 from shadow.experiment import Laboratory
+from shadow.statements import (
+    StatementComparator,
+    StatementRead,
+    describe,
+    describe_unsupported,
+    frozen_records,
+    result_records,
+    unsupported,
+)
 from shadow.mismatches import MismatchStore
 from shadow.report import build_report, mismatch_summary, parse_duration
 
@@ -121,29 +141,55 @@ NESTED = {"races": {"runners": Nested("race_horses", ordered=True)}}
 
 
 def _sample_rates(settings: Settings) -> dict[str, float]:
-    """HRP_SHADOW_SAMPLES, whose read names must be the layer's own."""
+    """HRP_SHADOW_SAMPLES, whose read names must be the layer's own or name the app's statements."""
     known = {read.name for read in READ_TYPES.values()}
     rates = settings.sample_rates()
-    unknown = sorted(set(rates) - known)
+    unknown = sorted(name for name in set(rates) - known if not _statement_name(name))
     if unknown:
         raise SettingsError(
-            f"HRP_SHADOW_SAMPLES names {', '.join(unknown)}, which is no read; reads: {', '.join(sorted(known))}"
+            f"HRP_SHADOW_SAMPLES names {', '.join(unknown)}, which is no read; reads: {', '.join(sorted(known))},"
+            " and the app's statements as orm, sql, orm:Entity, sql#fingerprint or a read type of the report"
         )
     return rates
+
+
+def _statement_name(name: str) -> bool:
+    return name in ("orm", "sql") or name.startswith(("orm:", "sql:", "orm#", "sql#"))
+
+
+def catalog_kinds(catalog: Any) -> dict[str, dict[str, Kind]]:
+    """{table: {column: Kind}} of a file catalog (hrp_data.catalog), by the names the file uses."""
+    return {entry.name: {m.column: m.kind for m in entry.mapping} for entry in catalog.tables.values()}
+
+
+DESCRIBED_LIMIT = 2000
+"""Statement descriptions kept per process (by SQLAlchemy cache key); the cache starts over when full."""
 
 
 class ShadowReads:
     """The shadow-read machinery of one process: comparator, laboratory and mismatch store."""
 
     def __init__(
-        self, settings: Settings, app_engine: Callable[[str], sa.Engine], phase_row: Callable[[], PhaseRow]
+        self,
+        settings: Settings,
+        app_engine: Callable[[str], sa.Engine],
+        phase_row: Callable[[], PhaseRow],
+        *,
+        table_kinds: dict[str, dict[str, Kind]] | None = None,
     ):
-        """`app_engine(database)`: the app's engine of a database; `phase_row()`: the current phase row."""
+        """`app_engine(database)`: the app's engine of a database; `phase_row()`: the current phase row;
+        `table_kinds`: {table: {column: Kind}} of the file's tables, for the app's own statements
+        (catalog_kinds; the HRP tables' when not given)."""
         self.app_engine = app_engine
         self.phase_row = phase_row
         self.comparator = Comparator(
             column_kinds(), key_columns(), nested=NESTED, ignore=settings.ignore_rules(), secrets=SECRET_COLUMNS
         )
+        self.table_kinds = table_kinds if table_kinds is not None else column_kinds()
+        self.statements = StatementComparator(
+            self.table_kinds, ignore=settings.ignore_rules(), secrets=SECRET_COLUMNS
+        )
+        self._described: dict[Any, StatementRead] = {}
         self.store_engine = create_sqlite_engine(settings.sqlite_url)
         self.store = MismatchStore(
             self.store_engine,
@@ -160,7 +206,7 @@ class ShadowReads:
             pool_pre_ping=False,  # a stale connection costs one candidate error, not a round trip per read
         )
         self.lab = Laboratory(
-            self.comparator.compare,
+            self.compare,
             self.store,
             pending=self.pending,
             sample=settings.shadow_sample,
@@ -168,6 +214,8 @@ class ShadowReads:
             queue_size=settings.shadow_queue,
             candidate_timeout_s=CANDIDATE_TIMEOUT_S,
             describe_error=describe_error,
+            unsupported=_unsupported,
+            settled=self.settled,
         )
         self.lab.enabled = settings.shadow_enabled
         for name, rate in _sample_rates(settings).items():
@@ -198,6 +246,11 @@ class ShadowReads:
 
     # -- what the laboratory is handed --------------------------------------------------
 
+    def compare(self, read: ReadType, primary: Any, secondary: Any) -> list:
+        if isinstance(read, StatementRead):
+            return self.statements.compare(read, primary, secondary)
+        return self.comparator.compare(read, primary, secondary)
+
     def pending(self, refs: set[tuple[str, tuple[Any, ...]]]) -> set[tuple[str, tuple[Any, ...]]]:
         """Which (table, key) rows still have an outbox change on the way to the secondary."""
         row = self.phase_row()
@@ -209,7 +262,21 @@ class ShadowReads:
         aggregates = {ref for ref in refs if ref[0] in AGGREGATES}
         if aggregates and _table_pending(primary, AGGREGATE_SOURCE):
             found |= aggregates
+        read_tables = {ref[0] for ref in refs if ref[0] not in TABLE_MAP and ref[0] not in AGGREGATES}
+        for name in read_tables:  # an app statement's rows: pending while any table it reads is
+            if any(_table_pending(primary, table) for table in name.split(",")):
+                found |= {ref for ref in refs if ref[0] == name}
         return found
+
+    def settled(self, read: ReadType) -> bool:
+        """False while a change is on its way to a table that an app statement's window or aggregate reads."""
+        if not isinstance(read, StatementRead) or not read.whole_tables:
+            return True
+        row = self.phase_row()
+        if row.secondary is None:
+            return True
+        primary = self.engine(row.primary)
+        return not any(_table_pending(primary, table) for table in read.tables)
 
     def call(self, database: str, attr: str, method: str, args: tuple, kwargs: dict) -> Any:
         """The read on a fresh read-only unit of work on `database` (run on a worker thread)."""
@@ -225,6 +292,72 @@ class ShadowReads:
             recheck_control=functools.partial(self.call, row.reads_from, attr, method, args, kwargs),
             context={"primary": row.reads_from, "secondary": row.secondary},
         )
+
+
+    # -- the app's own statements (hrp_data.cutover.app_reads) ------------------------------
+
+    def describe(self, statement: Any) -> StatementRead:
+        """The read type of one of the app's statements, described once per SQLAlchemy cache key."""
+        cache_key = statement._generate_cache_key() if hasattr(statement, "_generate_cache_key") else None
+        if cache_key is None:
+            return describe(statement, self.table_kinds)
+        found = self._described.get(cache_key.key)
+        if found is None:
+            if len(self._described) >= DESCRIBED_LIMIT:
+                self._described.clear()
+            found = self._described[cache_key.key] = describe(statement, self.table_kinds)
+        return found
+
+    def read_statement(self, row: PhaseRow, state: orm.ORMExecuteState) -> Any:
+        """One of the app's reads (an `ORMExecuteState` of its routed session, in a phase that
+        shadows reads): the app's own execution is the control, and its Result what the app
+        gets (frozen: the rows are read once); None when it is not sampled (the app's session
+        then runs it as ever)."""
+        try:
+            read = self.describe(state.statement)
+        except Exception as error:  # noqa: BLE001 - an experiment never fails a read
+            self.lab.raised("describe", error)
+            return None
+        if not self.lab.should_run(read):
+            return None
+        statement, params = state.statement, _copied(state.parameters)
+        options = {k: v for k, v in state.local_execution_options.items() if not k.startswith("_sa_orm")}
+        ran: list = []
+
+        def control() -> list[dict[str, Any]]:
+            frozen = state.invoke_statement().freeze()
+            ran.append(frozen)
+            return frozen_records(frozen)
+
+        self.lab.run(
+            read,
+            control,
+            functools.partial(self.statement_on, row.secondary, statement, params, options),
+            recheck_control=functools.partial(self.statement_on, row.reads_from, statement, params, options),
+            context={"primary": row.reads_from, "secondary": row.secondary},
+            sampled=True,
+        )
+        return ran[0]()
+
+    def statement_on(self, database: str, statement: Any, params: Any, options: dict) -> list[dict[str, Any]]:
+        """An app's statement on `database`, in a session of its own (run on a worker thread)."""
+        with _bounded(database), orm.Session(bind=self.engine(database)) as session:
+            return result_records(session.execute(statement, params, execution_options=options))
+
+
+def _copied(params: Any) -> Any:
+    if isinstance(params, dict):
+        return dict(params)
+    if isinstance(params, (list, tuple)):
+        return [dict(p) if isinstance(p, dict) else p for p in params]
+    return params
+
+
+def _unsupported(read: ReadType, error: BaseException) -> str | None:
+    """A candidate of an app's statement that the secondary does not run as written: candidate_error."""
+    if isinstance(read, StatementRead) and unsupported(error) is not None:
+        return describe_unsupported(error)
+    return None
 
 
 @contextlib.contextmanager

@@ -187,6 +187,25 @@ def _shadow_check(cutover: Cutover) -> Check:
     return Check("shadow", ok, detail)
 
 
+def _app_queries_check(cutover: Cutover) -> Check | None:
+    """A warning, never a refusal: statements of the app that the other database did not run as
+    written (shadow outcome candidate_error) in the shadow window; None when there were none."""
+    from shadow.report import candidate_errors, parse_duration
+
+    failing = candidate_errors(cutover.sqlite, parse_duration(cutover.settings.shadow_window))
+    if not failing:
+        return None
+    shown = "; ".join(f"{c['read_type']} ({c['error_class']}, count {c['count']})" for c in failing[:5])
+    more = f" and {len(failing) - 5} more" if len(failing) > 5 else ""
+    on = failing[0]["secondary_db"] or "the other database"
+    return Check(
+        "app_queries", True,
+        f"warning: {len(failing)} of the app's statements failed on {on} in the last"
+        f" {cutover.settings.shadow_window}: {shown}{more}; they will fail there after the move"
+        " (candidate errors in `hrp-cutover report`)",
+    )
+
+
 def _backfill_check(cutover: Cutover) -> Check:
     """The backfill copied every legacy row (hrp_cutover_backfill marked complete)."""
     from hrp_data.backfill.run import backfill_status
@@ -294,6 +313,9 @@ def checklist(cutover: Cutover, target: Phase, *, accept_quarantine: bool = Fals
         if PHASES[target].primary == POSTGRES:
             checks.append(_statistics_check(cutover))
         checks.append(_shadow_check(cutover))
+        app_queries = _app_queries_check(cutover)
+        if app_queries is not None:
+            checks.append(app_queries)
     if PHASES[target].primary == POSTGRES and PHASES[current].primary != POSTGRES:
         checks.append(_backfill_check(cutover))
         checks.append(_quarantine_check(cutover, accept_quarantine))

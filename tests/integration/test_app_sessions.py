@@ -8,6 +8,8 @@ write gate and its reads follow a flip within a second.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import sqlite3
 import threading
 import time
@@ -22,12 +24,14 @@ from hrp_data.flip import move as flip
 from hrp_data.cutover.routing import sessionmaker_for
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.flip.move import move
+from hrp_data.flip.readiness import checklist
 from hrp_data.cutover.phases import Phase
 from hrp_data.schema.install import upgrade
 from hrp_data.web import HrpCutover
 from tests.conftest import MAINTENANCE
 from tests.e2e.example_app.app import create_app
 from tests.e2e.example_app.models import Race, db
+from shadow.report import build_report, mismatch_summary, render_html, render_json, render_text
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 
 
@@ -65,6 +69,7 @@ def _sqlite(path, sql: str, *params):
 def _add_race(client, name: str, **extra) -> dict:
     response = client.post("/races", json={"race_name": name, "track_name": "Ascot", "distance": 1200.5,
                                            "race_date": "2025-03-01", "weather": {"wind": "N"}, **extra})
+    response.close()  # its shadow samples are queued when its response closes
     assert response.status_code == 201, response.get_data(as_text=True)
     return response.get_json()
 
@@ -205,3 +210,122 @@ def test_a_plain_sqlalchemy_sessionmaker_follows_the_phase(legacy_file, postgres
         assert _pg(postgres_url, "SELECT horse_name FROM horses") == [("Plain",)]
         wait_drained(cutover)
         assert_equal(legacy_file, postgres_url)
+
+
+# -- shadow reads of the app's own statements ------------------------------------------------------
+
+
+def _get(client, path: str):
+    """GET and close the response: a request's shadow samples are queued when its response closes."""
+    response = client.get(path)
+    response.close()
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def _shadow_report(app) -> dict:
+    cutover = HrpCutover.state(app).cutover
+    cutover.shadow.flush()
+    return build_report(cutover.sqlite)
+
+
+@pytest.fixture
+def in_shadow(app, operator, legacy_file, postgres_url):
+    """The example app in the shadow phase with two races carried to PostgreSQL."""
+    client = app.test_client()
+    move(operator, Phase.DUAL_WRITE)
+    races = [_add_race(client, "Derby"), _add_race(client, "Oaks", track_name="York")]
+    move(operator, Phase.SHADOW)
+    wait_drained(HrpCutover.state(app).cutover)
+    time.sleep(0.6)  # the app's phase cache
+    return client, races
+
+
+def test_the_apps_orm_reads_are_compared_under_their_entity(in_shadow, app):
+    client, races = in_shadow
+    _get(client, "/races?limit=5")
+    _get(client, f"/races/{races[0]['id']}")
+    _get(client, "/horses")
+    _get(client, "/reports/tracks")
+    report = _shadow_report(app)
+    by_type = report["by_read_type"]
+    orm_races = [name for name in by_type if re.fullmatch(r"orm:Race#[0-9a-f]{6}", name)]
+    assert len(orm_races) == 2, by_type  # the list and the get
+    assert all(by_type[name]["matched"] >= 1 and by_type[name]["table"] == "races" for name in orm_races)
+    assert any(re.fullmatch(r"orm:Prediction#[0-9a-f]{6}", name) for name in by_type)  # race.predictions, lazily
+    assert any(re.fullmatch(r"orm:Horse#[0-9a-f]{6}", name) for name in by_type)
+    assert any(re.fullmatch(r"sql:races#[0-9a-f]{6}", name) for name in by_type), by_type  # the text() report
+    assert report["totals"]["mismatched"] == 0 and report["totals"]["errors"] == 0, report["totals"]
+    assert report["totals"]["compared"] == sum(r["compared"] for r in by_type.values()) >= 5
+
+
+def test_a_value_changed_in_postgres_is_a_mismatch_of_the_entity_read(in_shadow, app, postgres_url):
+    client, races = in_shadow
+    _pg(postgres_url, "UPDATE races SET track_name = 'Planted' WHERE id = %s", races[1]["id"])
+    assert _get(client, f"/races/{races[1]['id']}")["track_name"] == "York"  # the primary answers
+    report = _shadow_report(app)
+    mismatched = {name for name, r in report["by_read_type"].items() if r["mismatched"]}
+    assert len(mismatched) == 1 and re.fullmatch(r"orm:Race#[0-9a-f]{6}", mismatched.pop())
+    example = report["examples"][0]
+    assert (example["table"], example["key"], example["column"]) == ("races", [races[1]["id"]], "track_name")
+    assert (example["primary"], example["secondary"]) == ("York", "Planted")
+
+
+def test_a_sqlite_only_query_is_a_candidate_error_not_a_mismatch(in_shadow, app, operator):
+    client, _ = in_shadow
+    assert _get(client, "/reports/years") == {"2025": 2}
+    report = _shadow_report(app)
+    assert report["totals"]["mismatched"] == 0 and report["totals"]["errors"] == 0
+    assert report["totals"]["candidate_errors"] == 1
+    (failing,) = report["candidate_errors"]
+    assert re.fullmatch(r"sql:races#[0-9a-f]{6}", failing["read_type"])
+    assert failing["fingerprint"] == failing["read_type"][-6:]
+    assert failing["error_class"] == "UndefinedFunction" and "strftime" in failing["error"]
+    assert "strftime" in failing["statement"] and failing["secondary_db"] == "postgres"
+    assert mismatch_summary(operator.sqlite, 3600)["mismatches"] == 0
+    text = render_text(report)
+    assert failing["read_type"] in text.split("candidate errors (")[1]
+    assert failing["read_type"] in render_html(report)
+    checks = {check.name: check for check in checklist(operator, Phase.POSTGRES_PRIMARY)}
+    assert checks["app_queries"].ok and checks["app_queries"].detail.startswith("warning:")
+    assert failing["read_type"] in checks["app_queries"].detail
+
+
+def test_reads_inside_a_write_transaction_are_not_shadowed(in_shadow, app):
+    _, races = in_shadow
+    with app.app_context():
+        race = db.session.get(Race, races[0]["id"])
+        race.status = "running"
+        db.session.flush()
+        db.session.execute(sa.select(Race).where(Race.track_name == "York")).scalars().all()
+        db.session.execute(sa.text("SELECT count(*) FROM races")).scalar()
+        db.session.commit()
+    report = _shadow_report(app)
+    assert report["totals"]["compared"] == 1, report["by_read_type"]  # only the get before the write
+
+
+def test_no_secret_value_of_an_apps_query_reaches_the_store_or_the_report(in_shadow, app, legacy_file, postgres_url):
+    client, _ = in_shadow
+    _sqlite(legacy_file, "INSERT INTO users (id, username, email, password_hash) VALUES (7, 'ann', 'a@x', 'hash-one')")
+    HrpCutover.state(app).cutover.applier.notify()
+    deadline = time.monotonic() + 10
+    while not _pg(postgres_url, "SELECT id FROM users WHERE id = 7"):
+        assert time.monotonic() < deadline, "the applier did not carry the user"
+        time.sleep(0.05)
+    _pg(postgres_url, "UPDATE users SET password_hash = 'hash-two', username = 'bob' WHERE id = 7")
+    with app.app_context():
+        db.session.execute(
+            sa.text("SELECT id, username, password_hash AS reset_token FROM users WHERE password_hash <> :secret"),
+            {"secret": "param-secret"},
+        ).all()
+        db.session.execute(sa.text("SELECT id, strftime('%Y', 'now') FROM users WHERE password_hash <> :p"),
+                           {"p": "param-secret"}).all()
+    report = _shadow_report(app)
+    assert report["totals"]["mismatched"] == 1 and report["totals"]["candidate_errors"] == 1
+    columns = {(e["column"], json.dumps(e["primary"]), json.dumps(e["secondary"])) for e in report["examples"]}
+    assert ("username", '"ann"', '"bob"') in columns
+    assert any(column == "reset_token" and "sha256:" in primary for column, primary, _ in columns)
+    stored = "\n".join(" ".join(map(str, row)) for row in _sqlite(legacy_file, "SELECT * FROM hrp_cutover_mismatches"))
+    stored += "\n".join(" ".join(map(str, row)) for row in _sqlite(legacy_file, "SELECT * FROM hrp_cutover_candidate_errors"))
+    for shown in (stored, render_text(report), render_json(report), render_html(report)):
+        assert "hash-one" not in shown and "hash-two" not in shown and "param-secret" not in shown
