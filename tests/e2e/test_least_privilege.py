@@ -31,7 +31,7 @@ from hrp_data.cutover.phases import Phase
 from hrp_data.logs import configure_logging
 from hrp_data.web import create_app, services
 from hrp_data.web.extension import HrpCutover
-from tests.conftest import database_of_an_owner, libpq
+from tests.conftest import database_of_an_owner, libpq, with_login_passwords
 from tests.e2e.conftest import PASSWORD, login
 from tests.integration.cutover_helpers import assert_equal, settings_for, wait_drained
 from tools.cli import cli
@@ -132,6 +132,7 @@ def test_the_whole_cutover_without_superuser(mode, tmp_path, postgres_server_url
             created = operator(urls["owner"], "roles", "--migrator", names["migrator"], "--app", names["app"],
                                "--verifier", names["verifier"])
             assert f"role {names['app']} created" in created
+            with_login_passwords(urls["superuser"], names)
         schema = operator(migrator, "schema")
         if least:
             assert f"app role {names['app']}" in schema and f"verifier role {names['verifier']}" in schema

@@ -15,7 +15,7 @@ from hrp_data.cutover.phases import Phase
 from hrp_data.flip.move import move
 from hrp_data.logs import configure_logging
 from hrp_data.schema.install import upgrade
-from tests.conftest import database_of_an_owner, libpq
+from tests.conftest import database_of_an_owner, libpq, with_login_passwords
 from tests.integration.cutover_helpers import settings_for
 from tools.cli import cli
 from tools.seed import seed_database
@@ -40,8 +40,11 @@ def query(url: str, sql: str, params=None):
 
 
 def _roles(names, urls, *extra, stdin: str | None = None):
-    return run(urls, "roles", "--migrator", names["migrator"], "--app", names["app"], "--verifier",
+    done = run(urls, "roles", "--migrator", names["migrator"], "--app", names["app"], "--verifier",
                names["verifier"], *extra, direct=urls["owner"], stdin=stdin)
+    if "--set-passwords" not in extra:
+        with_login_passwords(urls["superuser"], names)
+    return done
 
 
 def test_roles_then_schema_grant_every_table_now_and_later(owned, tmp_path):
@@ -91,6 +94,7 @@ def test_roles_sets_passwords_without_showing_them(owned):
 def test_roles_as_a_role_that_may_not_create_roles_says_what_to_do(owned):
     names, urls = owned
     query(urls["superuser"], f'CREATE ROLE "{names["app"]}" LOGIN')
+    with_login_passwords(urls["superuser"], names)
     result = run(urls, "roles", "--migrator", names["migrator"], direct=urls["app"])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
