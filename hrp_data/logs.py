@@ -75,6 +75,8 @@ _POOL_HANDLER.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)
 def configure_logging(log_format: str = "console", level: str = "INFO", stream=None) -> None:
     """Configure structlog for this process (called by the CLI group and the WSGI entry)."""
     pool_logger = logging.getLogger("sqlalchemy.pool")  # its child loggers' records reach this handler
+    if getattr(_POOL_HANDLER.stream, "closed", False):
+        _POOL_HANDLER.stream = None  # a stream closed under it (a test's capture): nothing to flush
     _POOL_HANDLER.setStream(stream or sys.stderr)
     if _POOL_HANDLER not in pool_logger.handlers:
         pool_logger.addHandler(_POOL_HANDLER)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +43,11 @@ class Settings:
     sqlite_url: str = "sqlite:///data/hrp_database.db"
     postgres_url: str | None = None
     postgres_direct_url: str | None = None
+    app_role: str | None = None
+    """The PostgreSQL role the app connects as (readiness `privileges`, `schema`'s grants); unset: the
+    user of HRP_POSTGRES_URL where HRP_POSTGRES_DIRECT_URL names another (`app_role_name`)."""
+    verifier_role: str | None = None
+    """A read-only role `schema` grants SELECT on every table (docs/operations.md, least privilege)."""
     phase: str = "sqlite_only"
     log_format: str = "console"
     log_level: str = "INFO"
@@ -95,6 +101,11 @@ class Settings:
             _check_url("HRP_POSTGRES_URL", self.postgres_url, "postgresql")
         if self.postgres_direct_url is not None:
             _check_url("HRP_POSTGRES_DIRECT_URL", self.postgres_direct_url, "postgresql")
+        for variable, role in (("HRP_APP_ROLE", self.app_role), ("HRP_VERIFIER_ROLE", self.verifier_role)):
+            if role is not None and not _ROLE_NAME.fullmatch(role):
+                raise SettingsError(
+                    f"{variable}={role!r} is not a PostgreSQL role name; use letters, digits, _ and $ (at most 63)"
+                )
         _check_choice("HRP_PHASE", self.phase, PHASE_NAMES)
         _check_choice("HRP_LOG_FORMAT", self.log_format, LOG_FORMATS)
         _check_choice("HRP_ENV", self.env, ENVIRONMENTS)
@@ -211,7 +222,17 @@ class Settings:
         """
         if self.postgres_direct_url is None:
             return self
-        return dataclasses.replace(self, postgres_url=self.postgres_direct_url)
+        return dataclasses.replace(self, postgres_url=self.postgres_direct_url, app_role=self.app_role_name())
+
+    def app_role_name(self) -> str | None:
+        """The app's PostgreSQL role: HRP_APP_ROLE, else the user of HRP_POSTGRES_URL when
+        HRP_POSTGRES_DIRECT_URL names another user (None: the app connects as the operator does)."""
+        if self.app_role is not None:
+            return self.app_role
+        if self.postgres_url is None or self.postgres_direct_url is None:
+            return None
+        app, direct = _url_user(self.postgres_url), _url_user(self.postgres_direct_url)
+        return app if app is not None and direct is not None and app != direct else None
 
     @property
     def operator_variable(self) -> str:
@@ -262,6 +283,16 @@ class Settings:
                 " (e.g. postgresql://user@host:5432/hrp)"
             )
         return self.postgres_url
+
+
+_ROLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+
+
+def _url_user(url: str) -> str | None:
+    try:
+        return make_url(url).username or None
+    except ArgumentError:
+        return None
 
 
 def _number(variable: str, value: Any, kind: type, low: float, high: float, allowed: str) -> Any:

@@ -88,6 +88,54 @@ def scratch_database(server_url: str, prefix: str = "hrp_test") -> Iterator[str]
         admin.close()
 
 
+def libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+ROLE_PASSWORD = uuid.uuid4().hex
+"""The password of the roles the tests make (a server reached by HRP_TEST_POSTGRES_URL may ask for one)."""
+
+
+def with_login_passwords(superuser_url: str, names: dict[str, str]) -> None:
+    """Give the roles of `names` that exist the tests' password (the URLs carry it)."""
+    admin = psycopg2.connect(libpq(superuser_url))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            for name in names.values():
+                cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+                if cursor.fetchone():
+                    cursor.execute(f'ALTER ROLE "{name}" PASSWORD %s', (ROLE_PASSWORD,))
+    finally:
+        admin.close()
+
+
+@contextlib.contextmanager
+def database_of_an_owner(server_url: str):
+    """A database owned by a fresh role that may create roles but is not superuser; every role
+    made in the test is dropped afterwards (roles belong to the server, not the database)."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {kind: f"hrp_{kind}_{suffix}" for kind in ("owner", "migrator", "app", "verifier")}
+    database = f"hrp_roles_{suffix}"
+    admin = psycopg2.connect(libpq(server_url))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE ROLE "{names["owner"]}" LOGIN CREATEROLE NOSUPERUSER PASSWORD %s', (ROLE_PASSWORD,))
+        cursor.execute(f'CREATE DATABASE "{database}" OWNER "{names["owner"]}"')
+    base = make_url(server_url).set(drivername="postgresql+psycopg2", database=database, password=ROLE_PASSWORD)
+    urls = {kind: base.set(username=name).render_as_string(hide_password=False) for kind, name in names.items()}
+    urls["superuser"] = make_url(server_url).set(drivername="postgresql+psycopg2", database=database) \
+        .render_as_string(hide_password=False)
+    try:
+        yield names, urls
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            for name in reversed(list(names.values())):
+                cursor.execute(f'DROP ROLE IF EXISTS "{name}"')
+        admin.close()
+
+
 @pytest.fixture
 def postgres_url(postgres_server_url):
     """A fresh, empty database on the test server; dropped after the test."""

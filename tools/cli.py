@@ -227,9 +227,11 @@ def postgres_option(function):
 @pass_context
 def schema(ctx: Context, postgres_url: str | None, as_sql: bool) -> None:
     """Create the PostgreSQL schema from the SQLite file's own (the HRP tables by their Alembic
-    migrations, to head; every other table and column from the file); idempotent."""
+    migrations, to head; every other table and column from the file), the layer's own tables, and the
+    grants to the app's role (HRP_APP_ROLE) and the verifier's (HRP_VERIFIER_ROLE); idempotent."""
     from hrp_data.catalog import catalog_of_file
     from hrp_data.schema.install import catalog_ddl, install, upgrade
+    from hrp_data.schema.layer import prepare
 
     settings = settings_from(ctx, postgres_url=postgres_url)
     catalog = None
@@ -245,9 +247,13 @@ def schema(ctx: Context, postgres_url: str | None, as_sql: bool) -> None:
             click.echo(f"-- not carried over: {item.what} {item.name}: {item.why}")
         return
     with domain_errors():
-        url = operator_settings(ctx, postgres_url).require_postgres()
+        settings = operator_settings(ctx, postgres_url)
+        url = settings.require_postgres()
         result = upgrade(url) if catalog is None else install(url, catalog)
+        notes = prepare(url, app_role=settings.app_role, verifier_role=settings.verifier_role)
     click.echo(result.message)
+    for note in notes:
+        click.echo(note)
     for item in catalog.not_carried if catalog is not None else ():
         click.echo(f"not carried over: {item.what} {item.name}: {item.why}")
 
@@ -440,7 +446,8 @@ def _register(module_names: tuple[str, ...]) -> None:
             cli.add_command(command)
 
 
-_register(("backfill_cmd", "report_cmd", "web_cmd", "verify_cmd", "bench_cmd", "demo_cmd", "unlock_cmd", "metrics_cmd"))
+_register(("backfill_cmd", "report_cmd", "web_cmd", "verify_cmd", "bench_cmd", "demo_cmd", "unlock_cmd", "metrics_cmd",
+           "roles_cmd"))
 
 
 def main() -> None:

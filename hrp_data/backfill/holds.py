@@ -151,6 +151,10 @@ def hold_foreign_keys(connection: Any) -> bool:
     """Skip foreign-key triggers for this session; False (checks stay on) where the role may not."""
     with connection.cursor() as cursor:
         try:
+            if connection.server_version >= 150000:  # ask first: a refused SET is an ERROR in the server's log
+                cursor.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+                if not cursor.fetchone()[0]:
+                    raise psycopg2.errors.InsufficientPrivilege()
             cursor.execute("SET session_replication_role = replica")
         except psycopg2.errors.InsufficientPrivilege:
             connection.rollback()

@@ -41,6 +41,10 @@ from hrp_data.settings import Settings, SettingsError
 from hrp_data.cutover.shadow_reads import ShadowReads, catalog_kinds
 from hrp_data.unit_of_work import UnitOfWork
 
+LAYER_MISSING_FIX = (
+    "PostgreSQL lacks the layer's outbox tables and this role may not create them: run `hrp-cutover schema` as"
+    " the migrator role (HRP_POSTGRES_DIRECT_URL); changes wait in the outbox until then"
+)
 GATE_ATTEMPTS = 5
 INSTALL_RETRY_S = 5.0
 """How often the applier tries again to install the outbox tables on a PostgreSQL that did not answer."""
@@ -85,6 +89,7 @@ class Cutover:
         outbox.install_tables(self.sqlite)
         heartbeat.install(self.sqlite)
         self._postgres_installed = False
+        self._install_refused = False
         self._next_install_at = 0.0
         self.schema_watch = SchemaWatch(
             self.engine, lambda: self.phase_row(fresh=True), self._carry_uncaptured, catalog=self.catalog,
@@ -196,6 +201,11 @@ class Cutover:
             outbox.install_tables(self.postgres)
         except sa.exc.SQLAlchemyError as error:
             self._next_install_at = time.monotonic() + INSTALL_RETRY_S
+            if getattr(getattr(error, "orig", None), "pgcode", None) == "42501":  # the app's role may not CREATE
+                if not self._install_refused:
+                    log.error("postgres.layer_tables_missing", error=describe_error(error), fix=LAYER_MISSING_FIX)
+                self._install_refused = True
+                return False
             log.warning("postgres.install_deferred", error=describe_error(error), retry_in_s=INSTALL_RETRY_S)
             return False
         self._postgres_installed = True

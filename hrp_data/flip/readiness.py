@@ -290,6 +290,31 @@ def statement_logging_check(cutover: Cutover, target: Phase) -> Check:
     return Check("statement_logging", True, f"warning: {detail}")
 
 
+def _privileges_check(cutover: Cutover) -> Check:
+    """The app's role may do all it must once PostgreSQL carries writes (rows of every table, the outbox,
+    the idempotency keys, sequences, temporary tables), and the mover's role may move (owns the tables)."""
+    from hrp_data.schema.roles import missing_privileges, mover_problem
+
+    tables = list(cutover.catalog.tables)
+    with cutover.engine(POSTGRES).connect() as connection:
+        role = cutover.settings.app_role or log_safety.current_role(connection)
+        missing = missing_privileges(connection, role, tables)
+        cannot_move = mover_problem(connection, tables)
+        connection.rollback()
+    problems = []
+    if missing:
+        shown = "; ".join(missing[:6]) + (f"; and {len(missing) - 6} more" if len(missing) > 6 else "")
+        problems.append(
+            f"the app's role {role} lacks what it needs: {shown} (run them as the migrator, or"
+            f" `hrp-cutover schema` as the migrator with HRP_APP_ROLE={role}, which grants them all)"
+        )
+    if cannot_move:
+        problems.append(f"{cannot_move}: move as the migrator role that owns them (HRP_POSTGRES_DIRECT_URL)")
+    if problems:
+        return Check("privileges", False, "; ".join(problems))
+    return Check("privileges", True, f"the app's role {role} may write every table, the outbox and the sequences")
+
+
 def checklist(cutover: Cutover, target: Phase, *, accept_quarantine: bool = False) -> list[Check]:
     """Every check that applies to moving from the current phase to `target`."""
     current = cutover.phase(fresh=True).phase
@@ -306,6 +331,7 @@ def checklist(cutover: Cutover, target: Phase, *, accept_quarantine: bool = Fals
     checks.append(_schema_check(cutover))
     checks.append(_outbox_check(cutover))
     checks.append(statement_logging_check(cutover, target))
+    checks.append(_privileges_check(cutover))
     if PHASES[target].primary != PHASES[current].primary:
         checks.append(_verify_check(cutover))
         checks.append(_foreign_keys_check(cutover))

@@ -201,6 +201,7 @@ def move(cutover: Cutover, target: Phase, *, by: dict[str, Any], accept_quaranti
     """
     options = {"accept_quarantine": True} if accept_quarantine else {}
     with _mover(cutover) as mover, acting_for(f"dashboard user {by['username']!r} (id {by['id']})"):
+        _may_move(mover)
         result, _checks_run = guarded_move(mover, target, **options)
     return result
 
@@ -224,6 +225,27 @@ def _mover(cutover: Cutover) -> Iterator[Cutover]:
                 " (`hrp-cutover flip`/`rollback` with HRP_POSTGRES_DIRECT_URL); nothing was changed"
             )
     yield cutover
+
+
+def _may_move(mover: Cutover) -> None:
+    """Refuse, before anything changes, a move by a role that does not own the tables: a move enables
+    and disables triggers, which only their owner (the migrator) may (docs/operations.md, least privilege)."""
+    from hrp_data.schema.roles import mover_problem
+
+    if mover.postgres is None:
+        return
+    try:
+        with mover.postgres.connect() as connection:
+            problem = mover_problem(connection, list(mover.catalog.tables))
+            connection.rollback()
+    except sa.exc.SQLAlchemyError:
+        return  # nothing answers: the move says so itself
+    if problem is not None:
+        raise SettingsError(
+            f"the dashboard cannot move the phase: {problem}; move with the CLI as the migrator role"
+            " (`hrp-cutover flip`/`rollback`/`phase set` with HRP_POSTGRES_DIRECT_URL naming the migrator),"
+            " or give the app HRP_POSTGRES_DIRECT_URL as the migrator; nothing was changed"
+        )
 
 
 @functools.lru_cache(maxsize=8)

@@ -97,7 +97,7 @@ def test_the_dashboard_shows_the_state(sqlite_world):
     status = client.get("/admin/cutover/status.json").get_json()
     assert status["overview"]["status"]["phase"] == "sqlite_only"
     assert status["overview"]["moves"] == {"previous": None, "next": "dual_write"}
-    assert {c["name"] for c in status["overview"]["checks"]} == {"move", "schema", "outbox", "statement_logging"}
+    assert {c["name"] for c in status["overview"]["checks"]} == {"move", "schema", "outbox", "statement_logging", "privileges"}
     assert set(status["html"]) == {f"section-{s}" for s in
                                    ("phase", "outbox", "workers", "backfill", "verify", "shadow", "readiness")}
     assert 'id="phase">sqlite_only<' in status["html"]["section-phase"]
