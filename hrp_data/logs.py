@@ -72,12 +72,28 @@ _POOL_HANDLER.addFilter(_PoolCleanupFilter())
 _POOL_HANDLER.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
 
+class _StandardError:
+    """sys.stderr as it is at each write: whoever replaced it since (a test's capture, CliRunner, a
+    redirect) gets the line, and a stream closed since is never written to."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+STDERR = _StandardError()
+
+
 def configure_logging(log_format: str = "console", level: str = "INFO", stream=None) -> None:
-    """Configure structlog for this process (called by the CLI group and the WSGI entry)."""
+    """Configure structlog for this process (called by the CLI group and the WSGI entry); without
+    `stream`, every line goes to the sys.stderr of the moment it is written."""
+    stream = STDERR if stream is None else stream
     pool_logger = logging.getLogger("sqlalchemy.pool")  # its child loggers' records reach this handler
     if getattr(_POOL_HANDLER.stream, "closed", False):
-        _POOL_HANDLER.stream = None  # a stream closed under it (a test's capture): nothing to flush
-    _POOL_HANDLER.setStream(stream or sys.stderr)
+        _POOL_HANDLER.stream = None  # a stream closed under it: nothing to flush
+    _POOL_HANDLER.setStream(stream)
     if _POOL_HANDLER not in pool_logger.handlers:
         pool_logger.addHandler(_POOL_HANDLER)
     pool_logger.propagate = False
@@ -86,6 +102,6 @@ def configure_logging(log_format: str = "console", level: str = "INFO", stream=N
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         # one write per line (PrintLogger writes the newline apart): processes sharing a pipe never
         # interleave inside a line
-        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

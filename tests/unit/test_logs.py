@@ -61,3 +61,24 @@ def test_a_pool_cleanup_error_is_one_line_without_a_traceback():
     out = stream.getvalue()
     assert out.count("\n") == 1 and "Traceback" not in out and "SECRET" not in out
     assert "Exception during reset or similar: ConnectionError: connection already closed" in out
+
+
+def test_lines_go_to_the_stderr_of_the_moment_never_to_one_closed_since(monkeypatch, capsys):
+    """Configured while something had replaced sys.stderr (a test's capture, CliRunner) that has
+    closed since: the next line goes to the sys.stderr of now, not to the closed stream."""
+    import io
+    import sys
+
+    import structlog
+
+    from hrp_data.logs import configure_logging
+
+    replaced = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", replaced)
+    configure_logging("console", "INFO")
+    structlog.get_logger("t").warning("first")
+    monkeypatch.undo()
+    replaced.close()
+    structlog.get_logger("t").warning("second")  # raised ValueError: I/O operation on closed file
+    assert "second" in capsys.readouterr().err
+    configure_logging()
