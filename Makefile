@@ -23,8 +23,9 @@ demo: $(STAMP)
 system-packages:
 	sh tools/setup/system_packages.sh
 
+# Two workers (pytest-xdist), one per core of the CI machine, each with a PostgreSQL of its own.
 test: $(STAMP) system-packages
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
