@@ -49,7 +49,7 @@ import structlog
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from adapters.binds import writing
-from adapters.catalog import Catalog, short_name
+from adapters.catalog import Catalog, quote, short_name
 from hrp_data.catalog import captured, file_catalog
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
@@ -251,12 +251,16 @@ class SchemaWatch:
         """Add on PostgreSQL the columns the migration added on SQLite (the primary); adopt the
         catalog read again wherever the file has columns this process's catalog lacks (added here,
         or by another process's watch); queue those tables' rows for carrying. Returns the drift left."""
-        carried = self._add_on_postgres([d for d in drift if d.only_in == SQLITE and d.column is not None])
+        added = [d for d in drift if d.only_in == SQLITE and d.column is not None]
+        behind = self._behind(drift)
+        if not added and not behind:
+            return drift
+        fresh = file_catalog(self.engines(SQLITE))  # read once, for the ALTERs and the adoption
+        carried = self._add_on_postgres(added, fresh)
         left = [d for d in drift if d not in carried]
-        tables = {d.table for d in carried} | self._behind(left)
+        tables = {d.table for d in carried} | behind
         if not tables:
             return left
-        fresh = file_catalog(self.engines(SQLITE))
         self._take(fresh)
         self.adopt(fresh)
         if carried:
@@ -267,11 +271,11 @@ class SchemaWatch:
         self._seen.pop(POSTGRES, None)
         return left
 
-    def _add_on_postgres(self, added: list[ColumnDrift]) -> list[ColumnDrift]:
-        """`ALTER TABLE ... ADD COLUMN IF NOT EXISTS` for each, with the file's mapping; returns those added."""
+    def _add_on_postgres(self, added: list[ColumnDrift], fresh: Catalog) -> list[ColumnDrift]:
+        """`ALTER TABLE ... ADD COLUMN IF NOT EXISTS` for each, with the file's mapping (`fresh`);
+        returns those added."""
         if not added:
             return []
-        fresh = file_catalog(self.engines(SQLITE))
         dialect = self.engines(POSTGRES).dialect
         statements, carried = [], []
         for change in added:
@@ -280,7 +284,7 @@ class SchemaWatch:
             if column is None or column.primary_key or column.identity is not None:
                 continue
             statements.append(
-                f"ALTER TABLE {_quote(change.table)} ADD COLUMN IF NOT EXISTS"
+                f"ALTER TABLE {quote(change.table)} ADD COLUMN IF NOT EXISTS"
                 f" {sa.schema.CreateColumn(column).compile(dialect=dialect)}"
             )
             carried.append(change)
@@ -374,7 +378,3 @@ class SchemaWatch:
         except Exception as error:  # noqa: BLE001 - PostgreSQL away, a lock held: next time
             self._seen.clear()
             log.info("schema.watch_later", error=describe_error(error))
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
