@@ -41,11 +41,11 @@ test-fuzz: $(STAMP)
 
 bench: $(STAMP)
 	rm -rf artifacts/bench
-	$(BIN)/python -m pytest -m bench -s tests/bench
+	$(BIN)/python -m pytest -m bench -s --timeout=0 tests/bench
 	$(BIN)/hrp-cutover bench
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -m soak -s tests/soak tests/integration/test_move_model.py
+	$(BIN)/python -m pytest -m soak -s --timeout=0 tests/soak tests/integration/test_move_model.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
