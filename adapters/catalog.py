@@ -258,6 +258,51 @@ def _by_declaration(declared: str) -> _Type | None:
     return None
 
 
+_SQLITE_SPELLINGS = {
+    "bigint": "BIGINT", "integer": "INTEGER", "smallint": "SMALLINT", "text": "TEXT", "boolean": "BOOLEAN",
+    "date": "DATE", "timestamp without time zone": "DATETIME", "timestamp with time zone": "TIMESTAMPTZ",
+    "double precision": "DOUBLE PRECISION", "bytea": "BLOB", "numeric": "NUMERIC",
+}
+_SIZED = re.compile(r"(character varying|numeric)\((\d+)(?:,(\d+))?\)")
+_PG_LITERAL = re.compile(r"('(?:[^']|'')*'|-?\d+(?:\.\d+)?|true|false)(?:::[a-z ]+(?:\(\d+(?:,\d+)?\))?)?")
+
+
+def sqlite_declaration(postgres_type: str, not_null: bool = False, default: str | None = None) -> str | None:
+    """The SQLite column declaration (type, default, NOT NULL) for a column PostgreSQL holds as
+    `postgres_type` (format_type's spelling), such that reading the file back gives the same type or
+    a wider one (`integer` -> INTEGER -> bigint); None where no declaration does (json, uuid, arrays,
+    real, intervals, blank-padded character(n)...). Only a literal default is kept (SQLite's ADD COLUMN takes no other), and
+    NOT NULL only with one (SQLite's ADD COLUMN refuses NOT NULL without a default)."""
+    spelling = _SQLITE_SPELLINGS.get(postgres_type)
+    sized = _SIZED.fullmatch(postgres_type)
+    if sized:
+        kind, first, second = sized.groups()
+        spelling = f"VARCHAR({first})" if kind == "character varying" else f"NUMERIC({first},{second or 0})"
+    if spelling is None:
+        return None
+    literal = _PG_LITERAL.fullmatch(default.strip()) if default else None
+    if literal is None:
+        return spelling
+    value = {"true": "1", "false": "0"}.get(literal.group(1), literal.group(1))
+    return f"{spelling} {'NOT NULL ' if not_null else ''}DEFAULT {value}"
+
+
+_ENFORCED = {"INTEGER": "integer", "INT": "integer", "SMALLINT": "smallint"}
+_VARCHAR = re.compile(r"(?:VARCHAR|CHARACTER VARYING)\s*\(\s*(\d+)\s*\)")
+
+
+def enforced_spelling(declared: str) -> str | None:
+    """The PostgreSQL type (as SQLAlchemy compiles it, blanks removed) that enforces what the file's
+    declaration says but SQLite never enforced: `integer` for INTEGER, `varchar(20)` for VARCHAR(20).
+    A PostgreSQL column of that type holds the declaration as the app meant it (its own migration
+    made it so after the flip: sqlite_declaration); a value beyond it is refused with its reason."""
+    upper = " ".join(declared.upper().split())
+    if upper in _ENFORCED:
+        return _ENFORCED[upper]
+    match = _VARCHAR.fullmatch(upper)
+    return f"varchar({match.group(1)})" if match else None
+
+
 def _by_values(classes: dict[str, int], declared: str) -> _Type:
     """The type an undecided column's stored values allow without loss."""
     present = {name for name, count in classes.items() if count and name != "null"}

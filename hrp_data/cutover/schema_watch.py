@@ -33,8 +33,14 @@ a change:
    (`adopt`) so the applier carries whole images again, resets the evidence
    and carries the table's rows like a capture gap. Where PostgreSQL refuses
    (the app's role may not alter the table) the drift stays named, with
-   `hrp-cutover schema` as the fix. Anything else (a dropped or renamed column,
-   a new table, a change made on PostgreSQL) is only named.
+   `hrp-cutover schema` as the fix;
+5. after the flip, carries a column the migration added on PostgreSQL to the
+   file the same way (`ALTER TABLE ... ADD COLUMN` in a write transaction of
+   the file that re-reads the phase, declared so the file's catalog reads it
+   back as the same type: adapters.catalog.sqlite_declaration), so a rollback
+   stays possible. A type no SQLite declaration maps back (json, uuid,
+   arrays...) stays named and the rollback refused.
+Anything else (a dropped or renamed column, a new table) is only named.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ import structlog
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from adapters.binds import writing
-from adapters.catalog import Catalog, quote, short_name
+from adapters.catalog import Catalog, quote, short_name, sqlite_declaration
 from hrp_data.catalog import captured, file_catalog
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
@@ -183,6 +189,27 @@ def unguarded(connection: sa.Connection, tables: Sequence[sa.Table]) -> list[str
     return _missing(connection, tables, sqlite_adapter.GUARD_PREFIX, lambda table: postgres_adapter.GUARD_TRIGGER)
 
 
+def postgres_columns(connection: sa.Connection, pairs: Sequence[tuple[str, str]]) \
+        -> dict[tuple[str, str], tuple[str, bool, str | None]]:
+    """(table, column) -> (format_type spelling, NOT NULL, default expression) on PostgreSQL."""
+    rows = connection.exec_driver_sql(
+        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+        " pg_get_expr(d.adbin, d.adrelid)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()"
+        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+        " LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum"
+        " WHERE c.relname = ANY(%(tables)s)",
+        {"tables": sorted({table for table, _ in pairs})},
+    ).all()
+    wanted = set(pairs)
+    return {(table, column): (kind, not_null, default)
+            for table, column, kind, not_null, default in rows if (table, column) in wanted}
+
+
+def _carried_reason(carried: Sequence[ColumnDrift]) -> str:
+    return f"columns added by a migration: {', '.join(map(str, carried))}"
+
+
 def sqlite_names(catalog: Catalog) -> dict[str, str]:
     """Catalog name -> the file's name, for the tables whose names differ."""
     return {name: entry.name for name, entry in catalog.tables.items() if entry.name != name}
@@ -240,23 +267,28 @@ class SchemaWatch:
             if unguarded:
                 log.warning("schema.guard_rearmed", tables=unguarded, secondary=row.secondary)
             drift = schema_drift(self.engines(SQLITE), self.engines(POSTGRES), self.names, sqlite_names(self.catalog))
-            if row.primary == SQLITE and self.adopt is not None:
-                drift = self._carry_columns(drift)
+            if self.adopt is not None:
+                drift = self._carry_columns(drift, row.primary)
             if drift != self.drift and drift:
                 log.warning("schema.drift", differences=[str(d) for d in drift])
             self.drift = drift
         return rearmed
 
-    def _carry_columns(self, drift: list[ColumnDrift]) -> list[ColumnDrift]:
-        """Add on PostgreSQL the columns the migration added on SQLite (the primary); adopt the
-        catalog read again wherever the file has columns this process's catalog lacks (added here,
-        or by another process's watch); queue those tables' rows for carrying. Returns the drift left."""
-        added = [d for d in drift if d.only_in == SQLITE and d.column is not None]
+    def _carry_columns(self, drift: list[ColumnDrift], primary: str) -> list[ColumnDrift]:
+        """Add on the secondary the columns the app's migration added on the primary; adopt the
+        file's catalog read again wherever the file has columns this process's catalog lacks (added
+        here, or by another process's watch); queue those tables' rows for carrying. Returns the
+        drift left."""
+        added = [d for d in drift if d.only_in == primary and d.column is not None]
         behind = self._behind(drift)
         if not added and not behind:
             return drift
-        fresh = file_catalog(self.engines(SQLITE))  # read once, for the ALTERs and the adoption
-        carried = self._add_on_postgres(added, fresh)
+        if primary == SQLITE:
+            fresh = file_catalog(self.engines(SQLITE))  # read once, for the ALTERs and the adoption
+            carried = self._add_on_postgres(added, fresh)
+        else:
+            carried = self._add_on_sqlite(added)
+            fresh = file_catalog(self.engines(SQLITE))  # with the columns just added
         left = [d for d in drift if d not in carried]
         tables = {d.table for d in carried} | behind
         if not tables:
@@ -264,12 +296,57 @@ class SchemaWatch:
         self._take(fresh)
         self.adopt(fresh)
         if carried:
-            with writing(self.engines(SQLITE)) as sqlite:
-                move_journal.reset_evidence(sqlite, f"columns added by a migration: {', '.join(map(str, carried))}")
-            log.warning("schema.columns_carried", columns=[f"{d.table}.{d.column}" for d in carried])
+            if primary == SQLITE:  # on PostgreSQL's side the reset shared the ALTERs' transaction
+                with writing(self.engines(SQLITE)) as sqlite:
+                    move_journal.reset_evidence(sqlite, _carried_reason(carried))
+            log.warning("schema.columns_carried", columns=[f"{d.table}.{d.column}" for d in carried],
+                        to=POSTGRES if primary == SQLITE else SQLITE)
         self._to_carry.update(tables)
-        self._seen.pop(POSTGRES, None)
+        self._seen.pop(POSTGRES if primary == SQLITE else SQLITE, None)
         return left
+
+    def _add_on_sqlite(self, added: list[ColumnDrift]) -> list[ColumnDrift]:
+        """After the flip: `ALTER TABLE ... ADD COLUMN` in the file for each column PostgreSQL got,
+        declared so the file's catalog reads it back as the same type (or a wider one:
+        adapters.catalog.sqlite_declaration); returns those added. A type no declaration maps back
+        stays named as drift, and the rollback refused, with the statement to run."""
+        if not added:
+            return []
+        with self.engines(POSTGRES).connect() as connection:
+            described = postgres_columns(connection, [(d.table, d.column) for d in added])
+            connection.rollback()
+        names = sqlite_names(self.catalog)
+        statements, carried = [], []
+        for change in added:
+            found = described.get((change.table, change.column))
+            declaration = sqlite_declaration(*found) if found else None
+            if declaration is None:
+                log.warning("schema.column_not_carried", column=str(change),
+                            postgres_type=found[0] if found else None,
+                            fix="add the column to the SQLite file by hand (its type has no SQLite"
+                                " declaration the layer reads back the same) before a rollback")
+                continue
+            statements.append(f"ALTER TABLE {quote(names.get(change.table, change.table))}"
+                              f" ADD COLUMN {quote(change.column)} {declaration}")
+            carried.append(change)
+        if not carried:
+            return []
+        try:
+            with writing(self.engines(SQLITE)) as connection:  # a move holds this lock while it moves
+                row = self.phase_row()
+                if row.primary != POSTGRES or move_journal.current(self.engines(SQLITE)) is not None:
+                    return []  # the phase moved meanwhile: the next look decides again
+                live = live_columns(connection, list({names.get(d.table, d.table) for d in carried}))
+                for change, statement in zip(carried, statements):
+                    if change.column not in live.get(names.get(change.table, change.table), []):
+                        connection.exec_driver_sql(statement)
+                move_journal.reset_evidence(connection, _carried_reason(carried))
+        except sa.exc.SQLAlchemyError as error:  # the file locked too long: look again next round
+            log.warning("schema.columns_not_carried", columns=[str(d) for d in carried],
+                        error=describe_error(error))
+            self._seen.pop(SQLITE, None)
+            return []
+        return carried
 
     def _add_on_postgres(self, added: list[ColumnDrift], fresh: Catalog) -> list[ColumnDrift]:
         """`ALTER TABLE ... ADD COLUMN IF NOT EXISTS` for each, with the file's mapping (`fresh`);

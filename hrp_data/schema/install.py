@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTable
 
-from adapters.catalog import Catalog
+from adapters.catalog import Catalog, enforced_spelling
 from adapters.postgres import create_postgres_engine
 from adapters.urls import redact_url
 from hrp_data.models import Base
@@ -142,6 +142,8 @@ def catalog_drift(connection: sa.Connection, catalog: Catalog) -> list[str]:
     wanted = [(table, list(table.columns)) for table in _beyond_models(catalog)]
     for name, column_name in sorted(_extra_columns(catalog)):
         wanted.append((catalog.tables[name].postgres, [catalog.tables[name].postgres.c[column_name]]))
+    declared_as = {(entry.key, m.postgres_name): enforced_spelling(m.declared)
+                   for entry in catalog.tables.values() for m in entry.mapping}
     for table, columns in wanted:
         if table.name not in present:
             found.append(f"table {table.name}: in the SQLite file, missing from the database")
@@ -153,7 +155,7 @@ def catalog_drift(connection: sa.Connection, catalog: Catalog) -> list[str]:
                 found.append(f"column {table.name}.{column.name}: in the SQLite file, missing from the database")
                 continue
             want, have = _type_text(column.type, connection.dialect), _type_text(there["type"], connection.dialect)
-            if want != have:
+            if want != have and have != declared_as.get((table.name, column.name)):
                 found.append(f"column {table.name}.{column.name}: type is {have} in the database, {want} in the catalog")
             if bool(there["nullable"]) != bool(column.nullable):
                 found.append(f"column {table.name}.{column.name}: nullable is {there['nullable']} in the database,"

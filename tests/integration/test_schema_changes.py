@@ -155,16 +155,62 @@ def test_a_column_added_on_sqlite_is_carried_with_its_values(live):
     assert_equal(path, postgres_url)
 
 
-def test_after_the_flip_a_column_added_on_postgresql_holds_the_rollback(live):
+def _file_columns(path) -> dict[str, str]:
+    with sqlite3.connect(path) as raw:
+        return {name: declared for _, name, declared, *_ in raw.execute("PRAGMA table_info(races)")}
+
+
+def test_after_the_flip_a_column_added_on_postgresql_is_carried_to_the_file(live):
+    """The app's migration now runs on PostgreSQL and writes the new columns at once: within
+    seconds the file has them (declared so its catalog reads back the same types), the values are
+    carried, later writes carry them, verify is EQUAL and the rollback is possible again."""
     cutover, path, postgres_url = live
     move(cutover, Phase.SHADOW)
     move(cutover, Phase.POSTGRES_PRIMARY)
-    with cutover.engine("postgres").begin() as connection:  # the app's migration, now on the primary
-        connection.exec_driver_sql("ALTER TABLE races ADD COLUMN going TEXT")
+    with cutover.engine("postgres").begin() as connection:  # the migration, then the app's writes
+        connection.exec_driver_sql("ALTER TABLE races ADD COLUMN going varchar(20)")
+        connection.exec_driver_sql("ALTER TABLE races ADD COLUMN purse numeric(12,2) NOT NULL DEFAULT 0")
+        connection.exec_driver_sql("ALTER TABLE races ADD COLUMN checked_at timestamp")
+        connection.exec_driver_sql("UPDATE races SET going = 'soft', purse = 1250.50,"
+                                   " checked_at = '2026-05-01 10:00:00' WHERE id <= 4")
+
+    def carried() -> bool:
+        if not {"going", "purse", "checked_at"} <= set(_file_columns(path)):
+            return False
+        with sqlite3.connect(path) as raw:
+            return raw.execute("SELECT count(*) FROM races WHERE going = 'soft' AND purse = 1250.5"
+                               " AND checked_at = '2026-05-01 10:00:00'").fetchone()[0] == 4
+
+    _wait(carried)
+    declared = _file_columns(path)
+    assert (declared["going"], declared["purse"], declared["checked_at"]) == ("VARCHAR(20)", "NUMERIC(12,2)", "DATETIME")
+    with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql("UPDATE races SET going = 'heavy' WHERE id = 1")
+    with sqlite3.connect(path) as raw:
+        _wait(lambda: raw.execute("SELECT going FROM races WHERE id = 1").fetchone()[0] == "heavy")
+    assert move_journal.evidence_reset(cutover.sqlite) is not None  # an older verify no longer counts
     result = verify(cutover, record=False)
-    assert not result.equal and {"table": "races", "column": "going", "kind": "column_only_in_postgres"} in result.schema
+    assert result.equal and not result.schema, result.as_json()
     schema = {c.name: c for c in checklist(cutover, Phase.SHADOW)}["schema"]
-    assert not schema.ok and "races.going" in schema.detail, schema.detail
+    assert schema.ok, schema.detail
+    assert_equal(path, postgres_url)
+
+
+def test_after_the_flip_a_column_no_sqlite_type_holds_stays_named_and_holds_the_rollback(live):
+    cutover, path, postgres_url = live
+    move(cutover, Phase.SHADOW)
+    move(cutover, Phase.POSTGRES_PRIMARY)
+    with cutover.engine("postgres").begin() as connection:  # jsonb: no SQLite declaration reads back as it
+        connection.exec_driver_sql("ALTER TABLE races ADD COLUMN extras jsonb")
+        connection.exec_driver_sql("ALTER TABLE races ADD COLUMN going text")
+    _wait(lambda: "going" in _file_columns(path))
+    cutover.schema_watch.check()
+    assert "extras" not in _file_columns(path)
+    assert [str(d) for d in cutover.schema_watch.drift] == ["races.extras only in postgres"]
+    result = verify(cutover, record=False)
+    assert not result.equal and {"table": "races", "column": "extras", "kind": "column_only_in_postgres"} in result.schema
+    schema = {c.name: c for c in checklist(cutover, Phase.SHADOW)}["schema"]
+    assert not schema.ok and "races.extras" in schema.detail, schema.detail
 
 
 def test_a_table_rebuilt_on_the_secondary_gets_its_guard_back(live):

@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql
 
-from adapters.catalog import MAX_NAME_BYTES, ROWID_COLUMN, read_catalog, short_name, translate_default
+from adapters.catalog import (
+    MAX_NAME_BYTES, ROWID_COLUMN, enforced_spelling, read_catalog, short_name, sqlite_declaration, translate_default,
+)
 from adapters.convert import Kind
 from adapters.types import kind_of
 from tests.schema_corpus import LONG_A, LONG_B, SHAPE_IDS, SHAPES
@@ -284,3 +286,44 @@ def test_any_generated_schema_maps_every_column_under_a_name_postgresql_holds(ta
         assert [c.name for c in entry.sqlite.columns if c.key != ROWID_COLUMN] == [c for c, _ in columns]
         assert entry.rowid_key == (not keyed)
     assert catalog.create_ddl()
+
+
+class TestBackToTheFile:
+    """After the flip a migration adds columns on PostgreSQL; the schema watch declares them in the
+    file (sqlite_declaration) so that the file's catalog reads back the same type, or the type the
+    declaration names and PostgreSQL enforces (enforced_spelling)."""
+
+    @pytest.mark.parametrize("postgres_type", [
+        "bigint", "integer", "smallint", "text", "boolean", "date", "timestamp without time zone",
+        "timestamp with time zone", "double precision", "bytea", "numeric", "numeric(12,2)",
+        "character varying(20)",
+    ])
+    def test_a_carried_column_reads_back_as_the_type_postgresql_holds(self, postgres_type):
+        declaration = sqlite_declaration(postgres_type)
+        catalog = read_catalog(_file(f"CREATE TABLE t (id INTEGER PRIMARY KEY, c {declaration});"))
+        mapping = next(m for m in catalog.tables["t"].mapping if m.column == "c")
+        held = {"character varying(20)": "varchar(20)"}.get(postgres_type, postgres_type)
+        assert held in (mapping.postgres_type, enforced_spelling(mapping.declared)), (declaration, mapping.postgres_type)
+
+    @pytest.mark.parametrize("postgres_type", ["jsonb", "uuid", "integer[]", "real", "interval", "character(3)"])
+    def test_a_type_no_declaration_reads_back_is_not_declared(self, postgres_type):
+        assert sqlite_declaration(postgres_type) is None
+
+    @pytest.mark.parametrize(("default", "not_null", "expected"), [
+        ("'none'::character varying", True, "VARCHAR(20) NOT NULL DEFAULT 'none'"),
+        ("0", False, "VARCHAR(20) DEFAULT 0"),
+        ("true", True, "VARCHAR(20) NOT NULL DEFAULT 1"),
+        ("now()", True, "VARCHAR(20)"),  # SQLite's ADD COLUMN takes neither, nor NOT NULL without one
+        (None, True, "VARCHAR(20)"),
+    ])
+    def test_only_a_literal_default_is_kept_and_not_null_only_with_one(self, default, not_null, expected):
+        assert sqlite_declaration("character varying(20)", not_null, default) == expected
+        sqlite3.connect(":memory:").executescript(f"CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t DEFAULT VALUES;"
+                                                  f" ALTER TABLE t ADD COLUMN c {expected};")
+
+    @pytest.mark.parametrize(("declared", "spelling"), [
+        ("INTEGER", "integer"), ("int", "integer"), ("SMALLINT", "smallint"), ("VARCHAR(80)", "varchar(80)"),
+        ("character  varying(5)", "varchar(5)"), ("BIGINT", None), ("TEXT", None), ("VARCHAR", None),
+    ])
+    def test_the_type_a_declaration_names_and_postgresql_enforces(self, declared, spelling):
+        assert enforced_spelling(declared) == spelling
