@@ -110,6 +110,18 @@ def create_postgres_engine(url: str, *, application_name: str = "hrp-cutover", *
 
 
 
+def create_tables(connection: sa.Connection, tables: list[sa.Table]) -> None:
+    """CREATE TABLE with its indexes for each of `tables`, then their foreign keys (after every
+    table, so foreign keys between them in any order, cycles included, are fine)."""
+    for table in tables:
+        connection.execute(sa.schema.CreateTable(table))
+        for index in table.indexes:
+            connection.execute(sa.schema.CreateIndex(index))
+    for table in tables:
+        for constraint in table.foreign_key_constraints:
+            connection.execute(sa.schema.AddConstraint(constraint))
+
+
 EPOCH_NOW = "extract(epoch from clock_timestamp())::float8"
 APPLYING_SETTING = "hrp_cutover.applying"
 """Set to 'on' (SET LOCAL) by the applier, so its own writes are not captured again."""

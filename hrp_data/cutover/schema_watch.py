@@ -39,8 +39,11 @@ a change:
    the file that re-reads the phase, declared so the file's catalog reads it
    back as the same type: adapters.catalog.sqlite_declaration), so a rollback
    stays possible. A type no SQLite declaration maps back (json, uuid,
-   arrays...) stays named and the rollback refused.
-Anything else (a dropped or renamed column, a new table) is only named.
+   arrays...) stays named and the rollback refused;
+6. carries a table the migration created on the primary, in either direction
+   (`_carry_tables`): created on the secondary, captured on the primary and
+   guarded on the secondary, adopted, its rows carried, the evidence reset.
+Anything else (a dropped or renamed column) is only named.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ import structlog
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from adapters.binds import writing
-from adapters.catalog import Catalog, quote, short_name, sqlite_declaration
+from adapters.catalog import Catalog, quote, short_name, sqlite_declaration, user_tables
 from hrp_data.catalog import captured, file_catalog
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
@@ -162,7 +165,11 @@ def _signature(connection: sa.Connection, tables: Sequence[str]) -> str:
         " WHERE c.relname = ANY(%(names)s) ORDER BY 1, 3, 5",
         {"names": list(tables)},
     ).all()
-    return hashlib.blake2b(repr(rows).encode(), digest_size=16).hexdigest()
+    every_table = connection.exec_driver_sql(  # a table a migration created is a change too
+        "SELECT c.oid::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') ORDER BY c.oid"
+    ).scalars().all()
+    return hashlib.blake2b(repr((rows, every_table)).encode(), digest_size=16).hexdigest()
 
 
 def _missing(connection: sa.Connection, tables: Sequence[sa.Table], sqlite_prefix: str,
@@ -204,6 +211,56 @@ def postgres_columns(connection: sa.Connection, pairs: Sequence[tuple[str, str]]
     wanted = set(pairs)
     return {(table, column): (kind, not_null, default)
             for table, column, kind, not_null, default in rows if (table, column) in wanted}
+
+
+def postgres_only_tables(connection: sa.Connection, catalog: Catalog) -> list[str]:
+    """The tables of PostgreSQL's current schema that the file's catalog does not hold (the layer's
+    own and its version table left out): after the flip, tables the app's migrations created."""
+    names = connection.exec_driver_sql(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        " ORDER BY c.oid"
+    ).scalars().all()
+    return [name for name in names if name not in catalog.tables and not _layer(name)]
+
+
+def sqlite_table_ddl(connection: sa.Connection, table: str) -> str | None:
+    """CREATE TABLE for the file, for a table PostgreSQL holds, declared so that the file's catalog
+    reads back the same (or the enforced) types (adapters.catalog.sqlite_declaration); a single
+    integer key becomes the rowid (INTEGER PRIMARY KEY). None where a column has no such declaration
+    or the table has no primary key. Foreign keys are left out (the file never enforced them)."""
+    columns = connection.exec_driver_sql(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)"
+        " FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+        " WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        {"table": quote(table)},
+    ).all()
+    key = connection.exec_driver_sql(
+        "SELECT a.attname FROM pg_index i JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+        " WHERE i.indrelid = %(table)s::regclass AND i.indisprimary ORDER BY k.n",
+        {"table": quote(table)},
+    ).scalars().all()
+    if not key:
+        return None
+    types = {name: kind for name, kind, _, _ in columns}
+    rowid = len(key) == 1 and types[key[0]] in ("integer", "bigint", "smallint")
+    parts = []
+    for name, kind, not_null, default in columns:
+        if rowid and name == key[0]:
+            parts.append(f"{quote(name)} INTEGER PRIMARY KEY")
+            continue
+        declaration = sqlite_declaration(kind, not_null, default)
+        if declaration is None:
+            return None
+        parts.append(f"{quote(name)} {declaration}{' NOT NULL' if not_null and 'NOT NULL' not in declaration else ''}")
+    if not rowid:
+        parts.append(f"PRIMARY KEY ({', '.join(map(quote, key))})")
+    return f"CREATE TABLE {quote(table)} ({', '.join(parts)})"
+
+
+def _created_reason(tables: Sequence[str]) -> str:
+    return f"tables created by a migration: {', '.join(tables)}"
 
 
 def _carried_reason(carried: Sequence[ColumnDrift]) -> str:
@@ -268,7 +325,7 @@ class SchemaWatch:
                 log.warning("schema.guard_rearmed", tables=unguarded, secondary=row.secondary)
             drift = schema_drift(self.engines(SQLITE), self.engines(POSTGRES), self.names, sqlite_names(self.catalog))
             if self.adopt is not None:
-                drift = self._carry_columns(drift, row.primary)
+                drift = self._carry_columns(drift, row.primary) + self._carry_tables(row)
             if drift != self.drift and drift:
                 log.warning("schema.drift", differences=[str(d) for d in drift])
             self.drift = drift
@@ -381,6 +438,98 @@ class SchemaWatch:
                 self._seen.pop(POSTGRES, None)
             return []
         return carried
+
+    def _carry_tables(self, row: PhaseRow) -> list[ColumnDrift]:
+        """A table the app's migration created on the primary: created on the secondary with the
+        any-schema mapping, captured on the primary and guarded on the secondary, adopted, and its
+        rows carried. Returns the new tables not carried (named as drift)."""
+        if row.primary == SQLITE:
+            new = self._new_in_file()
+            return self._tables_to_postgres(row, new) if new else []
+        with self.engines(POSTGRES).connect() as connection:
+            new = postgres_only_tables(connection, self.catalog)
+            connection.rollback()
+        return self._tables_to_sqlite(row, new) if new else []
+
+    def _new_in_file(self) -> list[str]:
+        """The file's tables (file names) this process's catalog does not hold."""
+        with self.engines(SQLITE).connect() as connection:
+            names = [name for name, _ in user_tables(connection)]
+            connection.rollback()
+        known = {entry.name for entry in self.catalog.tables.values()}
+        return [name for name in names if name not in known]
+
+    def _tables_to_postgres(self, row: PhaseRow, new: list[str]) -> list[ColumnDrift]:
+        fresh = file_catalog(self.engines(SQLITE))
+        keys = [key for key, entry in fresh.tables.items() if entry.name in new]
+        named = [ColumnDrift(key, None, SQLITE) for key in keys]
+        try:
+            with self.engines(POSTGRES).begin() as connection:
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))  # no move in flight
+                connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+                present = set(sa.inspect(connection).get_table_names())
+                postgres_adapter.create_tables(connection, [fresh.tables[k].postgres for k in keys if k not in present])
+                outbox.set_triggers(connection, row.triggers_on(POSTGRES), fresh)  # the secondary's guard
+        except sa.exc.SQLAlchemyError as error:
+            self._not_carried(named, error)
+            return named
+        with writing(self.engines(SQLITE)) as connection:  # a move holds this lock while it moves
+            if not self._still(SQLITE):
+                return named
+            outbox.set_triggers(connection, row.triggers_on(SQLITE), fresh)  # capture from now on
+            move_journal.reset_evidence(connection, _created_reason(keys))
+        self._adopt_tables(fresh, keys, POSTGRES)
+        return []
+
+    def _tables_to_sqlite(self, row: PhaseRow, new: list[str]) -> list[ColumnDrift]:
+        named = [ColumnDrift(name, None, POSTGRES) for name in new]
+        with self.engines(POSTGRES).connect() as connection:
+            ddl = {name: sqlite_table_ddl(connection, name) for name in new}
+            connection.rollback()
+        for name, statement in ddl.items():
+            if statement is None:
+                log.warning("schema.table_not_carried", table=name,
+                            fix="create the table in the SQLite file by hand before a rollback (a column type"
+                                " no SQLite declaration reads back the same, or no primary key)")
+        carried = [name for name in new if ddl[name] is not None]
+        if not carried:
+            return named
+        try:
+            with writing(self.engines(SQLITE)) as connection:  # a move holds this lock while it moves
+                if not self._still(POSTGRES):
+                    return named
+                for name in carried:
+                    connection.exec_driver_sql(ddl[name])
+                fresh = file_catalog(connection)
+                outbox.set_triggers(connection, row.triggers_on(SQLITE), fresh)  # the secondary's guard
+                move_journal.reset_evidence(connection, _created_reason(carried))
+            with self.engines(POSTGRES).begin() as connection:
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))
+                connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+                outbox.set_triggers(connection, row.triggers_on(POSTGRES), fresh)  # capture from now on
+        except sa.exc.SQLAlchemyError as error:
+            self._not_carried(named, error)
+            return named
+        self._adopt_tables(fresh, carried, SQLITE)
+        return [d for d in named if d.table not in carried]
+
+    def _still(self, primary: str) -> bool:
+        """Inside a write transaction of the file: the phase has not moved and no move is in flight."""
+        return self.phase_row().primary == primary and move_journal.current(self.engines(SQLITE)) is None
+
+    def _adopt_tables(self, fresh: Catalog, keys: list[str], to: str) -> None:
+        self._take(fresh)
+        self.adopt(fresh)
+        log.warning("schema.tables_carried", tables=keys, to=to)
+        self._to_carry.update(keys)  # the rows written before capture reached them
+        self._seen.clear()
+
+    def _not_carried(self, named: list[ColumnDrift], error: Exception) -> None:
+        refused = getattr(getattr(error, "orig", None), "pgcode", None) == INSUFFICIENT_PRIVILEGE
+        log.warning("schema.tables_not_carried", tables=[d.table for d in named], error=describe_error(error),
+                    fix="run `hrp-cutover schema` as the tables' owner")
+        if not refused:  # a lock held too long, a database away: look again next round
+            self._seen.clear()
 
     def _behind(self, drift: list[ColumnDrift]) -> set[str]:
         """Tables whose live file has columns (that PostgreSQL has too) this process's catalog lacks."""

@@ -21,9 +21,10 @@ from adapters.catalog import quote
 from hrp_data.flip import journal as move_journal
 from hrp_data.cutover import outbox
 from hrp_data.backfill.holds import held_indexes
+from hrp_data.catalog import file_catalog
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.flip.move import MoveResult, move
-from hrp_data.cutover.phases import PHASES, POSTGRES, Phase, check_move
+from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, Phase, check_move
 
 log = structlog.get_logger(__name__)
 
@@ -62,12 +63,15 @@ def _outbox_check(cutover: Cutover) -> Check:
     return Check("outbox", ok, detail)
 
 
-def _schema_check(cutover: Cutover) -> Check:
-    from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
+def _schema_check(cutover: Cutover, to_sqlite: bool = False) -> Check:
+    """`to_sqlite`: the move lands the app on the file, so a table only PostgreSQL holds (created by
+    a migration after the flip) is a difference too."""
+    from hrp_data.cutover.schema_watch import ColumnDrift, postgres_only_tables, schema_drift, sqlite_names
     from hrp_data.schema.install import SchemaError, drift
 
+    catalog = file_catalog(cutover.sqlite)  # read again: a migration may have changed the file since start
     try:
-        differences = drift(cutover.settings.require_postgres(), cutover.catalog)
+        differences = drift(cutover.settings.require_postgres(), catalog)
     except SchemaError as error:
         return Check("schema", False, str(error))
     if differences:
@@ -77,8 +81,10 @@ def _schema_check(cutover: Cutover) -> Check:
             if held else ""
         )
         return Check("schema", False, f"{len(differences)} difference(s), first: {differences[0]}{hint}")
-    live = schema_drift(cutover.sqlite, cutover.engine(POSTGRES), list(cutover.catalog.tables),
-                        sqlite_names(cutover.catalog))
+    live = schema_drift(cutover.sqlite, cutover.engine(POSTGRES), list(catalog.tables), sqlite_names(catalog))
+    if to_sqlite:
+        with cutover.engine(POSTGRES).connect() as connection:
+            live += [ColumnDrift(name, None, POSTGRES) for name in postgres_only_tables(connection, catalog)]
     if live:
         return Check(
             "schema", False,
@@ -328,7 +334,7 @@ def checklist(cutover: Cutover, target: Phase, *, accept_quarantine: bool = Fals
         return checks
     if cutover.postgres is None:
         return checks + [Check("postgres", False, "HRP_POSTGRES_URL is not set")]
-    checks.append(_schema_check(cutover))
+    checks.append(_schema_check(cutover, PHASES[target].primary == SQLITE))
     checks.append(_outbox_check(cutover))
     checks.append(statement_logging_check(cutover, target))
     checks.append(_privileges_check(cutover))

@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTable
 
 from adapters.catalog import Catalog, enforced_spelling
-from adapters.postgres import create_postgres_engine
+from adapters.postgres import create_postgres_engine, create_tables
 from adapters.urls import redact_url
 from hrp_data.models import Base
 
@@ -205,14 +205,8 @@ def install(url: str, catalog: Catalog) -> SchemaResult:
                 )
                 created.append(f"{name}.{column_name}")
             missing = [t for t in _beyond_models(catalog) if t.name not in present]
-            for table in missing:
-                connection.execute(CreateTable(table))
-                for index in table.indexes:
-                    connection.execute(CreateIndex(index))
-                created.append(table.name)
-            for table in missing:
-                for constraint in table.foreign_key_constraints:
-                    connection.execute(AddConstraint(constraint))
+            create_tables(connection, missing)
+            created += [table.name for table in missing]
     except sa.exc.SQLAlchemyError as error:
         raise SchemaError(_one_line(f"cannot create the schema at {url}", error)) from None
     finally:
