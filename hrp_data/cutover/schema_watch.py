@@ -58,7 +58,7 @@ import structlog
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from adapters.binds import writing
-from adapters.catalog import Catalog, quote, short_name, sqlite_declaration, user_tables
+from adapters.catalog import ROWID_COLUMN, Catalog, quote, short_name, sqlite_declaration, user_tables
 from hrp_data.catalog import captured, file_catalog
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
@@ -315,10 +315,6 @@ class SchemaWatch:
                 self.rearmed = rearmed
                 self._to_carry.update(rearmed)
             self._seen.pop(row.secondary, None)  # compare the two schemas again below
-        if self._to_carry:  # until it succeeds (the secondary may be away); the evidence reset holds moves
-            tables = sorted(self._to_carry)
-            self.carry(tables)
-            self._to_carry.difference_update(tables)
         if self._changed(row.secondary):
             unguarded = self._rearm(row.secondary)  # a rebuild on the secondary took its guard along
             if unguarded:
@@ -329,6 +325,10 @@ class SchemaWatch:
             if drift != self.drift and drift:
                 log.warning("schema.drift", differences=[str(d) for d in drift])
             self.drift = drift
+        if self._to_carry:  # until it succeeds (the secondary may be away); the evidence reset holds moves
+            tables = sorted(self._to_carry)
+            self.carry(tables)
+            self._to_carry.difference_update(tables)
         return rearmed
 
     def _carry_columns(self, drift: list[ColumnDrift], primary: str) -> list[ColumnDrift]:
@@ -532,7 +532,8 @@ class SchemaWatch:
             self._seen.clear()
 
     def _behind(self, drift: list[ColumnDrift]) -> set[str]:
-        """Tables whose live file has columns (that PostgreSQL has too) this process's catalog lacks."""
+        """Tables whose live file has columns (that PostgreSQL has too) this process's catalog lacks,
+        or lacks columns the catalog has (a migration dropped them: the applier must stop reading them)."""
         names = sqlite_names(self.catalog)
         with self.engines(SQLITE).connect() as connection:
             live = live_columns(connection, [names.get(t, t) for t in self.names])
@@ -540,10 +541,10 @@ class SchemaWatch:
         one_sided = {(d.table, d.column) for d in drift}
         behind = set()
         for table in self.names:
-            known = set(self.captured[table].c.keys())
-            for column in live.get(names.get(table, table), []):
-                if short_name(column) not in known and (table, short_name(column)) not in one_sided:
-                    behind.add(table)
+            known = set(self.captured[table].c.keys()) - {ROWID_COLUMN}
+            held = {short_name(column) for column in live.get(names.get(table, table), [])}
+            if (known - held) or any(c not in known and (table, c) not in one_sided for c in held):
+                behind.add(table)
         return behind
 
     def _changed(self, side: str) -> bool:

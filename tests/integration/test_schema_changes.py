@@ -338,3 +338,30 @@ def test_after_the_flip_a_table_created_on_postgresql_reaches_the_file_with_its_
     assert _file_rows(path, "SELECT count(*) FROM race_extras") == []
     schema = {c.name: c for c in checklist(cutover, Phase.SHADOW)}["schema"]
     assert not schema.ok and "race_extras" in schema.detail, schema.detail
+
+
+def test_a_column_dropped_on_sqlite_keeps_writes_flowing_and_holds_the_flip_until_postgresql_drops_it(live):
+    """A dropped column is not carried (it may be half of a rename): it is named and holds the flip,
+    while every write made after the DROP still reaches PostgreSQL; once the same migration runs
+    there, verify is EQUAL and the flip's schema check passes."""
+    cutover, path, postgres_url = live
+    with sqlite3.connect(path) as raw:
+        raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
+    _wait(lambda: ("sire",) in _postgres(postgres_url, "SELECT column_name FROM information_schema.columns"
+                                                      " WHERE table_name = 'horses'"))
+    with sqlite3.connect(path) as raw:
+        raw.execute("ALTER TABLE horses DROP COLUMN sire")
+        raw.execute("UPDATE horses SET age = 11 WHERE id = 1")
+        raw.execute("INSERT INTO horses (horse_name, age) VALUES ('After The Drop', 4)")
+    _wait(lambda: _postgres(postgres_url, "SELECT age FROM horses WHERE id = 1")[0][0] == 11
+          and _postgres(postgres_url, "SELECT count(*) FROM horses WHERE horse_name = 'After The Drop'")[0][0] == 1)
+    move(cutover, Phase.SHADOW)
+    schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
+    assert not schema.ok and "horses.sire" in schema.detail, schema.detail
+    assert not verify(cutover, record=False).equal
+    with cutover.engine("postgres").begin() as connection:  # the same migration, on the other side
+        connection.exec_driver_sql("ALTER TABLE horses DROP COLUMN sire")
+    result = verify(cutover, record=False)
+    assert result.equal and not result.schema, result.as_json()
+    schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
+    assert schema.ok, schema.detail
