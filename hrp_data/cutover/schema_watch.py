@@ -38,12 +38,15 @@ a change:
    file the same way (`ALTER TABLE ... ADD COLUMN` in a write transaction of
    the file that re-reads the phase, declared so the file's catalog reads it
    back as the same type: adapters.catalog.sqlite_declaration), so a rollback
-   stays possible. A type no SQLite declaration maps back (json, uuid,
-   arrays...) stays named and the rollback refused;
+   stays possible, and drops in the file a column PostgreSQL dropped (the
+   file mirrors the primary; a rename arrives as a drop and an add, its values
+   carried with the rows). A type no SQLite declaration maps back (json, uuid,
+   arrays...), or a drop SQLite refuses, stays named and the rollback refused;
 6. carries a table the migration created on the primary, in either direction
    (`_carry_tables`): created on the secondary, captured on the primary and
    guarded on the secondary, adopted, its rows carried, the evidence reset.
-Anything else (a dropped or renamed column) is only named.
+A column dropped or renamed on SQLite before the flip is only named: the
+flip waits for the same migration on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -337,15 +340,16 @@ class SchemaWatch:
         here, or by another process's watch); queue those tables' rows for carrying. Returns the
         drift left."""
         added = [d for d in drift if d.only_in == primary and d.column is not None]
+        dropped = [d for d in drift if d.only_in == SQLITE and d.column is not None] if primary == POSTGRES else []
         behind = self._behind(drift)
-        if not added and not behind:
+        if not added and not dropped and not behind:
             return drift
         if primary == SQLITE:
             fresh = file_catalog(self.engines(SQLITE))  # read once, for the ALTERs and the adoption
             carried = self._add_on_postgres(added, fresh)
         else:
-            carried = self._add_on_sqlite(added)
-            fresh = file_catalog(self.engines(SQLITE))  # with the columns just added
+            carried = self._alter_file(added, dropped)
+            fresh = file_catalog(self.engines(SQLITE))  # with the columns just added or dropped
         left = [d for d in drift if d not in carried]
         tables = {d.table for d in carried} | behind
         if not tables:
@@ -362,18 +366,21 @@ class SchemaWatch:
         self._seen.pop(POSTGRES if primary == SQLITE else SQLITE, None)
         return left
 
-    def _add_on_sqlite(self, added: list[ColumnDrift]) -> list[ColumnDrift]:
-        """After the flip: `ALTER TABLE ... ADD COLUMN` in the file for each column PostgreSQL got,
-        declared so the file's catalog reads it back as the same type (or a wider one:
-        adapters.catalog.sqlite_declaration); returns those added. A type no declaration maps back
-        stays named as drift, and the rollback refused, with the statement to run."""
-        if not added:
+    def _alter_file(self, added: list[ColumnDrift], dropped: list[ColumnDrift]) -> list[ColumnDrift]:
+        """After the flip, the file follows PostgreSQL's columns: `ADD COLUMN` for each column
+        PostgreSQL got, declared so the file's catalog reads it back as the same type (or the one
+        its declaration names and PostgreSQL enforces: adapters.catalog.sqlite_declaration), and
+        `DROP COLUMN` for each column PostgreSQL dropped (the file is the secondary: it mirrors the
+        primary, whose rows no longer have it; a rename arrives as a drop and an add, its values
+        carried with the rows). Returns those done. A type no declaration maps back, or a drop SQLite
+        refuses (an indexed or key column), stays named and holds the rollback."""
+        if not added and not dropped:
             return []
         with self.engines(POSTGRES).connect() as connection:
             described = postgres_columns(connection, [(d.table, d.column) for d in added])
             connection.rollback()
         names = sqlite_names(self.catalog)
-        statements, carried = [], []
+        wanted: list[tuple[ColumnDrift, str]] = []
         for change in added:
             found = described.get((change.table, change.column))
             declaration = sqlite_declaration(*found) if found else None
@@ -383,27 +390,32 @@ class SchemaWatch:
                             fix="add the column to the SQLite file by hand (its type has no SQLite"
                                 " declaration the layer reads back the same) before a rollback")
                 continue
-            statements.append(f"ALTER TABLE {quote(names.get(change.table, change.table))}"
-                              f" ADD COLUMN {quote(change.column)} {declaration}")
-            carried.append(change)
-        if not carried:
-            return []
+            wanted.append((change, f"ALTER TABLE {quote(names.get(change.table, change.table))}"
+                                   f" ADD COLUMN {quote(change.column)} {declaration}"))
+        wanted += [(change, f"ALTER TABLE {quote(names.get(change.table, change.table))}"
+                            f" DROP COLUMN {quote(change.column)}") for change in dropped]
+        done: list[ColumnDrift] = []
         try:
             with writing(self.engines(SQLITE)) as connection:  # a move holds this lock while it moves
-                row = self.phase_row()
-                if row.primary != POSTGRES or move_journal.current(self.engines(SQLITE)) is not None:
+                if not self._still(POSTGRES):
                     return []  # the phase moved meanwhile: the next look decides again
-                live = live_columns(connection, list({names.get(d.table, d.table) for d in carried}))
-                for change, statement in zip(carried, statements):
-                    if change.column not in live.get(names.get(change.table, change.table), []):
-                        connection.exec_driver_sql(statement)
-                move_journal.reset_evidence(connection, _carried_reason(carried))
+                for change, statement in wanted:
+                    try:
+                        with connection.begin_nested():
+                            connection.exec_driver_sql(statement)
+                    except sa.exc.OperationalError as error:  # SQLite refuses this one: it stays named
+                        log.warning("schema.column_not_carried", column=str(change), error=describe_error(error),
+                                    fix="change the SQLite file by hand as the migration changed PostgreSQL")
+                        continue
+                    done.append(change)
+                if done:
+                    move_journal.reset_evidence(connection, _carried_reason(done))
         except sa.exc.SQLAlchemyError as error:  # the file locked too long: look again next round
-            log.warning("schema.columns_not_carried", columns=[str(d) for d in carried],
+            log.warning("schema.columns_not_carried", columns=[str(d) for d, _ in wanted],
                         error=describe_error(error))
             self._seen.pop(SQLITE, None)
             return []
-        return carried
+        return done
 
     def _add_on_postgres(self, added: list[ColumnDrift], fresh: Catalog) -> list[ColumnDrift]:
         """`ALTER TABLE ... ADD COLUMN IF NOT EXISTS` for each, with the file's mapping (`fresh`);

@@ -365,3 +365,28 @@ def test_a_column_dropped_on_sqlite_keeps_writes_flowing_and_holds_the_flip_unti
     assert result.equal and not result.schema, result.as_json()
     schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
     assert schema.ok, schema.detail
+
+
+def test_after_the_flip_a_column_dropped_or_renamed_on_postgresql_is_followed_by_the_file(live):
+    """After the flip the file mirrors PostgreSQL: a dropped column is dropped there too (the
+    applier would otherwise read a column PostgreSQL no longer has and carry nothing), a rename
+    arrives as a drop and an add with its values, and writes keep reaching the file."""
+    cutover, path, postgres_url = live
+    move(cutover, Phase.SHADOW)
+    move(cutover, Phase.POSTGRES_PRIMARY)
+    with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE races ADD COLUMN going text")
+        connection.exec_driver_sql("ALTER TABLE races ADD COLUMN purse bigint")
+        connection.exec_driver_sql("UPDATE races SET going = 'soft', purse = 100 WHERE id = 1")
+    _wait(lambda: _file_rows(path, "SELECT going, purse FROM races WHERE id = 1") == [("soft", 100)])
+    with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE races DROP COLUMN purse")
+        connection.exec_driver_sql("ALTER TABLE races RENAME COLUMN going TO ground")
+        connection.exec_driver_sql("UPDATE races SET distance = 1234.5 WHERE id = 2")
+    _wait(lambda: _file_rows(path, "SELECT ground FROM races WHERE id = 1") == [("soft",)]
+          and _file_rows(path, "SELECT distance FROM races WHERE id = 2") == [(1234.5,)])
+    assert not {"purse", "going"} & set(_file_columns(path))
+    result = verify(cutover, record=False)
+    assert result.equal and not result.schema, result.as_json()
+    schema = {c.name: c for c in checklist(cutover, Phase.SHADOW)}["schema"]
+    assert schema.ok, schema.detail
