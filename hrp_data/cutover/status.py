@@ -74,9 +74,11 @@ def statement_logging(cutover: Cutover) -> list[str]:
 def schema_drift_of(cutover: "Cutover") -> list[str]:
     """Columns or tables one live schema has and the other lacks (hrp_data.cutover.schema_watch);
     computed by the CLI's status only once PostgreSQL answered."""
-    from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
+    from hrp_data.cutover.schema_watch import ColumnDrift, postgres_only_tables, schema_drift, sqlite_names
 
-    return [
-        str(d) for d in schema_drift(cutover.sqlite, cutover.engine("postgres"), list(cutover.catalog.tables),
-                                     sqlite_names(cutover.catalog))
-    ]
+    drift = schema_drift(cutover.sqlite, cutover.engine("postgres"), list(cutover.catalog.tables),
+                         sqlite_names(cutover.catalog))
+    if cutover.phase_row().primary == "postgres":  # a table a migration created after the flip holds the rollback
+        with cutover.engine("postgres").connect() as connection:
+            drift += [ColumnDrift(name, None, "postgres") for name in postgres_only_tables(connection, cutover.catalog)]
+    return [str(d) for d in drift]

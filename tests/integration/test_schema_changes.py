@@ -338,6 +338,8 @@ def test_after_the_flip_a_table_created_on_postgresql_reaches_the_file_with_its_
     assert _file_rows(path, "SELECT count(*) FROM race_extras") == []
     schema = {c.name: c for c in checklist(cutover, Phase.SHADOW)}["schema"]
     assert not schema.ok and "race_extras" in schema.detail, schema.detail
+    status = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "status"])
+    assert "SCHEMA     table race_extras only in postgres" in status.output, status.output
 
 
 def test_a_column_dropped_on_sqlite_keeps_writes_flowing_and_holds_the_flip_until_postgresql_drops_it(live):
