@@ -192,6 +192,60 @@ def trigger_names(connection: sa.Connection) -> set[str]:
     return set(connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'").scalars())
 
 
+PARKED_TRIGGERS = "hrp_cutover_parked_triggers"
+"""The file's own triggers, kept here (name, table, SQL) while the file is the secondary."""
+
+
+def user_triggers(connection: sa.Connection) -> list[tuple[str, str]]:
+    """(name, table) of the file's own triggers (not the layer's)."""
+    rows = connection.exec_driver_sql(
+        "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+    ).all()
+    return [(name, table) for name, table in rows if not name.lower().startswith("hrp_cutover_")]
+
+
+def park_user_triggers(connection: sa.Connection) -> list[str]:
+    """While the file is the secondary only the layer writes it, with rows PostgreSQL's writes
+    already made whole; the file's own triggers (an audit row, a touched timestamp) would change
+    them again and the two sides would differ. Drop them, keeping their SQL, inside the caller's
+    transaction (the move's: the guard goes on in the same step). Returns the names parked."""
+    connection.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS {PARKED_TRIGGERS} (name TEXT PRIMARY KEY, tbl_name TEXT NOT NULL, sql TEXT NOT NULL)"
+    )
+    parked = []
+    for name, table in user_triggers(connection):
+        sql = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                                         (name,)).scalar()
+        connection.exec_driver_sql(f"INSERT OR REPLACE INTO {PARKED_TRIGGERS} VALUES (?, ?, ?)", (name, table, sql))
+        connection.exec_driver_sql(f"DROP TRIGGER {_quote(name)}")
+        parked.append(name)
+    return parked
+
+
+def restore_user_triggers(connection: sa.Connection) -> dict[str, str]:
+    """Put the parked triggers back (the file is the primary again, or on its own), inside the
+    caller's transaction. Returns {name: why} of those SQLite refused (a table dropped since):
+    they stay parked, never lost, and the move goes on."""
+    exists = connection.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (PARKED_TRIGGERS,)
+    ).scalar()
+    if not exists:
+        return {}
+    refused = {}
+    present = {name for name, _ in user_triggers(connection)}
+    for name, sql in connection.exec_driver_sql(f"SELECT name, sql FROM {PARKED_TRIGGERS} ORDER BY name").all():
+        connection.exec_driver_sql("SAVEPOINT hrp_cutover_restore")  # whatever the caller's transaction is
+        try:
+            if name not in present:  # the same migration may have made it again meanwhile
+                connection.exec_driver_sql(sql)
+            connection.exec_driver_sql(f"DELETE FROM {PARKED_TRIGGERS} WHERE name = ?", (name,))
+        except sa.exc.OperationalError as error:
+            connection.exec_driver_sql("ROLLBACK TO hrp_cutover_restore")
+            refused[name] = str(error.orig)
+        connection.exec_driver_sql("RELEASE hrp_cutover_restore")
+    return refused
+
+
 def issued_id(connection: sa.Connection, table: sa.Table) -> int:
     """The largest id AUTOINCREMENT has handed out for `table` (sqlite_sequence; 0: none)."""
     found = connection.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (table.name,)).scalar()

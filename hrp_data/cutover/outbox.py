@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+import structlog
 
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
@@ -25,6 +26,8 @@ from hrp_data.catalog import captured
 from hrp_data.cutover import idempotency
 from hrp_data.cutover.apply import KeyRef
 from hrp_data.cutover.phases import Triggers
+
+log = structlog.get_logger(__name__)
 
 UNAVAILABLE = "secondary unavailable: "
 """Prefix of errors about the connection, not the row: retried at once when the secondary is back."""
@@ -114,6 +117,15 @@ def _set_sqlite_triggers(connection: sa.Connection, wanted: Triggers, catalog: C
         ddl = sqlite_adapter.guard_trigger_ddl(table) if wanted.guard else sqlite_adapter.drop_guard_trigger_ddl(table)
         for statement in ddl:
             connection.exec_driver_sql(statement)
+    if wanted.guard:  # the secondary: the file's own triggers must not change what the layer writes
+        parked = sqlite_adapter.park_user_triggers(connection)
+        if parked:
+            log.info("sqlite.triggers_parked", triggers=parked)
+    else:
+        refused = sqlite_adapter.restore_user_triggers(connection)
+        if refused:
+            log.warning("sqlite.triggers_left_parked", triggers=refused,
+                        fix=f"recreate them by hand from {sqlite_adapter.PARKED_TRIGGERS}")
 
 
 def _set_postgres_triggers(connection: sa.Connection, wanted: Triggers, catalog: Catalog) -> None:

@@ -392,3 +392,39 @@ def test_after_the_flip_a_column_dropped_or_renamed_on_postgresql_is_followed_by
     assert result.equal and not result.schema, result.as_json()
     schema = {c.name: c for c in checklist(cutover, Phase.SHADOW)}["schema"]
     assert schema.ok, schema.detail
+
+
+def test_the_files_own_triggers_do_not_fire_on_what_the_layer_writes_while_it_is_the_secondary(live):
+    """A real file has triggers of its own (an audit row per update). Before the flip they fire on
+    the app's writes and their rows are carried like any other; after the flip the file is the
+    secondary and only the layer writes it, with rows PostgreSQL made whole: the triggers are
+    parked in the flip's own step, so the sides stay EQUAL, and the rollback puts them back."""
+    cutover, path, postgres_url = live
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE horse_audit (id INTEGER PRIMARY KEY, what TEXT NOT NULL)")
+        raw.execute("CREATE TRIGGER horses_audit AFTER UPDATE ON horses"
+                    " BEGIN INSERT INTO horse_audit (what) VALUES ('horse ' || NEW.id); END")
+        raw.execute("UPDATE horses SET age = 7 WHERE id = 1")  # the app's write, on the primary
+    _wait(lambda: _postgres_rows(postgres_url, "SELECT what FROM horse_audit") == [("horse 1",)])
+    move(cutover, Phase.SHADOW)
+    move(cutover, Phase.POSTGRES_PRIMARY)
+    assert "horses_audit" not in {name for name, in _file_rows(path, "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    with cutover.engine("postgres").begin() as connection:  # the app's writes, now on PostgreSQL
+        connection.exec_driver_sql("UPDATE horses SET age = 8 WHERE id = 2")
+    _wait(lambda: _file_rows(path, "SELECT age FROM horses WHERE id = 2") == [(8,)])
+    assert _file_rows(path, "SELECT what FROM horse_audit") == [("horse 1",)]
+    result = verify(cutover, record=False)
+    assert result.equal, result.as_json()
+    verify(cutover)  # the rollback's evidence
+    move(cutover, Phase.SHADOW)
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE horses SET age = 9 WHERE id = 3")
+    assert _file_rows(path, "SELECT what FROM horse_audit ORDER BY id") == [("horse 1",), ("horse 3",)]
+    _wait(lambda: _postgres_rows(postgres_url, "SELECT what FROM horse_audit ORDER BY id") == [("horse 1",), ("horse 3",)])
+
+
+def _postgres_rows(url: str, sql: str) -> list[tuple]:
+    try:
+        return _postgres(url, sql)
+    except Exception:  # noqa: BLE001 - the table is not there yet
+        return []
