@@ -64,6 +64,52 @@ ROLLBACK_DISK_FULL = "postgres_primary: rollback, sqlite disk full inside the ho
 ROLLBACK_KILLED_COMMITTED = "postgres_primary: rollback, mover SIGKILLed after the phase commit"
 
 
+MIGRATED_ON_SQLITE = "shadow: the app's migrations on SQLite (add column, new table, batch rebuild)"
+MIGRATED_ON_POSTGRES = "postgres_primary: the app's migrations on PostgreSQL (add column, new table)"
+
+
+def _migrate_sqlite(path: Path) -> None:
+    """The app deploys while SQLite is the primary, under the load: Alembic's add_column, a new
+    table with rows, and a batch-mode rebuild of a table the clients write (its capture triggers go
+    with the dropped table; the schema watch re-arms them and carries the gap)."""
+    with sqlite3.connect(path, timeout=20) as raw:
+        raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
+        raw.execute("UPDATE horses SET sire = 'Galileo' WHERE id % 7 = 0")
+        raw.execute("CREATE TABLE race_notes (id INTEGER PRIMARY KEY, race_id INTEGER REFERENCES races(id), note TEXT)")
+        raw.execute("INSERT INTO race_notes (race_id, note) SELECT id, 'going firm' FROM races LIMIT 50")
+    raw = sqlite3.connect(path, timeout=20, isolation_level=None)
+    try:
+        create = raw.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'horses'").fetchone()[0]
+        raw.execute("PRAGMA foreign_keys = OFF")
+        raw.execute("BEGIN IMMEDIATE")
+        raw.execute(create.replace("CREATE TABLE horses", "CREATE TABLE _alembic_tmp_horses", 1)
+                    .replace('CREATE TABLE "horses"', 'CREATE TABLE "_alembic_tmp_horses"', 1))
+        raw.execute("INSERT INTO _alembic_tmp_horses SELECT * FROM horses")
+        raw.execute("DROP TABLE horses")
+        raw.execute("ALTER TABLE _alembic_tmp_horses RENAME TO horses")
+        raw.execute("UPDATE horses SET sire = 'Frankel' WHERE id % 11 = 0")  # in the gap: no capture trigger
+        raw.execute("COMMIT")
+    finally:
+        raw.close()
+
+
+def _migrate_postgres(url: str) -> None:
+    """The app deploys while PostgreSQL is the primary, under the load."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    connection = psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE races ADD COLUMN going varchar(20)")
+            cursor.execute("UPDATE races SET going = 'soft' WHERE id % 5 = 0")
+            cursor.execute("CREATE TABLE race_tags (id serial PRIMARY KEY, race_id integer REFERENCES races(id),"
+                           " tag varchar(40) NOT NULL)")
+            cursor.execute("INSERT INTO race_tags (race_id, tag) SELECT id, 'handicap' FROM races LIMIT 40")
+    finally:
+        connection.close()
+
+
 def _socket_path(url: str) -> str:
     host = parse_qs(urlparse(url).query)["host"][0]
     return os.path.join(host, ".s.PGSQL.5432")
@@ -235,6 +281,9 @@ def test_soak(tmp_path):
         move("phase", "set", "shadow", to="shadow")
         phase("shadow")
         time.sleep(4)
+        phase(MIGRATED_ON_SQLITE)
+        _migrate_sqlite(run.sqlite_path)
+        time.sleep(4)
         run.cli("verify", "--repair", check=False)
         run.cli("verify")
         faulted(FLIP_KILLED, "drained", sigkill, "flip")
@@ -248,6 +297,11 @@ def test_soak(tmp_path):
         move("flip", to="postgres_primary")
         phase("postgres_primary")
         time.sleep(3)
+        phase(MIGRATED_ON_POSTGRES)
+        _migrate_postgres(postgres.url)
+        time.sleep(4)
+        run.cli("verify", "--repair", check=False)
+        run.cli("verify")  # the evidence the migrations reset, for the rollbacks below
 
         phase(WORKER_KILLED)
         kill = kill_worker_mid_request(app.pid, run.port)
