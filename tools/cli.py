@@ -430,6 +430,9 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
         click.echo(f"guard      on {guard['on']}: writes from outside the layer refused ({refused})")
     for warning in report["statement_logging"]:
         click.echo(f"logging    warning: PostgreSQL {warning}")
+    if report["parked_triggers"]:
+        click.echo(f"triggers   {len(report['parked_triggers'])} of the file's own parked while it is the secondary"
+                   f" ({', '.join(report['parked_triggers'])}); the rollback puts them back")
     for difference in report["schema_drift"]:
         click.echo(f"SCHEMA     {difference}: moves are refused until both sides match (docs/operations.md)")
     if report["last_change"]:

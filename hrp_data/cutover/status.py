@@ -7,6 +7,7 @@ import dataclasses
 import sqlalchemy as sa
 
 from adapters import postgres as postgres_adapter
+from adapters import sqlite as sqlite_adapter
 from hrp_data.cutover import heartbeat, outbox
 from hrp_data.flip import journal as move_journal
 from hrp_data.cutover.dual_write import Cutover
@@ -33,7 +34,20 @@ def cutover_status(cutover: Cutover) -> dict:
         "last_change": history[0] if history else None,
         "move_in_progress": _move(cutover),
         "guard": {"on": row.guarded, "refused": None},
+        "parked_triggers": _parked(cutover),
     }
+
+
+def _parked(cutover: Cutover) -> list[str]:
+    """The file's own triggers parked while it is the secondary (adapters.sqlite.park_user_triggers)."""
+    with cutover.sqlite.connect() as connection:
+        try:
+            return list(connection.exec_driver_sql(
+                f"SELECT name FROM {sqlite_adapter.PARKED_TRIGGERS} ORDER BY name").scalars())
+        except sa.exc.OperationalError:  # never parked: no such table
+            return []
+        finally:
+            connection.rollback()
 
 
 def _move(cutover: Cutover) -> str | None:

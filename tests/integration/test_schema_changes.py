@@ -413,6 +413,8 @@ def test_the_files_own_triggers_do_not_fire_on_what_the_layer_writes_while_it_is
         connection.exec_driver_sql("UPDATE horses SET age = 8 WHERE id = 2")
     _wait(lambda: _file_rows(path, "SELECT age FROM horses WHERE id = 2") == [(8,)])
     assert _file_rows(path, "SELECT what FROM horse_audit") == [("horse 1",)]
+    status = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "status"])
+    assert "triggers   1 of the file's own parked while it is the secondary (horses_audit)" in status.output, status.output
     result = verify(cutover, record=False)
     assert result.equal, result.as_json()
     verify(cutover)  # the rollback's evidence
