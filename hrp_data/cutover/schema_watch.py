@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import sqlalchemy as sa
 import structlog
@@ -216,15 +216,15 @@ def postgres_columns(connection: sa.Connection, pairs: Sequence[tuple[str, str]]
             for table, column, kind, not_null, default in rows if (table, column) in wanted}
 
 
-def postgres_only_tables(connection: sa.Connection, catalog: Catalog) -> list[str]:
-    """The tables of PostgreSQL's current schema that the file's catalog does not hold (the layer's
-    own and its version table left out): after the flip, tables the app's migrations created."""
+def postgres_only_tables(connection: sa.Connection, known: Collection[str]) -> list[str]:
+    """The tables of PostgreSQL's current schema not among `known` (the file's catalog's names; the
+    layer's own and its version table left out): after the flip, tables the app's migrations created."""
     names = connection.exec_driver_sql(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
         " ORDER BY c.oid"
     ).scalars().all()
-    return [name for name in names if name not in catalog.tables and not _layer(name)]
+    return [name for name in names if name not in known and not _layer(name)]
 
 
 def sqlite_table_ddl(connection: sa.Connection, table: str) -> str | None:
@@ -454,22 +454,31 @@ class SchemaWatch:
     def _carry_tables(self, row: PhaseRow) -> list[ColumnDrift]:
         """A table the app's migration created on the primary: created on the secondary with the
         any-schema mapping, captured on the primary and guarded on the secondary, adopted, and its
-        rows carried. Returns the new tables not carried (named as drift)."""
-        if row.primary == SQLITE:
-            new = self._new_in_file()
-            return self._tables_to_postgres(row, new) if new else []
-        with self.engines(POSTGRES).connect() as connection:
-            new = postgres_only_tables(connection, self.catalog)
-            connection.rollback()
-        return self._tables_to_sqlite(row, new) if new else []
-
-    def _new_in_file(self) -> list[str]:
-        """The file's tables (file names) this process's catalog does not hold."""
+        rows carried; a table another process carried is adopted. Both compared live (never with
+        this process's catalog, which a column's adoption may already have refreshed). Returns the
+        new tables not carried (named as drift)."""
         with self.engines(SQLITE).connect() as connection:
-            names = [name for name, _ in user_tables(connection)]
+            in_file = [name for name, _ in user_tables(connection)]
             connection.rollback()
+        held = {short_name(name) for name in in_file}
+        with self.engines(POSTGRES).connect() as connection:
+            on_postgres = set(sa.inspect(connection).get_table_names())
+            postgres_only = postgres_only_tables(connection, held)
+            connection.rollback()
+        named: list[ColumnDrift] = []
+        if row.primary == SQLITE:
+            missing = [name for name in in_file if short_name(name) not in on_postgres]
+            if missing:
+                return self._tables_to_postgres(row, missing)
+        elif postgres_only:
+            named = self._tables_to_sqlite(row, postgres_only)
         known = {entry.name for entry in self.catalog.tables.values()}
-        return [name for name in names if name not in known]
+        with self.engines(SQLITE).connect() as connection:
+            unknown = [name for name, _ in user_tables(connection) if name not in known]
+            connection.rollback()
+        if unknown:  # another process (or the step above) created them: this one carries them too
+            self._adopt_tables(file_catalog(self.engines(SQLITE)), [], row.secondary)
+        return named
 
     def _tables_to_postgres(self, row: PhaseRow, new: list[str]) -> list[ColumnDrift]:
         fresh = file_catalog(self.engines(SQLITE))
@@ -532,7 +541,8 @@ class SchemaWatch:
     def _adopt_tables(self, fresh: Catalog, keys: list[str], to: str) -> None:
         self._take(fresh)
         self.adopt(fresh)
-        log.warning("schema.tables_carried", tables=keys, to=to)
+        if keys:
+            log.warning("schema.tables_carried", tables=keys, to=to)
         self._to_carry.update(keys)  # the rows written before capture reached them
         self._seen.clear()
 

@@ -94,5 +94,5 @@ def schema_drift_of(cutover: "Cutover") -> list[str]:
                          sqlite_names(cutover.catalog))
     if cutover.phase_row().primary == "postgres":  # a table a migration created after the flip holds the rollback
         with cutover.engine("postgres").connect() as connection:
-            drift += [ColumnDrift(name, None, "postgres") for name in postgres_only_tables(connection, cutover.catalog)]
+            drift += [ColumnDrift(name, None, "postgres") for name in postgres_only_tables(connection, cutover.catalog.tables)]
     return [str(d) for d in drift]

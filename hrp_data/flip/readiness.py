@@ -84,7 +84,7 @@ def _schema_check(cutover: Cutover, to_sqlite: bool = False) -> Check:
     live = schema_drift(cutover.sqlite, cutover.engine(POSTGRES), list(catalog.tables), sqlite_names(catalog))
     if to_sqlite:
         with cutover.engine(POSTGRES).connect() as connection:
-            live += [ColumnDrift(name, None, POSTGRES) for name in postgres_only_tables(connection, catalog)]
+            live += [ColumnDrift(name, None, POSTGRES) for name in postgres_only_tables(connection, catalog.tables)]
     if live:
         return Check(
             "schema", False,

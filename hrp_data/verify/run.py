@@ -510,15 +510,18 @@ def verify(
     if unknown:
         raise ValueError(f"unknown table {', '.join(unknown)}; use one of: {', '.join(table_map)}")
     primary = PHASES[cutover.phase(fresh=True).phase].primary
+    # the live schemas first: a table or column one side lacks is a difference, and that table's
+    # rows cannot be compared column for column until both sides match (never EQUAL meanwhile)
+    drifted = schema_drift(cutover.sqlite, cutover.engine(POSTGRES), names, sqlite_names(cutover.catalog))
+    compared = [name for name in names if name not in {d.table for d in drifted}]
     results, examples, differing = {}, [], []
     with RangeHasher(_sqlite_file(cutover.sqlite)) as hasher:
-        plans = [plan_table(cutover, hasher, table_map[name]) for name in names]  # all SQLite work queued
-        for name, plan in zip(names, plans):
+        plans = [plan_table(cutover, hasher, table_map[name]) for name in compared]  # all SQLite work queued
+        for name, plan in zip(compared, plans):
             results[name], confirmed = verify_table(cutover, table_map[name], primary, progress, plan)
             examples += confirmed
             differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
-    drift = [d.as_dict() for d in schema_drift(cutover.sqlite, cutover.engine(POSTGRES), names,
-                                               sqlite_names(cutover.catalog))]
+    drift = [d.as_dict() for d in drifted]
     equal = not drift and all(r.missing == r.extra == r.different == 0 for r in results.values())
     outcome = VerifyResult(equal, results, (drift + examples)[:EXAMPLES], primary, differing=differing, schema=drift)
     if record:

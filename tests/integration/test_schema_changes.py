@@ -112,6 +112,11 @@ def test_a_column_on_one_side_only_is_never_equal_and_holds_the_flip(live):
     assert not schema.ok and "horses.sire" in schema.detail and "missing from the database" in schema.detail, schema.detail
     status = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "status"])
     assert status.exit_code == 0 and "SCHEMA     horses.sire only in sqlite" in status.output, status.output
+    with sqlite3.connect(path) as raw:  # a table too: the CLI reads the file's catalog afresh
+        raw.execute("CREATE TABLE race_notes (id INTEGER PRIMARY KEY, note TEXT)")
+    checked = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "verify"])
+    assert checked.exit_code == 1 and checked.exception is None or isinstance(checked.exception, SystemExit), checked.output
+    assert "race_notes" in checked.output and "sire" in checked.output and "NOT EQUAL" in checked.output, checked.output
 
 
 def _postgres(url: str, sql: str) -> list[tuple]:
@@ -278,7 +283,9 @@ def test_a_table_created_on_sqlite_is_carried_with_its_rows(live):
     PostgreSQL has it (the any-schema mapping, its foreign key), its rows are carried, later writes
     are captured, the evidence resets and verify is EQUAL."""
     cutover, path, postgres_url = live
-    with sqlite3.connect(path) as raw:
+    other = Cutover(settings_for(path, postgres_url), carry=carry_gap)  # a second app process, lagging
+    with sqlite3.connect(path) as raw:  # one migration: a column and a table, seen in the same look
+        raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
         raw.execute("CREATE TABLE race_notes (id INTEGER PRIMARY KEY, race_id INTEGER REFERENCES races(id),"
                     " note TEXT NOT NULL, written_at DATETIME DEFAULT CURRENT_TIMESTAMP)")
         raw.executemany("INSERT INTO race_notes (race_id, note) VALUES (?, ?)", [(1, "wet"), (2, "fast")])
@@ -290,6 +297,11 @@ def test_a_table_created_on_sqlite_is_carried_with_its_rows(live):
             return []
 
     _wait(lambda: rows() == [(1, "wet"), (2, "fast")])
+    try:  # the other process adopts the table the first one carried, and creates nothing
+        other.schema_watch.check()
+        assert "race_notes" in other.catalog.tables and not other.schema_watch.drift
+    finally:
+        other.close()
     types = dict(_postgres(postgres_url, "SELECT column_name, data_type FROM information_schema.columns"
                                          " WHERE table_name = 'race_notes'"))
     assert types == {"id": "bigint", "race_id": "bigint", "note": "text", "written_at": "timestamp without time zone"}
