@@ -519,8 +519,10 @@ class SchemaWatch:
             with writing(self.engines(SQLITE)) as connection:  # a move holds this lock while it moves
                 if not self._still(POSTGRES):
                     return named
+                there = {name for name, _ in user_tables(connection)}  # another process may have been first
                 for name in carried:
-                    connection.exec_driver_sql(ddl[name])
+                    if name not in there:
+                        connection.exec_driver_sql(ddl[name])
                 fresh = file_catalog(connection)
                 outbox.set_triggers(connection, row.triggers_on(SQLITE), fresh)  # the secondary's guard
                 move_journal.reset_evidence(connection, _created_reason(carried))
