@@ -123,6 +123,8 @@ class Ledger:
     failure_examples: list = dataclasses.field(default_factory=list)
     failure_kinds: dict = dataclasses.field(default_factory=dict)
     slowest_s: Counter = dataclasses.field(default_factory=Counter)
+    slowest_what: dict = dataclasses.field(default_factory=dict)
+    """phase -> the slowest request of that phase (method and path), to say what was slow."""
     lost_connections: list = dataclasses.field(default_factory=list)
     failed_requests: list = dataclasses.field(default_factory=list)
     predictions: dict = dataclasses.field(default_factory=dict)
@@ -149,7 +151,9 @@ class Ledger:
                 self.failed_requests.append({"phase": phase, "kind": kind or what, "started": started,
                                              "ended": started + seconds})
             self.requests[phase] += 1
-            self.slowest_s[phase] = max(self.slowest_s[phase], round(seconds, 3))
+            if round(seconds, 3) > self.slowest_s[phase]:
+                self.slowest_s[phase] = round(seconds, 3)
+                self.slowest_what[phase] = what
             if not ok:
                 self.failures[phase] += 1
                 kinds = self.failure_kinds.setdefault(phase, Counter())

@@ -396,6 +396,7 @@ def test_soak(tmp_path):
         "failure_kinds": {p: dict(k) for p, k in ledger.failure_kinds.items()},
         "failure_examples": ledger.failure_examples,
         "slowest_request_s": dict(ledger.slowest_s),
+        "slowest_request": dict(ledger.slowest_what),
         "retried_idempotent_requests": sum(api.retried for api in clients),
         "resent_writes_with_key": sum(api.resent for api in clients),
         "resent_writes_replayed": sum(api.replayed for api in clients),
