@@ -25,6 +25,8 @@ import psycopg2.extensions
 import sqlalchemy as sa
 
 from adapters.catalog import short_name
+from adapters.convert import Kind
+from adapters.types import kind_of
 from adapters.convert import dump_jsonb
 from adapters.log_safety import quiet_parameters
 
@@ -131,13 +133,19 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _key_part(column: sa.Column, row: str) -> str:
+    value = f"{row}.{_quote(column.name)}"
+    if isinstance(column.type, sa.Integer):
+        return f"{value}::text"
+    if kind_of(column) is Kind.BLOB or isinstance(column.type, sa.LargeBinary):  # {"blob": hex}, as SQLite's trigger and key_to_json spell it
+        return f"json_build_object('blob', encode({value}, 'hex'))::text"
+    return f"to_json({value})::text"
+
+
 def _key_expression(table: sa.Table, row: str) -> str:
-    """The outbox spelling of a row's key, as SQLite's trigger spells it: integers as they are,
-    anything else as JSON (text quoted)."""
-    parts = " || ',' || ".join(
-        f"{row}.{_quote(c.name)}::text" if isinstance(c.type, sa.Integer) else f"to_json({row}.{_quote(c.name)})::text"
-        for c in table.primary_key.columns
-    )
+    """The outbox spelling of a row's key, as SQLite's trigger spells it (adapters.outbox): integers
+    as they are, bytes as {"blob": hex}, anything else as JSON (text quoted)."""
+    parts = " || ',' || ".join(_key_part(c, row) for c in table.primary_key.columns)
     return f"'[' || {parts} || ']'"
 
 

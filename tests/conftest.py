@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,10 +53,9 @@ def postgres_server_url():
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield container.get_connection_url()
         return
-    import pgserver
+    from tests.pg_control import start_pgserver
 
-    data_dir = tempfile.mkdtemp(prefix="hrp-pg-")
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    data_dir, server = start_pgserver("hrp-pg-")
     try:
         yield server.get_uri()
     finally:

@@ -7,8 +7,11 @@ SIGSTOP/SIGCONT to that server's processes (the postmaster and its children).
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import signal
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -18,10 +21,28 @@ from pgserver._commands import pg_ctl
 from sqlalchemy.engine import make_url
 
 
+def start_pgserver(prefix: str):
+    """An embedded server in a fresh directory: (its directory, the server). Processes start theirs
+    one at a time, under a file lock: pgserver creates its system user and opens its binaries' modes
+    on first use, and two pytest workers doing that at once on a fresh machine left one of them
+    unable to initdb. One more try in a new directory covers what a race elsewhere leaves behind."""
+    with open(os.path.join(tempfile.gettempdir(), "hrp-pgserver-start.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for attempt in (1, 2):
+            data_dir = tempfile.mkdtemp(prefix=prefix)
+            try:
+                return data_dir, pgserver.get_server(data_dir, cleanup_mode="stop")
+            except subprocess.CalledProcessError:
+                shutil.rmtree(data_dir, ignore_errors=True)
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
+
+
 class OwnPostgres:
     def __init__(self) -> None:
-        self.data_dir = Path(tempfile.mkdtemp(prefix="hrp-own-pg-"))
-        self.server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        data_dir, self.server = start_pgserver("hrp-own-pg-")
+        self.data_dir = Path(data_dir)
         self.url = make_url(self.server.get_uri()).set(drivername="postgresql+psycopg2").render_as_string(
             hide_password=False
         )

@@ -137,6 +137,8 @@ def _set_postgres_triggers(connection: sa.Connection, wanted: Triggers, catalog:
             connection.exec_driver_sql(statement)
     for table in tables.values():
         name = postgres_adapter.capture_trigger_name(table, OUTBOX)
+        if wanted.capture and states.get((table.name, name)) is False:  # turned on now: this release's function
+            connection.exec_driver_sql(postgres_adapter.capture_function_ddl(table, OUTBOX))
         _toggle(connection, states, table, name, wanted.capture,
                 lambda: [postgres_adapter.capture_function_ddl(table, OUTBOX),
                          postgres_adapter.capture_trigger_ddl(table, OUTBOX)])

@@ -191,3 +191,33 @@ def test_a_file_of_another_schema_goes_through_every_cli_step(shape, tmp_path, p
     _cli(path, postgres_url, "replay")
     _cli(path, postgres_url, "status")
     assert_same_data(path, postgres_url)
+
+
+def test_rows_keyed_by_a_blob_follow_every_change_both_ways(tmp_path, postgres_url):
+    """A key held as bytes (a UUID kept as a 16-byte BLOB, a composite key with one): inserts,
+    updates and deletes made on PostgreSQL after the flip reach the file, and the file's after the
+    rollback reach PostgreSQL; both capture triggers spell the key the same way."""
+    path = tmp_path / "app.db"
+    first, second, third = (bytes.fromhex(f"{n:02x}" * 16) for n in (1, 2, 3))
+    _plain_sqlite(path, "CREATE TABLE tokens (id BLOB PRIMARY KEY, label TEXT);"
+                        "CREATE TABLE grants (token BLOB, scope INTEGER, note TEXT, PRIMARY KEY (token, scope));"
+                        f"INSERT INTO tokens VALUES (x'{first.hex()}', 'one'), (x'{second.hex()}', 'two');"
+                        f"INSERT INTO grants VALUES (x'{first.hex()}', 1, 'read'), (x'{second.hex()}', 2, 'write');")
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
+                 ("phase", "set", "shadow"), ("flip",)):
+        _cli(path, postgres_url, *step)
+    with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
+        cursor.execute("INSERT INTO tokens VALUES (%s, 'three')", (third,))
+        cursor.execute("UPDATE tokens SET label = 'uno' WHERE id = %s", (first,))
+        cursor.execute("DELETE FROM tokens WHERE id = %s", (second,))
+        cursor.execute("UPDATE grants SET note = 'admin' WHERE token = %s AND scope = 1", (first,))
+        cursor.execute("DELETE FROM grants WHERE token = %s AND scope = 2", (second,))
+    _cli(path, postgres_url, "replay")
+    assert_same_data(path, postgres_url)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT label FROM tokens ORDER BY id").fetchall() == [("uno",), ("three",)]
+    _cli(path, postgres_url, "verify")
+    _cli(path, postgres_url, "rollback")
+    _plain_sqlite(path, f"DELETE FROM tokens WHERE id = x'{third.hex()}'; UPDATE grants SET note = 'none';")
+    _cli(path, postgres_url, "replay")
+    assert_same_data(path, postgres_url)
