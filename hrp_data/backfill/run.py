@@ -79,6 +79,7 @@ from hrp_data.backfill.batch_writer import BatchWriter, Work, WriterContext, sta
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.backfill.legacy_rows import Key, TableReader
 from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE
+from hrp_data.flip import journal as move_journal
 from hrp_data.backfill.quarantine import quarantine_rows
 from hrp_data.session_locks import who_holds
 
@@ -297,6 +298,10 @@ class _Run:
             if self.options.restart:
                 state.clear(cursor)
                 log.warning("backfill.restart", detail="checkpoints cleared; copied rows are kept")
+            elif (outdated := self._outdated_by(cursor)) is not None:
+                state.clear(cursor)  # a resume would skip tables whose copy no longer vouches for them
+                log.warning("backfill.copying_again", reason=outdated,
+                            detail="checkpoints older than the evidence reset cleared; copied rows are kept")
             self.pg.commit()
             self.checkpoints = state.load(cursor)
             self.constraint_columns = self._constraint_columns(cursor)
@@ -504,6 +509,15 @@ class _Run:
             state.mark_run(cursor, "complete")
             self.pg.commit()
         log.info("backfill.complete")
+
+    def _outdated_by(self, cursor: Any) -> str | None:
+        """Why the checkpoints no longer count (an evidence reset after a table or the run finished:
+        a move stopped capture, a move failed, a schema change was carried), None while they do."""
+        reset = move_journal.evidence_reset(self.cutover.sqlite)
+        finished = state.oldest_finish(cursor)
+        if reset is None or finished is None or finished >= reset[0]:
+            return None
+        return reset[1]
 
     def _final_stats(self) -> dict[str, TableStats]:
         return {

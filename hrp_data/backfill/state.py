@@ -122,6 +122,14 @@ def clear(cursor: Any) -> None:
     cursor.execute(f"DELETE FROM {STATE_TABLE}")
 
 
+def oldest_finish(cursor: Any) -> float | None:
+    """Epoch seconds of the earliest checkpoint that says "finished" (a done table or the complete
+    run), None when none does: copies older than an evidence reset may miss writes made since."""
+    cursor.execute(f"SELECT extract(epoch FROM min(finished_at)) FROM {STATE_TABLE}")
+    row = cursor.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def start_table(cursor: Any, table: str) -> None:
     cursor.execute(
         f"INSERT INTO {STATE_TABLE} (table_name, state, started_at, updated_at) VALUES (%s, 'copying', now(), now())"
@@ -172,10 +180,11 @@ def finish_table(cursor: Any, table: str, rechecked_key: Key | None) -> None:
 
 def mark_run(cursor: Any, state: str) -> None:
     cursor.execute(
-        f"INSERT INTO {STATE_TABLE} (table_name, state, started_at, updated_at) VALUES (%s, %s, now(), now())"
+        f"INSERT INTO {STATE_TABLE} (table_name, state, started_at, updated_at, finished_at)"
+        f" VALUES (%s, %s, now(), now(), CASE WHEN %s = 'complete' THEN now() END)"
         f" ON CONFLICT (table_name) DO UPDATE SET state = EXCLUDED.state, updated_at = now(),"
-        f" finished_at = CASE WHEN EXCLUDED.state = 'complete' THEN now() ELSE NULL END",
-        (RUN, state),
+        f" finished_at = EXCLUDED.finished_at",
+        (RUN, state, state),
     )
 
 

@@ -322,6 +322,40 @@ def test_evidence_from_before_a_failed_move_does_not_count(shadow, legacy_file, 
     assert check["verify"].ok and check["backfill"].ok, (check["verify"], check["backfill"])
 
 
+def _backfill(legacy_file, postgres_url) -> subprocess.CompletedProcess:
+    result = subprocess.run(  # in its own process: COPY cannot run under this one's call bounds
+        [str(Path(sys.executable).parent / "hrp-cutover"), "--sqlite", f"sqlite:///{legacy_file}", "--postgres",
+         postgres_url, "backfill", "--no-backup"], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_a_backfill_after_capture_stopped_copies_again(shadow, legacy_file, postgres_url):
+    """shadow -> dual_write -> sqlite_only (writes the secondary never sees) -> dual_write -> backfill:
+    the second backfill must copy again, not resume past tables its checkpoints call done and then
+    vouch for a copy that lacks those writes."""
+    from hrp_data.flip.readiness import checklist
+
+    cutover = shadow
+    _backfill(legacy_file, postgres_url)
+    move(cutover, Phase.DUAL_WRITE)
+    move(cutover, Phase.SQLITE_ONLY)
+    ledger = Ledger()
+    ledger.through_layer(cutover, "while capture was off")
+    move(cutover, Phase.DUAL_WRITE)
+    check = {c.name: c for c in checklist(cutover, Phase.SHADOW)}
+    second = _backfill(legacy_file, postgres_url)
+    assert "backfill.copying_again" in second.stderr, second.stderr[-2000:]
+    move(cutover, Phase.SHADOW)
+    ledger.assert_everywhere(legacy_file, postgres_url)
+    check = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}
+    assert check["backfill"].ok, check["backfill"]
+    assert "None" not in check["backfill"].detail
+    _backfill(legacy_file, postgres_url)  # a third run, with nothing reset since, resumes: copies nothing
+    assert {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["backfill"].ok
+
+
 def test_repair_is_refused_in_sqlite_only(legacy_file, postgres_url):
     upgrade(postgres_url)
     with Cutover(settings_for(legacy_file, postgres_url)):
