@@ -385,3 +385,105 @@ def test_looking_for_an_interrupted_move_leaves_no_setting_on_pooled_connections
         mover.close()
         engine.dispose()
         move_journal.clear(cutover.sqlite)
+
+
+class Writer:
+    """Writes through the layer in a thread for as long as a move runs; a write counts as
+    acknowledged only when its commit returned (a failed write is the app's 503, not a loss)."""
+
+    def __init__(self, cutover: Cutover, ledger: Ledger, label: str):
+        self.cutover, self.ledger, self.label = cutover, ledger, label
+        self.stop = threading.Event()
+        self.failed = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            name = f"{self.label} {n}"
+            n += 1
+            try:
+                with self.cutover.writing() as uow:
+                    uow.horses.add(horse_name=name)
+                    uow.commit()
+            except Exception:
+                self.failed += 1
+                time.sleep(0.01)
+                continue
+            self.ledger.names.append(name)
+            time.sleep(0.005)
+
+    def __enter__(self) -> "Writer":
+        self.thread.start()
+        time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def shadow_on_own_server(legacy_file, own_postgres):
+    """`shadow`, on a PostgreSQL server this test may stop."""
+    upgrade(own_postgres.url)
+    with Cutover(settings_for(legacy_file, own_postgres.url)) as cutover:
+        move(cutover, Phase.DUAL_WRITE)
+        move(cutover, Phase.SHADOW)
+        yield cutover
+    flip.fault_at = None
+
+
+@pytest.mark.parametrize("direction", ["flip", "rollback"])
+@pytest.mark.parametrize("point", flip.FAULT_POINTS)
+def test_postgres_stopping_at_each_point_of_a_move_under_writes_loses_nothing(
+    shadow_on_own_server, legacy_file, own_postgres, point, direction
+):
+    """Scenario 1d of the issue: PostgreSQL dies (immediate shutdown) inside the move while the app
+    writes. Once it is back, the documented recovery leaves every acknowledged write on both sides."""
+    cutover, url = shadow_on_own_server, own_postgres.url
+    ledger, source, target = _prepare(cutover, legacy_file, url, direction)
+
+    def fault(at: str) -> None:
+        if at == point:
+            own_postgres.stop()
+
+    flip.fault_at = fault
+    with Writer(cutover, ledger, f"during {point}"):
+        try:
+            move(cutover, target, pre_drain_s=0)
+        except Exception:  # the move failed, or its completion was deferred: both are recoverable
+            pass
+        flip.fault_at = None
+        time.sleep(0.3)  # writes go on against the outage (to SQLite while it is the primary)
+        own_postgres.start()
+        time.sleep(0.3)
+    cutover.postgres.dispose()
+    phase = cutover.phase(fresh=True).phase
+    assert phase in (source, target)  # the phase lives in the file: its commit needs no PostgreSQL
+    _assert_consistent(cutover, legacy_file, url, ledger, phase)
+
+
+def test_a_change_that_does_not_apply_refuses_the_flip_and_moving_again_after_the_fix_loses_nothing(
+    shadow, legacy_file, postgres_url
+):
+    """Scenario 1c: one captured change cannot be written to PostgreSQL (a NUL byte, which PostgreSQL
+    text cannot hold). The flip is refused naming it; writes go on; the operator fixes the row as the
+    message says and moves again: every acknowledged write is on both sides."""
+    from hrp_data.flip.move import DrainFailed
+
+    cutover = shadow
+    ledger, source, target = _prepare(cutover, legacy_file, postgres_url, "flip")
+    with sqlite3.connect(legacy_file) as raw:
+        bad = raw.execute("INSERT INTO horses (horse_name) VALUES (?)", ("nul\x00byte",)).lastrowid
+    with Writer(cutover, ledger, "around the refusal"):
+        with pytest.raises(DrainFailed) as refused:
+            move(cutover, target, pre_drain_s=0)
+        assert f"horses [{bad}]" in str(refused.value) and "move again" in str(refused.value)
+        assert cutover.phase(fresh=True).phase is source
+        with sqlite3.connect(legacy_file) as raw:
+            raw.execute("UPDATE horses SET horse_name = 'nul byte fixed' WHERE id = ?", (bad,))
+        ledger.names.append("nul byte fixed")
+        move(cutover, target, pre_drain_s=0)
+    _assert_consistent(cutover, legacy_file, postgres_url, ledger, target)
