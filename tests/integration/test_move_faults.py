@@ -487,3 +487,53 @@ def test_a_change_that_does_not_apply_refuses_the_flip_and_moving_again_after_th
         ledger.names.append("nul byte fixed")
         move(cutover, target, pre_drain_s=0)
     _assert_consistent(cutover, legacy_file, postgres_url, ledger, target)
+
+
+@pytest.fixture
+def shadow_on_small_disk(tmp_path, postgres_url):
+    """`shadow`, with the SQLite file on a disk this test may fill."""
+    from tests.conftest import create_legacy_file
+    from tests.disk import FullDisk
+
+    disk = FullDisk(tmp_path / "disk", size_mb=64)
+    path = disk.directory / "hrp_database.db"
+    create_legacy_file(path)
+    upgrade(postgres_url)
+    try:
+        with Cutover(settings_for(path, postgres_url)) as cutover:
+            move(cutover, Phase.DUAL_WRITE)
+            move(cutover, Phase.SHADOW)
+            yield cutover, path, disk
+    finally:
+        flip.fault_at = None
+        disk.close()
+
+
+@pytest.mark.parametrize("direction", ["flip", "rollback"])
+@pytest.mark.parametrize("point", flip.FAULT_POINTS)
+def test_the_sqlite_disk_filling_at_each_point_of_a_move_under_writes_loses_nothing(
+    shadow_on_small_disk, postgres_url, point, direction
+):
+    """Scenario 1e: the disk under the SQLite file fills inside the move while the app writes (in the
+    rollback direction the issue saw 630 drained changes vanish). Once space is back, the documented
+    recovery leaves every acknowledged write on both sides."""
+    cutover, path, disk = shadow_on_small_disk
+    ledger, source, target = _prepare(cutover, path, postgres_url, direction)
+
+    def fault(at: str) -> None:
+        if at == point:
+            disk.fill()
+
+    flip.fault_at = fault
+    with Writer(cutover, ledger, f"during {point}"):
+        try:
+            move(cutover, target, pre_drain_s=0)
+        except Exception:
+            pass
+        flip.fault_at = None
+        time.sleep(0.3)
+        disk.free()
+        time.sleep(0.3)
+    phase = cutover.phase(fresh=True).phase
+    assert phase in (source, target)
+    _assert_consistent(cutover, path, postgres_url, ledger, phase)

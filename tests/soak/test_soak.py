@@ -43,7 +43,8 @@ import pytest
 
 from tools import demo as harness
 from tests.pg_control import OwnPostgres
-from tests.soak.faults import FullDisk, burst, kill_worker_mid_request, move_with_fault, wait_replaced, workers
+from tests.disk import FullDisk
+from tests.soak.faults import burst, kill_worker_mid_request, move_with_fault, wait_replaced, workers
 from tests.soak.tcp_proxy import TcpProxy
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "soak"
