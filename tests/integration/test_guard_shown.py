@@ -74,6 +74,7 @@ def test_status_metrics_and_dashboard_show_the_guard_and_postgres_refusals(cutov
     assert samples[("hrp_cutover_guard_on", (("database", "sqlite"),))] == 0
     assert samples[("hrp_cutover_guard_refused_total", (("database", "postgres"),))] == counted + 3
     assert samples[("hrp_cutover_scrape_failed", (("part", "guard"),))] == 0
+    assert samples[("hrp_cutover_scrape_failed", (("part", "guard_refused"),))] == 0
     data = overview(cutover)
     assert data["guard"]["on"] == "postgres" and data["guard"]["refused"] == counted + 3
     section = _phase_section(data)
