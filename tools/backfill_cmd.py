@@ -280,29 +280,57 @@ def _print_summary(result, as_json: bool) -> None:
 
 
 def quarantine_report(ctx, fmt: str, postgres_url: str | None = None) -> str:
-    """The quarantine as text or JSON ({"rows": [...]})."""
+    """The quarantine as text or JSON ({"rows": [...], "live": [...]}): the rows the backfill
+    quarantined, and the live changes the applier settled as rejected (still in an outbox)."""
     from adapters.postgres import create_postgres_engine
-    from hrp_data.backfill.quarantine import quarantine_entries
+    from hrp_data.backfill.quarantine import live_rejections, quarantine_entries
 
+    settings = settings_from(ctx, postgres_url=postgres_url)
     with domain_errors():
-        engine = create_postgres_engine(settings_from(ctx, postgres_url=postgres_url).require_postgres())
+        engine = create_postgres_engine(settings.require_postgres())
+        sqlite = _existing_sqlite_engine(settings)
         try:
             entries = quarantine_entries(engine)
+            live = live_rejections(([("sqlite", sqlite)] if sqlite is not None else []) + [("postgres", engine)])
         finally:
             engine.dispose()
+            if sqlite is not None:
+                sqlite.dispose()
     if fmt == "json":
         rows = [{k: e[k] for k in ("table", "key", "column", "reason", "value")} for e in entries]
-        return json.dumps({"rows": rows}, indent=2) + "\n"
-    if not entries:
+        return json.dumps({"rows": rows, "live": live}, indent=2) + "\n"
+    if not entries and not live:
         return "no quarantined rows\n"
     lines = [
         f"{e['table']} {json.dumps(e['key'])} {e['column'] or '-'}: {e['reason']}"
         f" value {e['value']!r}{' (' + e['detail'] + ')' if e['detail'] else ''} since {e['first_seen']}"
         for e in entries
     ]
-    keys = len({(e["table"], json.dumps(e["key"])) for e in entries})
-    lines.append(f"{keys} row(s) quarantined; fix them in SQLite, then `hrp-cutover backfill --retry-quarantined`")
+    if entries:
+        keys = len({(e["table"], json.dumps(e["key"])) for e in entries})
+        lines.append(f"{keys} row(s) quarantined; fix them in SQLite, then `hrp-cutover backfill --retry-quarantined`")
+    lines += [
+        f"{r['table']} {json.dumps(r['key'])} {r['column'] or '-'}: {r['reason']} (live, waiting in {r['database']}'s outbox)"
+        for r in live
+    ]
+    if live:
+        lines.append(f"{len(live)} live change(s) rejected by the applier; fix each row where it waits"
+                     " (the primary, through the app), and the applier carries it")
     return "\n".join(lines) + "\n"
+
+
+def _existing_sqlite_engine(settings):
+    """An engine on the legacy file when it exists (None: the quarantine needs only PostgreSQL)."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    from adapters.sqlite import create_sqlite_engine
+
+    database = make_url(settings.sqlite_url).database
+    if not database or not os.path.isfile(database):
+        return None
+    return create_sqlite_engine(settings.sqlite_url)
 
 
 @click.command()
@@ -311,7 +339,8 @@ def quarantine_report(ctx, fmt: str, postgres_url: str | None = None) -> str:
 @postgres_option
 @pass_context
 def quarantine(ctx, fmt: str, postgres_url: str | None) -> None:
-    """List the rows the backfill quarantined: table, key, column, reason, value (secrets fingerprinted)."""
+    """List the rows the backfill quarantined (table, key, column, reason, value; secrets fingerprinted)
+    and the live changes the applier rejected (table, key, column, reason)."""
     click.echo(quarantine_report(ctx, fmt, postgres_url), nl=False)
 
 

@@ -426,7 +426,7 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
         click.echo(f"MOVE       {report['move_in_progress']} (`hrp-cutover recover` finishes it)")
     guard = report["guard"]
     if guard["on"]:
-        refused = guard["refused"] if guard["refused"] is not None else "not counted on SQLite"
+        refused = guard["refused"] if guard["refused"] is not None else guard["uncounted"] or "count unknown"
         click.echo(f"guard      on {guard['on']}: writes from outside the layer refused ({refused})")
     for warning in report["statement_logging"]:
         click.echo(f"logging    warning: PostgreSQL {warning}")

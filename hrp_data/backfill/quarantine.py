@@ -25,6 +25,7 @@ The operator fixes the row in SQLite (the app or the sqlite3 shell) and runs
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -32,8 +33,9 @@ import sqlalchemy as sa
 from psycopg2.extras import execute_values
 
 from adapters.binds import reading
-from adapters.outbox import encode_key, key_from_json
+from adapters.outbox import decode_key, encode_key, key_from_json, key_to_json
 from hrp_data.backfill.legacy_rows import Key, Reject, sqlite_order
+from hrp_data.cutover.outbox import rejected_keys
 
 QUARANTINE = "hrp_cutover_quarantine"
 INSTALL_LOCK = 0x4852505F51554152  # 'HRP_QUAR'
@@ -186,6 +188,25 @@ def quarantine_rows(pg_engine: sa.Engine) -> list[dict[str, Any]]:
         {name: entry[name] for name in ("table", "key", "column", "reason", "value")}
         for entry in quarantine_entries(pg_engine)
     ]
+
+
+_REJECTION = re.compile(r"(?:rejected: |a key PostgreSQL cannot hold \()(?:(?P<key_column>[^:()\s]+): )?"
+                        r"(?P<reason>[^\s()]+)(?: \((?P<column>[^()]+)\))?\)?$")
+
+
+def live_rejections(engines: Sequence[tuple[str, sa.Engine]]) -> list[dict[str, Any]]:
+    """Live changes the applier settled as rejected, still waiting in an outbox ({"database"
+    (whose outbox), "table", "key", "column", "reason"}); the row is in that database as it is,
+    unaltered, until it is fixed there. Never a value: the outbox keeps keys and reasons only."""
+    found = []
+    for database, engine in engines:
+        for table, pk, error in rejected_keys(engine):
+            match = _REJECTION.match(error)
+            column = (match.group("column") or match.group("key_column")) if match else None
+            reason = match.group("reason") if match else error
+            found.append({"database": database, "table": table, "key": key_to_json(decode_key(pk)),
+                          "column": column, "reason": reason})
+    return found
 
 
 def quarantined_count(pg_engine: sa.Engine) -> int:

@@ -26,6 +26,7 @@ from hrp_data.cutover import outbox
 from hrp_data.backfill.state import backfill_status
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.cutover.phases import ORDER, POSTGRES, SQLITE
+from hrp_data.cutover.status import guard_refusals
 from shadow.report import build_report
 
 PREFIX = "hrp_cutover"
@@ -45,6 +46,7 @@ class CutoverCollector:
         parts: list[tuple[str, Callable[[], list[Metric]]]] = [
             ("phase", self._phase), ("outbox", self._outbox), ("applier", self._applier),
             ("shadow", self._shadow), ("moves", self._moves), ("backfill", self._backfill),
+            ("guard", self._guard), ("guard_refused", self._guard_refused),
         ]
         for name, part in parts:
             try:
@@ -143,6 +145,25 @@ class CutoverCollector:
                 when = when.replace(tzinfo=dt.timezone.utc)
             at.add_metric(labels, when.timestamp())
         return [hold, at]
+
+    def _guard(self) -> list[Metric]:
+        on = GaugeMetricFamily(f"{PREFIX}_guard_on", "1 for the database that refuses writes from outside the layer.",
+                               labels=["database"])
+        guarded = self.cutover.phase_row(fresh=True).guarded
+        for name in (SQLITE, POSTGRES):
+            on.add_metric([name], 1.0 if guarded == name else 0.0)
+        return [on]
+
+    def _guard_refused(self) -> list[Metric]:
+        """PostgreSQL's count of refused writes (its own part: it needs PostgreSQL). SQLite's refusals
+        have no series: a trigger's counter write is undone with the write it refuses (status.SQLITE_UNCOUNTED)."""
+        refusals = guard_refusals(self.cutover)
+        if refusals is None:
+            return []
+        refused = CounterMetricFamily(f"{PREFIX}_guard_refused", "Writes PostgreSQL's guard refused.",
+                                      labels=["database"])
+        refused.add_metric([POSTGRES], refusals)
+        return [refused]
 
     def _backfill(self) -> list[Metric]:
         if self.cutover.postgres is None:

@@ -355,6 +355,31 @@ def depth(bind: Bind) -> Depth:
     return Depth(row[0], row[1], oldest, last_error)
 
 
+REJECTED = "rejected: "
+"""The prefix of the error the applier settles a change with when the conversion rules refuse
+its row (hrp_data.cutover.apply.image_refusal, describe_error of a Rejected)."""
+KEY_REFUSED = "a key PostgreSQL cannot hold ("
+
+
+def rejected_keys(bind: Bind) -> list[tuple[str, str, str]]:
+    """(table, key as the outbox spells it, error) of every key whose latest failure is a
+    refusal of its row's values or key, not of the database (oldest first). The error names the
+    reason and the column, never a value (hrp_data.errors.describe_error)."""
+    with reading(bind) as connection:
+        if not sa.inspect(connection).has_table(OUTBOX):
+            return []
+        rows = connection.execute(
+            sa.select(outbox.c.table_name, outbox.c.pk, outbox.c.last_error)
+            .where(outbox.c.last_error.is_not(None))
+            .order_by(outbox.c.seq)
+        ).all()
+    latest: dict[tuple[str, str], str] = {}
+    for table, pk, error in rows:
+        latest[(table, pk)] = error
+    return [(table, pk, error) for (table, pk), error in latest.items()
+            if error.startswith(REJECTED) or error.startswith(KEY_REFUSED)]
+
+
 def pending_keys(bind: Bind, refs: Sequence[KeyRef]) -> set[KeyRef]:
     """Which of these keys still have a change waiting in the outbox.
 

@@ -12,7 +12,13 @@ from hrp_data.cutover import heartbeat, outbox
 from hrp_data.flip import journal as move_journal
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.errors import describe_error
-from hrp_data.cutover.phases import POSTGRES
+from hrp_data.cutover.phases import POSTGRES, SQLITE
+
+SQLITE_UNCOUNTED = (
+    "not counted on SQLite: a trigger's counter write is undone with the write it refuses"
+    " (RAISE(FAIL) would keep it only if the client commits, and would keep a partly done statement)"
+)
+"""Why the SQLite guard's refusals have no count (docs/operations.md#the-guard-on-the-secondary)."""
 
 
 def cutover_status(cutover: Cutover) -> dict:
@@ -33,7 +39,8 @@ def cutover_status(cutover: Cutover) -> dict:
         "workers": heartbeat.workers(cutover.sqlite),
         "last_change": history[0] if history else None,
         "move_in_progress": _move(cutover),
-        "guard": {"on": row.guarded, "refused": None},
+        "guard": {"on": row.guarded, "refused": None,
+                  "uncounted": SQLITE_UNCOUNTED if row.guarded == SQLITE else None},
         "parked_triggers": _parked(cutover),
     }
 
@@ -71,6 +78,15 @@ def postgres_reachability(cutover: Cutover, report: dict | None = None) -> dict 
     except sa.exc.SQLAlchemyError as error:
         return {"reachable": False, "error": describe_error(error)}
     return {"reachable": True, "error": None}
+
+
+def guard_refusals(cutover: Cutover) -> int | None:
+    """How many writes PostgreSQL's guard has refused (None: no PostgreSQL, or its guard never
+    installed). Counted since the guard's function was installed, whichever side is guarded now."""
+    if cutover.postgres is None:
+        return None
+    with cutover.postgres.connect() as connection:
+        return postgres_adapter.guard_refusals(connection)
 
 
 def statement_logging(cutover: Cutover) -> list[str]:

@@ -26,7 +26,8 @@ from hrp_data.flip.move import MoveResult
 from hrp_data.cutover.phase_store import acting_for
 from hrp_data.cutover.phases import ORDER, Phase
 from hrp_data.flip.readiness import Check, checklist, guarded_move
-from hrp_data.cutover.status import cutover_status
+from hrp_data.cutover.phases import POSTGRES
+from hrp_data.cutover.status import cutover_status, guard_refusals
 from hrp_data.settings import SettingsError
 from hrp_data.web.serialize import plain
 
@@ -55,6 +56,18 @@ def _status(cutover: Cutover) -> dict[str, Any]:
     for worker in status["workers"]:
         worker["age_s"] = round(now - worker.pop("updated_at"), 1)
     return plain(status)
+
+
+def guard_shown(cutover: Cutover, status: dict[str, Any]) -> dict[str, Any] | None:
+    """Which database refuses writes from outside the layer now and how many it refused (None:
+    no guard). The count is read from PostgreSQL only when it is the guarded one, as its own
+    part, so that a PostgreSQL that does not answer leaves the phase and the outbox shown."""
+    if "error" in status or not status["guard"]["on"]:
+        return None
+    guard = dict(status["guard"])
+    if guard["on"] == POSTGRES:
+        guard["refused"] = guard_refusals(cutover) or 0
+    return guard
 
 
 def _checks(cutover: Cutover, target: Phase | None) -> list[dict[str, Any]]:
@@ -177,6 +190,7 @@ def overview(cutover: Cutover) -> dict[str, Any]:
     """Everything the dashboard shows, as plain JSON-ready values."""
     out: dict[str, Any] = {"generated_at": plain(dt.datetime.now(dt.timezone.utc))}
     out["status"] = _safely(lambda: _status(cutover))
+    out["guard"] = _safely(lambda: guard_shown(cutover, out["status"]))
     phase = cutover.phase(fresh=True).phase
     previous, following = neighbours(phase)
     out["moves"] = {

@@ -4,7 +4,8 @@ Served by gunicorn with 2 workers under concurrent writers and readers, moved by
 the CLI: sqlite_only -> dual_write -> backfill -> shadow -> verify -> flip ->
 verify -> rollback -> verify -> flip -> postgres_only. Every acknowledged write
 is in the final primary, no request fails, both databases are equal at each verify,
-and the guard refuses a write past the app on the secondary.
+and the guard refuses a write past the app on the secondary (the sqlite3 module
+after the flip, psycopg2 after the rollback), leaving the row unchanged on both sides.
 
 The one documented window: for up to CACHE_SECONDS (0.5 s) after a move a worker
 may still read from the old primary, so readers here ask only for rows acknowledged
@@ -134,6 +135,20 @@ def _pg_rows(postgres_url: str, sql: str) -> list[tuple]:
         return cursor.fetchall()
 
 
+def _race_status_on_both(sqlite_path: Path, postgres_url: str, race: int) -> tuple:
+    with sqlite3.connect(sqlite_path, timeout=10) as raw:
+        in_sqlite = raw.execute("SELECT status FROM races WHERE id = ?", (race,)).fetchone()[0]
+    return in_sqlite, _pg_rows(postgres_url, f"SELECT status FROM races WHERE id = {int(race)}")[0][0]
+
+
+def _refused_by_postgres(postgres_url: str, sql: str) -> None:
+    """`sql` through psycopg2 as any client would send it (no maintenance option): the guard refuses it."""
+    url = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="hrp-cutover guard"):
+        with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+            cursor.execute(sql)
+
+
 def _step(timings: list, name: str, action, *args):
     at = time.monotonic()
     result = action(*args)
@@ -214,8 +229,15 @@ def test_the_example_app_goes_through_the_whole_cutover_under_load(served):
         with pytest.raises(sqlite3.DatabaseError, match="hrp-cutover guard"):
             with sqlite3.connect(sqlite_path, timeout=10) as raw:
                 raw.execute("UPDATE races SET status = 'by hand' WHERE id = 1")
+        assert _race_status_on_both(sqlite_path, postgres_url, 1) == ("scheduled", "scheduled")
+        guard = json.loads(cli("status", "--json"))["guard"]
+        assert guard["on"] == "sqlite" and guard["refused"] is None and "not counted" in guard["uncounted"]
         _step(timings, "verify", _verify_equal, sqlite_path, postgres_url)
         _step(timings, "rollback", cli, "rollback")
+        _refused_by_postgres(postgres_url, "UPDATE races SET status = 'by hand' WHERE id = 1")
+        assert _race_status_on_both(sqlite_path, postgres_url, 1) == ("scheduled", "scheduled")
+        guard = json.loads(cli("status", "--json"))["guard"]
+        assert guard["on"] == "postgres" and guard["refused"] >= 1
         _step(timings, "verify", _verify_equal, sqlite_path, postgres_url)
         _step(timings, "flip", cli, "flip")
         _step(timings, "postgres_only", cli, "phase", "set", "postgres_only")

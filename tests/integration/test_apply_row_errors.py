@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
 import pytest
 from click.testing import CliRunner
 
+from hrp_data.cutover import outbox
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
@@ -74,3 +76,35 @@ def test_replay_lists_the_failing_key_without_a_traceback(cutover, legacy_file, 
     assert "Traceback" not in result.output
     assert f"failing    races [{bad['id']}]: {NUL_REASON}" in result.output
     assert "applied 1; remaining 1" in result.output
+
+
+def test_the_quarantine_lists_live_keys_the_applier_rejected_without_their_values(cutover, legacy_file, postgres_url):
+    planted = "PLANTED-SECRET-7f3a"
+    with sqlite3.connect(legacy_file) as raw:  # the legacy app's own SQL
+        user = raw.execute("INSERT INTO users (username, email, password_hash) VALUES ('q', 'q@x', 'h')").lastrowid
+    wait_drained(cutover)  # the user is in PostgreSQL: the credential below fails on its own value only
+    with sqlite3.connect(legacy_file) as raw:
+        race = raw.execute("INSERT INTO races (race_name) VALUES (?)", ("live\x00bad",)).lastrowid
+        credential = raw.execute(
+            "INSERT INTO api_credentials (user_id, service_name, api_key, api_secret) VALUES (?, 'svc', ?, ?)",
+            (user, f"{planted}-key\x00", f"{planted}-secret\x00"),
+        ).lastrowid
+    cutover.applier.notify()
+    deadline = time.monotonic() + 30
+    while len(outbox.rejected_keys(cutover.sqlite)) < 2:  # the applier, on its own
+        assert time.monotonic() < deadline, outbox.depth(cutover.sqlite)
+        time.sleep(0.1)
+    base = ["--sqlite", str(legacy_file), "--postgres", postgres_url, "quarantine"]
+    listed = CliRunner().invoke(cli, [*base, "--format", "json"])
+    text = CliRunner().invoke(cli, base)
+    assert listed.exit_code == 0 and text.exit_code == 0, (listed.output, text.output)
+    live = json.loads(listed.stdout)["live"]
+    assert sorted(live, key=lambda r: r["table"]) == [
+        {"database": "sqlite", "table": "api_credentials", "key": [credential], "column": "api_key",
+         "reason": "nul_byte_in_text"},
+        {"database": "sqlite", "table": "races", "key": [race], "column": "race_name", "reason": "nul_byte_in_text"},
+    ]
+    assert f"races [{race}] race_name: nul_byte_in_text (live, waiting in sqlite's outbox)" in text.stdout
+    assert f"api_credentials [{credential}] api_key: nul_byte_in_text" in text.stdout
+    assert "2 live change(s) rejected by the applier" in text.stdout
+    assert planted not in listed.output + text.output

@@ -62,6 +62,8 @@ def test_the_outbox_depth_rises_while_postgres_is_down_and_drains_after(legacy_f
         assert down[("hrp_cutover_outbox_oldest_age_seconds", (("direction", "sqlite_to_postgres"),))] > 0
         assert down[("hrp_cutover_postgres_up", ())] == 0
         assert down[("hrp_cutover_scrape_failed", (("part", "backfill"),))] == 1
+        assert down[("hrp_cutover_scrape_failed", (("part", "guard_refused"),))] == 1
+        assert down[("hrp_cutover_guard_on", (("database", "postgres"),))] == 1  # read from the SQLite file
         _add_users(cutover, "still_down", 3)
         assert pending(scrape(legacy_file, url)) == 10
 
