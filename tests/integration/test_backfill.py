@@ -904,3 +904,27 @@ def test_null_in_keys_and_required_columns_is_quarantined_and_skips_no_row(tmp_p
         ((5, None), "horse_id"): "null_in_required_column", ((6,), "race_name"): "null_in_required_column",
     }
     assert result.tables["race_horses"].quarantined == 4 and result.tables["race_horses"].copied == 5
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_backfill_that_loses_postgresql_says_so_in_one_line_and_resumes(tmp_path, own_postgres, workers):
+    """PostgreSQL goes away mid-copy (immediate shutdown): the command ends non-zero with one line
+    saying how to resume, no traceback; once the server is back the next run ends equal."""
+    path, url = tmp_path / "hrp_database.db", own_postgres.url
+    seed_database(path, races=100, seed=11)
+    upgrade(url)
+    with open_cutover(path, url):
+        pass
+    process = _start_backfill(path, url, "--batch-size", "40", "--max-rows-per-sec", "2500",
+                              "--workers", str(workers))
+    _wait_for_batches(process, url, 3)
+    own_postgres.stop()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode not in (0, None)
+    assert "Traceback" not in err and "Traceback" not in out, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "hrp-cutover backfill" in errors[0], err[-3000:]
+    own_postgres.start()
+    with open_cutover(path, url) as cutover:
+        assert run_backfill(cutover, Options(batch_size=300)).complete
+    assert_equal(path, url)
