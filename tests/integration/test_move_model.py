@@ -1,12 +1,16 @@
 """A stateful property test of the cutover: writes, deletes, applier runs, failed and killed moves.
 
 Invariant: every acknowledged write is in the primary, and once the outbox is drained, in the
-secondary too; a deleted row is in neither. Runs bounded in `make test` and longer in `make soak`.
+secondary too, once; a deleted row, or a write the guard refused on the secondary, is in neither.
+Moves fail by an exception or by the moving process being SIGKILLed, at every point. Runs bounded in `make test` and longer in `make soak`.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+from collections import Counter
 
 import psycopg2
 import pytest
@@ -22,18 +26,22 @@ from hrp_data.cutover.phases import PHASES, SQLITE, Phase
 from hrp_data.cutover.replay import replay_outbox
 from hrp_data.schema.install import upgrade
 from tests.integration.cutover_helpers import settings_for
-from tests.integration.test_move_faults import Injected, _libpq
+from tests.integration.test_move_faults import KILLER, Injected, _libpq
 
 MOVABLE = (Phase.DUAL_WRITE, Phase.SHADOW, Phase.POSTGRES_PRIMARY)
 
 
-def _names_in(legacy_file, postgres_url, side: str) -> set[str]:
+def _name_counts(legacy_file, postgres_url, side: str) -> Counter:
     if side == SQLITE:
         with sqlite3.connect(legacy_file) as raw:
-            return {r[0] for r in raw.execute("SELECT horse_name FROM horses")}
+            return Counter(r[0] for r in raw.execute("SELECT horse_name FROM horses"))
     with psycopg2.connect(_libpq(postgres_url)) as raw, raw.cursor() as cursor:
         cursor.execute("SELECT horse_name FROM horses")
-        return {r[0] for r in cursor.fetchall()}
+        return Counter(r[0] for r in cursor.fetchall())
+
+
+def _names_in(legacy_file, postgres_url, side: str) -> set[str]:
+    return set(_name_counts(legacy_file, postgres_url, side))
 
 
 def machine_for(cutover: Cutover, legacy_file, postgres_url):
@@ -90,9 +98,45 @@ def machine_for(cutover: Cutover, legacy_file, postgres_url):
             replay_outbox(cutover)
             phase = cutover.phase(fresh=True).phase
             for side in {PHASES[phase].primary, PHASES[phase].secondary} - {None}:
-                found = _names_in(legacy_file, postgres_url, side)
+                counts = _name_counts(legacy_file, postgres_url, side)
+                found = set(counts)
                 assert self.present <= found, sorted(self.present - found)[:3]
                 assert not (self.deleted & found), sorted(self.deleted & found)[:3]
+                doubled = [name for name in self.present if counts[name] > 1]
+                assert not doubled, (side, doubled[:3])
+
+        @rule()
+        def write_to_the_secondary_behind_the_layer(self):
+            """The guard refuses it on whichever side is the secondary; nothing lands anywhere."""
+            secondary = PHASES[cutover.phase(fresh=True).phase].secondary
+            if secondary is None:
+                return
+            self.counter += 1
+            name = f"refused {id(self)} {self.counter}"
+            if secondary == SQLITE:
+                with pytest.raises(sqlite3.DatabaseError):
+                    with sqlite3.connect(legacy_file) as raw:
+                        raw.execute("INSERT INTO horses (horse_name) VALUES (?)", (name,))
+            else:
+                with pytest.raises(psycopg2.Error):
+                    with psycopg2.connect(_libpq(postgres_url)) as raw, raw.cursor() as cursor:
+                        cursor.execute("INSERT INTO horses (horse_name) VALUES (%s)", (name,))
+            self.deleted.add(name)  # in neither database, now or after any drain
+
+        @rule(step=st.sampled_from([1, -1]), point=st.sampled_from(flip.FAULT_POINTS))
+        def move_one_step_killed(self, step, point):
+            """The moving process is SIGKILLed at `point`; the next move (or the applier) finishes it."""
+            current = cutover.phase(fresh=True).phase
+            index = MOVABLE.index(current) + step
+            if not 0 <= index < len(MOVABLE):
+                return
+            done = subprocess.run(
+                [sys.executable, "-c", KILLER, point, MOVABLE[index].value, f"sqlite:///{legacy_file}", postgres_url],
+                capture_output=True, text=True, timeout=120,
+            )
+            assert done.returncode == -9, done.stderr[-2000:]
+            cutover.finish_interrupted_move(wait=True)
+            assert move_journal.current(cutover.sqlite) is None
 
         @rule(step=st.sampled_from([1, -1]), fault=st.sampled_from((None, *flip.FAULT_POINTS)))
         def move_one_step(self, step, fault):
