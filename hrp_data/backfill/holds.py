@@ -194,7 +194,11 @@ class IndexBuilder:
         self.error: BaseException | None = None
         self.analyzed: set[str] = set()
         self.thread = threading.Thread(target=self._loop, name="backfill-indexes", daemon=True)
+
+    def start(self) -> "IndexBuilder":
+        """Start the building thread; returns the builder."""
         self.thread.start()
+        return self
 
     def submit(self, table: str, indexes: list[tuple[str, str]]) -> None:
         """Queue `table`'s held indexes (from `held()`) and then its ANALYZE."""

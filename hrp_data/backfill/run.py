@@ -264,7 +264,7 @@ class _Run:
         try:
             self.pg = raw.driver_connection
             self.pg.autocommit = False
-            self.builder = holds.IndexBuilder(builder.driver_connection)
+            self.builder = holds.IndexBuilder(builder.driver_connection).start()
             try:
                 return self._execute()
             finally:
