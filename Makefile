@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: constraints demo test test-unit test-integration test-e2e test-fuzz system-packages bench soak clean
+.PHONY: constraints demo test test-unit test-integration test-e2e test-fuzz system-packages bench bench-scale soak clean
 
 # constraints.txt pins every package to the versions the suite last passed with (a fresh clone
 # installs exactly those); `make constraints` writes it again from this .venv after an upgrade.
@@ -43,6 +43,13 @@ bench: $(STAMP)
 	rm -rf artifacts/bench
 	$(BIN)/python -m pytest -m bench -s --timeout=0 tests/bench
 	$(BIN)/hrp-cutover bench
+
+# Not in `make test` nor `make bench`: the operator's commands through the CLI at 100,000 and
+# 1,000,000 races (HRP_SCALE_RACES="2000,20000" to try it small), pgloader on the same files;
+# the Scale section of BENCHMARKS.md is written even when a command failed (the exit says so).
+bench-scale: $(STAMP)
+	rm -rf artifacts/bench-scale
+	$(BIN)/python -m tests.bench.scale; status=$$?; $(BIN)/hrp-cutover bench --scale-only; exit $$status
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -s --timeout=0 tests/soak tests/integration/test_move_model.py
