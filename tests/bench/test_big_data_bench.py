@@ -121,12 +121,52 @@ def _median_seconds(function, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
+def _sql(statement: str, **params):
+    """A read the app runs as SQL of its own, fetching every row; floats rounded to 9 digits so
+    both databases' sums in another order compare equal."""
+    def read(uow):
+        rows = uow.session.execute(sa.text(statement), params).all()
+        return [[round(v, 9) if isinstance(v, float) else v for v in row] for row in rows]
+    return read
+
+
 @pytest.mark.bench
 def test_complex_reads_sqlite_vs_postgres(big, record_bench):
     path, url = big
     engines = {"sqlite": create_sqlite_engine(f"sqlite:///{path}"), "postgres": create_postgres_engine(url)}
     # timed right after the backfill returned: it vacuums and analyzes each table it loaded
+    with engines["sqlite"].connect() as connection:  # a busy track and a month in the middle of the data
+        track = connection.exec_driver_sql(
+            "SELECT track_name FROM races GROUP BY track_name ORDER BY count(*) DESC, track_name LIMIT 1"
+        ).scalar()
+        month = connection.exec_driver_sql(
+            "SELECT substr(race_date, 1, 7) FROM races ORDER BY id LIMIT 1 OFFSET (SELECT count(*) / 2 FROM races)"
+        ).scalar()
+    year, number = (int(part) for part in month.split("-"))
+    start, end = f"{month}-01", f"{year + number // 12:04d}-{number % 12 + 1:02d}-01"
     reads = {
+        "track_month_with_predictions": _sql(
+            "SELECT r.id, r.race_name, r.race_date, p.id, p.horse_id, p.confidence FROM races r"
+            " JOIN predictions p ON p.race_id = r.id WHERE r.track_name = :track"
+            " AND r.race_date >= :start AND r.race_date < :end ORDER BY r.race_date, r.id, p.id",
+            track=track, start=start, end=end,
+        ),
+        "top_horses_having": _sql(
+            "SELECT h.id, h.horse_name, avg(p.confidence) AS confidence, count(*) AS predictions"
+            " FROM predictions p JOIN horses h ON h.id = p.horse_id GROUP BY h.id, h.horse_name"
+            " HAVING count(*) >= 5 ORDER BY confidence DESC, h.id LIMIT 50"
+        ),
+        "window_top3_per_race_month": _sql(
+            "SELECT race_id, horse_id, confidence, rank FROM (SELECT p.race_id, p.horse_id, p.confidence,"
+            " row_number() OVER (PARTITION BY p.race_id ORDER BY p.confidence DESC, p.id) AS rank"
+            " FROM predictions p JOIN races r ON r.id = p.race_id"
+            " WHERE r.race_date >= :start AND r.race_date < :end) ranked WHERE rank <= 3 ORDER BY race_id, rank",
+            start=start, end=end,
+        ),
+        "horse_name_search": _sql(
+            "SELECT id, horse_name FROM horses WHERE lower(horse_name) LIKE :pattern ORDER BY id LIMIT 100",
+            pattern="%ra%",
+        ),
         "race_statistics": lambda uow: uow.statistics.race_statistics(limit=1000),
         "horse_performance": lambda uow: uow.statistics.horse_performance(limit=1000),
         "top_predictions_per_race": lambda uow: uow.statistics.top_predictions_per_race(races=2000, per_race=3),
