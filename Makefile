@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: constraints demo test test-unit test-integration test-e2e test-fuzz system-packages bench bench-scale soak clean
+.PHONY: constraints demo test test-unit test-integration test-e2e test-fuzz system-packages bench-packages bench bench-scale soak clean
 
 # constraints.txt pins every package to the versions the suite last passed with (a fresh clone
 # installs exactly those); `make constraints` writes it again from this .venv after an upgrade.
@@ -23,6 +23,9 @@ demo: $(STAMP)
 system-packages:
 	sh tools/setup/system_packages.sh
 
+bench-packages:
+	sh tools/setup/system_packages.sh bench
+
 # Two workers (pytest-xdist), one per core of the CI machine, each with a PostgreSQL of its own.
 test: $(STAMP) system-packages
 	$(BIN)/python -m pytest -n 2
@@ -30,7 +33,7 @@ test: $(STAMP) system-packages
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) system-packages
 	$(BIN)/python -m pytest tests/integration
 
 test-e2e: $(STAMP) system-packages
@@ -39,7 +42,7 @@ test-e2e: $(STAMP) system-packages
 test-fuzz: $(STAMP)
 	$(BIN)/python -m pytest tests/fuzz
 
-bench: $(STAMP)
+bench: $(STAMP) bench-packages
 	rm -rf artifacts/bench
 	$(BIN)/python -m pytest -m bench -s --timeout=0 tests/bench
 	$(BIN)/hrp-cutover bench
@@ -47,7 +50,7 @@ bench: $(STAMP)
 # Not in `make test` nor `make bench`: the operator's commands through the CLI at 100,000 and
 # 1,000,000 races (HRP_SCALE_RACES="2000,20000" to try it small), pgloader on the same files;
 # the Scale section of BENCHMARKS.md is written even when a command failed (the exit says so).
-bench-scale: $(STAMP)
+bench-scale: $(STAMP) bench-packages
 	rm -rf artifacts/bench-scale
 	$(BIN)/python -m tests.bench.scale; status=$$?; $(BIN)/hrp-cutover bench --scale-only; exit $$status
 

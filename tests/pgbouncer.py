@@ -1,6 +1,6 @@
 """A real PgBouncer (the Debian package) in front of a test PostgreSQL, in transaction pooling mode.
 
-Installed with apt-get when missing (the tests never skip it). PgBouncer
+Installed by `make test`'s set-up step (tools/setup/system_packages.sh; the tests never skip it). PgBouncer
 refuses to run as root, so as root it runs as the user that owns the
 server's socket directory (pgserver's own user), which may open that socket.
 It listens on a free TCP port of 127.0.0.1; its files live in a temporary
@@ -21,19 +21,11 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-INSTALL = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer"
-
-
 def pgbouncer_binary() -> str:
-    """The pgbouncer program, installed first if missing; raises RuntimeError if it cannot be."""
-    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
-    if found:
-        return found
-    command = INSTALL if os.geteuid() == 0 else f"sudo -n sh -c '{INSTALL}'"
-    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=600)
+    """The pgbouncer program; raises RuntimeError naming the set-up step when it is missing."""
     found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
     if found is None:
-        raise RuntimeError(f"pgbouncer is missing and `{INSTALL}` failed: {done.stderr.strip()[-500:]}")
+        raise RuntimeError("pgbouncer is missing: run `make system-packages` (tools/setup/system_packages.sh)")
     return found
 
 

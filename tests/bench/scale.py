@@ -14,7 +14,7 @@ server instead when set):
     hrp-cutover verify --json
     pgloader sqlite://FILE postgresql://...       the same file into another fresh database,
                                                   Debian's pgloader with its defaults (installed
-                                                  with apt-get when missing); when that fails, once
+                                                  by the target's set-up step); when that fails, once
                                                   more with `prefetch rows = 10000`
 
 Each command is a child process; its wall seconds, CPU seconds (user + system of the process and

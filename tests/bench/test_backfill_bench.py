@@ -12,7 +12,7 @@ Figures, all in this process on the same data:
   foreign-key triggers held back), and for reference into the table with
   everything on; against the backfill of the same table (read, convert,
   COPY/merge, checkpoint, zombie re-check), alternated ROUNDS times, best of each;
-- Debian's pgloader on the same file (installed with apt-get when missing).
+- Debian's pgloader on the same file (installed by `make bench`'s set-up step).
 
 Every measured run starts after a CHECKPOINT, so none pays for the dirty pages of the one before.
   pgloader creates its own schema: REAL as float4 (values lose bits), JSON
@@ -21,7 +21,6 @@ Every measured run starts after a CHECKPOINT, so none pays for the dirty pages o
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -117,18 +116,10 @@ def _reset_predictions(url: str) -> None:
 
 
 def _ensure_pgloader() -> str | None:
-    """Install Debian's pgloader when it is missing; the reason when that is impossible."""
+    """None when pgloader is installed; else what to run (the bench targets' set-up step)."""
     if shutil.which("pgloader"):
         return None
-    if shutil.which("apt-get") is None:
-        return "pgloader is not installed and apt-get is not available"
-    try:
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "pgloader"]):
-            subprocess.run(command, check=True, capture_output=True, timeout=900,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
-        return f"apt-get install -y pgloader failed: {error}"
-    return None if shutil.which("pgloader") else "pgloader missing after apt-get install"
+    return "pgloader is missing: run `make bench-packages` (tools/setup/system_packages.sh bench)"
 
 
 def _pgloader(path, server_url: str) -> dict:

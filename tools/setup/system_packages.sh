@@ -1,11 +1,13 @@
 #!/bin/sh
 # The system packages the test suite drives (headless Chromium for the browser test, PgBouncer for
-# the pooled-PostgreSQL tests), installed with apt-get when missing. Run by `make test`; idempotent.
+# the pooled-PostgreSQL tests; with `bench`, pgloader too), installed with apt-get when missing. Run by `make test`; idempotent.
 set -e
 missing=""
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing="$missing pgbouncer"
+# `bench`: also pgloader, which `make bench` and `make bench-scale` run beside the backfill.
+[ "${1:-}" != bench ] || command -v pgloader >/dev/null 2>&1 || missing="$missing pgloader"
 [ -z "$missing" ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "missing system packages:$missing; install them with your package manager, then run make test again" >&2
