@@ -53,7 +53,7 @@ def _assert_clean_refusal(result, *, codes=(2,), given: str = "") -> None:
 @given(phase=HOSTILE_TEXT)
 def test_unknown_phases_are_refused(tmp_path_factory, phase):
     database = tmp_path_factory.mktemp("fuzz") / "hrp.db"
-    result = CliRunner().invoke(cli, ["--sqlite", str(database), "phase", "set", phase])
+    result = CliRunner().invoke(cli, ["--sqlite", str(database), "phase", "set", "--", phase])  # '--help' is a target too
     _assert_clean_refusal(result)
     assert _fingerprint(database) == "absent"
 
