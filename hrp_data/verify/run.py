@@ -30,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
+from adapters.catalog import quote
 from adapters.binds import reading, writing
 from adapters.convert import BIGINT_RANGE, Kind
 from adapters.outbox import key_from_json, key_to_json
@@ -117,10 +118,6 @@ def _key_names(table: sa.Table) -> list[str]:
     return [c.name for c in table.primary_key.columns]
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 @dataclasses.dataclass(frozen=True)
 class Buckets:
     """Ranges [low + i*width, low + (i+1)*width) of the first key column."""
@@ -170,12 +167,12 @@ def _bounds(connection: sa.Connection, table: sa.Table) -> tuple[int | None, int
     takes any storage class); the range skips text and blobs and is widened to
     whole numbers around reals, which the buckets never hold (see _odd_keys).
     """
-    first = _quote(_key_names(table)[0])
+    first = quote(_key_names(table)[0])
     numbers = (f" WHERE {first} BETWEEN {BIGINT_RANGE[0]} AND {BIGINT_RANGE[1]}"
                if connection.dialect.name == "sqlite" else "")  # PostgreSQL's column is a bigint
     row = connection.exec_driver_sql(
-        f"SELECT min({first}), max({first}), (SELECT count(*) FROM {_quote(table.name)})"
-        f" FROM {_quote(table.name)}{numbers}"
+        f"SELECT min({first}), max({first}), (SELECT count(*) FROM {quote(table.name)})"
+        f" FROM {quote(table.name)}{numbers}"
     ).one()
     low, high = row[0], row[1]
     return (None if low is None else math.floor(low)), (None if high is None else math.ceil(high)), row[2]
@@ -185,21 +182,21 @@ def _odd_keys(engine: sa.Engine, table: sa.Table) -> list[tuple]:
     """SQLite keys whose first column is not an integer: no bucket holds them, PostgreSQL cannot."""
     if table.autoincrement_column is not None:  # SQLite's rowid: always an integer
         return []
-    first = _quote(_key_names(table)[0])
-    keys = ", ".join(_quote(k) for k in _key_names(table))
+    first = quote(_key_names(table)[0])
+    keys = ", ".join(quote(k) for k in _key_names(table))
     with reading(engine) as connection:
         return [tuple(row) for row in connection.exec_driver_sql(
-            f"SELECT {keys} FROM {_quote(table.name)} WHERE typeof({first}) != 'integer'"
+            f"SELECT {keys} FROM {quote(table.name)} WHERE typeof({first}) != 'integer'"
         )]
 
 
 def _postgres_statement(table: sa.Table, buckets: Buckets) -> str:
-    keys = ", ".join(_quote(k) for k in _key_names(table))
-    first = _quote(_key_names(table)[0])
+    keys = ", ".join(quote(k) for k in _key_names(table))
+    first = quote(_key_names(table)[0])
     text = _row_text(table)
     return (
         f"SELECT {buckets.sql(first)} AS bucket, count(*),"
-        f" md5(string_agg({text}, E'\\n' ORDER BY {keys})) FROM {_quote(table.name)}"
+        f" md5(string_agg({text}, E'\\n' ORDER BY {keys})) FROM {quote(table.name)}"
         f" WHERE {first} >= %(lo)s AND {first} <= %(hi)s GROUP BY 1"
     )
 
@@ -234,12 +231,12 @@ def _postgres_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets, coun
 
 
 def _sqlite_rows(engine: sa.Engine, table: sa.Table, where: str = "", params: tuple = ()):
-    columns = ", ".join(_quote(name) for name, _ in _columns(table))
-    keys = ", ".join(_quote(k) for k in _key_names(table))
+    columns = ", ".join(quote(name) for name, _ in _columns(table))
+    keys = ", ".join(quote(k) for k in _key_names(table))
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute(f"SELECT {columns} FROM {_quote(table.name)} {where} ORDER BY {keys}", params)
+        cursor.execute(f"SELECT {columns} FROM {quote(table.name)} {where} ORDER BY {keys}", params)
         while batch := cursor.fetchmany(5000):
             yield from batch
     finally:
@@ -268,10 +265,10 @@ def _whole_table_candidates(cutover: Cutover, table: sa.Table) -> list[tuple]:
     render = fast_row_renderer([kind for _, kind in _columns(table)])
     sqlite_side = {tuple(row[i] for i in key_positions): md5_hex(render(row))
                    for row in _sqlite_rows(cutover.sqlite, sqlite_table)}
-    keys = ", ".join(_quote(k) for k in _key_names(table))
+    keys = ", ".join(quote(k) for k in _key_names(table))
     with long_statements(cutover.engine(POSTGRES)) as connection:
         rows = connection.exec_driver_sql(
-            f"SELECT {keys}, md5({_row_text(table)}) FROM {_quote(table.name)}"
+            f"SELECT {keys}, md5({_row_text(table)}) FROM {quote(table.name)}"
         ).all()
     width = len(_key_names(table))
     postgres_side = {tuple(r[:width]): r[width] for r in rows}
@@ -298,17 +295,17 @@ def _row_fingerprints(cutover: Cutover, table: sa.Table, bounds: tuple[int, int]
     sqlite_keys = _key_names(sqlite_table)
     key_positions = [names.index(k) for k in sqlite_keys]
     render = fast_row_renderer([kind for _, kind in _columns(table)])
-    sqlite_first = _quote(sqlite_keys[0])
+    sqlite_first = quote(sqlite_keys[0])
     sqlite_side = {
         tuple(row[i] for i in key_positions): md5_hex(render(row))
         for row in _sqlite_rows(cutover.sqlite, sqlite_table, f"WHERE {sqlite_first} >= ? AND {sqlite_first} <= ?", bounds)
     }
     key_names = _key_names(table)
-    first = _quote(key_names[0])
-    keys = ", ".join(_quote(k) for k in key_names)
+    first = quote(key_names[0])
+    keys = ", ".join(quote(k) for k in key_names)
     with long_statements(cutover.engine(POSTGRES)) as connection:
         rows = connection.exec_driver_sql(
-            f"SELECT {keys}, md5({_row_text(table)}) FROM {_quote(table.name)}"
+            f"SELECT {keys}, md5({_row_text(table)}) FROM {quote(table.name)}"
             f" WHERE {first} >= %(lo)s AND {first} <= %(hi)s",
             {"lo": bounds[0], "hi": bounds[1]},
         ).all()
@@ -421,7 +418,7 @@ def plan_table(cutover: Cutover, hasher: RangeHasher, table: sa.Table) -> TableP
         counts = {}
         for side, engine, named in ((SQLITE, cutover.sqlite, sqlite_table), (POSTGRES, cutover.engine(POSTGRES), table)):
             with reading(engine) as connection:
-                counts[side] = connection.exec_driver_sql(f"SELECT count(*) FROM {_quote(named.name)}").scalar()
+                counts[side] = connection.exec_driver_sql(f"SELECT count(*) FROM {quote(named.name)}").scalar()
         return TablePlan(table, counts, None, 0, [], whole=True)
     with reading(cutover.sqlite) as connection:
         s_min, s_max, s_count = _bounds(connection, sqlite_table)
