@@ -72,6 +72,10 @@ def short_name(name: str) -> str:
 
 
 def quote(name: str) -> str:
+    """`name` as a delimited identifier: in double quotes, each inner quote doubled.
+
+    SQLite and PostgreSQL read "..." the same way, so this one spelling serves both.
+    """
     return '"' + name.replace('"', '""') + '"'
 
 

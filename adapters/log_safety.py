@@ -17,6 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from adapters.catalog import quote
+
 SETTINGS = (
     "log_statement",
     "log_min_duration_statement",
@@ -51,7 +53,7 @@ def read_settings(connection: sa.Connection) -> dict[str, str]:
 
 def risks(settings: dict[str, str], role: str) -> list[Risk]:
     """Each setting that would log statements with their values, with the statement that fixes it."""
-    quoted = '"' + role.replace('"', '""') + '"'
+    quoted = quote(role)
     found = []
     if settings.get("log_statement") in ("mod", "all"):
         found.append(Risk(

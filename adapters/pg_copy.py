@@ -35,11 +35,11 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from adapters.catalog import quote
 from adapters.convert import dump_jsonb
 
 __all__ = [
     "NULL",
-    "quote_ident",
     "text_field",
     "encode_row",
     "encode_rows",
@@ -51,11 +51,6 @@ __all__ = [
 NULL = "\\N"
 COPY_CHUNK = 1 << 20
 """Bytes handed to libpq per read() of the payload."""
-
-
-def quote_ident(name: str) -> str:
-    """A double-quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def escape_text(text: str) -> str:
@@ -131,17 +126,17 @@ def encode_rows(rows: Iterable[Sequence[Any]]) -> bytes:
 
 def copy_in(cursor: Any, table: str, columns: Sequence[str], payload: bytes) -> None:
     """COPY `payload` (text format, UTF-8) into `table` (`columns` in payload order)."""
-    column_list = ", ".join(quote_ident(c) for c in columns)
+    column_list = ", ".join(quote(c) for c in columns)
     cursor.copy_expert(
-        f"COPY {quote_ident(table)} ({column_list}) FROM STDIN", io.BytesIO(payload), size=COPY_CHUNK
+        f"COPY {quote(table)} ({column_list}) FROM STDIN", io.BytesIO(payload), size=COPY_CHUNK
     )
 
 
 def create_staging(cursor: Any, target: str, staging: str) -> None:
     """A session-local table with `target`'s column types and no constraints, emptied at each commit."""
     cursor.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {quote_ident(staging)} ON COMMIT DELETE ROWS"
-        f" AS SELECT * FROM {quote_ident(target)} WITH NO DATA"
+        f"CREATE TEMP TABLE IF NOT EXISTS {quote(staging)} ON COMMIT DELETE ROWS"
+        f" AS SELECT * FROM {quote(target)} WITH NO DATA"
     )
 
 
@@ -160,12 +155,12 @@ def insert_missing(
     NOTHING on the key only: any other constraint violation raises). Identity
     columns take the given values (OVERRIDING SYSTEM VALUE).
     """
-    column_list = ", ".join(quote_ident(c) for c in columns)
-    keys = ", ".join(quote_ident(c) for c in key_columns)
+    column_list = ", ".join(quote(c) for c in columns)
+    keys = ", ".join(quote(c) for c in key_columns)
     condition = f" WHERE {where}" if where else ""
     cursor.execute(
-        f"INSERT INTO {quote_ident(target)} ({column_list}) OVERRIDING SYSTEM VALUE"
-        f" SELECT {column_list} FROM {quote_ident(staging)}{condition}"
+        f"INSERT INTO {quote(target)} ({column_list}) OVERRIDING SYSTEM VALUE"
+        f" SELECT {column_list} FROM {quote(staging)}{condition}"
         f" ON CONFLICT ({keys}) DO NOTHING",
         params,
     )

@@ -24,7 +24,7 @@ import psycopg2
 import psycopg2.extensions
 import sqlalchemy as sa
 
-from adapters.catalog import short_name
+from adapters.catalog import quote, short_name
 from adapters.convert import Kind
 from adapters.types import kind_of
 from adapters.convert import dump_jsonb
@@ -129,12 +129,8 @@ APPLYING_SETTING = "hrp_cutover.applying"
 """Set to 'on' (SET LOCAL) by the applier, so its own writes are not captured again."""
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _key_part(column: sa.Column, row: str) -> str:
-    value = f"{row}.{_quote(column.name)}"
+    value = f"{row}.{quote(column.name)}"
     if isinstance(column.type, sa.Integer):
         return f"{value}::text"
     if kind_of(column) is Kind.BLOB or isinstance(column.type, sa.LargeBinary):  # {"blob": hex}, as SQLite's trigger and key_to_json spell it
@@ -171,7 +167,7 @@ BEGIN
   END IF;
   RETURN NULL;
 END"""
-    function = _quote(capture_function_name(table, outbox))
+    function = quote(capture_function_name(table, outbox))
     return f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $hrp${body}$hrp$"
 
 
@@ -182,8 +178,8 @@ def capture_trigger_name(table: sa.Table, outbox: str) -> str:
 def capture_trigger_ddl(table: sa.Table, outbox: str) -> str:
     """CREATE TRIGGER for the capture function (created disabled: a move enables it)."""
     return (
-        f"CREATE TRIGGER {_quote(capture_trigger_name(table, outbox))} AFTER INSERT OR UPDATE OR DELETE"
-        f" ON {_quote(table.name)} FOR EACH ROW EXECUTE FUNCTION {_quote(capture_function_name(table, outbox))}()"
+        f"CREATE TRIGGER {quote(capture_trigger_name(table, outbox))} AFTER INSERT OR UPDATE OR DELETE"
+        f" ON {quote(table.name)} FOR EACH ROW EXECUTE FUNCTION {quote(capture_function_name(table, outbox))}()"
     )
 
 
@@ -222,7 +218,7 @@ def guard_trigger_ddl(table: sa.Table) -> str:
     """CREATE TRIGGER refusing writes to `table` from outside the layer (created disabled)."""
     return (
         f'CREATE TRIGGER "{GUARD_TRIGGER}" BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE'
-        f" ON {_quote(table.name)} FOR EACH STATEMENT EXECUTE FUNCTION {GUARD_FUNCTION}()"
+        f" ON {quote(table.name)} FOR EACH STATEMENT EXECUTE FUNCTION {GUARD_FUNCTION}()"
     )
 
 
@@ -240,7 +236,7 @@ def trigger_states(connection: sa.Connection) -> dict[tuple[str, str], bool]:
 def set_trigger_enabled(connection: sa.Connection, table: sa.Table, trigger: str, enabled: bool) -> None:
     """ENABLE or DISABLE one trigger (SHARE ROW EXCLUSIVE: readers are not blocked, writers wait)."""
     verb = "ENABLE" if enabled else "DISABLE"
-    connection.exec_driver_sql(f"ALTER TABLE {_quote(table.name)} {verb} TRIGGER {_quote(trigger)}")
+    connection.exec_driver_sql(f"ALTER TABLE {quote(table.name)} {verb} TRIGGER {quote(trigger)}")
 
 
 def guard_refusals(connection: sa.Connection) -> int | None:
@@ -255,7 +251,7 @@ def guard_refusals(connection: sa.Connection) -> int | None:
 def _identity_sequence(connection: sa.Connection, table: sa.Table) -> str | None:
     key = next(iter(table.primary_key.columns)).name
     return connection.exec_driver_sql(
-        "SELECT pg_get_serial_sequence(%(t)s, %(c)s)", {"t": _quote(table.name), "c": key}
+        "SELECT pg_get_serial_sequence(%(t)s, %(c)s)", {"t": quote(table.name), "c": key}
     ).scalar()
 
 
@@ -267,7 +263,7 @@ def bump_identity(connection: sa.Connection, table: sa.Table, at_least: int = 0)
     if sequence is None:
         return
     connection.exec_driver_sql(
-        f"SELECT setval(%(s)s, GREATEST((SELECT max({_quote(key)}) FROM {_quote(table.name)}),"
+        f"SELECT setval(%(s)s, GREATEST((SELECT max({quote(key)}) FROM {quote(table.name)}),"
         f" (SELECT last_value FROM {sequence}), %(at_least)s, 1))",
         {"s": sequence, "at_least": at_least},
     )

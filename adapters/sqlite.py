@@ -24,6 +24,8 @@ import sqlalchemy as sa
 import tenacity
 from sqlalchemy import event
 
+from adapters.catalog import quote
+
 LOCK_WAIT_S = 30.0
 BUSY_TIMEOUT_MS = int(LOCK_WAIT_S * 1000)
 T = TypeVar("T")
@@ -125,10 +127,6 @@ def create_sqlite_engine(url: str, *, lock_wait_s: float = LOCK_WAIT_S, layer: b
 EPOCH_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -138,7 +136,7 @@ def _key_expression(table: sa.Table, row: str) -> str:
     (json_array refuses blobs, which would make the legacy app's write fail)."""
     values = []
     for c in table.primary_key.columns:
-        value = f'{row}.{_quote(c.name)}'
+        value = f'{row}.{quote(c.name)}'
         values.append(f"CASE WHEN typeof({value}) = 'blob' THEN json_object('blob', lower(hex({value})))"
                       f" ELSE {value} END")
     return f"json_array({', '.join(values)})"
@@ -151,21 +149,21 @@ def capture_trigger_ddl(table: sa.Table, outbox: str, recorded_as: str | None = 
     recorded = _literal(recorded_as or name)
     insert = f'INSERT INTO "{outbox}" (table_name, pk, op, created_at) VALUES'
     new_key, old_key = _key_expression(table, "NEW"), _key_expression(table, "OLD")
-    on = _quote(name)
+    on = quote(name)
     return [
-        f'CREATE TRIGGER IF NOT EXISTS {_quote(f"{outbox}_{name}_ins")} AFTER INSERT ON {on} BEGIN'
+        f'CREATE TRIGGER IF NOT EXISTS {quote(f"{outbox}_{name}_ins")} AFTER INSERT ON {on} BEGIN'
         f" {insert} ({recorded}, {new_key}, 'insert', {EPOCH_NOW}); END",
-        f'CREATE TRIGGER IF NOT EXISTS {_quote(f"{outbox}_{name}_upd")} AFTER UPDATE ON {on} BEGIN'
+        f'CREATE TRIGGER IF NOT EXISTS {quote(f"{outbox}_{name}_upd")} AFTER UPDATE ON {on} BEGIN'
         f" {insert} ({recorded}, {new_key}, 'update', {EPOCH_NOW});"
         f' INSERT INTO "{outbox}" (table_name, pk, op, created_at)'
         f" SELECT {recorded}, {old_key}, 'delete', {EPOCH_NOW} WHERE {old_key} IS NOT {new_key}; END",
-        f'CREATE TRIGGER IF NOT EXISTS {_quote(f"{outbox}_{name}_del")} AFTER DELETE ON {on} BEGIN'
+        f'CREATE TRIGGER IF NOT EXISTS {quote(f"{outbox}_{name}_del")} AFTER DELETE ON {on} BEGIN'
         f" {insert} ({recorded}, {old_key}, 'delete', {EPOCH_NOW}); END",
     ]
 
 
 def drop_capture_trigger_ddl(table: sa.Table, outbox: str) -> list[str]:
-    return [f'DROP TRIGGER IF EXISTS {_quote(f"{outbox}_{table.name}_{op}")}' for op in ("ins", "upd", "del")]
+    return [f'DROP TRIGGER IF EXISTS {quote(f"{outbox}_{table.name}_{op}")}' for op in ("ins", "upd", "del")]
 
 
 GUARD_PREFIX = "hrp_cutover_guard"
@@ -177,14 +175,14 @@ def guard_trigger_ddl(table: sa.Table) -> list[str]:
     outside = f"NOT EXISTS (SELECT 1 FROM pragma_database_list WHERE name = '{LAYER_MARK}')"
     message = GUARD_MESSAGE.replace("'", "''")
     return [
-        f'CREATE TRIGGER IF NOT EXISTS {_quote(f"{GUARD_PREFIX}_{name}_{op}")} BEFORE {verb} ON {_quote(name)}'
+        f'CREATE TRIGGER IF NOT EXISTS {quote(f"{GUARD_PREFIX}_{name}_{op}")} BEFORE {verb} ON {quote(name)}'
         f" WHEN {outside} BEGIN SELECT RAISE(ABORT, '{message}'); END"
         for op, verb in (("ins", "INSERT"), ("upd", "UPDATE"), ("del", "DELETE"))
     ]
 
 
 def drop_guard_trigger_ddl(table: sa.Table) -> list[str]:
-    return [f'DROP TRIGGER IF EXISTS {_quote(f"{GUARD_PREFIX}_{table.name}_{op}")}' for op in ("ins", "upd", "del")]
+    return [f'DROP TRIGGER IF EXISTS {quote(f"{GUARD_PREFIX}_{table.name}_{op}")}' for op in ("ins", "upd", "del")]
 
 
 def trigger_names(connection: sa.Connection) -> set[str]:
@@ -217,7 +215,7 @@ def park_user_triggers(connection: sa.Connection) -> list[str]:
         sql = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
                                          (name,)).scalar()
         connection.exec_driver_sql(f"INSERT OR REPLACE INTO {PARKED_TRIGGERS} VALUES (?, ?, ?)", (name, table, sql))
-        connection.exec_driver_sql(f"DROP TRIGGER {_quote(name)}")
+        connection.exec_driver_sql(f"DROP TRIGGER {quote(name)}")
         parked.append(name)
     return parked
 
@@ -256,7 +254,7 @@ def bump_autoincrement(connection: sa.Connection, table: sa.Table, at_least: int
     """Set sqlite_sequence for `table` past its largest id and past `at_least` (an id the other
     database has handed out already), so the next insert gets an id never given before."""
     key = next(iter(table.primary_key.columns)).name
-    largest = connection.exec_driver_sql(f"SELECT max({_quote(key)}) FROM {_quote(table.name)}").scalar()
+    largest = connection.exec_driver_sql(f"SELECT max({quote(key)}) FROM {quote(table.name)}").scalar()
     top = max(largest or 0, at_least)
     if top <= 0:
         return

@@ -76,7 +76,6 @@ from shadow.compare import (
 log = structlog.get_logger(__name__)
 
 MATCH, MISMATCH, LAG, UNSETTLED = "match", "mismatch", "lag", "unsettled"
-OUTCOMES = (MATCH, MISMATCH, LAG, UNSETTLED, ERROR, TIMEOUT, CANDIDATE_ERROR)
 COMPARED = (MATCH, MISMATCH, LAG)
 """Outcomes that reached a verdict: the denominator of the mismatch rate."""
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -71,25 +70,3 @@ def normalize(kind: Kind, value: Any) -> Any:
 def normalize_row(row: Mapping[str, Any], kinds: Mapping[str, Kind]) -> dict[str, Any]:
     """The comparable form of a row (only the columns named in `kinds`)."""
     return {column: normalize(kind, row.get(column)) for column, kind in kinds.items()}
-
-
-def _encodable(value: Any) -> Any:
-    if isinstance(value, Unconvertible):
-        return {"unconvertible": value.reason, "raw": value.raw}
-    if isinstance(value, float):
-        return value.hex()
-    return value
-
-
-def row_digest(normalized: Mapping[str, Any]) -> bytes:
-    """A 16-byte digest of a normalized row (floats by their exact bits)."""
-    text = json.dumps([_encodable(v) for v in normalized.values()], separators=(",", ":"), default=str)
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
-def digest_rows(normalized_rows: Iterable[Mapping[str, Any]]) -> bytes:
-    """An order-sensitive digest of many normalized rows (callers sort by key)."""
-    hasher = hashlib.blake2b(digest_size=16)
-    for row in normalized_rows:
-        hasher.update(row_digest(row))
-    return hasher.digest()

@@ -26,6 +26,7 @@ import structlog
 import tenacity
 
 from adapters import pg_copy
+from adapters.catalog import quote
 from adapters.convert import Kind
 from adapters.postgres import APPLYING_SETTING
 from hrp_data.backfill import state
@@ -264,7 +265,7 @@ class BatchWriter:
     def _range_empty(self, cursor: Any, work: Work) -> bool:
         """PostgreSQL holds no row in the batch's key range (so a plain COPY can conflict with nothing)."""
         condition, params = self._range_condition(work.low, work.high)
-        cursor.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {pg_copy.quote_ident(self.name)} WHERE {condition})", params)
+        cursor.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {quote(self.name)} WHERE {condition})", params)
         return cursor.fetchone()[0]
 
     def _range_condition(self, low: Key | None, high: Key) -> tuple[str, list]:
@@ -290,7 +291,7 @@ class BatchWriter:
         """The key columns for range comparisons: text in byte order (COLLATE "C"), as SQLite orders it."""
         kinds = [self.reader.kinds[i] for i in self.reader.key_index]
         return ", ".join(
-            pg_copy.quote_ident(c) + (' COLLATE "C"' if kind is Kind.TEXT else "")
+            quote(c) + (' COLLATE "C"' if kind is Kind.TEXT else "")
             for c, kind in zip(self.reader.key_columns, kinds)
         )
 
@@ -338,12 +339,12 @@ class BatchWriter:
         )
 
     def _staged_count(self, cursor: Any) -> int:
-        cursor.execute(f"SELECT count(*) FROM {pg_copy.quote_ident(self.staging)}")
+        cursor.execute(f"SELECT count(*) FROM {quote(self.staging)}")
         return cursor.fetchone()[0]
 
     def _key_sql(self, alias: str = "") -> str:
         prefix = f"{alias}." if alias else ""
-        return ", ".join(prefix + pg_copy.quote_ident(c) for c in self.reader.key_columns)
+        return ", ".join(prefix + quote(c) for c in self.reader.key_columns)
 
     def _key_match(self, cursor: Any, keys: Sequence[Key]) -> str:
         width = len(self.reader.key_columns)
@@ -355,7 +356,7 @@ class BatchWriter:
     def _delete_keys(self, cursor: Any, relation: str, keys: Sequence[Key]) -> None:
         for start in range(0, len(keys), 1000):
             chunk = keys[start : start + 1000]
-            cursor.execute(f"DELETE FROM {pg_copy.quote_ident(relation)} WHERE {self._key_match(cursor, chunk)}")
+            cursor.execute(f"DELETE FROM {quote(relation)} WHERE {self._key_match(cursor, chunk)}")
 
     def _copy_rows(self, cursor: Any, payload: bytes) -> list[Reject]:
         """COPY refused the batch (it should not: conversion makes valid input); find the rows, one by one."""
@@ -376,12 +377,12 @@ class BatchWriter:
 
     def _insert_rows(self, cursor: Any) -> tuple[int, int, list[Reject]]:
         """Merge row by row, each in a savepoint; rows PostgreSQL refuses are quarantined."""
-        cursor.execute(f"SELECT {self._key_sql()} FROM {pg_copy.quote_ident(self.staging)} ORDER BY {self._key_sql()}")
+        cursor.execute(f"SELECT {self._key_sql()} FROM {quote(self.staging)} ORDER BY {self._key_sql()}")
         keys = [tuple(row) for row in cursor.fetchall()]
         copied = present = 0
         failed: list[Reject] = []
         # IS NOT DISTINCT FROM: a NULL in a key must fail its insert, not match nothing and pass as present
-        match = " AND ".join(f"{pg_copy.quote_ident(c)} IS NOT DISTINCT FROM %s" for c in self.reader.key_columns)
+        match = " AND ".join(f"{quote(c)} IS NOT DISTINCT FROM %s" for c in self.reader.key_columns)
         for key in keys:
             cursor.execute("SAVEPOINT hrp_row")
             try:
@@ -397,7 +398,7 @@ class BatchWriter:
 
     def _refusal(self, cursor: Any, key: Key, error: psycopg2.IntegrityError) -> list[Reject]:
         if isinstance(error, psycopg2.errors.ForeignKeyViolation):
-            match = " AND ".join(f"s.{pg_copy.quote_ident(c)} = %s" for c in self.reader.key_columns)
+            match = " AND ".join(f"s.{quote(c)} = %s" for c in self.reader.key_columns)
             orphans = [r for r in self._orphans(cursor, match, key) if r.key == key]
             if orphans:
                 return orphans
@@ -406,8 +407,8 @@ class BatchWriter:
         value = None
         if column:
             cursor.execute(
-                f"SELECT {pg_copy.quote_ident(column)}::text FROM {pg_copy.quote_ident(self.staging)}"
-                f" WHERE {' AND '.join(f'{pg_copy.quote_ident(c)} = %s' for c in self.reader.key_columns)}",
+                f"SELECT {quote(column)}::text FROM {quote(self.staging)}"
+                f" WHERE {' AND '.join(f'{quote(c)} = %s' for c in self.reader.key_columns)}",
                 key,
             )
             found = cursor.fetchone()
@@ -433,10 +434,10 @@ class BatchWriter:
             parent, parent_column = foreign_key.column.table.name, foreign_key.column.name
             condition = f" AND {where}" if where else ""
             cursor.execute(
-                f"SELECT {keys}, s.{pg_copy.quote_ident(column)} FROM {pg_copy.quote_ident(relation)} s"
-                f" WHERE s.{pg_copy.quote_ident(column)} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
-                f" {pg_copy.quote_ident(parent)} p WHERE p.{pg_copy.quote_ident(parent_column)}"
-                f" = s.{pg_copy.quote_ident(column)}){condition}",
+                f"SELECT {keys}, s.{quote(column)} FROM {quote(relation)} s"
+                f" WHERE s.{quote(column)} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
+                f" {quote(parent)} p WHERE p.{quote(parent_column)}"
+                f" = s.{quote(column)}){condition}",
                 params,
             )
             for row in cursor.fetchall():
@@ -505,17 +506,17 @@ class BatchWriter:
         condition, params = self._range_condition(low, high)
         with self.pg.cursor() as cursor:
             if self.integer_keys:
-                spelled = " || ',' || ".join(f"{pg_copy.quote_ident(c)}::text" for c in self.reader.key_columns)
+                spelled = " || ',' || ".join(f"{quote(c)}::text" for c in self.reader.key_columns)
                 cursor.execute(
                     f"SELECT string_agg({spelled}, ' ' ORDER BY {self._key_sql()})"
-                    f" FROM {pg_copy.quote_ident(self.name)} WHERE {condition}",
+                    f" FROM {quote(self.name)} WHERE {condition}",
                     params,
                 )
                 same = cursor.fetchone()[0] == self.reader.key_list(self.run.checker, low, high)
                 self.pg.commit()
                 if same:
                     return 0
-            cursor.execute(f"SELECT {self._key_sql()} FROM {pg_copy.quote_ident(self.name)} WHERE {condition}", params)
+            cursor.execute(f"SELECT {self._key_sql()} FROM {quote(self.name)} WHERE {condition}", params)
             in_postgres = {tuple(row) for row in cursor.fetchall()}
             self.pg.commit()
         gone = in_postgres - self.reader.keys_between(self.run.checker, low, high)

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 import structlog
 
 from adapters.binds import reading
-from adapters.pg_copy import quote_ident
+from adapters.catalog import quote
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +90,7 @@ def _drop_secondary_indexes(cursor: Any, table: str) -> list[str]:
         " JOIN pg_class i ON i.oid = x.indexrelid"
         " WHERE x.indrelid = to_regclass(%s) AND NOT x.indisprimary AND NOT x.indisunique"
         " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)",
-        (quote_ident(table),),
+        (quote(table),),
     )
     held = cursor.fetchall()
     for name, definition in held:
@@ -99,7 +99,7 @@ def _drop_secondary_indexes(cursor: Any, table: str) -> list[str]:
             " ON CONFLICT (index_name) DO NOTHING",
             (name, table, definition),
         )
-        cursor.execute(f"DROP INDEX {quote_ident(name)}")
+        cursor.execute(f"DROP INDEX {quote(name)}")
     if held:
         log.info("backfill.indexes_held", table=table, indexes=[name for name, _ in held])
     return [name for name, _ in held]
@@ -123,7 +123,7 @@ def restore_index(connection: Any, name: str, definition: str) -> None:
     """Build one held index again (unless it exists) and forget its definition, in one transaction."""
     started = time.monotonic()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass(%s) IS NULL", (quote_ident(name),))
+        cursor.execute("SELECT to_regclass(%s) IS NULL", (quote(name),))
         if cursor.fetchone()[0]:
             cursor.execute(definition)
         cursor.execute(f"DELETE FROM {HELD_INDEXES} WHERE index_name = %s", (name,))
@@ -261,6 +261,6 @@ def analyze(connection: Any, table: str) -> None:
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
-            cursor.execute(f"VACUUM (ANALYZE) {quote_ident(table)}")
+            cursor.execute(f"VACUUM (ANALYZE) {quote(table)}")
     finally:
         connection.autocommit = False

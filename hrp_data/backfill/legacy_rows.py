@@ -34,7 +34,7 @@ from adapters.convert import (
 from adapters.outbox import OUTBOX
 from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
 from adapters.types import ExactNumeric, kind_of
-from adapters.catalog import Catalog
+from adapters.catalog import Catalog, quote
 from hrp_data.models import SECRET_COLUMNS
 from shadow.redact import fingerprint
 
@@ -313,17 +313,17 @@ class TableReader:
             else _held_column(c, column_encoder(kind))
             for c, kind, needed in zip(table.columns, self.kinds, required)
         ]
-        quoted = ", ".join(pg_copy.quote_ident(c) for c in sqlite_columns)
-        self._keys_sql = ", ".join(pg_copy.quote_ident(c) for c in self._sqlite_keys)
+        quoted = ", ".join(quote(c) for c in sqlite_columns)
+        self._keys_sql = ", ".join(quote(c) for c in self._sqlite_keys)
         self._row_value = (
             self._keys_sql if len(self._sqlite_keys) == 1 else f"({self._keys_sql})"
         )
-        self._select = f"SELECT {quoted} FROM {pg_copy.quote_ident(self.sqlite_name)}"
+        self._select = f"SELECT {quoted} FROM {quote(self.sqlite_name)}"
         self._placeholders = "?" if len(self._sqlite_keys) == 1 else f"({', '.join('?' * len(self._sqlite_keys))})"
         # a composite key may hold NULL (unless the file has NOT NULL): a row value with a NULL
         # compares as unknown, so the keyset walk takes only keys without one (null_keyed: the rest)
         self._keyed = None if sqlite_table.autoincrement_column is not None else " AND ".join(
-            f"{pg_copy.quote_ident(c)} IS NOT NULL" for c in self._sqlite_keys
+            f"{quote(c)} IS NOT NULL" for c in self._sqlite_keys
         )
 
     # -- reading --------------------------------------------------------
@@ -350,7 +350,7 @@ class TableReader:
         """The rows whose key holds a NULL (never in the keyset walk; PostgreSQL cannot hold them)."""
         if self._keyed is None:
             return []
-        where = " OR ".join(f"{pg_copy.quote_ident(c)} IS NULL" for c in self._sqlite_keys)
+        where = " OR ".join(f"{quote(c)} IS NULL" for c in self._sqlite_keys)
         return _fetch(connection, f"{self._select} WHERE {where}", ())
 
     def page_end(self, connection: sqlite3.Connection, after: Key | None, limit: int) -> tuple[Key | None, bool]:
@@ -365,14 +365,14 @@ class TableReader:
         where, params = (self._where(None), ()) if after is None else (
             self._where(f"{self._row_value} > {self._placeholders}"), tuple(after)
         )
-        table = pg_copy.quote_ident(self.sqlite_name)
+        table = quote(self.sqlite_name)
         found = connection.execute(
             f"SELECT {self._keys_sql} FROM {table}{where} ORDER BY {self._keys_sql} LIMIT 1 OFFSET ?",
             (*params, limit - 1),
         ).fetchone()
         if found is not None:
             return tuple(found), True
-        descending = ", ".join(f"{pg_copy.quote_ident(c)} DESC" for c in self._sqlite_keys)
+        descending = ", ".join(f"{quote(c)} DESC" for c in self._sqlite_keys)
         found = connection.execute(
             f"SELECT {self._keys_sql} FROM {table}{where} ORDER BY {descending} LIMIT 1", params
         ).fetchone()
@@ -398,9 +398,9 @@ class TableReader:
         joined by ',', the keys by ' ' (None for no key). Integers read as PostgreSQL's int8 text;
         any other value carries quotes or a point, so it never reads like one."""
         where, params = self._range(low, high)
-        spelled = " || ',' || ".join(f"quote({pg_copy.quote_ident(c)})" for c in self._sqlite_keys)
+        spelled = " || ',' || ".join(f"quote({quote(c)})" for c in self._sqlite_keys)
         return connection.execute(
-            f"SELECT group_concat(k, ' ') FROM (SELECT {spelled} AS k FROM {pg_copy.quote_ident(self.sqlite_name)}"
+            f"SELECT group_concat(k, ' ') FROM (SELECT {spelled} AS k FROM {quote(self.sqlite_name)}"
             f" WHERE {where} ORDER BY {self._keys_sql})",
             params,
         ).fetchone()[0]
@@ -409,7 +409,7 @@ class TableReader:
         """The keys in (low, high]."""
         where, params = self._range(low, high)
         cursor = connection.execute(
-            f"SELECT {self._keys_sql} FROM {pg_copy.quote_ident(self.sqlite_name)} WHERE {where}", params
+            f"SELECT {self._keys_sql} FROM {quote(self.sqlite_name)} WHERE {where}", params
         )
         return {tuple(row) for row in cursor}
 
@@ -418,7 +418,7 @@ class TableReader:
         rows: list[tuple] = []
         with_null = [key for key in keys if None in key]
         keys = [key for key in keys if None not in key]
-        matched = " AND ".join(f"{pg_copy.quote_ident(c)} IS ?" for c in self._sqlite_keys)
+        matched = " AND ".join(f"{quote(c)} IS ?" for c in self._sqlite_keys)
         for key in with_null:
             rows += connection.execute(f"{self._select} WHERE {matched}", tuple(key)).fetchall()
         for start in range(0, len(keys), 200):
@@ -436,9 +436,9 @@ class TableReader:
 
     def count(self, connection: sqlite3.Connection, after: Key | None = None) -> int:
         if after is None:
-            return connection.execute(f"SELECT count(*) FROM {pg_copy.quote_ident(self.sqlite_name)}").fetchone()[0]
+            return connection.execute(f"SELECT count(*) FROM {quote(self.sqlite_name)}").fetchone()[0]
         return connection.execute(
-            f"SELECT count(*) FROM {pg_copy.quote_ident(self.sqlite_name)}"
+            f"SELECT count(*) FROM {quote(self.sqlite_name)}"
             f" WHERE {self._row_value} > {self._placeholders}",
             tuple(after),
         ).fetchone()[0]

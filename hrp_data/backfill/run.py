@@ -70,6 +70,7 @@ import psycopg2.extensions
 import structlog
 
 from adapters import pg_copy
+from adapters.catalog import quote
 from adapters.postgres import bump_identity, create_postgres_engine
 from hrp_data.backfill import holds
 from hrp_data.backfill import state
@@ -335,7 +336,7 @@ class _Run:
 
     def _check_schema(self, cursor: Any) -> None:
         for table in self.tables.values():
-            cursor.execute("SELECT to_regclass(%s)", (pg_copy.quote_ident(table.name),))
+            cursor.execute("SELECT to_regclass(%s)", (quote(table.name),))
             if cursor.fetchone()[0] is None:
                 raise BackfillRefused(
                     f"PostgreSQL has no table {table.name}: run `hrp-cutover schema` first"
@@ -489,7 +490,7 @@ class _Run:
         writer.drop_stale_quarantine()
         with self.pg.cursor() as cursor:
             state.set_quarantined(cursor, name, quarantine.count(cursor, name))
-            cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{pg_copy.quote_ident(staging_table(name))}")
+            cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{quote(staging_table(name))}")
             self.pg.commit()
             self.checkpoints[name] = state.load(cursor)[name]
             self.pg.commit()

@@ -12,13 +12,12 @@ moment resumes exactly where its last commit left it.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import sqlalchemy as sa
 
 from adapters.binds import reading
-from adapters.outbox import key_from_json, key_to_json
+from adapters.outbox import encode_key, key_from_json
 from hrp_data.backfill.legacy_rows import Key
 from hrp_data.models import TABLES
 
@@ -92,7 +91,8 @@ class Checkpoint:
 
 
 def _key_json(key: Key | None) -> str | None:
-    return None if key is None else json.dumps(key_to_json(key))
+    """The key as the outbox spells it (cast to jsonb, so older spellings read back the same)."""
+    return None if key is None else encode_key(key)
 
 
 def install(cursor: Any) -> None:

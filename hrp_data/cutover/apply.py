@@ -33,7 +33,7 @@ import structlog
 
 from adapters import pg_copy, unlogged_copy
 from adapters.binds import Bind, reading, writing
-from adapters.catalog import tables_on
+from adapters.catalog import quote, tables_on
 from adapters.convert import Kind, Rejected, to_postgres
 from adapters.postgres import APPLYING_SETTING, bump_identity
 from adapters.types import kind_of, postgres_value
@@ -199,27 +199,26 @@ def unlogged_upsert(connection: sa.Connection, table: sa.Table, images: list[dic
     staging table lives in this transaction only (ON COMMIT DROP, and dropped
     after use), so it works behind a transaction-pooling PgBouncer too.
     """
-    q = pg_copy.quote_ident
     columns = list(images[0])
     keys = [column.name for column in table.primary_key.columns]
-    column_list = ", ".join(q(name) for name in columns)
-    staging = q(f"hrp_cutover_stage_{table.name}")
+    column_list = ", ".join(quote(name) for name in columns)
+    staging = quote(f"hrp_cutover_stage_{table.name}")
     kinds = [kind_of(table.columns[name]) for name in columns]
     payload = "".join(
         pg_copy.encode_row([_copy_field(kind, image[name]) for kind, name in zip(kinds, columns)])
         for image in images
     ).encode("utf-8")
-    changes = ", ".join(f"{q(name)} = EXCLUDED.{q(name)}" for name in columns if name not in keys)
+    changes = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in columns if name not in keys)
     on_conflict = f"DO UPDATE SET {changes}" if changes else "DO NOTHING"
     connection.exec_driver_sql(
-        f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {column_list} FROM {q(table.name)} WITH NO DATA"
+        f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {column_list} FROM {quote(table.name)} WITH NO DATA"
     )
     unlogged_copy.copy_in(
         connection.connection.dbapi_connection, f"COPY {staging} ({column_list}) FROM STDIN", payload
     )
     connection.exec_driver_sql(
-        f"INSERT INTO {q(table.name)} ({column_list}) OVERRIDING SYSTEM VALUE"
-        f" SELECT {column_list} FROM {staging} ON CONFLICT ({', '.join(q(k) for k in keys)}) {on_conflict}"
+        f"INSERT INTO {quote(table.name)} ({column_list}) OVERRIDING SYSTEM VALUE"
+        f" SELECT {column_list} FROM {staging} ON CONFLICT ({', '.join(quote(k) for k in keys)}) {on_conflict}"
     )
     connection.exec_driver_sql(f"DROP TABLE {staging}")
 

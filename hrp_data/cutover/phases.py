@@ -37,6 +37,11 @@ SQLITE = "sqlite"
 POSTGRES = "postgres"
 
 
+def other_database(database: str) -> str:
+    """The database that is not `database`."""
+    return SQLITE if database == POSTGRES else POSTGRES
+
+
 @dataclasses.dataclass(frozen=True)
 class PhaseRow:
     """What one phase does."""
@@ -49,6 +54,12 @@ class PhaseRow:
     @property
     def reads_from(self) -> str:
         return self.primary
+
+    @property
+    def other(self) -> str:
+        """The database that is not the primary: the secondary, or in a phase without one the
+        database not in use (verify compares the two in every phase)."""
+        return other_database(self.primary)
 
     @property
     def captures(self) -> bool:

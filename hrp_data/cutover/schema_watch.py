@@ -67,7 +67,7 @@ from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
 from hrp_data.errors import describe_error
 from hrp_data.flip import journal as move_journal
-from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow
+from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, other_database
 
 log = structlog.get_logger(__name__)
 
@@ -361,9 +361,9 @@ class SchemaWatch:
                 with writing(self.engines(SQLITE)) as sqlite:
                     move_journal.reset_evidence(sqlite, _carried_reason(carried))
             log.warning("schema.columns_carried", columns=[f"{d.table}.{d.column}" for d in carried],
-                        to=POSTGRES if primary == SQLITE else SQLITE)
+                        to=other_database(primary))
         self._to_carry.update(tables)
-        self._seen.pop(POSTGRES if primary == SQLITE else SQLITE, None)
+        self._seen.pop(other_database(primary), None)
         return left
 
     def _alter_file(self, added: list[ColumnDrift], dropped: list[ColumnDrift]) -> list[ColumnDrift]:

@@ -55,6 +55,7 @@ from adapters.outbox import outbox as outbox_table
 from adapters.postgres import call_timeout, create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
 from adapters.types import kind_of
+from hrp_data.catalog import HRP_TABLES
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import KeyRef
 from hrp_data.errors import describe_error
@@ -79,8 +80,6 @@ from shadow.report import build_report, mismatch_summary, parse_duration
 
 CANDIDATE_TIMEOUT_S = 2.0
 """A PostgreSQL candidate is cut off client-side after this long (it is a timeout, not an error)."""
-
-TABLE_MAP = {table.name: table for table in TABLES}
 
 AGGREGATES: dict[str, tuple[str, dict[str, Kind]]] = {
     "race_statistics": ("race_id", {
@@ -257,12 +256,12 @@ class ShadowReads:
         if row.secondary is None:
             return set()
         primary = self.engine(row.primary)
-        real = [KeyRef(table, tuple(key)) for table, key in refs if table in TABLE_MAP]
+        real = [KeyRef(table, tuple(key)) for table, key in refs if table in HRP_TABLES]
         found = {(ref.table, ref.key) for ref in outbox.pending_keys(primary, real)}
         aggregates = {ref for ref in refs if ref[0] in AGGREGATES}
         if aggregates and _table_pending(primary, AGGREGATE_SOURCE):
             found |= aggregates
-        read_tables = {ref[0] for ref in refs if ref[0] not in TABLE_MAP and ref[0] not in AGGREGATES}
+        read_tables = {ref[0] for ref in refs if ref[0] not in HRP_TABLES and ref[0] not in AGGREGATES}
         for name in read_tables:  # an app statement's rows: pending while any table it reads is
             if any(_table_pending(primary, table) for table in name.split(",")):
                 found |= {ref for ref in refs if ref[0] == name}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-import sqlalchemy as sa
 import structlog
 
 from adapters import log_safety
@@ -375,4 +374,4 @@ def checks_as_dicts(checks: list[Check]) -> list[dict]:
     return [dataclasses.asdict(c) for c in checks]
 
 
-__all__ = ["Check", "NotReady", "checklist", "guarded_move", "checks_as_dicts", "sa"]
+__all__ = ["Check", "NotReady", "checklist", "guarded_move", "checks_as_dicts"]

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTable
 
-from adapters.catalog import Catalog, enforced_spelling
+from adapters.catalog import Catalog, enforced_spelling, quote
 from adapters.postgres import create_postgres_engine, create_tables
 from adapters.urls import redact_url
 from hrp_data.models import Base
@@ -171,7 +171,7 @@ def catalog_ddl(catalog: Catalog) -> list[str]:
         statements.append("-- the HRP tables: the Alembic migrations in hrp_data/migrations, to head")
         for name, column_name in sorted(_extra_columns(catalog)):
             column = catalog.tables[name].postgres.c[column_name]
-            statements.append(f"ALTER TABLE {_quote(name)} ADD COLUMN {CreateColumn(column).compile(dialect=dialect)}")
+            statements.append(f"ALTER TABLE {quote(name)} ADD COLUMN {CreateColumn(column).compile(dialect=dialect)}")
     tables = _beyond_models(catalog)
     for table in tables:
         statements.append(str(CreateTable(table).compile(dialect=dialect)).strip())
@@ -201,7 +201,7 @@ def install(url: str, catalog: Catalog) -> SchemaResult:
                     continue
                 column = catalog.tables[name].postgres.c[column_name]
                 connection.exec_driver_sql(
-                    f"ALTER TABLE {_quote(name)} ADD COLUMN {CreateColumn(column).compile(dialect=connection.dialect)}"
+                    f"ALTER TABLE {quote(name)} ADD COLUMN {CreateColumn(column).compile(dialect=connection.dialect)}"
                 )
                 created.append(f"{name}.{column_name}")
             missing = [t for t in _beyond_models(catalog) if t.name not in present]
@@ -218,10 +218,6 @@ def install(url: str, catalog: Catalog) -> SchemaResult:
         parts.append("every table of the SQLite file exists already: nothing to do")
     changed = bool(created) or bool(result is not None and result.changed)
     return SchemaResult(changed, "; ".join(parts), result.revision if result is not None else None)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def alembic_config(url: str | None = None, *, connection: sa.Connection | None = None) -> Config:

@@ -30,14 +30,11 @@ from typing import Any
 
 import orjson
 
+from adapters.catalog import quote
 from adapters.convert import Kind, Rejected, to_postgres
 
 NULL = "~"
 ROW_SEPARATOR = "|"
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 _SQL = {
@@ -61,7 +58,7 @@ def postgres_row_text(columns: Sequence[tuple[str, Kind]], naive: Collection[str
     """A SQL expression giving the row text of one row (column names are quoted); `naive`: the
     timestamp columns without a time zone."""
     parts = [
-        f"coalesce({(_NAIVE_TIMESTAMP_SQL if name in naive else _SQL[kind]).format(c=_quote(name))}, '{NULL}')"
+        f"coalesce({(_NAIVE_TIMESTAMP_SQL if name in naive else _SQL[kind]).format(c=quote(name))}, '{NULL}')"
         for name, kind in columns
     ]
     return f"concat_ws('{ROW_SEPARATOR}', {', '.join(parts)})"

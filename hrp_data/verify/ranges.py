@@ -25,6 +25,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from adapters.catalog import quote
 from adapters.sqlite import decode_text
 from hrp_data.backfill import legacy_rows
 from hrp_data.backfill.read_pool import WORKER_NICE, _die_with_parent, default_workers
@@ -70,17 +71,13 @@ class RangePlan:
         return max(start, -(2**63)), min(end, 2**63 - 1)
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _range_query(plan: RangePlan) -> tuple[str, int]:
     columns = list(plan.columns)
     keys = list(plan.keys)
-    first = _quote(keys[0])
+    first = quote(keys[0])
     sql = (
-        f"SELECT {', '.join(_quote(c) for c in columns)} FROM {_quote(plan.sqlite_table)}"
-        f" WHERE {first} >= ? AND {first} <= ? ORDER BY {', '.join(_quote(k) for k in keys)}"
+        f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(plan.sqlite_table)}"
+        f" WHERE {first} >= ? AND {first} <= ? ORDER BY {', '.join(quote(k) for k in keys)}"
     )
     return sql, columns.index(keys[0])
 

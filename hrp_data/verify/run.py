@@ -30,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
+from adapters.catalog import quote
 from adapters.binds import reading, writing
 from adapters.convert import BIGINT_RANGE, Kind
 from adapters.outbox import key_from_json, key_to_json
@@ -41,7 +42,7 @@ from hrp_data.cutover.apply import KeyRef, apply_keys, read_images
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.backfill.legacy_rows import sqlite_order
 from hrp_data.models import SECRET_COLUMNS
-from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE
+from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, other_database
 from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
 from hrp_data.verify.ranges import RangeHasher, RangePlan
 from shadow.normalize import normalize_row
@@ -117,10 +118,6 @@ def _key_names(table: sa.Table) -> list[str]:
     return [c.name for c in table.primary_key.columns]
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 @dataclasses.dataclass(frozen=True)
 class Buckets:
     """Ranges [low + i*width, low + (i+1)*width) of the first key column."""
@@ -170,12 +167,12 @@ def _bounds(connection: sa.Connection, table: sa.Table) -> tuple[int | None, int
     takes any storage class); the range skips text and blobs and is widened to
     whole numbers around reals, which the buckets never hold (see _odd_keys).
     """
-    first = _quote(_key_names(table)[0])
+    first = quote(_key_names(table)[0])
     numbers = (f" WHERE {first} BETWEEN {BIGINT_RANGE[0]} AND {BIGINT_RANGE[1]}"
                if connection.dialect.name == "sqlite" else "")  # PostgreSQL's column is a bigint
     row = connection.exec_driver_sql(
-        f"SELECT min({first}), max({first}), (SELECT count(*) FROM {_quote(table.name)})"
-        f" FROM {_quote(table.name)}{numbers}"
+        f"SELECT min({first}), max({first}), (SELECT count(*) FROM {quote(table.name)})"
+        f" FROM {quote(table.name)}{numbers}"
     ).one()
     low, high = row[0], row[1]
     return (None if low is None else math.floor(low)), (None if high is None else math.ceil(high)), row[2]
@@ -185,21 +182,21 @@ def _odd_keys(engine: sa.Engine, table: sa.Table) -> list[tuple]:
     """SQLite keys whose first column is not an integer: no bucket holds them, PostgreSQL cannot."""
     if table.autoincrement_column is not None:  # SQLite's rowid: always an integer
         return []
-    first = _quote(_key_names(table)[0])
-    keys = ", ".join(_quote(k) for k in _key_names(table))
+    first = quote(_key_names(table)[0])
+    keys = ", ".join(quote(k) for k in _key_names(table))
     with reading(engine) as connection:
         return [tuple(row) for row in connection.exec_driver_sql(
-            f"SELECT {keys} FROM {_quote(table.name)} WHERE typeof({first}) != 'integer'"
+            f"SELECT {keys} FROM {quote(table.name)} WHERE typeof({first}) != 'integer'"
         )]
 
 
 def _postgres_statement(table: sa.Table, buckets: Buckets) -> str:
-    keys = ", ".join(_quote(k) for k in _key_names(table))
-    first = _quote(_key_names(table)[0])
+    keys = ", ".join(quote(k) for k in _key_names(table))
+    first = quote(_key_names(table)[0])
     text = _row_text(table)
     return (
         f"SELECT {buckets.sql(first)} AS bucket, count(*),"
-        f" md5(string_agg({text}, E'\\n' ORDER BY {keys})) FROM {_quote(table.name)}"
+        f" md5(string_agg({text}, E'\\n' ORDER BY {keys})) FROM {quote(table.name)}"
         f" WHERE {first} >= %(lo)s AND {first} <= %(hi)s GROUP BY 1"
     )
 
@@ -234,12 +231,12 @@ def _postgres_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets, coun
 
 
 def _sqlite_rows(engine: sa.Engine, table: sa.Table, where: str = "", params: tuple = ()):
-    columns = ", ".join(_quote(name) for name, _ in _columns(table))
-    keys = ", ".join(_quote(k) for k in _key_names(table))
+    columns = ", ".join(quote(name) for name, _ in _columns(table))
+    keys = ", ".join(quote(k) for k in _key_names(table))
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute(f"SELECT {columns} FROM {_quote(table.name)} {where} ORDER BY {keys}", params)
+        cursor.execute(f"SELECT {columns} FROM {quote(table.name)} {where} ORDER BY {keys}", params)
         while batch := cursor.fetchmany(5000):
             yield from batch
     finally:
@@ -268,10 +265,10 @@ def _whole_table_candidates(cutover: Cutover, table: sa.Table) -> list[tuple]:
     render = fast_row_renderer([kind for _, kind in _columns(table)])
     sqlite_side = {tuple(row[i] for i in key_positions): md5_hex(render(row))
                    for row in _sqlite_rows(cutover.sqlite, sqlite_table)}
-    keys = ", ".join(_quote(k) for k in _key_names(table))
+    keys = ", ".join(quote(k) for k in _key_names(table))
     with long_statements(cutover.engine(POSTGRES)) as connection:
         rows = connection.exec_driver_sql(
-            f"SELECT {keys}, md5({_row_text(table)}) FROM {_quote(table.name)}"
+            f"SELECT {keys}, md5({_row_text(table)}) FROM {quote(table.name)}"
         ).all()
     width = len(_key_names(table))
     postgres_side = {tuple(r[:width]): r[width] for r in rows}
@@ -298,17 +295,17 @@ def _row_fingerprints(cutover: Cutover, table: sa.Table, bounds: tuple[int, int]
     sqlite_keys = _key_names(sqlite_table)
     key_positions = [names.index(k) for k in sqlite_keys]
     render = fast_row_renderer([kind for _, kind in _columns(table)])
-    sqlite_first = _quote(sqlite_keys[0])
+    sqlite_first = quote(sqlite_keys[0])
     sqlite_side = {
         tuple(row[i] for i in key_positions): md5_hex(render(row))
         for row in _sqlite_rows(cutover.sqlite, sqlite_table, f"WHERE {sqlite_first} >= ? AND {sqlite_first} <= ?", bounds)
     }
     key_names = _key_names(table)
-    first = _quote(key_names[0])
-    keys = ", ".join(_quote(k) for k in key_names)
+    first = quote(key_names[0])
+    keys = ", ".join(quote(k) for k in key_names)
     with long_statements(cutover.engine(POSTGRES)) as connection:
         rows = connection.exec_driver_sql(
-            f"SELECT {keys}, md5({_row_text(table)}) FROM {_quote(table.name)}"
+            f"SELECT {keys}, md5({_row_text(table)}) FROM {quote(table.name)}"
             f" WHERE {first} >= %(lo)s AND {first} <= %(hi)s",
             {"lo": bounds[0], "hi": bounds[1]},
         ).all()
@@ -347,7 +344,7 @@ def _differences(table: sa.Table, ref: KeyRef, p_row: dict | None, s_row: dict |
     ]
 
 
-def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], primary: str) -> tuple[list[dict], int]:
+def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], row: PhaseRow) -> tuple[list[dict], int]:
     """Confirm candidate differences; return (differences, keys still in flight at the deadline).
 
     A key is judged only when, in one read of the primary, it has no outbox
@@ -355,8 +352,8 @@ def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], primary: 
     the primary row is unchanged after the secondary was read. Otherwise it is
     in flight: looked at again until RECHECK_S has passed.
     """
-    primary_engine = cutover.engine(primary)
-    secondary_engine = cutover.engine(POSTGRES if primary == SQLITE else SQLITE)
+    primary_engine = cutover.engine(row.primary)
+    secondary_engine = cutover.engine(row.other)
     kinds = dict(_columns(table))
     remaining = [KeyRef(table.name, key) for key in keys]
     found: list[dict] = []
@@ -421,7 +418,7 @@ def plan_table(cutover: Cutover, hasher: RangeHasher, table: sa.Table) -> TableP
         counts = {}
         for side, engine, named in ((SQLITE, cutover.sqlite, sqlite_table), (POSTGRES, cutover.engine(POSTGRES), table)):
             with reading(engine) as connection:
-                counts[side] = connection.exec_driver_sql(f"SELECT count(*) FROM {_quote(named.name)}").scalar()
+                counts[side] = connection.exec_driver_sql(f"SELECT count(*) FROM {quote(named.name)}").scalar()
         return TablePlan(table, counts, None, 0, [], whole=True)
     with reading(cutover.sqlite) as connection:
         s_min, s_max, s_count = _bounds(connection, sqlite_table)
@@ -465,26 +462,26 @@ def _bucket_candidates(cutover: Cutover, plan: TablePlan, progress: Progress | N
     return candidates
 
 
-def verify_table(cutover: Cutover, table: sa.Table, primary: str, progress: Progress | None = None,
+def verify_table(cutover: Cutover, table: sa.Table, row: PhaseRow, progress: Progress | None = None,
                  plan: TablePlan | None = None) -> tuple[TableResult, list[dict]]:
     if plan is None:
         with RangeHasher(_sqlite_file(cutover.sqlite)) as hasher:
-            return verify_table(cutover, table, primary, progress, plan_table(cutover, hasher, table))
+            return verify_table(cutover, table, row, progress, plan_table(cutover, hasher, table))
     started = time.monotonic()
     result = TableResult()
-    result.rows_primary = plan.counts[primary]
-    result.rows_secondary = plan.counts[POSTGRES if primary == SQLITE else SQLITE]
+    result.rows_primary = plan.counts[row.primary]
+    result.rows_secondary = plan.counts[row.other]
     candidates = _bucket_candidates(cutover, plan, progress) if plan.buckets is not None else []
     if plan.whole:
         candidates += _whole_table_candidates(cutover, table)
     else:
         candidates += _odd_keys(cutover.sqlite, _on_sqlite(cutover, table))
     candidates = sorted(set(candidates), key=sqlite_order)
-    differences, pending = _confirm(cutover, table, candidates, primary) if candidates else ([], 0)
+    differences, pending = _confirm(cutover, table, candidates, row) if candidates else ([], 0)
     quarantined = _quarantined_keys(cutover, table) if differences else set()
     confirmed = []
     for difference in differences:
-        if difference["kind"] == "missing_row" and primary == SQLITE and _key(difference) in quarantined:
+        if difference["kind"] == "missing_row" and row.primary == SQLITE and _key(difference) in quarantined:
             result.quarantined += 1
             continue
         confirmed.append(difference)
@@ -509,7 +506,7 @@ def verify(
     unknown = sorted(set(names) - set(table_map))
     if unknown:
         raise ValueError(f"unknown table {', '.join(unknown)}; use one of: {', '.join(table_map)}")
-    primary = PHASES[cutover.phase(fresh=True).phase].primary
+    row = cutover.phase_row(fresh=True)
     # the live schemas first: a table or column one side lacks is a difference, and that table's
     # rows cannot be compared column for column until both sides match (never EQUAL meanwhile)
     drifted = schema_drift(cutover.sqlite, cutover.engine(POSTGRES), names, sqlite_names(cutover.catalog))
@@ -518,12 +515,13 @@ def verify(
     with RangeHasher(_sqlite_file(cutover.sqlite)) as hasher:
         plans = [plan_table(cutover, hasher, table_map[name]) for name in compared]  # all SQLite work queued
         for name, plan in zip(compared, plans):
-            results[name], confirmed = verify_table(cutover, table_map[name], primary, progress, plan)
+            results[name], confirmed = verify_table(cutover, table_map[name], row, progress, plan)
             examples += confirmed
             differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
     drift = [d.as_dict() for d in drifted]
     equal = not drift and all(r.missing == r.extra == r.different == 0 for r in results.values())
-    outcome = VerifyResult(equal, results, (drift + examples)[:EXAMPLES], primary, differing=differing, schema=drift)
+    outcome = VerifyResult(equal, results, (drift + examples)[:EXAMPLES], row.primary, differing=differing,
+                           schema=drift)
     if record:
         record_run(cutover.sqlite, outcome, full=tables is None or set(names) == set(table_map))
     return outcome
@@ -532,7 +530,7 @@ def verify(
 def repair(cutover: Cutover, result: VerifyResult) -> dict[str, int]:
     """Make the secondary equal to the primary for every confirmed difference (one apply path)."""
     primary = cutover.engine(result.primary)
-    secondary = cutover.engine(POSTGRES if result.primary == SQLITE else SQLITE)
+    secondary = cutover.engine(other_database(result.primary))
     counts = {"upserted": 0, "deleted": 0, "failed": 0}
     for start in range(0, len(result.differing), 500):
         applied = apply_keys(
@@ -540,7 +538,7 @@ def repair(cutover: Cutover, result: VerifyResult) -> dict[str, int]:
             tables=cutover.captured,
             primary=primary,
             secondary=secondary,
-            still_primary=lambda: PHASES[cutover.phase(fresh=True).phase].primary == result.primary,
+            still_primary=lambda: cutover.phase_row(fresh=True).primary == result.primary,
         )
         counts["upserted"] += applied.upserted
         counts["deleted"] += applied.deleted
@@ -558,7 +556,7 @@ def verify_and_repair(
 ) -> tuple[VerifyResult, VerifyResult | None]:
     """Verify; if anything differs, repair it and (with `again`) verify again. Returns (first, second).
     `record=False` keeps the runs out of the recorded evidence (a partial check, not a verify)."""
-    if PHASES[cutover.phase(fresh=True).phase].secondary is None:
+    if cutover.phase_row(fresh=True).secondary is None:
         raise RepairRefused(
             "repair needs a phase with a secondary (dual_write, shadow or postgres_primary): in"
             f" {cutover.phase().phase.value} nothing captures the primary's writes, so a repaired"
@@ -576,7 +574,7 @@ def carry_gap(cutover: Cutover, tables: Sequence[str]) -> None:
     migration loses its triggers): verify those tables and repair what differs, without recording
     the run as a full verify. Handed to Cutover(carry=...) by the CLI and the web app."""
     known = [name for name in tables if name in cutover.catalog.tables]
-    if not known or PHASES[cutover.phase(fresh=True).phase].secondary is None:
+    if not known or cutover.phase_row(fresh=True).secondary is None:
         return
     first, _ = verify_and_repair(cutover, known, record=False, again=False)
     if first.repaired:

@@ -21,7 +21,6 @@ from typing import Any
 from adapters.convert import REASONS, Kind, Rejected, dump_json, parse_json, to_postgres
 
 BIGINT_MAX = 2**63 - 1
-MAX_TEXT = 10_000
 MAX_OBJECT_BYTES = 16_384
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

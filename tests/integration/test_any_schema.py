@@ -23,7 +23,7 @@ import psycopg2.extensions
 import pytest
 from click.testing import CliRunner
 
-from adapters.catalog import ROWID_COLUMN, short_name
+from adapters.catalog import ROWID_COLUMN, quote, short_name
 from tests.integration.test_backfill import libpq
 from tests.schema_corpus import SHAPE_IDS, SHAPES
 from tools.cli import cli
@@ -55,10 +55,6 @@ def _plain_sqlite(path: Path, script: str) -> None:
 def _user_tables(connection: sqlite3.Connection) -> list[str]:
     return [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             if not name.lower().startswith(OWN)]
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _comparable(value: Any) -> Any:
@@ -103,11 +99,11 @@ def _sqlite_side(path: Path) -> dict[str, list[tuple]]:
             columns = [row[1] for row in connection.execute("SELECT * FROM pragma_table_xinfo(?) WHERE hidden < 2",
                                                              (table,))]
             keyed = any(row[5] for row in connection.execute("SELECT * FROM pragma_table_info(?)", (table,)))
-            select = ", ".join(_quote(c) for c in columns)
+            select = ", ".join(quote(c) for c in columns)
             if not keyed and "WITHOUT ROWID" not in (connection.execute(
                     "SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0] or "").upper():
                 select = "rowid, " + select
-            rows = connection.execute(f"SELECT {select} FROM {_quote(table)}").fetchall()
+            rows = connection.execute(f"SELECT {select} FROM {quote(table)}").fetchall()
             out[table] = sorted((tuple(_comparable(v) for v in row) for row in rows), key=repr)
         return out
     finally:
@@ -128,7 +124,7 @@ def _postgres_side(url: str, sqlite_path: Path) -> dict[str, list[tuple]]:
     out = {}
     with psycopg2.connect(libpq(url)) as pg, pg.cursor() as cursor:
         for table, columns in layout.items():
-            cursor.execute(f"SELECT {', '.join(_quote(c) for c in columns)} FROM {_quote(short_name(table))}")
+            cursor.execute(f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(short_name(table))}")
             out[table] = sorted((tuple(_comparable(v) for v in row) for row in cursor.fetchall()), key=repr)
     return out
 
@@ -176,10 +172,10 @@ def test_a_file_of_another_schema_goes_through_every_cli_step(shape, tmp_path, p
     _cli(path, postgres_url, "phase", "set", "shadow")
     _cli(path, postgres_url, "flip")
     table, values = shape.postgres_insert
-    columns = ", ".join(_quote(short_name(c)) for c in values)
+    columns = ", ".join(quote(short_name(c)) for c in values)
     with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {_quote(short_name(table))} ({columns}) VALUES ({', '.join(['%s'] * len(values))})",
+            f"INSERT INTO {quote(short_name(table))} ({columns}) VALUES ({', '.join(['%s'] * len(values))})",
             list(values.values()),
         )
     _cli(path, postgres_url, "replay")

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from tests.conftest import MAINTENANCE
+from adapters import outbox as outbox_keys
 from adapters.postgres import create_postgres_engine
 from hrp_data.backfill import batch_writer
 from hrp_data.cutover import outbox
@@ -470,6 +471,29 @@ def test_ctrl_c_stops_at_a_batch_boundary_and_resumes(seeded):
     assert summary["complete"] is True
     assert set(summary["tables"]["races"]) >= {"read", "copied", "present", "quarantined", "seconds"}
     assert_equal(path, url)
+
+
+def test_a_checkpoint_key_spelled_with_spaces_reads_back_the_same(postgres_url):
+    """hrp_data.backfill.state: last_key is jsonb, so a key saved as '[3, "a b"]' loads as one saved by encode_key."""
+    from hrp_data.backfill import state
+
+    key = (3, "a b", b"\x00\xff", 1e19)
+    connection = psycopg2.connect(libpq(postgres_url), options=MAINTENANCE)
+    try:
+        with connection, connection.cursor() as cursor:
+            state.install(cursor)
+            for table, spelled in (("old", json.dumps(outbox_keys.key_to_json(key))), ("new", None)):
+                state.start_table(cursor, table)
+                if spelled is None:
+                    state.save_batch(cursor, table, last_key=key, rechecked_key=key, seconds=0.0)
+                else:
+                    cursor.execute(f"UPDATE {state.STATE_TABLE} SET last_key = %s::jsonb, rechecked_key = %s::jsonb"
+                                   " WHERE table_name = %s", (spelled, spelled, table))
+            loaded = state.load(cursor)
+    finally:
+        connection.close()
+    assert loaded["old"].last_key == loaded["new"].last_key == key
+    assert loaded["old"].rechecked_key == loaded["new"].rechecked_key == key
 
 
 def test_copy_text_fields_read_back_exactly(postgres_url):

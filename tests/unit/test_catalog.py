@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql
 
 from adapters.catalog import (
-    MAX_NAME_BYTES, ROWID_COLUMN, enforced_spelling, read_catalog, short_name, sqlite_declaration, translate_default,
+    MAX_NAME_BYTES, ROWID_COLUMN, enforced_spelling, quote, read_catalog, short_name, sqlite_declaration,
+    translate_default,
 )
 from adapters.convert import Kind
 from adapters.types import kind_of
@@ -259,10 +260,6 @@ DECLARED = st.sampled_from(["", "INTEGER", "INT", "TEXT", "VARCHAR(10)", "REAL",
                             "BOOLEAN", "DATE", "DATETIME", "FLOAT", "JSON", "STRANGE TYPE"])
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(IDENTIFIER, st.lists(st.tuples(IDENTIFIER, DECLARED), min_size=1, max_size=5,
                                                 unique_by=lambda c: c[0].lower())),
@@ -271,10 +268,10 @@ def _quote(name: str) -> str:
 def test_any_generated_schema_maps_every_column_under_a_name_postgresql_holds(tables, keyed):
     connection = sqlite3.connect(":memory:")
     for name, columns in tables:
-        body = ", ".join(f"{_quote(c)} {declared}" for c, declared in columns)
+        body = ", ".join(f"{quote(c)} {declared}" for c, declared in columns)
         if keyed:
-            body += f", PRIMARY KEY ({_quote(columns[0][0])})"
-        connection.execute(f"CREATE TABLE {_quote(name)} ({body})")
+            body += f", PRIMARY KEY ({quote(columns[0][0])})"
+        connection.execute(f"CREATE TABLE {quote(name)} ({body})")
     catalog = read_catalog(connection)
     assert len(catalog.tables) == len(tables)
     postgres_names = [entry.postgres.name for entry in catalog.tables.values()]
