@@ -114,7 +114,7 @@ REASONS = {
     "text_in_numeric_column": "text in a NUMERIC column (NUMERIC affinity converts numeric text itself, so what stays text is not a number)",
     "blob_in_numeric_column": "a BLOB in a NUMERIC column",
     "nan_in_numeric_column": "NaN or an infinity in a NUMERIC column",
-    "numeric_out_of_range": "a number with more digits before or after the point than the column's NUMERIC(p,s) holds (PostgreSQL would round it)",
+    "numeric_out_of_range": "a number with more digits before or after the point than the column's NUMERIC(p,s) holds (PostgreSQL would round it), or, on the way back, than SQLite's NUMERIC holds (an integer or a 64-bit double would round it)",
     "unsupported_type": "a Python value that is neither a SQLite storage value nor the column's PostgreSQL value",
 }
 
@@ -653,7 +653,14 @@ def to_sqlite(kind: Kind, value: Any) -> Any:
 
 def _numeric_storage(value: Decimal) -> int | float:
     """What SQLite's NUMERIC affinity stores for this decimal: an integer if whole and in range, else
-    the double (which is what the file held: _numeric reads a double back as its shortest decimal)."""
+    the double (which is what the file held: _numeric reads a double back as its shortest decimal).
+    A decimal no double holds exactly (more digits than a double keeps, 0.1 + 1e-20) is refused, as
+    is NaN or an infinity (PostgreSQL's numeric holds them): SQLite would store another number, or NULL."""
+    if not value.is_finite():
+        raise Rejected("nan_in_numeric_column", str(value))
     if value == value.to_integral_value() and BIGINT_RANGE[0] <= value <= BIGINT_RANGE[1]:
         return int(value)
-    return float(value)
+    stored = float(value)
+    if not math.isfinite(stored) or Decimal(repr(stored)) != value:
+        raise Rejected("numeric_out_of_range", f"{value} in SQLite's NUMERIC (an integer or a 64-bit double)")
+    return stored

@@ -47,7 +47,8 @@ outbox = sa.Table(
 def key_to_json(key: Sequence[Any]) -> list:
     """A key as JSON (ints as numbers, as the outbox spells them); odd legacy keys tagged.
 
-    A blob is {"blob": hex}, text that is not valid UTF-8 {"text_bytes": hex}.
+    A blob is {"blob": hex}, text that is not valid UTF-8 or holds a NUL byte {"text_bytes": hex}
+    (JSONB refuses \\u0000, so the quarantine could not name such a key otherwise).
     A real that is whole or not finite is {"real": repr}: JSON (and JSONB,
     which spells 1e+19 as 10000000000000000000) would give it back as an
     integer, or could not hold it at all.
@@ -57,16 +58,23 @@ def key_to_json(key: Sequence[Any]) -> list:
         if isinstance(value, (bytes, bytearray, memoryview)):
             out.append({"blob": bytes(value).hex()})
         elif isinstance(value, str):
-            try:
-                value.encode("utf-8")
-                out.append(value)
-            except UnicodeEncodeError:
+            if "\x00" in value or not _valid_utf8(value):
                 out.append({"text_bytes": value.encode("utf-8", "surrogateescape").hex()})
+            else:
+                out.append(value)
         elif isinstance(value, float) and not (math.isfinite(value) and not value.is_integer()):
             out.append({"real": repr(value)})
         else:
             out.append(value)
     return out
+
+
+def _valid_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def key_from_json(values: Iterable[Any]) -> tuple[Any, ...]:

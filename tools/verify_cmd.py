@@ -56,11 +56,13 @@ def verify(ctx, tables: str | None, repair: bool, as_json: bool, postgres_url: s
 
 
 def _print(result) -> None:
-    click.echo(f"{'table':<16}{'primary':>10}{'secondary':>11}{'missing':>9}{'extra':>7}{'differ':>8}{'quarant.':>10}{'s':>8}")
+    width = max([16, *(len(name) + 2 for name in result.tables)])
+    click.echo(f"{'table':<{width}}{'primary':>10}{'secondary':>11}{'missing':>9}{'extra':>7}{'differ':>8}"
+               f"{'refused':>9}{'quarant.':>10}{'pending':>9}{'s':>8}")
     for name, t in result.tables.items():
         click.echo(
-            f"{name:<16}{t.rows_primary:>10}{t.rows_secondary:>11}{t.missing:>9}{t.extra:>7}"
-            f"{t.different:>8}{t.quarantined:>10}{t.seconds:>8.2f}"
+            f"{name:<{width}}{t.rows_primary:>10}{t.rows_secondary:>11}{t.missing:>9}{t.extra:>7}"
+            f"{t.different:>8}{t.refused:>9}{t.quarantined:>10}{t.pending:>9}{t.seconds:>8.2f}"
         )
     for example in result.examples[:10]:
         click.echo(f"  {example}")

@@ -271,21 +271,33 @@ class BatchWriter:
     def _range_condition(self, low: Key | None, high: Key) -> tuple[str, list]:
         """The keys in (low, high]. A composite key also gets the same bounds on its first column:
         implied by the row comparison, they are what lets the planner see how few rows the range
-        holds and walk the primary key (without them it may scan the whole table, every batch)."""
-        keys = self._key_order_sql()
-        condition = f"({keys}) <= %s"
-        params: list = [self._pg_bound(high)]
-        if low is not None:
-            condition = f"({keys}) > %s AND " + condition
-            params.insert(0, self._pg_bound(low))
-        if len(self.reader.key_columns) > 1:
-            first = keys.split(", ")[0]
-            if low is not None:
-                condition += f" AND {first} >= %s"
-                params.append(self._pg_bound(low)[0])
-            condition += f" AND {first} <= %s"
-            params.append(self._pg_bound(high)[0])
-        return condition, params
+        holds and walk the primary key (without them it may scan the whole table, every batch).
+
+        A bound may hold a value PostgreSQL's column cannot (a blob in a TEXT key, text in a BLOB
+        key, NULL: rows the backfill quarantines). In SQLite's order such a value sorts after, or
+        before, every value the column can hold, so the comparison is decided by the key columns
+        before it: the bound is cut there (_pg_bound)."""
+        columns = self._key_order_sql().split(", ")
+        conditions: list[str] = []
+        params: list = []
+        for bound, above in ((low, True), (high, False)):
+            if bound is None:
+                continue
+            values, beyond = self._pg_bound(bound)
+            if values:
+                # high: keys <= (v.., +inf) is keys' prefix <= v; keys <= (v.., -inf) is prefix < v.
+                # low: keys > (v.., +inf) is prefix > v; keys > (v.., -inf) is prefix >= v.
+                strict = (beyond is None) or (beyond > 0) if above else (beyond is not None and beyond < 0)
+                operator = (">" if strict else ">=") if above else ("<" if strict else "<=")
+                conditions.append(f"({', '.join(columns[:len(values)])}) {operator} %s")
+                params.append(tuple(values))
+                if len(columns) > 1:
+                    first_operator = operator if len(values) == 1 else operator[0] + "="
+                    conditions.append(f"{columns[0]} {first_operator} %s")
+                    params.append(values[0])
+            elif (beyond > 0) == above:  # every key is above +inf (low) or at most -inf (high): none
+                conditions.append("FALSE")
+        return " AND ".join(conditions) or "TRUE", params
 
     def _key_order_sql(self) -> str:
         """The key columns for range comparisons: text in byte order (COLLATE "C"), as SQLite orders it."""
@@ -295,14 +307,33 @@ class BatchWriter:
             for c, kind in zip(self.reader.key_columns, kinds)
         )
 
-    def _pg_bound(self, key: Key) -> tuple:
-        """A SQLite key as a PostgreSQL bound. In a column of integers: numbers as they are, text and blobs
-        after every number (SQLite orders them so); in a text or blob key column: the value itself."""
+    def _pg_bound(self, key: Key) -> tuple[list, int | None]:
+        """A SQLite key as a PostgreSQL bound: (the values PostgreSQL can compare, None) or, where a
+        component is one the column cannot hold, (the components before it, +1 or -1: it sorts after,
+        or before, everything the column holds, in SQLite's order NULL < numbers < text < blobs).
+        In a column of integers, text and blobs come after every number; in a TEXT key, a blob after
+        all text and a number or NULL before it; in a BLOB key, text, numbers and NULL before every
+        blob. Text with a NUL byte (which PostgreSQL text cannot hold) compares as its part before
+        the NUL would against any text without one."""
         kinds = [self.reader.kinds[i] for i in self.reader.key_index]
-        return tuple(
-            v if kind not in (Kind.INTEGER, Kind.REAL) or isinstance(v, (int, float)) else float("inf")
-            for v, kind in zip(key, kinds)
-        )
+        values: list = []
+        for value, kind in zip(key, kinds):
+            if value is None:
+                return values, -1
+            if kind in (Kind.INTEGER, Kind.REAL):
+                if not isinstance(value, (int, float)):
+                    return values, 1
+            elif kind is Kind.TEXT:
+                if isinstance(value, bytes):
+                    return values, 1
+                if not isinstance(value, str):
+                    return values, -1
+                if "\x00" in value:
+                    return values + [value.split("\x00", 1)[0]], None
+            elif kind is Kind.BLOB and not isinstance(value, bytes):
+                return values, -1
+            values.append(value)
+        return values, None
 
     def _merge(self, cursor: Any, converted: Converted) -> tuple[int, int, list[Reject]]:
         """COPY into staging and merge ON CONFLICT DO NOTHING; orphans and refusals are quarantined."""

@@ -107,7 +107,10 @@ def read_images(
         key_columns = list(table.primary_key.columns)
         for chunk in _chunks(group, 500):
             if len(key_columns) == 1:
-                condition = key_columns[0].in_([ref.key[0] for ref in chunk])
+                values = [ref.key[0] for ref in chunk]
+                condition = key_columns[0].in_([v for v in values if v is not None])
+                if None in values:  # SQLite's key (not a rowid) may be NULL; IN never matches it
+                    condition = sa.or_(condition, key_columns[0].is_(None))
             else:
                 condition = sa.or_(*(_key_clause(table, ref.key) for ref in chunk))
             columns = list(table.columns)

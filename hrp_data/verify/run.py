@@ -33,7 +33,7 @@ import structlog
 from adapters.catalog import quote
 from adapters.binds import reading, writing
 from adapters.convert import BIGINT_RANGE, Kind
-from adapters.outbox import key_from_json, key_to_json
+from adapters.outbox import encode_key, key_from_json, key_to_json
 from adapters.postgres import call_timeout
 from adapters.types import NaiveTimestamp, kind_of
 from hrp_data.backfill import legacy_rows
@@ -76,6 +76,9 @@ class TableResult:
     different: int = 0
     quarantined: int = 0
     pending: int = 0
+    refused: int = 0
+    """Keys whose change the secondary refuses (its values or key: the outbox's last error, a
+    rejection), still unapplied at the deadline: they differ until the row is fixed, never EQUAL."""
     seconds: float = 0.0
 
 
@@ -380,6 +383,17 @@ def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], row: Phas
             break
         cutover.applier.notify()
         time.sleep(0.1)
+    if remaining:  # a change the secondary keeps refusing is no write in flight: the row differs
+        refused = {(table_name, pk): error for table_name, pk, error in outbox.rejected_keys(primary_engine)}
+        still = []
+        for ref in remaining:
+            error = refused.get((ref.table, encode_key(ref.key)))
+            if error is None:
+                still.append(ref)
+            else:
+                found.append({"table": table.name, "key": key_to_json(ref.key), "kind": "apply_refused",
+                              "error": error})
+        remaining = still
     return found, len(remaining)
 
 
@@ -488,6 +502,7 @@ def verify_table(cutover: Cutover, table: sa.Table, row: PhaseRow, progress: Pro
     result.missing = sum(1 for d in confirmed if d["kind"] == "missing_row")
     result.extra = sum(1 for d in confirmed if d["kind"] == "extra_row")
     result.different = len({_key(d) for d in confirmed if d["kind"] == "value_differs"})
+    result.refused = sum(1 for d in confirmed if d["kind"] == "apply_refused")
     result.pending = pending
     result.seconds = round(time.monotonic() - started, 3)
     return result, confirmed
@@ -519,7 +534,7 @@ def verify(
             examples += confirmed
             differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
     drift = [d.as_dict() for d in drifted]
-    equal = not drift and all(r.missing == r.extra == r.different == 0 for r in results.values())
+    equal = not drift and all(r.missing == r.extra == r.different == r.refused == 0 for r in results.values())
     outcome = VerifyResult(equal, results, (drift + examples)[:EXAMPLES], row.primary, differing=differing,
                            schema=drift)
     if record:
