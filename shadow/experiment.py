@@ -24,7 +24,9 @@ Unlike Scientist, the two sides do not run in random order: the candidate
 always runs after the control, because the secondary receives the primary's
 writes through the outbox a moment later. A difference is therefore not a
 mismatch yet. Its rows are re-checked once no outbox change is pending for
-them (the `pending` callable, handed in by the caller): both reads run again
+them (the `pending` callable, handed in by the caller; while they are, the
+sample is set aside and looked at again every `poll_s`, and the worker goes
+on with other samples): both reads run again
 (control, candidate, control; a control that moved meanwhile means the
 primary is still changing, so the round is repeated) and only differences
 that survive on the same rows are mismatches. One that agrees on re-check is
@@ -53,6 +55,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import heapq
 import queue
 import random
 import threading
@@ -150,6 +153,22 @@ class _Job:
     context: Mapping[str, Any]
 
 
+@dataclasses.dataclass
+class _Recheck:
+    """A sample whose differences wait for their rows to settle. It is set aside between looks
+    (every `poll_s`) so that the worker compares other samples meanwhile: under constant writes
+    many rows stay pending for seconds, and one worker waiting on each in turn would leave every
+    later sample queued behind them."""
+
+    job: _Job
+    candidate: Observation
+    first: list[Difference]
+    refs: set[Ref]
+    deadline: float
+    latest: list[Difference]
+    rounds: int = 0
+
+
 _CONTAINERS = (dict, list)
 
 
@@ -241,6 +260,9 @@ class Laboratory:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._queued = 0
         self._unfinished = 0
+        self._parked: list[tuple[float, int, _Recheck]] = []
+        """Re-checks set aside until their next look (a heap by time), shared by the workers."""
+        self._parked_seq = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._last_raised = 0.0
@@ -428,26 +450,56 @@ class Laboratory:
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            parked = self._take_due()
+            if parked is not None:
+                self._finish(parked.job, functools.partial(self._look_again, parked))
+                continue
             try:
-                job = self._queue.get(timeout=1.0)
+                job = self._queue.get(timeout=self._until_next_look())
             except queue.Empty:
                 continue
             if job is None:  # close() wakes each worker with one
                 return
             with self._lock:
                 self._queued -= 1
-            try:
-                if self._stop.is_set():
-                    self._drop(job)
-                    continue
-                result = self._observe(job)
-                self._count(result.outcome)
-                self._safely("publish", self.publisher.publish, result)
-            except Exception as error:  # noqa: BLE001 - a worker survives anything
-                self.raised("observe", error)
-            finally:
-                with self._lock:
-                    self._unfinished -= 1
+            if self._stop.is_set():
+                self._drop(job)
+                self._done()
+                continue
+            self._finish(job, functools.partial(self._observe, job))
+
+    def _finish(self, job: _Job, step: Callable[[], Result | None]) -> None:
+        """Run one step of a sample; publish its result, unless it was set aside to look again."""
+        try:
+            result = step()
+            if result is None:
+                return
+            self._count(result.outcome)
+            self._safely("publish", self.publisher.publish, result)
+        except Exception as error:  # noqa: BLE001 - a worker survives anything
+            self.raised("observe", error)
+        self._done()
+
+    def _done(self) -> None:
+        with self._lock:
+            self._unfinished -= 1
+
+    def _park(self, recheck: _Recheck) -> None:
+        with self._lock:
+            self._parked_seq += 1
+            heapq.heappush(self._parked, (time.monotonic() + self.poll_s, self._parked_seq, recheck))
+
+    def _take_due(self) -> _Recheck | None:
+        with self._lock:
+            if self._parked and self._parked[0][0] <= time.monotonic():
+                return heapq.heappop(self._parked)[2]
+        return None
+
+    def _until_next_look(self) -> float:
+        with self._lock:
+            if not self._parked:
+                return 1.0
+            return min(1.0, max(0.0, self._parked[0][0] - time.monotonic()))
 
     def _try(self, name: str, function: Callable[[], Any]) -> Observation:
         started = time.perf_counter()
@@ -498,10 +550,11 @@ class Laboratory:
         differences = self.compare(read, control.value, candidate.value)
         if not differences:
             return verdict(MATCH)
-        outcome, surviving, rounds = self._recheck(job, differences)
-        return verdict(
-            outcome, differences=tuple(surviving), first_differences=tuple(differences), rechecks=rounds
-        )
+        deadline = time.monotonic() + self.recheck_s
+        if self._unsettled(read):
+            deadline = min(deadline, time.monotonic() + SETTLE_S)
+        refs = {d.ref for d in differences}
+        return self._look_again(_Recheck(job, candidate, differences, refs, deadline, differences))
 
     def _unsettled(self, read: ReadType) -> bool:
         if self.settled is None:
@@ -533,43 +586,51 @@ class Laboratory:
             self.raised("pending", error)
             return keyed
 
-    def _recheck(self, job: _Job, differences: list[Difference]) -> tuple[str, list[Difference], int]:
-        """Re-run both reads for the differing rows once nothing is pending for them."""
-        refs = {d.ref for d in differences}
-        deadline = time.monotonic() + self.recheck_s
-        if self._unsettled(job.read):
-            deadline = min(deadline, time.monotonic() + SETTLE_S)
-        rounds = 0
-        latest = differences
+    def _look_again(self, recheck: _Recheck) -> Result | None:
+        """The lag rule: once nothing is pending for the differing rows, run both reads again for
+        them (control, candidate, control). The verdict, or None when the rows are still on their
+        way (or the primary moved meanwhile) and the deadline has not passed: set aside, to look
+        again in `poll_s` while the worker goes on with other samples."""
+        job = recheck.job
+        over = time.monotonic() >= recheck.deadline or self._stop.is_set()
+        if self._pending(recheck.refs) or self._unsettled(job.read):
+            return self._verdict(recheck, UNSETTLED) if over else self._parked_for_now(recheck)
+        recheck.rounds += 1
         rerun = job.recheck_control
-        while True:
-            waiting = self._pending(refs) or self._unsettled(job.read)
-            while waiting and time.monotonic() < deadline and not self._stop.is_set():
-                time.sleep(self.poll_s)
-                waiting = self._pending(refs) or self._unsettled(job.read)
-            if waiting:
-                return UNSETTLED, latest, rounds
-            rounds += 1
-            try:
-                if rerun is None:
-                    before = after = job.control.value
-                else:
-                    before = rerun()
-                candidate = job.candidate()
-                if rerun is not None:
-                    after = rerun()
-            except Exception as error:  # noqa: BLE001 - a side failed during the re-check
-                self.raised("recheck", error)
-                return UNSETTLED, latest, rounds
-            moved = restrict(self.compare(job.read, before, after), refs)
-            if not moved:
-                latest = restrict(self.compare(job.read, after, candidate), refs)
-                if not latest:
-                    return LAG, [], rounds
-                if not self._pending({d.ref for d in latest}) and not self._unsettled(job.read):
-                    return MISMATCH, latest, rounds
-            if time.monotonic() >= deadline or self._stop.is_set():
-                return UNSETTLED, latest, rounds
+        try:
+            if rerun is None:
+                before = after = job.control.value
+            else:
+                before = rerun()
+            candidate = job.candidate()
+            if rerun is not None:
+                after = rerun()
+        except Exception as error:  # noqa: BLE001 - a side failed during the re-check
+            self.raised("recheck", error)
+            return self._verdict(recheck, UNSETTLED)
+        moved = restrict(self.compare(job.read, before, after), recheck.refs)
+        if not moved:
+            recheck.latest = restrict(self.compare(job.read, after, candidate), recheck.refs)
+            if not recheck.latest:
+                return self._verdict(recheck, LAG)
+            if not self._pending({d.ref for d in recheck.latest}) and not self._unsettled(job.read):
+                return self._verdict(recheck, MISMATCH)
+        if time.monotonic() >= recheck.deadline or self._stop.is_set():
+            return self._verdict(recheck, UNSETTLED)
+        return self._parked_for_now(recheck)
+
+    def _parked_for_now(self, recheck: _Recheck) -> None:
+        self._park(recheck)
+        return None
+
+    @staticmethod
+    def _verdict(recheck: _Recheck, outcome: str) -> Result:
+        job = recheck.job
+        surviving = [] if outcome == LAG else recheck.latest
+        return Result(
+            job.read, outcome, control=job.control, candidate=recheck.candidate, context=job.context,
+            differences=tuple(surviving), first_differences=tuple(recheck.first), rechecks=recheck.rounds,
+        )
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -629,3 +690,7 @@ class Laboratory:
                 left.append(item)
         for job in left:
             self._drop(job)
+        with self._lock:
+            parked, self._parked = [entry[2] for entry in self._parked], []
+        for recheck in parked:  # still waiting for their rows: unsettled, as at their deadline
+            self._finish(recheck.job, functools.partial(self._verdict, recheck, UNSETTLED))

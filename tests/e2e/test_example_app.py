@@ -156,12 +156,14 @@ def _step(timings: list, name: str, action, *args):
     return result
 
 
-def _shadowed(base: str, cli) -> dict | None:
-    """The shadow report once it lists compared ORM reads and the SQLite-only query's candidate error."""
+def _shadowed(base: str, cli, seen: dict) -> dict | None:
+    """The shadow report once it lists compared ORM reads and the SQLite-only query's candidate error;
+    `seen` keeps the last report, for the failure's message."""
     for _ in range(4):  # a share of reads is sampled
         assert _call(base, "GET", "/reports/years")[0] == 200  # SQLite-only SQL: SQLite serves it
     time.sleep(1.0)  # sampled, compared after the response, stored within a second
     report = json.loads(cli("report", "--format", "json"))
+    seen["report"] = report
     compared = {name for name, r in report["by_read_type"].items() if r["compared"]}
     if not any(re.fullmatch(r"orm:Race#[0-9a-f]{6}", name) for name in compared) or not report["candidate_errors"]:
         time.sleep(0.5)
@@ -218,7 +220,9 @@ def test_the_example_app_goes_through_the_whole_cutover_under_load(served):
         _step(timings, "backfill", backfill, sqlite_path, postgres_url)
         _step(timings, "shadow", cli, "phase", "set", "shadow")
         time.sleep(0.6)  # the workers' phase cache
-        shadowed = _step(timings, "report", wait_until, lambda: _shadowed(base, cli), "ORM reads and the candidate error", 30)
+        seen: dict = {}
+        shadowed = _step(timings, "report", wait_until, lambda: _shadowed(base, cli, seen),
+                         lambda: f"ORM reads and the candidate error; last report {json.dumps(seen.get('report'))[:3000]}", 30)
         _step(timings, "verify", _verify_equal, sqlite_path, postgres_url)
         # A prediction whose horse was written a moment before, while the backfill copied
         # predictions, is quarantined as parent_missing although the applier carries both:

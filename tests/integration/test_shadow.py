@@ -25,7 +25,7 @@ from hrp_data.flip import readiness
 from hrp_data.flip.readiness import checklist
 from hrp_data.cutover.replay import replay_outbox
 from hrp_data.schema.install import upgrade
-from shadow.compare import ReadType
+from shadow.compare import Difference, ReadType
 from shadow.experiment import Laboratory, Publisher
 from shadow.mismatches import COUNTS_TABLE, DETAILS_TABLE, META_TABLE, READS_TABLE, MismatchStore
 from shadow.report import build_report, mismatch_summary, render_html, render_json, render_text
@@ -375,6 +375,45 @@ class TestExperiment:
             assert published.results[0].outcome == "match"
         finally:
             lab.close()
+
+
+    def test_a_sample_waiting_for_its_rows_does_not_hold_up_the_next(self):
+        """A difference whose row stays pending waits for it (up to recheck_s) set aside: a later
+        sample is compared and published meanwhile, and the first one still ends as lag once its
+        row is applied."""
+        published = _Collect()
+        applied = threading.Event()
+        row = ("things", (1,))
+        compare = lambda read, a, b: [] if a == b else [Difference("things", (1,), "v", a, b, "value_differs")]  # noqa: E731
+        lab = Laboratory(compare, published, workers=1, recheck_s=60,
+                         pending=lambda refs: set() if applied.is_set() else refs & {row})
+        try:
+            secondary = {"v": 1}
+            lab.run(READ, lambda: {"v": 2}, lambda: dict(secondary))  # differs until "applied"
+            lab.run(READ, lambda: {"v": 3}, lambda: {"v": 3})
+            deadline = time.monotonic() + 10
+            while not published.results and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert [r.outcome for r in published.results] == ["match"]
+            assert not applied.is_set() and not lab.wait_idle(0)
+            secondary["v"] = 2
+            applied.set()
+            assert lab.wait_idle(10)
+            assert [r.outcome for r in published.results] == ["match", "lag"]
+            assert published.results[1].rechecks == 1
+        finally:
+            lab.close()
+
+    def test_close_ends_a_waiting_sample_as_unsettled(self):
+        published = _Collect()
+        compare = lambda read, a, b: [] if a == b else [Difference("things", (1,), "v", a, b, "value_differs")]  # noqa: E731
+        lab = Laboratory(compare, published, workers=1, recheck_s=60, pending=lambda refs: refs)
+        lab.run(READ, lambda: {"v": 2}, lambda: {"v": 1})
+        deadline = time.monotonic() + 10
+        while not lab._parked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lab.close()
+        assert [r.outcome for r in published.results] == ["unsettled"] and lab.wait_idle(0)
 
 
 class TestServing:
