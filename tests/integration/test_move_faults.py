@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
@@ -537,3 +538,53 @@ def test_the_sqlite_disk_filling_at_each_point_of_a_move_under_writes_loses_noth
     phase = cutover.phase(fresh=True).phase
     assert phase in (source, target)
     _assert_consistent(cutover, path, postgres_url, ledger, phase)
+
+
+def test_a_change_that_does_not_apply_refuses_the_rollback_and_moving_again_after_the_fix_loses_nothing(
+    tmp_path, postgres_url
+):
+    """Scenario 1c, rollback direction: after the flip a write on PostgreSQL puts into a NUMERIC
+    column a decimal SQLite cannot hold exactly (SQLite would keep the nearest double). The rollback
+    is refused naming the key, the phase stays postgres_primary, the other writes made meanwhile
+    wait in the outbox; after the fix the message asks for, the rollback carries every one of them."""
+    from tests.integration.test_any_schema import _plain_sqlite
+
+    def _cli(*args):  # each command as its own process runs it (the backfill's COPY needs no wait callback)
+        psycopg2.extensions.set_wait_callback(None)
+        return CliRunner().invoke(cli, ["--sqlite", f"sqlite:///{path}", "--postgres", postgres_url, *args])
+
+    path = tmp_path / "app.db"
+    _plain_sqlite(path, "CREATE TABLE orders (id INTEGER PRIMARY KEY, freight NUMERIC, note TEXT);"
+                        "INSERT INTO orders VALUES (1, 32.38, 'a'), (2, 11.61, 'b');")
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
+                 ("phase", "set", "shadow"), ("flip",)):
+        done = _cli(*step)
+        assert done.exit_code == 0, (step, done.output)
+    with psycopg2.connect(_libpq(postgres_url)) as pg, pg.cursor() as cursor:
+        cursor.execute("INSERT INTO orders (id, freight, note) SELECT n, n * 1.25, 'before' FROM generate_series(10, 29) n")
+        cursor.execute("UPDATE orders SET freight = %s WHERE id = 1", ("58.170000000000000001",))
+        cursor.execute("UPDATE orders SET note = 'changed' WHERE id = 2")
+    refused = _cli("rollback")
+    assert refused.exit_code != 0, refused.output
+    assert "orders [1]" in refused.output and "numeric_out_of_range" in refused.output, refused.output
+    assert "Traceback" not in refused.output
+    status = _cli("status", "--json").output
+    assert '"postgres_primary"' in status
+    with sqlite3.connect(path) as raw:  # nothing of the refused move reached the file
+        assert raw.execute("SELECT count(*) FROM orders").fetchone()[0] == 2
+    with psycopg2.connect(_libpq(postgres_url)) as pg, pg.cursor() as cursor:
+        cursor.execute("INSERT INTO orders (id, freight, note) SELECT n, n * 0.5, 'after' FROM generate_series(30, 39) n")
+        cursor.execute("UPDATE orders SET freight = 58.17 WHERE id = 1")  # the fix
+        cursor.execute("SELECT count(*) FROM hrp_cutover_outbox")
+        assert cursor.fetchone()[0] >= 32  # every change still waits: none was settled by the refusal
+    verified = _cli("verify")  # the failed move reset the evidence: the refusal says to verify again
+    assert verified.exit_code == 0, verified.output
+    done = _cli("rollback")
+    assert done.exit_code == 0, done.output
+    with sqlite3.connect(path) as raw:
+        rows = dict(raw.execute("SELECT id, freight FROM orders").fetchall())
+        notes = dict(raw.execute("SELECT id, note FROM orders").fetchall())
+    assert len(rows) == 32 and rows[1] == 58.17 and notes[2] == "changed"
+    assert rows[10] == 12.5 and rows[39] == 19.5 and notes[39] == "after"
+    verified = _cli("verify")
+    assert verified.exit_code == 0, verified.output
