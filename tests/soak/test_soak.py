@@ -228,18 +228,22 @@ def test_soak(tmp_path):
             seen_s[f"{' '.join(args)} -> {to}"] = _phase_seen(run, app.pid, to)
 
         def faulted(label: str, point: str, inject, *args: str, after_fault=None) -> None:
-            """A move stopped at `point` by a fault, then the documented recovery (`recover`, `verify --repair`):
-            the phase is the one before the move or the one after it, never in between."""
+            """A move stopped at `point` by a fault, then the documented recovery (`recover`, `replay`) and a
+            plain `verify`, no repair: the phase is the one before the move or the one after it, never
+            in between, and both sides are equal without anything copied by hand."""
             phase(label)
             before = _phase(run)
             done = move_with_fault(run.env(), tmp_path, point, inject, *args)
             if after_fault is not None:
                 after_fault()
             run.cli("recover")
-            run.cli("verify", "--repair", check=False)  # the runbook's step after a failed move
+            run.cli("replay", check=False)
+            verified = run.cli("verify", check=False)  # the evidence the failed move reset, and the proof
             after = _phase(run)
             inside_moves[label] = {"exit": done.returncode, "output": done.stdout.strip().splitlines()[-1:],
-                                   "phase_before": before, "phase_after_recover": after}
+                                   "phase_before": before, "phase_after_recover": after,
+                                   "verify_exit": verified.returncode,
+                                   "verify": verified.stdout.strip().splitlines()[-3:]}
             assert after in {before, MOVED[before]}, inside_moves[label]
             seen_s[f"{label} -> {after}"] = _phase_seen(run, app.pid, after)
             time.sleep(2)
@@ -436,7 +440,7 @@ def test_soak(tmp_path):
           f" store unavailable warnings {len(store_faults)}, store_dropped {table['store_dropped']}")
     for label, outcome in inside_moves.items():
         print(f"{label}: exit {outcome['exit']}, {outcome['phase_before']} -> {outcome['phase_after_recover']}"
-              f" after recover; {' '.join(outcome['output'])}")
+              f" after recover; verify exit {outcome['verify_exit']}; {' '.join(outcome['output'])}")
     assert lost == [], lost_details[:5]
     assert doubled == [], f"writes that took effect twice: {doubled[:5]}"
     assert final_verify["equal"]
@@ -444,6 +448,8 @@ def test_soak(tmp_path):
     assert unexplained == {}, f"failed requests outside the targets: {unexplained}"
     assert kill["in_flight"] >= 1
     assert inside_moves[FLIP_KILLED]["exit"] == -signal.SIGKILL
+    not_equal = {label: m for label, m in inside_moves.items() if m["verify_exit"] != 0}
+    assert not not_equal, f"a plain verify after the recovery found differences: {not_equal}"
     assert inside_moves[FLIP_POSTGRES_DOWN]["exit"] not in (0, -signal.SIGKILL)
     assert ROLLBACK_KILLED_COMMITTED not in inside_moves or inside_moves[ROLLBACK_KILLED_COMMITTED]["phase_after_recover"] == "shadow"
     assert max(ledger.slowest_s.values()) < SLOWEST_ALLOWED_S, "a request hung"
