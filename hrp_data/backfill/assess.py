@@ -22,6 +22,7 @@ Every row is converted with the same code the backfill uses
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import time
 from collections import defaultdict
@@ -32,7 +33,8 @@ from typing import Any
 from adapters.catalog import Catalog, quote
 from adapters.outbox import key_to_json
 from hrp_data.backfill.legacy_file import require_contract
-from hrp_data.backfill.legacy_rows import TableReader, connect, readers
+from hrp_data.backfill.legacy_rows import Converted, TableReader, connect, readers
+from hrp_data.backfill.read_pool import POOL_MIN_ROWS, PageReader, default_workers
 from hrp_data.catalog import file_catalog
 
 EXAMPLES = 5
@@ -49,33 +51,41 @@ class Census:
     example_value: str | None = None
 
 
-def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progress | None = None) -> dict[str, Any]:
-    """The assessment report of `sqlite_file` as a JSON-ready dict (the file is only read)."""
+def assess(
+    sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progress | None = None, workers: int | None = None,
+) -> dict[str, Any]:
+    """The assessment report of `sqlite_file` as a JSON-ready dict (the file is only read).
+
+    The census reads and converts every row as the backfill does, in its worker processes
+    (read_pool; `workers` None: one per core, at most four, for the big tables), while a thread
+    of its own runs the file-wide checks (integrity, foreign keys, orphans) on another connection."""
     path = Path(sqlite_file).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no SQLite file at {path}")
     contract = require_contract(path)
-    connection = connect(path, read_only=True)
-    connection.execute("PRAGMA query_only = ON")
+    connection = _read_only(path)
+    pages = PageReader(path, connection, default_workers() if workers is None else workers,
+                       min_rows=POOL_MIN_ROWS if workers is None else 0)
     try:
         catalog = file_catalog(connection)
-        integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
-        table_readers = readers(catalog)
-        counts = {name: reader.count(connection) for name, reader in table_readers.items()}
-        estimate = _estimate(connection, table_readers, counts, sample_rows)
-        tables: dict[str, Any] = {}
-        rejections: list[dict[str, Any]] = []
-        for name, reader in table_readers.items():
-            census, rejected_rows = _census(connection, reader, counts[name], progress)
-            tables[name] = {"rows": counts[name], "rejected_rows": rejected_rows}
-            for (column, reason), found in sorted(census.items()):
-                rejections.append({
-                    "table": name, "column": column, "reason": reason, "count": found.count,
-                    "examples": found.examples, "example_value": found.example_value,
-                })
-        orphans = _orphans(connection, catalog)
-        foreign_key_check = _foreign_key_check(connection)
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hrp-assess") as checks:
+            file_wide = checks.submit(_file_checks, path, catalog)
+            table_readers = readers(catalog)
+            counts = {name: reader.count(connection) for name, reader in table_readers.items()}
+            estimate = _estimate(connection, table_readers, counts, sample_rows)
+            tables: dict[str, Any] = {}
+            rejections: list[dict[str, Any]] = []
+            for name, reader in table_readers.items():
+                census, rejected_rows = _census(connection, pages, reader, counts[name], progress)
+                tables[name] = {"rows": counts[name], "rejected_rows": rejected_rows}
+                for (column, reason), found in sorted(census.items()):
+                    rejections.append({
+                        "table": name, "column": column, "reason": reason, "count": found.count,
+                        "examples": found.examples, "example_value": found.example_value,
+                    })
+            integrity, foreign_key_check, orphans = file_wide.result()
     finally:
+        pages.close()
         connection.close()
     return {
         "file": str(path),
@@ -108,27 +118,38 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
     }
 
 
-def _pages(connection, reader: TableReader) -> Iterator[list[tuple]]:
-    """Every row of the table: the keyset pages, then the rows whose key holds a NULL."""
-    after = None
-    while True:
-        rows = reader.page(connection, after, PAGE)
-        if rows:
-            yield rows
-        if len(rows) < PAGE:
-            break
-        after = reader.key_of(rows[-1])
+def _read_only(path: Path):
+    connection = connect(path, read_only=True)
+    connection.execute("PRAGMA query_only = ON")
+    return connection
+
+
+def _file_checks(path: Path, catalog: Catalog) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
+    """PRAGMA integrity_check, PRAGMA foreign_key_check and the orphans, on a connection of their own."""
+    connection = _read_only(path)
+    try:
+        integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
+        return integrity, _foreign_key_check(connection), _orphans(connection, catalog)
+    finally:
+        connection.close()
+
+
+def _pages(connection, pages: PageReader, reader: TableReader, total: int) -> Iterator[tuple[int, Converted]]:
+    """Every row of the table converted, a page at a time (rows read, converted): the keyset pages
+    (in the read pool's workers for a big table), then the rows whose key holds a NULL."""
+    for page in pages.pages(reader, None, PAGE, total, with_keys=False, want_keys=False):
+        yield page.read, page.converted
     null_keyed = reader.null_keyed(connection)
     if null_keyed:
-        yield null_keyed
+        yield len(null_keyed), reader.convert(null_keyed)
 
 
-def _census(connection, reader: TableReader, total: int, progress: Progress | None) -> tuple[dict, int]:
+def _census(connection, pages: PageReader, reader: TableReader, total: int,
+            progress: Progress | None) -> tuple[dict, int]:
     census: dict[tuple[str, str], Census] = defaultdict(Census)
     rejected_rows = 0
     done = 0
-    for rows in _pages(connection, reader):
-        converted = reader.convert(rows)
+    for read, converted in _pages(connection, pages, reader, total):
         rejected_rows += len(converted.rejected_keys)
         for reject in converted.rejects:
             found = census[(reject.column, reject.reason)]
@@ -137,7 +158,7 @@ def _census(connection, reader: TableReader, total: int, progress: Progress | No
                 found.examples.append(key_to_json(reject.key))
             if found.example_value is None:
                 found.example_value = reject.value
-        done += len(rows)
+        done += read
         if progress:
             progress(reader.name, done, total)
     return census, rejected_rows

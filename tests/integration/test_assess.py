@@ -8,6 +8,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+import pytest
+
+from hrp_data.backfill import assess as assess_module
 from hrp_data.backfill.assess import assess
 from tools.seed import seed_database
 from tests.integration.test_backfill import HOSTILE, plant_hostile
@@ -21,10 +24,15 @@ def _fingerprint(path: Path) -> tuple:
     return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns, siblings
 
 
-def test_census_names_every_planted_value_and_orphan(legacy_file):
+@pytest.mark.parametrize("workers", [None, 2], ids=["inline", "worker-processes"])
+def test_census_names_every_planted_value_and_orphan(legacy_file, workers, monkeypatch):
+    """The same census read in the calling process or by the backfill's worker processes, in
+    pages of 3 rows there (so a table spans several pages)."""
     plant_hostile(legacy_file)
     before = _fingerprint(legacy_file)
-    report = assess(legacy_file, sample_rows=100)
+    if workers:
+        monkeypatch.setattr(assess_module, "PAGE", 3)
+    report = assess(legacy_file, sample_rows=100, workers=workers)
     assert _fingerprint(legacy_file) == before  # read-only: not a byte, not a journal file
 
     planted = {(t, c, r): k for (t, k, c), r in HOSTILE.items() if r not in FOREIGN_KEY_REASONS}
