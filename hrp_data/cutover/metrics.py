@@ -175,11 +175,27 @@ class CutoverCollector:
         copied = CounterMetricFamily(f"{PREFIX}_backfill_rows_copied", "Rows the backfill copied.", labels=["table"])
         quarantined = GaugeMetricFamily(f"{PREFIX}_backfill_rows_quarantined", "Rows in quarantine now.",
                                         labels=["table"])
+        running = GaugeMetricFamily(f"{PREFIX}_backfill_running", "1 while a backfill runs (holds its run lock).",
+                                    value=1.0 if status["running"] else 0.0)
+        expected = GaugeMetricFamily(f"{PREFIX}_backfill_rows_expected",
+                                     "Rows the backfill expects to read in all (read so far + left at its last count).",
+                                     labels=["table"])
+        left = GaugeMetricFamily(f"{PREFIX}_backfill_rows_left", "Rows the backfill has still to read.",
+                                 labels=["table"])
         for table, row in status["tables"].items():
             read.add_metric([table], row["read"])
             copied.add_metric([table], row["copied"])
             quarantined.add_metric([table], row["quarantined"])
-        return [complete, read, copied, quarantined]
+            if row["total"] is not None:
+                expected.add_metric([table], row["total"])
+                left.add_metric([table], row["left"])
+        families = [complete, running, read, copied, quarantined, expected, left]
+        if status["eta_s"] is not None:  # absent while unknown: no run, or no rate measured yet
+            families.append(GaugeMetricFamily(
+                f"{PREFIX}_backfill_eta_seconds",
+                "Seconds of row copying left at the rates measured so far (0 once complete).",
+                value=status["eta_s"]))
+        return families
 
 
 def registry_for(cutover: Cutover) -> CollectorRegistry:

@@ -7,8 +7,9 @@ import psycopg2.extensions
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from hrp_data.backfill.run import Options, run_backfill
+from hrp_data.backfill.run import Listener, Options, run_backfill
 from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.metrics import exposition
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.cutover.replay import replay_outbox
@@ -23,8 +24,12 @@ def scrape(path, url) -> dict[tuple[str, tuple], float]:
     psycopg2.extensions.set_wait_callback(None)
     result = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", url, "metrics"])
     assert result.exit_code == 0, result.output
+    return parse(result.stdout)
+
+
+def parse(text: str) -> dict[tuple[str, tuple], float]:
     samples = {}
-    for family in text_string_to_metric_families(result.stdout):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
@@ -89,3 +94,56 @@ def test_backfill_counts_per_table(tmp_path, postgres_url):
     for table in ("users", "races", "horses"):
         assert samples[("hrp_cutover_backfill_rows_copied_total", (("table", table),))] == counts[table]
         assert samples[("hrp_cutover_backfill_rows_quarantined", (("table", table),))] == 0
+
+
+class ScrapeMidway(Listener):
+    """Scrapes the metrics (this process's exposition, as /metrics answers) while `table` is copied."""
+
+    def __init__(self, cutover: Cutover, table: str, after_batches: int = 3):
+        self.cutover, self.table, self.after_batches = cutover, table, after_batches
+        self.batches = 0
+        self.samples: dict | None = None
+
+    def batch_read(self, table, keys):
+        if table != self.table:
+            return
+        self.batches += 1
+        if self.batches == self.after_batches:
+            self.samples = parse(exposition(self.cutover).decode())
+
+
+def test_backfill_eta_and_rows_left_while_it_runs_and_after(tmp_path, postgres_url):
+    path = tmp_path / "hrp_database.db"
+    counts = seed_database(path, races=10, seed=5)
+    biggest = max(counts, key=counts.get)
+    upgrade(postgres_url)
+    with Cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
+        move(cutover, Phase.DUAL_WRITE)
+        before = scrape(path, postgres_url)
+        assert before[("hrp_cutover_backfill_running", ())] == 0
+        assert ("hrp_cutover_backfill_eta_seconds", ()) not in before  # no backfill: no estimate
+        psycopg2.extensions.set_wait_callback(None)
+        batch = 20
+        assert counts[biggest] > 5 * batch
+        listener = ScrapeMidway(cutover, biggest)
+        assert run_backfill(cutover, Options(batch_size=batch, workers=0), listener=listener).complete
+    during = listener.samples
+    assert during is not None
+    assert during[("hrp_cutover_backfill_running", ())] == 1
+    assert during[("hrp_cutover_backfill_complete", ())] == 0
+    labels = (("table", biggest),)
+    assert during[("hrp_cutover_backfill_rows_expected", labels)] == counts[biggest]
+    left = during[("hrp_cutover_backfill_rows_left", labels)]
+    assert 0 < left < counts[biggest]
+    assert left == counts[biggest] - during[("hrp_cutover_backfill_rows_read_total", labels)]
+    assert during[("hrp_cutover_backfill_eta_seconds", ())] > 0
+    for table in counts:  # every table of the run was counted when it started, begun or not
+        assert during[("hrp_cutover_backfill_rows_expected", (("table", table),))] == counts[table]
+
+    after = scrape(path, postgres_url)
+    assert after[("hrp_cutover_backfill_running", ())] == 0
+    assert after[("hrp_cutover_backfill_eta_seconds", ())] == 0
+    for table in counts:
+        assert after[("hrp_cutover_backfill_rows_left", (("table", table),))] == 0
+        assert after[("hrp_cutover_backfill_rows_expected", (("table", table),))] == counts[table]
+
