@@ -3,6 +3,8 @@ moving as the cutover moves (docs/metrics.md)."""
 
 from __future__ import annotations
 
+import time
+
 import psycopg2.extensions
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,6 +16,7 @@ from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.cutover.replay import replay_outbox
 from hrp_data.schema.install import upgrade
+from hrp_data.verify.run import verify
 from tools.seed import seed_database
 from tests.integration.cutover_helpers import settings_for
 from tools.cli import cli
@@ -147,3 +150,64 @@ def test_backfill_eta_and_rows_left_while_it_runs_and_after(tmp_path, postgres_u
         assert after[("hrp_cutover_backfill_rows_left", (("table", table),))] == 0
         assert after[("hrp_cutover_backfill_rows_expected", (("table", table),))] == counts[table]
 
+
+def _verify_samples(path, url) -> dict:
+    samples = scrape(path, url)
+    return {name: value for (name, labels), value in samples.items() if name.startswith("hrp_cutover_verify_")}
+
+
+def test_verify_progress_and_the_last_verdict(tmp_path, postgres_url):
+    path = tmp_path / "hrp_database.db"
+    seed_database(path, races=10, seed=6)
+    upgrade(postgres_url)
+    with Cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
+        move(cutover, Phase.DUAL_WRITE)
+        psycopg2.extensions.set_wait_callback(None)
+        assert run_backfill(cutover, Options(batch_size=500)).complete
+    assert _verify_samples(path, postgres_url) == {"hrp_cutover_verify_running": 0}  # no verify yet
+
+    cutover = Cutover(settings_for(path, postgres_url)).start()
+    try:
+        tables = list(cutover.catalog.postgres_tables())
+        seen: list[str] = []
+        midway: dict = {}
+
+        def scrape_in_the_second_table(table, stage, done, total):
+            if table not in seen:
+                seen.append(table)
+            if len(seen) == 2 and not midway:
+                midway.update(parse(exposition(cutover).decode()))
+
+        started = time.time()
+        assert verify(cutover, progress=scrape_in_the_second_table).equal
+        assert midway[("hrp_cutover_verify_running", ())] == 1
+        assert 0 < midway[("hrp_cutover_verify_progress_ratio", ())] < 1
+        assert midway[("hrp_cutover_verify_tables_checked", ())] == 1
+        assert midway[("hrp_cutover_verify_tables", ())] == len(tables)
+        assert ("hrp_cutover_verify_last_equal", ()) not in midway  # no full verify finished yet
+
+        equal = _verify_samples(path, postgres_url)
+        assert equal["hrp_cutover_verify_running"] == 0
+        assert equal["hrp_cutover_verify_progress_ratio"] == 1.0
+        assert equal["hrp_cutover_verify_tables_checked"] == equal["hrp_cutover_verify_tables"] == len(tables)
+        assert equal["hrp_cutover_verify_last_equal"] == 1
+        assert started <= equal["hrp_cutover_verify_started_timestamp_seconds"]
+        assert equal["hrp_cutover_verify_started_timestamp_seconds"] <= equal[
+            "hrp_cutover_verify_last_finished_timestamp_seconds"] <= time.time()
+
+        with cutover.engine("postgres").begin() as connection:
+            connection.exec_driver_sql("SET LOCAL hrp_cutover.maintenance = 'on'")  # a planted difference
+            connection.exec_driver_sql("UPDATE horses SET age = 99 WHERE id = 2")
+        assert not verify(cutover).equal
+        differs = _verify_samples(path, postgres_url)
+        assert differs["hrp_cutover_verify_last_equal"] == 0
+        assert differs["hrp_cutover_verify_progress_ratio"] == 1.0
+        assert differs["hrp_cutover_verify_last_finished_timestamp_seconds"] >= equal[
+            "hrp_cutover_verify_last_finished_timestamp_seconds"]
+
+        assert verify(cutover, ["users"]).equal  # a verify of some tables: progress, no full verdict
+        partial = _verify_samples(path, postgres_url)
+        assert partial["hrp_cutover_verify_tables"] == 1
+        assert partial["hrp_cutover_verify_last_equal"] == 0
+    finally:
+        cutover.close()

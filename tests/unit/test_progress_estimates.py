@@ -1,10 +1,11 @@
-"""The backfill's ETA, from the numbers its checkpoints keep."""
+"""The backfill's ETA and the verify's progress ratio, from the numbers their stores keep."""
 
 from __future__ import annotations
 
 import pytest
 
 from hrp_data.backfill.state import eta_seconds
+from hrp_data.verify.progress import ratio
 
 
 def _table(read: int, seconds: float, left: int | None) -> dict:
@@ -26,3 +27,12 @@ class TestBackfillEta:
         assert eta_seconds({"users": _table(0, 0.0, 100)}, complete=False, running=True) is None
         assert eta_seconds(tables | {"races": _table(0, 0.0, None)}, complete=False, running=True) is None
 
+
+class TestVerifyRatio:
+    def test_rows_compared_over_rows(self):
+        assert ratio({"state": "running", "rows_total": 400, "rows_done": 100,
+                      "tables_total": 4, "tables_done": 3}) == 0.25
+
+    def test_tables_when_no_table_has_rows_and_one_once_finished(self):
+        assert ratio({"state": "running", "rows_total": 0, "rows_done": 0, "tables_total": 4, "tables_done": 1}) == 0.25
+        assert ratio({"state": "finished", "rows_total": 0, "rows_done": 0, "tables_total": 0, "tables_done": 0}) == 1.0
