@@ -308,6 +308,7 @@ class _Run:
             self.constraint_columns = self._constraint_columns(cursor)
             self.pg.commit()
         selected = self._selected()
+        self._count_rows(selected)
         order = copy_order(list(self.tables.values()))
         self.deferred = {
             name: {key.column.table.name for key in self.tables[name].foreign_keys
@@ -371,6 +372,19 @@ class _Run:
                     )
         return selected
 
+    def _count_rows(self, selected: list[str]) -> None:
+        """Record the rows each table of this run will read in all (read so far plus what SQLite
+        holds past its checkpoint), so that backfill_status can tell the rows and seconds left."""
+        with self.pg.cursor() as cursor:
+            for name in selected:
+                checkpoint = self.checkpoints.get(name)
+                if checkpoint is not None and checkpoint.done:
+                    continue
+                after = None if checkpoint is None else checkpoint.last_key
+                read = 0 if checkpoint is None else checkpoint.stats.read
+                state.set_total(cursor, name, read + self.readers[name].count(self.sqlite, after))
+            self.pg.commit()
+
     def _interrupted(self, name: str) -> BackfillInterrupted:
         with self.pg.cursor() as cursor:
             self.checkpoints = state.load(cursor)
@@ -399,10 +413,11 @@ class _Run:
             self.listener.table_started(name, checkpoint.stats.read, checkpoint.stats.read)
             return
         remaining = reader.count(self.sqlite, checkpoint.last_key)
-        if remaining >= checkpoint.stats.copied + checkpoint.stats.present:  # building once beats maintaining per row
-            with self.pg.cursor() as cursor:
+        with self.pg.cursor() as cursor:
+            state.set_total(cursor, name, checkpoint.stats.read + remaining)
+            if remaining >= checkpoint.stats.copied + checkpoint.stats.present:  # building once beats maintaining per row
                 holds.hold_indexes(cursor, name)
-                self.pg.commit()
+            self.pg.commit()
         held_keys = holds.hold_foreign_keys(self.pg)
         try:
             self._copy_rows(reader, checkpoint, remaining)

@@ -2,11 +2,17 @@
 
 hrp_cutover_backfill holds, per table, the last key copied (`last_key`), the
 last key whose range was re-checked for zombies (`rechecked_key`, at most one
-batch behind), the cumulative counts, and the state: `copying` or `done`.
+batch behind), the cumulative counts, the rows it is expected to read in all
+(`total`: read so far plus the rows SQLite holds past the checkpoint, counted
+when a run starts and again when the table's copy starts), and the state:
+`pending` (counted, not begun), `copying` or `done`.
 The row named '*' is the run: `complete` once every table is done and the
-final steps (identities, ANALYZE) ran. Because a batch's rows, its quarantine
-entries and its checkpoint commit in one transaction, a run killed at any
-moment resumes exactly where its last commit left it.
+final steps (identities, ANALYZE) ran. A running backfill holds RUN_LOCK, a
+session advisory lock, for as long as it runs; backfill_status reads it
+(`running`) and estimates the seconds of copying left (`eta_s`, eta_seconds).
+Because a batch's rows, its quarantine entries and its checkpoint commit in
+one transaction, a run killed at any moment resumes exactly where its last
+commit left it.
 """
 
 from __future__ import annotations
@@ -43,8 +49,11 @@ CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
     seconds double precision NOT NULL DEFAULT 0,
     started_at timestamptz,
     updated_at timestamptz,
-    finished_at timestamptz
+    finished_at timestamptz,
+    total bigint
 )"""
+UPGRADE = f"ALTER TABLE {STATE_TABLE} ADD COLUMN IF NOT EXISTS total bigint"
+"""A state table from before the totals were kept."""
 
 COUNTS = ("read", "copied", "present", "quarantined", "removed")
 
@@ -98,6 +107,7 @@ def _key_json(key: Key | None) -> str | None:
 def install(cursor: Any) -> None:
     cursor.execute("SELECT pg_advisory_xact_lock(%s)", (INSTALL_LOCK,))
     cursor.execute(DDL)
+    cursor.execute(UPGRADE)
 
 
 def load(cursor: Any) -> dict[str, Checkpoint]:
@@ -134,9 +144,51 @@ def start_table(cursor: Any, table: str) -> None:
     cursor.execute(
         f"INSERT INTO {STATE_TABLE} (table_name, state, started_at, updated_at) VALUES (%s, 'copying', now(), now())"
         " ON CONFLICT (table_name) DO UPDATE SET state = CASE WHEN"
-        f" {STATE_TABLE}.state = 'done' THEN 'done' ELSE 'copying' END, updated_at = now()",
+        f" {STATE_TABLE}.state = 'done' THEN 'done' ELSE 'copying' END,"
+        f" started_at = coalesce({STATE_TABLE}.started_at, now()), updated_at = now()",
         (table,),
     )
+
+
+def set_total(cursor: Any, table: str, total: int) -> None:
+    """The rows `table` is expected to read in all (a table not begun gets its `pending` row)."""
+    cursor.execute(
+        f"INSERT INTO {STATE_TABLE} (table_name, state, total, updated_at) VALUES (%s, 'pending', %s, now())"
+        " ON CONFLICT (table_name) DO UPDATE SET total = EXCLUDED.total",
+        (table, total),
+    )
+
+
+def running(connection: sa.Connection) -> bool:
+    """Whether a backfill runs now against this database (some session holds RUN_LOCK)."""
+    return bool(connection.exec_driver_sql(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+        " AND ((classid::bigint << 32) | objid::bigint) = %(key)s)",
+        {"key": RUN_LOCK},
+    ).scalar())
+
+
+def eta_seconds(tables: dict[str, dict[str, Any]], *, complete: bool, running: bool) -> float | None:
+    """Seconds of row copying left: each table's rows left at its own measured rate, or at the
+    run's (all rows read over all seconds spent) for a table not begun. 0 once the run is complete;
+    None while no backfill runs (nothing is getting closer) or a table's rows left or the rate are
+    unknown. Index builds, retries and the final ANALYZE come on top."""
+    if complete:
+        return 0.0
+    if not running:
+        return None
+    read = sum(t["read"] for t in tables.values())
+    seconds = sum(t["seconds"] for t in tables.values())
+    if read <= 0 or seconds <= 0:
+        return None
+    left_s = 0.0
+    for table in tables.values():
+        if table["left"] is None:
+            return None
+        if table["left"]:
+            own = table["read"] / table["seconds"] if table["read"] > 0 and table["seconds"] > 0 else None
+            left_s += table["left"] / (own or read / seconds)
+    return left_s
 
 
 def save_batch(
@@ -192,25 +244,28 @@ def backfill_status(pg_engine: sa.Engine) -> dict[str, Any]:
     """Per-table progress and whether the backfill is complete (dashboard, readiness, CLI).
 
     {"complete": bool, "state": "not started" | "in progress" | "complete",
-     "finished_at": iso | None,
+     "finished_at": iso | None, "running": bool,
+     "rows_total": int | None, "rows_left": int | None, "eta_s": float | None,
      "tables": {"<name>": {"state", "read", "copied", "present", "quarantined",
-                           "removed", "seconds", "rows_per_s", "last_key"}}}
+                           "removed", "seconds", "rows_per_s", "total", "left", "last_key"}}}
+
+    `total` and `left` are None for a table whose rows were never counted (a state table
+    from before the totals were kept); rows_total and rows_left then too.
     """
     with reading(pg_engine) as connection:
         if not sa.inspect(connection).has_table(STATE_TABLE):
-            return {"complete": False, "state": "not started", "finished_at": None, "tables": {}}
-        rows = {
-            row.table_name: row
-            for row in connection.exec_driver_sql(
-                f"SELECT table_name, state, last_key, read, copied, present, quarantined, removed,"
-                f" seconds, finished_at FROM {STATE_TABLE}"
-            )
-        }
+            return {"complete": False, "state": "not started", "finished_at": None, "running": False,
+                    "rows_total": None, "rows_left": None, "eta_s": None, "tables": {}}
+        rows = {row.table_name: row for row in connection.exec_driver_sql(f"SELECT * FROM {STATE_TABLE}")}
+        is_running = running(connection)
     run = rows.pop(RUN, None)
     complete = run is not None and run.state == "complete"
     tables = {}
     for name in sorted(rows, key=lambda n: (n not in _HRP_ORDER, _HRP_ORDER.get(n, 0), n)):
         row = rows[name]
+        total = row._mapping.get("total")
+        if total is not None:
+            total = max(total, row.read)  # rows written past the last count were read too
         tables[name] = {
             "state": row.state,
             "read": row.read,
@@ -220,12 +275,19 @@ def backfill_status(pg_engine: sa.Engine) -> dict[str, Any]:
             "removed": row.removed,
             "seconds": round(row.seconds, 3),
             "rows_per_s": round(row.read / row.seconds) if row.seconds > 0 else None,
+            "total": total,
+            "left": 0 if row.state == "done" else (None if total is None else total - row.read),
             "last_key": row.last_key,
         }
     state = "complete" if complete else ("in progress" if tables else "not started")
+    known = tables and all(t["total"] is not None for t in tables.values())
     return {
         "complete": complete,
         "state": state,
         "finished_at": run.finished_at.isoformat() if complete and run.finished_at else None,
+        "running": is_running,
+        "rows_total": sum(t["total"] for t in tables.values()) if known else None,
+        "rows_left": sum(t["left"] for t in tables.values()) if known else None,
+        "eta_s": eta_seconds(tables, complete=complete, running=is_running),
         "tables": tables,
     }

@@ -1,8 +1,9 @@
 """The cutover's numbers in the Prometheus text format (/metrics and `hrp-cutover metrics`).
 
 Every value is read from the stores at scrape time (the phase record, the
-outboxes, the workers' heartbeats and the shadow-read counts in the SQLite
-file; the backfill's checkpoints in PostgreSQL), never kept in process
+outboxes, the workers' heartbeats, the shadow-read counts and the verifies'
+progress and results in the SQLite file; the backfill's checkpoints in
+PostgreSQL), never kept in process
 memory: each process of a pre-forking server answers the same numbers, so
 no multi-process directory is needed, and a one-shot command prints what a
 server would. A part that cannot be read (PostgreSQL down) leaves its series
@@ -27,6 +28,8 @@ from hrp_data.backfill.state import backfill_status
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.cutover.phases import ORDER, POSTGRES, SQLITE
 from hrp_data.cutover.status import guard_refusals
+from hrp_data.verify import progress as verify_progress
+from hrp_data.verify.run import last_result
 from shadow.report import build_report
 
 PREFIX = "hrp_cutover"
@@ -46,7 +49,7 @@ class CutoverCollector:
         parts: list[tuple[str, Callable[[], list[Metric]]]] = [
             ("phase", self._phase), ("outbox", self._outbox), ("applier", self._applier),
             ("shadow", self._shadow), ("moves", self._moves), ("backfill", self._backfill),
-            ("guard", self._guard), ("guard_refused", self._guard_refused),
+            ("verify", self._verify), ("guard", self._guard), ("guard_refused", self._guard_refused),
         ]
         for name, part in parts:
             try:
@@ -175,11 +178,56 @@ class CutoverCollector:
         copied = CounterMetricFamily(f"{PREFIX}_backfill_rows_copied", "Rows the backfill copied.", labels=["table"])
         quarantined = GaugeMetricFamily(f"{PREFIX}_backfill_rows_quarantined", "Rows in quarantine now.",
                                         labels=["table"])
+        running = GaugeMetricFamily(f"{PREFIX}_backfill_running", "1 while a backfill runs (holds its run lock).",
+                                    value=1.0 if status["running"] else 0.0)
+        expected = GaugeMetricFamily(f"{PREFIX}_backfill_rows_expected",
+                                     "Rows the backfill expects to read in all (read so far + left at its last count).",
+                                     labels=["table"])
+        left = GaugeMetricFamily(f"{PREFIX}_backfill_rows_left", "Rows the backfill has still to read.",
+                                 labels=["table"])
         for table, row in status["tables"].items():
             read.add_metric([table], row["read"])
             copied.add_metric([table], row["copied"])
             quarantined.add_metric([table], row["quarantined"])
-        return [complete, read, copied, quarantined]
+            if row["total"] is not None:
+                expected.add_metric([table], row["total"])
+                left.add_metric([table], row["left"])
+        families = [complete, running, read, copied, quarantined, expected, left]
+        if status["eta_s"] is not None:  # absent while unknown: no run, or no rate measured yet
+            families.append(GaugeMetricFamily(
+                f"{PREFIX}_backfill_eta_seconds",
+                "Seconds of row copying left at the rates measured so far (0 once complete).",
+                value=status["eta_s"]))
+        return families
+
+    def _verify(self) -> list[Metric]:
+        """The newest verify's progress (running or not) and the last full verify's verdict."""
+        running = GaugeMetricFamily(f"{PREFIX}_verify_running", "1 while a verify runs.")
+        families: list[Metric] = [running]
+        progress = verify_progress.latest(self.cutover.sqlite)
+        running.add_metric([], 1.0 if progress is not None and progress["running"] else 0.0)
+        if progress is not None:
+            families += [
+                GaugeMetricFamily(f"{PREFIX}_verify_progress_ratio",
+                                  "Share of the running (or last) verify done, 0 to 1 (rows compared over rows).",
+                                  value=progress["ratio"]),
+                GaugeMetricFamily(f"{PREFIX}_verify_tables_checked", "Tables the running (or last) verify compared.",
+                                  value=progress["tables_done"]),
+                GaugeMetricFamily(f"{PREFIX}_verify_tables", "Tables the running (or last) verify compares.",
+                                  value=progress["tables_total"]),
+                GaugeMetricFamily(f"{PREFIX}_verify_started_timestamp_seconds",
+                                  "When the running (or last) verify started.", value=progress["started_at"]),
+            ]
+        last = last_result(self.cutover.sqlite)
+        if last is not None:
+            families += [
+                GaugeMetricFamily(f"{PREFIX}_verify_last_equal",
+                                  "1 if the last full verify found both databases equal, else 0.",
+                                  value=1.0 if last["equal"] else 0.0),
+                GaugeMetricFamily(f"{PREFIX}_verify_last_finished_timestamp_seconds",
+                                  "When the last full verify finished.", value=last["finished_at"]),
+            ]
+        return families
 
 
 def registry_for(cutover: Cutover) -> CollectorRegistry:

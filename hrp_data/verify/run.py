@@ -14,6 +14,10 @@ is applied) before it is reported. Rows the backfill quarantined are counted
 as quarantined, not as missing. `repair` sends every confirmed difference
 through the one apply path (hrp_data.cutover.apply), which re-reads the primary row
 under its lock, so a repair never overwrites a newer live write.
+
+A recorded verify keeps its progress in the SQLite file as it goes
+(hrp_data.verify.progress) and its result when it is done (record_run), so
+that /metrics and the dashboard of another process see both.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from hrp_data.backfill.legacy_rows import sqlite_order
 from hrp_data.models import SECRET_COLUMNS
 from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, other_database
 from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
+from hrp_data.verify import progress as verify_progress
 from hrp_data.verify.ranges import RangeHasher, RangePlan
 from shadow.normalize import normalize_row
 from hrp_data.verify.range_hash import fast_row_renderer, md5_hex, postgres_row_text
@@ -526,20 +531,49 @@ def verify(
     # rows cannot be compared column for column until both sides match (never EQUAL meanwhile)
     drifted = schema_drift(cutover.sqlite, cutover.engine(POSTGRES), names, sqlite_names(cutover.catalog))
     compared = [name for name in names if name not in {d.table for d in drifted}]
+    full = tables is None or set(names) == set(table_map)
+    tracker = verify_progress.Tracker(cutover.sqlite, compared, full=full) if record else None
+    if tracker is None:
+        return _compare(cutover, table_map, compared, drifted, row, progress, None)
+    tracker.start()
+    try:
+        outcome = _compare(cutover, table_map, compared, drifted, row, _both(progress, tracker.step), tracker)
+        record_run(cutover.sqlite, outcome, full=full)
+    except BaseException:
+        tracker.fail()
+        raise
+    tracker.finish(equal=outcome.equal)
+    return outcome
+
+
+def _compare(cutover: Cutover, table_map: dict[str, sa.Table], compared: list[str], drifted: list, row: PhaseRow,
+             progress: Progress | None, tracker: verify_progress.Tracker | None) -> VerifyResult:
     results, examples, differing = {}, [], []
     with RangeHasher(_sqlite_file(cutover.sqlite)) as hasher:
         plans = [plan_table(cutover, hasher, table_map[name]) for name in compared]  # all SQLite work queued
+        if tracker is not None:
+            tracker.counted({plan.table.name: max(plan.counts.values(), default=0) for plan in plans})
         for name, plan in zip(compared, plans):
             results[name], confirmed = verify_table(cutover, table_map[name], row, progress, plan)
+            if tracker is not None:
+                tracker.table_done(name)
             examples += confirmed
             differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
     drift = [d.as_dict() for d in drifted]
     equal = not drift and all(r.missing == r.extra == r.different == r.refused == 0 for r in results.values())
-    outcome = VerifyResult(equal, results, (drift + examples)[:EXAMPLES], row.primary, differing=differing,
-                           schema=drift)
-    if record:
-        record_run(cutover.sqlite, outcome, full=tables is None or set(names) == set(table_map))
-    return outcome
+    return VerifyResult(equal, results, (drift + examples)[:EXAMPLES], row.primary, differing=differing,
+                        schema=drift)
+
+
+def _both(first: Progress | None, second: Progress) -> Progress:
+    if first is None:
+        return second
+
+    def step(table: str, stage: str, done: int, total: int) -> None:
+        first(table, stage, done, total)
+        second(table, stage, done, total)
+
+    return step
 
 
 def repair(cutover: Cutover, result: VerifyResult) -> dict[str, int]:
