@@ -94,8 +94,11 @@ def backfill_progress(cutover: Cutover) -> dict[str, Any]:
     for row in rows:
         columns += [k for k in row if k != "table" and k not in columns]
     state = raw.get("state") if isinstance(raw, dict) and raw.get("state") else ("running" if rows else "not started")
+    summary = raw if isinstance(raw, dict) else {}
     return {"state": str(state), "tables": rows, "columns": columns,
-            "finished_at": raw.get("finished_at") if isinstance(raw, dict) else None}
+            "finished_at": summary.get("finished_at"), "running": bool(summary.get("running")),
+            "rows_total": summary.get("rows_total"), "rows_left": summary.get("rows_left"),
+            "eta_s": summary.get("eta_s")}
 
 
 def _table_rows(raw: Any) -> list[dict[str, Any]]:
@@ -133,6 +136,17 @@ def last_verify(cutover: Cutover) -> dict[str, Any] | None:
             for name, counts in tables.items()
         ],
     }
+
+
+def verify_progress(cutover: Cutover) -> dict[str, Any] | None:
+    """The newest verify's progress while it runs (or how it ended), None when none recorded any."""
+    from hrp_data.verify.progress import latest
+
+    progress = latest(cutover.sqlite)
+    if progress is None:
+        return None
+    return {k: plain(progress[k]) for k in ("state", "running", "full", "tables_done", "tables_total",
+                                           "rows_done", "rows_total", "current_table", "equal", "ratio")}
 
 
 def shadow_rates(cutover: Cutover, since_seconds: float = SHADOW_WINDOW_S) -> dict[str, Any] | None:
@@ -200,6 +214,7 @@ def overview(cutover: Cutover) -> dict[str, Any]:
     out["checks"] = _safely(lambda: _checks(cutover, following))
     out["backfill"] = _safely(lambda: backfill_progress(cutover))
     out["verify"] = _safely(lambda: last_verify(cutover))
+    out["verify_progress"] = _safely(lambda: verify_progress(cutover))
     out["shadow"] = _safely(lambda: shadow_rates(cutover))
     return out
 

@@ -182,3 +182,32 @@ def test_backfill_progress_is_shown_per_table(sqlite_world):
         html = str(get_template_attribute("hrp_sections.html", "backfill")(data, "token"))
     assert 'id="backfill-state">running<' in html
     assert "<td>races</td><td>copying</td><td>400</td><td>398</td><td>2</td>" in html
+
+
+def test_a_running_verify_and_the_backfill_eta_are_shown_live(sqlite_world):
+    """A verify another process runs shows its progress in the live refresh; a running backfill
+    its rows left and the seconds of copying it expects."""
+    from hrp_data.verify.progress import Tracker
+
+    client = _admin_browser(sqlite_world)
+    tracker = Tracker(sqlite_world.cutover.sqlite, ["races", "horses"], full=True)
+    tracker.start()
+    tracker.counted({"races": 300, "horses": 100})
+    tracker.table_done("races")
+    try:
+        status = client.get("/admin/cutover/status.json").get_json()
+        progress = status["overview"]["verify_progress"]
+        assert progress["running"] and progress["tables_done"] == 1 and progress["ratio"] == 0.75
+        assert 'id="verify-progress"' in status["html"]["section-verify"]
+        assert "verify running: 75 %, 1 of 2 tables" in status["html"]["section-verify"]
+    finally:
+        tracker.finish(equal=True)
+    status = client.get("/admin/cutover/status.json").get_json()
+    assert status["overview"]["verify_progress"]["state"] == "finished"
+    assert 'id="verify-progress"' not in status["html"]["section-verify"]
+
+    data = {"backfill": {"state": "running", "tables": [{"table": "races", "state": "copying"}], "columns": ["state"],
+                         "finished_at": None, "running": True, "rows_total": 1000, "rows_left": 400, "eta_s": 12.4}}
+    with sqlite_world.app.test_request_context("/admin/cutover"):
+        html = str(get_template_attribute("hrp_sections.html", "backfill")(data, "token"))
+    assert '<progress max="1000" value="600">' in html and "400 of 1000 rows left, about 12 s of copying" in html
