@@ -509,7 +509,12 @@ def capture_mark(connection: sqlite3.Connection) -> int:
     when the applier removes rows. Equal marks mean no write reached the HRP
     tables in between.
     """
-    found = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (OUTBOX,)).fetchone()
+    try:
+        found = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (OUTBOX,)).fetchone()
+    except sqlite3.OperationalError:  # no AUTOINCREMENT table in the file yet (no outbox: nothing captured)
+        if connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+            raise
+        return 0
     return 0 if found is None else found[0]
 
 

@@ -99,19 +99,24 @@ def _layer(name: str) -> bool:
 
 
 def live_columns(connection: sa.Connection, tables: Sequence[str]) -> dict[str, list[str]]:
-    """The user columns of each of `tables` as the database holds them now (absent: no such table)."""
+    """The user columns of each of `tables` as the database holds them now (absent: no such table).
+
+    Generated columns are left out on both sides: their values are computed from the others, the
+    layer never writes them, and `schema`/`assess` list SQLite's as not carried, with the statement
+    that adds one to PostgreSQL (where a generated column of the same name is then not drift either)."""
     found: dict[str, list[str]] = {}
     if connection.dialect.name == "sqlite":
         for name in tables:
             columns = connection.exec_driver_sql(
-                "SELECT name FROM pragma_table_xinfo(?) WHERE hidden IN (0, 2, 3) ORDER BY cid", (name,)
+                "SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0 ORDER BY cid", (name,)
             ).scalars().all()
             if columns:
                 found[name] = [c for c in columns if not _layer(c)]
         return found
     rows = connection.exec_driver_sql(
         "SELECT table_name, column_name FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = ANY(%(names)s) ORDER BY ordinal_position",
+        " WHERE table_schema = current_schema() AND table_name = ANY(%(names)s) AND is_generated = 'NEVER'"
+        " ORDER BY ordinal_position",
         {"names": list(tables)},
     ).all()
     for table, column in rows:

@@ -8,6 +8,7 @@ Moves fail by an exception or by the moving process being SIGKILLed, at every po
 from __future__ import annotations
 
 import sqlite3
+import uuid
 import subprocess
 import sys
 from collections import Counter
@@ -56,10 +57,11 @@ def machine_for(cutover: Cutover, legacy_file, postgres_url):
             self.deleted: set[str] = set()
             self.mine: list[str] = []  # made by this example, in order: draws stay the same on a replay
             self.counter = 0
+            self.run = uuid.uuid4().hex  # id(self) is reused by later examples on the same tables
 
         def _name(self) -> str:
             self.counter += 1
-            name = f"model {id(self)} {self.counter}"
+            name = f"model {self.run} {self.counter}"
             self.mine.append(name)
             return name
 
@@ -112,7 +114,7 @@ def machine_for(cutover: Cutover, legacy_file, postgres_url):
             if secondary is None:
                 return
             self.counter += 1
-            name = f"refused {id(self)} {self.counter}"
+            name = f"refused {self.run} {self.counter}"
             if secondary == SQLITE:
                 with pytest.raises(sqlite3.DatabaseError):
                     with sqlite3.connect(legacy_file) as raw:

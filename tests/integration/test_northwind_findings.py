@@ -109,3 +109,29 @@ def test_verify_is_not_equal_while_the_secondary_refuses_a_change(tmp_path, post
     _plain_sqlite(path, "UPDATE Employees SET HireDate = '1992-05-01' WHERE EmployeeID = 1;")
     _ok(path, postgres_url, "replay")
     _ok(path, postgres_url, "verify")
+
+
+def test_generated_columns_do_not_hold_the_cutover_back(tmp_path, postgres_url):
+    """A file with generated columns (VIRTUAL and STORED) and no AUTOINCREMENT table (so no
+    sqlite_sequence): `assess` crashed on the missing sqlite_sequence, and every move was refused
+    because the live schemas "differ" by the generated columns `schema` had listed as not carried.
+    They are computed from the other columns, never written by the layer: the cutover goes on,
+    and SQLite computes them for the rows PostgreSQL's writes bring back."""
+    path = tmp_path / "app.db"
+    _plain_sqlite(path, "CREATE TABLE items (id INTEGER PRIMARY KEY, price REAL NOT NULL, qty INTEGER NOT NULL,"
+                        " total REAL GENERATED ALWAYS AS (price * qty) VIRTUAL,"
+                        " label TEXT GENERATED ALWAYS AS (upper(name)) STORED, name TEXT);"
+                        "INSERT INTO items (price, qty, name) VALUES (1.5, 2, 'apple'), (2.25, 4, 'pear');")
+    assessed = _ok(path, postgres_url, "assess", "--json")
+    assert {item["name"] for item in json.loads(assessed[assessed.index("{"):])["not_carried"]
+            if item["what"] == "generated column"} == {"total", "label"}
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
+                 ("phase", "set", "shadow"), ("flip",)):
+        _ok(path, postgres_url, *step)
+    with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
+        cursor.execute("INSERT INTO items (price, qty, name) VALUES (3.0, 3, 'plum')")
+    _ok(path, postgres_url, "replay")
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT total, label FROM items WHERE name = 'plum'").fetchone() == (9.0, "PLUM")
+    _ok(path, postgres_url, "verify")
+    _ok(path, postgres_url, "rollback")

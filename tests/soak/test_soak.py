@@ -34,6 +34,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -380,6 +381,8 @@ def test_soak(tmp_path):
         doubled = harness.doubled_writes(url)
     finally:
         stop.set()
+        if sys.exc_info()[0] is not None:  # what the commands printed up to the failure
+            print("\n".join(events[-80:]))
         if app is not None and app.poll() is None:
             app.terminate()
             app.wait(timeout=60)
