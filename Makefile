@@ -27,20 +27,21 @@ bench-packages:
 	sh tools/setup/system_packages.sh bench
 
 # Two workers (pytest-xdist), one per core of the CI machine, each with a PostgreSQL of its own.
+# Property tests run their full example counts (profile thorough); test-unit runs a fifth (quick, the default).
 test: $(STAMP) system-packages
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest --hypothesis-profile=thorough -n 2
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 test-integration: $(STAMP) system-packages
-	$(BIN)/python -m pytest tests/integration
+	$(BIN)/python -m pytest --hypothesis-profile=thorough tests/integration
 
 test-e2e: $(STAMP) system-packages
-	$(BIN)/python -m pytest tests/e2e
+	$(BIN)/python -m pytest --hypothesis-profile=thorough tests/e2e
 
 test-fuzz: $(STAMP)
-	$(BIN)/python -m pytest tests/fuzz
+	$(BIN)/python -m pytest --hypothesis-profile=thorough tests/fuzz
 
 bench: $(STAMP) bench-packages
 	rm -rf artifacts/bench

@@ -23,7 +23,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -193,6 +193,22 @@ def build_report(
         failing = _candidate_error_rows(connection, start)
         meta = dict(connection.exec_driver_sql(f"SELECT name, value FROM {META_TABLE}").all())
         connection.rollback()
+    return report_from_rows(reads, counts, details, failing, meta, now=now, since_seconds=since_seconds)
+
+
+def report_from_rows(
+    reads: Sequence[Sequence[Any]],
+    counts: Sequence[Sequence[Any]],
+    details: Sequence[Sequence[Any]],
+    failing: list[dict[str, Any]],
+    meta: Mapping[str, str],
+    *,
+    now: float,
+    since_seconds: float | None = None,
+) -> dict[str, Any]:
+    """The report from the store's rows as build_report selects them: read counters (oldest first),
+    difference counters, details (newest first), candidate errors and the meta values."""
+    start = None if since_seconds is None else now - since_seconds
     report = _empty(now, since_seconds, start)
     _fill_reads(report, reads)
     _fill_differences(report, counts, details)

@@ -18,8 +18,17 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 import pytest
+from hypothesis import settings
 from sqlalchemy.engine import make_url
 
+from tests.examples import THOROUGH
+
+
+settings.register_profile("thorough", max_examples=THOROUGH)
+settings.register_profile("quick", max_examples=THOROUGH // 5)
+settings.load_profile("quick")
+"""Property tests run a fifth of their examples unless `--hypothesis-profile=thorough` (the Makefile's
+layer targets but test-unit pass it) loads the full counts; tests/examples.py scales the explicit ones."""
 
 MAINTENANCE = "-c hrp_cutover.maintenance=on"
 """libpq options for a test's own session that writes a guarded database on purpose (planting a

@@ -248,6 +248,25 @@ def _write(connection: sa.Connection, table: sa.Table, ref: KeyRef, image: dict 
     return "upserted"
 
 
+def postgres_refusals(
+    tables: dict[str, sa.Table], images: dict[KeyRef, dict[str, Any] | None], order: Sequence[KeyRef]
+) -> ApplyResult:
+    """What PostgreSQL is never sent: a key it cannot hold whose primary row is gone is applied
+    already (no such row can exist there); one whose primary row exists fails with the key's
+    reason; a row image it would refuse (image_refusal) fails with the value's reason."""
+    refused = ApplyResult()
+    for ref in order:
+        reason = key_refusal(tables[ref.table], ref.key)
+        image = images[ref]
+        if reason is not None and image is None:
+            refused.applied.append(ref)
+        elif reason is not None:
+            refused.failed[ref] = f"a key PostgreSQL cannot hold ({reason})"
+        elif image is not None and (reason := image_refusal(tables[ref.table], image)) is not None:
+            refused.failed[ref] = reason
+    return refused
+
+
 def write_images(
     connection: sa.Connection,
     tables: dict[str, sa.Table],
@@ -270,15 +289,7 @@ def write_images(
     refused = ApplyResult()
     tables = tables_on(tables, connection.dialect.name)
     if _postgres_side(connection):
-        for ref in order:
-            reason = key_refusal(tables[ref.table], ref.key)
-            image = images[ref]
-            if reason is not None and image is None:
-                refused.applied.append(ref)
-            elif reason is not None:
-                refused.failed[ref] = f"a key PostgreSQL cannot hold ({reason})"
-            elif image is not None and (reason := image_refusal(tables[ref.table], image)) is not None:
-                refused.failed[ref] = reason
+        refused = postgres_refusals(tables, images, order)
         sendable = {ref: image for ref, image in images.items() if ref not in refused.failed}
         refused.failed.update(missing_parents(connection, tables, sendable))
     if refused.applied or refused.failed:

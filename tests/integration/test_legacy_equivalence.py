@@ -8,8 +8,6 @@ import sqlalchemy as sa
 
 from hrp_data.models import Base, TABLES
 
-SHARED_SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "legacy_schema.sql"
-
 
 def describe(path: Path) -> dict:
     """Everything reflection tells about the six tables: columns, keys, uniques, foreign keys."""
@@ -62,10 +60,3 @@ def test_create_all_on_sqlite_gives_the_legacy_schema(tmp_path, legacy_file):
     legacy = describe(legacy_file)
     assert set(legacy) == {t.name for t in TABLES}
     assert describe(modelled) == legacy
-
-
-def test_the_packaged_legacy_schema_is_the_shared_one():
-    packaged = Path(__file__).resolve().parents[2] / "hrp_data" / "schema" / "legacy_schema.sql"
-    if SHARED_SCHEMA.exists():
-        assert packaged.read_text() == SHARED_SCHEMA.read_text()
-    assert "CREATE TABLE race_horses" in packaged.read_text()

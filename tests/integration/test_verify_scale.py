@@ -25,7 +25,7 @@ from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.schema.install import upgrade
 from tools.seed import seed_database
-from hrp_data.verify.run import long_statements, next_statement_buckets, verify
+from hrp_data.verify.run import long_statements, verify
 from tests.integration.cutover_helpers import settings_for
 from tools.cli import cli
 
@@ -149,13 +149,6 @@ class TestBounds:
 
 
 class TestStatementSizing:
-    def test_a_slow_statement_makes_the_next_one_smaller(self):
-        assert next_statement_buckets(100, seconds=20.0, target_s=5.0) == 25
-
-    def test_a_fast_statement_makes_the_next_one_bigger_at_most_four_times(self):
-        assert next_statement_buckets(100, seconds=2.5, target_s=5.0) == 200
-        assert next_statement_buckets(100, seconds=0.001, target_s=5.0) == 400
-
     def test_statements_follow_the_measured_rate(self, pair, monkeypatch):
         """With a tiny target, the verify cuts its PostgreSQL side into many small statements."""
         path, url = pair

@@ -22,6 +22,7 @@ from adapters.catalog import (
 from adapters.convert import Kind
 from adapters.types import kind_of
 from tests.schema_corpus import LONG_A, LONG_B, SHAPE_IDS, SHAPES
+from tests.examples import examples
 
 
 def _file(ddl: str, rows: str = "") -> sqlite3.Connection:
@@ -260,7 +261,7 @@ DECLARED = st.sampled_from(["", "INTEGER", "INT", "TEXT", "VARCHAR(10)", "REAL",
                             "BOOLEAN", "DATE", "DATETIME", "FLOAT", "JSON", "STRANGE TYPE"])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.tuples(IDENTIFIER, st.lists(st.tuples(IDENTIFIER, DECLARED), min_size=1, max_size=5,
                                                 unique_by=lambda c: c[0].lower())),
                 min_size=1, max_size=4, unique_by=lambda t: t[0].lower()),

@@ -28,6 +28,7 @@ from shadow import compare as compare_module
 from shadow.compare import identical
 from shadow.normalize import Unconvertible, normalize
 from shadow.redact import fingerprint
+from tests.examples import examples
 
 KINDS = {table.name: {c.name: kind_of(c) for c in table.columns} for table in TABLES}
 KEYS = {table.name: [c.name for c in table.primary_key.columns] for table in TABLES}
@@ -86,7 +87,7 @@ def _key(d: Difference):
 
 
 class TestSymmetry:
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=examples(150), deadline=None)
     @given(prediction_lists(), prediction_lists())
     def test_comparison_is_symmetric(self, left, right):
         """compare(a, b) holds exactly the mirrored differences of compare(b, a)."""
@@ -94,13 +95,13 @@ class TestSymmetry:
         backward = sorted(map(_key, map(_mirror, COMPARATOR.compare(UNORDERED, right, left))))
         assert forward == backward
 
-    @settings(max_examples=100, deadline=None)
+    @settings(max_examples=examples(100), deadline=None)
     @given(prediction_lists())
     def test_a_result_equals_itself(self, rows):
         """No difference between a result and itself, ordered or not."""
         assert COMPARATOR.compare(PREDICTIONS, rows, [dict(r) for r in rows]) == []
 
-    @settings(max_examples=100, deadline=None)
+    @settings(max_examples=examples(100), deadline=None)
     @given(predictions())
     def test_normalization_is_idempotent_on_equal_values(self, row):
         """Normalizing the same record twice gives equal values."""
@@ -108,7 +109,7 @@ class TestSymmetry:
 
 
 class TestEquality:
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=examples(150), deadline=None)
     @given(documents, st.randoms(use_true_random=False))
     def test_reordered_json_keys_are_equal(self, document, rng):
         """A JSON document with its keys in another order (as text or as a dict) is the same value."""
@@ -125,7 +126,7 @@ class TestEquality:
         """-0.0 and 0.0 are the same REAL."""
         assert COMPARATOR.compare(PREDICTION, {"id": 1, column: -0.0}, {"id": 1, column: 0.0}) == []
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(instants, offsets, st.sampled_from(["T", " "]))
     def test_timestamps_are_equal_across_spellings_of_one_instant(self, instant, offset, separator):
         """The same instant as an aware datetime, UTC text, Z text, offset text or an epoch number."""
@@ -161,7 +162,7 @@ class TestEquality:
 
 
 class TestDetection:
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(predictions(), st.data())
     def test_any_single_changed_value_is_detected(self, row, data):
         """Changing one column to a value that normalizes differently gives exactly that difference."""
@@ -184,7 +185,7 @@ class TestDetection:
                 ("predictions", (row["id"],), column, VALUE_DIFFERS)
             ]
 
-    @settings(max_examples=100, deadline=None)
+    @settings(max_examples=examples(100), deadline=None)
     @given(prediction_lists(), st.data())
     def test_a_dropped_row_is_missing_and_an_added_one_extra(self, rows, data):
         """Removing a row from the secondary is missing_row; adding one is extra_row."""
@@ -304,7 +305,7 @@ def _twin(value):
 
 
 class TestIdenticalShortcut:
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(raw_values, st.booleans(), st.sampled_from([None, *Kind]))
     def test_identical_values_normalize_to_one_value(self, value, twisted, kind):
         """Whenever the shortcut skips a field, normalization would have found the two equal."""
@@ -322,7 +323,7 @@ class TestIdenticalShortcut:
         assert not identical(instant, instant.astimezone(dt.timezone(dt.timedelta(hours=1))))
         assert not identical({"a": 1, "b": 2}, {"b": 2, "a": 1}) and not identical(float("nan"), float("nan"))
 
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=examples(150), deadline=None)
     @given(prediction_lists(), st.data())
     def test_the_shortcut_changes_no_verdict(self, rows, data):
         """compare() reports exactly what it reports when every field is normalized."""

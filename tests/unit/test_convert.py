@@ -36,6 +36,7 @@ from adapters.convert import (
     to_postgres,
     to_sqlite,
 )
+from tests.examples import examples
 
 UTC = dt.timezone.utc
 
@@ -645,7 +646,7 @@ STORAGE_VALUES = (
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.sampled_from(list(Kind)), STORAGE_VALUES)
 def test_any_value_converts_or_is_rejected_with_a_known_reason(kind, raw):
     try:
@@ -698,7 +699,7 @@ CANONICAL_JSON_TEXT = (
 )
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(CANONICAL_JSON_TEXT)
 def test_the_canonical_json_fast_path_agrees_with_the_general_rules(text):
     """json_text and to_postgres take a shortcut for canonical text; it must give what parse_json gives."""

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from adapters.convert import Kind, Rejected
 from hrp_data.backfill.legacy_rows import TableReader, column_encoder, field_encoder
 from hrp_data.models import TABLES
+from tests.examples import examples
 
 TABLE_MAP = {table.name: table for table in TABLES}
 
@@ -28,7 +29,7 @@ def _rows(table: str):
     return st.lists(st.tuples(key, *[VALUES] * (width - 1)), max_size=20)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.sampled_from(sorted(TABLE_MAP)), st.data())
 def test_column_by_column_conversion_equals_row_by_row(table, data):
     rows = data.draw(_rows(table))
@@ -69,13 +70,13 @@ REAL_COLUMNS = st.lists(st.floats(allow_nan=False, allow_infinity=False), max_si
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(INTEGER_COLUMNS)
 def test_integer_column_fast_path_equals_value_by_value(values):
     assert _column(Kind.INTEGER, values) == _each(Kind.INTEGER, values)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(REAL_COLUMNS)
 def test_real_column_fast_path_equals_value_by_value(values):
     assert _column(Kind.REAL, values) == _each(Kind.REAL, values)
@@ -96,7 +97,7 @@ JSON_LIKE = (
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(JSON_LIKE)
 def test_the_json_copy_field_escapes_what_pg_copy_escapes(text):
     """The JSON field skips COPY's tab/newline/CR scans: json_text's output never holds them raw."""

@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+SHARED_SCHEMA = ROOT.parent / "shared" / "legacy_schema.sql"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
@@ -31,3 +32,10 @@ def test_every_dependency_is_pinned_in_the_constraints_the_makefile_installs_fro
     assert all(pins.values()), "every line pins one version (name==version)"
     makefile = (ROOT / "Makefile").read_text()
     assert "-c constraints.txt -e '.[test,demo]'" in makefile
+
+
+def test_the_packaged_legacy_schema_is_the_shared_one():
+    packaged = ROOT / "hrp_data" / "schema" / "legacy_schema.sql"
+    if SHARED_SCHEMA.exists():
+        assert packaged.read_text() == SHARED_SCHEMA.read_text()
+    assert "CREATE TABLE race_horses" in packaged.read_text()

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from adapters.types import kind_of
 from hrp_data.models import TABLES
 from hrp_data.verify.range_hash import fast_row_renderer, sqlite_row_renderer
+from tests.examples import examples
 
 KINDS = {table.name: [kind_of(c) for c in table.columns] for table in TABLES}
 
@@ -42,14 +43,14 @@ def rows(draw):
 
 
 class TestFastRenderer:
-    @settings(max_examples=800, deadline=None)
+    @settings(max_examples=examples(800), deadline=None)
     @given(rows())
     def test_fast_and_general_renderers_spell_every_row_alike(self, table_row):
         """Any stored value in any column: the compiled fast path gives the general renderer's text."""
         table, row = table_row
         assert fast_row_renderer(KINDS[table])(row) == sqlite_row_renderer(KINDS[table])(row)
 
-    @settings(max_examples=500, deadline=None)
+    @settings(max_examples=examples(500), deadline=None)
     @given(st.dictionaries(any_text, json_scalars, min_size=1, max_size=8), st.data())
     def test_a_changed_json_value_changes_the_text(self, document, data):
         """The fast path never spells two different documents alike (reordering keys changes nothing)."""

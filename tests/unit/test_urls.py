@@ -5,12 +5,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.urls import redact_url
+from tests.examples import examples
 
 USERS = st.text(st.characters(blacklist_characters=":/@", blacklist_categories=("Cs", "Zs", "Cc")), max_size=20)
 
 
 @given(user=USERS, password=st.text(min_size=1))
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 def test_any_password_in_a_url_is_hidden(user, password):
     url = f"postgresql://{user}:{password}@db.example:5432/hrp?sslmode=require"
     shown = f"postgresql://{user}:***@db.example:5432/hrp?sslmode=require"
@@ -20,7 +21,7 @@ def test_any_password_in_a_url_is_hidden(user, password):
 
 
 @given(password=st.text(min_size=1, max_size=1000))
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_any_quoted_libpq_password_is_hidden(password):
     quoted = password.replace("\\", "\\\\").replace("'", "\\'")
     assert redact_url(f"host=db user=hrp password='{quoted}' dbname=hrp") == "host=db user=hrp password=*** dbname=hrp"

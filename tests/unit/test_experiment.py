@@ -1,0 +1,258 @@
+"""shadow.experiment.Laboratory on its own, no database: what the caller gets, the queue, the switch,
+samples waiting for their rows, close(), and the span of a request (serving())."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from shadow.compare import Difference, ReadType
+from shadow.experiment import Laboratory, Publisher
+
+
+class _Collect(Publisher):
+    def __init__(self):
+        self.results, self.drops = [], 0
+
+    def publish(self, result):
+        self.results.append(result)
+
+    def dropped(self, read, count=1):
+        self.drops += count
+
+
+READ = ReadType("things.get", "things")
+
+
+def _lab(publisher, **kw) -> Laboratory:
+    compare = lambda read, a, b: [] if a == b else ["different"]  # noqa: E731
+    return Laboratory(compare, publisher, **kw)
+
+
+class TestExperiment:
+    def test_the_caller_gets_the_control_value_or_exception(self):
+        """The control's value or exception; the candidate's exception is only recorded."""
+        published = _Collect()
+        lab = _lab(published)
+        boom = LookupError("control failed")
+
+        def failing_control():
+            raise boom
+
+        def failing_candidate():
+            raise RuntimeError("candidate failed")
+
+        try:
+            assert lab.run(READ, lambda: {"a": 1}, failing_candidate) == {"a": 1}
+            with pytest.raises(LookupError) as raised:
+                lab.run(READ, failing_control, lambda: {"a": 1})
+            assert raised.value is boom
+            assert lab.wait_idle(5)
+            assert [r.outcome for r in published.results] == ["error", "mismatch"]
+            assert "candidate failed" in published.results[0].differences[0].secondary
+        finally:
+            lab.close()
+
+    def test_a_full_queue_drops_samples_and_never_blocks(self):
+        """A stuck candidate fills the queue; later reads are served at once and counted as dropped."""
+        published = _Collect()
+        release = threading.Event()
+        lab = _lab(published, workers=1, queue_size=2)
+        try:
+            started = time.perf_counter()
+            for _ in range(50):
+                assert lab.run(READ, lambda: 1, lambda: release.wait(10) and 1) == 1
+            assert time.perf_counter() - started < 0.5
+            assert lab.stats()["dropped"] >= 47 and published.drops >= 47
+            release.set()
+            assert lab.wait_idle(5)
+        finally:
+            lab.close()
+
+    def test_the_kill_switch_and_the_sample_rate(self, monkeypatch):
+        """The switch (HRP_SHADOW_ENABLED, or an operator at run time) and a 0.0 rate each stop the candidate."""
+        calls = []
+        lab = _lab(_Collect())
+        try:
+            lab.enabled = False
+            lab.run(READ, lambda: 1, lambda: calls.append(1))
+            lab.enabled = True
+            lab.set_sample(READ.name, 0.0)
+            lab.run(READ, lambda: 1, lambda: calls.append(1))
+            lab.set_sample(READ.name, None)
+            lab.run(READ, lambda: 1, lambda: calls.append(1) or 1)
+            assert lab.wait_idle(5) and calls == [1]
+        finally:
+            lab.close()
+
+    def test_the_caller_changing_its_result_changes_nothing(self):
+        """The control's value is compared as it was returned, not as the caller left it."""
+        published = _Collect()
+        lab = _lab(published)
+        gate = threading.Event()
+        try:
+            value = lab.run(READ, lambda: {"runners": [{"odds": 2.5}]},
+                            lambda: gate.wait(5) and {"runners": [{"odds": 2.5}]})
+            value["runners"][0]["odds"] = 99.0
+            gate.set()
+            assert lab.wait_idle(5)
+            assert published.results[0].outcome == "match"
+        finally:
+            lab.close()
+
+
+    def test_a_sample_waiting_for_its_rows_does_not_hold_up_the_next(self):
+        """A difference whose row stays pending waits for it (up to recheck_s) set aside: a later
+        sample is compared and published meanwhile, and the first one still ends as lag once its
+        row is applied."""
+        published = _Collect()
+        applied = threading.Event()
+        row = ("things", (1,))
+        compare = lambda read, a, b: [] if a == b else [Difference("things", (1,), "v", a, b, "value_differs")]  # noqa: E731
+        lab = Laboratory(compare, published, workers=1, recheck_s=60,
+                         pending=lambda refs: set() if applied.is_set() else refs & {row})
+        try:
+            secondary = {"v": 1}
+            lab.run(READ, lambda: {"v": 2}, lambda: dict(secondary))  # differs until "applied"
+            lab.run(READ, lambda: {"v": 3}, lambda: {"v": 3})
+            deadline = time.monotonic() + 10
+            while not published.results and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert [r.outcome for r in published.results] == ["match"]
+            assert not applied.is_set() and not lab.wait_idle(0)
+            secondary["v"] = 2
+            applied.set()
+            assert lab.wait_idle(10)
+            assert [r.outcome for r in published.results] == ["match", "lag"]
+            assert published.results[1].rechecks == 1
+        finally:
+            lab.close()
+
+    def test_close_ends_a_waiting_sample_as_unsettled(self):
+        published = _Collect()
+        compare = lambda read, a, b: [] if a == b else [Difference("things", (1,), "v", a, b, "value_differs")]  # noqa: E731
+        lab = Laboratory(compare, published, workers=1, recheck_s=60, pending=lambda refs: refs)
+        lab.run(READ, lambda: {"v": 2}, lambda: {"v": 1})
+        deadline = time.monotonic() + 10
+        while not lab._parked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lab.close()
+        assert [r.outcome for r in published.results] == ["unsettled"] and lab.wait_idle(0)
+
+
+class TestServing:
+    """Laboratory.serving(): the span of a request, during which the workers stand aside."""
+
+    def test_a_request_s_samples_run_only_after_it_ends(self):
+        """No candidate runs while the request is open; all of them run after, control errors too."""
+        published = _Collect()
+        lab = _lab(published)
+        ran = []
+        boom = LookupError("control failed")
+
+        def failing_control():
+            raise boom
+
+        try:
+            with lab.serving():
+                assert lab.run(READ, lambda: {"a": 1}, lambda: ran.append("one") or {"a": 1}) == {"a": 1}
+                with pytest.raises(LookupError) as raised:
+                    lab.run(READ, failing_control, lambda: ran.append("two") or {"a": 1})
+                assert raised.value is boom
+                with lab.serving():  # nested: the outermost block queues
+                    lab.run(READ, lambda: 2, lambda: ran.append("three") or 2)
+                time.sleep(0.2)
+                assert ran == [] and lab.stats() == {} and lab.wait_idle(0)
+            assert lab.wait_idle(5)
+            assert sorted(ran) == ["one", "three", "two"]
+            assert sorted(r.outcome for r in published.results) == ["match", "match", "mismatch"]
+        finally:
+            lab.close()
+
+    def test_workers_stand_aside_while_any_request_is_served(self):
+        """A queued sample waits for another thread's open request, but at most yield_s."""
+        lab = _lab(_Collect(), yield_s=5.0)
+        started = []
+        opened, release = threading.Event(), threading.Event()
+
+        def request():
+            with lab.serving():
+                opened.set()
+                release.wait(5)
+
+        try:
+            other = threading.Thread(target=request)
+            other.start()
+            assert opened.wait(5)
+            lab.run(READ, lambda: 1, lambda: started.append(time.monotonic()) or 1)  # outside serving
+            time.sleep(0.3)
+            assert started == []
+            ended = time.monotonic()
+            release.set()
+            other.join(5)
+            assert lab.wait_idle(5) and started[0] >= ended
+            lab.yield_s = 0.1  # under constant load a sample runs anyway after yield_s
+            opened.clear()
+            release.clear()
+            other = threading.Thread(target=request)
+            other.start()
+            assert opened.wait(5)
+            queued = time.monotonic()
+            lab.run(READ, lambda: 1, lambda: started.append(time.monotonic()) or 1)
+            assert lab.wait_idle(5) and 0.05 <= started[1] - queued < 2.0
+            release.set()
+            other.join(5)
+        finally:
+            lab.close()
+
+    def test_a_request_holds_at_most_queue_size_samples(self):
+        """Samples beyond queue_size are dropped and counted at once, the rest run after the request."""
+        published = _Collect()
+        lab = _lab(published, queue_size=2)
+        try:
+            with lab.serving():
+                for _ in range(5):
+                    assert lab.run(READ, lambda: 1, lambda: 1) == 1
+                assert lab.stats() == {"dropped": 3} and published.drops == 3
+            assert lab.wait_idle(5)
+            assert [r.outcome for r in published.results] == ["match", "match"]
+        finally:
+            lab.close()
+
+    def test_a_span_closed_on_another_thread_queues_its_own_samples_only(self):
+        """A span left open (an abandoned response) may be closed by the collector on another
+        thread: it queues its own samples there and leaves that thread's open span alone."""
+        published = _Collect()
+        lab = _lab(published)
+        ran = []
+        try:
+            left_open = lab.serving()
+            spans = {}
+
+            def request():
+                left_open.__enter__()
+                lab.run(READ, lambda: 1, lambda: ran.append("abandoned") or 1)
+
+            other = threading.Thread(target=request)
+            other.start()
+            other.join(5)
+            with lab.serving():
+                lab.run(READ, lambda: 2, lambda: ran.append("current") or 2)
+                left_open.__exit__(None, None, None)  # closed here, on this thread
+                spans["held"] = list(lab._local.held)
+                assert lab.wait_idle(5) and ran == ["abandoned"]
+            assert len(spans["held"]) == 1
+            assert lab.wait_idle(5) and sorted(ran) == ["abandoned", "current"]
+        finally:
+            lab.close()
+
+    def test_samples_held_past_close_are_dropped_and_counted(self):
+        """A request that outlives close() loses its samples to the drop counter, not silently."""
+        published = _Collect()
+        lab = _lab(published)
+        with lab.serving():
+            lab.run(READ, lambda: 1, lambda: 1)
+            lab.close()
+        assert published.results == [] and published.drops == 1 and lab.stats()["dropped"] == 1
