@@ -45,7 +45,7 @@ test-fuzz: $(STAMP)
 
 bench: $(STAMP) bench-packages
 	rm -rf artifacts/bench
-	$(BIN)/python -m pytest -m bench -s --timeout=0 tests/bench
+	$(BIN)/python -m pytest -m bench -s --timeout=0 -o faulthandler_timeout=0 tests/bench
 	$(BIN)/hrp-cutover bench
 
 # Not in `make test` nor `make bench`: the operator's commands through the CLI at 100,000 and
@@ -56,7 +56,7 @@ bench-scale: $(STAMP) bench-packages
 	$(BIN)/python -m tests.bench.scale; status=$$?; $(BIN)/hrp-cutover bench --scale-only; exit $$status
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -m soak -s --timeout=0 tests/soak tests/integration/test_move_model.py
+	$(BIN)/python -m pytest -m soak -s --timeout=0 -o faulthandler_timeout=0 tests/soak tests/integration/test_move_model.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
