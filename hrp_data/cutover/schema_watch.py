@@ -44,7 +44,13 @@ a change:
    arrays...), or a drop SQLite refuses, stays named and the rollback refused;
 6. carries a table the migration created on the primary, in either direction
    (`_carry_tables`): created on the secondary, captured on the primary and
-   guarded on the secondary, adopted, its rows carried, the evidence reset.
+   guarded on the secondary, adopted, its rows carried, the evidence reset;
+7. carries an index the migration created on the primary, in either direction
+   (`_carry_indexes`, compared by hrp_data.cutover.indexes): created on the
+   secondary with the same name (on PostgreSQL CONCURRENTLY, outside a
+   transaction), dropped there when the primary dropped one the layer carried;
+   one that cannot be carried with certainty, or that the secondary refused,
+   is kept in `indexes` and listed with its statement (status, readiness).
 A column dropped or renamed on SQLite before the flip is only named: the
 flip waits for the same migration on PostgreSQL.
 """
