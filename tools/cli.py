@@ -400,7 +400,8 @@ def recover(ctx: Context, postgres_url: str | None) -> None:
 @pass_context
 def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     """Phase, outbox depth and age, appliers' circuit breakers, last phase change."""
-    from hrp_data.cutover.status import cutover_status, postgres_reachability, schema_drift_of, statement_logging
+    from hrp_data.cutover.status import (cutover_status, index_drift_of, postgres_reachability, schema_drift_of,
+                                         statement_logging)
 
     with domain_errors(), open_cutover(ctx, postgres_url, finish_moves=False) as cutover:
         report = cutover_status(cutover)
@@ -408,6 +409,7 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
         reachable = report["postgres"] is not None and report["postgres"]["reachable"]
         report["statement_logging"] = statement_logging(cutover) if reachable else []
         report["schema_drift"] = schema_drift_of(cutover) if reachable else []
+        report["indexes_not_carried"] = index_drift_of(cutover) if reachable else []
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -435,6 +437,9 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
                    f" ({', '.join(report['parked_triggers'])}); the rollback puts them back")
     for difference in report["schema_drift"]:
         click.echo(f"SCHEMA     {difference}: moves are refused until both sides match (docs/operations.md)")
+    for index in report["indexes_not_carried"]:
+        held = " (a unique one: a move of the primary away from it is refused)" if index["unique"] else ""
+        click.echo(f"INDEX      {index['text']}{held}")
     if report["last_change"]:
         change = report["last_change"]
         click.echo(f"last move  {change['from_phase']} -> {change['to_phase']} at {change['at']} by {change['by']}")

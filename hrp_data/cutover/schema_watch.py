@@ -44,7 +44,13 @@ a change:
    arrays...), or a drop SQLite refuses, stays named and the rollback refused;
 6. carries a table the migration created on the primary, in either direction
    (`_carry_tables`): created on the secondary, captured on the primary and
-   guarded on the secondary, adopted, its rows carried, the evidence reset.
+   guarded on the secondary, adopted, its rows carried, the evidence reset;
+7. carries an index the migration created on the primary, in either direction
+   (`_carry_indexes`, compared by hrp_data.cutover.indexes): created on the
+   secondary with the same name (on PostgreSQL CONCURRENTLY, outside a
+   transaction), dropped there when the primary dropped one the layer carried;
+   one that cannot be carried with certainty, or that the secondary refused,
+   is kept in `indexes` and listed with its statement (status, readiness).
 A column dropped or renamed on SQLite before the flip is only named: the
 flip waits for the same migration on PostgreSQL.
 """
@@ -65,6 +71,8 @@ from adapters.catalog import ROWID_COLUMN, Catalog, quote, short_name, sqlite_de
 from hrp_data.catalog import captured, file_catalog
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
+from hrp_data.cutover.indexes import (POSTGRES_MARK, IndexDrift, drop_statement, index_drift,
+                                      live_index_drift)
 from hrp_data.errors import describe_error
 from hrp_data.flip import journal as move_journal
 from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, other_database
@@ -177,7 +185,13 @@ def _signature(connection: sa.Connection, tables: Sequence[str]) -> str:
         "SELECT c.oid::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') ORDER BY c.oid"
     ).scalars().all()
-    return hashlib.blake2b(repr((rows, every_table)).encode(), digest_size=16).hexdigest()
+    indexes = connection.exec_driver_sql(  # an index a migration created or dropped is one too
+        "SELECT i.indexrelid::text, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()"
+        " WHERE c.relname = ANY(%(names)s) ORDER BY 1",
+        {"names": list(tables)},
+    ).all()
+    return hashlib.blake2b(repr((rows, every_table, indexes)).encode(), digest_size=16).hexdigest()
 
 
 def _missing(connection: sa.Connection, tables: Sequence[sa.Table], sqlite_prefix: str,
@@ -267,6 +281,18 @@ def sqlite_table_ddl(connection: sa.Connection, table: str) -> str | None:
     return f"CREATE TABLE {quote(table)} ({', '.join(parts)})"
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _drop_invalid(connection: sa.Connection, name: str) -> None:
+    """Drop the index `name` (quoted) if a CREATE INDEX CONCURRENTLY left it invalid."""
+    invalid = connection.exec_driver_sql(
+        f"SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass({_literal(name)})").scalar()
+    if invalid:
+        connection.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+
+
 def _created_reason(tables: Sequence[str]) -> str:
     return f"tables created by a migration: {', '.join(tables)}"
 
@@ -300,6 +326,9 @@ class SchemaWatch:
         self._take(catalog)
         self._seen: dict[str, str] = {}
         self.drift: list[ColumnDrift] = []
+        self.indexes: list[IndexDrift] = []
+        """The indexes one side holds and the other lacks, not carried (listed with their statement)."""
+        self._index_refused: dict[tuple[str, str, str], str] = {}
         self.rearmed: list[str] = []
         self._to_carry: set[str] = set()
 
@@ -317,6 +346,7 @@ class SchemaWatch:
             return []
         rearmed: list[str] = []
         if self._changed(row.primary):  # capture lives on the primary: checked even with the secondary away
+            self._index_refused.clear()  # a new migration: try again what the secondary refused
             rearmed = self._rearm(row.primary)
             if rearmed:
                 log.warning("schema.capture_rearmed", tables=rearmed, primary=row.primary)
@@ -333,6 +363,10 @@ class SchemaWatch:
             if drift != self.drift and drift:
                 log.warning("schema.drift", differences=[str(d) for d in drift])
             self.drift = drift
+            indexes = self._carry_indexes(row) if self.adopt is not None else self._index_drift()
+            if indexes != self.indexes and indexes:
+                log.warning("schema.indexes_not_carried", indexes=[str(d) for d in indexes])
+            self.indexes = indexes
         if self._to_carry:  # until it succeeds (the secondary may be away); the evidence reset holds moves
             tables = sorted(self._to_carry)
             self.carry(tables)
@@ -370,6 +404,94 @@ class SchemaWatch:
         self._to_carry.update(tables)
         self._seen.pop(other_database(primary), None)
         return left
+
+    def _index_drift(self) -> list[IndexDrift]:
+        return live_index_drift(self.engines(SQLITE), self.engines(POSTGRES), self.catalog)
+
+    def _carry_indexes(self, row: PhaseRow) -> list[IndexDrift]:
+        """Create on the secondary, with the same name, each index the primary holds and the
+        secondary lacks where it can be carried (hrp_data.cutover.indexes); drop on the secondary
+        each index the layer carried there that the primary no longer holds. Returns those left:
+        an index that cannot be carried with certainty, one the secondary refused (a role that may
+        not create it, duplicates), one only the secondary holds that the layer did not make."""
+        with self.engines(SQLITE).connect() as here, self.engines(POSTGRES).connect() as there:
+            try:
+                drift, behind = index_drift(here, there, self.catalog)
+            finally:
+                here.rollback()
+                there.rollback()
+        primary, secondary = row.primary, row.secondary
+        create = [d for d in drift if d.only_in == primary and d.why is None
+                  and (d.table, d.name, d.statement) not in self._index_refused]
+        drop = [d for d in drift if d.only_in == secondary and d.carried]
+        if not create and not drop:
+            return [self._refused(d) for d in drift]
+        done = (self._indexes_on_postgres if secondary == POSTGRES else self._indexes_in_file)(
+            [(d, d.statement) for d in create]
+            + [(d, drop_statement(behind[(secondary, d.name)])) for d in drop])
+        if done:
+            log.warning("schema.indexes_carried", to=secondary,
+                        created=[d.name for d in create if d in done], dropped=[d.name for d in drop if d in done])
+        return [self._refused(d) for d in drift if d not in done]
+
+    def _refused(self, change: IndexDrift) -> IndexDrift:
+        """`change` with the reason the secondary gave when it refused it, if it did."""
+        reason = self._index_refused.get((change.table, change.name, change.statement))
+        return dataclasses.replace(change, why=reason) if reason and not change.why else change
+
+    def _index_not_carried(self, change: IndexDrift, error: Exception) -> None:
+        reason = f"{other_database(change.only_in)} refused it: {describe_error(error)}"
+        self._index_refused[(change.table, change.name, change.statement)] = reason
+        log.warning("schema.index_not_carried", index=change.name, table=change.table, error=describe_error(error),
+                    fix=f"run on {other_database(change.only_in)}: {change.statement}")
+
+    def _indexes_on_postgres(self, work: list[tuple[IndexDrift, str]]) -> list[IndexDrift]:
+        """CREATE INDEX CONCURRENTLY (writes to the table go on while it builds; outside a
+        transaction, so no phase lock: an index finished after a flip is still the primary's),
+        marked as carried; a build that fails leaves no invalid index behind."""
+        done = []
+        with self.engines(POSTGRES).connect() as connection:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            for change, statement in work:
+                name = quote(short_name(change.name))
+                try:
+                    if change.only_in == SQLITE:
+                        _drop_invalid(connection, name)  # a build a crash cut short: IF NOT EXISTS keeps it
+                    connection.exec_driver_sql(statement)
+                    if change.only_in == SQLITE:
+                        connection.exec_driver_sql(f"COMMENT ON INDEX {name} IS {_literal(POSTGRES_MARK)}")
+                except sa.exc.SQLAlchemyError as error:
+                    self._index_not_carried(change, error)
+                    if change.only_in == SQLITE:
+                        try:  # a failed CONCURRENTLY build leaves an invalid index
+                            _drop_invalid(connection, name)
+                        except sa.exc.SQLAlchemyError:
+                            pass
+                    continue
+                done.append(change)
+        return done
+
+    def _indexes_in_file(self, work: list[tuple[IndexDrift, str]]) -> list[IndexDrift]:
+        """CREATE INDEX (marked as carried) or DROP INDEX in a write transaction of the file that
+        re-reads the phase (the file is the secondary: only the layer writes it)."""
+        done = []
+        try:
+            with writing(self.engines(SQLITE)) as connection:  # a move holds this lock while it moves
+                if not self._still(POSTGRES):
+                    return []  # the phase moved meanwhile: the next look decides again
+                for change, statement in work:
+                    try:
+                        with connection.begin_nested():
+                            connection.exec_driver_sql(statement)
+                    except sa.exc.SQLAlchemyError as error:  # duplicates, a column the file lacks
+                        self._index_not_carried(change, error)
+                        continue
+                    done.append(change)
+        except sa.exc.SQLAlchemyError as error:  # the file locked too long: look again next round
+            log.warning("schema.indexes_not_carried", indexes=[d.name for d, _ in work], error=describe_error(error))
+            self._seen.pop(SQLITE, None)
+            return []
+        return done
 
     def _alter_file(self, added: list[ColumnDrift], dropped: list[ColumnDrift]) -> list[ColumnDrift]:
         """After the flip, the file follows PostgreSQL's columns: `ADD COLUMN` for each column

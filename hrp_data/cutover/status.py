@@ -112,3 +112,12 @@ def schema_drift_of(cutover: "Cutover") -> list[str]:
         with cutover.engine("postgres").connect() as connection:
             drift += [ColumnDrift(name, None, "postgres") for name in postgres_only_tables(connection, cutover.catalog.tables)]
     return [str(d) for d in drift]
+
+
+def index_drift_of(cutover: "Cutover") -> list[dict]:
+    """Indexes one live side holds and the other lacks, not carried (hrp_data.cutover.indexes), each
+    with the statement to run; computed by the CLI's status only once PostgreSQL answered."""
+    from hrp_data.cutover.indexes import live_index_drift
+
+    return [d.as_dict() | {"text": str(d)}
+            for d in live_index_drift(cutover.sqlite, cutover.engine("postgres"), cutover.catalog)]

@@ -62,9 +62,12 @@ def _outbox_check(cutover: Cutover) -> Check:
     return Check("outbox", ok, detail)
 
 
-def _schema_check(cutover: Cutover, to_sqlite: bool = False) -> Check:
+def _schema_check(cutover: Cutover, to_sqlite: bool = False, primary_from: str | None = None) -> Check:
     """`to_sqlite`: the move lands the app on the file, so a table only PostgreSQL holds (created by
-    a migration after the flip) is a difference too."""
+    a migration after the flip) is a difference too. `primary_from`: the move changes the primary
+    from that side, so a unique index only that side holds refuses it (the new primary would accept
+    rows the old one refused); any other index one side lacks is listed with its statement."""
+    from hrp_data.cutover.indexes import live_index_drift, refusing
     from hrp_data.cutover.schema_watch import ColumnDrift, postgres_only_tables, schema_drift, sqlite_names
     from hrp_data.schema.install import SchemaError, drift
 
@@ -90,7 +93,18 @@ def _schema_check(cutover: Cutover, to_sqlite: bool = False) -> Check:
             f"the live schemas differ: {', '.join(map(str, live))}; carry the change to the other side"
             " (the same migration there) before moving (see docs/operations.md, deploying during a cutover)",
         )
-    return Check("schema", True, "PostgreSQL schema equals the models, the SQLite file's catalog and the live SQLite schema")
+    indexes = live_index_drift(cutover.sqlite, cutover.engine(POSTGRES), catalog)
+    held_up = refusing(indexes, primary_from, SQLITE if to_sqlite else POSTGRES) if primary_from else []
+    if held_up:
+        return Check(
+            "schema", False,
+            f"unique index(es) the new primary lacks: {'; '.join(map(str, held_up))}"
+            " (it would accept rows the old primary refused; see docs/operations.md, deploying during a cutover)",
+        )
+    equal = "PostgreSQL schema equals the models, the SQLite file's catalog and the live SQLite schema"
+    if indexes:
+        return Check("schema", True, f"{equal}; index(es) not carried, listed: {'; '.join(map(str, indexes))}")
+    return Check("schema", True, equal)
 
 
 def _foreign_keys_check(cutover: Cutover) -> Check:
@@ -333,7 +347,9 @@ def checklist(cutover: Cutover, target: Phase, *, accept_quarantine: bool = Fals
         return checks
     if cutover.postgres is None:
         return checks + [Check("postgres", False, "HRP_POSTGRES_URL is not set")]
-    checks.append(_schema_check(cutover, PHASES[target].primary == SQLITE))
+    moves_primary = PHASES[target].primary != PHASES[current].primary
+    checks.append(_schema_check(cutover, PHASES[target].primary == SQLITE,
+                                PHASES[current].primary if moves_primary else None))
     checks.append(_outbox_check(cutover))
     checks.append(statement_logging_check(cutover, target))
     checks.append(_privileges_check(cutover))

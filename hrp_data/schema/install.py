@@ -96,7 +96,8 @@ def drift(url: str, catalog: Catalog | None = None) -> list[str]:
         with engine.connect() as connection:
             found: list[str] = []
             if catalog is None or catalog.hrp:
-                options = comparison_options(connection, skip_columns=_extra_columns(catalog))
+                options = comparison_options(connection, skip_columns=_extra_columns(catalog),
+                                             model_indexes_only=catalog is not None)
                 context = MigrationContext.configure(connection, opts={"target_metadata": Base.metadata, **options})
                 found += [describe(diff) for diff in _flatten(compare_metadata(context, Base.metadata))]
             if catalog is not None:
@@ -236,28 +237,35 @@ def alembic_config(url: str | None = None, *, connection: sa.Connection | None =
     return config
 
 
-def comparison_options(connection: sa.Connection, skip_columns: set[tuple[str, str]] = frozenset()) -> dict[str, Any]:
+def comparison_options(connection: sa.Connection, skip_columns: set[tuple[str, str]] = frozenset(),
+                       model_indexes_only: bool = False) -> dict[str, Any]:
     """Options for the migration context: version table and what autogenerate compares."""
     installed = set(connection.execute(sa.text("SELECT extname FROM pg_extension")).scalars())
     return {
         "version_table": VERSION_TABLE,
         "compare_type": True,
         "compare_server_default": True,
-        "include_object": include_object_for(installed, skip_columns),
+        "include_object": include_object_for(installed, skip_columns, model_indexes_only),
     }
 
 
 def include_object_for(
-    installed_extensions: Iterable[str], skip_columns: set[tuple[str, str]] = frozenset()
+    installed_extensions: Iterable[str], skip_columns: set[tuple[str, str]] = frozenset(),
+    model_indexes_only: bool = False,
 ) -> Callable[..., bool]:
     """An autogenerate `include_object` hook for a database with these extensions.
 
     It skips tables the models do not define, model indexes whose
-    info["requires_extension"] is not installed, and the file's columns beyond
-    the models (`skip_columns`, compared by catalog_drift); everything else is compared.
+    info["requires_extension"] is not installed, the file's columns beyond
+    the models (`skip_columns`, compared by catalog_drift) and, with
+    `model_indexes_only`, the database's indexes the models do not name (an
+    index the app's migration made during a cutover: the two live sides are
+    compared by hrp_data.cutover.indexes); everything else is compared.
     """
     installed = frozenset(installed_extensions)
     model_tables = frozenset(Base.metadata.tables)
+    model_indexes = frozenset((table.name, index.name) for table in Base.metadata.tables.values()
+                              for index in table.indexes)
 
     def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         if type_ == "table":
@@ -267,6 +275,8 @@ def include_object_for(
         if type_ == "index" and not reflected:
             needed = obj.info.get("requires_extension")
             return needed is None or needed in installed
+        if type_ == "index" and model_indexes_only:
+            return (obj.table.name, name) in model_indexes
         return True
 
     return include_object
