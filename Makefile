@@ -29,7 +29,7 @@ bench-packages:
 # Two workers (pytest-xdist), one per core of the CI machine, each with a PostgreSQL of its own.
 # Property tests run their full example counts (profile thorough); test-unit runs a fifth (quick, the default).
 test: $(STAMP) system-packages
-	$(BIN)/python -m pytest --hypothesis-profile=thorough -n 2
+	$(BIN)/python -m pytest --hypothesis-profile=thorough -n 2 --dist worksteal
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

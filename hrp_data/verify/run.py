@@ -386,10 +386,13 @@ def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], row: Phas
         remaining = in_flight
         if not remaining or time.monotonic() >= deadline:
             break
+        refused = _refused(primary_engine)
+        if all((ref.table, encode_key(ref.key)) in refused for ref in remaining):
+            break  # only changes the secondary refuses are left: waiting changes nothing
         cutover.applier.notify()
         time.sleep(0.1)
     if remaining:  # a change the secondary keeps refusing is no write in flight: the row differs
-        refused = {(table_name, pk): error for table_name, pk, error in outbox.rejected_keys(primary_engine)}
+        refused = _refused(primary_engine)
         still = []
         for ref in remaining:
             error = refused.get((ref.table, encode_key(ref.key)))
@@ -400,6 +403,11 @@ def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], row: Phas
                               "error": error})
         remaining = still
     return found, len(remaining)
+
+
+def _refused(primary_engine: sa.Engine) -> dict[tuple[str, str], str]:
+    """(table, key as the outbox spells it) -> the error, for keys whose change the secondary refuses."""
+    return {(table_name, pk): error for table_name, pk, error in outbox.rejected_keys(primary_engine)}
 
 
 def _quarantined_keys(cutover: Cutover, table: sa.Table) -> set[tuple]:
