@@ -493,7 +493,7 @@ def test_reads_racing_a_flip_do_not_count_against_the_rollback(shadowed, legacy_
         raw.execute("UPDATE horses SET age = 13 WHERE id = ?", (w["horses"][0],))
         raw.execute("UPDATE horses SET age = 14 WHERE id = ?", (w["horses"][1],))
     after = cutover.phase_row()
-    monkeypatch.setattr(cutover, "phase_row", lambda: before)  # a process that has not seen the flip
+    monkeypatch.setattr(cutover, "phase_row", lambda fresh=False: before)  # a process that has not seen the flip
     with cutover.reading() as uow:
         uow.horses.get(w["horses"][0])
     cutover.shadow.flush()
@@ -501,7 +501,7 @@ def test_reads_racing_a_flip_do_not_count_against_the_rollback(shadowed, legacy_
     check = readiness._shadow_check(cutover)
     assert check.ok and "0 mismatched of 0 compared" in check.detail, check.detail
 
-    monkeypatch.setattr(cutover, "phase_row", lambda: after)  # a read of the new primary counts
+    monkeypatch.setattr(cutover, "phase_row", lambda fresh=False: after)  # a read of the new primary counts
     with cutover.reading() as uow:
         uow.horses.get(w["horses"][1])
     cutover.shadow.flush()
