@@ -71,7 +71,7 @@ from adapters.catalog import ROWID_COLUMN, Catalog, quote, short_name, sqlite_de
 from hrp_data.catalog import captured, file_catalog
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
-from hrp_data.cutover.indexes import (POSTGRES_MARK, IndexDrift, drop_statement, index_drift,
+from hrp_data.cutover.indexes import (LAYER_PREFIXES, POSTGRES_MARK, IndexDrift, drop_statement, index_drift,
                                       live_index_drift)
 from hrp_data.errors import describe_error
 from hrp_data.flip import journal as move_journal
@@ -81,7 +81,6 @@ log = structlog.get_logger(__name__)
 
 WATCH_S = 1.0
 INSUFFICIENT_PRIVILEGE = "42501"
-LAYER_PREFIXES = ("hrp_cutover_", "hrp_shadow_")
 SQLITE_TRIGGER_SUFFIXES = ("ins", "upd", "del")
 
 
