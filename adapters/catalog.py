@@ -58,6 +58,26 @@ from adapters.types import Bytes, Day, ExactNumeric, ExactReal, Flag, NaiveTimes
 OWN_PREFIXES = ("sqlite_", "hrp_cutover_", "hrp_shadow_")
 ROWID_COLUMN = "hrp_cutover_rowid"
 """The layer's key column of a table without a declared key: SQLite's rowid, in PostgreSQL."""
+
+ROWID_ALIASES = ("rowid", "_rowid_", "oid")
+"""SQLite's names for a table's rowid; a column of the table's own with one of them hides that one."""
+
+
+class CatalogError(ValueError):
+    """A table of the file that no migration can carry whole (named, with what to do)."""
+
+
+def _rowid_alias(table: str, columns: list[str]) -> str:
+    """The name that still reaches `table`'s rowid: the first of SQLite's three its columns leave free."""
+    taken = {c.lower() for c in columns}
+    for alias in ROWID_ALIASES:
+        if alias not in taken:
+            return alias
+    raise CatalogError(
+        f"table {table!r} has no declared key and columns named rowid, _rowid_ and oid, which hide SQLite's"
+        " rowid: no row of it can be named; nothing was changed: give it a PRIMARY KEY (or rename one of"
+        " those columns) and run the command again"
+    )
 MAX_NAME_BYTES = 63
 
 
@@ -439,7 +459,9 @@ def _unique_short_names(names: list[str]) -> dict[str, str]:
 def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_carried: list[NotCarried]) -> dict:
     without_rowid = re.search(r"\)\s*WITHOUT\s+ROWID\s*;?\s*$", sql, re.IGNORECASE) is not None
     columns = []
+    every_name = []
     for _cid, column, declared, notnull, default, pk, hidden in _pragma(connection, "table_xinfo", name):
+        every_name.append(column)
         if hidden in (2, 3):
             not_carried.append(NotCarried(
                 "generated column", name, column, _generated_sql(sql, column),
@@ -505,6 +527,7 @@ def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_ca
     return {
         "name": name, "sql": sql, "postgres_name": postgres_name, "columns": columns, "keys": keys,
         "rowid_alias": rowid_alias, "rowid_key": not keys and not without_rowid, "without_rowid": without_rowid,
+        "rowid_name": _rowid_alias(name, every_name) if not keys and not without_rowid else None,
         "foreign_keys": list(foreign_keys.values()), "indexes": indexes, "mapping": mapping,
     }
 
@@ -553,7 +576,7 @@ def _build(metadata, sqlite_metadata, info, table_names, index_names, not_carrie
     if info["rowid_key"]:
         postgres_columns.append(sa.Column(ROWID_COLUMN, sa.BigInteger(), sa.Identity(), primary_key=True,
                                           comment="hrp-cutover: SQLite's rowid of this table without a declared key"))
-        sqlite_columns.append(sa.Column("rowid", sa.Integer(), key=ROWID_COLUMN, primary_key=True))
+        sqlite_columns.append(sa.Column(info["rowid_name"], sa.Integer(), key=ROWID_COLUMN, primary_key=True))
     for column in info["columns"]:
         chosen: _Type = column["type"]
         is_key = bool(column["pk"])

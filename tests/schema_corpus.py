@@ -82,12 +82,15 @@ SHAPES = [
     ),
     Shape(
         "keyless",
-        """CREATE TABLE log (msg TEXT, n INTEGER, at DATETIME);""",
-        """INSERT INTO log VALUES ('one', 1, '2025-01-14 09:30:00'), ('two', 2, NULL), ('one', 1, '2025-01-14 09:30:00');""",
-        """DELETE FROM log WHERE rowid = 2; UPDATE log SET n = 11 WHERE rowid = 1; INSERT INTO log VALUES ('four', 4, NULL);""",
+        """CREATE TABLE log (msg TEXT, n INTEGER, at DATETIME);
+        CREATE TABLE ledger ("RowID" TEXT, oid INTEGER, amount REAL);""",
+        """INSERT INTO log VALUES ('one', 1, '2025-01-14 09:30:00'), ('two', 2, NULL), ('one', 1, '2025-01-14 09:30:00');
+        INSERT INTO ledger VALUES ('a', 7, 1.5), ('a', 7, 1.5), (NULL, NULL, -2.25);""",
+        """DELETE FROM log WHERE rowid = 2; UPDATE log SET n = 11 WHERE rowid = 1; INSERT INTO log VALUES ('four', 4, NULL);
+        UPDATE ledger SET amount = 3 WHERE _rowid_ = 2; DELETE FROM ledger WHERE _rowid_ = 1;""",
         ("log", {"msg": "from postgres", "n": 5}),
-        """INSERT INTO log (msg, n) VALUES ('after rollback', 6)""",
-        after_backfill="""INSERT INTO log VALUES ('five', 5, '2025-02-01T10:00:00')""",
+        """INSERT INTO log (msg, n) VALUES ('after rollback', 6); INSERT INTO ledger VALUES ('b', 1, 0)""",
+        after_backfill="""INSERT INTO log VALUES ('five', 5, '2025-02-01T10:00:00'); UPDATE ledger SET "RowID" = 'z' WHERE _rowid_ = 3""",
     ),
     Shape(
         "without_rowid_and_text_keys",

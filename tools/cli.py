@@ -50,7 +50,19 @@ def settings_from(ctx: Context, **overrides) -> Settings:
         raise BadSetting(str(error)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120, "terminal_width": 120})
+class _Commands(click.Group):
+    """The CLI's group: a file whose schema no command can carry is bad input wherever it is met."""
+
+    def invoke(self, ctx: click.Context):
+        from adapters.catalog import CatalogError
+
+        try:
+            return super().invoke(ctx)
+        except CatalogError as error:
+            raise BadSetting(str(error)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120, "terminal_width": 120})
 @click.option("--sqlite", "sqlite_url", metavar="URL", help="SQLite URL (HRP_SQLITE_URL).")
 @click.option("--postgres", "postgres_url", metavar="URL", help="PostgreSQL URL of the app, may be pooled (HRP_POSTGRES_URL).")
 @click.option("--postgres-direct", "postgres_direct_url", metavar="URL",

@@ -102,7 +102,8 @@ def _sqlite_side(path: Path) -> dict[str, list[tuple]]:
             select = ", ".join(quote(c) for c in columns)
             if not keyed and "WITHOUT ROWID" not in (connection.execute(
                     "SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0] or "").upper():
-                select = "rowid, " + select
+                free = next(a for a in ("rowid", "_rowid_", "oid") if a not in {c.lower() for c in columns})
+                select = f"{free}, " + select
             rows = connection.execute(f"SELECT {select} FROM {quote(table)}").fetchall()
             out[table] = sorted((tuple(_comparable(v) for v in row) for row in rows), key=repr)
         return out

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql
 
 from adapters.catalog import (
-    MAX_NAME_BYTES, ROWID_COLUMN, enforced_spelling, quote, read_catalog, short_name, sqlite_declaration,
+    MAX_NAME_BYTES, ROWID_COLUMN, CatalogError, enforced_spelling, quote, read_catalog, short_name, sqlite_declaration,
     translate_default,
 )
 from adapters.convert import Kind
@@ -152,6 +152,40 @@ class TestKeys:
         assert [c.name for c in entry.sqlite.primary_key.columns] == ["rowid"]
         assert entry.sqlite.c[ROWID_COLUMN].name == "rowid", "the same key on both sides"
 
+    @pytest.mark.parametrize(("columns", "alias"), [
+        ('"RowId" TEXT, n INTEGER', "_rowid_"),
+        ('rowid TEXT, _ROWID_ INT, n INTEGER', "oid"),
+        ('n INTEGER, oid INTEGER', "rowid"),
+        ('rowid TEXT, n INTEGER, g INTEGER GENERATED ALWAYS AS (n + 1) VIRTUAL, "_rowid_" AS (n) STORED', "oid"),
+    ])
+    def test_a_column_named_like_the_rowid_leaves_the_key_to_a_name_still_free(self, columns, alias):
+        connection = _file(f"CREATE TABLE log ({columns}); INSERT INTO log (n) VALUES (5), (6); DELETE FROM log WHERE n = 5")
+        entry = read_catalog(connection).tables["log"]
+        assert entry.sqlite.c[ROWID_COLUMN].name == alias
+        key = connection.execute(f"SELECT {entry.sqlite.c[ROWID_COLUMN].name} FROM log").fetchone()[0]
+        assert key == 2, "the real rowid of the remaining row, not a column of the same name"
+
+    def test_a_keyless_table_whose_columns_hide_every_rowid_name_is_refused_by_name(self):
+        connection = _file("CREATE TABLE odd (rowid TEXT, _rowid_ TEXT, oid TEXT)")
+        with pytest.raises(CatalogError, match="'odd'.*rowid, _rowid_ and oid.*PRIMARY KEY"):
+            read_catalog(connection)
+
+    @pytest.mark.parametrize("command", [["assess"], ["schema", "--sql"]])
+    def test_the_cli_refuses_such_a_file_in_one_line_and_leaves_it_as_it_was(self, tmp_path, command):
+        from click.testing import CliRunner
+
+        from tools.cli import cli
+
+        path = tmp_path / "app.db"
+        connection = sqlite3.connect(path)
+        connection.executescript("CREATE TABLE odd (rowid TEXT, _rowid_ TEXT, oid TEXT); INSERT INTO odd VALUES (1, 2, 3);")
+        connection.close()
+        before = path.read_bytes()
+        result = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", "postgresql://u:pw@127.0.0.1:9/x", *command])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("Error: table 'odd' has no declared key") and result.stderr.count("\n") == 1
+        assert path.read_bytes() == before
+
     def test_without_rowid_composite_and_text_keys_are_kept(self):
         shape = SHAPES[SHAPE_IDS.index("without_rowid_and_text_keys")]
         catalog = read_catalog(_file(shape.ddl, shape.rows))
@@ -273,6 +307,12 @@ def test_any_generated_schema_maps_every_column_under_a_name_postgresql_holds(ta
         if keyed:
             body += f", PRIMARY KEY ({quote(columns[0][0])})"
         connection.execute(f"CREATE TABLE {quote(name)} ({body})")
+    hidden = [name for name, columns in tables
+              if not keyed and {"rowid", "_rowid_", "oid"} <= {c.lower() for c, _ in columns}]
+    if hidden:  # all three of SQLite's names for the rowid are columns: no row can be named
+        with pytest.raises(CatalogError, match="rowid, _rowid_ and oid"):
+            read_catalog(connection)
+        return
     catalog = read_catalog(connection)
     assert len(catalog.tables) == len(tables)
     postgres_names = [entry.postgres.name for entry in catalog.tables.values()]
