@@ -35,7 +35,7 @@ from hrp_data.schema.install import upgrade
 from tests.conftest import MAINTENANCE, create_legacy_file, scratch_database
 from tests.e2e.conftest import ROOT, backfill, run_cli, wait_until
 
-WRITERS, READERS = 4, 2
+WRITERS, READERS = 3, 2
 
 
 def _call(base: str, method: str, path: str, body: dict | None = None):
@@ -113,7 +113,7 @@ class Load:
                     if made is not None:
                         with self.lock:
                             self.predictions.add(made["id"])
-            time.sleep(0.02)
+            time.sleep(0.05)  # paced: the load must not starve the suite's other worker of the CPU
 
     def _reader(self, n: int) -> None:
         rng = random.Random(100 + n)
@@ -125,7 +125,7 @@ class Load:
             self._ask("GET", "/races?limit=5")
             self._ask("GET", "/reports/tracks")
             self._ask("GET", "/horses")
-            time.sleep(0.01)
+            time.sleep(0.05)
 
 
 def _pg_rows(postgres_url: str, sql: str) -> list[tuple]:
