@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 
 from adapters.catalog import (
     MAX_NAME_BYTES, ROWID_COLUMN, CatalogError, enforced_spelling, quote, read_catalog, short_name, sqlite_declaration,
-    translate_default,
+    translate_default, user_tables,
 )
 from adapters.convert import Kind
 from adapters.types import kind_of
@@ -279,7 +279,7 @@ def test_every_corpus_shape_reads_and_compiles(shape):
     connection = _file(shape.ddl, shape.rows)
     catalog = read_catalog(connection)
     tables = [row[0] for row in connection.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' AND name NOT LIKE 'sqlite_%'")]
     assert sorted(entry.name for entry in catalog.tables.values()) == sorted(tables)
     for entry in catalog.tables.values():
         columns = [row[1] for row in connection.execute('SELECT * FROM pragma_table_xinfo(?) WHERE hidden < 2', (entry.name,))]
@@ -365,3 +365,50 @@ class TestBackToTheFile:
     ])
     def test_the_type_a_declaration_names_and_postgresql_enforces(self, declared, spelling):
         assert enforced_spelling(declared) == spelling
+
+
+class TestVirtualTables:
+    """Full-text and spatial indexes are virtual tables: SQLite refuses triggers on them, PostgreSQL
+    has no module for them; neither they nor the tables holding their storage are carried, and each
+    is named with where its rows are."""
+
+    DDL = """
+        CREATE TABLE post (id INTEGER PRIMARY KEY, body TEXT);
+        CREATE VIRTUAL TABLE post_search USING fts5(body, content='post', content_rowid='id');
+        CREATE VIRTUAL TABLE blank USING fts5(words, content='');
+        CREATE VIRTUAL TABLE own_text USING fts4(words);
+        CREATE VIRTUAL TABLE box USING rtree(id, minx, maxx);
+        CREATE TABLE post_search_notes (id INTEGER PRIMARY KEY, note TEXT);
+        INSERT INTO post VALUES (1, 'hello');
+        INSERT INTO own_text VALUES ('one'), ('two');
+        INSERT INTO box VALUES (1, 0.5, 2.5);
+    """
+
+    def test_only_ordinary_tables_are_carried(self):
+        catalog = read_catalog(_file(self.DDL))
+        assert sorted(entry.name for entry in catalog.tables.values()) == ["post", "post_search_notes"]
+        assert catalog.create_ddl()
+
+    def test_each_virtual_table_is_named_with_where_its_rows_are(self):
+        listed = {item.name: item for item in read_catalog(_file(self.DDL)).not_carried if item.what == "virtual table"}
+        assert sorted(listed) == ["blank", "box", "own_text", "post_search"]
+        assert "rows of 'post', which are carried" in listed["post_search"].why
+        assert "'rebuild'" in listed["post_search"].why
+        assert "contentless" in listed["blank"].why
+        assert "2 row(s) of its own" in listed["own_text"].why and "CREATE TABLE" in listed["own_text"].why
+        assert "(rtree)" in listed["box"].why and "1 row(s)" in listed["box"].why
+        assert "post_search_data" in listed["post_search"].sql and "post_search_notes" not in listed["post_search"].sql
+
+    def test_storage_tables_are_found_by_their_suffixes_where_sqlite_has_no_table_list(self):
+        class OldSQLite:  # SQLite before 3.37: no pragma_table_list
+            def __init__(self, connection):
+                self.connection = connection
+
+            def execute(self, sql, *args):
+                if "pragma_table_list" in sql:
+                    raise sqlite3.OperationalError("no such table: pragma_table_list")
+                return self.connection.execute(sql, *args)
+
+        connection = _file(self.DDL)
+        assert user_tables(OldSQLite(connection)) == user_tables(connection)
+        assert [name for name, _ in user_tables(connection)] == ["post", "post_search_notes"]
