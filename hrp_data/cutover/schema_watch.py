@@ -133,6 +133,12 @@ def live_columns(connection: sa.Connection, tables: Sequence[str]) -> dict[str, 
     return found
 
 
+def _declared_types(connection: sa.Connection, tables: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(table, column, declared type) of the file's columns of `tables`, as the file declares them now."""
+    return [(table, column, declared or "") for table in tables for column, declared in connection.exec_driver_sql(
+        "SELECT name, type FROM pragma_table_xinfo(?) WHERE hidden = 0", (table,)).all()]
+
+
 def column_drift(sqlite_connection: sa.Connection, postgres_connection: sa.Connection,
                  tables: Sequence[str], sqlite_names: Mapping[str, str] | None = None) -> list[ColumnDrift]:
     """Every column or table of `tables` that one live schema has and the other lacks.
@@ -683,11 +689,16 @@ class SchemaWatch:
 
     def _behind(self, drift: list[ColumnDrift]) -> set[str]:
         """Tables whose live file has columns (that PostgreSQL has too) this process's catalog lacks,
-        or lacks columns the catalog has (a migration dropped them: the applier must stop reading them)."""
+        or lacks columns the catalog has (a migration dropped them: the applier must stop reading them),
+        or declares a column with another type than the catalog read (a rebuild changed it: the applier
+        must convert by the new one)."""
         names = sqlite_names(self.catalog)
         with self.engines(SQLITE).connect() as connection:
             live = live_columns(connection, [names.get(t, t) for t in self.names])
+            declared = {(table, column): kind for table, column, kind in _declared_types(
+                connection, [names.get(t, t) for t in self.names])}
             connection.rollback()
+        read = {(m.table, m.column): m.declared for entry in self.catalog.tables.values() for m in entry.mapping}
         one_sided = {(d.table, d.column) for d in drift}
         behind = set()
         for table in self.names:
@@ -695,6 +706,9 @@ class SchemaWatch:
             held = {short_name(column) for column in live.get(names.get(table, table), [])}
             if (known - held) or any(c not in known and (table, c) not in one_sided for c in held):
                 behind.add(table)
+        retyped = {file_table for (file_table, column), kind in declared.items()
+                   if read.get((file_table, column), kind) != kind}
+        behind |= {t for t in self.names if names.get(t, t) in retyped}
         return behind
 
     def _changed(self, side: str) -> bool:

@@ -448,3 +448,42 @@ def _postgres_rows(url: str, sql: str) -> list[tuple]:
         return _postgres(url, sql)
     except Exception:  # noqa: BLE001 - the table is not there yet
         return []
+
+
+def test_a_column_whose_type_a_rebuild_changed_is_never_equal_and_holds_the_flip(live):
+    """A batch-mode rebuild that changes a column's type (TEXT -> REAL): PostgreSQL still holds text,
+    so the app would read '1.5' where SQLite gives 1.5. Verify names the column with both types and is
+    not EQUAL, readiness refuses, until PostgreSQL holds the type the file declares."""
+    cutover, path, postgres_url = live
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE race_scores (id INTEGER PRIMARY KEY, score TEXT)")
+        raw.executemany("INSERT INTO race_scores (score) VALUES (?)", [("1.5",), ("2",)])
+    _wait(lambda: _postgres_rows(postgres_url, "SELECT count(*) FROM race_scores WHERE true") == [(2,)])
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("CREATE TABLE _alembic_tmp_race_scores (id INTEGER PRIMARY KEY, score REAL)")
+        connection.execute("INSERT INTO _alembic_tmp_race_scores SELECT * FROM race_scores")
+        connection.execute("DROP TABLE race_scores")
+        connection.execute("ALTER TABLE _alembic_tmp_race_scores RENAME TO race_scores")
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    _wait(lambda: next(m.declared for m in cutover.catalog.tables["race_scores"].mapping if m.column == "score")
+          == "REAL")  # the watch reads the file again: the applier converts by the new type
+    with sqlite3.connect(path) as raw:  # a write right after the migration reaches PostgreSQL all the same
+        raw.execute("INSERT INTO race_scores (score) VALUES (3.25)")
+    _wait(lambda: _postgres_rows(postgres_url, "SELECT count(*) FROM race_scores WHERE true") == [(3,)])
+    move(cutover, Phase.SHADOW)
+    result = verify(cutover, record=False)
+    assert not result.equal, result.as_json()
+    assert {"table": "race_scores", "column": "score", "kind": "column_type_differs", "postgres": "text",
+            "file": "double precision"} in result.schema, result.schema
+    schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
+    assert not schema.ok and "race_scores.score" in schema.detail, schema.detail
+
+    with cutover.engine("postgres").begin() as pg:  # the same migration on PostgreSQL
+        pg.exec_driver_sql("ALTER TABLE race_scores ALTER COLUMN score TYPE double precision USING score::double precision")
+    result = verify(cutover, record=False)
+    assert not result.schema and result.equal, result.as_json()
+    assert _postgres(postgres_url, "SELECT score FROM race_scores ORDER BY id") == [(1.5,), (2.0,), (3.25,)]
