@@ -67,6 +67,39 @@ class CatalogError(ValueError):
     """A table of the file that no migration can carry whole (named, with what to do)."""
 
 
+_PG_VARCHAR = re.compile(r"(?:character varying|varchar)(?:\((\d+)\))?")
+_PG_NUMERIC = re.compile(r"numeric(?:\((\d+)(?:,\s*(\d+))?\))?")
+
+
+def widens(held: str, wanted: str) -> bool:
+    """Whether PostgreSQL's type `wanted` holds every value of `held` exactly (format_type spellings,
+    any case): then `ALTER COLUMN ... TYPE wanted` changes no value and refuses none. A longer or
+    unbounded varchar or text over a varchar, bigint over integer or smallint, integer over smallint,
+    double precision over real, a numeric with as many digits on both sides of the point."""
+    held, wanted = held.strip().lower(), wanted.strip().lower()
+    if held == wanted:
+        return False
+    short = _PG_VARCHAR.fullmatch(held)
+    if short:
+        if wanted == "text":
+            return True
+        longer = _PG_VARCHAR.fullmatch(wanted)
+        return bool(longer) and (longer.group(1) is None or (short.group(1) is not None
+                                                             and int(longer.group(1)) >= int(short.group(1))))
+    integers = ["smallint", "integer", "bigint"]
+    if held in integers and wanted in integers:
+        return integers.index(wanted) > integers.index(held)
+    if (held, wanted) == ("real", "double precision"):
+        return True
+    narrow, wide = _PG_NUMERIC.fullmatch(held), _PG_NUMERIC.fullmatch(wanted)
+    if narrow and wide and narrow.group(1) is not None:
+        if wide.group(1) is None:
+            return True
+        scale, new_scale = int(narrow.group(2) or 0), int(wide.group(2) or 0)
+        return new_scale >= scale and int(wide.group(1)) - new_scale >= int(narrow.group(1)) - scale
+    return False
+
+
 def _rowid_alias(table: str, columns: list[str]) -> str:
     """The name that still reaches `table`'s rowid: the first of SQLite's three its columns leave free."""
     taken = {c.lower() for c in columns}

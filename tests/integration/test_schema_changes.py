@@ -5,6 +5,7 @@ side only is never EQUAL and holds every move back, named."""
 from __future__ import annotations
 
 import sqlite3
+from decimal import Decimal
 import time
 
 import pytest
@@ -487,3 +488,36 @@ def test_a_column_whose_type_a_rebuild_changed_is_never_equal_and_holds_the_flip
     result = verify(cutover, record=False)
     assert not result.schema and result.equal, result.as_json()
     assert _postgres(postgres_url, "SELECT score FROM race_scores ORDER BY id") == [(1.5,), (2.0,), (3.25,)]
+
+
+def test_a_type_a_rebuild_widened_is_carried_to_postgresql_and_a_longer_value_follows(live):
+    """NUMERIC(5,2) -> NUMERIC(8,2) by a batch-mode rebuild, and at once a value the old one refuses:
+    the watch widens PostgreSQL's column (no value changes), the write lands, verify is EQUAL and the
+    schema check passes. A narrowing is never carried by itself."""
+    cutover, path, postgres_url = live
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE race_labels (id INTEGER PRIMARY KEY, label NUMERIC(5,2), n INTEGER)")
+        raw.executemany("INSERT INTO race_labels (label, n) VALUES (?, ?)", [(1.5, 1), (999.99, 2)])
+    _wait(lambda: _postgres_rows(postgres_url, "SELECT count(*) FROM race_labels WHERE true") == [(2,)])
+    assert _postgres(postgres_url, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                                   " WHERE attrelid = 'race_labels'::regclass AND attname = 'label'") == [("numeric(5,2)",)]
+    long = Decimal("123456.78")
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("CREATE TABLE _alembic_tmp_race_labels (id INTEGER PRIMARY KEY, label NUMERIC(8,2), n INTEGER)")
+        connection.execute("INSERT INTO _alembic_tmp_race_labels SELECT * FROM race_labels")
+        connection.execute("DROP TABLE race_labels")
+        connection.execute("ALTER TABLE _alembic_tmp_race_labels RENAME TO race_labels")
+        connection.execute("INSERT INTO race_labels (label, n) VALUES (?, 3)", (str(long),))
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    _wait(lambda: _postgres_rows(postgres_url, "SELECT label FROM race_labels WHERE n = 3") == [(long,)], timeout=60)
+    assert _postgres(postgres_url, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                                   " WHERE attrelid = 'race_labels'::regclass AND attname = 'label'") == [("numeric(8,2)",)]
+    move(cutover, Phase.SHADOW)
+    result = verify(cutover, record=False)
+    assert result.equal and not result.schema, result.as_json()
+    schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
+    assert schema.ok, schema.detail

@@ -8,6 +8,7 @@ property tests on generated schemas. SQLite in memory; no PostgreSQL.
 from __future__ import annotations
 
 import sqlite3
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 
 from adapters.catalog import (
     MAX_NAME_BYTES, ROWID_COLUMN, CatalogError, enforced_spelling, quote, read_catalog, short_name, sqlite_declaration,
-    translate_default, user_tables,
+    translate_default, user_tables, widens,
 )
 from adapters.convert import Kind
 from adapters.types import kind_of
@@ -412,3 +413,35 @@ class TestVirtualTables:
         connection = _file(self.DDL)
         assert user_tables(OldSQLite(connection)) == user_tables(connection)
         assert [name for name, _ in user_tables(connection)] == ["post", "post_search_notes"]
+
+
+class TestWidens:
+    """A type change the schema watch may carry to PostgreSQL by itself: no value changes, none is refused."""
+
+    @pytest.mark.parametrize(("held", "wanted"), [
+        ("character varying(20)", "character varying(200)"), ("character varying(20)", "text"),
+        ("character varying(20)", "character varying"), ("smallint", "integer"), ("integer", "bigint"),
+        ("real", "double precision"), ("numeric(5,2)", "numeric(8,2)"), ("numeric(5,2)", "numeric(6,3)"),
+        ("numeric(5,2)", "numeric"), ("VARCHAR(3)", "varchar(4)"),
+    ])
+    def test_widenings(self, held, wanted):
+        assert widens(held, wanted)
+
+    @pytest.mark.parametrize(("held", "wanted"), [
+        ("character varying(200)", "character varying(20)"), ("text", "character varying(20)"),
+        ("character varying", "character varying(20)"), ("bigint", "integer"), ("double precision", "real"),
+        ("numeric(8,2)", "numeric(5,2)"), ("numeric(5,2)", "numeric(5,3)"), ("numeric", "numeric(30,10)"),
+        ("text", "double precision"), ("integer", "double precision"), ("bigint", "numeric(10,0)"),
+        ("text", "text"), ("timestamp without time zone", "timestamp with time zone"), ("integer", "text"),
+    ])
+    def test_everything_else_is_not_one(self, held, wanted):
+        assert not widens(held, wanted)
+
+    @given(st.integers(1, 60), st.integers(0, 20), st.integers(1, 60), st.integers(0, 20))
+    def test_a_numeric_widening_holds_every_value_of_the_narrow_one(self, p1, s1, p2, s2):
+        s1, s2 = min(s1, p1), min(s2, p2)
+        largest = Decimal(10) ** (p1 - s1) - Decimal(1).scaleb(-s1)  # the widest value numeric(p1,s1) holds
+        finest = Decimal(1).scaleb(-s1)
+        holds = (largest.adjusted() + 1 <= p2 - s2 or largest == 0) and -finest.as_tuple().exponent <= s2
+        if widens(f"numeric({p1},{s1})", f"numeric({p2},{s2})"):
+            assert holds, (p1, s1, p2, s2)
