@@ -9,7 +9,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.schema.install import upgrade
@@ -25,7 +25,7 @@ def synced(tmp_path, postgres_url):
     path = tmp_path / "hrp.db"
     seed_database(path, races=30, seed=7)
     upgrade(postgres_url)
-    cutover = Cutover(settings_for(path, postgres_url)).start()
+    cutover = open_cutover(settings_for(path, postgres_url)).start()
     move(cutover, Phase.DUAL_WRITE)
     from hrp_data.models import TABLES
 
