@@ -639,7 +639,7 @@ def verify_and_repair(
 def carry_gap(cutover: Cutover, tables: Sequence[str]) -> None:
     """Carry the rows written to `tables` while their capture was missing (a table rebuilt by a
     migration loses its triggers): verify those tables and repair what differs, without recording
-    the run as a full verify. Handed to Cutover(carry=...) by the CLI and the web app."""
+    the run as a full verify. Handed to open_cutover(carry=...) by the CLI and the web app."""
     known = [name for name in tables if name in cutover.catalog.tables]
     if not known or cutover.phase_row(fresh=True).secondary is None:
         return

@@ -14,7 +14,7 @@ from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.flip.readiness import NotReady, checklist, guarded_move
 from hrp_data.verify.run import verify
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from tests.integration.cutover_helpers import settings_for, tune
 from tests.integration.test_verify import build_synced
 from tests.integration.test_verify import synced  # noqa: F401  (fixture)
@@ -31,7 +31,7 @@ def build_ready(path, postgres_url) -> None:
         capture_output=True, text=True,
     )
     assert backfill.returncode == 0, backfill.stderr
-    with Cutover(settings_for(path, postgres_url)).start() as cutover:
+    with open_cutover(settings_for(path, postgres_url)).start() as cutover:
         tune(cutover, shadow_min_reads=20)
         move(cutover, Phase.SHADOW)
         with cutover.reading() as uow:
@@ -46,7 +46,7 @@ def ready(tmp_path, clones, monkeypatch):
     """A clone of build_ready's state (tests/clones.py), with its cutover started."""
     monkeypatch.setenv("HRP_SHADOW_MIN_READS", "20")  # for the commands run below
     with clones.clone("ready", build_ready, tmp_path) as (path, postgres_url):
-        cutover = Cutover(settings_for(path, postgres_url)).start()
+        cutover = open_cutover(settings_for(path, postgres_url)).start()
         tune(cutover, shadow_min_reads=20)
         yield cutover, path, postgres_url
         cutover.close()
@@ -216,7 +216,7 @@ def test_the_backfill_leaves_every_loaded_table_vacuumed_and_analyzed(tmp_path, 
     monkeypatch.setenv("HRP_SHADOW_MIN_READS", "20")
     path = tmp_path / "hrp.db"
     build_ready(path, postgres_url)
-    cutover = Cutover(settings_for(path, postgres_url)).start()
+    cutover = open_cutover(settings_for(path, postgres_url)).start()
     tune(cutover, shadow_min_reads=20)
     try:
         _statistics_after_the_backfill(cutover)

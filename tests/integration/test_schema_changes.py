@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from hrp_data.flip import journal as move_journal
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.flip.readiness import checklist
@@ -30,7 +30,7 @@ def live(tmp_path, postgres_url):
     path = tmp_path / "hrp.db"
     seed_database(path, races=20, seed=3)
     upgrade(postgres_url)
-    cutover = Cutover(settings_for(path, postgres_url), carry=carry_gap).start()
+    cutover = open_cutover(settings_for(path, postgres_url), carry=carry_gap).start()
     move(cutover, Phase.DUAL_WRITE)
     with cutover.sqlite.begin() as connection:  # touch every row so the outbox carries it over
         for table in ("users", "races", "horses", "race_horses", "predictions", "api_credentials"):
@@ -258,7 +258,7 @@ def test_every_process_takes_a_column_another_process_carried(live):
     """Two app processes: once one has added the column on PostgreSQL, the other (which sees no
     drift any more) still reads the file's columns again, so its applier carries them too."""
     cutover, path, postgres_url = live
-    other = Cutover(settings_for(path, postgres_url), carry=carry_gap)  # no applier: a worker that lags
+    other = open_cutover(settings_for(path, postgres_url), carry=carry_gap)  # no applier: a worker that lags
     try:
         with sqlite3.connect(path) as raw:
             raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
@@ -284,7 +284,7 @@ def test_a_table_created_on_sqlite_is_carried_with_its_rows(live):
     PostgreSQL has it (the any-schema mapping, its foreign key), its rows are carried, later writes
     are captured, the evidence resets and verify is EQUAL."""
     cutover, path, postgres_url = live
-    other = Cutover(settings_for(path, postgres_url), carry=carry_gap)  # a second app process, lagging
+    other = open_cutover(settings_for(path, postgres_url), carry=carry_gap)  # a second app process, lagging
     with sqlite3.connect(path) as raw:  # one migration: a column and a table, seen in the same look
         raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
         raw.execute("CREATE TABLE race_notes (id INTEGER PRIMARY KEY, race_id INTEGER REFERENCES races(id),"
@@ -327,7 +327,7 @@ def test_after_the_flip_a_table_created_on_postgresql_reaches_the_file_with_its_
     cutover, path, postgres_url = live
     move(cutover, Phase.SHADOW)
     move(cutover, Phase.POSTGRES_PRIMARY)
-    other = Cutover(settings_for(path, postgres_url), carry=carry_gap)  # another app process, lagging
+    other = open_cutover(settings_for(path, postgres_url), carry=carry_gap)  # another app process, lagging
     with cutover.engine("postgres").begin() as connection:
         connection.exec_driver_sql("CREATE TABLE race_notes (id serial PRIMARY KEY, race_id integer REFERENCES races(id),"
                                    " note varchar(200) NOT NULL, written_at timestamp DEFAULT now())")

@@ -9,7 +9,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.schema.install import upgrade
@@ -23,7 +23,7 @@ def build_synced(path, postgres_url) -> None:
     """A seeded legacy file, fully carried to PostgreSQL through dual_write (no backfill needed)."""
     seed_database(path, races=30, seed=7)
     upgrade(postgres_url)
-    with Cutover(settings_for(path, postgres_url)).start() as cutover:
+    with open_cutover(settings_for(path, postgres_url)).start() as cutover:
         move(cutover, Phase.DUAL_WRITE)
         from hrp_data.models import TABLES
 
@@ -40,7 +40,7 @@ def build_synced(path, postgres_url) -> None:
 def synced(tmp_path, clones):
     """A clone of build_synced's state (tests/clones.py), with its cutover started."""
     with clones.clone("synced", build_synced, tmp_path) as (path, postgres_url):
-        cutover = Cutover(settings_for(path, postgres_url)).start()
+        cutover = open_cutover(settings_for(path, postgres_url)).start()
         yield cutover, path, postgres_url
         cutover.close()
 
