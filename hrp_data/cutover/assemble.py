@@ -62,11 +62,24 @@ def open_cutover(
         if settings.postgres_url
         else None,
     )
+    try:
+        cutover = _assemble(settings, engines, bound_calls)
+    except BaseException:  # a file no catalog can carry, a locked file...: no pool left open behind
+        engines.sqlite.dispose()
+        if engines.postgres is not None:
+            engines.postgres.dispose()
+        raise
+    if carry is not None:
+        cutover.schema_watch.carry = functools.partial(carry, cutover)  # the one part that holds the Cutover
+    return cutover
+
+
+def _assemble(settings: Settings, engines: Engines, bound_calls: bool) -> Cutover:
     if bound_calls and engines.postgres is not None:
         bound_every_call()
+    tables = MovedTables(file_catalog(engines.sqlite))  # read first: a file it refuses is left untouched
     phase_store.install(engines.sqlite, Phase(settings.phase))
     phases = PhaseStore(engines.sqlite)
-    tables = MovedTables(file_catalog(engines.sqlite))
     outbox.install_tables(engines.sqlite)
     heartbeat.install(engines.sqlite)
     postgres_layer = PostgresLayer(engines.postgres)
@@ -81,13 +94,10 @@ def open_cutover(
         watch=schema_watch.watch if engines.postgres is not None else None,
     )
     shadow = ShadowReads(settings, engines, phases.row, table_kinds=catalog_kinds(tables.catalog))
-    cutover = Cutover(
+    return Cutover(
         settings, engines=engines, phases=phases, tables=tables, postgres_layer=postgres_layer,
         schema_watch=schema_watch, applier=applier, shadow=shadow,
     )
-    if carry is not None:
-        schema_watch.carry = functools.partial(carry, cutover)  # the one part that holds the Cutover
-    return cutover
 
 
 def applier_route(

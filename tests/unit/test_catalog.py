@@ -7,6 +7,7 @@ property tests on generated schemas. SQLite in memory; no PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from decimal import Decimal
 
@@ -445,3 +446,17 @@ class TestWidens:
         holds = (largest.adjusted() + 1 <= p2 - s2 or largest == 0) and -finest.as_tuple().exponent <= s2
         if widens(f"numeric({p1},{s1})", f"numeric({p2},{s2})"):
             assert holds, (p1, s1, p2, s2)
+
+
+def test_a_process_refuses_such_a_file_before_it_writes_anything_to_it(tmp_path):
+    from hrp_data.cutover.assemble import open_cutover
+    from hrp_data.settings import Settings
+
+    path = tmp_path / "app.db"
+    connection = sqlite3.connect(path)
+    connection.executescript("CREATE TABLE odd (rowid TEXT, _rowid_ TEXT, oid TEXT); INSERT INTO odd VALUES (1, 2, 3);")
+    connection.close()
+    with pytest.raises(CatalogError, match="'odd'"):
+        open_cutover(Settings(sqlite_url=f"sqlite:///{path}"))
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        assert [name for (name,) in connection.execute("SELECT name FROM sqlite_master")] == ["odd"]
