@@ -101,18 +101,16 @@ def test_backfill_counts_per_table(tmp_path, postgres_url):
 
 
 class ScrapeMidway(Listener):
-    """Scrapes the metrics (this process's exposition, as /metrics answers) while `table` is copied."""
+    """Scrapes the metrics (this process's exposition, as /metrics answers) once `table`'s first
+    batches are committed with their checkpoint and rows are still left: `progress` is called by
+    the writer after each commit (a batch read is merged later, on the writer's thread)."""
 
-    def __init__(self, cutover: Cutover, table: str, after_batches: int = 3):
-        self.cutover, self.table, self.after_batches = cutover, table, after_batches
-        self.batches = 0
+    def __init__(self, cutover: Cutover, table: str):
+        self.cutover, self.table = cutover, table
         self.samples: dict | None = None
 
-    def batch_read(self, table, keys):
-        if table != self.table:
-            return
-        self.batches += 1
-        if self.batches == self.after_batches:
+    def progress(self, table, done, total):
+        if table == self.table and self.samples is None and 0 < done < total:
             self.samples = parse(exposition(self.cutover).decode())
 
 
