@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import operator
 import struct
 from collections.abc import Callable, Collection, Sequence
 from decimal import Decimal
@@ -130,13 +131,20 @@ def _jsonb_ordered(pairs: list[tuple[str, Any]]) -> dict:
     return dict(sorted(pairs, key=_jsonb_key))
 
 
+def _jsonb_float(spelled: str) -> float:
+    """A JSON number with a fraction or exponent, as json reads it, but -0.0 as 0.0: jsonb keeps no
+    negative zero (it prints `0.0`)."""
+    return float(spelled) + 0.0
+
+
 def _json(raw: Any) -> str:
     """Fast path: parse with objects already in jsonb key order and let json.dumps (C) spell it;
     jsonb prints the same separators. Numbers in exponent form spell differently (1e-05 vs
     0.00001): such rows only cost a closer look."""
     if isinstance(raw, str) and raw.strip():
         try:
-            text = json.dumps(json.loads(raw, object_pairs_hook=_jsonb_ordered), ensure_ascii=False)
+            text = json.dumps(json.loads(raw, object_pairs_hook=_jsonb_ordered, parse_float=_jsonb_float),
+                              ensure_ascii=False)
         except ValueError:
             raise Rejected("invalid_json") from None
     else:
@@ -193,17 +201,19 @@ def md5_hex(text: str) -> str:
 # f-string, with no call per column; any value off those shapes sends the row to
 # the general renderer.
 
-_order_memo: dict[tuple[str, ...], list[int]] = {}
+_order_memo: dict[tuple[str, ...], Callable[[list[str]], Sequence[str]]] = {}
 _ORDER_MEMO_LIMIT = 1000
 
 
-def _jsonb_order(keys: tuple[str, ...]) -> list[int]:
-    """The positions of `keys` in jsonb's order (by byte length, then bytes), remembered per key tuple."""
+def _jsonb_order(keys: tuple[str, ...]) -> Callable[[list[str]], Sequence[str]]:
+    """A function putting the members of an object with `keys` (in that order) in jsonb's order (by
+    byte length, then bytes), remembered per key tuple."""
     order = _order_memo.get(keys)
     if order is None:
         if len(_order_memo) >= _ORDER_MEMO_LIMIT:
             _order_memo.clear()
-        order = _order_memo[keys] = sorted(range(len(keys)), key=lambda i: _jsonb_key((keys[i], None)))
+        positions = sorted(range(len(keys)), key=lambda i: _jsonb_key((keys[i], None)))
+        order = _order_memo[keys] = operator.itemgetter(*positions) if len(positions) > 1 else list
     return order
 
 
@@ -218,9 +228,10 @@ def _fast_json(raw: Any) -> str:
     its commas, and jsonb's text is those members in jsonb key order, spaced
     as jsonb prints them. The compact spelling in a flat object leaves out
     what orjson and json.dumps (repr) spell apart: a nested array, a number
-    in exponent form or with 1e-05 <= |x| < 1e-04 (orjson writes it
-    positionally), a NUL (a string holding one of these only sends its row the
-    slow way). Anything else takes `_json`."""
+    with a negative exponent or with 1e-05 <= |x| < 1e-04 (orjson writes it
+    positionally; both write a positive exponent alike), a NUL, a negative
+    zero (jsonb prints 0.0); a string holding one of these (or `-0.0` in
+    `-0.05`) only sends its row the slow way. Anything else takes `_json`."""
     if type(raw) is not str or raw[:1] != "{":
         return _json(raw)
     try:
@@ -235,11 +246,10 @@ def _fast_json(raw: Any) -> str:
         members = raw[1:-1].split(", ")
     else:
         return _json(raw)
-    if ("[" in raw or raw.count("{") != 1 or "e-" in raw or "e+" in raw or "0.0000" in raw
-            or "\\u0000" in raw or not value):  # canonical: these are in the text iff in the compact spelling
-        return _json(raw)
-    text = ", ".join([members[i] for i in _jsonb_order(tuple(value))])
-    return hashlib.md5(f"{{{text}}}".encode("utf-8")).hexdigest()
+    if ("[" in raw or raw.find("{", 1) != -1 or "e-" in raw or "0.0000" in raw or "-0.0" in raw
+            or "\\u0000" in raw or not value):
+        return _json(raw)  # canonical: these are in the text iff in the compact spelling
+    return hashlib.md5(f"{{{', '.join(_jsonb_order(tuple(value))(members))}}}".encode("utf-8")).hexdigest()
 
 
 _FAST_GUARD = {
@@ -248,7 +258,7 @@ _FAST_GUARD = {
     Kind.TEXT: "(type({v}) is str and '\\x00' not in {v})",
     Kind.BOOLEAN: "({v} == 0 or {v} == 1) and type({v}) is int",
     Kind.TIMESTAMP: "(type({v}) is str and len({v}) == 19 and {v}[4] == '-' and {v}[10] == ' ' and {v}[13] == ':')",
-    Kind.DATE: "True",
+    Kind.DATE: "type({v}) is str",
     Kind.JSON: "True",
     Kind.BLOB: "type({v}) is bytes",
     Kind.NUMERIC: "type({v}) is int",
@@ -259,7 +269,7 @@ _FAST_SPELLING = {  # expressions inside the row's f-string, which is in triple 
     Kind.TEXT: '_null if {v} is None else f"{{len({v})}}:{{{v}}}"',
     Kind.BOOLEAN: "_boolean[{v}]",
     Kind.TIMESTAMP: "_null if {v} is None else {v} + _micro",
-    Kind.DATE: "_date({v})",
+    Kind.DATE: "_null if {v} is None else _dates[{v}]",
     Kind.JSON: "_fast_json({v})",
     Kind.BLOB: "_null if {v} is None else {v}.hex()",
     Kind.NUMERIC: "_null if {v} is None else {v}",
@@ -279,6 +289,19 @@ def _render_one(kind: Kind) -> Callable[[Any], str]:
             return "!" + rejected.reason
 
     return render
+
+
+class _DateTexts(dict):
+    """Date texts by stored string, each spelled by `_render_one(Kind.DATE)` on first sight: a
+    column holds few distinct dates, so most are a dict lookup."""
+
+    LIMIT = 100_000
+
+    def __missing__(self, raw: str) -> str:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        text = self[raw] = _render_one(Kind.DATE)(raw)
+        return text
 
 
 def fast_row_renderer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]:
@@ -302,7 +325,7 @@ def fast_row_renderer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]:
         "_null": NULL,
         "_micro": ".000000",
         "_boolean": {None: NULL, 0: "f", 1: "t"},
-        "_date": _render_one(Kind.DATE),
+        "_dates": _DateTexts(),
         "_fast_json": _fast_json_or_rejected,
         "general": sqlite_row_renderer(kinds),
     }
