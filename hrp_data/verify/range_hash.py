@@ -55,13 +55,21 @@ _NAIVE_TIMESTAMP_SQL = "to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')"
 """A timestamp without time zone (adapters.types.NaiveTimestamp) already holds the UTC wall clock."""
 
 
-def postgres_row_text(columns: Sequence[tuple[str, Kind]], naive: Collection[str] = ()) -> str:
+def postgres_row_text(columns: Sequence[tuple[str, Kind]], naive: Collection[str] = (),
+                      apart: Collection[str] = ()) -> str:
     """A SQL expression giving the row text of one row (column names are quoted); `naive`: the
-    timestamp columns without a time zone."""
+    timestamp columns without a time zone; `apart`: columns left out (spelled by `postgres_json_line`)."""
     parts = [
         f"coalesce({(_NAIVE_TIMESTAMP_SQL if name in naive else _SQL[kind]).format(c=quote(name))}, '{NULL}')"
-        for name, kind in columns
+        for name, kind in columns if name not in apart
     ]
+    return f"concat_ws('{ROW_SEPARATOR}', {', '.join(parts)})"
+
+
+def postgres_json_line(names: Sequence[str]) -> str:
+    """A SQL expression giving the JSON line of one row: jsonb's own text of each of the JSON columns
+    `names`, NULL as NULL, joined by ROW_SEPARATOR (hrp_data.verify.json_runs spells the same)."""
+    parts = [f"coalesce({quote(name)}::text, '{NULL}')" for name in names]
     return f"concat_ws('{ROW_SEPARATOR}', {', '.join(parts)})"
 
 
@@ -137,10 +145,10 @@ def _jsonb_float(spelled: str) -> float:
     return float(spelled) + 0.0
 
 
-def _json(raw: Any) -> str:
-    """Fast path: parse with objects already in jsonb key order and let json.dumps (C) spell it;
-    jsonb prints the same separators. Numbers in exponent form spell differently (1e-05 vs
-    0.00001): such rows only cost a closer look."""
+def json_text(raw: Any) -> str:
+    """jsonb's text of a stored JSON value (Rejected if it holds none): parse with objects already in
+    jsonb key order and let json.dumps (C) spell it; jsonb prints the same separators. Numbers in
+    exponent form spell differently (1e-05 vs 0.00001): such rows only cost a closer look."""
     if isinstance(raw, str) and raw.strip():
         try:
             text = json.dumps(json.loads(raw, object_pairs_hook=_jsonb_ordered, parse_float=_jsonb_float),
@@ -149,7 +157,11 @@ def _json(raw: Any) -> str:
             raise Rejected("invalid_json") from None
     else:
         text = jsonb_text(to_postgres(Kind.JSON, raw))
-    return hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text
+
+
+def _json(raw: Any) -> str:
+    return md5_hex(json_text(raw))
 
 
 def _numeric(raw: Any) -> str:
@@ -170,13 +182,16 @@ _PYTHON: dict[Kind, Callable[[Any], str]] = {
 }
 
 
-def sqlite_row_renderer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]:
-    """A function rendering a raw SQLite row (values in column order) as row text."""
-    renderers = [_PYTHON[kind] for kind in kinds]
+def sqlite_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = ()) -> Callable[[Sequence[Any]], str]:
+    """A function rendering a raw SQLite row (values in column order) as row text; the columns at
+    positions `apart` are left out."""
+    renderers = [None if i in apart else _PYTHON[kind] for i, kind in enumerate(kinds)]
 
     def render(row: Sequence[Any]) -> str:
         parts = []
         for renderer, raw in zip(renderers, row):
+            if renderer is None:
+                continue
             if raw is None:
                 parts.append(NULL)
                 continue
@@ -212,13 +227,18 @@ def _jsonb_order(keys: tuple[str, ...]) -> Callable[[list[str]], Sequence[str]]:
     if order is None:
         if len(_order_memo) >= _ORDER_MEMO_LIMIT:
             _order_memo.clear()
-        positions = sorted(range(len(keys)), key=lambda i: _jsonb_key((keys[i], None)))
+        positions = jsonb_member_order(keys)
         order = _order_memo[keys] = operator.itemgetter(*positions) if len(positions) > 1 else list
     return order
 
 
-def _fast_json(raw: Any) -> str:
-    """`_json(raw)` for a flat object in a canonical spelling, without json's Python parser.
+def jsonb_member_order(keys: Sequence[str]) -> list[int]:
+    """The positions of `keys` in jsonb's order of an object's members: by byte length, then bytes."""
+    return sorted(range(len(keys)), key=lambda i: _jsonb_key((keys[i], None)))
+
+
+def fast_json_text(raw: Any) -> str:
+    """`json_text(raw)` for a flat object in a canonical spelling, without json's Python parser.
 
     As in adapters.convert._canonical_document, the text is canonical when
     it is orjson's compact spelling of what orjson reads, or that spelling
@@ -231,13 +251,13 @@ def _fast_json(raw: Any) -> str:
     with a negative exponent or with 1e-05 <= |x| < 1e-04 (orjson writes it
     positionally; both write a positive exponent alike), a NUL, a negative
     zero (jsonb prints 0.0); a string holding one of these (or `-0.0` in
-    `-0.05`) only sends its row the slow way. Anything else takes `_json`."""
+    `-0.05`) only sends its row the slow way. Anything else takes `json_text`."""
     if type(raw) is not str or raw[:1] != "{":
-        return _json(raw)
+        return json_text(raw)
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return _json(raw)
+        return json_text(raw)
     compact = orjson.dumps(value)
     spelled = raw.encode("utf-8")
     if compact == spelled:
@@ -245,11 +265,15 @@ def _fast_json(raw: Any) -> str:
     elif compact.replace(b",", b", ").replace(b":", b": ") == spelled:
         members = raw[1:-1].split(", ")
     else:
-        return _json(raw)
+        return json_text(raw)
     if ("[" in raw or raw.find("{", 1) != -1 or "e-" in raw or "0.0000" in raw or "-0.0" in raw
             or "\\u0000" in raw or not value):
-        return _json(raw)  # canonical: these are in the text iff in the compact spelling
-    return hashlib.md5(f"{{{', '.join(_jsonb_order(tuple(value))(members))}}}".encode("utf-8")).hexdigest()
+        return json_text(raw)  # canonical: these are in the text iff in the compact spelling
+    return f"{{{', '.join(_jsonb_order(tuple(value))(members))}}}"
+
+
+def _fast_json(raw: Any) -> str:
+    return md5_hex(fast_json_text(raw))
 
 
 _FAST_GUARD = {
@@ -304,19 +328,20 @@ class _DateTexts(dict):
         return text
 
 
-def fast_row_renderer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]:
-    """`sqlite_row_renderer(kinds)`, compiled into one function for the common shapes of value.
+def fast_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = ()) -> Callable[[Sequence[Any]], str]:
+    """`sqlite_row_renderer(kinds, apart)`, compiled into one function for the common shapes of value.
 
     Generated source, one f-string per row: a NULL is spelled as NULL, a value
     of its column's usual Python type is spelled inline, and a row holding
     anything else is rendered by the general renderer."""
     names = [f"v{i}" for i in range(len(kinds))]
-    guards = [f"({name} is None or {_FAST_GUARD[kind].format(v=name)})" for name, kind in zip(names, kinds)]
-    spelled = ["{" + _FAST_SPELLING[kind].format(v=name) + "}" for name, kind in zip(names, kinds)]
+    spelled_columns = [(name, kind) for i, (name, kind) in enumerate(zip(names, kinds)) if i not in apart]
+    guards = [f"({name} is None or {_FAST_GUARD[kind].format(v=name)})" for name, kind in spelled_columns]
+    spelled = ["{" + _FAST_SPELLING[kind].format(v=name) + "}" for name, kind in spelled_columns]
     source = (
         "def render(row):\n"
         f"    {', '.join(names)}, = row\n"
-        f"    if {' and '.join(guards)}:\n"
+        f"    if {' and '.join(guards) or 'True'}:\n"
         f"        return f'''{ROW_SEPARATOR.join(spelled)}'''\n"
         "    return general(row)\n"
     )
@@ -327,7 +352,7 @@ def fast_row_renderer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]:
         "_boolean": {None: NULL, 0: "f", 1: "t"},
         "_dates": _DateTexts(),
         "_fast_json": _fast_json_or_rejected,
-        "general": sqlite_row_renderer(kinds),
+        "general": sqlite_row_renderer(kinds, apart),
     }
     exec(compile(source, f"<fast_row_renderer {len(kinds)} columns>", "exec"), scope)
     return scope["render"]

@@ -22,13 +22,16 @@ import os
 import signal
 import sqlite3
 from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from adapters.catalog import quote
+from adapters.convert import Kind
 from adapters.sqlite import decode_text
 from hrp_data.backfill import legacy_rows
 from hrp_data.backfill.read_pool import WORKER_NICE, _die_with_parent, default_workers
+from hrp_data.verify.json_runs import json_lines
 from hrp_data.verify.range_hash import fast_row_renderer
 
 POOL_MIN_ROWS = 10_000
@@ -95,18 +98,34 @@ def _rows(connection: sqlite3.Connection, sql: str, bounds: tuple[int, int]) -> 
         connection.text_factory = decode_text
 
 
+def json_positions(kinds: Sequence[Any]) -> tuple[int, ...]:
+    """The positions of the JSON columns, which a bucket's text spells apart (bucket_text)."""
+    return tuple(i for i, kind in enumerate(kinds) if kind is Kind.JSON)
+
+
+def bucket_text(rows: list[tuple], render: Callable[[tuple], str], json_at: tuple[int, ...]) -> str:
+    """A bucket's text: its row texts without the JSON columns (`render`), newline-joined, in key
+    order; then, if the table has JSON columns, a blank line and the rows' JSON lines
+    (hrp_data.verify.json_runs). PostgreSQL spells the same (verify.run._postgres_statement)."""
+    text = "\n".join(map(render, rows))
+    if not json_at:
+        return text
+    return f"{text}\n\n{json_lines([[row[i] for row in rows] for i in json_at])}"
+
+
 def hash_buckets(connection: sqlite3.Connection, plan: RangePlan, first: int, last: int) -> BucketHashes:
-    """Row count and md5 of the row texts (newline-joined, in key order) of buckets first..last;
-    an empty bucket has no entry. A bucket is one query, its rows rendered in one pass of map."""
+    """Row count and md5 of the bucket text of each of buckets first..last; an empty bucket has no
+    entry. A bucket is one query."""
+    json_at = json_positions(plan.kinds)
     render = _renderers.get(plan.kinds)
     if render is None:
-        render = _renderers[plan.kinds] = fast_row_renderer(list(plan.kinds))
+        render = _renderers[plan.kinds] = fast_row_renderer(list(plan.kinds), apart=json_at)
     sql = _range_query(plan)
     out: BucketHashes = {}
     for bucket in range(first, last + 1):
         rows = _rows(connection, sql, plan.key_bounds(bucket, bucket))
         if rows:
-            text = "\n".join(map(render, rows))
+            text = bucket_text(rows, render, json_at)
             out[bucket] = len(rows), hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
     return out
 

@@ -51,7 +51,7 @@ from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
 from hrp_data.verify import progress as verify_progress
 from hrp_data.verify.ranges import RangeHasher, RangePlan
 from shadow.normalize import normalize_row
-from hrp_data.verify.range_hash import fast_row_renderer, md5_hex, postgres_row_text
+from hrp_data.verify.range_hash import fast_row_renderer, md5_hex, postgres_json_line, postgres_row_text
 from shadow.redact import fingerprint
 
 log = structlog.get_logger(__name__)
@@ -191,8 +191,20 @@ def _odd_keys(engine: sa.Engine, table: sa.Table) -> list[tuple]:
         )]
 
 
+def _bucket_text(table: sa.Table, keys: str) -> str:
+    """The aggregate giving a bucket's text (ranges.bucket_text): the row texts without the JSON
+    columns, newline-joined in key order, then a blank line and the JSON lines."""
+    json_names = [c.name for c in table.columns if kind_of(c) is Kind.JSON]
+    naive = [c.name for c in table.columns if isinstance(c.type, NaiveTimestamp)]
+    text = (f"string_agg({postgres_row_text(_columns(table), naive, apart=json_names)}, E'\\n'"
+            f" ORDER BY {keys})")
+    if not json_names:
+        return text
+    return f"{text} || E'\\n\\n' || string_agg({postgres_json_line(json_names)}, E'\\n' ORDER BY {keys})"
+
+
 def _postgres_statement(table: sa.Table) -> str:
-    """Count and md5 of each bucket, the buckets given as arrays of (bucket, first key, last key).
+    """Count and md5 of each bucket's text, the buckets given as arrays of (bucket, first key, last key).
 
     Each bucket is its own aggregate over a range of the primary key's index, so
     its rows arrive in key order (string_agg's ORDER BY sorts nothing) and no
@@ -202,7 +214,7 @@ def _postgres_statement(table: sa.Table) -> str:
     return (
         "SELECT r.bucket, h.n, h.digest"
         " FROM unnest(%(buckets)s::bigint[], %(los)s::bigint[], %(his)s::bigint[]) AS r(bucket, lo, hi),"
-        f" LATERAL (SELECT count(*) AS n, md5(string_agg({_row_text(table)}, E'\\n' ORDER BY {keys})) AS digest"
+        f" LATERAL (SELECT count(*) AS n, md5({_bucket_text(table, keys)}) AS digest"
         f" FROM {quote(table.name)} WHERE {first} >= r.lo AND {first} <= r.hi) AS h"
         " WHERE h.n > 0"
     )
