@@ -76,8 +76,9 @@ def _canonical_run(values: Sequence[Any]) -> str | None:
     except TypeError:  # NULL, a number, a blob
         return None
     if (joined[:1] != "{" or joined[-1:] != "}" or joined.count("{") != count or joined.count("}\n{") != count - 1
-            or "[" in joined or "e-" in joined or "0.0000" in joined or "-0.0" in joined
-            or "\\u0000" in joined or _SENTINEL in joined):
+            or "[" in joined or "0.0000" in joined or _SENTINEL in joined
+            or ("-" in joined and ("e-" in joined or "-0.0" in joined))  # a cheap look for the rare sign first
+            or ("\\" in joined and "\\u0000" in joined)):
         return None
     try:
         objects = orjson.loads(f"[{','.join(values)}]")

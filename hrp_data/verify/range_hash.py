@@ -266,8 +266,8 @@ def fast_json_text(raw: Any) -> str:
         members = raw[1:-1].split(", ")
     else:
         return json_text(raw)
-    if ("[" in raw or raw.find("{", 1) != -1 or "e-" in raw or "0.0000" in raw or "-0.0" in raw
-            or "\\u0000" in raw or not value):
+    if ("[" in raw or raw.find("{", 1) != -1 or "0.0000" in raw or not value
+            or ("-" in raw and ("e-" in raw or "-0.0" in raw)) or ("\\" in raw and "\\u0000" in raw)):
         return json_text(raw)  # canonical: these are in the text iff in the compact spelling
     return f"{{{', '.join(_jsonb_order(tuple(value))(members))}}}"
 
