@@ -3,15 +3,20 @@
 The verifier hashes key ranges on both sides and only looks closer where the
 hashes differ. On PostgreSQL the row text is computed by the server
 (`postgres_row_text`), so the server does the work next to the data; on
-SQLite, Python renders the raw stored values (`sqlite_row_text`). Each kind
-is spelled so that equal values give equal text:
+SQLite, Python renders the raw stored values (`sqlite_row_renderer`,
+`fast_row_renderer`). Each kind is spelled so that equal values give equal text:
 
 - blob: hex; numeric: the decimal without trailing zeros;
 - integer: decimal; text: '<length>:<text>'; real: the 8 IEEE bytes in hex
   (-0.0 as 0.0); boolean: t/f; timestamp: UTC 'YYYY-MM-DD HH:MM:SS.ffffff';
   date: 'YYYY-MM-DD'; json: md5 of PostgreSQL's jsonb text (keys ordered by
-  byte length then bytes, numbers as PostgreSQL numeric prints them);
-  NULL: '~'; a stored value that does not convert: '!<reason>'.
+  byte length then bytes, numbers as PostgreSQL numeric prints them, -0.0
+  as 0.0); NULL: '~'; a stored value that does not convert: '!<reason>'.
+
+A bucket's hash (hrp_data.verify.ranges.bucket_text) leaves the JSON columns
+out of the row text (`apart`) and spells them after the rows, as jsonb's
+text itself (`postgres_json_line`, hrp_data.verify.json_runs); a row's own
+fingerprint keeps them in, as their md5.
 
 Hashes only decide where to look. Every reported difference is confirmed
 with shadow.normalize, so an exotic value that renders differently on the two
