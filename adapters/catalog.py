@@ -67,6 +67,39 @@ class CatalogError(ValueError):
     """A table of the file that no migration can carry whole (named, with what to do)."""
 
 
+_PG_VARCHAR = re.compile(r"(?:character varying|varchar)(?:\((\d+)\))?")
+_PG_NUMERIC = re.compile(r"numeric(?:\((\d+)(?:,\s*(\d+))?\))?")
+
+
+def widens(held: str, wanted: str) -> bool:
+    """Whether PostgreSQL's type `wanted` holds every value of `held` exactly (format_type spellings,
+    any case): then `ALTER COLUMN ... TYPE wanted` changes no value and refuses none. A longer or
+    unbounded varchar or text over a varchar, bigint over integer or smallint, integer over smallint,
+    double precision over real, a numeric with as many digits on both sides of the point."""
+    held, wanted = held.strip().lower(), wanted.strip().lower()
+    if held == wanted:
+        return False
+    short = _PG_VARCHAR.fullmatch(held)
+    if short:
+        if wanted == "text":
+            return True
+        longer = _PG_VARCHAR.fullmatch(wanted)
+        return bool(longer) and (longer.group(1) is None or (short.group(1) is not None
+                                                             and int(longer.group(1)) >= int(short.group(1))))
+    integers = ["smallint", "integer", "bigint"]
+    if held in integers and wanted in integers:
+        return integers.index(wanted) > integers.index(held)
+    if (held, wanted) == ("real", "double precision"):
+        return True
+    narrow, wide = _PG_NUMERIC.fullmatch(held), _PG_NUMERIC.fullmatch(wanted)
+    if narrow and wide and narrow.group(1) is not None:
+        if wide.group(1) is None:
+            return True
+        scale, new_scale = int(narrow.group(2) or 0), int(wide.group(2) or 0)
+        return new_scale >= scale and int(wide.group(1)) - new_scale >= int(narrow.group(1)) - scale
+    return False
+
+
 def _rowid_alias(table: str, columns: list[str]) -> str:
     """The name that still reaches `table`'s rowid: the first of SQLite's three its columns leave free."""
     taken = {c.lower() for c in columns}
@@ -104,7 +137,7 @@ class NotCarried:
     """Something of the file that PostgreSQL does not get, with its SQL and why."""
 
     what: str
-    """view, trigger, check, index, generated column, default, collation."""
+    """view, trigger, check, index, generated column, default, collation, virtual table."""
     table: str | None
     name: str
     sql: str
@@ -230,9 +263,83 @@ def _pragma(connection: Any, name: str, argument: str) -> list[tuple]:
 
 
 def user_tables(connection: Any) -> list[tuple[str, str]]:
-    """(name, sql) of every table that belongs to the user, in sqlite_master order."""
+    """(name, sql) of every table that belongs to the user and holds rows of its own, in sqlite_master
+    order: not the layer's, not SQLite's, not a virtual table (fts5, rtree, ...) nor the tables a
+    virtual table keeps its storage in (virtual_tables lists those)."""
     rows = _rows(connection, "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY rowid")
-    return [(name, sql or "") for name, sql in rows if not name.lower().startswith(OWN_PREFIXES)]
+    virtual = _virtual_and_shadow(connection, rows)
+    return [(name, sql or "") for name, sql in rows
+            if not name.lower().startswith(OWN_PREFIXES) and name not in virtual]
+
+
+_VIRTUAL = re.compile(r"^\s*CREATE\s+VIRTUAL\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?.*?\bUSING\s+(\w+)\s*(?:\((.*)\))?\s*;?\s*$",
+                      re.IGNORECASE | re.DOTALL)
+_SHADOW_SUFFIXES = {
+    "fts3": ("content", "segments", "segdir", "docsize", "stat"),
+    "fts4": ("content", "segments", "segdir", "docsize", "stat"),
+    "fts5": ("data", "idx", "content", "docsize", "config"),
+    "rtree": ("node", "rowid", "parent"),
+    "rtree_i32": ("node", "rowid", "parent"),
+    "geopoly": ("node", "rowid", "parent"),
+}
+
+
+def _virtual_and_shadow(connection: Any, rows: list[tuple]) -> dict[str, str]:
+    """Every virtual table and every table a virtual table keeps its storage in: name -> the virtual
+    table's name. PRAGMA table_list names shadow tables (SQLite 3.37+); before it, the modules'
+    own suffixes do."""
+    virtual = {name: (_VIRTUAL.match(sql or "") or None) for name, sql in rows}
+    virtual = {name: match.group(1).lower() for name, match in virtual.items() if match}
+    if not virtual:
+        return {}
+    out = {name: name for name in virtual}
+    names = {name for name, _ in rows}
+    try:
+        listed = _rows(connection, "SELECT name, type FROM pragma_table_list WHERE schema = 'main'")
+    except Exception:  # noqa: BLE001 - SQLite before 3.37 has no table_list; the suffixes below decide
+        listed = []
+    shadows = {name for name, kind in listed if kind == "shadow"}
+    for table, module in virtual.items():
+        for name in names:
+            if name in out or not name.lower().startswith(table.lower() + "_"):
+                continue
+            if name in shadows or name[len(table) + 1:].lower() in _SHADOW_SUFFIXES.get(module, ()):
+                out[name] = table
+    return out
+
+
+def virtual_tables(connection: Any) -> list[NotCarried]:
+    """The file's virtual tables (full-text and spatial indexes, ...), none of which PostgreSQL gets,
+    each with where its rows are and what to do."""
+    rows = _rows(connection, "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY rowid")
+    storage = _virtual_and_shadow(connection, rows)
+    out = []
+    for name, sql in rows:
+        if storage.get(name) != name:
+            continue
+        match = _VIRTUAL.match(sql)
+        module, arguments = match.group(1).lower(), match.group(2) or ""
+        shadows = sorted(s for s, owner in storage.items() if owner == name and s != name)
+        content = re.search(r"\bcontent\s*=\s*(?:'([^']*)'|\"([^\"]*)\"|([^\s,)]+))", arguments, re.IGNORECASE)
+        held = None if content is None else next(g for g in content.groups() if g is not None)
+        if module.startswith("fts") and held is not None:
+            where = (f"its text is the rows of {held!r}, which are carried" if held
+                     else "it keeps no text of its own (contentless)")
+            why = (f"a full-text index ({module}) that PostgreSQL has no module for; {where}. Build the search"
+                   " on PostgreSQL (a tsvector column with a GIN index) before the app searches there; after a"
+                   f" rollback rebuild it in the file: INSERT INTO {quote(name)}({quote(name)}) VALUES('rebuild')")
+        else:
+            try:
+                count = _rows(connection, f"SELECT count(*) FROM {quote(name)}")[0][0]
+                rows_here = f"{count} row(s)"
+            except Exception:  # noqa: BLE001 - the module is not loaded in this SQLite
+                rows_here = f"rows that this SQLite cannot read (module {module} not loaded)"
+            why = (f"a virtual table ({module}) that PostgreSQL has no module for; it holds {rows_here} of its own,"
+                   f" which stay in the file: to carry them, copy them into an ordinary table before the cutover"
+                   f" (CREATE TABLE {quote(name + '_rows')} AS SELECT rowid AS id, * FROM {quote(name)})")
+        out.append(NotCarried("virtual table", name, name, sql + (f"  -- storage: {', '.join(shadows)}" if shadows else ""),
+                              why))
+    return out
 
 
 _DECIMAL = re.compile(r"(?:NUMERIC|DECIMAL)\s*\(\s*(\d+)\s*(?:,\s*(-?\d+)\s*)?\)")
@@ -434,6 +541,7 @@ def read_catalog(connection: Any) -> Catalog:
             name=name, postgres=postgres, sqlite=sqlite, mapping=info["mapping"], rowid_key=info["rowid_key"],
             autoincrement=autoincrement, without_rowid=info["without_rowid"],
         )
+    not_carried += virtual_tables(connection)
     for kind, name, table, sql in _rows(
         connection, "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type IN ('view', 'trigger') ORDER BY rowid"
     ):

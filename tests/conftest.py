@@ -143,6 +143,16 @@ def database_of_an_owner(server_url: str):
         admin.close()
 
 
+@pytest.fixture(scope="session")
+def clones(postgres_server_url, tmp_path_factory):
+    """States built once per test process and cloned for each test (tests/clones.py)."""
+    from tests.clones import Clones
+
+    made = Clones(postgres_server_url, tmp_path_factory.mktemp("templates"))
+    yield made
+    made.close()
+
+
 @pytest.fixture
 def postgres_url(postgres_server_url):
     """A fresh, empty database on the test server; dropped after the test."""

@@ -141,6 +141,11 @@ SHAPES = [
         CREATE TABLE note (id INTEGER PRIMARY KEY, body TEXT);
         CREATE VIEW adults AS SELECT * FROM person WHERE age >= 18;
         CREATE TRIGGER person_audit AFTER INSERT ON person BEGIN INSERT INTO audit (what) VALUES ('person ' || NEW.id); END;
+        CREATE VIRTUAL TABLE note_search USING fts5(body, content=note, content_rowid=id);
+        CREATE TRIGGER note_indexed AFTER INSERT ON note BEGIN
+            INSERT INTO note_search (rowid, body) VALUES (NEW.id, NEW.body); END;
+        CREATE VIRTUAL TABLE scratch USING fts5(words);
+        INSERT INTO scratch VALUES ('kept in the file');
         """,
         """INSERT INTO person (email, age) VALUES ('Ann@example.com', 30), ('bob@example.com', 12);""",
         """INSERT INTO person (email, age) VALUES ('cy@example.com', 40); UPDATE person SET age = 31 WHERE id = 1;""",

@@ -219,7 +219,7 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
     from hrp_data.cutover.apply import PrimaryMoved
     from hrp_data.backfill.run import BackfillInterrupted, BackfillRefused, Options, run_backfill
     from hrp_data.backfill.backup import BackupError, require_recent
-    from hrp_data.cutover.dual_write import Cutover
+    from hrp_data.cutover.assemble import open_cutover
     from hrp_data.errors import describe_error
 
     settings = operator_settings(ctx, postgres_url)
@@ -240,7 +240,7 @@ def backfill(ctx, tables, batch_size, max_rows_per_sec, restart, retry_quarantin
         TimeRemainingColumn(), console=console, disable=not console.is_terminal,
     )
     interrupted = None
-    with domain_errors(), _Interrupt() as interrupt, Cutover(settings, bound_calls=False) as cutover:
+    with domain_errors(), _Interrupt() as interrupt, open_cutover(settings, bound_calls=False) as cutover:
         with progress:
             try:
                 result = run_backfill(cutover, options, listener=_ProgressListener(progress), stop=interrupt.stop)

@@ -194,7 +194,7 @@ def open_cutover(
     `operator` (or `session`, the name of a command that needs a session) uses the operator's
     direct URL (docs/pooling.md).
     """
-    from hrp_data.cutover.dual_write import Cutover
+    from hrp_data.cutover import assemble
 
     if operator or session is not None:
         settings = operator_settings(ctx, postgres_url, session=session)
@@ -204,7 +204,7 @@ def open_cutover(
         settings.require_sqlite_file()
     except SettingsError as error:
         raise BadSetting(str(error)) from None
-    cutover = Cutover(settings)
+    cutover = assemble.open_cutover(settings)
     if finish_moves:
         try:
             finished = cutover.finish_interrupted_move(wait=True)

@@ -212,7 +212,7 @@ def run_backfill(
     """Copy the legacy tables into PostgreSQL (resuming from the checkpoints); see the module doc.
 
     `cutover` must not bound PostgreSQL calls with a wait callback (COPY cannot
-    run under one): build it with `Cutover(settings, bound_calls=False)`.
+    run under one): build it with `open_cutover(settings, bound_calls=False)`.
     Setting `stop` ends the run at the next batch boundary (BackfillInterrupted).
     """
     if options.batch_size < 1:

@@ -19,26 +19,25 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import sqlalchemy as sa
 import structlog
 
-from adapters.catalog import Catalog
-from adapters.postgres import bound_every_call, create_postgres_engine
-from adapters.sqlite import create_sqlite_engine
-from hrp_data.cutover import heartbeat, outbox
-from hrp_data.flip import journal as move_journal
+from adapters.catalog import Catalog, TwoSided
+from hrp_data.catalog import captured
+from hrp_data.cutover import outbox
 from hrp_data.cutover.applier import Applier, Route
 from hrp_data.cutover.apply import hold_phase_shared
-from hrp_data.catalog import captured, file_catalog
-from hrp_data.errors import describe_error
 from hrp_data.cutover.phase_store import PhaseRecord, PhaseStore
-from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, Phase, PhaseRow
+from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, PhaseRow
 from hrp_data.cutover.schema_watch import SchemaWatch
+from hrp_data.cutover.shadow_reads import ShadowReads
+from hrp_data.errors import describe_error
+from hrp_data.flip import journal as move_journal
 from hrp_data.settings import Settings, SettingsError
-from hrp_data.cutover.shadow_reads import ShadowReads, catalog_kinds
 from hrp_data.unit_of_work import UnitOfWork
 
 LAYER_MISSING_FIX = (
@@ -56,53 +55,124 @@ class PhaseUnsettled(RuntimeError):
     """The primary kept moving while a write tried to start."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Engines:
+    """The app's engine of each database; `engines(name)` is the one the phase names."""
+
+    sqlite: sa.Engine
+    postgres: sa.Engine | None
+    """None: HRP_POSTGRES_URL is not set."""
+
+    def __call__(self, name: str) -> sa.Engine:
+        if name == SQLITE:
+            return self.sqlite
+        if self.postgres is None:
+            raise SettingsError("HRP_POSTGRES_URL is not set, but the phase needs PostgreSQL")
+        return self.postgres
+
+
+class MovedTables:
+    """What this process moves: the file's catalog (hrp_data.catalog) and the tables captured from it,
+    replaced together when the schema watch adopts the catalog read again after a new column."""
+
+    def __init__(self, catalog: Catalog):
+        self.adopt(catalog)
+
+    def adopt(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.captured = captured(catalog)
+
+
+class PostgresLayer:
+    """The layer's outbox tables on PostgreSQL, installed once PostgreSQL answers (tried at most
+    every INSTALL_RETRY_S).
+
+    Not when the process starts: a process must start and serve from SQLite while PostgreSQL is
+    down or frozen; its applier carries the changes once `install()` succeeds.
+    """
+
+    def __init__(self, engine: sa.Engine | None):
+        self.engine = engine
+        self.installed = False
+        self.refused = False
+        """The app's role may not CREATE them (said once)."""
+        self.next_try_at = 0.0
+
+    def install(self) -> bool:
+        if self.installed:
+            return True
+        if time.monotonic() < self.next_try_at:
+            return False
+        try:
+            outbox.install_tables(self.engine)
+        except sa.exc.SQLAlchemyError as error:
+            self.next_try_at = time.monotonic() + INSTALL_RETRY_S
+            if getattr(getattr(error, "orig", None), "pgcode", None) == "42501":  # the app's role may not CREATE
+                if not self.refused:
+                    log.error("postgres.layer_tables_missing", error=describe_error(error), fix=LAYER_MISSING_FIX)
+                self.refused = True
+                return False
+            log.warning("postgres.install_deferred", error=describe_error(error), retry_in_s=INSTALL_RETRY_S)
+            return False
+        self.installed = True
+        return True
+
+
+def route_of(
+    phase_row: Callable[..., PhaseRow], engines: Callable[[str], sa.Engine], captured_tables: Mapping[str, sa.Table]
+) -> Route | None:
+    """Where the applier carries changes in the phase `phase_row()` names (None: no secondary)."""
+    row = phase_row()
+    if row.secondary is None:
+        return None
+    primary = row.primary
+    return Route(
+        engines(primary),
+        engines(row.secondary),
+        captured_tables,
+        still_primary=lambda: phase_row(fresh=True).primary == primary,
+    )
+
+
 class Cutover:
-    """Both databases, the phase record and the applier of one process."""
+    """Both databases, the phase record and the applier of one process.
+
+    Built by hrp_data.cutover.assemble.open_cutover, which opens the engines, installs what the
+    SQLite file needs and joins the parts; the constructor only keeps the parts it is handed.
+    """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        bound_calls: bool = True,
-        carry: Callable[["Cutover", list[str]], object] | None = None,
+        engines: Engines,
+        phases: PhaseStore,
+        tables: MovedTables,
+        postgres_layer: PostgresLayer,
+        schema_watch: SchemaWatch,
+        applier: Applier,
+        shadow: ShadowReads,
     ):
         self.settings = settings
-        self.carry = carry
-        """How rows written while a table's capture was missing are carried (hrp_data.verify.run.carry_gap)."""
-        self.sqlite = create_sqlite_engine(settings.sqlite_url, lock_wait_s=settings.sqlite_lock_wait_s)
-        self.postgres = (
-            create_postgres_engine(
-                settings.postgres_url,
-                pool_size=settings.postgres_pool,
-                max_overflow=settings.postgres_pool,
-                pool_timeout=settings.postgres_pool_timeout,
-            )
-            if settings.postgres_url
-            else None
-        )
-        if bound_calls and self.postgres is not None:
-            bound_every_call()
-        self.phases = PhaseStore(self.sqlite, Phase(settings.phase))
-        self.catalog = file_catalog(self.sqlite)
-        """What this process moves: the file's tables, read once (hrp_data.catalog)."""
-        self.captured = captured(self.catalog)
-        outbox.install_tables(self.sqlite)
-        heartbeat.install(self.sqlite)
-        self._postgres_installed = False
-        self._install_refused = False
-        self._next_install_at = 0.0
-        self.schema_watch = SchemaWatch(
-            self.engine, lambda: self.phase_row(fresh=True), self._carry_uncaptured, catalog=self.catalog,
-            adopt=self._adopt_catalog,
-        )
-        self.applier = Applier(
-            self._applier_route, report=self._report, recover=self.finish_interrupted_move,
-            watch=self.schema_watch.watch if self.postgres is not None else None,
-        )
-        self.shadow = ShadowReads(  # late-bound: a test may replace phase_row on the instance
-            settings, lambda database: self.engine(database), lambda: self.phase_row(),
-            table_kinds=catalog_kinds(self.catalog),
-        )
+        self.engines = engines
+        self.sqlite = engines.sqlite
+        self.postgres = engines.postgres
+        self.phases = phases
+        self.tables = tables
+        self.postgres_layer = postgres_layer
+        self.schema_watch = schema_watch
+        self.applier = applier
+        self.shadow = shadow
+
+    @property
+    def catalog(self) -> Catalog:
+        """What this process moves: the file's tables (hrp_data.catalog), read again when the schema watch adopts a column."""
+        return self.tables.catalog
+
+    @property
+    def captured(self) -> TwoSided:
+        """The tables the capture triggers record and the applier carries (hrp_data.catalog.captured)."""
+        return self.tables.captured
 
     def start(self) -> "Cutover":
         """Start this process's applier thread: an app process does, a CLI command does not
@@ -126,90 +196,26 @@ class Cutover:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _report(self, applier: Applier) -> None:
-        heartbeat.beat(
-            self.sqlite,
-            breaker=applier.breaker_state,
-            applied=applier.counters.applied,
-            failed=applier.counters.failed,
-            lag=applier.counters.lag_percentiles(),
-            phase=self.phase().phase.value,
-        )
-
-    def _adopt_catalog(self, catalog: Catalog) -> None:
-        """Take the file's catalog read again after the schema watch carried a new column: the
-        applier's routes (built from `captured` each round) carry whole images again."""
-        self.catalog = catalog
-        self.captured = captured(catalog)
-
-    def _carry_uncaptured(self, tables: list[str]) -> None:
-        """Carry the rows written to `tables` while their capture was missing (see SchemaWatch)."""
-        if self.carry is not None:
-            self.carry(self, tables)
-        else:
-            log.warning("schema.gap_not_carried", tables=tables,
-                        fix=f"run `hrp-cutover verify --repair --tables {','.join(tables)}`")
-
     def finish_interrupted_move(self, *, wait: bool = False):
         """Finish a move whose mover died, if there is one (hrp_data.flip.journal)."""
         return move_journal.finish(self.sqlite, self.postgres, self.phases, self.catalog, wait=wait)
 
     def engine(self, name: str) -> sa.Engine:
-        if name == SQLITE:
-            return self.sqlite
-        if self.postgres is None:
-            raise SettingsError("HRP_POSTGRES_URL is not set, but the phase needs PostgreSQL")
-        return self.postgres
+        return self.engines(name)
 
     def phase(self, *, fresh: bool = False) -> PhaseRecord:
         return self.phases.current(fresh=fresh)
 
     def phase_row(self, *, fresh: bool = False) -> PhaseRow:
-        return PHASES[self.phase(fresh=fresh).phase]
+        return self.phases.row(fresh=fresh)
 
     def route(self) -> Route | None:
         """Where the applier carries changes in the current phase (None: no secondary)."""
-        row = self.phase_row()
-        if row.secondary is None:
-            return None
-        primary = row.primary
-        return Route(
-            self.engine(primary),
-            self.engine(row.secondary),
-            self.captured,
-            still_primary=lambda: self.phase_row(fresh=True).primary == primary,
-        )
-
-    def _applier_route(self) -> Route | None:
-        """The route, once what it needs on PostgreSQL is installed (None until PostgreSQL answers)."""
-        route = self.route()
-        if route is None or self.postgres is None:
-            return route
-        return route if self.install_postgres() else None
+        return route_of(self.phase_row, self.engine, self.captured)
 
     def install_postgres(self) -> bool:
-        """Install the outbox tables on PostgreSQL, once it answers (tried at most every INSTALL_RETRY_S).
-
-        Not in the constructor: a process must start and serve from SQLite while
-        PostgreSQL is down or frozen; its applier carries the changes once this succeeds.
-        """
-        if self._postgres_installed:
-            return True
-        if time.monotonic() < self._next_install_at:
-            return False
-        try:
-            outbox.install_tables(self.postgres)
-        except sa.exc.SQLAlchemyError as error:
-            self._next_install_at = time.monotonic() + INSTALL_RETRY_S
-            if getattr(getattr(error, "orig", None), "pgcode", None) == "42501":  # the app's role may not CREATE
-                if not self._install_refused:
-                    log.error("postgres.layer_tables_missing", error=describe_error(error), fix=LAYER_MISSING_FIX)
-                self._install_refused = True
-                return False
-            log.warning("postgres.install_deferred", error=describe_error(error), retry_in_s=INSTALL_RETRY_S)
-            return False
-        self._postgres_installed = True
-        return True
+        """Install the outbox tables on PostgreSQL, once it answers (see PostgresLayer)."""
+        return self.postgres_layer.install()
 
     def writing(self) -> "DualWriteUnitOfWork | JoinedUnitOfWork":
         """A unit of work on the current primary; commit() wakes the applier.

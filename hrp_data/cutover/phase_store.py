@@ -22,7 +22,7 @@ import time
 
 import sqlalchemy as sa
 
-from hrp_data.cutover.phases import Phase
+from hrp_data.cutover.phases import PHASES, Phase, PhaseRow
 
 CACHE_SECONDS = 0.5
 PHASE_TABLE = "hrp_cutover_phase"
@@ -88,23 +88,27 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-class PhaseStore:
-    """Reads and changes the phase record in the SQLite file."""
+def install(sqlite_engine: sa.Engine, initial: Phase) -> None:
+    """Create the phase record and its audit in the SQLite file, seeded with `initial` the first time."""
+    with sqlite_engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
+        for statement in DDL:
+            connection.exec_driver_sql(statement)
+        if PhaseStore.read(connection) is None:
+            connection.exec_driver_sql(
+                f"INSERT INTO {PHASE_TABLE} (id, phase, version, changed_at, changed_by)"
+                " VALUES (1, ?, 1, ?, ?)",
+                (initial.value, _now(), operator()),
+            )
+            PhaseStore._audit(connection, None, initial, 1, None, False, None)
 
-    def __init__(self, sqlite_engine: sa.Engine, initial: Phase):
+
+class PhaseStore:
+    """Reads and changes the phase record in the SQLite file (created by `install`)."""
+
+    def __init__(self, sqlite_engine: sa.Engine):
         self.engine = sqlite_engine
         self._cached: tuple[float, PhaseRecord] | None = None
         self._lock = threading.Lock()
-        with self.engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
-            for statement in DDL:
-                connection.exec_driver_sql(statement)
-            if self.read(connection) is None:
-                connection.exec_driver_sql(
-                    f"INSERT INTO {PHASE_TABLE} (id, phase, version, changed_at, changed_by)"
-                    " VALUES (1, ?, 1, ?, ?)",
-                    (initial.value, _now(), operator()),
-                )
-                self._audit(connection, None, initial, 1, None, False, None)
 
     @staticmethod
     def read(connection: sa.Connection) -> PhaseRecord | None:
@@ -125,6 +129,10 @@ class PhaseStore:
         with self._lock:
             self._cached = (time.monotonic(), record)
         return record
+
+    def row(self, *, fresh: bool = False) -> PhaseRow:
+        """The phase table's row of the current phase (what each part of the process follows)."""
+        return PHASES[self.current(fresh=fresh).phase]
 
     def compare_and_set(
         self,

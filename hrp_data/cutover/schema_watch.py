@@ -51,6 +51,12 @@ a change:
    transaction), dropped there when the primary dropped one the layer carried;
    one that cannot be carried with certainty, or that the secondary refused,
    is kept in `indexes` and listed with its statement (status, readiness).
+8. carries a type the migration widened in the file while SQLite is the
+   primary (`_carry_types`: NUMERIC(5,2) -> NUMERIC(8,2), INTEGER -> BIGINT,
+   REAL -> DOUBLE: adapters.catalog.widens) with `ALTER COLUMN ... TYPE` on
+   PostgreSQL; re-reads the catalog on any type change so the applier
+   converts by the new type. Another type change is named (verify's
+   `column_type_differs`, readiness) until PostgreSQL holds the new type.
 A column dropped or renamed on SQLite before the flip is only named: the
 flip waits for the same migration on PostgreSQL.
 """
@@ -67,7 +73,7 @@ import structlog
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
 from adapters.binds import writing
-from adapters.catalog import ROWID_COLUMN, Catalog, quote, short_name, sqlite_declaration, user_tables
+from adapters.catalog import ROWID_COLUMN, Catalog, quote, short_name, sqlite_declaration, user_tables, widens
 from hrp_data.catalog import captured, file_catalog
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
@@ -76,6 +82,7 @@ from hrp_data.cutover.indexes import (LAYER_PREFIXES, POSTGRES_MARK, IndexDrift,
 from hrp_data.errors import describe_error
 from hrp_data.flip import journal as move_journal
 from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, other_database
+from hrp_data.schema.install import TypeDrift, type_drift
 
 log = structlog.get_logger(__name__)
 
@@ -131,6 +138,12 @@ def live_columns(connection: sa.Connection, tables: Sequence[str]) -> dict[str, 
         if not _layer(column):
             columns.append(column)
     return found
+
+
+def _declared_types(connection: sa.Connection, tables: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(table, column, declared type) of the file's columns of `tables`, as the file declares them now."""
+    return [(table, column, declared or "") for table in tables for column, declared in connection.exec_driver_sql(
+        "SELECT name, type FROM pragma_table_xinfo(?) WHERE hidden = 0", (table,)).all()]
 
 
 def column_drift(sqlite_connection: sa.Connection, postgres_connection: sa.Connection,
@@ -359,6 +372,8 @@ class SchemaWatch:
             drift = schema_drift(self.engines(SQLITE), self.engines(POSTGRES), self.names, sqlite_names(self.catalog))
             if self.adopt is not None:
                 drift = self._carry_columns(drift, row.primary) + self._carry_tables(row)
+                if row.primary == SQLITE:
+                    self._carry_types()
             if drift != self.drift and drift:
                 log.warning("schema.drift", differences=[str(d) for d in drift])
             self.drift = drift
@@ -577,6 +592,37 @@ class SchemaWatch:
             return []
         return carried
 
+    def _carry_types(self) -> list[TypeDrift]:
+        """A type the app's migration widened in the file (a batch-mode rebuild: VARCHAR(20) ->
+        VARCHAR(200), INTEGER -> BIGINT, ...): `ALTER COLUMN ... TYPE` on PostgreSQL where the new
+        type holds every value of the old one (adapters.catalog.widens), under the shared phase lock
+        and a short lock_timeout. No value changes, so no row needs carrying. Any other type change
+        stays named by verify and readiness (the statement is the migration's to run). Returns those
+        carried."""
+        with self.engines(POSTGRES).connect() as connection:
+            found = type_drift(connection, file_catalog(self.engines(SQLITE)), self.names)
+            connection.rollback()
+        widened = [d for d in found if widens(d.in_postgres, d.in_file)]
+        if not widened:
+            return []
+        try:
+            with self.engines(POSTGRES).begin() as connection:
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))  # no move in flight
+                connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+                for change in widened:
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE {quote(change.table)} ALTER COLUMN {quote(change.column)} TYPE {change.in_file}"
+                    )
+        except sa.exc.SQLAlchemyError as error:
+            log.warning("schema.types_not_carried", columns=[str(d) for d in widened], error=describe_error(error),
+                        fix="run the migration's ALTER COLUMN ... TYPE on PostgreSQL as the tables' owner")
+            if getattr(getattr(error, "orig", None), "pgcode", None) != INSUFFICIENT_PRIVILEGE:
+                self._seen.pop(POSTGRES, None)  # a lock held too long, PostgreSQL away: look again next round
+            return []
+        log.warning("schema.types_carried", columns=[f"{d.table}.{d.column}: {d.in_postgres} -> {d.in_file}"
+                                                     for d in widened], to=POSTGRES)
+        return widened
+
     def _carry_tables(self, row: PhaseRow) -> list[ColumnDrift]:
         """A table the app's migration created on the primary: created on the secondary with the
         any-schema mapping, captured on the primary and guarded on the secondary, adopted, and its
@@ -683,11 +729,16 @@ class SchemaWatch:
 
     def _behind(self, drift: list[ColumnDrift]) -> set[str]:
         """Tables whose live file has columns (that PostgreSQL has too) this process's catalog lacks,
-        or lacks columns the catalog has (a migration dropped them: the applier must stop reading them)."""
+        or lacks columns the catalog has (a migration dropped them: the applier must stop reading them),
+        or declares a column with another type than the catalog read (a rebuild changed it: the applier
+        must convert by the new one)."""
         names = sqlite_names(self.catalog)
         with self.engines(SQLITE).connect() as connection:
             live = live_columns(connection, [names.get(t, t) for t in self.names])
+            declared = {(table, column): kind for table, column, kind in _declared_types(
+                connection, [names.get(t, t) for t in self.names])}
             connection.rollback()
+        read = {(m.table, m.column): m.declared for entry in self.catalog.tables.values() for m in entry.mapping}
         one_sided = {(d.table, d.column) for d in drift}
         behind = set()
         for table in self.names:
@@ -695,6 +746,9 @@ class SchemaWatch:
             held = {short_name(column) for column in live.get(names.get(table, table), [])}
             if (known - held) or any(c not in known and (table, c) not in one_sided for c in held):
                 behind.add(table)
+        retyped = {file_table for (file_table, column), kind in declared.items()
+                   if read.get((file_table, column), kind) != kind}
+        behind |= {t for t in self.names if names.get(t, t) in retyped}
         return behind
 
     def _changed(self, side: str) -> bool:

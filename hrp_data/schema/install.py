@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -129,23 +129,59 @@ def _beyond_models(catalog: Catalog) -> list[sa.Table]:
     return [entry.postgres for name, entry in catalog.tables.items() if name not in Base.metadata.tables]
 
 
-def _type_text(type_: Any, dialect: Any) -> str:
+def _type_spelling(type_: Any, dialect: Any) -> str:
     text = type_.compile(dialect=dialect).lower()
-    return {"float": "double precision", "float(53)": "double precision"}.get(text, text).replace(" ", "")
+    return {"float": "double precision", "float(53)": "double precision"}.get(text, text)
+
+
+def _type_text(type_: Any, dialect: Any) -> str:
+    return _type_spelling(type_, dialect).replace(" ", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class TypeDrift:
+    """A column PostgreSQL holds with another type than the file's declaration maps to (a migration
+    changed the declaration, e.g. an Alembic batch-mode rebuild, and PostgreSQL did not follow)."""
+
+    table: str
+    column: str
+    in_postgres: str
+    in_file: str
+
+    def __str__(self) -> str:
+        return (f"column {self.table}.{self.column}: type is {self.in_postgres} on postgres,"
+                f" {self.in_file} as the file declares it")
+
+    def as_dict(self) -> dict:
+        return {"table": self.table, "column": self.column, "kind": "column_type_differs",
+                "postgres": self.in_postgres, "file": self.in_file}
 
 
 def catalog_drift(connection: sa.Connection, catalog: Catalog) -> list[str]:
     """Every table, column, column type and NOT NULL of the catalog (beyond the HRP models) that
     PostgreSQL does not hold as the catalog says."""
+    return [str(found) if isinstance(found, TypeDrift) else found for found in _catalog_differences(connection, catalog)]
+
+
+def type_drift(connection: sa.Connection, catalog: Catalog, tables: Collection[str] | None = None) -> list[TypeDrift]:
+    """The columns of `tables` (default: all) whose type on PostgreSQL is not the one the catalog maps
+    the file's declaration to (the columns beyond the HRP models: the models fix the others)."""
+    return [found for found in _catalog_differences(connection, catalog, tables) if isinstance(found, TypeDrift)]
+
+
+def _catalog_differences(connection: sa.Connection, catalog: Catalog,
+                         tables: Collection[str] | None = None) -> list[str | TypeDrift]:
     inspector = sa.inspect(connection)
     present = set(inspector.get_table_names())
-    found = []
+    found: list[str | TypeDrift] = []
     wanted = [(table, list(table.columns)) for table in _beyond_models(catalog)]
     for name, column_name in sorted(_extra_columns(catalog)):
         wanted.append((catalog.tables[name].postgres, [catalog.tables[name].postgres.c[column_name]]))
     declared_as = {(entry.key, m.postgres_name): enforced_spelling(m.declared)
                    for entry in catalog.tables.values() for m in entry.mapping}
     for table, columns in wanted:
+        if tables is not None and table.name not in tables:
+            continue
         if table.name not in present:
             found.append(f"table {table.name}: in the SQLite file, missing from the database")
             continue
@@ -157,7 +193,8 @@ def catalog_drift(connection: sa.Connection, catalog: Catalog) -> list[str]:
                 continue
             want, have = _type_text(column.type, connection.dialect), _type_text(there["type"], connection.dialect)
             if want != have and have != declared_as.get((table.name, column.name)):
-                found.append(f"column {table.name}.{column.name}: type is {have} in the database, {want} in the catalog")
+                found.append(TypeDrift(table.name, column.name, _type_spelling(there["type"], connection.dialect),
+                                       _type_spelling(column.type, connection.dialect)))
             if bool(there["nullable"]) != bool(column.nullable):
                 found.append(f"column {table.name}.{column.name}: nullable is {there['nullable']} in the database,"
                              f" {column.nullable} in the catalog")

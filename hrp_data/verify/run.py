@@ -47,7 +47,9 @@ from hrp_data.cutover.dual_write import Cutover
 from hrp_data.backfill.legacy_rows import sqlite_order
 from hrp_data.models import SECRET_COLUMNS
 from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, other_database
+from hrp_data.catalog import file_catalog
 from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
+from hrp_data.schema.install import type_drift
 from hrp_data.verify import progress as verify_progress
 from hrp_data.verify.ranges import RangeHasher, RangePlan
 from shadow.normalize import normalize_row
@@ -549,7 +551,8 @@ def verify(
     row = cutover.phase_row(fresh=True)
     # the live schemas first: a table or column one side lacks is a difference, and that table's
     # rows cannot be compared column for column until both sides match (never EQUAL meanwhile)
-    drifted = schema_drift(cutover.sqlite, cutover.engine(POSTGRES), names, sqlite_names(cutover.catalog))
+    drifted: list = schema_drift(cutover.sqlite, cutover.engine(POSTGRES), names, sqlite_names(cutover.catalog))
+    drifted += _type_drift(cutover, [name for name in names if name not in {d.table for d in drifted}])
     compared = [name for name in names if name not in {d.table for d in drifted}]
     full = tables is None or set(names) == set(table_map)
     tracker = verify_progress.Tracker(cutover.sqlite, compared, full=full) if record else None
@@ -564,6 +567,13 @@ def verify(
         raise
     tracker.finish(equal=outcome.equal)
     return outcome
+
+
+def _type_drift(cutover: Cutover, names: list[str]) -> list:
+    """Columns whose type PostgreSQL holds otherwise than the file now declares (a migration rebuilt
+    the table with another type): their values cannot be compared as one type, never EQUAL."""
+    with reading(cutover.engine(POSTGRES)) as connection:
+        return type_drift(connection, file_catalog(cutover.sqlite), names)
 
 
 def _compare(cutover: Cutover, table_map: dict[str, sa.Table], compared: list[str], drifted: list, row: PhaseRow,
@@ -641,7 +651,7 @@ def verify_and_repair(
 def carry_gap(cutover: Cutover, tables: Sequence[str]) -> None:
     """Carry the rows written to `tables` while their capture was missing (a table rebuilt by a
     migration loses its triggers): verify those tables and repair what differs, without recording
-    the run as a full verify. Handed to Cutover(carry=...) by the CLI and the web app."""
+    the run as a full verify. Handed to open_cutover(carry=...) by the CLI and the web app."""
     known = [name for name in tables if name in cutover.catalog.tables]
     if not known or cutover.phase_row(fresh=True).secondary is None:
         return

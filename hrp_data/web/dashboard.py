@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from adapters.pooler import Probe, probe
 from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.errors import describe_error
 from hrp_data.flip.move import MoveResult
 from hrp_data.cutover.phase_store import acting_for
@@ -239,7 +240,7 @@ def move(cutover: Cutover, target: Phase, *, by: dict[str, Any], accept_quaranti
 def _mover(cutover: Cutover) -> Iterator[Cutover]:
     settings = cutover.settings
     if settings.postgres_direct_url is not None and settings.postgres_direct_url != settings.postgres_url:
-        with Cutover(settings.operator()) as direct:
+        with open_cutover(settings.operator()) as direct:
             yield direct
         return
     if settings.postgres_url is not None:

@@ -33,6 +33,7 @@ from werkzeug.local import LocalProxy
 
 from adapters.binds import writing
 from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.settings import Settings
 from hrp_data.verify.run import carry_gap
 from hrp_data.web.session_versions import SessionVersions
@@ -75,7 +76,7 @@ class CutoverState:
             with self._lock:
                 if self._cutover is None or self._pid != os.getpid():
                     self._pid = os.getpid()
-                    self._cutover = Cutover(self.settings, carry=carry_gap)
+                    self._cutover = open_cutover(self.settings, carry=carry_gap)
                     if self.applier:
                         self._cutover.start()
                     atexit.register(self.close)

@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 from adapters import pg_copy
 from hrp_data.backfill import holds
 from hrp_data.backfill.run import Options, run_backfill
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.backfill.legacy_rows import TableReader, connect
 from hrp_data.models import TABLES
@@ -162,7 +162,7 @@ def test_backfill_throughput(tmp_path, postgres_url, postgres_server_url, bench_
     seed_s = time.perf_counter() - started
     pgloader_runs = [_pgloader(path, postgres_server_url)]  # the whole file: alternated with ours, best of each
     upgrade(postgres_url)
-    with Cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
+    with open_cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         _checkpoint(postgres_url)
         started = time.perf_counter()
@@ -187,7 +187,7 @@ def test_backfill_throughput(tmp_path, postgres_url, postgres_server_url, bench_
     pgloader_runs.append(_pgloader(path, postgres_server_url))
     with scratch_database(postgres_server_url, "hrp_bench_whole") as again_url:
         upgrade(again_url)
-        with Cutover(settings_for(path, again_url), bound_calls=False) as cutover:
+        with open_cutover(settings_for(path, again_url), bound_calls=False) as cutover:
             _checkpoint(again_url)
             started = time.perf_counter()
             assert run_backfill(cutover, Options()).complete

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from adapters.postgres import create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
 from adapters.types import kind_of
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.models import TABLES
 from hrp_data.cutover.phases import Phase
@@ -48,7 +48,7 @@ def big(tmp_path_factory, postgres_server_url, bench_races):
     admin.cursor().execute(f'CREATE DATABASE "{name}"')
     url = make_url(postgres_server_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
     upgrade(url)
-    with Cutover(settings_for(path, url), bound_calls=False) as cutover:
+    with open_cutover(settings_for(path, url), bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
     env = {"HRP_SQLITE_URL": f"sqlite:///{path}", "HRP_POSTGRES_URL": url, "PATH": str(Path(sys.executable).parent)}
     subprocess.run([HRP, "backfill", "--no-backup", "--json"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -78,7 +78,7 @@ def naive_compare(sqlite_url: str, postgres_url: str) -> tuple[int, int]:
 @pytest.mark.bench
 def test_verify_vs_naive_fetch_and_compare(big, record_bench):
     path, url = big
-    with Cutover(settings_for(path, url), bound_calls=False) as cutover:
+    with open_cutover(settings_for(path, url), bound_calls=False) as cutover:
         started = time.perf_counter()
         clean = verify(cutover, record=False)
         verify_s = time.perf_counter() - started

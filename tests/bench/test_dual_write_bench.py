@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.schema.install import upgrade
@@ -40,7 +40,7 @@ def _summary(values: list[float]) -> dict:
 @pytest.mark.bench
 def test_dual_write_latency_ratio(legacy_file, postgres_url, record_bench):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
         _latencies(cutover, 200)
         single = _summary(_latencies(cutover, WRITES))
         move(cutover, Phase.DUAL_WRITE)
@@ -63,7 +63,7 @@ def test_dual_write_latency_ratio(legacy_file, postgres_url, record_bench):
 def test_flip_hold_times_under_load(legacy_file, postgres_url, record_bench):
     upgrade(postgres_url)
     holds, failures, writes = [], [], [0]
-    with Cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
         move(cutover, Phase.DUAL_WRITE)
         move(cutover, Phase.SHADOW)
         stop = threading.Event()

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from tools.demo import free_port, hrp_cutover
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.schema.install import upgrade
@@ -55,7 +55,7 @@ def _read(cutover, race_id: int) -> float:
 
 def _shadow_world(legacy_file, postgres_url) -> list[int]:
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
         move(cutover, Phase.DUAL_WRITE)
         races = _world(cutover)
         wait_drained(cutover, timeout=120)
@@ -139,7 +139,7 @@ def test_shadow_http_latency_ratio(legacy_file, postgres_url, record_bench, tmp_
 @pytest.mark.bench
 def test_shadow_read_latency_ratio(legacy_file, postgres_url, record_bench):
     races = _shadow_world(legacy_file, postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
         lab = cutover.shadow.lab
         rng = random.Random(7)
         timings = {True: [], False: []}

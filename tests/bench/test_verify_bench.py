@@ -27,7 +27,7 @@ import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.models import TABLES
 from hrp_data.cutover.phases import Phase
@@ -67,7 +67,7 @@ def backfilled(tmp_path_factory, postgres_server_url, bench_races):
     url = make_url(postgres_server_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(
         hide_password=False)
     upgrade(url)
-    with Cutover(settings_for(path, url), bound_calls=False) as cutover:
+    with open_cutover(settings_for(path, url), bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
     env = {"HRP_SQLITE_URL": f"sqlite:///{path}", "HRP_POSTGRES_URL": url, "PATH": str(Path(sys.executable).parent)}
     subprocess.run([HRP, "backfill", "--no-backup", "--json"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -87,7 +87,7 @@ def test_verify_against_a_bare_sqlite_scan(backfilled, record_bench):
     path, url = backfilled
     scans, verifies, scan_cpu, verify_cpu = [], [], [], []
     load_before = os.getloadavg()[0]
-    with Cutover(settings_for(path, url)) as cutover:  # the request path's bounds installed
+    with open_cutover(settings_for(path, url)) as cutover:  # the request path's bounds installed
         for _ in range(ROUNDS):
             cpu = cpu_seconds()
             rows, seconds = bare_scan(path)

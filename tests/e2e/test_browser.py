@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phase_store import CACHE_SECONDS
 from hrp_data.cutover.phases import Phase
@@ -152,7 +152,7 @@ def test_an_admin_flips_from_the_dashboard(browser, legacy_file, postgres_url, t
     from selenium.webdriver.support.ui import WebDriverWait
 
     upgrade(postgres_url)
-    operator = Cutover(settings_for(legacy_file, postgres_url))
+    operator = open_cutover(settings_for(legacy_file, postgres_url))
     server = Server(legacy_file, postgres_url, tmp_path / "serve.log")
     try:
         move(operator, Phase.DUAL_WRITE)

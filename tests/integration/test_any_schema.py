@@ -53,7 +53,9 @@ def _plain_sqlite(path: Path, script: str) -> None:
 
 
 def _user_tables(connection: sqlite3.Connection) -> list[str]:
-    return [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    """Ordinary tables (SQLite's own table_list: not a virtual table, not a virtual table's storage)."""
+    return [name for (name,) in connection.execute(
+        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' ORDER BY name")
             if not name.lower().startswith(OWN)]
 
 

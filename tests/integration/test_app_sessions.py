@@ -22,7 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from hrp_data.flip import move as flip
 from hrp_data.cutover.routing import sessionmaker_for
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.flip.readiness import checklist
 from hrp_data.cutover.phases import Phase
@@ -46,7 +46,7 @@ def app(legacy_file, postgres_url):
 @pytest.fixture
 def operator(legacy_file, postgres_url):
     """Another process's Cutover, as the operator's CLI has: its own phase cache, no applier."""
-    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)) as cutover:
         yield cutover
 
 
@@ -193,7 +193,7 @@ class Horse(Base):
 
 def test_a_plain_sqlalchemy_sessionmaker_follows_the_phase(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
         Session = sessionmaker_for(cutover)
         for target in (Phase.DUAL_WRITE, Phase.SHADOW, Phase.POSTGRES_PRIMARY):
             move(cutover, target)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from hrp_data.cutover import outbox
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.cutover.replay import replay_outbox
@@ -24,7 +24,7 @@ NUL_REASON = "rejected: nul_byte_in_text (race_name)"
 @pytest.fixture
 def cutover(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
         move(cutover, Phase.DUAL_WRITE)
         yield cutover
 

@@ -32,6 +32,7 @@ from hrp_data.cutover import outbox
 from hrp_data.backfill.assess import assess
 from hrp_data.backfill.run import BackfillRefused, Listener, Options, backfill_status, quarantine_rows, run_backfill
 from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover import assemble
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.cutover.replay import replay_outbox
@@ -59,7 +60,7 @@ def pg_query(url: str, sql: str, params=None) -> list[tuple]:
 
 def open_cutover(path: Path, url: str, *, applier: bool = False, phase: Phase = Phase.DUAL_WRITE) -> Cutover:
     """A Cutover on the file, moved from sqlite_only to dual_write unless `phase` is sqlite_only."""
-    cutover = Cutover(settings_for(path, url), bound_calls=False)
+    cutover = assemble.open_cutover(settings_for(path, url), bound_calls=False)
     if applier:
         cutover.start()
     try:
@@ -846,7 +847,7 @@ def test_readiness_needs_a_complete_backfill_and_an_empty_quarantine(legacy_file
 
 def test_a_process_with_bounded_calls_is_refused(seeded):
     path, url = seeded
-    with Cutover(settings_for(path, url)) as cutover:  # installs the wait callback
+    with assemble.open_cutover(settings_for(path, url)) as cutover:  # installs the wait callback
         move(cutover, Phase.DUAL_WRITE)
         with pytest.raises(BackfillRefused, match="wait callback"):
             run_backfill(cutover)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from hrp_data.cutover import outbox
 from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.schema.install import upgrade
@@ -22,7 +23,7 @@ CLOSED_PORT_URL = "postgresql+psycopg2://hrp:secret@127.0.0.1:1/hrp"
 
 def _to_dual_write(legacy_file, postgres_url: str) -> None:
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)) as cutover:
         move(cutover, Phase.DUAL_WRITE)
 
 
@@ -43,7 +44,7 @@ def test_an_app_process_starts_and_serves_with_postgres_on_a_closed_port(legacy_
     """Writes and reads go to SQLite; the changes wait in the SQLite outbox."""
     _to_dual_write(legacy_file, postgres_url)
     settings = dataclasses.replace(settings_for(legacy_file, postgres_url), postgres_url=CLOSED_PORT_URL)
-    with Cutover(settings).start() as cutover:
+    with open_cutover(settings).start() as cutover:
         ids = _write_horses(cutover, 5)
         with cutover.reading() as uow:
             assert [uow.horses.get(i)["horse_name"] for i in ids] == [f"while away {i}" for i in range(5)]
@@ -68,11 +69,11 @@ def test_writes_made_while_postgres_is_stopped_reach_it_once_it_is_back(legacy_f
     """The process starts with the server stopped; once it is back the applier installs the
     outbox tables it needs there (dropped here) and carries every change."""
     _to_dual_write(legacy_file, own_postgres.url)
-    with Cutover(settings_for(legacy_file, own_postgres.url)) as setup:
+    with open_cutover(settings_for(legacy_file, own_postgres.url)) as setup:
         with setup.postgres.begin() as connection:
             connection.exec_driver_sql(f"DROP TABLE {outbox.OUTBOX}")
     own_postgres.stop()
-    with Cutover(settings_for(legacy_file, own_postgres.url)).start() as cutover:
+    with open_cutover(settings_for(legacy_file, own_postgres.url)).start() as cutover:
         _write_horses(cutover, 20)
         status = _status(legacy_file, own_postgres.url)
         assert status.exit_code == 0, status.output
@@ -90,7 +91,7 @@ def test_an_app_process_starts_and_serves_with_postgres_frozen(legacy_file, own_
     own_postgres.freeze()
     try:
         started = time.monotonic()
-        with Cutover(settings_for(legacy_file, own_postgres.url)).start() as cutover:
+        with open_cutover(settings_for(legacy_file, own_postgres.url)).start() as cutover:
             assert time.monotonic() - started < 2.0
             ids = _write_horses(cutover, 5)
             with cutover.reading() as uow:

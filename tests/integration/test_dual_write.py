@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from hrp_data.cutover import outbox
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import MoveRefused, Phase
 from hrp_data.schema.install import upgrade
@@ -21,7 +21,7 @@ from tests.integration.cutover_helpers import assert_equal, settings_for, wait_d
 @pytest.fixture
 def cutover(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)).start() as cutover:
         yield cutover
 
 
@@ -199,7 +199,7 @@ def test_two_operators_cannot_both_win(cutover):
 
 
 def test_another_process_notices_a_flip_within_a_second(cutover, legacy_file, postgres_url):
-    with Cutover(settings_for(legacy_file, postgres_url)) as other:
+    with open_cutover(settings_for(legacy_file, postgres_url)) as other:
         assert other.phase().phase is Phase.SQLITE_ONLY
         move(cutover, Phase.DUAL_WRITE)
         import time
@@ -304,7 +304,7 @@ def test_building_a_cutover_starts_no_thread_and_start_starts_the_applier(legacy
     the shadow workers and the mismatch store's writer start with the first sample."""
     upgrade(postgres_url)
     before = set(threading.enumerate())
-    cutover = Cutover(settings_for(legacy_file, postgres_url))
+    cutover = open_cutover(settings_for(legacy_file, postgres_url))
     try:
         assert [t.name for t in set(threading.enumerate()) - before] == []
         move(cutover, Phase.DUAL_WRITE)

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from hrp_data.cutover import outbox
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.schema.install import upgrade
@@ -25,7 +25,7 @@ from tools.cli import cli
 @pytest.fixture
 def cutover_on_own_server(legacy_file, own_postgres):
     upgrade(own_postgres.url)
-    with Cutover(settings_for(legacy_file, own_postgres.url)).start() as cutover:
+    with open_cutover(settings_for(legacy_file, own_postgres.url)).start() as cutover:
         move(cutover, Phase.DUAL_WRITE)
         yield cutover
 
@@ -91,14 +91,14 @@ def test_postgres_frozen_keeps_write_latency(cutover_on_own_server, legacy_file,
 
 def test_sigkill_between_commit_and_apply_loses_nothing(legacy_file, own_postgres):
     upgrade(own_postgres.url)
-    with Cutover(settings_for(legacy_file, own_postgres.url)) as cutover:
+    with open_cutover(settings_for(legacy_file, own_postgres.url)) as cutover:
         move(cutover, Phase.DUAL_WRITE)
     script = textwrap.dedent(
         f"""
         import os, signal
-        from hrp_data.cutover.dual_write import Cutover
+        from hrp_data.cutover.assemble import open_cutover
         from tests.integration.cutover_helpers import settings_for
-        cutover = Cutover(settings_for({str(legacy_file)!r}, {own_postgres.url!r}))
+        cutover = open_cutover(settings_for({str(legacy_file)!r}, {own_postgres.url!r}))
         for i in range(25):
             with cutover.writing() as uow:
                 uow.races.add(race_name=f"killed {{i}}", distance=1000.0 + i)
@@ -108,7 +108,7 @@ def test_sigkill_between_commit_and_apply_loses_nothing(legacy_file, own_postgre
     )
     completed = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd())
     assert completed.returncode == -9
-    with Cutover(settings_for(legacy_file, own_postgres.url)) as cutover:
+    with open_cutover(settings_for(legacy_file, own_postgres.url)) as cutover:
         assert outbox.depth(cutover.sqlite).pending == 25
     result = CliRunner().invoke(
         cli, ["--sqlite", str(legacy_file), "--postgres", own_postgres.url, "replay"]

@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader
 from sqlalchemy.engine import make_url
 
 from adapters import sqlite as sqlite_adapter
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.cutover.status import SQLITE_UNCOUNTED
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
@@ -55,7 +55,7 @@ def _refuse_on_postgres(postgres_url, times: int) -> None:
 @pytest.fixture
 def cutover(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         yield cutover
 
@@ -103,7 +103,7 @@ def test_after_the_flip_the_sqlite_guard_is_shown_uncounted_with_the_reason(cuto
 
 
 def test_the_dashboard_says_off_without_a_guard(legacy_file, postgres_url):
-    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)) as cutover:
         data = overview(cutover)
     assert data["guard"] is None
     assert '<td id="guard">off</td>' in _phase_section(data).replace("\n", "").replace("    ", "")

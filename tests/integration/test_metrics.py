@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hrp_data.backfill.run import Listener, Options, run_backfill
 from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.cutover.metrics import exposition
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
@@ -52,7 +53,7 @@ def _add_users(cutover: Cutover, prefix: str, count: int) -> None:
 def test_the_outbox_depth_rises_while_postgres_is_down_and_drains_after(legacy_file, own_postgres):
     url = own_postgres.url
     upgrade(url)
-    with Cutover(settings_for(legacy_file, url)) as cutover:
+    with open_cutover(settings_for(legacy_file, url)) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         before = scrape(legacy_file, url)
         assert before[("hrp_cutover_phase", (("phase", "dual_write"),))] == 1
@@ -87,7 +88,7 @@ def test_backfill_counts_per_table(tmp_path, postgres_url):
     path = tmp_path / "hrp_database.db"
     counts = seed_database(path, races=10, seed=3)
     upgrade(postgres_url)
-    with Cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
+    with open_cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         assert ("hrp_cutover_backfill_complete", ()) in scrape(path, postgres_url)
         psycopg2.extensions.set_wait_callback(None)
@@ -120,7 +121,7 @@ def test_backfill_eta_and_rows_left_while_it_runs_and_after(tmp_path, postgres_u
     counts = seed_database(path, races=10, seed=5)
     biggest = max(counts, key=counts.get)
     upgrade(postgres_url)
-    with Cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
+    with open_cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         before = scrape(path, postgres_url)
         assert before[("hrp_cutover_backfill_running", ())] == 0
@@ -160,13 +161,13 @@ def test_verify_progress_and_the_last_verdict(tmp_path, postgres_url):
     path = tmp_path / "hrp_database.db"
     seed_database(path, races=10, seed=6)
     upgrade(postgres_url)
-    with Cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
+    with open_cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         psycopg2.extensions.set_wait_callback(None)
         assert run_backfill(cutover, Options(batch_size=500)).complete
     assert _verify_samples(path, postgres_url) == {"hrp_cutover_verify_running": 0}  # no verify yet
 
-    cutover = Cutover(settings_for(path, postgres_url)).start()
+    cutover = open_cutover(settings_for(path, postgres_url)).start()
     try:
         tables = list(cutover.catalog.postgres_tables())
         seen: list[str] = []

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from hrp_data.flip import move as flip, journal as move_journal
 from hrp_data.cutover import outbox
 from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, Phase
 from hrp_data.schema.install import upgrade
@@ -46,7 +47,7 @@ def _libpq(url: str) -> str:
 def shadow(legacy_file, postgres_url):
     """A cutover in shadow, both sides equal, no background applier (the outbox waits for the move)."""
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         move(cutover, Phase.SHADOW)
         yield cutover
@@ -157,13 +158,14 @@ KILLER = textwrap.dedent(
     import os, signal, sys
     from hrp_data.flip import move as flip
     from hrp_data.cutover.dual_write import Cutover
+    from hrp_data.cutover.assemble import open_cutover
     from hrp_data.cutover.phases import Phase
     from hrp_data.settings import Settings
 
     point, target = sys.argv[1], Phase(sys.argv[2])
     flip.fault_at = lambda at: os.kill(os.getpid(), signal.SIGKILL) if at == point else None
     settings = Settings(sqlite_url=sys.argv[3], postgres_url=sys.argv[4], phase="sqlite_only").validated()
-    with Cutover(settings) as cutover:
+    with open_cutover(settings) as cutover:
         flip.move(cutover, target, pre_drain_s=0)
     """
 )
@@ -195,7 +197,7 @@ def test_the_applier_finishes_a_killed_move_within_seconds(shadow, legacy_file, 
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == -signal.SIGKILL
-    with Cutover(settings_for(legacy_file, postgres_url)).start() as app:
+    with open_cutover(settings_for(legacy_file, postgres_url)).start() as app:
         deadline = time.monotonic() + 10
         while move_journal.current(app.sqlite) is not None and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -359,7 +361,7 @@ def test_a_backfill_after_capture_stopped_copies_again(shadow, legacy_file, post
 
 def test_repair_is_refused_in_sqlite_only(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)):
+    with open_cutover(settings_for(legacy_file, postgres_url)):
         pass
     result = _cli(legacy_file, postgres_url, "verify", "--repair")
     assert result.exit_code != 0
@@ -429,7 +431,7 @@ class Writer:
 def shadow_on_own_server(legacy_file, own_postgres):
     """`shadow`, on a PostgreSQL server this test may stop."""
     upgrade(own_postgres.url)
-    with Cutover(settings_for(legacy_file, own_postgres.url)) as cutover:
+    with open_cutover(settings_for(legacy_file, own_postgres.url)) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         move(cutover, Phase.SHADOW)
         yield cutover
@@ -501,7 +503,7 @@ def shadow_on_small_disk(tmp_path, postgres_url):
     create_legacy_file(path)
     upgrade(postgres_url)
     try:
-        with Cutover(settings_for(path, postgres_url)) as cutover:
+        with open_cutover(settings_for(path, postgres_url)) as cutover:
             move(cutover, Phase.DUAL_WRITE)
             move(cutover, Phase.SHADOW)
             yield cutover, path, disk

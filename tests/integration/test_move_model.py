@@ -22,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from hrp_data.flip import move as flip, journal as move_journal
 from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import PHASES, SQLITE, Phase
 from hrp_data.cutover.replay import replay_outbox
@@ -175,7 +176,7 @@ def machine_for(cutover: Cutover, legacy_file, postgres_url):
 @pytest.fixture
 def model_cutover(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         yield cutover
     flip.fault_at = None

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from adapters.pooler import probe
 from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.cutover.replay import replay_outbox
 from hrp_data.schema.install import upgrade
 from tools.seed import seed_database
@@ -116,7 +117,7 @@ def test_the_cutover_with_the_app_pooled_and_the_operator_direct(seeded):
     result = run(path, pooled, "phase", "set", "dual_write", direct=direct)
     assert result.exit_code == 0, result.output
 
-    with Cutover(settings_for(path, pooled, phase="dual_write")) as app:  # the app, pooled
+    with open_cutover(settings_for(path, pooled, phase="dual_write")) as app:  # the app, pooled
         user_id, race_id = _write_user(app, "pooled_dual")
         assert replay_outbox(app).remaining == 0  # the applier's path, through the pool
     assert pg_query(direct, "SELECT username FROM users WHERE id = %s", (user_id,)) == [("pooled_dual",)]
@@ -137,7 +138,7 @@ def test_the_cutover_with_the_app_pooled_and_the_operator_direct(seeded):
     result = run(path, pooled, "flip", "--force", direct=direct)  # shadow reads are not what this test is about
     assert result.exit_code == 0 and "-> postgres_primary" in result.output, result.output
 
-    with Cutover(settings_for(path, pooled, phase="postgres_primary")) as app:
+    with open_cutover(settings_for(path, pooled, phase="postgres_primary")) as app:
         user_id, _ = _write_user(app, "pooled_primary")
         with app.writing() as uow:
             uow.races.update(race_id, status="finished")

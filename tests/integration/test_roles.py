@@ -10,7 +10,7 @@ import psycopg2.extensions
 import pytest
 from click.testing import CliRunner
 
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.cutover.phases import Phase
 from hrp_data.flip.move import move
 from hrp_data.logs import configure_logging
@@ -112,10 +112,10 @@ def test_the_app_role_without_the_layer_tables_gets_one_line_not_failing_writes(
     path = tmp_path / "hrp_database.db"
     seed_database(path, races=2, seed=1)
     configure_logging()
-    with Cutover(settings_for(path, urls["app"])) as app:
+    with open_cutover(settings_for(path, urls["app"])) as app:
         for attempt in range(3):
             assert app.install_postgres() is False
-            app._next_install_at = 0.0
+            app.postgres_layer.next_try_at = 0.0
         with app.writing() as uow:
             uow.races.add(race_name="while missing", race_date=dt.date(2025, 3, 1), distance=1000.5)
             uow.commit()
@@ -124,6 +124,6 @@ def test_the_app_role_without_the_layer_tables_gets_one_line_not_failing_writes(
     assert "hrp-cutover schema" in lines[0] and "migrator" in lines[0]
     assert query(urls["superuser"], "SELECT to_regclass('hrp_cutover_outbox')")[0][0] is None
 
-    with Cutover(settings_for(path, urls["migrator"])) as migrator:
+    with open_cutover(settings_for(path, urls["migrator"])) as migrator:
         move(migrator, Phase.DUAL_WRITE)
     assert query(urls["superuser"], "SELECT to_regclass('hrp_cutover_outbox')")[0][0] is not None

@@ -5,13 +5,14 @@ side only is never EQUAL and holds every move back, named."""
 from __future__ import annotations
 
 import sqlite3
+from decimal import Decimal
 import time
 
 import pytest
 from click.testing import CliRunner
 
 from hrp_data.flip import journal as move_journal
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.flip.readiness import checklist
@@ -29,7 +30,7 @@ def live(tmp_path, postgres_url):
     path = tmp_path / "hrp.db"
     seed_database(path, races=20, seed=3)
     upgrade(postgres_url)
-    cutover = Cutover(settings_for(path, postgres_url), carry=carry_gap).start()
+    cutover = open_cutover(settings_for(path, postgres_url), carry=carry_gap).start()
     move(cutover, Phase.DUAL_WRITE)
     with cutover.sqlite.begin() as connection:  # touch every row so the outbox carries it over
         for table in ("users", "races", "horses", "race_horses", "predictions", "api_credentials"):
@@ -257,7 +258,7 @@ def test_every_process_takes_a_column_another_process_carried(live):
     """Two app processes: once one has added the column on PostgreSQL, the other (which sees no
     drift any more) still reads the file's columns again, so its applier carries them too."""
     cutover, path, postgres_url = live
-    other = Cutover(settings_for(path, postgres_url), carry=carry_gap)  # no applier: a worker that lags
+    other = open_cutover(settings_for(path, postgres_url), carry=carry_gap)  # no applier: a worker that lags
     try:
         with sqlite3.connect(path) as raw:
             raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
@@ -283,7 +284,7 @@ def test_a_table_created_on_sqlite_is_carried_with_its_rows(live):
     PostgreSQL has it (the any-schema mapping, its foreign key), its rows are carried, later writes
     are captured, the evidence resets and verify is EQUAL."""
     cutover, path, postgres_url = live
-    other = Cutover(settings_for(path, postgres_url), carry=carry_gap)  # a second app process, lagging
+    other = open_cutover(settings_for(path, postgres_url), carry=carry_gap)  # a second app process, lagging
     with sqlite3.connect(path) as raw:  # one migration: a column and a table, seen in the same look
         raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
         raw.execute("CREATE TABLE race_notes (id INTEGER PRIMARY KEY, race_id INTEGER REFERENCES races(id),"
@@ -326,7 +327,7 @@ def test_after_the_flip_a_table_created_on_postgresql_reaches_the_file_with_its_
     cutover, path, postgres_url = live
     move(cutover, Phase.SHADOW)
     move(cutover, Phase.POSTGRES_PRIMARY)
-    other = Cutover(settings_for(path, postgres_url), carry=carry_gap)  # another app process, lagging
+    other = open_cutover(settings_for(path, postgres_url), carry=carry_gap)  # another app process, lagging
     with cutover.engine("postgres").begin() as connection:
         connection.exec_driver_sql("CREATE TABLE race_notes (id serial PRIMARY KEY, race_id integer REFERENCES races(id),"
                                    " note varchar(200) NOT NULL, written_at timestamp DEFAULT now())")
@@ -448,3 +449,75 @@ def _postgres_rows(url: str, sql: str) -> list[tuple]:
         return _postgres(url, sql)
     except Exception:  # noqa: BLE001 - the table is not there yet
         return []
+
+
+def test_a_column_whose_type_a_rebuild_changed_is_never_equal_and_holds_the_flip(live):
+    """A batch-mode rebuild that changes a column's type (TEXT -> REAL): PostgreSQL still holds text,
+    so the app would read '1.5' where SQLite gives 1.5. Verify names the column with both types and is
+    not EQUAL, readiness refuses, until PostgreSQL holds the type the file declares."""
+    cutover, path, postgres_url = live
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE race_scores (id INTEGER PRIMARY KEY, score TEXT)")
+        raw.executemany("INSERT INTO race_scores (score) VALUES (?)", [("1.5",), ("2",)])
+    _wait(lambda: _postgres_rows(postgres_url, "SELECT count(*) FROM race_scores WHERE true") == [(2,)])
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("CREATE TABLE _alembic_tmp_race_scores (id INTEGER PRIMARY KEY, score REAL)")
+        connection.execute("INSERT INTO _alembic_tmp_race_scores SELECT * FROM race_scores")
+        connection.execute("DROP TABLE race_scores")
+        connection.execute("ALTER TABLE _alembic_tmp_race_scores RENAME TO race_scores")
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    _wait(lambda: next(m.declared for m in cutover.catalog.tables["race_scores"].mapping if m.column == "score")
+          == "REAL")  # the watch reads the file again: the applier converts by the new type
+    with sqlite3.connect(path) as raw:  # a write right after the migration reaches PostgreSQL all the same
+        raw.execute("INSERT INTO race_scores (score) VALUES (3.25)")
+    _wait(lambda: _postgres_rows(postgres_url, "SELECT count(*) FROM race_scores WHERE true") == [(3,)])
+    move(cutover, Phase.SHADOW)
+    result = verify(cutover, record=False)
+    assert not result.equal, result.as_json()
+    assert {"table": "race_scores", "column": "score", "kind": "column_type_differs", "postgres": "text",
+            "file": "double precision"} in result.schema, result.schema
+    schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
+    assert not schema.ok and "race_scores.score" in schema.detail, schema.detail
+
+    with cutover.engine("postgres").begin() as pg:  # the same migration on PostgreSQL
+        pg.exec_driver_sql("ALTER TABLE race_scores ALTER COLUMN score TYPE double precision USING score::double precision")
+    result = verify(cutover, record=False)
+    assert not result.schema and result.equal, result.as_json()
+    assert _postgres(postgres_url, "SELECT score FROM race_scores ORDER BY id") == [(1.5,), (2.0,), (3.25,)]
+
+
+def test_a_type_a_rebuild_widened_is_carried_to_postgresql_and_a_longer_value_follows(live):
+    """NUMERIC(5,2) -> NUMERIC(8,2) by a batch-mode rebuild, and at once a value the old one refuses:
+    the watch widens PostgreSQL's column (no value changes), the write lands, verify is EQUAL and the
+    schema check passes. A narrowing is never carried by itself."""
+    cutover, path, postgres_url = live
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE race_labels (id INTEGER PRIMARY KEY, label NUMERIC(5,2), n INTEGER)")
+        raw.executemany("INSERT INTO race_labels (label, n) VALUES (?, ?)", [(1.5, 1), (999.99, 2)])
+    _wait(lambda: _postgres_rows(postgres_url, "SELECT count(*) FROM race_labels WHERE true") == [(2,)])
+    assert _postgres(postgres_url, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                                   " WHERE attrelid = 'race_labels'::regclass AND attname = 'label'") == [("numeric(5,2)",)]
+    long = Decimal("123456.78")
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("CREATE TABLE _alembic_tmp_race_labels (id INTEGER PRIMARY KEY, label NUMERIC(8,2), n INTEGER)")
+        connection.execute("INSERT INTO _alembic_tmp_race_labels SELECT * FROM race_labels")
+        connection.execute("DROP TABLE race_labels")
+        connection.execute("ALTER TABLE _alembic_tmp_race_labels RENAME TO race_labels")
+        connection.execute("INSERT INTO race_labels (label, n) VALUES (?, 3)", (str(long),))
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    _wait(lambda: _postgres_rows(postgres_url, "SELECT label FROM race_labels WHERE n = 3") == [(long,)], timeout=60)
+    assert _postgres(postgres_url, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                                   " WHERE attrelid = 'race_labels'::regclass AND attname = 'label'") == [("numeric(8,2)",)]
+    move(cutover, Phase.SHADOW)
+    result = verify(cutover, record=False)
+    assert result.equal and not result.schema, result.as_json()
+    schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
+    assert schema.ok, schema.detail

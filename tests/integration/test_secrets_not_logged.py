@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from adapters.log_safety import QUIET_PARAMETERS, read_settings, risks
 from tools.demo import log_no_statement_text
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.flip.readiness import checklist, statement_logging_check
@@ -60,7 +60,7 @@ def _credential(uow, user_id: int, n: int) -> dict:
 
 def test_a_dual_write_run_logs_no_secret(logging_everything, legacy_file):
     url, server_log = logging_everything
-    with Cutover(settings_for(legacy_file, url)).start() as cutover:
+    with open_cutover(settings_for(legacy_file, url)).start() as cutover:
         with cutover.writing() as uow:  # before dual_write: this user is only in SQLite
             early = uow.users.add(username="early", email="early@x", password_hash=f"{PLANTED}HASH1")
             uow.commit()
@@ -103,7 +103,7 @@ def test_a_dual_write_run_logs_no_secret(logging_everything, legacy_file):
 
 def test_waiting_and_refused_rows_carry_their_reason(logging_everything, legacy_file):
     url, _log = logging_everything
-    with Cutover(settings_for(legacy_file, url)).start() as cutover:
+    with open_cutover(settings_for(legacy_file, url)).start() as cutover:
         with cutover.writing() as uow:
             early = uow.users.add(username="early", email="early@x", password_hash="h")
             uow.commit()
@@ -119,7 +119,7 @@ def test_waiting_and_refused_rows_carry_their_reason(logging_everything, legacy_
 
 def test_a_server_that_logs_every_statement_refuses_the_flip_with_the_fix(logging_everything, legacy_file):
     url, _log = logging_everything
-    with Cutover(settings_for(legacy_file, url)) as cutover:
+    with open_cutover(settings_for(legacy_file, url)) as cutover:
         to_postgres = statement_logging_check(cutover, Phase.POSTGRES_PRIMARY)
         to_dual_write = statement_logging_check(cutover, Phase.DUAL_WRITE)
         listed = {check.name for check in checklist(cutover, Phase.DUAL_WRITE)}
@@ -136,7 +136,7 @@ def test_a_server_that_logs_every_statement_refuses_the_flip_with_the_fix(loggin
 
 def test_default_settings_warn_about_failing_statements_only(legacy_file, postgres_url):
     upgrade(postgres_url)
-    with Cutover(settings_for(legacy_file, postgres_url)) as cutover:
+    with open_cutover(settings_for(legacy_file, postgres_url)) as cutover:
         check = statement_logging_check(cutover, Phase.POSTGRES_PRIMARY)
         with cutover.engine("postgres").connect() as connection:
             quiet = [connection.exec_driver_sql(f"SHOW {name}").scalar() for name in QUIET_PARAMETERS]

@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from adapters.sqlite import create_sqlite_engine
 from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.logs import configure_logging
 from hrp_data.cutover.phases import Phase
@@ -60,7 +61,7 @@ def _world(cutover) -> dict:
 
 def _start(legacy_file, postgres_url, *, applier: bool = True) -> tuple[Cutover, dict]:
     upgrade(postgres_url)
-    cutover = Cutover(settings_for(legacy_file, postgres_url))
+    cutover = open_cutover(settings_for(legacy_file, postgres_url))
     if applier:
         cutover.start()
     move(cutover, Phase.DUAL_WRITE)
@@ -493,7 +494,8 @@ def test_reads_racing_a_flip_do_not_count_against_the_rollback(shadowed, legacy_
         raw.execute("UPDATE horses SET age = 13 WHERE id = ?", (w["horses"][0],))
         raw.execute("UPDATE horses SET age = 14 WHERE id = ?", (w["horses"][1],))
     after = cutover.phase_row()
-    monkeypatch.setattr(cutover, "phase_row", lambda fresh=False: before)  # a process that has not seen the flip
+    for reader in (cutover, cutover.shadow):  # a process that has not seen the flip
+        monkeypatch.setattr(reader, "phase_row", lambda fresh=False: before)
     with cutover.reading() as uow:
         uow.horses.get(w["horses"][0])
     cutover.shadow.flush()
@@ -501,7 +503,8 @@ def test_reads_racing_a_flip_do_not_count_against_the_rollback(shadowed, legacy_
     check = readiness._shadow_check(cutover)
     assert check.ok and "0 mismatched of 0 compared" in check.detail, check.detail
 
-    monkeypatch.setattr(cutover, "phase_row", lambda fresh=False: after)  # a read of the new primary counts
+    for reader in (cutover, cutover.shadow):  # a read of the new primary counts
+        monkeypatch.setattr(reader, "phase_row", lambda fresh=False: after)
     with cutover.reading() as uow:
         uow.horses.get(w["horses"][1])
     cutover.shadow.flush()

@@ -9,7 +9,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.schema.install import upgrade
@@ -19,25 +19,30 @@ from tests.integration.cutover_helpers import assert_equal, settings_for, wait_d
 from tools.cli import cli
 
 
-@pytest.fixture
-def synced(tmp_path, postgres_url):
+def build_synced(path, postgres_url) -> None:
     """A seeded legacy file, fully carried to PostgreSQL through dual_write (no backfill needed)."""
-    path = tmp_path / "hrp.db"
     seed_database(path, races=30, seed=7)
     upgrade(postgres_url)
-    cutover = Cutover(settings_for(path, postgres_url)).start()
-    move(cutover, Phase.DUAL_WRITE)
-    from hrp_data.models import TABLES
+    with open_cutover(settings_for(path, postgres_url)).start() as cutover:
+        move(cutover, Phase.DUAL_WRITE)
+        from hrp_data.models import TABLES
 
-    with cutover.sqlite.begin() as connection:  # touch every row so the outbox carries it over
-        for table in TABLES:
-            keys = ", ".join(c.name for c in table.primary_key.columns)
-            first = next(c.name for c in table.columns if c.name not in keys.split(", "))
-            connection.exec_driver_sql(f'UPDATE "{table.name}" SET "{first}" = "{first}"')
-    wait_drained(cutover, timeout=120)
+        with cutover.sqlite.begin() as connection:  # touch every row so the outbox carries it over
+            for table in TABLES:
+                keys = ", ".join(c.name for c in table.primary_key.columns)
+                first = next(c.name for c in table.columns if c.name not in keys.split(", "))
+                connection.exec_driver_sql(f'UPDATE "{table.name}" SET "{first}" = "{first}"')
+        wait_drained(cutover, timeout=120)
     assert_equal(path, postgres_url)
-    yield cutover, path, postgres_url
-    cutover.close()
+
+
+@pytest.fixture
+def synced(tmp_path, clones):
+    """A clone of build_synced's state (tests/clones.py), with its cutover started."""
+    with clones.clone("synced", build_synced, tmp_path) as (path, postgres_url):
+        cutover = open_cutover(settings_for(path, postgres_url)).start()
+        yield cutover, path, postgres_url
+        cutover.close()
 
 
 def _pg(cutover, sql: str) -> None:

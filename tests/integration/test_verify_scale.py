@@ -20,7 +20,7 @@ from adapters import postgres as pg_adapter
 from hrp_data.verify import run as verify_module
 from hrp_data.verify import ranges as verify_ranges
 from hrp_data.backfill.run import Options, run_backfill
-from hrp_data.cutover.dual_write import Cutover
+from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
 from hrp_data.schema.install import upgrade
@@ -35,7 +35,7 @@ def backfilled(tmp_path, url: str, races: int):
     path = tmp_path / "hrp.db"
     seed_database(path, races=races, seed=5)
     upgrade(url)
-    with Cutover(settings_for(path, url), bound_calls=False) as cutover:
+    with open_cutover(settings_for(path, url), bound_calls=False) as cutover:
         move(cutover, Phase.DUAL_WRITE)
         assert run_backfill(cutover, Options()).complete
     psycopg2.extensions.set_wait_callback(None)
@@ -105,7 +105,7 @@ class TestBounds:
     def test_a_statement_slower_than_the_request_bound_still_finishes(self, pair, request_bound_of):
         """With the request path bounded at 1 s, a verify whose statements wait 2.5 s on a lock ends equal."""
         path, url = pair
-        with Cutover(settings_for(path, url)) as cutover:
+        with open_cutover(settings_for(path, url)) as cutover:
             request_bound_of(1.0)
             with pytest.raises(sa.exc.OperationalError, match="ClientTimeout"):  # the request path gives up
                 holder = hold_table_lock(url, "predictions", 2.5)
@@ -162,7 +162,7 @@ class TestStatementSizing:
         monkeypatch.setattr(verify_module, "_postgres_range", recording)
         monkeypatch.setattr(verify_module, "BUCKET_ROWS", 10)
         monkeypatch.setattr(verify_module, "STATEMENT_TARGET_S", 1e-4)
-        with Cutover(settings_for(path, url)) as cutover:
+        with open_cutover(settings_for(path, url)) as cutover:
             assert verify(cutover, ["predictions"], record=False).equal
         assert sizes[0] == verify_module.FIRST_STATEMENT_BUCKETS and min(sizes) < sizes[0] and len(sizes) > 3
 
@@ -173,7 +173,7 @@ class TestDifferencesThroughTheFastPaths:
         extra row among thousands are each found, and nothing else."""
         monkeypatch.setattr(verify_ranges, "POOL_MIN_ROWS", 500)
         path = backfilled(tmp_path, postgres_url, races=400)
-        with Cutover(settings_for(path, postgres_url)) as cutover:
+        with open_cutover(settings_for(path, postgres_url)) as cutover:
             assert verify(cutover, record=False).equal
             with cutover.engine("postgres").begin() as connection:
                 connection.exec_driver_sql("SET LOCAL hrp_cutover.maintenance = 'on'")  # planted differences

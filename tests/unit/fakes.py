@@ -5,7 +5,8 @@
 of the store; only `commit()` writes it back, and leaving the block without
 a commit forgets everything, as the real unit of work rolls back. The
 repositories keep the real ones' public methods and their answers (records as
-dicts, None or False for a missing key), not their SQL.
+dicts, None or False for a missing key), not their SQL. `FakeEngine` and
+`FakePhaseStore` are parts a real `Cutover` can be assembled from without I/O.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hrp_data.cutover.phase_store import PhaseRecord
+from hrp_data.cutover.phases import PHASES, Phase, PhaseRow
 from hrp_data.models import Base
 from hrp_data.repositories import HIGH_CONFIDENCE, Record, UnknownField
 
@@ -254,3 +257,37 @@ class FakeCutover:
 
 _REPOSITORY = {"users": "users", "races": "races", "horses": "horses", "predictions": "predictions",
                "api_credentials": "credentials"}
+
+
+class FakeEngine:
+    """An engine that refuses every connection: a part handed it shows it did no I/O."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.disposed = False
+
+    def connect(self, *args: Any, **kwargs: Any):
+        raise AssertionError(f"{self.name}: no connection expected")
+
+    begin = raw_connection = connect
+
+    def execution_options(self, **options: Any) -> "FakeEngine":
+        return self
+
+    def dispose(self) -> None:
+        self.disposed = True
+
+
+class FakePhaseStore:
+    """The phase record in memory (hrp_data.cutover.phase_store.PhaseStore's reads)."""
+
+    def __init__(self, phase: Phase):
+        self.phase = phase
+        self.fresh_reads = 0
+
+    def current(self, *, fresh: bool = False) -> PhaseRecord:
+        self.fresh_reads += fresh
+        return PhaseRecord(self.phase, 1, "2025-01-01T00:00:00.000+00:00", "test")
+
+    def row(self, *, fresh: bool = False) -> PhaseRow:
+        return PHASES[self.current(fresh=fresh).phase]

@@ -7,7 +7,9 @@ property tests on generated schemas. SQLite in memory; no PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +19,7 @@ from sqlalchemy.dialects import postgresql
 
 from adapters.catalog import (
     MAX_NAME_BYTES, ROWID_COLUMN, CatalogError, enforced_spelling, quote, read_catalog, short_name, sqlite_declaration,
-    translate_default,
+    translate_default, user_tables, widens,
 )
 from adapters.convert import Kind
 from adapters.types import kind_of
@@ -279,7 +281,7 @@ def test_every_corpus_shape_reads_and_compiles(shape):
     connection = _file(shape.ddl, shape.rows)
     catalog = read_catalog(connection)
     tables = [row[0] for row in connection.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' AND name NOT LIKE 'sqlite_%'")]
     assert sorted(entry.name for entry in catalog.tables.values()) == sorted(tables)
     for entry in catalog.tables.values():
         columns = [row[1] for row in connection.execute('SELECT * FROM pragma_table_xinfo(?) WHERE hidden < 2', (entry.name,))]
@@ -365,3 +367,96 @@ class TestBackToTheFile:
     ])
     def test_the_type_a_declaration_names_and_postgresql_enforces(self, declared, spelling):
         assert enforced_spelling(declared) == spelling
+
+
+class TestVirtualTables:
+    """Full-text and spatial indexes are virtual tables: SQLite refuses triggers on them, PostgreSQL
+    has no module for them; neither they nor the tables holding their storage are carried, and each
+    is named with where its rows are."""
+
+    DDL = """
+        CREATE TABLE post (id INTEGER PRIMARY KEY, body TEXT);
+        CREATE VIRTUAL TABLE post_search USING fts5(body, content='post', content_rowid='id');
+        CREATE VIRTUAL TABLE blank USING fts5(words, content='');
+        CREATE VIRTUAL TABLE own_text USING fts4(words);
+        CREATE VIRTUAL TABLE box USING rtree(id, minx, maxx);
+        CREATE TABLE post_search_notes (id INTEGER PRIMARY KEY, note TEXT);
+        INSERT INTO post VALUES (1, 'hello');
+        INSERT INTO own_text VALUES ('one'), ('two');
+        INSERT INTO box VALUES (1, 0.5, 2.5);
+    """
+
+    def test_only_ordinary_tables_are_carried(self):
+        catalog = read_catalog(_file(self.DDL))
+        assert sorted(entry.name for entry in catalog.tables.values()) == ["post", "post_search_notes"]
+        assert catalog.create_ddl()
+
+    def test_each_virtual_table_is_named_with_where_its_rows_are(self):
+        listed = {item.name: item for item in read_catalog(_file(self.DDL)).not_carried if item.what == "virtual table"}
+        assert sorted(listed) == ["blank", "box", "own_text", "post_search"]
+        assert "rows of 'post', which are carried" in listed["post_search"].why
+        assert "'rebuild'" in listed["post_search"].why
+        assert "contentless" in listed["blank"].why
+        assert "2 row(s) of its own" in listed["own_text"].why and "CREATE TABLE" in listed["own_text"].why
+        assert "(rtree)" in listed["box"].why and "1 row(s)" in listed["box"].why
+        assert "post_search_data" in listed["post_search"].sql and "post_search_notes" not in listed["post_search"].sql
+
+    def test_storage_tables_are_found_by_their_suffixes_where_sqlite_has_no_table_list(self):
+        class OldSQLite:  # SQLite before 3.37: no pragma_table_list
+            def __init__(self, connection):
+                self.connection = connection
+
+            def execute(self, sql, *args):
+                if "pragma_table_list" in sql:
+                    raise sqlite3.OperationalError("no such table: pragma_table_list")
+                return self.connection.execute(sql, *args)
+
+        connection = _file(self.DDL)
+        assert user_tables(OldSQLite(connection)) == user_tables(connection)
+        assert [name for name, _ in user_tables(connection)] == ["post", "post_search_notes"]
+
+
+class TestWidens:
+    """A type change the schema watch may carry to PostgreSQL by itself: no value changes, none is refused."""
+
+    @pytest.mark.parametrize(("held", "wanted"), [
+        ("character varying(20)", "character varying(200)"), ("character varying(20)", "text"),
+        ("character varying(20)", "character varying"), ("smallint", "integer"), ("integer", "bigint"),
+        ("real", "double precision"), ("numeric(5,2)", "numeric(8,2)"), ("numeric(5,2)", "numeric(6,3)"),
+        ("numeric(5,2)", "numeric"), ("VARCHAR(3)", "varchar(4)"),
+    ])
+    def test_widenings(self, held, wanted):
+        assert widens(held, wanted)
+
+    @pytest.mark.parametrize(("held", "wanted"), [
+        ("character varying(200)", "character varying(20)"), ("text", "character varying(20)"),
+        ("character varying", "character varying(20)"), ("bigint", "integer"), ("double precision", "real"),
+        ("numeric(8,2)", "numeric(5,2)"), ("numeric(5,2)", "numeric(5,3)"), ("numeric", "numeric(30,10)"),
+        ("text", "double precision"), ("integer", "double precision"), ("bigint", "numeric(10,0)"),
+        ("text", "text"), ("timestamp without time zone", "timestamp with time zone"), ("integer", "text"),
+    ])
+    def test_everything_else_is_not_one(self, held, wanted):
+        assert not widens(held, wanted)
+
+    @given(st.integers(1, 60), st.integers(0, 20), st.integers(1, 60), st.integers(0, 20))
+    def test_a_numeric_widening_holds_every_value_of_the_narrow_one(self, p1, s1, p2, s2):
+        s1, s2 = min(s1, p1), min(s2, p2)
+        largest = Decimal(10) ** (p1 - s1) - Decimal(1).scaleb(-s1)  # the widest value numeric(p1,s1) holds
+        finest = Decimal(1).scaleb(-s1)
+        holds = (largest.adjusted() + 1 <= p2 - s2 or largest == 0) and -finest.as_tuple().exponent <= s2
+        if widens(f"numeric({p1},{s1})", f"numeric({p2},{s2})"):
+            assert holds, (p1, s1, p2, s2)
+
+
+def test_a_process_refuses_such_a_file_before_it_writes_anything_to_it(tmp_path):
+    from hrp_data.cutover.assemble import open_cutover
+    from hrp_data.settings import Settings
+
+    path = tmp_path / "app.db"
+    connection = sqlite3.connect(path)
+    connection.executescript("CREATE TABLE odd (rowid TEXT, _rowid_ TEXT, oid TEXT); INSERT INTO odd VALUES (1, 2, 3);")
+    connection.close()
+    with pytest.raises(CatalogError, match="'odd'"):
+        open_cutover(Settings(sqlite_url=f"sqlite:///{path}"))
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        assert [name for (name,) in connection.execute("SELECT name FROM sqlite_master")] == ["odd"]
