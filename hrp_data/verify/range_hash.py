@@ -3,15 +3,20 @@
 The verifier hashes key ranges on both sides and only looks closer where the
 hashes differ. On PostgreSQL the row text is computed by the server
 (`postgres_row_text`), so the server does the work next to the data; on
-SQLite, Python renders the raw stored values (`sqlite_row_text`). Each kind
-is spelled so that equal values give equal text:
+SQLite, Python renders the raw stored values (`sqlite_row_renderer`,
+`fast_row_renderer`). Each kind is spelled so that equal values give equal text:
 
 - blob: hex; numeric: the decimal without trailing zeros;
 - integer: decimal; text: '<length>:<text>'; real: the 8 IEEE bytes in hex
   (-0.0 as 0.0); boolean: t/f; timestamp: UTC 'YYYY-MM-DD HH:MM:SS.ffffff';
   date: 'YYYY-MM-DD'; json: md5 of PostgreSQL's jsonb text (keys ordered by
-  byte length then bytes, numbers as PostgreSQL numeric prints them);
-  NULL: '~'; a stored value that does not convert: '!<reason>'.
+  byte length then bytes, numbers as PostgreSQL numeric prints them, -0.0
+  as 0.0); NULL: '~'; a stored value that does not convert: '!<reason>'.
+
+A bucket's hash (hrp_data.verify.ranges.bucket_text) leaves the JSON columns
+out of the row text (`apart`) and spells them after the rows, as jsonb's
+text itself (`postgres_json_line`, hrp_data.verify.json_runs); a row's own
+fingerprint keeps them in, as their md5.
 
 Hashes only decide where to look. Every reported difference is confirmed
 with shadow.normalize, so an exotic value that renders differently on the two
@@ -23,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import operator
 import struct
 from collections.abc import Callable, Collection, Sequence
 from decimal import Decimal
@@ -54,13 +60,21 @@ _NAIVE_TIMESTAMP_SQL = "to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')"
 """A timestamp without time zone (adapters.types.NaiveTimestamp) already holds the UTC wall clock."""
 
 
-def postgres_row_text(columns: Sequence[tuple[str, Kind]], naive: Collection[str] = ()) -> str:
+def postgres_row_text(columns: Sequence[tuple[str, Kind]], naive: Collection[str] = (),
+                      apart: Collection[str] = ()) -> str:
     """A SQL expression giving the row text of one row (column names are quoted); `naive`: the
-    timestamp columns without a time zone."""
+    timestamp columns without a time zone; `apart`: columns left out (spelled by `postgres_json_line`)."""
     parts = [
         f"coalesce({(_NAIVE_TIMESTAMP_SQL if name in naive else _SQL[kind]).format(c=quote(name))}, '{NULL}')"
-        for name, kind in columns
+        for name, kind in columns if name not in apart
     ]
+    return f"concat_ws('{ROW_SEPARATOR}', {', '.join(parts)})"
+
+
+def postgres_json_line(names: Sequence[str]) -> str:
+    """A SQL expression giving the JSON line of one row: jsonb's own text of each of the JSON columns
+    `names`, NULL as NULL, joined by ROW_SEPARATOR (hrp_data.verify.json_runs spells the same)."""
+    parts = [f"coalesce({quote(name)}::text, '{NULL}')" for name in names]
     return f"concat_ws('{ROW_SEPARATOR}', {', '.join(parts)})"
 
 
@@ -130,18 +144,29 @@ def _jsonb_ordered(pairs: list[tuple[str, Any]]) -> dict:
     return dict(sorted(pairs, key=_jsonb_key))
 
 
-def _json(raw: Any) -> str:
-    """Fast path: parse with objects already in jsonb key order and let json.dumps (C) spell it;
-    jsonb prints the same separators. Numbers in exponent form spell differently (1e-05 vs
-    0.00001): such rows only cost a closer look."""
+def _jsonb_float(spelled: str) -> float:
+    """A JSON number with a fraction or exponent, as json reads it, but -0.0 as 0.0: jsonb keeps no
+    negative zero (it prints `0.0`)."""
+    return float(spelled) + 0.0
+
+
+def json_text(raw: Any) -> str:
+    """jsonb's text of a stored JSON value (Rejected if it holds none): parse with objects already in
+    jsonb key order and let json.dumps (C) spell it; jsonb prints the same separators. Numbers in
+    exponent form spell differently (1e-05 vs 0.00001): such rows only cost a closer look."""
     if isinstance(raw, str) and raw.strip():
         try:
-            text = json.dumps(json.loads(raw, object_pairs_hook=_jsonb_ordered), ensure_ascii=False)
+            text = json.dumps(json.loads(raw, object_pairs_hook=_jsonb_ordered, parse_float=_jsonb_float),
+                              ensure_ascii=False)
         except ValueError:
             raise Rejected("invalid_json") from None
     else:
         text = jsonb_text(to_postgres(Kind.JSON, raw))
-    return hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text
+
+
+def _json(raw: Any) -> str:
+    return md5_hex(json_text(raw))
 
 
 def _numeric(raw: Any) -> str:
@@ -162,13 +187,16 @@ _PYTHON: dict[Kind, Callable[[Any], str]] = {
 }
 
 
-def sqlite_row_renderer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]:
-    """A function rendering a raw SQLite row (values in column order) as row text."""
-    renderers = [_PYTHON[kind] for kind in kinds]
+def sqlite_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = ()) -> Callable[[Sequence[Any]], str]:
+    """A function rendering a raw SQLite row (values in column order) as row text; the columns at
+    positions `apart` are left out."""
+    renderers = [None if i in apart else _PYTHON[kind] for i, kind in enumerate(kinds)]
 
     def render(row: Sequence[Any]) -> str:
         parts = []
         for renderer, raw in zip(renderers, row):
+            if renderer is None:
+                continue
             if raw is None:
                 parts.append(NULL)
                 continue
@@ -193,22 +221,29 @@ def md5_hex(text: str) -> str:
 # f-string, with no call per column; any value off those shapes sends the row to
 # the general renderer.
 
-_order_memo: dict[tuple[str, ...], list[int]] = {}
+_order_memo: dict[tuple[str, ...], Callable[[list[str]], Sequence[str]]] = {}
 _ORDER_MEMO_LIMIT = 1000
 
 
-def _jsonb_order(keys: tuple[str, ...]) -> list[int]:
-    """The positions of `keys` in jsonb's order (by byte length, then bytes), remembered per key tuple."""
+def _jsonb_order(keys: tuple[str, ...]) -> Callable[[list[str]], Sequence[str]]:
+    """A function putting the members of an object with `keys` (in that order) in jsonb's order (by
+    byte length, then bytes), remembered per key tuple."""
     order = _order_memo.get(keys)
     if order is None:
         if len(_order_memo) >= _ORDER_MEMO_LIMIT:
             _order_memo.clear()
-        order = _order_memo[keys] = sorted(range(len(keys)), key=lambda i: _jsonb_key((keys[i], None)))
+        positions = jsonb_member_order(keys)
+        order = _order_memo[keys] = operator.itemgetter(*positions) if len(positions) > 1 else list
     return order
 
 
-def _fast_json(raw: Any) -> str:
-    """`_json(raw)` for a flat object in a canonical spelling, without json's Python parser.
+def jsonb_member_order(keys: Sequence[str]) -> list[int]:
+    """The positions of `keys` in jsonb's order of an object's members: by byte length, then bytes."""
+    return sorted(range(len(keys)), key=lambda i: _jsonb_key((keys[i], None)))
+
+
+def fast_json_text(raw: Any) -> str:
+    """`json_text(raw)` for a flat object in a canonical spelling, without json's Python parser.
 
     As in adapters.convert._canonical_document, the text is canonical when
     it is orjson's compact spelling of what orjson reads, or that spelling
@@ -218,15 +253,16 @@ def _fast_json(raw: Any) -> str:
     its commas, and jsonb's text is those members in jsonb key order, spaced
     as jsonb prints them. The compact spelling in a flat object leaves out
     what orjson and json.dumps (repr) spell apart: a nested array, a number
-    in exponent form or with 1e-05 <= |x| < 1e-04 (orjson writes it
-    positionally), a NUL (a string holding one of these only sends its row the
-    slow way). Anything else takes `_json`."""
+    with a negative exponent or with 1e-05 <= |x| < 1e-04 (orjson writes it
+    positionally; both write a positive exponent alike), a NUL, a negative
+    zero (jsonb prints 0.0); a string holding one of these (or `-0.0` in
+    `-0.05`) only sends its row the slow way. Anything else takes `json_text`."""
     if type(raw) is not str or raw[:1] != "{":
-        return _json(raw)
+        return json_text(raw)
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return _json(raw)
+        return json_text(raw)
     compact = orjson.dumps(value)
     spelled = raw.encode("utf-8")
     if compact == spelled:
@@ -234,12 +270,15 @@ def _fast_json(raw: Any) -> str:
     elif compact.replace(b",", b", ").replace(b":", b": ") == spelled:
         members = raw[1:-1].split(", ")
     else:
-        return _json(raw)
-    if ("[" in raw or raw.count("{") != 1 or "e-" in raw or "e+" in raw or "0.0000" in raw
-            or "\\u0000" in raw or not value):  # canonical: these are in the text iff in the compact spelling
-        return _json(raw)
-    text = ", ".join([members[i] for i in _jsonb_order(tuple(value))])
-    return hashlib.md5(f"{{{text}}}".encode("utf-8")).hexdigest()
+        return json_text(raw)
+    if ("[" in raw or raw.find("{", 1) != -1 or "0.0000" in raw or not value
+            or ("-" in raw and ("e-" in raw or "-0.0" in raw)) or ("\\" in raw and "\\u0000" in raw)):
+        return json_text(raw)  # canonical: these are in the text iff in the compact spelling
+    return f"{{{', '.join(_jsonb_order(tuple(value))(members))}}}"
+
+
+def _fast_json(raw: Any) -> str:
+    return md5_hex(fast_json_text(raw))
 
 
 _FAST_GUARD = {
@@ -248,7 +287,7 @@ _FAST_GUARD = {
     Kind.TEXT: "(type({v}) is str and '\\x00' not in {v})",
     Kind.BOOLEAN: "({v} == 0 or {v} == 1) and type({v}) is int",
     Kind.TIMESTAMP: "(type({v}) is str and len({v}) == 19 and {v}[4] == '-' and {v}[10] == ' ' and {v}[13] == ':')",
-    Kind.DATE: "True",
+    Kind.DATE: "type({v}) is str",
     Kind.JSON: "True",
     Kind.BLOB: "type({v}) is bytes",
     Kind.NUMERIC: "type({v}) is int",
@@ -259,7 +298,7 @@ _FAST_SPELLING = {  # expressions inside the row's f-string, which is in triple 
     Kind.TEXT: '_null if {v} is None else f"{{len({v})}}:{{{v}}}"',
     Kind.BOOLEAN: "_boolean[{v}]",
     Kind.TIMESTAMP: "_null if {v} is None else {v} + _micro",
-    Kind.DATE: "_date({v})",
+    Kind.DATE: "_null if {v} is None else _dates[{v}]",
     Kind.JSON: "_fast_json({v})",
     Kind.BLOB: "_null if {v} is None else {v}.hex()",
     Kind.NUMERIC: "_null if {v} is None else {v}",
@@ -281,19 +320,33 @@ def _render_one(kind: Kind) -> Callable[[Any], str]:
     return render
 
 
-def fast_row_renderer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]:
-    """`sqlite_row_renderer(kinds)`, compiled into one function for the common shapes of value.
+class _DateTexts(dict):
+    """Date texts by stored string, each spelled by `_render_one(Kind.DATE)` on first sight: a
+    column holds few distinct dates, so most are a dict lookup."""
+
+    LIMIT = 100_000
+
+    def __missing__(self, raw: str) -> str:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        text = self[raw] = _render_one(Kind.DATE)(raw)
+        return text
+
+
+def fast_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = ()) -> Callable[[Sequence[Any]], str]:
+    """`sqlite_row_renderer(kinds, apart)`, compiled into one function for the common shapes of value.
 
     Generated source, one f-string per row: a NULL is spelled as NULL, a value
     of its column's usual Python type is spelled inline, and a row holding
     anything else is rendered by the general renderer."""
     names = [f"v{i}" for i in range(len(kinds))]
-    guards = [f"({name} is None or {_FAST_GUARD[kind].format(v=name)})" for name, kind in zip(names, kinds)]
-    spelled = ["{" + _FAST_SPELLING[kind].format(v=name) + "}" for name, kind in zip(names, kinds)]
+    spelled_columns = [(name, kind) for i, (name, kind) in enumerate(zip(names, kinds)) if i not in apart]
+    guards = [f"({name} is None or {_FAST_GUARD[kind].format(v=name)})" for name, kind in spelled_columns]
+    spelled = ["{" + _FAST_SPELLING[kind].format(v=name) + "}" for name, kind in spelled_columns]
     source = (
         "def render(row):\n"
         f"    {', '.join(names)}, = row\n"
-        f"    if {' and '.join(guards)}:\n"
+        f"    if {' and '.join(guards) or 'True'}:\n"
         f"        return f'''{ROW_SEPARATOR.join(spelled)}'''\n"
         "    return general(row)\n"
     )
@@ -302,9 +355,9 @@ def fast_row_renderer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]:
         "_null": NULL,
         "_micro": ".000000",
         "_boolean": {None: NULL, 0: "f", 1: "t"},
-        "_date": _render_one(Kind.DATE),
+        "_dates": _DateTexts(),
         "_fast_json": _fast_json_or_rejected,
-        "general": sqlite_row_renderer(kinds),
+        "general": sqlite_row_renderer(kinds, apart),
     }
     exec(compile(source, f"<fast_row_renderer {len(kinds)} columns>", "exec"), scope)
     return scope["render"]

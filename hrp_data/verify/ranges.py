@@ -22,13 +22,16 @@ import os
 import signal
 import sqlite3
 from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from adapters.catalog import quote
+from adapters.convert import Kind
 from adapters.sqlite import decode_text
 from hrp_data.backfill import legacy_rows
 from hrp_data.backfill.read_pool import WORKER_NICE, _die_with_parent, default_workers
+from hrp_data.verify.json_runs import json_lines
 from hrp_data.verify.range_hash import fast_row_renderer
 
 POOL_MIN_ROWS = 10_000
@@ -71,15 +74,14 @@ class RangePlan:
         return max(start, -(2**63)), min(end, 2**63 - 1)
 
 
-def _range_query(plan: RangePlan) -> tuple[str, int]:
-    columns = list(plan.columns)
-    keys = list(plan.keys)
-    first = quote(keys[0])
-    sql = (
-        f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(plan.sqlite_table)}"
-        f" WHERE {first} >= ? AND {first} <= ? ORDER BY {', '.join(quote(k) for k in keys)}"
+def _range_query(plan: RangePlan) -> str:
+    """The rows of one key range in key order; a first key column holding a real between two integers
+    is left out (no bucket holds it: verify._odd_keys lists it)."""
+    keys = [quote(k) for k in plan.keys]
+    return (
+        f"SELECT {', '.join(quote(c) for c in plan.columns)} FROM {quote(plan.sqlite_table)}"
+        f" WHERE {keys[0]} >= ? AND {keys[0]} <= ? AND typeof({keys[0]}) = 'integer' ORDER BY {', '.join(keys)}"
     )
-    return sql, columns.index(keys[0])
 
 
 def _rows(connection: sqlite3.Connection, sql: str, bounds: tuple[int, int]) -> list[tuple]:
@@ -96,32 +98,36 @@ def _rows(connection: sqlite3.Connection, sql: str, bounds: tuple[int, int]) -> 
         connection.text_factory = decode_text
 
 
+def json_positions(kinds: Sequence[Any]) -> tuple[int, ...]:
+    """The positions of the JSON columns, which a bucket's text spells apart (bucket_text)."""
+    return tuple(i for i, kind in enumerate(kinds) if kind is Kind.JSON)
+
+
+def bucket_text(rows: list[tuple], render: Callable[[tuple], str], json_at: tuple[int, ...]) -> str:
+    """A bucket's text: its row texts without the JSON columns (`render`), newline-joined, in key
+    order; then, if the table has JSON columns, a blank line and the rows' JSON lines
+    (hrp_data.verify.json_runs). PostgreSQL spells the same (verify.run._postgres_statement)."""
+    text = "\n".join(map(render, rows))
+    if not json_at:
+        return text
+    return f"{text}\n\n{json_lines([[row[i] for row in rows] for i in json_at])}"
+
+
 def hash_buckets(connection: sqlite3.Connection, plan: RangePlan, first: int, last: int) -> BucketHashes:
-    """Row count and md5 of the row texts (newline-joined, in key order) of buckets first..last."""
+    """Row count and md5 of the bucket text of each of buckets first..last; an empty bucket has no
+    entry. A bucket is one query."""
+    json_at = json_positions(plan.kinds)
     render = _renderers.get(plan.kinds)
     if render is None:
-        render = _renderers[plan.kinds] = fast_row_renderer(list(plan.kinds))
-    sql, key_index = _range_query(plan)
+        render = _renderers[plan.kinds] = fast_row_renderer(list(plan.kinds), apart=json_at)
+    sql = _range_query(plan)
     out: BucketHashes = {}
-    current, texts = None, []
-    low, width = plan.low, plan.width
-    for row in _rows(connection, sql, plan.key_bounds(first, last)):
-        key = row[key_index]
-        if type(key) is not int:  # a real key between two integers: verify._odd_keys lists it
-            continue
-        bucket = (key - low) // width
-        if bucket != current:
-            if texts:
-                out[current] = _digest(texts)
-            current, texts = bucket, []
-        texts.append(render(row))
-    if texts:
-        out[current] = _digest(texts)
+    for bucket in range(first, last + 1):
+        rows = _rows(connection, sql, plan.key_bounds(bucket, bucket))
+        if rows:
+            text = bucket_text(rows, render, json_at)
+            out[bucket] = len(rows), hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
     return out
-
-
-def _digest(texts: list[str]) -> tuple[int, str]:
-    return len(texts), hashlib.md5("\n".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 _renderers: dict[tuple, Any] = {}

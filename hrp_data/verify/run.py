@@ -53,7 +53,7 @@ from hrp_data.schema.install import type_drift
 from hrp_data.verify import progress as verify_progress
 from hrp_data.verify.ranges import RangeHasher, RangePlan
 from shadow.normalize import normalize_row
-from hrp_data.verify.range_hash import fast_row_renderer, md5_hex, postgres_row_text
+from hrp_data.verify.range_hash import fast_row_renderer, md5_hex, postgres_json_line, postgres_row_text
 from shadow.redact import fingerprint
 
 log = structlog.get_logger(__name__)
@@ -134,8 +134,6 @@ class Buckets:
 
     low: int
     width: int
-    wide: bool = False
-    """Keys more than 2**62 apart: PostgreSQL's bigint arithmetic could overflow, so it buckets in numeric."""
 
     def of(self, value: int) -> int:
         return (value - self.low) // self.width
@@ -144,11 +142,6 @@ class Buckets:
         """The bucket's first and last key, inclusive (within BIGINT: both sides bind them)."""
         start = self.low + bucket * self.width
         return start, min(start + self.width - 1, BIGINT_RANGE[1])
-
-    def sql(self, column: str) -> str:
-        if self.wide:
-            return f"floor(({column}::numeric - %(low)s) / %(width)s)"
-        return f"({column} - %(low)s) / %(width)s"
 
 
 @contextlib.contextmanager
@@ -200,32 +193,51 @@ def _odd_keys(engine: sa.Engine, table: sa.Table) -> list[tuple]:
         )]
 
 
-def _postgres_statement(table: sa.Table, buckets: Buckets) -> str:
+def _bucket_text(table: sa.Table, keys: str) -> str:
+    """The aggregate giving a bucket's text (ranges.bucket_text): the row texts without the JSON
+    columns, newline-joined in key order, then a blank line and the JSON lines."""
+    json_names = [c.name for c in table.columns if kind_of(c) is Kind.JSON]
+    naive = [c.name for c in table.columns if isinstance(c.type, NaiveTimestamp)]
+    text = (f"string_agg({postgres_row_text(_columns(table), naive, apart=json_names)}, E'\\n'"
+            f" ORDER BY {keys})")
+    if not json_names:
+        return text
+    return f"{text} || E'\\n\\n' || string_agg({postgres_json_line(json_names)}, E'\\n' ORDER BY {keys})"
+
+
+def _postgres_statement(table: sa.Table) -> str:
+    """Count and md5 of each bucket's text, the buckets given as arrays of (bucket, first key, last key).
+
+    Each bucket is its own aggregate over a range of the primary key's index, so
+    its rows arrive in key order (string_agg's ORDER BY sorts nothing) and no
+    bucket number is computed per row; an empty bucket gives no row."""
     keys = ", ".join(quote(k) for k in _key_names(table))
     first = quote(_key_names(table)[0])
-    text = _row_text(table)
     return (
-        f"SELECT {buckets.sql(first)} AS bucket, count(*),"
-        f" md5(string_agg({text}, E'\\n' ORDER BY {keys})) FROM {quote(table.name)}"
-        f" WHERE {first} >= %(lo)s AND {first} <= %(hi)s GROUP BY 1"
+        "SELECT r.bucket, h.n, h.digest"
+        " FROM unnest(%(buckets)s::bigint[], %(los)s::bigint[], %(his)s::bigint[]) AS r(bucket, lo, hi),"
+        f" LATERAL (SELECT count(*) AS n, md5({_bucket_text(table, keys)}) AS digest"
+        f" FROM {quote(table.name)} WHERE {first} >= r.lo AND {first} <= r.hi) AS h"
+        " WHERE h.n > 0"
     )
 
 
 def _postgres_range(connection: sa.Connection, table: sa.Table, buckets: Buckets, first: int,
                     last: int) -> dict[int, tuple[int, str]]:
     """Count and md5 per bucket of buckets first..last (inclusive), in one statement."""
-    lo, hi = buckets.bounds(first)[0], buckets.bounds(last)[1]
+    numbers = range(first, last + 1)
+    bounds = [buckets.bounds(b) for b in numbers]
     rows = connection.exec_driver_sql(
-        _postgres_statement(table, buckets),
-        {"low": buckets.low, "width": buckets.width, "lo": max(lo, BIGINT_RANGE[0]), "hi": hi},
+        _postgres_statement(table),
+        {"buckets": list(numbers), "los": [max(lo, BIGINT_RANGE[0]) for lo, _ in bounds],
+         "his": [hi for _, hi in bounds]},
     ).all()
     return {int(r[0]): (r[1], r[2]) for r in rows}
 
 
-def _postgres_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets, count: int | None = None,
+def _postgres_buckets(engine: sa.Engine, table: sa.Table, buckets: Buckets, count: int,
                       on_range: Callable[[int], None] | None = None) -> dict[int, tuple[int, str]]:
-    """Every bucket's count and md5, a range of buckets per statement, each range sized by time."""
-    count = count if count is not None else buckets.count
+    """The count and md5 of each of buckets 0..count-1, a range of buckets per statement, each range sized by time."""
     out: dict[int, tuple[int, str]] = {}
     first, size = 0, FIRST_STATEMENT_BUCKETS
     while first < count:
@@ -460,7 +472,7 @@ def plan_table(cutover: Cutover, hasher: RangeHasher, table: sa.Table) -> TableP
     low, high = min(lows), max(v for v in (s_max, p_max) if v is not None)
     rows = max(s_count, p_count)
     count = max(1, math.ceil(rows / BUCKET_ROWS))
-    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / count)), wide=high - low > 2**62)
+    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / count)))
     tasks = hasher.submit(RangePlan.of(table, sqlite_table, buckets.low, buckets.width), count, rows)
     return TablePlan(table, counts, buckets, count, [(share * count // max(rows, 1), f) for share, f in tasks])
 

@@ -6,11 +6,16 @@ fresh PostgreSQL database; then, alternated ROUNDS times, best of each:
   with plain sqlite3, fetching every row (what reading the rows costs at least);
 - `verify` of every table (record=False), which must find both sides equal.
 The ratio verify s / bare scan s is the figure the issue asks for (target <= 2).
-Rows are one side's rows (SQLite's), the same count for both.
+Rows are one side's rows (SQLite's), the same count for both. Next to the wall
+seconds: the CPU seconds of this process and its verify workers (reaped when
+each verify ends) for the best runs, and the load average around the rounds, so
+that a figure taken on a busy machine says so.
 """
 
 from __future__ import annotations
 
+import os
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -71,17 +76,27 @@ def backfilled(tmp_path_factory, postgres_server_url, bench_races):
     admin.close()
 
 
+def cpu_seconds() -> float:
+    """User and system CPU seconds of this process and of its reaped children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 @pytest.mark.bench
 def test_verify_against_a_bare_sqlite_scan(backfilled, record_bench):
     path, url = backfilled
-    scans, verifies = [], []
+    scans, verifies, scan_cpu, verify_cpu = [], [], [], []
+    load_before = os.getloadavg()[0]
     with open_cutover(settings_for(path, url)) as cutover:  # the request path's bounds installed
         for _ in range(ROUNDS):
+            cpu = cpu_seconds()
             rows, seconds = bare_scan(path)
             scans.append(seconds)
-            started = time.perf_counter()
+            scan_cpu.append(cpu_seconds() - cpu)
+            cpu, started = cpu_seconds(), time.perf_counter()
             result = verify(cutover, record=False)
             verifies.append(time.perf_counter() - started)
+            verify_cpu.append(cpu_seconds() - cpu)
             assert result.equal, result.as_json()
             assert sum(t.rows_primary for t in result.tables.values()) == rows
     best_scan, best_verify = min(scans), min(verifies)
@@ -92,5 +107,8 @@ def test_verify_against_a_bare_sqlite_scan(backfilled, record_bench):
         "verify_s": round(best_verify, 3),
         "verify_rows_per_s": round(rows / best_verify),
         "verify_over_scan": round(best_verify / best_scan, 2),
+        "bare_scan_cpu_s": round(scan_cpu[scans.index(best_scan)], 3),
+        "verify_cpu_s": round(verify_cpu[verifies.index(best_verify)], 3),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "runs": {"bare_scan_s": [round(s, 3) for s in scans], "verify_s": [round(s, 3) for s in verifies]},
     })

@@ -168,6 +168,29 @@ def test_range_hashes_agree_on_equal_data(synced):
                 == _postgres_buckets(cutover.engine("postgres"), table, buckets, buckets_count)), table.name
 
 
+def test_a_json_negative_zero_hashes_alike_on_both_sides(synced):
+    """SQLite holds {"temp_c": -0.0}, jsonb holds it as 0.0: equal rows, equal range hashes (no closer look)."""
+    import math
+
+    from hrp_data.models import TABLES
+    from hrp_data.verify.run import BUCKET_ROWS, Buckets, _postgres_buckets, _sqlite_buckets
+
+    cutover, path, postgres_url = synced
+    with cutover.sqlite.begin() as connection:
+        connection.exec_driver_sql(
+            """UPDATE races SET weather_conditions = '{"temp_c": -0.0, "wind": "S", "humidity": 54}' WHERE id <= 3""")
+        connection.exec_driver_sql("""UPDATE races SET weather_conditions = '{"temp_c":-0.0}' WHERE id = 4""")
+    wait_drained(cutover)
+    table = next(t for t in TABLES if t.name == "races")
+    with cutover.sqlite.connect() as connection:
+        low, high, count = connection.exec_driver_sql("SELECT min(id), max(id), count(*) FROM races").one()
+    buckets_count = max(1, math.ceil(count / BUCKET_ROWS))
+    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / buckets_count)))
+    assert (_sqlite_buckets(cutover.sqlite, table, buckets, buckets_count)
+            == _postgres_buckets(cutover.engine("postgres"), table, buckets, buckets_count))
+    assert verify(cutover, ["races"], record=False).equal
+
+
 def test_keys_at_both_ends_of_bigint_are_compared(synced):
     """Ids 2**63 - 1 and -2**63 (SQLite's rowid range is PostgreSQL's bigint): the buckets span
     more than bigint arithmetic holds, and the last bucket ends at the largest key."""

@@ -1,0 +1,122 @@
+"""JSON lines: jsonb's text of the stored JSON values of a run of rows, one line per row.
+
+A bucket's hash (hrp_data.verify.ranges) spells its JSON columns apart from the
+rest of the row: the row texts, then the JSON lines, each line jsonb's text of
+the row's JSON values (NULL as NULL, a value jsonb cannot hold as
+'!<reason>'), joined by ROW_SEPARATOR. PostgreSQL prints its jsonb
+(range_hash.postgres_json_line); Python spells each stored value as
+range_hash.json_text does.
+
+Most legacy columns hold flat objects written by one program: the same keys in
+the same order, in one canonical spelling. Such a run is spelled in a few
+calls over the whole run (`_canonical_run`) instead of a dozen per value: one
+orjson parse and one orjson spelling of all values, checked against the
+stored text; every member of every object split out at once and put in jsonb
+key order by one itemgetter. Any run off that shape is spelled value by value
+(range_hash.fast_json_text), which gives the same text.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from adapters.convert import Rejected
+from hrp_data.verify.range_hash import NULL, ROW_SEPARATOR, fast_json_text, jsonb_member_order
+
+_SENTINEL = "\x00"
+"""Put between two objects' members while they are reordered: no canonical JSON text holds a NUL."""
+
+_gather_memo: dict[tuple[tuple[str, ...], int], Callable] = {}
+_GATHER_MEMO_LIMIT = 64
+
+
+def json_lines(columns: Sequence[Sequence[Any]]) -> str:
+    """The JSON lines of a run of rows, newline-joined: `columns` holds each JSON column's stored
+    values (all of the same length, one per row)."""
+    spelled = [json_texts(values) for values in columns]
+    if len(spelled) == 1:
+        return spelled[0]
+    return "\n".join(map(ROW_SEPARATOR.join, zip(*(texts.split("\n") for texts in spelled))))
+
+
+def json_texts(values: Sequence[Any]) -> str:
+    """jsonb's text of each stored value (NULL as NULL, a refused one as '!<reason>'), newline-joined."""
+    if not values:
+        return ""
+    texts = _canonical_run(values)
+    return texts if texts is not None else "\n".join(map(_json_line, values))
+
+
+def _json_line(raw: Any) -> str:
+    if raw is None:
+        return NULL
+    try:
+        return fast_json_text(raw)
+    except Rejected as rejected:
+        return "!" + rejected.reason
+
+
+def _canonical_run(values: Sequence[Any]) -> str | None:
+    """The newline-joined jsonb texts of `values` when every one is a flat, non-empty object with the
+    same keys in the same order, all spelled canonically (as range_hash.fast_json_text requires: orjson's
+    compact spelling, or it with a blank after each comma and colon, json.dumps's); else None.
+
+    The checks over the joined text make each value exactly one object: it starts with the only
+    `{` it holds and ends with `}`, and orjson reads as many objects as there are values; the
+    spelling check then holds each value to orjson's spelling of its object (which holds no
+    newline: so every newline in the joined text is one between two values).
+    As canonical text, no string in it holds a comma or a colon, so the commas split the members."""
+    count = len(values)
+    try:
+        joined = "\n".join(values)
+    except TypeError:  # NULL, a number, a blob
+        return None
+    if (joined[:1] != "{" or joined[-1:] != "}" or joined.count("{") != count or joined.count("}\n{") != count - 1
+            or "[" in joined or "0.0000" in joined or _SENTINEL in joined
+            or ("-" in joined and ("e-" in joined or "-0.0" in joined))  # a cheap look for the rare sign first
+            or ("\\" in joined and "\\u0000" in joined)):
+        return None
+    try:
+        objects = orjson.loads(f"[{','.join(values)}]")
+    except orjson.JSONDecodeError:
+        return None
+    if len(objects) != count:
+        return None
+    keys = tuple(objects[0]) if type(objects[0]) is dict else ()
+    if not keys or len(set(map(tuple, objects))) != 1:  # a list, an empty object, another key order
+        return None
+    compact = orjson.dumps(objects)
+    if compact == f"[{','.join(values)}]".encode("utf-8"):
+        members = joined[1:-1].replace("}\n{", ",").replace(":", ": ").split(",")
+    elif compact.replace(b",", b", ").replace(b":", b": ") == f"[{', '.join(values)}]".encode("utf-8"):
+        members = joined[1:-1].replace("}\n{", ", ").split(", ")
+    else:
+        return None
+    if len(members) != count * len(keys):  # a repeated key: orjson kept one of them
+        return None
+    members.append(_SENTINEL)
+    ordered = ", ".join(_gather(keys, count)(members))[: -len(f", {_SENTINEL}")]
+    return "{" + ordered.replace(f", {_SENTINEL}, ", "}\n{") + "}"
+
+
+def _gather(keys: tuple[str, ...], count: int) -> Callable[[list[str]], tuple[str, ...]]:
+    """An itemgetter taking, from the members of `count` objects with `keys` (then the sentinel), each
+    object's members in jsonb key order with the sentinel between two objects and after the last
+    (so that it always gives a tuple); remembered."""
+    gather = _gather_memo.get((keys, count))
+    if gather is None:
+        order = jsonb_member_order(keys)
+        width, sentinel = len(keys), count * len(keys)
+        positions: list[int] = []
+        for start in range(0, sentinel, width):
+            if start:
+                positions.append(sentinel)
+            positions.extend(start + i for i in order)
+        if len(_gather_memo) >= _GATHER_MEMO_LIMIT:
+            _gather_memo.clear()
+        gather = _gather_memo[(keys, count)] = operator.itemgetter(*positions, sentinel)
+    return gather

@@ -1,0 +1,78 @@
+"""hrp_data.verify.json_runs: a run of stored JSON values is spelled line for line as range_hash.json_text
+spells each value (no database)."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.convert import Rejected
+from hrp_data.verify.json_runs import json_lines, json_texts
+from hrp_data.verify.range_hash import json_text
+from tests.examples import examples
+from tests.unit.test_range_hash import any_text, json_scalars, stored_values
+
+
+def line(raw) -> str:
+    """One value as the general renderer spells it, before its md5."""
+    if raw is None:
+        return "~"
+    try:
+        return json_text(raw)
+    except Rejected as rejected:
+        return "!" + rejected.reason
+
+
+keys = st.lists(any_text, min_size=1, max_size=6, unique=True)
+spellings = st.sampled_from([json.dumps, lambda d: json.dumps(d, separators=(",", ":")),
+                             lambda d: json.dumps(d, ensure_ascii=False)])
+
+
+@st.composite
+def runs(draw):
+    """Objects with the same keys in the same order (what one program writes), now and then spoiled."""
+    names = draw(keys)
+    spell = draw(spellings)
+    objects = [{name: draw(json_scalars) for name in names} for _ in range(draw(st.integers(1, 8)))]
+    values = [spell(o) for o in objects]
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(values) - 1))
+        spelled = spell(objects[at])
+        values[at] = draw(st.one_of(
+            stored_values,
+            st.just(spelled.replace(", ", ",", 1)),  # one comma spelled the other way
+            st.just(spelled[:-1] + ', "' + names[0] + '": 1}'),  # a repeated key
+            st.just(spelled + "\n"), st.just(" " + spelled), st.just(spelled[:-1]),  # cut short
+            st.just("}\n{" + spelled[1:]), st.just(spelled + "}\n{"),
+            st.just(spell(dict(reversed(list(objects[at].items()))))),  # the keys in another order
+        ))
+    return values
+
+
+class TestJsonRuns:
+    @settings(max_examples=examples(1000), deadline=None)
+    @given(runs())
+    def test_a_run_is_spelled_as_each_value_alone(self, values):
+        assert json_texts(values) == "\n".join(map(line, values))
+
+    @settings(max_examples=examples(300), deadline=None)
+    @given(st.lists(stored_values, max_size=6))
+    def test_any_stored_values_are_spelled_as_each_value_alone(self, values):
+        assert json_texts(values) == "\n".join(map(line, values))
+
+    @settings(max_examples=examples(200), deadline=None)
+    @given(runs(), st.data())
+    def test_several_columns_are_joined_per_row(self, first, data):
+        second = data.draw(st.lists(stored_values, min_size=len(first), max_size=len(first)))
+        assert json_lines([first, second]) == "\n".join(f"{line(a)}|{line(b)}" for a, b in zip(first, second))
+
+    def test_a_run_of_one_program_s_objects_takes_the_whole_run_path(self):
+        """The common case is spelled without a value-by-value pass (and as each value alone)."""
+        from hrp_data.verify import json_runs
+
+        values = [json.dumps({"odds": i + 0.25, "age": i, "going": "good to soft", "temp_c": -i / 8})
+                  for i in range(50)]
+        assert json_runs._canonical_run(values) == "\n".join(map(line, values))
+        assert json_runs._canonical_run(values[:1] + ['{"odds": 1, "odds": 2}']) is None
