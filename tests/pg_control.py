@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import psutil
+import psycopg2
 import pgserver
 from pgserver._commands import pg_ctl
 from sqlalchemy.engine import make_url
@@ -31,12 +32,28 @@ def start_pgserver(prefix: str):
         for attempt in (1, 2):
             data_dir = tempfile.mkdtemp(prefix=prefix)
             try:
-                return data_dir, pgserver.get_server(data_dir, cleanup_mode="stop")
+                server = pgserver.get_server(data_dir, cleanup_mode="stop")
+                _without_fsync(server)
+                return data_dir, server
             except subprocess.CalledProcessError:
                 shutil.rmtree(data_dir, ignore_errors=True)
                 if attempt == 2:
                     raise
     raise AssertionError("unreachable")
+
+
+def _without_fsync(server) -> None:
+    """A test server does not fsync: a commit is in the OS's hands when it returns, which survives
+    any stop or kill of the server the tests make (only the machine crashing would lose it), and
+    the suite's thousands of commits stop waiting on the disk (about 5x faster each here)."""
+    connection = psycopg2.connect(server.get_uri())
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER SYSTEM SET fsync = off")
+            cursor.execute("SELECT pg_reload_conf()")
+    finally:
+        connection.close()
 
 
 class OwnPostgres:
