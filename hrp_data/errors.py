@@ -15,6 +15,13 @@ from adapters.convert import Rejected
 from adapters.urls import redact_url
 
 MAX_LENGTH = 300
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
+def privilege_refused(error: BaseException) -> bool:
+    """PostgreSQL refused for want of a privilege (the role may not): trying again changes nothing
+    until the operator grants it or runs the step as the owner."""
+    return getattr(getattr(error, "orig", None), "pgcode", None) == INSUFFICIENT_PRIVILEGE
 
 
 def describe_error(error: BaseException) -> str:

@@ -35,7 +35,7 @@ from hrp_data.cutover.phase_store import PhaseRecord, PhaseStore
 from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE, PhaseRow
 from hrp_data.cutover.schema_watch import SchemaWatch
 from hrp_data.cutover.shadow_reads import ShadowReads
-from hrp_data.errors import describe_error
+from hrp_data.errors import describe_error, privilege_refused
 from hrp_data.flip import journal as move_journal
 from hrp_data.settings import Settings, SettingsError
 from hrp_data.unit_of_work import UnitOfWork
@@ -107,7 +107,7 @@ class PostgresLayer:
             outbox.install_tables(self.engine)
         except sa.exc.SQLAlchemyError as error:
             self.next_try_at = time.monotonic() + INSTALL_RETRY_S
-            if getattr(getattr(error, "orig", None), "pgcode", None) == "42501":  # the app's role may not CREATE
+            if privilege_refused(error):  # the app's role may not CREATE
                 if not self.refused:
                     log.error("postgres.layer_tables_missing", error=describe_error(error), fix=LAYER_MISSING_FIX)
                 self.refused = True

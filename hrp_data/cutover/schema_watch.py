@@ -63,9 +63,10 @@ flip waits for the same migration on PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 import structlog
@@ -79,7 +80,7 @@ from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import PHASE_LOCK
 from hrp_data.cutover.indexes import (LAYER_PREFIXES, POSTGRES_MARK, IndexDrift, drop_statement, index_drift,
                                       live_index_drift)
-from hrp_data.errors import describe_error
+from hrp_data.errors import describe_error, privilege_refused
 from hrp_data.flip import journal as move_journal
 from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, other_database
 from hrp_data.schema.install import TypeDrift, type_drift
@@ -87,7 +88,6 @@ from hrp_data.schema.install import TypeDrift, type_drift
 log = structlog.get_logger(__name__)
 
 WATCH_S = 1.0
-INSUFFICIENT_PRIVILEGE = "42501"
 SQLITE_TRIGGER_SUFFIXES = ("ins", "upd", "del")
 
 
@@ -575,22 +575,35 @@ class SchemaWatch:
                 f" {sa.schema.CreateColumn(column).compile(dialect=dialect)}"
             )
             carried.append(change)
-        if not carried:
+        if not carried or not self._run_on_postgres(
+            statements, "schema.columns_not_carried", columns=[str(d) for d in carried],
+            fix="run `hrp-cutover schema` as the tables' owner",
+        ):
             return []
+        return carried
+
+    @contextlib.contextmanager
+    def _altering_postgres(self) -> Iterator[sa.Connection]:
+        """A transaction on PostgreSQL for the DDL the watch carries there: under the shared phase
+        lock (no move in flight) and a short lock_timeout (the app's queries are not held behind it)."""
+        with self.engines(POSTGRES).begin() as connection:
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))
+            connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+            yield connection
+
+    def _run_on_postgres(self, statements: Sequence[str], event: str, **named) -> bool:
+        """Run `statements` in one `_altering_postgres` transaction; on failure log `event` with
+        `named` and look again next round, unless the role may not (returns whether they ran)."""
         try:
-            with self.engines(POSTGRES).begin() as connection:
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))  # no move in flight
-                connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+            with self._altering_postgres() as connection:
                 for statement in statements:
                     connection.exec_driver_sql(statement)
         except sa.exc.SQLAlchemyError as error:
-            refused = getattr(getattr(error, "orig", None), "pgcode", None) == INSUFFICIENT_PRIVILEGE
-            log.warning("schema.columns_not_carried", columns=[str(d) for d in carried],
-                        error=describe_error(error), fix="run `hrp-cutover schema` as the tables' owner")
-            if not refused:  # a lock held too long, PostgreSQL away: look again next round
+            log.warning(event, error=describe_error(error), **named)
+            if not privilege_refused(error):  # a lock held too long, PostgreSQL away
                 self._seen.pop(POSTGRES, None)
-            return []
-        return carried
+            return False
+        return True
 
     def _carry_types(self) -> list[TypeDrift]:
         """A type the app's migration widened in the file (a batch-mode rebuild: VARCHAR(20) ->
@@ -599,25 +612,15 @@ class SchemaWatch:
         and a short lock_timeout. No value changes, so no row needs carrying. Any other type change
         stays named by verify and readiness (the statement is the migration's to run). Returns those
         carried."""
-        with self.engines(POSTGRES).connect() as connection:
-            found = type_drift(connection, file_catalog(self.engines(SQLITE)), self.names)
+        with self.engines(POSTGRES).connect() as connection:  # the catalog `_behind` kept as the file declares
+            found = type_drift(connection, self.catalog, self.names)
             connection.rollback()
         widened = [d for d in found if widens(d.in_postgres, d.in_file)]
-        if not widened:
-            return []
-        try:
-            with self.engines(POSTGRES).begin() as connection:
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))  # no move in flight
-                connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
-                for change in widened:
-                    connection.exec_driver_sql(
-                        f"ALTER TABLE {quote(change.table)} ALTER COLUMN {quote(change.column)} TYPE {change.in_file}"
-                    )
-        except sa.exc.SQLAlchemyError as error:
-            log.warning("schema.types_not_carried", columns=[str(d) for d in widened], error=describe_error(error),
-                        fix="run the migration's ALTER COLUMN ... TYPE on PostgreSQL as the tables' owner")
-            if getattr(getattr(error, "orig", None), "pgcode", None) != INSUFFICIENT_PRIVILEGE:
-                self._seen.pop(POSTGRES, None)  # a lock held too long, PostgreSQL away: look again next round
+        if not widened or not self._run_on_postgres(
+            [f"ALTER TABLE {quote(d.table)} ALTER COLUMN {quote(d.column)} TYPE {d.in_file}" for d in widened],
+            "schema.types_not_carried", columns=[str(d) for d in widened],
+            fix="run the migration's ALTER COLUMN ... TYPE on PostgreSQL as the tables' owner",
+        ):
             return []
         log.warning("schema.types_carried", columns=[f"{d.table}.{d.column}: {d.in_postgres} -> {d.in_file}"
                                                      for d in widened], to=POSTGRES)
@@ -657,9 +660,7 @@ class SchemaWatch:
         keys = [key for key, entry in fresh.tables.items() if entry.name in new]
         named = [ColumnDrift(key, None, SQLITE) for key in keys]
         try:
-            with self.engines(POSTGRES).begin() as connection:
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))  # no move in flight
-                connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+            with self._altering_postgres() as connection:
                 present = set(sa.inspect(connection).get_table_names())
                 postgres_adapter.create_tables(connection, [fresh.tables[k].postgres for k in keys if k not in present])
                 outbox.set_triggers(connection, row.triggers_on(POSTGRES), fresh)  # the secondary's guard
@@ -698,9 +699,7 @@ class SchemaWatch:
                 fresh = file_catalog(connection)
                 outbox.set_triggers(connection, row.triggers_on(SQLITE), fresh)  # the secondary's guard
                 move_journal.reset_evidence(connection, _created_reason(carried))
-            with self.engines(POSTGRES).begin() as connection:
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(PHASE_LOCK)))
-                connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+            with self._altering_postgres() as connection:
                 outbox.set_triggers(connection, row.triggers_on(POSTGRES), fresh)  # capture from now on
         except sa.exc.SQLAlchemyError as error:
             self._not_carried(named, error)
@@ -721,7 +720,7 @@ class SchemaWatch:
         self._seen.clear()
 
     def _not_carried(self, named: list[ColumnDrift], error: Exception) -> None:
-        refused = getattr(getattr(error, "orig", None), "pgcode", None) == INSUFFICIENT_PRIVILEGE
+        refused = privilege_refused(error)
         log.warning("schema.tables_not_carried", tables=[d.table for d in named], error=describe_error(error),
                     fix="run `hrp-cutover schema` as the tables' owner")
         if not refused:  # a lock held too long, a database away: look again next round

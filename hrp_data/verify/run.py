@@ -47,7 +47,6 @@ from hrp_data.cutover.dual_write import Cutover
 from hrp_data.backfill.legacy_rows import sqlite_order
 from hrp_data.models import SECRET_COLUMNS
 from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, other_database
-from hrp_data.catalog import file_catalog
 from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
 from hrp_data.schema.install import type_drift
 from hrp_data.verify import progress as verify_progress
@@ -570,10 +569,11 @@ def verify(
 
 
 def _type_drift(cutover: Cutover, names: list[str]) -> list:
-    """Columns whose type PostgreSQL holds otherwise than the file now declares (a migration rebuilt
-    the table with another type): their values cannot be compared as one type, never EQUAL."""
+    """Columns whose type PostgreSQL holds otherwise than the catalog this verify compares by (the
+    file's declarations: read at start, and again by the schema watch when a migration changes one):
+    their values cannot be compared as one type, never EQUAL."""
     with reading(cutover.engine(POSTGRES)) as connection:
-        return type_drift(connection, file_catalog(cutover.sqlite), names)
+        return type_drift(connection, cutover.catalog, names)
 
 
 def _compare(cutover: Cutover, table_map: dict[str, sa.Table], compared: list[str], drifted: list, row: PhaseRow,
