@@ -24,8 +24,7 @@ from typing import Any
 
 import orjson
 
-from adapters.convert import Rejected
-from hrp_data.verify.range_hash import NULL, ROW_SEPARATOR, fast_json_text, jsonb_member_order
+from hrp_data.verify.range_hash import ROW_SEPARATOR, fast_json_text, jsonb_member_order, or_rejected
 
 _SENTINEL = "\x00"
 """Put between two objects' members while they are reordered: no canonical JSON text holds a NUL."""
@@ -51,13 +50,7 @@ def json_texts(values: Sequence[Any]) -> str:
     return texts if texts is not None else "\n".join(map(_json_line, values))
 
 
-def _json_line(raw: Any) -> str:
-    if raw is None:
-        return NULL
-    try:
-        return fast_json_text(raw)
-    except Rejected as rejected:
-        return "!" + rejected.reason
+_json_line = or_rejected(fast_json_text)
 
 
 def _canonical_run(values: Sequence[Any]) -> str | None:

@@ -305,9 +305,9 @@ _FAST_SPELLING = {  # expressions inside the row's f-string, which is in triple 
 }
 
 
-def _render_one(kind: Kind) -> Callable[[Any], str]:
-    """One value as `sqlite_row_renderer` spells it (NULL and rejected values included)."""
-    renderer = _PYTHON[kind]
+def or_rejected(renderer: Callable[[Any], str]) -> Callable[[Any], str]:
+    """`renderer` with NULL spelled NULL and a value conversion refuses spelled '!<reason>', as
+    every renderer of a stored value spells them."""
 
     def render(raw: Any) -> str:
         if raw is None:
@@ -318,6 +318,11 @@ def _render_one(kind: Kind) -> Callable[[Any], str]:
             return "!" + rejected.reason
 
     return render
+
+
+def _render_one(kind: Kind) -> Callable[[Any], str]:
+    """One value as `sqlite_row_renderer` spells it (NULL and rejected values included)."""
+    return or_rejected(_PYTHON[kind])
 
 
 class _DateTexts(dict):
@@ -363,10 +368,4 @@ def fast_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = ()) -> Cal
     return scope["render"]
 
 
-def _fast_json_or_rejected(raw: Any) -> str:
-    if raw is None:
-        return NULL
-    try:
-        return _fast_json(raw)
-    except Rejected as rejected:
-        return "!" + rejected.reason
+_fast_json_or_rejected = or_rejected(_fast_json)
