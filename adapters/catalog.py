@@ -265,9 +265,18 @@ def _pragma(connection: Any, name: str, argument: str) -> list[tuple]:
 def user_tables(connection: Any) -> list[tuple[str, str]]:
     """(name, sql) of every table that belongs to the user and holds rows of its own, in sqlite_master
     order: not the layer's, not SQLite's, not a virtual table (fts5, rtree, ...) nor the tables a
-    virtual table keeps its storage in (virtual_tables lists those)."""
+    virtual table keeps its storage in (the catalog lists those as not carried)."""
+    return _ordinary(*_tables_listed(connection))
+
+
+def _tables_listed(connection: Any) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Every table of sqlite_master, (name, sql) in its order, and the virtual ones with their storage
+    (_virtual_and_shadow)."""
     rows = _rows(connection, "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY rowid")
-    virtual = _virtual_and_shadow(connection, rows)
+    return rows, _virtual_and_shadow(connection, rows)
+
+
+def _ordinary(rows: list[tuple[str, str]], virtual: dict[str, str]) -> list[tuple[str, str]]:
     return [(name, sql or "") for name, sql in rows
             if not name.lower().startswith(OWN_PREFIXES) and name not in virtual]
 
@@ -308,11 +317,9 @@ def _virtual_and_shadow(connection: Any, rows: list[tuple]) -> dict[str, str]:
     return out
 
 
-def virtual_tables(connection: Any) -> list[NotCarried]:
+def _virtual_tables(connection: Any, rows: list[tuple[str, str]], storage: dict[str, str]) -> list[NotCarried]:
     """The file's virtual tables (full-text and spatial indexes, ...), none of which PostgreSQL gets,
-    each with where its rows are and what to do."""
-    rows = _rows(connection, "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY rowid")
-    storage = _virtual_and_shadow(connection, rows)
+    each with where its rows are and what to do (`rows`, `storage`: _tables_listed)."""
     out = []
     for name, sql in rows:
         if storage.get(name) != name:
@@ -518,7 +525,8 @@ def read_catalog(connection: Any) -> Catalog:
     metadata = sa.MetaData()
     sqlite_metadata = sa.MetaData()
     not_carried: list[NotCarried] = []
-    found = user_tables(connection)
+    listed, storage = _tables_listed(connection)
+    found = _ordinary(listed, storage)
     names = [name for name, _ in found]
     sequences = {row[0] for row in _rows(connection, "SELECT name FROM sqlite_master WHERE name = 'sqlite_sequence'")}
     table_names = _unique_short_names(names)
@@ -541,7 +549,7 @@ def read_catalog(connection: Any) -> Catalog:
             name=name, postgres=postgres, sqlite=sqlite, mapping=info["mapping"], rowid_key=info["rowid_key"],
             autoincrement=autoincrement, without_rowid=info["without_rowid"],
         )
-    not_carried += virtual_tables(connection)
+    not_carried += _virtual_tables(connection, listed, storage)
     for kind, name, table, sql in _rows(
         connection, "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type IN ('view', 'trigger') ORDER BY rowid"
     ):
