@@ -451,6 +451,29 @@ def _postgres_rows(url: str, sql: str) -> list[tuple]:
         return []
 
 
+def _batch_rebuild(path, table: str, columns: str, *after: tuple[str, tuple]) -> None:
+    """Alembic batch mode's rebuild of `table` as `columns` (create the copy, copy, drop, rename), and
+    `after`'s statements in the same transaction: the writes right behind the migration."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(f"CREATE TABLE _alembic_tmp_{table} ({columns})")
+        connection.execute(f"INSERT INTO _alembic_tmp_{table} SELECT * FROM {table}")
+        connection.execute(f"DROP TABLE {table}")
+        connection.execute(f"ALTER TABLE _alembic_tmp_{table} RENAME TO {table}")
+        for statement, parameters in after:
+            connection.execute(statement, parameters)
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
+def _postgres_type(url: str, table: str, column: str) -> str:
+    [(spelled,)] = _postgres(url, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                                  f" WHERE attrelid = '{table}'::regclass AND attname = '{column}'")
+    return spelled
+
+
 def test_a_column_whose_type_a_rebuild_changed_is_never_equal_and_holds_the_flip(live):
     """A batch-mode rebuild that changes a column's type (TEXT -> REAL): PostgreSQL still holds text,
     so the app would read '1.5' where SQLite gives 1.5. Verify names the column with both types and is
@@ -460,16 +483,7 @@ def test_a_column_whose_type_a_rebuild_changed_is_never_equal_and_holds_the_flip
         raw.execute("CREATE TABLE race_scores (id INTEGER PRIMARY KEY, score TEXT)")
         raw.executemany("INSERT INTO race_scores (score) VALUES (?)", [("1.5",), ("2",)])
     _wait(lambda: _postgres_rows(postgres_url, "SELECT count(*) FROM race_scores WHERE true") == [(2,)])
-    connection = sqlite3.connect(path, isolation_level=None)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("CREATE TABLE _alembic_tmp_race_scores (id INTEGER PRIMARY KEY, score REAL)")
-        connection.execute("INSERT INTO _alembic_tmp_race_scores SELECT * FROM race_scores")
-        connection.execute("DROP TABLE race_scores")
-        connection.execute("ALTER TABLE _alembic_tmp_race_scores RENAME TO race_scores")
-        connection.execute("COMMIT")
-    finally:
-        connection.close()
+    _batch_rebuild(path, "race_scores", "id INTEGER PRIMARY KEY, score REAL")
     _wait(lambda: next(m.declared for m in cutover.catalog.tables["race_scores"].mapping if m.column == "score")
           == "REAL")  # the watch reads the file again: the applier converts by the new type
     with sqlite3.connect(path) as raw:  # a write right after the migration reaches PostgreSQL all the same
@@ -499,23 +513,12 @@ def test_a_type_a_rebuild_widened_is_carried_to_postgresql_and_a_longer_value_fo
         raw.execute("CREATE TABLE race_labels (id INTEGER PRIMARY KEY, label NUMERIC(5,2), n INTEGER)")
         raw.executemany("INSERT INTO race_labels (label, n) VALUES (?, ?)", [(1.5, 1), (999.99, 2)])
     _wait(lambda: _postgres_rows(postgres_url, "SELECT count(*) FROM race_labels WHERE true") == [(2,)])
-    assert _postgres(postgres_url, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
-                                   " WHERE attrelid = 'race_labels'::regclass AND attname = 'label'") == [("numeric(5,2)",)]
+    assert _postgres_type(postgres_url, "race_labels", "label") == "numeric(5,2)"
     long = Decimal("123456.78")
-    connection = sqlite3.connect(path, isolation_level=None)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("CREATE TABLE _alembic_tmp_race_labels (id INTEGER PRIMARY KEY, label NUMERIC(8,2), n INTEGER)")
-        connection.execute("INSERT INTO _alembic_tmp_race_labels SELECT * FROM race_labels")
-        connection.execute("DROP TABLE race_labels")
-        connection.execute("ALTER TABLE _alembic_tmp_race_labels RENAME TO race_labels")
-        connection.execute("INSERT INTO race_labels (label, n) VALUES (?, 3)", (str(long),))
-        connection.execute("COMMIT")
-    finally:
-        connection.close()
+    _batch_rebuild(path, "race_labels", "id INTEGER PRIMARY KEY, label NUMERIC(8,2), n INTEGER",
+                   ("INSERT INTO race_labels (label, n) VALUES (?, 3)", (str(long),)))
     _wait(lambda: _postgres_rows(postgres_url, "SELECT label FROM race_labels WHERE n = 3") == [(long,)], timeout=60)
-    assert _postgres(postgres_url, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
-                                   " WHERE attrelid = 'race_labels'::regclass AND attname = 'label'") == [("numeric(8,2)",)]
+    assert _postgres_type(postgres_url, "race_labels", "label") == "numeric(8,2)"
     move(cutover, Phase.SHADOW)
     result = verify(cutover, record=False)
     assert result.equal and not result.schema, result.as_json()
