@@ -43,6 +43,6 @@ def who_holds(engine: sa.Engine, lock: str) -> str:
     )
 
 
-def unlock(connection: sa.Connection, pid: int) -> bool:
-    """End backend `pid` if, and only if, it holds one of the layer's locks."""
+def unlock(connection: sa.Connection, pid: int) -> bool | None:
+    """End backend `pid` if, and only if, it holds one of the layer's locks (see `terminate_holder`)."""
     return terminate_holder(connection, pid, LAYER_LOCKS)

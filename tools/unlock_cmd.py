@@ -22,8 +22,14 @@ def unlock(ctx, pid: int | None, postgres_url: str | None) -> None:
         try:
             with engine.connect() as connection:
                 if pid is not None:
-                    if not session_locks.unlock(connection, pid):
+                    ended = session_locks.unlock(connection, pid)
+                    if ended is None:
                         raise click.ClickException(f"pid {pid} holds no lock of the layer; nothing was ended")
+                    if not ended:
+                        raise click.ClickException(
+                            f"pid {pid} was told to end but still runs after 10 s; run `hrp-cutover unlock` to see"
+                            " whether it holds the lock, and ask the PostgreSQL administrator if it does"
+                        )
                     click.echo(f"ended pid {pid}: its locks are released")
                     return
                 found = session_locks.holders(connection)
