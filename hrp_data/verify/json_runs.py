@@ -62,7 +62,9 @@ def _canonical_run(values: Sequence[Any]) -> str | None:
     `{` it holds and ends with `}`, and orjson reads as many objects as there are values; the
     spelling check then holds each value to orjson's spelling of its object (which holds no
     newline: so every newline in the joined text is one between two values).
-    As canonical text, no string in it holds a comma or a colon, so the commas split the members."""
+    In json.dumps's spelling no string holds a comma or a colon (the blank after it would spoil the
+    check); in the compact one the counts of colons and of members show that none does. So the commas
+    split the members."""
     count = len(values)
     try:
         joined = "\n".join(values)
@@ -84,6 +86,8 @@ def _canonical_run(values: Sequence[Any]) -> str | None:
         return None
     compact = orjson.dumps(objects)
     if compact == f"[{','.join(values)}]".encode("utf-8"):
+        if joined.count(":") != count * len(keys):  # a string holds a colon (a comma: the count below)
+            return None
         members = joined[1:-1].replace("}\n{", ",").replace(":", ": ").split(",")
     elif compact.replace(b",", b", ").replace(b":", b": ") == f"[{', '.join(values)}]".encode("utf-8"):
         members = joined[1:-1].replace("}\n{", ", ").split(", ")

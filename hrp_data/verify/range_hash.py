@@ -248,10 +248,12 @@ def fast_json_text(raw: Any) -> str:
     As in adapters.convert._canonical_document, the text is canonical when
     it is orjson's compact spelling of what orjson reads, or that spelling
     with a blank after every comma and colon (json.dumps's): then every number
-    is the shortest spelling of its double (so exact), no key repeats, and
-    no string holds a comma or a colon. So the members are the text split at
-    its commas, and jsonb's text is those members in jsonb key order, spaced
-    as jsonb prints them. The compact spelling in a flat object leaves out
+    is the shortest spelling of its double (so exact) and no key repeats. In
+    json.dumps's spelling no string holds a comma or a colon (the blank added
+    after it would spoil the match); in the compact one, counting them shows
+    that none does. So the members are the text split at its commas, and
+    jsonb's text is those members in jsonb key order, spaced as jsonb prints
+    them. The compact spelling in a flat object leaves out
     what orjson and json.dumps (repr) spell apart: a nested array, a number
     with a negative exponent or with 1e-05 <= |x| < 1e-04 (orjson writes it
     positionally; both write a positive exponent alike), a NUL, a negative
@@ -266,6 +268,8 @@ def fast_json_text(raw: Any) -> str:
     compact = orjson.dumps(value)
     spelled = raw.encode("utf-8")
     if compact == spelled:
+        if raw.count(",") != len(value) - 1 or raw.count(":") != len(value):
+            return json_text(raw)  # a string holds a comma or a colon: they do not split the members
         members = raw[1:-1].replace(":", ": ").split(",")
     elif compact.replace(b",", b", ").replace(b":", b": ") == spelled:
         members = raw[1:-1].split(", ")
