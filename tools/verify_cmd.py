@@ -66,6 +66,9 @@ def _print(result) -> None:
         )
     for example in result.examples[:10]:
         click.echo(f"  {example}")
+    if any(t.pending for t in result.tables.values()):
+        click.echo("pending: rows whose change is still on its way to the secondary (not differences);"
+                   " with the app stopped nothing carries them: `hrp-cutover replay` does")
     click.echo("EQUAL" if result.equal else "NOT EQUAL")
 
 

@@ -169,6 +169,11 @@ class Applier:
     def breaker_state(self) -> str:
         return self.breaker.current_state
 
+    @property
+    def running(self) -> bool:
+        """Whether this process's background thread drains the outbox (the app's; CLI commands drain by themselves)."""
+        return self._thread is not None
+
     def start(self) -> "Applier":
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="hrp-applier", daemon=True)

@@ -41,7 +41,7 @@ from adapters.outbox import encode_key, key_from_json, key_to_json
 from adapters.postgres import call_timeout
 from adapters.types import NaiveTimestamp, kind_of
 from hrp_data.backfill import legacy_rows
-from hrp_data.cutover import outbox
+from hrp_data.cutover import heartbeat, outbox
 from hrp_data.cutover.apply import KeyRef, apply_keys, read_images
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.backfill.legacy_rows import sqlite_order
@@ -371,7 +371,8 @@ def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], row: Phas
     A key is judged only when, in one read of the primary, it has no outbox
     entry left (so the secondary has applied everything up to that state), and
     the primary row is unchanged after the secondary was read. Otherwise it is
-    in flight: looked at again until RECHECK_S has passed.
+    in flight: looked at again until RECHECK_S has passed, while an applier (this process's or an
+    app process's, by its heartbeat) drains the outbox.
     """
     primary_engine = cutover.engine(row.primary)
     secondary_engine = cutover.engine(row.other)
@@ -402,6 +403,8 @@ def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], row: Phas
         refused = _refused(primary_engine)
         if all((ref.table, encode_key(ref.key)) in refused for ref in remaining):
             break  # only changes the secondary refuses are left: waiting changes nothing
+        if not cutover.applier.running and not heartbeat.workers(cutover.engines.sqlite):
+            break  # no applier drains the outbox (a CLI verify with the app stopped): waiting changes nothing
         cutover.applier.notify()
         time.sleep(0.1)
     if remaining:  # a change the secondary keeps refusing is no write in flight: the row differs

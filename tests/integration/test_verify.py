@@ -150,6 +150,35 @@ def test_cli_exit_codes_and_json(synced):
     assert unknown.exit_code == 2 and "unknown table nope" in unknown.output
 
 
+def test_with_no_applier_running_a_pending_change_is_counted_at_once_and_replay_carries_it(synced):
+    """The app is stopped: a change waiting in the outbox has nothing to carry it, so the verify does not
+    wait out its recheck deadline for it; it counts it as pending, says how to carry it, and after
+    `hrp-cutover replay` the pair verifies equal with nothing pending."""
+    from hrp_data.cutover import heartbeat
+    from hrp_data.verify.run import RECHECK_S
+
+    cutover, path, postgres_url = synced
+    cutover.applier.stop()
+    with cutover.sqlite.begin() as connection:  # the app's processes have all stopped
+        connection.exec_driver_sql(f"DELETE FROM {heartbeat.WORKERS_TABLE}")
+    with cutover.writing() as uow:
+        uow.races.update(3, distance=1234.5)
+        uow.commit()
+    runner = CliRunner()
+    args = ["--sqlite", str(path), "--postgres", postgres_url, "verify"]
+    started = time.monotonic()
+    waiting = runner.invoke(cli, [*args, "--json"])
+    assert time.monotonic() - started < RECHECK_S, "the verify waited for an applier that does not run"
+    assert waiting.exit_code == 0, waiting.output
+    assert json.loads(waiting.stdout)["tables"]["races"]["pending"] == 1
+    told = runner.invoke(cli, args)
+    assert "hrp-cutover replay" in told.output, told.output
+    assert runner.invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "replay"]).exit_code == 0
+    carried = runner.invoke(cli, [*args, "--json"])
+    assert carried.exit_code == 0 and json.loads(carried.stdout)["tables"]["races"]["pending"] == 0, carried.output
+    assert_equal(path, postgres_url)
+
+
 def test_range_hashes_agree_on_equal_data(synced):
     """Both sides spell equal rows the same way, so equal ranges are never looked at twice."""
     import math
