@@ -35,7 +35,11 @@ from hrp_data.verify.json_runs import json_lines
 from hrp_data.verify.range_hash import fast_row_renderer
 
 POOL_MIN_ROWS = 10_000
-"""Below this many rows a table is hashed in the calling process (the pool is started anyway)."""
+"""Below this many rows a table is hashed in the calling process."""
+PRESTART_BYTES = 4 << 20
+"""A file this big starts the workers on entry, so their start-up overlaps the small tables' work; a
+smaller one starts them only when a table of POOL_MIN_ROWS comes (a verify of a small file starts none:
+spawning them costs about a second)."""
 TASK_BUCKETS = 8
 """Buckets per worker task: small enough to spread a table over the workers, big enough to amortize a task."""
 
@@ -156,8 +160,8 @@ class RangeHasher:
         self._connection: sqlite3.Connection | None = None
 
     def __enter__(self) -> "RangeHasher":
-        if self.workers > 0:
-            self._start()  # the workers' start-up overlaps the small tables' work
+        if self.workers > 0 and self.path.stat().st_size >= PRESTART_BYTES:
+            self._start()
         return self
 
     def __exit__(self, *exc_info) -> None:
