@@ -464,14 +464,17 @@ def _census(connection: Any, table: str, column: str) -> dict[str, int]:
 
 
 _LITERAL = re.compile(r"(?:[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|'(?:[^']|'')*'|NULL|TRUE|FALSE)", re.IGNORECASE)
+_UTC_NOW = "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')"
+"""SQLite's now, on a column without a zone: the UTC wall clock, whatever the session's TimeZone (a
+pooler such as PgBouncer drops the `timezone` the layer's connections ask for: the server's applies)."""
+_UTC_TODAY = "((CURRENT_TIMESTAMP AT TIME ZONE 'UTC')::date)"
+"""SQLite's CURRENT_DATE: the UTC date, which PostgreSQL's CURRENT_DATE is only in a UTC session."""
 _NOW_DEFAULTS = {
     "CURRENT_TIMESTAMP": "CURRENT_TIMESTAMP",
     "DATETIME('NOW')": "CURRENT_TIMESTAMP",
-    "CURRENT_DATE": "CURRENT_DATE",
-    "DATE('NOW')": "CURRENT_DATE",
+    "CURRENT_DATE": _UTC_TODAY,
+    "DATE('NOW')": _UTC_TODAY,
 }
-_UTC_NOW = "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')"
-"""SQLite's now, on a column without a zone: the UTC wall clock, whatever the session's TimeZone."""
 _STRFTIME_MS = "STRFTIME('%Y-%M-%D %H:%M:%F','NOW')"
 
 

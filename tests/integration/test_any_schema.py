@@ -192,6 +192,22 @@ def test_a_file_of_another_schema_goes_through_every_cli_step(shape, tmp_path, p
     assert_same_data(path, postgres_url)
 
 
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])  # UTC+14, UTC-11
+def test_now_and_today_defaults_are_utc_in_a_session_of_any_time_zone(tmp_path, postgres_url, zone):
+    """SQLite's CURRENT_TIMESTAMP and CURRENT_DATE are UTC. A row PostgreSQL fills by default gets the
+    same in a session of another TimeZone (a pooler drops the UTC the layer asks for at connect; the
+    app's own connections use the server's): at most hours apart, it would be a different date."""
+    path = tmp_path / "app.db"
+    _plain_sqlite(path, "CREATE TABLE visits (id INTEGER PRIMARY KEY, note TEXT,"
+                        " at_day DATE DEFAULT CURRENT_DATE, at_time DATETIME DEFAULT CURRENT_TIMESTAMP);")
+    _cli(path, postgres_url, "schema")
+    with psycopg2.connect(libpq(postgres_url), options=f"-c timezone={zone}") as pg, pg.cursor() as cursor:
+        cursor.execute("INSERT INTO visits (id, note) VALUES (1, 'by default')"
+                       " RETURNING at_day, at_time, (now() AT TIME ZONE 'UTC')")
+        day, at, utc_now = cursor.fetchone()
+    assert day == utc_now.date() and at == utc_now, (day, at, utc_now)
+
+
 def test_rows_keyed_by_a_blob_follow_every_change_both_ways(tmp_path, postgres_url):
     """A key held as bytes (a UUID kept as a 16-byte BLOB, a composite key with one): inserts,
     updates and deletes made on PostgreSQL after the flip reach the file, and the file's after the

@@ -255,7 +255,8 @@ class TestConstraints:
     @pytest.mark.parametrize(("default", "kind", "expected"), [
         ("CURRENT_TIMESTAMP", Kind.TIMESTAMP, "CURRENT_TIMESTAMP"),
         ("(datetime('now'))", Kind.TIMESTAMP, "CURRENT_TIMESTAMP"),
-        ("CURRENT_DATE", Kind.DATE, "CURRENT_DATE"),
+        ("CURRENT_DATE", Kind.DATE, "((CURRENT_TIMESTAMP AT TIME ZONE 'UTC')::date)"),
+        ("(date('now'))", Kind.DATE, "((CURRENT_TIMESTAMP AT TIME ZONE 'UTC')::date)"),
         ("(strftime('%Y-%m-%d %H:%M:%f','now'))", Kind.TIMESTAMP, "date_trunc('milliseconds', CURRENT_TIMESTAMP)"),
         ("(datetime('now','localtime'))", Kind.TIMESTAMP, None),
         ("CURRENT_TIMESTAMP", Kind.TEXT, None),
