@@ -8,7 +8,8 @@ only what it uses:
   and how a capture gap is carried;
 - the applier: its route (the phase row, the engines, the captured tables, the layer's
   tables on PostgreSQL), the heartbeat it reports to, the move journal it finishes;
-- the shadow reads: the settings, the engines and the phase row.
+- the shadow reads: the settings, the engines, the phase row, the mismatch store's engine and
+  the shadow workers' own pool on PostgreSQL.
 
 Only the carry of a capture gap holds the whole `Cutover`, as hrp_data.verify.run.carry_gap
 repairs over it. Nothing here starts a thread: `Cutover.start()` starts the applier.
@@ -31,7 +32,7 @@ from hrp_data.cutover.dual_write import Cutover, Engines, MovedTables, PostgresL
 from hrp_data.cutover.phase_store import PhaseStore
 from hrp_data.cutover.phases import Phase
 from hrp_data.cutover.schema_watch import SchemaWatch
-from hrp_data.cutover.shadow_reads import ShadowReads, catalog_kinds
+from hrp_data.cutover.shadow_reads import ShadowReads, candidate_engine, catalog_kinds
 from hrp_data.flip import journal as move_journal
 from hrp_data.settings import Settings
 
@@ -93,7 +94,10 @@ def _assemble(settings: Settings, engines: Engines, bound_calls: bool) -> Cutove
         recover=functools.partial(finish_interrupted_move, engines, phases, tables),
         watch=schema_watch.watch if engines.postgres is not None else None,
     )
-    shadow = ShadowReads(settings, engines, phases.row, table_kinds=catalog_kinds(tables.catalog))
+    shadow = ShadowReads(
+        settings, engines, phases.row, store_engine=create_sqlite_engine(settings.sqlite_url),
+        candidates=candidate_engine(settings), table_kinds=catalog_kinds(tables.catalog),
+    )
     return Cutover(
         settings, engines=engines, phases=phases, tables=tables, postgres_layer=postgres_layer,
         schema_watch=schema_watch, applier=applier, shadow=shadow,

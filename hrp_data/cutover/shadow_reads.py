@@ -161,6 +161,21 @@ def catalog_kinds(catalog: Any) -> dict[str, dict[str, Kind]]:
     return {entry.name: {m.column: m.kind for m in entry.mapping} for entry in catalog.tables.values()}
 
 
+def candidate_engine(settings: Settings) -> sa.Engine | None:
+    """The shadow workers' pool on PostgreSQL (one connection per worker), apart from the app's: a
+    candidate or a lag re-check never takes a connection a request of the app waits for."""
+    if not settings.postgres_url:
+        return None
+    return create_postgres_engine(
+        settings.postgres_url,
+        application_name="hrp-cutover-shadow",
+        pool_size=max(1, settings.shadow_workers),
+        max_overflow=0,
+        pool_timeout=CANDIDATE_TIMEOUT_S,
+        pool_pre_ping=False,  # a stale connection costs one candidate error, not a round trip per read
+    )
+
+
 DESCRIBED_LIMIT = 2000
 """Statement descriptions kept per process (by SQLAlchemy cache key); the cache starts over when full."""
 
@@ -174,11 +189,15 @@ class ShadowReads:
         app_engine: Callable[[str], sa.Engine],
         phase_row: Callable[[], PhaseRow],
         *,
+        store_engine: sa.Engine,
+        candidates: sa.Engine | None,
         table_kinds: dict[str, dict[str, Kind]] | None = None,
     ):
         """`app_engine(database)`: the app's engine of a database; `phase_row()`: the current phase row;
-        `table_kinds`: {table: {column: Kind}} of the file's tables, for the app's own statements
-        (catalog_kinds; the HRP tables' when not given)."""
+        `store_engine`: the mismatch store's engine on the SQLite file; `candidates`: the shadow workers'
+        own pool on PostgreSQL (`candidate_engine`; None without PostgreSQL); both are disposed by
+        `close()`. `table_kinds`: {table: {column: Kind}} of the file's tables, for the app's own
+        statements (catalog_kinds; the HRP tables' when not given)."""
         self.app_engine = app_engine
         self.phase_row = phase_row
         self.comparator = Comparator(
@@ -189,21 +208,14 @@ class ShadowReads:
             self.table_kinds, ignore=settings.ignore_rules(), secrets=SECRET_COLUMNS
         )
         self._described: dict[Any, StatementRead] = {}
-        self.store_engine = create_sqlite_engine(settings.sqlite_url)
+        self.store_engine = store_engine
         self.store = MismatchStore(
             self.store_engine,
             max_details=settings.shadow_max_details,
             ignore=self.comparator.ignore,
         )
         workers = settings.shadow_workers
-        self.postgres = None if not settings.postgres_url else create_postgres_engine(
-            settings.postgres_url,
-            application_name="hrp-cutover-shadow",
-            pool_size=max(1, workers),
-            max_overflow=0,
-            pool_timeout=CANDIDATE_TIMEOUT_S,
-            pool_pre_ping=False,  # a stale connection costs one candidate error, not a round trip per read
-        )
+        self.postgres = candidates
         self.lab = Laboratory(
             self.compare,
             self.store,
@@ -228,9 +240,8 @@ class ShadowReads:
             self.postgres.dispose()
 
     def engine(self, database: str) -> sa.Engine:
-        """Where the shadow workers read `database`: PostgreSQL through a pool of their own (one
-        connection per worker), so a candidate or a lag re-check never takes a connection that a
-        request of the app is waiting for; SQLite through the app's engine."""
+        """Where the shadow workers read `database`: PostgreSQL through their own pool
+        (`candidate_engine`), SQLite through the app's engine."""
         if database == POSTGRES and self.postgres is not None:
             return self.postgres
         return self.app_engine(database)
