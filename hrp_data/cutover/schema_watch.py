@@ -67,6 +67,7 @@ import contextlib
 import dataclasses
 import hashlib
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -486,23 +487,39 @@ class SchemaWatch:
         return done
 
     def _indexes_in_file(self, work: list[tuple[IndexDrift, str]]) -> list[IndexDrift]:
-        """CREATE INDEX (marked as carried) or DROP INDEX in a write transaction of the file that
-        re-reads the phase (the file is the secondary: only the layer writes it)."""
-        done = []
+        """CREATE INDEX (marked as carried) or DROP INDEX in the file (`_in_file`); one SQLite refuses
+        (duplicates, a column the file lacks) is logged and left."""
+        return self._in_file(
+            work, sa.exc.SQLAlchemyError, self._index_not_carried,
+            lambda error: log.warning("schema.indexes_not_carried", indexes=[d.name for d, _ in work],
+                                      error=describe_error(error)),
+        )
+
+    def _in_file(self, work: list[tuple[Any, str]], refusals: type[Exception] | tuple,
+                 refused: Callable[[Any, Exception], None], locked: Callable[[Exception], None],
+                 evidence: Callable[[list], str] | None = None) -> list:
+        """Each (change, statement) of `work` in one write transaction of the file that re-reads the
+        phase (the file is the secondary: only the layer writes it; a move holds this lock while it
+        moves), each in a savepoint. `refused(change, error)` for a statement SQLite refuses
+        (`refusals`); `locked(error)` when the file stays locked, looked at again next round. Returns
+        the changes done; `evidence(done)`: the reason the verify evidence is reset, if they call for it."""
+        done: list = []
         try:
-            with writing(self.engines(SQLITE)) as connection:  # a move holds this lock while it moves
+            with writing(self.engines(SQLITE)) as connection:
                 if not self._still(POSTGRES):
                     return []  # the phase moved meanwhile: the next look decides again
                 for change, statement in work:
                     try:
                         with connection.begin_nested():
                             connection.exec_driver_sql(statement)
-                    except sa.exc.SQLAlchemyError as error:  # duplicates, a column the file lacks
-                        self._index_not_carried(change, error)
+                    except refusals as error:
+                        refused(change, error)
                         continue
                     done.append(change)
-        except sa.exc.SQLAlchemyError as error:  # the file locked too long: look again next round
-            log.warning("schema.indexes_not_carried", indexes=[d.name for d, _ in work], error=describe_error(error))
+                if done and evidence is not None:
+                    move_journal.reset_evidence(connection, evidence(done))
+        except sa.exc.SQLAlchemyError as error:
+            locked(error)
             self._seen.pop(SQLITE, None)
             return []
         return done
@@ -535,28 +552,15 @@ class SchemaWatch:
                                    f" ADD COLUMN {quote(change.column)} {declaration}"))
         wanted += [(change, f"ALTER TABLE {quote(names.get(change.table, change.table))}"
                             f" DROP COLUMN {quote(change.column)}") for change in dropped]
-        done: list[ColumnDrift] = []
-        try:
-            with writing(self.engines(SQLITE)) as connection:  # a move holds this lock while it moves
-                if not self._still(POSTGRES):
-                    return []  # the phase moved meanwhile: the next look decides again
-                for change, statement in wanted:
-                    try:
-                        with connection.begin_nested():
-                            connection.exec_driver_sql(statement)
-                    except sa.exc.OperationalError as error:  # SQLite refuses this one: it stays named
-                        log.warning("schema.column_not_carried", column=str(change), error=describe_error(error),
-                                    fix="change the SQLite file by hand as the migration changed PostgreSQL")
-                        continue
-                    done.append(change)
-                if done:
-                    move_journal.reset_evidence(connection, _carried_reason(done))
-        except sa.exc.SQLAlchemyError as error:  # the file locked too long: look again next round
-            log.warning("schema.columns_not_carried", columns=[str(d) for d, _ in wanted],
-                        error=describe_error(error))
-            self._seen.pop(SQLITE, None)
-            return []
-        return done
+        return self._in_file(
+            wanted, sa.exc.OperationalError,
+            lambda change, error: log.warning(
+                "schema.column_not_carried", column=str(change), error=describe_error(error),
+                fix="change the SQLite file by hand as the migration changed PostgreSQL"),
+            lambda error: log.warning("schema.columns_not_carried", columns=[str(d) for d, _ in wanted],
+                                      error=describe_error(error)),
+            evidence=_carried_reason,
+        )
 
     def _add_on_postgres(self, added: list[ColumnDrift], fresh: Catalog) -> list[ColumnDrift]:
         """`ALTER TABLE ... ADD COLUMN IF NOT EXISTS` for each, with the file's mapping (`fresh`);
