@@ -82,11 +82,16 @@ def _converted_predictions(path) -> tuple[bytes, int, float]:
     return converted.payload, converted.staged, time.perf_counter() - started
 
 
+MAINTENANCE = "SET hrp_cutover.maintenance = 'on'"
+"""A write of the bench's own on PostgreSQL while it is the secondary (docs/operations.md, the guard)."""
+
+
 def _bare_copy(url: str, payload: bytes, *, held: bool) -> float:
     """Seconds for one COPY of `payload` into predictions (held: as the backfill loads it)."""
     connection = psycopg2.connect(_libpq(url))
     try:
         with connection.cursor() as cursor:
+            cursor.execute(MAINTENANCE)  # PostgreSQL is the secondary: its guard refuses other writes
             cursor.execute("TRUNCATE predictions")
             if held:
                 holds.hold_indexes(cursor, "predictions")
@@ -109,6 +114,7 @@ def _reset_predictions(url: str) -> None:
     connection = psycopg2.connect(_libpq(url))
     try:
         with connection, connection.cursor() as cursor:
+            cursor.execute(MAINTENANCE)
             cursor.execute("TRUNCATE predictions")
             cursor.execute("DELETE FROM hrp_cutover_backfill WHERE table_name IN ('predictions', '*')")
     finally:

@@ -91,6 +91,7 @@ def test_verify_vs_naive_fetch_and_compare(big, record_bench):
         rng = random.Random(3)
         planted = rng.sample(range(1, clean.tables["predictions"].rows_primary + 1), 100)
         with cutover.engine("postgres").begin() as connection:
+            connection.exec_driver_sql("SET LOCAL hrp_cutover.maintenance = 'on'")  # planted differences
             connection.execute(
                 sa.text("UPDATE predictions SET confidence = confidence + 1 WHERE id = ANY(:ids)"), {"ids": planted}
             )
