@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 import sqlalchemy as sa
@@ -442,9 +442,10 @@ class TestWidens:
     @given(st.integers(1, 60), st.integers(0, 20), st.integers(1, 60), st.integers(0, 20))
     def test_a_numeric_widening_holds_every_value_of_the_narrow_one(self, p1, s1, p2, s2):
         s1, s2 = min(s1, p1), min(s2, p2)
-        largest = Decimal(10) ** (p1 - s1) - Decimal(1).scaleb(-s1)  # the widest value numeric(p1,s1) holds
-        finest = Decimal(1).scaleb(-s1)
-        holds = (largest.adjusted() + 1 <= p2 - s2 or largest == 0) and -finest.as_tuple().exponent <= s2
+        with localcontext(prec=200):  # exact: the default context keeps 28 digits, rounding numeric(29,0)'s largest up
+            largest = Decimal(10) ** (p1 - s1) - Decimal(1).scaleb(-s1)  # the widest value numeric(p1,s1) holds
+            finest = Decimal(1).scaleb(-s1)
+            holds = (largest.adjusted() + 1 <= p2 - s2 or largest == 0) and -finest.as_tuple().exponent <= s2
         if widens(f"numeric({p1},{s1})", f"numeric({p2},{s2})"):
             assert holds, (p1, s1, p2, s2)
 
