@@ -403,7 +403,7 @@ def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], row: Phas
         refused = _refused(primary_engine)
         if all((ref.table, encode_key(ref.key)) in refused for ref in remaining):
             break  # only changes the secondary refuses are left: waiting changes nothing
-        if not cutover.applier.running and not heartbeat.workers(cutover.engines.sqlite):
+        if all(ref in pending for ref in remaining) and not _draining(cutover):
             break  # no applier drains the outbox (a CLI verify with the app stopped): waiting changes nothing
         cutover.applier.notify()
         time.sleep(0.1)
@@ -419,6 +419,11 @@ def _confirm(cutover: Cutover, table: sa.Table, keys: Sequence[tuple], row: Phas
                               "error": error})
         remaining = still
     return found, len(remaining)
+
+
+def _draining(cutover: Cutover) -> bool:
+    """Whether an applier drains the outbox: this process's, or an app process's (its heartbeat is fresh)."""
+    return cutover.applier.running or bool(heartbeat.workers(cutover.engines.sqlite))
 
 
 def _refused(primary_engine: sa.Engine) -> dict[tuple[str, str], str]:
