@@ -238,5 +238,6 @@ class Applier:
                 return
             applied, _failed = drain_once(route, self.breaker, self.counters)
             self._maybe_report()
+            self._maybe_watch()  # a steady load keeps this loop going: the schema watch must not wait for it
             if applied == 0:
                 return

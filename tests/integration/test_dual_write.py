@@ -275,6 +275,44 @@ def test_the_applier_reports_while_a_steady_load_keeps_it_draining(cutover, lega
     assert cutover.applier.counters.applied > 0
 
 
+def test_the_schema_watch_carries_a_new_column_while_a_steady_load_keeps_the_applier_draining(
+    cutover, legacy_file, postgres_url
+):
+    """The applier looks for schema changes between its drains: a steady load that keeps it draining
+    must not keep it from looking. A column the app's migration adds to the file under that load
+    reaches PostgreSQL within seconds."""
+    import sqlite3
+    import time
+
+    move(cutover, Phase.DUAL_WRITE)
+    stop = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            with cutover.writing() as uow:
+                uow.horses.add(horse_name=f"steady {random.random()}")
+                uow.commit()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(1.0)  # the load is on; the applier keeps finding new changes
+        with sqlite3.connect(legacy_file, timeout=10) as raw:  # the app's migration, as its own program runs it
+            raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
+        deadline = time.monotonic() + 8
+        carried = False
+        while time.monotonic() < deadline and not carried:
+            with cutover.engine("postgres").connect() as connection:
+                carried = connection.exec_driver_sql(
+                    "SELECT count(*) FROM information_schema.columns WHERE table_name = 'horses' AND column_name = 'sire'"
+                ).scalar() == 1
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join()
+    assert carried, "the column never reached PostgreSQL while the load went on"
+
+
 def test_a_legacy_write_of_a_key_postgresql_cannot_hold_waits_named_and_drains_when_removed(
     cutover, legacy_file, postgres_url
 ):
