@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 import sqlite3
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -202,8 +204,6 @@ def test_another_process_notices_a_flip_within_a_second(cutover, legacy_file, po
     with open_cutover(settings_for(legacy_file, postgres_url)) as other:
         assert other.phase().phase is Phase.SQLITE_ONLY
         move(cutover, Phase.DUAL_WRITE)
-        import time
-
         time.sleep(1.0)
         assert other.phase().phase is Phase.DUAL_WRITE
 
@@ -242,12 +242,10 @@ def test_flip_under_steady_writes_fails_and_loses_nothing(cutover, legacy_file, 
     assert stored == set(written)
 
 
-def test_the_applier_reports_while_a_steady_load_keeps_it_draining(cutover, legacy_file, postgres_url):
-    """Each worker's heartbeat (status, dashboard) stays fresh, with the phase it sees, under writes."""
-    import time
-
-    from hrp_data.cutover import heartbeat
-
+@contextlib.contextmanager
+def _steady_horse_writes(cutover):
+    """dual_write, and a thread adding horses without pause for the block's length (after a second,
+    so the applier keeps finding new changes)."""
     move(cutover, Phase.DUAL_WRITE)
     stop = threading.Event()
 
@@ -260,7 +258,18 @@ def test_the_applier_reports_while_a_steady_load_keeps_it_draining(cutover, lega
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        time.sleep(1.0)  # the load is on; the applier keeps finding new changes
+        time.sleep(1.0)
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_the_applier_reports_while_a_steady_load_keeps_it_draining(cutover, legacy_file, postgres_url):
+    """Each worker's heartbeat (status, dashboard) stays fresh, with the phase it sees, under writes."""
+    from hrp_data.cutover import heartbeat
+
+    with _steady_horse_writes(cutover):
         seen_at = time.time()
         deadline = time.monotonic() + 8
         mine = []
@@ -268,9 +277,6 @@ def test_the_applier_reports_while_a_steady_load_keeps_it_draining(cutover, lega
             mine = [w for w in heartbeat.workers(cutover.sqlite)
                     if w["worker"] == heartbeat.worker_name() and w["updated_at"] >= seen_at]
             time.sleep(0.2)
-    finally:
-        stop.set()
-        thread.join()
     assert mine and mine[0]["phase"] == "dual_write"
     assert cutover.applier.counters.applied > 0
 
@@ -281,22 +287,7 @@ def test_the_schema_watch_carries_a_new_column_while_a_steady_load_keeps_the_app
     """The applier looks for schema changes between its drains: a steady load that keeps it draining
     must not keep it from looking. A column the app's migration adds to the file under that load
     reaches PostgreSQL within seconds."""
-    import sqlite3
-    import time
-
-    move(cutover, Phase.DUAL_WRITE)
-    stop = threading.Event()
-
-    def writer():
-        while not stop.is_set():
-            with cutover.writing() as uow:
-                uow.horses.add(horse_name=f"steady {random.random()}")
-                uow.commit()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        time.sleep(1.0)  # the load is on; the applier keeps finding new changes
+    with _steady_horse_writes(cutover):
         with sqlite3.connect(legacy_file, timeout=10) as raw:  # the app's migration, as its own program runs it
             raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
         deadline = time.monotonic() + 8
@@ -307,9 +298,6 @@ def test_the_schema_watch_carries_a_new_column_while_a_steady_load_keeps_the_app
                     "SELECT count(*) FROM information_schema.columns WHERE table_name = 'horses' AND column_name = 'sire'"
                 ).scalar() == 1
             time.sleep(0.2)
-    finally:
-        stop.set()
-        thread.join()
     assert carried, "the column never reached PostgreSQL while the load went on"
 
 
