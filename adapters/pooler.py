@@ -125,13 +125,18 @@ def advisory_holders(connection: sa.Connection, keys: Mapping[int, str]) -> list
     ]
 
 
+TERMINATE_WAIT_S = 10
+"""How long `terminate_holder` waits for an ended backend to exit (and release its locks)."""
+
+
 def terminate_holder(connection: sa.Connection, pid: int, keys: Mapping[int, str]) -> bool | None:
     """End backend `pid` only if it holds one of `keys` (checked in the same statement): None if it holds
-    none, True once it has exited, False if it was signalled but still runs after 10 s. pg_terminate_backend
-    only signals unless given a timeout, and a signalled backend keeps its locks until it is gone."""
+    none, True once it has exited, False if it was signalled but still runs after TERMINATE_WAIT_S.
+    pg_terminate_backend only signals unless given a timeout, and a signalled backend keeps its locks
+    until it is gone."""
     return connection.exec_driver_sql(
-        "SELECT pg_terminate_backend(l.pid, 10000) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
+        "SELECT pg_terminate_backend(l.pid, %(wait_ms)s) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
         " AND l.objsubid = 1 AND l.pid = %(pid)s AND ((l.classid::bigint << 32) | l.objid::bigint) = ANY(%(keys)s)"
         " LIMIT 1",
-        {"pid": pid, "keys": list(keys)},
+        {"pid": pid, "keys": list(keys), "wait_ms": TERMINATE_WAIT_S * 1000},
     ).scalar()

@@ -14,6 +14,7 @@ from tools.cli import domain_errors, operator_settings, pass_context, postgres_o
 def unlock(ctx, pid: int | None, postgres_url: str | None) -> None:
     """List the backends holding the layer's advisory locks; with --pid, end that session (safe: nothing
     else is ended, and a live command that loses its lock stops and resumes from its last commit)."""
+    from adapters.pooler import TERMINATE_WAIT_S
     from adapters.postgres import create_postgres_engine
     from hrp_data import session_locks
 
@@ -27,7 +28,7 @@ def unlock(ctx, pid: int | None, postgres_url: str | None) -> None:
                         raise click.ClickException(f"pid {pid} holds no lock of the layer; nothing was ended")
                     if not ended:
                         raise click.ClickException(
-                            f"pid {pid} was told to end but still runs after 10 s; run `hrp-cutover unlock` to see"
+                            f"pid {pid} was told to end but still runs after {TERMINATE_WAIT_S} s; run `hrp-cutover unlock` to see"
                             " whether it holds the lock, and ask the PostgreSQL administrator if it does"
                         )
                     click.echo(f"ended pid {pid}: its locks are released")
