@@ -334,11 +334,12 @@ class _DateTexts(dict):
     column holds few distinct dates, so most are a dict lookup."""
 
     LIMIT = 100_000
+    _spell = staticmethod(_render_one(Kind.DATE))
 
     def __missing__(self, raw: str) -> str:
         if len(self) >= self.LIMIT:
             self.clear()
-        text = self[raw] = _render_one(Kind.DATE)(raw)
+        text = self[raw] = self._spell(raw)
         return text
 
 
