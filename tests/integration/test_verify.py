@@ -179,30 +179,35 @@ def test_with_no_applier_running_a_pending_change_is_counted_at_once_and_replay_
     assert_equal(path, postgres_url)
 
 
-def test_range_hashes_agree_on_equal_data(synced):
-    """Both sides spell equal rows the same way, so equal ranges are never looked at twice."""
+def _both_sides_buckets(cutover, table) -> tuple[dict, dict]:
+    """Every bucket's count and md5 of `table` on SQLite and on PostgreSQL, bucketed as verify does."""
     import math
 
-    from hrp_data.models import TABLES
     from hrp_data.verify.run import BUCKET_ROWS, Buckets, _postgres_buckets, _sqlite_buckets
+
+    key = table.primary_key.columns.values()[0].name
+    with cutover.sqlite.connect() as connection:
+        low, high, count = connection.exec_driver_sql(
+            f'SELECT min("{key}"), max("{key}"), count(*) FROM "{table.name}"').one()
+    buckets_count = max(1, math.ceil(count / BUCKET_ROWS))
+    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / buckets_count)))
+    return (_sqlite_buckets(cutover.sqlite, table, buckets, buckets_count),
+            _postgres_buckets(cutover.engine("postgres"), table, buckets, buckets_count))
+
+
+def test_range_hashes_agree_on_equal_data(synced):
+    """Both sides spell equal rows the same way, so equal ranges are never looked at twice."""
+    from hrp_data.models import TABLES
 
     cutover, _, _ = synced
     for table in TABLES:
-        key = table.primary_key.columns.values()[0].name
-        with cutover.sqlite.connect() as connection:
-            low, high, count = connection.exec_driver_sql(f'SELECT min("{key}"), max("{key}"), count(*) FROM "{table.name}"').one()
-        buckets_count = max(1, math.ceil(count / BUCKET_ROWS))
-        buckets = Buckets(low, max(1, math.ceil((high - low + 1) / buckets_count)))
-        assert (_sqlite_buckets(cutover.sqlite, table, buckets, buckets_count)
-                == _postgres_buckets(cutover.engine("postgres"), table, buckets, buckets_count)), table.name
+        sqlite_side, postgres_side = _both_sides_buckets(cutover, table)
+        assert sqlite_side == postgres_side, table.name
 
 
 def test_a_json_negative_zero_hashes_alike_on_both_sides(synced):
     """SQLite holds {"temp_c": -0.0}, jsonb holds it as 0.0: equal rows, equal range hashes (no closer look)."""
-    import math
-
     from hrp_data.models import TABLES
-    from hrp_data.verify.run import BUCKET_ROWS, Buckets, _postgres_buckets, _sqlite_buckets
 
     cutover, path, postgres_url = synced
     with cutover.sqlite.begin() as connection:
@@ -210,13 +215,8 @@ def test_a_json_negative_zero_hashes_alike_on_both_sides(synced):
             """UPDATE races SET weather_conditions = '{"temp_c": -0.0, "wind": "S", "humidity": 54}' WHERE id <= 3""")
         connection.exec_driver_sql("""UPDATE races SET weather_conditions = '{"temp_c":-0.0}' WHERE id = 4""")
     wait_drained(cutover)
-    table = next(t for t in TABLES if t.name == "races")
-    with cutover.sqlite.connect() as connection:
-        low, high, count = connection.exec_driver_sql("SELECT min(id), max(id), count(*) FROM races").one()
-    buckets_count = max(1, math.ceil(count / BUCKET_ROWS))
-    buckets = Buckets(low, max(1, math.ceil((high - low + 1) / buckets_count)))
-    assert (_sqlite_buckets(cutover.sqlite, table, buckets, buckets_count)
-            == _postgres_buckets(cutover.engine("postgres"), table, buckets, buckets_count))
+    sqlite_side, postgres_side = _both_sides_buckets(cutover, next(t for t in TABLES if t.name == "races"))
+    assert sqlite_side == postgres_side
     assert verify(cutover, ["races"], record=False).equal
 
 
