@@ -26,10 +26,11 @@ writes through the outbox a moment later. A difference is therefore not a
 mismatch yet. Its rows are re-checked once no outbox change is pending for
 them (the `pending` callable, handed in by the caller; while they are, the
 sample is set aside and looked at again every `poll_s`, and the worker goes
-on with other samples): both reads run again
-(control, candidate, control; a control that moved meanwhile means the
-primary is still changing, so the round is repeated) and only differences
-that survive on the same rows are mismatches. One that agrees on re-check is
+on with other samples): both reads run again (control, pending check,
+candidate, control: the check after the control's re-read is the one that
+counts; a control that moved meanwhile means the primary is still changing,
+so the round is repeated) and only differences that survive on the same rows
+are mismatches. One that agrees on re-check is
 counted as `lag`; one still pending when the bounded wait ends is
 `unsettled` (not a mismatch, not a match).
 
@@ -588,38 +589,43 @@ class Laboratory:
 
     def _look_again(self, recheck: _Recheck) -> Result | None:
         """The lag rule: once nothing is pending for the differing rows, run both reads again for
-        them (control, candidate, control). The verdict, or None when the rows are still on their
-        way (or the primary moved meanwhile) and the deadline has not passed: set aside, to look
-        again in `poll_s` while the worker goes on with other samples."""
+        them: primary, pending check, secondary, primary. The verdict, or None when the rows are
+        still on their way (or the primary moved meanwhile) and the deadline has not passed: set
+        aside, to look again in `poll_s` while the worker goes on with other samples.
+
+        The pending check that counts comes after the primary's re-read: every change to the
+        rows that the re-read saw is then either still pending (wait) or applied, so the
+        secondary, read next, holds it; if the primary has not moved by its second re-read, a
+        difference that survives is a mismatch. (A check before the re-read misses a write
+        committed in between; one after the secondary's read misses a write applied in between.)"""
         job = recheck.job
-        over = time.monotonic() >= recheck.deadline or self._stop.is_set()
-        if self._pending(recheck.refs) or self._unsettled(job.read):
-            return self._verdict(recheck, UNSETTLED) if over else self._parked_for_now(recheck)
+        if self._waiting(recheck):
+            return self._not_yet(recheck)
         recheck.rounds += 1
         rerun = job.recheck_control
         try:
-            if rerun is None:
-                before = after = job.control.value
-            else:
-                before = rerun()
+            before = job.control.value if rerun is None else rerun()
+            if rerun is not None and self._waiting(recheck):
+                return self._not_yet(recheck)
             candidate = job.candidate()
-            if rerun is not None:
-                after = rerun()
+            after = before if rerun is None else rerun()
         except Exception as error:  # noqa: BLE001 - a side failed during the re-check
             self.raised("recheck", error)
             return self._verdict(recheck, UNSETTLED)
         moved = restrict(self.compare(job.read, before, after), recheck.refs)
         if not moved:
             recheck.latest = restrict(self.compare(job.read, after, candidate), recheck.refs)
-            if not recheck.latest:
-                return self._verdict(recheck, LAG)
-            if not self._pending({d.ref for d in recheck.latest}) and not self._unsettled(job.read):
-                return self._verdict(recheck, MISMATCH)
+            return self._verdict(recheck, MISMATCH if recheck.latest else LAG)
+        return self._not_yet(recheck)
+
+    def _waiting(self, recheck: _Recheck) -> bool:
+        """Whether a change is still on its way to the differing rows (or to a table the read reads whole)."""
+        return bool(self._pending(recheck.refs)) or self._unsettled(recheck.job.read)
+
+    def _not_yet(self, recheck: _Recheck) -> Result | None:
+        """Set aside to look again in `poll_s`, or unsettled once the deadline has passed (or on close)."""
         if time.monotonic() >= recheck.deadline or self._stop.is_set():
             return self._verdict(recheck, UNSETTLED)
-        return self._parked_for_now(recheck)
-
-    def _parked_for_now(self, recheck: _Recheck) -> None:
         self._park(recheck)
         return None
 

@@ -149,9 +149,15 @@ def _refused_by_postgres(postgres_url: str, sql: str) -> None:
             cursor.execute(sql)
 
 
-def _step(timings: list, name: str, action, *args):
+def _step(timings: list, name: str, action, *args, report=None):
+    """One step of the cutover, timed; `report()` adds the shadow report to a failure's message."""
     at = time.monotonic()
-    result = action(*args)
+    try:
+        result = action(*args)
+    except AssertionError as error:
+        if report is None:
+            raise
+        raise AssertionError(f"{error}\nshadow report: {report()[:6000]}") from error
     timings.append((name, round(time.monotonic() - at, 1)))
     return result
 
@@ -214,6 +220,7 @@ def test_the_example_app_goes_through_the_whole_cutover_under_load(served):
         assert _call(base, "POST", "/races", {"race_name": f"legacy {i}", "track_name": "Ascot", "distance": 1000.5})[0] == 201
     timings: list = []
     cli = lambda *args: run_cli(sqlite_path, postgres_url, *args)  # noqa: E731
+    shadow_report = lambda: cli("report", "--format", "json")  # noqa: E731
     with Load(base) as load:
         time.sleep(1)
         _step(timings, "dual_write", cli, "phase", "set", "dual_write")
@@ -228,7 +235,7 @@ def test_the_example_app_goes_through_the_whole_cutover_under_load(served):
         # predictions, is quarantined as parent_missing although the applier carries both:
         # the operator's remedy (README) clears it.
         _step(timings, "retry-quarantined", cli, "backfill", "--retry-quarantined")
-        _step(timings, "flip", cli, "flip")
+        _step(timings, "flip", cli, "flip", report=shadow_report)
         time.sleep(1)
         with pytest.raises(sqlite3.DatabaseError, match="hrp-cutover guard"):
             with sqlite3.connect(sqlite_path, timeout=10) as raw:
@@ -237,13 +244,13 @@ def test_the_example_app_goes_through_the_whole_cutover_under_load(served):
         guard = json.loads(cli("status", "--json"))["guard"]
         assert guard["on"] == "sqlite" and guard["refused"] is None and "not counted" in guard["uncounted"]
         _step(timings, "verify", _verify_equal, sqlite_path, postgres_url)
-        _step(timings, "rollback", cli, "rollback")
+        _step(timings, "rollback", cli, "rollback", report=shadow_report)
         _refused_by_postgres(postgres_url, "UPDATE races SET status = 'by hand' WHERE id = 1")
         assert _race_status_on_both(sqlite_path, postgres_url, 1) == ("scheduled", "scheduled")
         guard = json.loads(cli("status", "--json"))["guard"]
         assert guard["on"] == "postgres" and guard["refused"] >= 1
         _step(timings, "verify", _verify_equal, sqlite_path, postgres_url)
-        _step(timings, "flip", cli, "flip")
+        _step(timings, "flip", cli, "flip", report=shadow_report)
         _step(timings, "postgres_only", cli, "phase", "set", "postgres_only")
         time.sleep(1)
     elapsed = time.monotonic() - started

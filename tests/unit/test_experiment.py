@@ -130,6 +130,54 @@ class TestExperiment:
         finally:
             lab.close()
 
+    def test_a_change_committed_as_the_recheck_starts_is_waited_for_not_a_mismatch(self):
+        """The re-check's order is primary, pending check, secondary, primary. A write to the row
+        that commits just before the primary is read again (after the first look at the outbox)
+        and reaches the secondary just after the secondary was read is still on its way when the
+        secondary is read: lag, not a mismatch (a pending check before the primary's re-read
+        would miss it, and one after the secondary's read finds it applied already)."""
+        published = _Collect()
+        row = ("things", (1,))
+        lock = threading.Lock()
+        state = {"primary": 2, "secondary": 1, "outbox": {row}}
+        reruns: list = []
+
+        def apply() -> None:  # the applier: the secondary takes the primary's value, the outbox row goes
+            with lock:
+                state["secondary"], state["outbox"] = state["primary"], set()
+
+        def rerun() -> dict:  # the primary read again; at its first re-read a write commits with its outbox row
+            with lock:
+                reruns.append(1)
+                if len(reruns) == 1:
+                    state["primary"], state["outbox"] = 3, {row}
+                return {"v": state["primary"]}
+
+        def candidate() -> dict:  # the secondary; once re-checking, the applier carries the change right after
+            with lock:
+                seen = {"v": state["secondary"]}
+            if reruns:
+                apply()
+            return seen
+
+        def pending(refs):
+            with lock:
+                return refs & state["outbox"]
+
+        compare = lambda read, a, b: [] if a == b else [Difference("things", (1,), "v", a, b, "value_differs")]  # noqa: E731
+        lab = Laboratory(compare, published, workers=1, recheck_s=30, poll_s=0.01, pending=pending)
+        try:
+            lab.run(READ, lambda: {"v": 2}, candidate, recheck_control=rerun)
+            deadline = time.monotonic() + 20
+            while not published.results and time.monotonic() < deadline:
+                if lab._parked:  # set aside for a pending row: the applier carries it
+                    apply()
+                time.sleep(0.005)
+            assert lab.wait_idle(10)
+            assert [r.outcome for r in published.results] == ["lag"], published.results
+        finally:
+            lab.close()
+
     def test_close_ends_a_waiting_sample_as_unsettled(self):
         published = _Collect()
         compare = lambda read, a, b: [] if a == b else [Difference("things", (1,), "v", a, b, "value_differs")]  # noqa: E731
