@@ -4,7 +4,9 @@ side only is never EQUAL and holds every move back, named."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import threading
 from decimal import Decimal
 import time
 
@@ -523,4 +525,101 @@ def test_a_type_a_rebuild_widened_is_carried_to_postgresql_and_a_longer_value_fo
     result = verify(cutover, record=False)
     assert result.equal and not result.schema, result.as_json()
     schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
+    assert schema.ok, schema.detail
+
+
+class _HorseWrites:
+    """The app writing horses through the layer without pause (inserts and updates of `age`), each
+    acknowledged write recorded: {id: age}."""
+
+    def __init__(self, cutover):
+        self.cutover = cutover
+        self.acked: dict[int, int] = {}
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def __enter__(self) -> "_HorseWrites":
+        self.thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+    def _run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            try:
+                with self.cutover.writing() as uow:
+                    horse = uow.horses.add(horse_name=f"under load {n}", age=n % 20)
+                    uow.commit()
+                    self.acked[horse["id"]] = n % 20
+                if n % 2 == 0:
+                    target = random.choice(list(self.acked))
+                    with self.cutover.writing() as uow:
+                        uow.horses.update(target, age=n % 30)
+                        uow.commit()
+                    self.acked[target] = n % 30
+            except Exception as error:  # noqa: BLE001 - a failed write is the finding
+                self.failures.append(f"{type(error).__name__}: {error}")
+            time.sleep(0.01)
+
+    def ages(self, rows: list[tuple]) -> dict[int, int]:
+        found = dict(rows)
+        return {horse: found.get(horse) for horse in self.acked}
+
+
+def test_a_column_dropped_on_sqlite_under_write_load_loses_no_write_and_holds_the_flip(live):
+    """The app's DROP COLUMN runs on the file while the app writes the same table without pause:
+    no write fails, every acknowledged write reaches PostgreSQL, the flip is held with the column
+    named until PostgreSQL drops it too, then verify is EQUAL."""
+    cutover, path, postgres_url = live
+    with sqlite3.connect(path, timeout=10) as raw:
+        raw.execute("ALTER TABLE horses ADD COLUMN sire TEXT")
+        raw.execute("UPDATE horses SET sire = 'Galileo' WHERE id <= 5")
+    _wait(lambda: _postgres_rows(postgres_url, "SELECT count(*) FROM horses WHERE sire = 'Galileo'") == [(5,)])
+    with _HorseWrites(cutover) as load:
+        with sqlite3.connect(path, timeout=10) as raw:
+            raw.execute("ALTER TABLE horses DROP COLUMN sire")
+        time.sleep(1.5)
+    assert load.failures == [] and len(load.acked) > 10, load.failures[:3]
+    wait_drained(cutover, timeout=60)
+    assert load.ages(_postgres(postgres_url, "SELECT id, age FROM horses")) == load.acked
+    move(cutover, Phase.SHADOW)
+    schema = {c.name: c for c in checklist(cutover, Phase.POSTGRES_PRIMARY)}["schema"]
+    assert not schema.ok and "horses.sire" in schema.detail, schema.detail
+    assert not verify(cutover, record=False).equal
+    with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE horses DROP COLUMN sire")
+    result = verify(cutover, record=False)
+    assert result.equal and not result.schema, result.as_json()
+
+
+def test_after_the_flip_a_column_dropped_on_postgresql_under_write_load_loses_no_write(live):
+    """After the flip the app's DROP COLUMN runs on PostgreSQL while the app writes the same table
+    without pause, changes recorded before the drop still on their way: the file follows, no write
+    fails, every acknowledged write reaches the file, verify is EQUAL and the rollback's schema
+    check passes."""
+    cutover, path, postgres_url = live
+    move(cutover, Phase.SHADOW)
+    move(cutover, Phase.POSTGRES_PRIMARY)
+    with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE horses ADD COLUMN sire text")
+        connection.exec_driver_sql("UPDATE horses SET sire = 'Frankel' WHERE id <= 5")
+    _wait(lambda: _file_rows(path, "SELECT count(*) FROM horses WHERE sire = 'Frankel'") == [(5,)])
+    with _HorseWrites(cutover) as load:
+        with cutover.engine("postgres").begin() as connection:
+            connection.exec_driver_sql("UPDATE horses SET sire = 'Dubawi' WHERE id <= 5")
+            connection.exec_driver_sql("ALTER TABLE horses DROP COLUMN sire")
+        time.sleep(1.5)
+    assert load.failures == [] and len(load.acked) > 10, load.failures[:3]
+    wait_drained(cutover, timeout=60)
+    _wait(lambda: "sire" not in {row[1] for row in _file_rows(path, "PRAGMA table_info(horses)")})
+    assert load.ages(_file_rows(path, "SELECT id, age FROM horses")) == load.acked
+    result = verify(cutover, record=False)
+    assert result.equal and not result.schema, result.as_json()
+    schema = {c.name: c for c in checklist(cutover, Phase.SHADOW)}["schema"]
     assert schema.ok, schema.detail
