@@ -17,7 +17,9 @@ SCALE_BEGIN, SCALE_END = "<!-- scale:begin -->", "<!-- scale:end -->"
 SCALE_COMMANDS = ("seed", "backup", "assess", "schema", "phase", "backfill", "verify", "pgloader", "pgloader_retry")
 
 HEADLINES = {
-    "dual_write": lambda f: f"dual-write vs single-write latency: p50 x{f['ratio_p50']}, p99 x{f['ratio_p99']}",
+    "dual_write": lambda f: f"dual-write vs single-write latency: p50 x{f['ratio_p50']}, p99 x{f['ratio_p99']} with the"
+                            f" applier thread in the writing process; p50 x{f.get('dedicated_ratio_p50')},"
+                            f" p99 x{f.get('dedicated_ratio_p99')} with `hrp-cutover apply` beside it",
     "flip_hold": lambda f: f"flip hold over {f['flips']} flips under load: p50 {f['hold_p50_ms']} ms, max {f['hold_max_ms']} ms, {f['failed_writes']} failed writes",
     "shadow": lambda f: f"shadow-read overhead (sample 1.0), repository call: p50 x{f.get('ratio_p50')}",
     "shadow_http": lambda f: (

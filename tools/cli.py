@@ -186,13 +186,13 @@ def operator_settings(ctx: Context, postgres_url: str | None = None, *, session:
 
 def open_cutover(
     ctx: Context, postgres_url: str | None = None, *, finish_moves: bool = True, operator: bool = False,
-    session: str | None = None,
+    session: str | None = None, dedicated: bool = False,
 ):
     """The Cutover of this CLI process (no background applier: commands drain by themselves).
 
     A move that a crash interrupted is finished first (docs/architecture.md, the move protocol).
     `operator` (or `session`, the name of a command that needs a session) uses the operator's
-    direct URL (docs/pooling.md).
+    direct URL (docs/pooling.md). `dedicated`: the Cutover of `hrp-cutover apply`.
     """
     from hrp_data.cutover import assemble
 
@@ -204,7 +204,7 @@ def open_cutover(
         settings.require_sqlite_file()
     except SettingsError as error:
         raise BadSetting(str(error)) from None
-    cutover = assemble.open_cutover(settings)
+    cutover = assemble.open_cutover(settings, dedicated=dedicated)
     if finish_moves:
         try:
             finished = cutover.finish_interrupted_move(wait=True)
@@ -434,6 +434,11 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     if report["postgres"] is not None:
         postgres = report["postgres"]
         click.echo(f"postgres   {'reachable' if postgres['reachable'] else 'UNREACHABLE: ' + postgres['error']}")
+    dedicated = report["dedicated_applier"]
+    click.echo(
+        f"applier    `hrp-cutover apply` ({dedicated['holder'] or 'pid unknown'}) carries the changes; the app's threads stand aside"
+        if dedicated["running"] else "applier    each app process's own thread (no `hrp-cutover apply` runs)"
+    )
     for worker in report["workers"]:
         click.echo(f"worker     {worker['worker']}: breaker {worker['breaker']}, applied {worker['applied']}")
     if report["move_in_progress"]:
@@ -466,7 +471,7 @@ def _register(module_names: tuple[str, ...]) -> None:
             cli.add_command(command)
 
 
-_register(("backfill_cmd", "report_cmd", "web_cmd", "verify_cmd", "bench_cmd", "demo_cmd", "unlock_cmd", "metrics_cmd",
+_register(("apply_cmd", "backfill_cmd", "report_cmd", "web_cmd", "verify_cmd", "bench_cmd", "demo_cmd", "unlock_cmd", "metrics_cmd",
            "roles_cmd"))
 
 

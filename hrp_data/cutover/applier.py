@@ -3,7 +3,9 @@
 One daemon thread per process wakes when this process commits a write (and
 at least every POLL_S for writes made elsewhere: other workers, cron, the
 sqlite3 shell), takes the due changes, and applies them with the one apply
-path (hrp_data.cutover.apply). A failing secondary does not slow requests down: the
+path (hrp_data.cutover.apply). While a dedicated applier process runs
+(`hrp-cutover apply`, hrp_data.cutover.applier_lease) the app's threads stand
+aside and it drains for them; they take over the moment it ends. A failing secondary does not slow requests down: the
 change stays in the outbox with its error and is retried with backoff, a
 warning is logged, and a circuit breaker (pybreaker) stops hammering a
 secondary that keeps failing until its reset timeout passes.
@@ -148,9 +150,18 @@ class Applier:
         report: Callable[["Applier"], None] | None = None,
         recover: Callable[[], object] | None = None,
         watch: Callable[[], object] | None = None,
+        stand_aside: Callable[[], bool] | None = None,
+        poll_s: float = POLL_S,
         breaker_reset_s: float = 5.0,
     ):
+        """`stand_aside()`: True while another process drains the outbox for this one (the
+        dedicated applier, hrp_data.cutover.applier_lease); the thread then only watches, recovers
+        and reports. `poll_s`: how often it looks for changes no notify() announced."""
         self.route_for = route_for
+        self.stand_aside = stand_aside
+        self.poll_s = poll_s
+        self.aside = False
+        """Whether the last round stood aside for the dedicated applier (status, the dashboard)."""
         self.report = report
         self.recover = recover
         self.watch = watch
@@ -193,16 +204,30 @@ class Applier:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(POLL_S)
+            self._wake.wait(self.poll_s)
             self._wake.clear()
             try:
                 self._maybe_recover()
                 self._maybe_watch()
-                self.drain_available()
+                if not self._standing_aside():
+                    self.drain_available()
                 self._maybe_report()
             except Exception as error:  # the thread must survive anything; the outbox keeps the change
                 log.warning("outbox.applier_error", error=describe_error(error))
-                self._stop.wait(POLL_S)
+                self._stop.wait(self.poll_s)
+
+    def _standing_aside(self) -> bool:
+        """Whether the dedicated applier drains for this process now (unknown: this one drains)."""
+        aside = False
+        if self.stand_aside is not None:
+            try:
+                aside = bool(self.stand_aside())
+            except Exception as error:  # noqa: BLE001 - draining twice is safe, not draining is not
+                log.warning("applier.lease_probe_failed", error=describe_error(error))
+        if aside != self.aside:
+            log.info("applier.standing_aside" if aside else "applier.draining_again")
+            self.aside = aside
+        return aside
 
     def _maybe_recover(self) -> None:
         """Every RECOVER_S: finish a move whose mover died (hrp_data.flip.journal), if there is one."""

@@ -7,7 +7,9 @@ only what it uses:
 - the schema watch: the engines, the phase row (read fresh), the moved tables' `adopt`,
   and how a capture gap is carried;
 - the applier: its route (the phase row, the engines, the captured tables, the layer's
-  tables on PostgreSQL), the heartbeat it reports to, the move journal it finishes;
+  tables on PostgreSQL), the heartbeat it reports to, the move journal it finishes, and
+  the probe of the dedicated applier's lease it stands aside for (hrp_data.cutover.applier_lease;
+  the dedicated applier itself, `dedicated=True`, has none and polls more often);
 - the shadow reads: the settings, the engines, the phase row, the mismatch store's engine and
   the shadow workers' own pool on PostgreSQL.
 
@@ -27,7 +29,8 @@ from adapters.postgres import bound_every_call, create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
 from hrp_data.catalog import file_catalog
 from hrp_data.cutover import heartbeat, outbox, phase_store
-from hrp_data.cutover.applier import Applier, Route
+from hrp_data.cutover import applier_lease
+from hrp_data.cutover.applier import POLL_S, Applier, Route
 from hrp_data.cutover.dual_write import Cutover, Engines, MovedTables, PostgresLayer, route_of
 from hrp_data.cutover.phase_store import PhaseStore
 from hrp_data.cutover.phases import Phase
@@ -38,19 +41,24 @@ from hrp_data.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+DEDICATED_POLL_S = 0.05
+"""How often the dedicated applier looks for changes: no write of another process can wake it."""
+
 
 def open_cutover(
     settings: Settings,
     *,
     bound_calls: bool = True,
     carry: Callable[[Cutover, list[str]], object] | None = None,
+    dedicated: bool = False,
 ) -> Cutover:
     """The process's Cutover over `settings`, its applier not started (`.start()` does).
 
     `bound_calls`: install the bounds on every PostgreSQL call (adapters.postgres.bound_every_call);
     a backfill, which runs under its own, passes False. `carry(cutover, tables)`: how rows written
     while a table's capture was missing are carried (hrp_data.verify.run.carry_gap); without it
-    the gap is logged with the command that carries it.
+    the gap is logged with the command that carries it. `dedicated`: the Cutover of
+    `hrp-cutover apply`, whose applier drains for every process of the host.
     """
     engines = Engines(
         create_sqlite_engine(settings.sqlite_url, lock_wait_s=settings.sqlite_lock_wait_s),
@@ -64,7 +72,7 @@ def open_cutover(
         else None,
     )
     try:
-        cutover = _assemble(settings, engines, bound_calls)
+        cutover = _assemble(settings, engines, bound_calls, dedicated)
     except BaseException:  # a file no catalog can carry, a locked file...: no pool left open behind
         engines.sqlite.dispose()
         if engines.postgres is not None:
@@ -75,7 +83,7 @@ def open_cutover(
     return cutover
 
 
-def _assemble(settings: Settings, engines: Engines, bound_calls: bool) -> Cutover:
+def _assemble(settings: Settings, engines: Engines, bound_calls: bool, dedicated: bool) -> Cutover:
     if bound_calls and engines.postgres is not None:
         bound_every_call()
     tables = MovedTables(file_catalog(engines.sqlite))  # read first: a file it refuses is left untouched
@@ -93,6 +101,8 @@ def _assemble(settings: Settings, engines: Engines, bound_calls: bool) -> Cutove
         report=functools.partial(report_heartbeat, engines.sqlite, phases),
         recover=functools.partial(finish_interrupted_move, engines, phases, tables),
         watch=schema_watch.watch if engines.postgres is not None else None,
+        stand_aside=None if dedicated else _lease_probe(engines.sqlite),
+        poll_s=DEDICATED_POLL_S if dedicated else POLL_S,
     )
     shadow = ShadowReads(
         settings, engines, phases.row, store_engine=create_sqlite_engine(settings.sqlite_url),
@@ -102,6 +112,12 @@ def _assemble(settings: Settings, engines: Engines, bound_calls: bool) -> Cutove
         settings, engines=engines, phases=phases, tables=tables, postgres_layer=postgres_layer,
         schema_watch=schema_watch, applier=applier, shadow=shadow,
     )
+
+
+def _lease_probe(sqlite: sa.Engine) -> Callable[[], bool] | None:
+    """Whether the dedicated applier runs for this file (None for a SQLite URL that names no file)."""
+    path = applier_lease.for_database(sqlite.url.database)
+    return None if path is None else functools.partial(applier_lease.held_elsewhere, path)
 
 
 def applier_route(

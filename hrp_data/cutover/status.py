@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from adapters import postgres as postgres_adapter
 from adapters import sqlite as sqlite_adapter
-from hrp_data.cutover import heartbeat, outbox
+from hrp_data.cutover import applier_lease, heartbeat, outbox
 from hrp_data.flip import journal as move_journal
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.errors import describe_error
@@ -37,6 +37,7 @@ def cutover_status(cutover: Cutover) -> dict:
         "shadow_reads": row.shadow_reads,
         "outbox": dataclasses.asdict(depth),
         "workers": heartbeat.workers(cutover.sqlite),
+        "dedicated_applier": applier_lease.dedicated(applier_lease.for_database(cutover.sqlite.url.database)),
         "last_change": history[0] if history else None,
         "move_in_progress": _move(cutover),
         "guard": {"on": row.guarded, "refused": None,

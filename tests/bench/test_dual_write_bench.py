@@ -1,13 +1,18 @@
-"""Benchmark: write latency in dual_write vs sqlite_only, and flip hold times under load."""
+"""Benchmark: write latency in dual_write vs sqlite_only (the applier as this process's thread, and as
+the dedicated `hrp-cutover apply` process beside it), and flip hold times under load."""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
+from hrp_data.cutover import applier_lease
 from hrp_data.cutover.assemble import open_cutover
 from hrp_data.flip.move import move
 from hrp_data.cutover.phases import Phase
@@ -47,16 +52,42 @@ def test_dual_write_latency_ratio(legacy_file, postgres_url, record_bench):
         _latencies(cutover, 200)
         dual = _summary(_latencies(cutover, WRITES))
         wait_drained(cutover, timeout=120)
+        with _dedicated_applier(legacy_file, postgres_url):
+            _latencies(cutover, 200)
+            dedicated = _summary(_latencies(cutover, WRITES))
+            assert cutover.applier.aside, "the app's thread stood aside for the dedicated applier"
+            wait_drained(cutover, timeout=120)
         with cutover.engine("postgres").connect() as connection:
             carried = connection.exec_driver_sql("SELECT count(*) FROM horses").scalar()
-    assert carried == WRITES + 200, "every write made in dual_write reached PostgreSQL"
+    assert carried == 2 * (WRITES + 200), "every write made in dual_write reached PostgreSQL"
     record_bench("dual_write", {
         "writes": WRITES,
         "sqlite_only": single,
         "dual_write": dual,
+        "dual_write_dedicated_applier": dedicated,
         "ratio_p50": round(dual["p50_ms"] / single["p50_ms"], 3),
         "ratio_p99": round(dual["p99_ms"] / single["p99_ms"], 3),
+        "dedicated_ratio_p50": round(dedicated["p50_ms"] / single["p50_ms"], 3),
+        "dedicated_ratio_p99": round(dedicated["p99_ms"] / single["p99_ms"], 3),
     })
+
+
+@contextlib.contextmanager
+def _dedicated_applier(path, postgres_url):
+    """`hrp-cutover apply` beside this process, for the block (its lease taken before the block starts)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from tools.cli import main; main()", "--sqlite", str(path), "--postgres", postgres_url,
+         "apply"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not applier_lease.held_elsewhere(applier_lease.lock_path(path)):
+            assert process.poll() is None and time.monotonic() < deadline, "hrp-cutover apply did not start"
+            time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 @pytest.mark.bench
