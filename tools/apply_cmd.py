@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
@@ -13,9 +14,10 @@ SHOW_EVERY_S = 1.0
 
 
 @click.command()
+@click.option("--quiet", is_flag=True, help="No live status line (a service manager's log, `serve`'s child).")
 @postgres_option
 @pass_context
-def apply(ctx, postgres_url: str | None) -> None:
+def apply(ctx, quiet: bool, postgres_url: str | None) -> None:
     """Carry the outbox to the secondary until stopped (SIGTERM or Ctrl-C). Run one beside the app for
     the whole cutover: while it runs, the app's processes leave the draining to it (their requests
     no longer share an interpreter with it), and they take over the moment it stops."""
@@ -46,8 +48,10 @@ def apply(ctx, postgres_url: str | None) -> None:
             click.echo(f"carrying changes (pid {lease.pid}); the app's applier threads stand aside until this stops"
                        " (SIGTERM or Ctrl-C)")
             counters = cutover.applier.counters
-            with console.status("starting") as shown:
+            with contextlib.nullcontext(None) if quiet else console.status("starting") as shown:
                 while not stop.wait(SHOW_EVERY_S):
+                    if shown is None:
+                        continue
                     route = cutover.route()
                     waiting = outbox.depth(route.primary).pending if route is not None else 0
                     lag = counters.lag_percentiles()["p99"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
+import subprocess
 import sys
+from collections.abc import Iterator
 
 import click
 import structlog
@@ -16,6 +20,9 @@ from tools.cli import BadSetting, domain_errors, open_cutover, pass_context, pos
 
 log = structlog.get_logger(__name__)
 
+APPLIER_STOP_S = 15.0
+"""How long the server waits for its `hrp-cutover apply` child to finish its batch and stop."""
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -26,9 +33,12 @@ log = structlog.get_logger(__name__)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="App processes on the port. 1: one waitress process; 2 or more: a gunicorn master "
                    "that restarts a worker that dies.")
+@click.option("--applier", type=click.Choice(["process", "threads"]), default="process", show_default=True,
+              help="What carries the changes to the secondary: one `hrp-cutover apply` process started beside the"
+                   " app (requests share no interpreter with it), or each app process's own thread.")
 @postgres_option
 @pass_context
-def serve(ctx, host: str, port: int, threads: int, workers: int, postgres_url: str | None) -> None:
+def serve(ctx, host: str, port: int, threads: int, workers: int, applier: str, postgres_url: str | None) -> None:
     """Serve the HRP JSON API and the cutover dashboard (/admin/cutover)."""
     settings = settings_from(ctx, postgres_url=postgres_url)
     try:
@@ -41,10 +51,33 @@ def serve(ctx, host: str, port: int, threads: int, workers: int, postgres_url: s
                    f" allows {2 * settings.postgres_pool} connections, {BACKGROUND_CONNECTIONS} of them for the"
                    " applier; further requests wait in the queue")
         threads = fitted
-    if workers == 1:
-        _serve_waitress(settings, host, port, threads)
-    else:
-        _serve_prefork(settings, host, port, threads, workers)
+    beside = _dedicated_applier(settings) if applier == "process" and settings.postgres_url else contextlib.nullcontext()
+    with beside:
+        if workers == 1:
+            _serve_waitress(settings, host, port, threads)
+        else:
+            _serve_prefork(settings, host, port, threads, workers)
+
+
+@contextlib.contextmanager
+def _dedicated_applier(settings) -> Iterator[None]:
+    """`hrp-cutover apply` as this server's child for its life; if it ends (or another one already runs
+    on this host), the app's threads carry the changes. The URLs go in its environment, never on its
+    command line, where `ps` would show a password."""
+    env = {**os.environ, "HRP_SQLITE_URL": settings.sqlite_url, "HRP_POSTGRES_URL": settings.postgres_url}
+    process = subprocess.Popen([sys.executable, "-c", "from tools.cli import main; main()", "apply", "--quiet"], env=env,
+                               stdout=subprocess.DEVNULL)
+    server = os.getpid()
+    try:
+        yield
+    finally:
+        if os.getpid() == server and process.poll() is None:  # not in a forked worker leaving
+            process.terminate()
+            try:
+                process.wait(APPLIER_STOP_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _address(host: str, port: int) -> str:

@@ -2,7 +2,8 @@
 
 A SIGKILLed worker costs no request (the other keeps serving the port) and is
 replaced by the master; a phase change made by the CLI is seen by every worker
-(each reports the phase it sees); no secret reaches the server's output.
+(each reports the phase it sees); no secret reaches the server's output; the
+server runs one `hrp-cutover apply` beside its workers and stops it with itself.
 """
 
 from __future__ import annotations
@@ -32,8 +33,47 @@ def _get(base: str, path: str, body: dict | None = None) -> int:
         return response.status
 
 
+def _on_postgres(postgres_url: str, sql: str):
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import MAINTENANCE
+
+    url = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg2.connect(url, options=MAINTENANCE) as connection, connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchone()[0]
+
+
 def _workers(master: psutil.Process) -> set[int]:
-    return {child.pid for child in master.children() if child.status() != psutil.STATUS_ZOMBIE}
+    """The master's worker processes (not its `hrp-cutover apply` child)."""
+    found = set()
+    for child in master.children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "apply" not in child.cmdline():
+                found.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def test_the_server_runs_one_dedicated_applier_and_stops_it_with_itself(prefork):
+    """`serve` starts `hrp-cutover apply` beside its workers (their threads stand aside: status says
+    who carries the changes), with no URL on its command line, and ends it when the server ends."""
+    process, base, sqlite_path, postgres_url, log = prefork
+    master = psutil.Process(process.pid)
+    appliers = _wait(lambda: [c for c in master.children() if "apply" in c.cmdline()], 15, "the dedicated applier")
+    assert len(appliers) == 1 and not any(postgres_url in part for part in appliers[0].cmdline())
+    _wait(lambda: json.loads(run_cli(sqlite_path, postgres_url, "status", "--json"))["dedicated_applier"]["running"],
+          15, "status to show the dedicated applier")
+    assert _get(base, "/api/users", {"username": "bea", "email": "bea@example.com", "password": PASSWORD}) == 201
+    _wait(lambda: _on_postgres(postgres_url, "SELECT count(*) FROM users WHERE username = 'bea'") == 1, 15,
+          "the write to reach PostgreSQL")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=40) == 0
+    assert not appliers[0].is_running() or appliers[0].status() == psutil.STATUS_ZOMBIE
+    status = json.loads(run_cli(sqlite_path, postgres_url, "status", "--json"))
+    assert not status["dedicated_applier"]["running"]
 
 
 def _wait(predicate, timeout: float, what: str):
