@@ -20,6 +20,11 @@ HEADLINES = {
     "dual_write": lambda f: f"dual-write vs single-write latency: p50 x{f['ratio_p50']}, p99 x{f['ratio_p99']} with the"
                             f" applier thread in the writing process; p50 x{f.get('dedicated_ratio_p50')},"
                             f" p99 x{f.get('dedicated_ratio_p99')} with `hrp-cutover apply` beside it",
+    "dual_write_http": lambda f: (
+        f"{f.get('request')} over HTTP, {f.get('workers')} workers, dual_write vs sqlite_only: with `hrp-cutover apply`"
+        f" p50 x{f.get('dual_write_dedicated_ratio_p50')}, p99 x{f.get('dual_write_dedicated_ratio_p99')}; with the"
+        f" workers' applier threads p50 x{f.get('dual_write_threads_ratio_p50')}, p99 x{f.get('dual_write_threads_ratio_p99')}"
+    ),
     "flip_hold": lambda f: f"flip hold over {f['flips']} flips under load: p50 {f['hold_p50_ms']} ms, max {f['hold_max_ms']} ms, {f['failed_writes']} failed writes",
     "shadow": lambda f: f"shadow-read overhead (sample 1.0), repository call: p50 x{f.get('ratio_p50')}",
     "shadow_http": lambda f: (
