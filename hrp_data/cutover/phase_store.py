@@ -119,15 +119,20 @@ class PhaseStore:
         return None if row is None else PhaseRecord(Phase(row[0]), row[1], row[2], row[3])
 
     def current(self, *, fresh: bool = False) -> PhaseRecord:
-        """The record, at most CACHE_SECONDS old (or read now when `fresh`)."""
+        """The record, at most CACHE_SECONDS old (or read now when `fresh`).
+
+        A record's age counts from when its read began (a read that began before a move's commit
+        sees the old phase, however late it ends), and a read never replaces a later one's record."""
         with self._lock:
             if not fresh and self._cached and time.monotonic() - self._cached[0] < CACHE_SECONDS:
                 return self._cached[1]
+        started = time.monotonic()
         with self.engine.connect() as connection:
             record = self.read(connection)
             connection.rollback()
         with self._lock:
-            self._cached = (time.monotonic(), record)
+            if not self._cached or self._cached[0] <= started:
+                self._cached = (started, record)
         return record
 
     def row(self, *, fresh: bool = False) -> PhaseRow:
