@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -477,7 +476,3 @@ _register(("apply_cmd", "backfill_cmd", "report_cmd", "web_cmd", "verify_cmd", "
 
 def main() -> None:
     cli(prog_name="hrp-cutover")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

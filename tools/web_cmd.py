@@ -65,7 +65,7 @@ def _dedicated_applier(settings) -> Iterator[None]:
     on this host), the app's threads carry the changes. The URLs go in its environment, never on its
     command line, where `ps` would show a password."""
     env = {**os.environ, "HRP_SQLITE_URL": settings.sqlite_url, "HRP_POSTGRES_URL": settings.postgres_url}
-    process = subprocess.Popen([sys.executable, "-c", "from tools.cli import main; main()", "apply", "--quiet"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "tools", "apply", "--quiet"], env=env,
                                stdout=subprocess.DEVNULL)
     server = os.getpid()
     try:

@@ -39,3 +39,13 @@ def test_the_packaged_legacy_schema_is_the_shared_one():
     if SHARED_SCHEMA.exists():
         assert packaged.read_text() == SHARED_SCHEMA.read_text()
     assert "CREATE TABLE race_horses" in packaged.read_text()
+
+
+def test_python_dash_m_tools_is_the_cli():
+    """`python -m tools` runs the same CLI as the console script (`serve` starts its applier so)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tools", "apply", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: hrp-cutover apply")
