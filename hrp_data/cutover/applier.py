@@ -199,8 +199,10 @@ class Applier:
             self._thread = None
 
     def notify(self) -> None:
-        """A write was committed: wake up now instead of at the next poll."""
-        self._wake.set()
+        """A write was committed: wake up now instead of at the next poll (unless the dedicated
+        applier carries the changes: then the poll's look at its lease is soon enough)."""
+        if not self.aside:
+            self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
