@@ -28,8 +28,7 @@ import structlog
 from adapters.postgres import bound_every_call, create_postgres_engine
 from adapters.sqlite import create_sqlite_engine
 from hrp_data.catalog import file_catalog
-from hrp_data.cutover import heartbeat, outbox, phase_store
-from hrp_data.cutover import applier_lease
+from hrp_data.cutover import applier_lease, heartbeat, outbox, phase_store
 from hrp_data.cutover.applier import POLL_S, Applier, Route
 from hrp_data.cutover.dual_write import Cutover, Engines, MovedTables, PostgresLayer, route_of
 from hrp_data.cutover.phase_store import PhaseStore
