@@ -15,6 +15,19 @@ SQLite gave it:
 | String/Text               | dict/list (JSONB)  | the JSON text (json.dumps)       |
 | String/Text               | datetime/date      | the legacy text spelling         |
 | Integer                   | bool               | 0 or 1                           |
+| JSON, over a text column  | the JSON text      | the document (json.loads)        |
+| none (`text()`, untyped   | bool               | 0 or 1                           |
+| functions)                | numeric (Decimal)  | an int when whole, else a float  |
+|                           | timestamp, date    | the legacy text spelling         |
+|                           | bytea (memoryview) | bytes                            |
+|                           | dict/list (JSONB)  | the JSON text (json.dumps)       |
+
+A column SQLite gave back untyped is what `db.session.execute(text(...))` and
+functions SQLAlchemy knows no type for return: sqlite3's own values (int,
+float, str, bytes), by the storage class SQLite kept. A NUMERIC column kept a
+whole value as an integer and any other as a real, so a decimal comes back the
+same way; an aggregate SQLite computes as a real (`avg`) and PostgreSQL as a
+whole decimal comes back as an int equal to it.
 
 Binds need nothing: PostgreSQL reads a naive datetime in the session's time
 zone (UTC, adapters.postgres) and a JSON text into JSONB.
@@ -23,12 +36,20 @@ zone (UTC, adapters.postgres) and a JSON text into JSONB.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import json
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import types
+from sqlalchemy.dialects import postgresql
 
 from adapters.convert import dump_json, format_timestamp
+
+
+JSON_OIDS = frozenset({114, 3802})
+"""json and jsonb: psycopg2 hands their values over parsed (dict, list, str, number)."""
+BOOL_OID, BYTEA_OID, DATE_OID, NUMERIC_OID, TIMESTAMP_OIDS = 16, 17, 1082, 1700, frozenset({1114, 1184})
 
 
 class _NaiveDateTime(types.DateTime):
@@ -46,6 +67,9 @@ class _NaiveDateTime(types.DateTime):
 
 class _LegacyText(types.String):
     def result_processor(self, dialect, coltype):
+        if coltype in JSON_OIDS:  # any document, a bare string, number or boolean too, as its text
+            return lambda value: None if value is None else dump_json(value)
+
         def text(value: Any) -> Any:
             if value is None or isinstance(value, str):
                 return value
@@ -68,6 +92,44 @@ class _LegacyInteger(types.Integer):
         return integer
 
 
+class _LegacyJSON(postgresql.JSON):
+    """The app's JSON type over a column PostgreSQL keeps as text (the any-schema mapping of a
+    SQLite `JSON` declaration): the document, as SQLite's JSON type gave it (json and jsonb
+    columns arrive parsed already)."""
+
+    def result_processor(self, dialect, coltype):
+        if coltype in JSON_OIDS:
+            return None
+        loads = getattr(dialect, "_json_deserializer", None) or json.loads
+
+        def document(value: Any) -> Any:
+            return loads(value) if isinstance(value, (str, bytes)) else value
+
+        return document
+
+
+def _sqlite_number(value: decimal.Decimal) -> int | float:
+    """What SQLite kept for a NUMERIC value: a whole one that fits 64 bits as an integer, else a real."""
+    if value.is_finite() and value == value.to_integral_value() and -(2**63) <= value < 2**63:
+        return int(value)
+    return float(value)
+
+
+class _Untyped(types.NullType):
+    """A value of no known type (`text()` columns, untyped functions): what sqlite3 returns."""
+
+    def result_processor(self, dialect, coltype):
+        if coltype == BOOL_OID:
+            return lambda value: int(value) if isinstance(value, bool) else value
+        if coltype == NUMERIC_OID:
+            return lambda value: _sqlite_number(value) if isinstance(value, decimal.Decimal) else value
+        if coltype == BYTEA_OID:
+            return lambda value: bytes(value) if isinstance(value, memoryview) else value
+        if coltype in TIMESTAMP_OIDS or coltype == DATE_OID or coltype in JSON_OIDS:
+            return _LegacyText().result_processor(dialect, coltype)
+        return None
+
+
 def same_types_as_sqlite(engine: sa.Engine) -> sa.Engine:
     """Make `engine` (PostgreSQL, used by nothing else) return the app's types as SQLite does."""
     dialect = engine.dialect
@@ -76,5 +138,7 @@ def same_types_as_sqlite(engine: sa.Engine) -> sa.Engine:
         types.DateTime: _NaiveDateTime,
         types.String: _LegacyText,
         types.Integer: _LegacyInteger,
+        types.JSON: _LegacyJSON,
+        types.NullType: _Untyped,
     }
     return engine
