@@ -489,12 +489,14 @@ def raced_a_move(history: list[dict]) -> Callable[[float, str | None], bool]:
 
 
 def readiness(
-    sqlite: sa.Engine, phases: PhaseStore, shadow: ShadowReads | None, settings: Settings
+    sqlite: sa.Engine, phases: PhaseStore, shadow: ShadowReads | None, settings: Settings, *, required: bool = True
 ) -> tuple[bool, str]:
     """The shadow check of a move that changes the primary: mismatch rate over the recent window.
 
     HRP_SHADOW_WINDOW (default 1h): how far back; HRP_SHADOW_MAX_RATE (default 0): the highest
     mismatch rate allowed; HRP_SHADOW_MIN_READS (default 100): reads that must have been compared.
+    Not `required` (a file without the HRP tables: only an app integrated with HrpCutover reads
+    through the layer): not applicable while no read was compared in the window, else the same check.
     """
     window_text, max_rate, min_reads = settings.shadow_window, settings.shadow_max_rate, settings.shadow_min_reads
     window = parse_duration(window_text)
@@ -502,6 +504,9 @@ def readiness(
         shadow.flush(timeout=5.0)
     summary = mismatch_summary(sqlite, window, raced=raced_a_move(phases.history(200)))
     compared, mismatched = summary["compared"], summary["mismatches"]
+    if compared == 0 and not required:
+        return True, (f"not applicable: no read through the layer was compared in the last {window_text}"
+                      " (the file has no HRP tables; an app integrated with HrpCutover would show its reads here)")
     rate = summary["rate"] or 0.0
     detail = (
         f"{mismatched} mismatched of {compared} compared reads in the last {window_text}"

@@ -200,9 +200,8 @@ def _shadow_check(cutover: Cutover) -> Check:
     """Shadow reads agreed: mismatch rate over HRP_SHADOW_WINDOW within HRP_SHADOW_MAX_RATE."""
     from hrp_data.cutover.shadow_reads import readiness as shadow_readiness
 
-    if not cutover.catalog.hrp:
-        return Check("shadow", True, "not applicable: no process reads through the layer (the file has no HRP tables)")
-    ok, detail = shadow_readiness(cutover.sqlite, cutover.phases, getattr(cutover, "shadow", None), cutover.settings)
+    ok, detail = shadow_readiness(cutover.sqlite, cutover.phases, getattr(cutover, "shadow", None), cutover.settings,
+                                  required=cutover.catalog.hrp)
     return Check("shadow", ok, detail)
 
 
