@@ -124,6 +124,8 @@ def _column_kind(column: Any, known: Mapping[str, Mapping[str, Kind]]) -> Kind |
     base = column.element if isinstance(column, Label) else column
     table = getattr(base, "table", None)
     if isinstance(base, sa.Column) and isinstance(table, sa.Table):
+        if isinstance(base.type, types.JSON):  # the app's model reads a document, whatever the file keeps
+            return Kind.JSON
         return known.get(table.name, {}).get(base.name) or kind_of(base)
     return _kind_of_type(getattr(column, "type", None))
 
