@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import itertools
+import json
+import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from adapters import vouch
 from adapters.catalog import Catalog, quote
 from adapters.outbox import key_to_json
 from hrp_data.backfill.legacy_file import require_contract
-from hrp_data.backfill.legacy_rows import Converted, TableReader, connect, readers
-from hrp_data.backfill.read_pool import POOL_MIN_ROWS, PageReader, default_workers
+from hrp_data.backfill.legacy_rows import TableReader, connect, readers
 from hrp_data.catalog import file_catalog
 
 EXAMPLES = 5
@@ -64,28 +67,28 @@ def assess(
         raise FileNotFoundError(f"no SQLite file at {path}")
     contract = require_contract(path)
     connection = _read_only(path)
-    pages = PageReader(path, connection, default_workers() if workers is None else workers,
-                       min_rows=POOL_MIN_ROWS if workers is None else 0)
+    vouch.register(connection)
     try:
         catalog = file_catalog(connection)
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hrp-assess") as checks:
-            file_wide = checks.submit(_file_checks, path, catalog)
+        with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="hrp-assess") as checks:
+            integrity_check = checks.submit(_integrity, path)
+            key_checks = checks.submit(_key_checks, path, catalog)
             table_readers = readers(catalog)
             counts = {name: reader.count(connection) for name, reader in table_readers.items()}
             estimate = _estimate(connection, table_readers, counts, sample_rows)
             tables: dict[str, Any] = {}
             rejections: list[dict[str, Any]] = []
             for name, reader in table_readers.items():
-                census, rejected_rows = _census(connection, pages, reader, counts[name], progress)
+                census, rejected_rows = _census(connection, reader, counts[name], progress)
                 tables[name] = {"rows": counts[name], "rejected_rows": rejected_rows}
                 for (column, reason), found in sorted(census.items()):
                     rejections.append({
                         "table": name, "column": column, "reason": reason, "count": found.count,
                         "examples": found.examples, "example_value": found.example_value,
                     })
-            integrity, foreign_key_check, orphans = file_wide.result()
+            integrity = integrity_check.result()
+            foreign_key_check, orphans = key_checks.result()
     finally:
-        pages.close()
         connection.close()
     return {
         "file": str(path),
@@ -124,32 +127,36 @@ def _read_only(path: Path):
     return connection
 
 
-def _file_checks(path: Path, catalog: Catalog) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
-    """PRAGMA integrity_check, PRAGMA foreign_key_check and the orphans, on a connection of their own."""
+def _integrity(path: Path) -> list[str]:
+    """PRAGMA integrity_check, on a connection of its own (SQLite's C, beside the census)."""
     connection = _read_only(path)
     try:
-        integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
-        return integrity, _foreign_key_check(connection), _orphans(connection, catalog)
+        return [row[0] for row in connection.execute("PRAGMA integrity_check")]
     finally:
         connection.close()
 
 
-def _pages(connection, pages: PageReader, reader: TableReader, total: int) -> Iterator[tuple[int, Converted]]:
-    """Every row of the table converted, a page at a time (rows read, converted): the keyset pages
-    (in the read pool's workers for a big table), then the rows whose key holds a NULL."""
-    for page in pages.pages(reader, None, PAGE, total, with_keys=False, want_keys=False):
-        yield page.read, page.converted
-    null_keyed = reader.null_keyed(connection)
-    if null_keyed:
-        yield len(null_keyed), reader.convert(null_keyed)
+def _key_checks(path: Path, catalog: Catalog) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """PRAGMA foreign_key_check and the orphans, on a connection of their own: one pass over the
+    references answers both where it can (_orphans)."""
+    connection = _read_only(path)
+    try:
+        violations = connection.execute("PRAGMA foreign_key_check").fetchall()
+        return _foreign_key_check(violations), _orphans(connection, catalog, violations)
+    finally:
+        connection.close()
 
 
-def _census(connection, pages: PageReader, reader: TableReader, total: int,
-            progress: Progress | None) -> tuple[dict, int]:
+def _census(connection, reader: TableReader, total: int, progress: Progress | None) -> tuple[dict, int]:
+    """The rejects of the table, by (column, reason): the rows SQLite cannot vouch for (adapters.vouch,
+    TableReader.suspects) converted as the backfill converts them, in key order, then the rows
+    whose key holds a NULL (outside the keyset walk); every other row converts cleanly."""
     census: dict[tuple[str, str], Census] = defaultdict(Census)
     rejected_rows = 0
-    done = 0
-    for read, converted in _pages(connection, pages, reader, total):
+    batches = reader.suspects(connection, PAGE)
+    null_keyed = reader.null_keyed(connection)
+    for rows in itertools.chain(batches, [null_keyed] if null_keyed else []):
+        converted = reader.convert(rows)
         rejected_rows += len(converted.rejected_keys)
         for reject in converted.rejects:
             found = census[(reject.column, reject.reason)]
@@ -158,18 +165,23 @@ def _census(connection, pages: PageReader, reader: TableReader, total: int,
                 found.examples.append(key_to_json(reject.key))
             if found.example_value is None:
                 found.example_value = reject.value
-        done += read
-        if progress:
-            progress(reader.name, done, total)
+    if progress:
+        progress(reader.name, total, total)
     return census, rejected_rows
 
 
-def _orphans(connection, catalog: Catalog) -> list[dict[str, Any]]:
-    """Per foreign key: rows whose non-NULL reference finds no parent row (names as the file has them)."""
+def _orphans(connection, catalog: Catalog, violations: list[tuple]) -> list[dict[str, Any]]:
+    """Per foreign key: rows whose non-NULL reference finds no parent row (names as the file has them).
+
+    Where the file declares the key as one column onto its parent's INTEGER PRIMARY KEY (and the
+    child has rowids), PRAGMA foreign_key_check's rows of that key are exactly those rows: both
+    look the value up as SQLite's `parent.id = child.col` does (numeric affinity, then a rowid
+    seek; NULL skipped). Any other key is sought with an anti-join."""
     out = []
     for entry in catalog.tables.values():
         table = entry.sqlite
         key = ", ".join(f"c.{quote(c.name)}" for c in table.primary_key.columns)
+        declared = _declared_keys(connection, table.name)
         for foreign_key in entry.postgres.foreign_keys:
             parent_entry = catalog.tables.get(foreign_key.column.table.name)
             if parent_entry is None:
@@ -177,12 +189,21 @@ def _orphans(connection, catalog: Catalog) -> list[dict[str, Any]]:
             column = table.c[foreign_key.parent.key].name
             parent = parent_entry.sqlite.name
             parent_column = parent_entry.sqlite.c[foreign_key.column.key].name
-            condition = (
-                f"FROM {quote(table.name)} c WHERE c.{quote(column)} IS NOT NULL AND NOT EXISTS"
-                f" (SELECT 1 FROM {quote(parent)} p WHERE p.{quote(parent_column)} = c.{quote(column)})"
-            )
-            rows = connection.execute(f"SELECT count(*) {condition}").fetchone()[0]
-            examples = [list(r) for r in connection.execute(f"SELECT {key} {condition} ORDER BY {key} LIMIT {EXAMPLES}")]
+            fkid = declared.get((column, parent.lower()))
+            if fkid is not None and _rowid_alias(connection, parent) == parent_column.lower():
+                rowids = [rowid for child, rowid, _parent, found in violations if child == table.name and found == fkid]
+                rows = len(rowids)
+                condition = f"FROM {quote(table.name)} c WHERE c.rowid IN (SELECT value FROM json_each(?))"
+                params: tuple = (json.dumps(rowids),)
+            else:
+                condition = (
+                    f"FROM {quote(table.name)} c WHERE c.{quote(column)} IS NOT NULL AND NOT EXISTS"
+                    f" (SELECT 1 FROM {quote(parent)} p WHERE p.{quote(parent_column)} = c.{quote(column)})"
+                )
+                params = ()
+                rows = connection.execute(f"SELECT count(*) {condition}", params).fetchone()[0]
+            examples = [list(r) for r in connection.execute(
+                f"SELECT {key} {condition} ORDER BY {key} LIMIT {EXAMPLES}", params)] if rows else []
             out.append({
                 "table": table.name, "column": column, "parent": f"{parent}.{parent_column}",
                 "rows": rows, "examples": examples,
@@ -190,13 +211,38 @@ def _orphans(connection, catalog: Catalog) -> list[dict[str, Any]]:
     return out
 
 
-def _foreign_key_check(connection) -> dict[str, Any]:
+def _declared_keys(connection, table: str) -> dict[tuple[str, str], int]:
+    """The file's one-column foreign keys of `table` whose rows foreign_key_check can tell
+    (a rowid table): (column, parent in lower case) -> the key's id."""
+    if _without_rowid(connection, table):
+        return {}
+    rows = connection.execute(f"PRAGMA foreign_key_list({quote(table)})").fetchall()
+    widths = defaultdict(int)
+    for row in rows:
+        widths[row[0]] += 1
+    return {(row[3], row[2].lower()): row[0] for row in rows if widths[row[0]] == 1}
+
+
+def _without_rowid(connection, table: str) -> bool:
+    found = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    return found is None or re.search(r"\)\s*WITHOUT\s+ROWID\s*;?\s*$", found[0] or "", re.IGNORECASE) is not None
+
+
+def _rowid_alias(connection, table: str) -> str | None:
+    """The column (lower case) that is `table`'s rowid (its INTEGER PRIMARY KEY), if any."""
+    if _without_rowid(connection, table):
+        return None
+    keys = [row for row in connection.execute(f"PRAGMA table_info({quote(table)})") if row[5]]
+    if len(keys) == 1 and keys[0][2].upper() == "INTEGER":
+        return keys[0][1].lower()
+    return None
+
+
+def _foreign_key_check(violations: list[tuple]) -> dict[str, Any]:
     by_pair: dict[str, int] = defaultdict(int)
-    total = 0
-    for table, _rowid, parent, _fkid in connection.execute("PRAGMA foreign_key_check"):
+    for table, _rowid, parent, _fkid in violations:
         by_pair[f"{table} -> {parent}"] += 1
-        total += 1
-    return {"violations": total, "by_table": dict(sorted(by_pair.items()))}
+    return {"violations": len(violations), "by_table": dict(sorted(by_pair.items()))}
 
 
 def _estimate(connection, table_readers: dict[str, TableReader], counts: dict[str, int], sample_rows: int) -> dict[str, Any]:

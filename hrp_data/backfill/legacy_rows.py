@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from adapters.convert import (
 from adapters.outbox import OUTBOX
 from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
 from adapters.types import ExactNumeric, kind_of
+from adapters.vouch import vouched
 from adapters.catalog import Catalog, quote
 from hrp_data.models import SECRET_COLUMNS
 from shadow.redact import fingerprint
@@ -304,6 +305,11 @@ class TableReader:
         self._sqlite_keys = [c.name for c in sqlite_table.primary_key.columns]
         sqlite_columns = [c.name for c in sqlite_table.columns]
         required = [not c.nullable for c in table.columns]
+        self._unvouched = " OR ".join(
+            f"NOT {vouched(kind, quote(name), required=needed, precision=getattr(c.type, 'precision', None), scale=getattr(c.type, 'scale', None))}"
+            if isinstance(c.type, ExactNumeric) else f"NOT {vouched(kind, quote(name), required=needed)}"
+            for c, name, kind, needed in zip(table.columns, sqlite_columns, self.kinds, required)
+        ) or "0"
         self.encoders = [
             _refusing_null(_held(c, field_encoder(kind))) if needed else _held(c, field_encoder(kind))
             for c, kind, needed in zip(table.columns, self.kinds, required)
@@ -345,6 +351,19 @@ class TableReader:
             connection, f"{self._select}{self._where(f'{self._row_value} > {self._placeholders}')}{order}",
             (*after, limit),
         )
+
+    def suspects(self, connection: sqlite3.Connection, size: int) -> Iterator[list[tuple]]:
+        """The rows (keys without NULL, as the keyset walk reads them) holding a value that SQLite
+        cannot vouch converts (adapters.vouch; `connection` must know its functions: vouch.register),
+        in key order, `size` at a time: a superset of the rows `convert` rejects. The table is
+        scanned whole (NOT INDEXED) and its few matches sorted: an index walk would visit every
+        row out of order."""
+        where = self._where(f"({self._unvouched})")
+        cursor = connection.execute(
+            f"{self._select} NOT INDEXED{where} ORDER BY {self._keys_sql}"
+        )
+        while rows := cursor.fetchmany(size):
+            yield rows
 
     def null_keyed(self, connection: sqlite3.Connection) -> list[tuple]:
         """The rows whose key holds a NULL (never in the keyset walk; PostgreSQL cannot hold them)."""
