@@ -9,15 +9,17 @@ PRAGMA query_only) and reports:
 - per column, a census of the values adapters.convert would reject, by
   reason, with a count, example keys and one example value (secrets
   fingerprinted): exactly the rows the backfill will quarantine, and why;
-- an estimate of the backfill's time from a short timed sample per table;
+- an estimate of the backfill's time from a timed sample per table (_estimate);
 - the mapping of every column to its PostgreSQL type, and why (hrp_data.catalog);
   tables without a declared key (keyed by their rowid); what is not carried
   over (views, triggers, CHECKs, untranslatable defaults...), with its SQL;
 - for the HRP file, what lies beyond the HRP schema (carried from the file's
   own schema: hrp_data.backfill.legacy_file).
 
-Every row is converted with the same code the backfill uses
-(hrp_data.backfill.legacy_rows), so the census and the quarantine agree.
+The census converts with the same code the backfill uses (hrp_data.backfill.legacy_rows),
+so the census and the quarantine agree, but only the rows SQLite cannot vouch for: one SQL
+pass per table (adapters.vouch, TableReader.suspects) leaves out every row whose values
+the conversion rules are known to accept.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ from hrp_data.catalog import file_catalog
 EXAMPLES = 5
 SAMPLE_ROWS = 5_000
 PAGE = 10_000
+BACKFILL_OVER_CONVERSION = 1.3
+"""The backfill's wall seconds over the CPU seconds of its reading and conversion alone, as
+`make bench-scale` measured them (BENCHMARKS.md, Scale): its worker processes convert on every
+core while PostgreSQL's COPY, index builds, foreign-key checks and ANALYZE take their share."""
+BACKFILL_STARTUP_S = 2.0
+"""What a backfill takes whatever the rows: the process, its workers, the checks before the first batch."""
 
 Progress = Callable[[str, int, int], None]
 
@@ -54,14 +62,11 @@ class Census:
     example_value: str | None = None
 
 
-def assess(
-    sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progress | None = None, workers: int | None = None,
-) -> dict[str, Any]:
+def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progress | None = None) -> dict[str, Any]:
     """The assessment report of `sqlite_file` as a JSON-ready dict (the file is only read).
 
-    The census reads and converts every row as the backfill does, in its worker processes
-    (read_pool; `workers` None: one per core, at most four, for the big tables), while a thread
-    of its own runs the file-wide checks (integrity, foreign keys, orphans) on another connection."""
+    The census runs in the calling thread, while two threads of their own run the file-wide
+    checks on connections of their own: integrity_check, and foreign_key_check with the orphans."""
     path = Path(sqlite_file).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no SQLite file at {path}")
@@ -246,22 +251,31 @@ def _foreign_key_check(violations: list[tuple]) -> dict[str, Any]:
 
 
 def _estimate(connection, table_readers: dict[str, TableReader], counts: dict[str, int], sample_rows: int) -> dict[str, Any]:
-    """Time reading and converting the first `sample_rows` rows of each table; extrapolate."""
+    """The backfill's seconds: per table, the CPU seconds this thread takes to read and convert
+    `sample_rows` rows taken from places spread over the table (TableReader.sample; thread
+    time, so the checks running beside it do not count), per row, times its rows; the sum times
+    BACKFILL_OVER_CONVERSION, plus BACKFILL_STARTUP_S."""
     tables = {}
     total_s = 0.0
     for name, reader in table_readers.items():
-        started = time.perf_counter()
-        rows = reader.page(connection, None, sample_rows) if sample_rows > 0 else []
+        started = time.thread_time()
+        if sample_rows <= 0:
+            rows = []
+        elif counts[name] <= sample_rows:
+            rows = reader.page(connection, None, sample_rows)
+        else:
+            rows = reader.sample(connection, sample_rows)
         reader.convert(rows)
-        elapsed = time.perf_counter() - started
+        elapsed = time.thread_time() - started
         rate = len(rows) / elapsed if rows and elapsed > 0 else None
-        seconds = counts[name] / rate if rate else 0.0
+        seconds = counts[name] / rate * BACKFILL_OVER_CONVERSION if rate else 0.0
         total_s += seconds
         tables[name] = {"sample_rows": len(rows), "rows_per_s": None if rate is None else round(rate),
                         "seconds": round(seconds, 3)}
     return {
-        "seconds": round(total_s, 3),
-        "basis": "read and convert a timed sample per table on this machine; PostgreSQL's part"
-                 " (indexes, foreign keys) runs alongside and can dominate on the largest tables",
+        "seconds": round(total_s + BACKFILL_STARTUP_S, 3),
+        "basis": "the CPU time of reading and converting a sample spread over each table, on this machine,"
+                 f" times {BACKFILL_OVER_CONVERSION} for PostgreSQL's part (COPY, index builds, foreign keys),"
+                 f" plus {BACKFILL_STARTUP_S} s to start",
         "tables": tables,
     }

@@ -365,6 +365,23 @@ class TableReader:
         while rows := cursor.fetchmany(size):
             yield rows
 
+    def sample(self, connection: sqlite3.Connection, rows: int, parts: int = 4) -> list[tuple]:
+        """About `rows` rows in key order from `parts` places spread over the table (where its first
+        key column holds integers: evenly between their least and greatest), else its first rows."""
+        first = quote(self._sqlite_keys[0])
+        low, high = connection.execute(
+            f"SELECT min({first}), max({first}) FROM {quote(self.sqlite_name)}{self._where(None)}"
+        ).fetchone()
+        if type(low) is not int or type(high) is not int or parts < 2:
+            return self.page(connection, None, rows)
+        each = max(1, rows // parts)
+        order = f" ORDER BY {self._keys_sql} LIMIT ?"
+        found: list[tuple] = []
+        for part in range(parts):
+            start = low + (high - low) * part // parts
+            found += _fetch(connection, f"{self._select}{self._where(f'{first} >= ?')}{order}", (start, each))
+        return found
+
     def null_keyed(self, connection: sqlite3.Connection) -> list[tuple]:
         """The rows whose key holds a NULL (never in the keyset walk; PostgreSQL cannot hold them)."""
         if self._keyed is None:
