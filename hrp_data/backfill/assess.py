@@ -31,7 +31,7 @@ import json
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,17 @@ from adapters import vouch
 from adapters.catalog import Catalog, quote
 from adapters.outbox import key_to_json
 from hrp_data.backfill.legacy_file import require_contract
-from hrp_data.backfill.legacy_rows import TableReader, connect, readers
+from hrp_data.backfill.legacy_rows import Converted, TableReader, connect, readers
 from hrp_data.catalog import file_catalog
 
 EXAMPLES = 5
 SAMPLE_ROWS = 5_000
 PAGE = 10_000
+CHUNK_ROWS = 200_000
+"""A table of twice this many rows or more is censused in key ranges of about this many, side by side."""
+CENSUS_THREADS = 2
+"""Threads that run the census's SQL passes: SQLite evaluates them without the GIL (only the
+JSON check and the conversion of the few suspects take it), beside the two threads of the checks."""
 BACKFILL_OVER_CONVERSION = 1.3
 """The backfill's wall seconds over the CPU seconds of its reading and conversion alone, as
 `make bench-scale` measured them (BENCHMARKS.md, Scale): its worker processes convert on every
@@ -65,8 +70,9 @@ class Census:
 def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progress | None = None) -> dict[str, Any]:
     """The assessment report of `sqlite_file` as a JSON-ready dict (the file is only read).
 
-    The census runs in the calling thread, while two threads of their own run the file-wide
-    checks on connections of their own: integrity_check, and foreign_key_check with the orphans."""
+    The census's SQL passes run in a pool of CENSUS_THREADS threads, a big table in key ranges
+    (_chunks), while two threads run the file-wide checks: integrity_check, and
+    foreign_key_check with the orphans; each on a connection of its own."""
     path = Path(sqlite_file).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no SQLite file at {path}")
@@ -75,16 +81,23 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
     vouch.register(connection)
     try:
         catalog = file_catalog(connection)
-        with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="hrp-assess") as checks:
+        with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="hrp-assess-checks") as checks, \
+                concurrent.futures.ThreadPoolExecutor(CENSUS_THREADS, thread_name_prefix="hrp-assess-census") as pool:
             integrity_check = checks.submit(_integrity, path)
             key_checks = checks.submit(_key_checks, path, catalog)
             table_readers = readers(catalog)
             counts = {name: reader.count(connection) for name, reader in table_readers.items()}
+            suspects = {
+                name: [pool.submit(_suspect_rejects, path, catalog, name, low, high)
+                       for low, high in _chunks(connection, reader, counts[name])]
+                for name, reader in table_readers.items()
+            }
             estimate = _estimate(connection, table_readers, counts, sample_rows)
             tables: dict[str, Any] = {}
             rejections: list[dict[str, Any]] = []
             for name, reader in table_readers.items():
-                census, rejected_rows = _census(connection, reader, counts[name], progress)
+                batches = (converted for chunk in suspects[name] for converted in chunk.result())
+                census, rejected_rows = _census(connection, reader, batches, counts[name], progress)
                 tables[name] = {"rows": counts[name], "rejected_rows": rejected_rows}
                 for (column, reason), found in sorted(census.items()):
                     rejections.append({
@@ -152,16 +165,39 @@ def _key_checks(path: Path, catalog: Catalog) -> tuple[dict[str, Any], list[dict
         connection.close()
 
 
-def _census(connection, reader: TableReader, total: int, progress: Progress | None) -> tuple[dict, int]:
-    """The rejects of the table, by (column, reason): the rows SQLite cannot vouch for (adapters.vouch,
-    TableReader.suspects) converted as the backfill converts them, in key order, then the rows
-    whose key holds a NULL (outside the keyset walk); every other row converts cleanly."""
+def _chunks(connection, reader: TableReader, rows: int) -> list[tuple[int | None, int | None]]:
+    """The table cut into key ranges of about CHUNK_ROWS rows each, by its first key column where
+    that holds integers (the first range open below, the last above), else whole."""
+    span = reader.first_key_range(connection) if rows >= 2 * CHUNK_ROWS else None
+    if span is None:
+        return [(None, None)]
+    parts = -(-rows // CHUNK_ROWS)
+    low, high = span
+    edges = sorted({low + (high - low) * part // parts for part in range(1, parts)})
+    return list(zip([None, *edges], [*edges, None]))
+
+
+def _suspect_rejects(path: Path, catalog: Catalog, name: str, low: int | None, high: int | None) -> list[Converted]:
+    """The rows of table `name` in one key range that SQLite cannot vouch for, converted (on a
+    connection and with readers of this call's own: it runs in a thread of the census's pool)."""
+    connection = _read_only(path)
+    vouch.register(connection)
+    try:
+        reader = readers(catalog)[name]
+        return [reader.convert(rows) for rows in reader.suspects(connection, PAGE, low, high)]
+    finally:
+        connection.close()
+
+
+def _census(connection, reader: TableReader, batches: Iterable[Converted], total: int,
+            progress: Progress | None) -> tuple[dict, int]:
+    """The rejects of the table, by (column, reason): its suspects converted (`batches`, in key
+    order), then the rows whose key holds a NULL (outside the keyset walk); every other row
+    converts cleanly."""
     census: dict[tuple[str, str], Census] = defaultdict(Census)
     rejected_rows = 0
-    batches = reader.suspects(connection, PAGE)
     null_keyed = reader.null_keyed(connection)
-    for rows in itertools.chain(batches, [null_keyed] if null_keyed else []):
-        converted = reader.convert(rows)
+    for converted in itertools.chain(batches, [reader.convert(null_keyed)] if null_keyed else []):
         rejected_rows += len(converted.rejected_keys)
         for reject in converted.rejects:
             found = census[(reject.column, reject.reason)]

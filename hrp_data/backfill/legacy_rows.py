@@ -352,28 +352,37 @@ class TableReader:
             (*after, limit),
         )
 
-    def suspects(self, connection: sqlite3.Connection, size: int) -> Iterator[list[tuple]]:
+    def suspects(self, connection: sqlite3.Connection, size: int, low: int | None = None,
+                 high: int | None = None) -> Iterator[list[tuple]]:
         """The rows (keys without NULL, as the keyset walk reads them) holding a value that SQLite
         cannot vouch converts (adapters.vouch; `connection` must know its functions: vouch.register),
-        in key order, `size` at a time: a superset of the rows `convert` rejects. The table is
-        scanned whole (NOT INDEXED) and its few matches sorted: an index walk would visit every
-        row out of order."""
-        where = self._where(f"({self._unvouched})")
-        cursor = connection.execute(
-            f"{self._select} NOT INDEXED{where} ORDER BY {self._keys_sql}"
-        )
+        in key order, `size` at a time: a superset of the rows `convert` rejects. With `low`
+        and/or `high`, only the rows whose first key column is at least `low` and less than `high`
+        (SQLite's order: any text or blob is more than every number). The table is scanned
+        (NOT INDEXED) and its few matches sorted: an index walk would visit every row out of order."""
+        first = quote(self._sqlite_keys[0])
+        bounds = [f"{first} >= {int(low)}" if low is not None else "", f"{first} < {int(high)}" if high is not None else ""]
+        where = self._where(" AND ".join([part for part in bounds if part] + [f"({self._unvouched})"]))
+        cursor = connection.execute(f"{self._select} NOT INDEXED{where} ORDER BY {self._keys_sql}")
         while rows := cursor.fetchmany(size):
             yield rows
+
+    def first_key_range(self, connection: sqlite3.Connection) -> tuple[int, int] | None:
+        """The least and greatest value of the first key column, if both are integers."""
+        first = quote(self._sqlite_keys[0])
+        low, high = connection.execute(
+            f"SELECT min({first}), max({first}) FROM {quote(self.sqlite_name)}{self._where(None)}"
+        ).fetchone()
+        return (low, high) if type(low) is int and type(high) is int else None
 
     def sample(self, connection: sqlite3.Connection, rows: int, parts: int = 4) -> list[tuple]:
         """About `rows` rows in key order from `parts` places spread over the table (where its first
         key column holds integers: evenly between their least and greatest), else its first rows."""
         first = quote(self._sqlite_keys[0])
-        low, high = connection.execute(
-            f"SELECT min({first}), max({first}) FROM {quote(self.sqlite_name)}{self._where(None)}"
-        ).fetchone()
-        if type(low) is not int or type(high) is not int or parts < 2:
+        span = self.first_key_range(connection)
+        if span is None or parts < 2:
             return self.page(connection, None, rows)
+        low, high = span
         each = max(1, rows // parts)
         order = f" ORDER BY {self._keys_sql} LIMIT ?"
         found: list[tuple] = []

@@ -30,14 +30,16 @@ def _fingerprint(path: Path) -> tuple:
     return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns, siblings
 
 
-@pytest.mark.parametrize("page", [None, 3], ids=["one-fetch", "fetches-of-3"])
-def test_census_names_every_planted_value_and_orphan(legacy_file, page, monkeypatch):
-    """The same census whether the rows SQLite cannot vouch for come in one fetch or in fetches
-    of 3 rows (so a table's suspects span several)."""
+@pytest.mark.parametrize("small", [False, True], ids=["whole", "key-ranges-of-2-fetches-of-3"])
+def test_census_names_every_planted_value_and_orphan(legacy_file, small, monkeypatch):
+    """The same census whether each table's suspects come in one fetch of one pass, or the
+    tables are cut into key ranges of about 2 rows (censused side by side) and their suspects
+    fetched 3 at a time."""
     plant_hostile(legacy_file)
     before = _fingerprint(legacy_file)
-    if page:
-        monkeypatch.setattr(assess_module, "PAGE", page)
+    if small:
+        monkeypatch.setattr(assess_module, "PAGE", 3)
+        monkeypatch.setattr(assess_module, "CHUNK_ROWS", 2)
     report = assess(legacy_file, sample_rows=100)
     assert _fingerprint(legacy_file) == before  # read-only: not a byte, not a journal file
 
