@@ -50,6 +50,7 @@ CHUNK_ROWS = 200_000
 CENSUS_THREADS = 2
 """Threads that run the census's SQL passes: SQLite evaluates them without the GIL (only the
 JSON check and the conversion of the few suspects take it), beside the two threads of the checks."""
+MMAP_BYTES = 2**30
 BACKFILL_OVER_CONVERSION = 1.3
 """The backfill's wall seconds over the CPU seconds of its reading and conversion alone, as
 `make bench-scale` measured them (BENCHMARKS.md, Scale): its worker processes convert on every
@@ -140,8 +141,13 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
 
 
 def _read_only(path: Path):
+    """A read-only connection that reads the file through a memory map (MMAP_BYTES of it): the
+    checks and the census read every page, and a map spares each read its system call and copy
+    (the mapped pages are the kernel's page cache, shared, not this process's own memory, though
+    its resident size counts them)."""
     connection = connect(path, read_only=True)
     connection.execute("PRAGMA query_only = ON")
+    connection.execute(f"PRAGMA mmap_size = {MMAP_BYTES}").fetchall()
     return connection
 
 
@@ -166,9 +172,9 @@ def _key_checks(path: Path, catalog: Catalog) -> tuple[dict[str, Any], list[dict
 
 
 def _chunks(connection, reader: TableReader, rows: int) -> list[tuple[int | None, int | None]]:
-    """The table cut into key ranges of about CHUNK_ROWS rows each, by its first key column where
-    that holds integers (the first range open below, the last above), else whole."""
-    span = reader.first_key_range(connection) if rows >= 2 * CHUNK_ROWS else None
+    """The table cut into key ranges of about CHUNK_ROWS rows each where its key is its rowid
+    (a range is a seek, not a scan: the suspects' pass is NOT INDEXED), else whole."""
+    span = reader.first_key_range(connection) if rows >= 2 * CHUNK_ROWS and reader.rowid_keyed else None
     if span is None:
         return [(None, None)]
     parts = -(-rows // CHUNK_ROWS)

@@ -302,6 +302,8 @@ class TableReader:
         self.kinds = [kind_of(c) for c in table.columns]
         self.key_columns = [c.name for c in table.primary_key.columns]
         self.key_index = [self.columns.index(c) for c in self.key_columns]
+        self.rowid_keyed = sqlite_table.autoincrement_column is not None
+        """Keyed by its INTEGER PRIMARY KEY, SQLite's rowid."""
         self._sqlite_keys = [c.name for c in sqlite_table.primary_key.columns]
         sqlite_columns = [c.name for c in sqlite_table.columns]
         required = [not c.nullable for c in table.columns]
@@ -369,10 +371,11 @@ class TableReader:
 
     def first_key_range(self, connection: sqlite3.Connection) -> tuple[int, int] | None:
         """The least and greatest value of the first key column, if both are integers."""
-        first = quote(self._sqlite_keys[0])
-        low, high = connection.execute(
-            f"SELECT min({first}), max({first}) FROM {quote(self.sqlite_name)}{self._where(None)}"
-        ).fetchone()
+        first, table = quote(self._sqlite_keys[0]), quote(self.sqlite_name)
+        low, high = (  # one aggregate per query: then SQLite reads it off the key's index
+            connection.execute(f"SELECT {end}({first}) FROM {table} WHERE {first} IS NOT NULL").fetchone()[0]
+            for end in ("min", "max")
+        )
         return (low, high) if type(low) is int and type(high) is int else None
 
     def sample(self, connection: sqlite3.Connection, rows: int, parts: int = 4) -> list[tuple]:
