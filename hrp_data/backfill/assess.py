@@ -50,11 +50,13 @@ CHUNK_ROWS = 200_000
 CENSUS_THREADS = 2
 """Threads that run the census's SQL passes: SQLite evaluates them without the GIL (only the
 JSON check and the conversion of the few suspects take it), beside the two threads of the checks."""
-MMAP_BYTES = 2**30
-BACKFILL_OVER_CONVERSION = 1.3
-"""The backfill's wall seconds over the CPU seconds of its reading and conversion alone, as
-`make bench-scale` measured them (BENCHMARKS.md, Scale): its worker processes convert on every
-core while PostgreSQL's COPY, index builds, foreign-key checks and ANALYZE take their share."""
+MMAP_BYTES = 2**31
+"""At most this much of the file is mapped (SQLite caps it at its own SQLITE_MAX_MMAP_SIZE, 2 GB by default)."""
+BACKFILL_OVER_CONVERSION = 2.0
+"""The backfill's wall seconds over the CPU seconds of reading and converting its rows alone (as
+_estimate times them), from `make bench-scale` on the 2-core machine of BENCHMARKS.md: PostgreSQL's
+COPY, index builds (GIN ones above all), foreign-key checks and ANALYZE take about as much CPU
+again as the conversion, on the same cores."""
 BACKFILL_STARTUP_S = 2.0
 """What a backfill takes whatever the rows: the process, its workers, the checks before the first batch."""
 
@@ -140,20 +142,22 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
     }
 
 
-def _read_only(path: Path):
-    """A read-only connection that reads the file through a memory map (MMAP_BYTES of it): the
-    checks and the census read every page, and a map spares each read its system call and copy
-    (the mapped pages are the kernel's page cache, shared, not this process's own memory, though
-    its resident size counts them)."""
+def _read_only(path: Path, *, mapped: bool = False):
+    """A read-only connection; `mapped`: reading the file through a memory map (MMAP_BYTES of it).
+    The checks read every page, many more than once, and a map spares each read its system call
+    and copy (the mapped pages are the kernel's page cache, shared, not this process's own memory,
+    though its resident size counts them). The census's passes gain nothing from one: their cost
+    is the expressions."""
     connection = connect(path, read_only=True)
     connection.execute("PRAGMA query_only = ON")
-    connection.execute(f"PRAGMA mmap_size = {MMAP_BYTES}").fetchall()
+    if mapped:
+        connection.execute(f"PRAGMA mmap_size = {MMAP_BYTES}").fetchall()
     return connection
 
 
 def _integrity(path: Path) -> list[str]:
     """PRAGMA integrity_check, on a connection of its own (SQLite's C, beside the census)."""
-    connection = _read_only(path)
+    connection = _read_only(path, mapped=True)
     try:
         return [row[0] for row in connection.execute("PRAGMA integrity_check")]
     finally:
@@ -163,7 +167,7 @@ def _integrity(path: Path) -> list[str]:
 def _key_checks(path: Path, catalog: Catalog) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """PRAGMA foreign_key_check and the orphans, on a connection of their own: one pass over the
     references answers both where it can (_orphans)."""
-    connection = _read_only(path)
+    connection = _read_only(path, mapped=True)
     try:
         violations = connection.execute("PRAGMA foreign_key_check").fetchall()
         return _foreign_key_check(violations), _orphans(connection, catalog, violations)
