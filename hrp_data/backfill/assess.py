@@ -90,12 +90,12 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
             key_checks = checks.submit(_key_checks, path, catalog)
             table_readers = readers(catalog)
             counts = {name: reader.count(connection) for name, reader in table_readers.items()}
+            estimate = _estimate(connection, table_readers, counts, sample_rows)  # before the census's threads take the GIL
             suspects = {
                 name: [pool.submit(_suspect_rejects, path, catalog, name, low, high)
                        for low, high in _chunks(connection, reader, counts[name])]
                 for name, reader in table_readers.items()
             }
-            estimate = _estimate(connection, table_readers, counts, sample_rows)
             tables: dict[str, Any] = {}
             rejections: list[dict[str, Any]] = []
             for name, reader in table_readers.items():
