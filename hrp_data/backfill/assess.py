@@ -9,37 +9,56 @@ PRAGMA query_only) and reports:
 - per column, a census of the values adapters.convert would reject, by
   reason, with a count, example keys and one example value (secrets
   fingerprinted): exactly the rows the backfill will quarantine, and why;
-- an estimate of the backfill's time from a short timed sample per table;
+- an estimate of the backfill's time from a timed sample per table (_estimate);
 - the mapping of every column to its PostgreSQL type, and why (hrp_data.catalog);
   tables without a declared key (keyed by their rowid); what is not carried
   over (views, triggers, CHECKs, untranslatable defaults...), with its SQL;
 - for the HRP file, what lies beyond the HRP schema (carried from the file's
   own schema: hrp_data.backfill.legacy_file).
 
-Every row is converted with the same code the backfill uses
-(hrp_data.backfill.legacy_rows), so the census and the quarantine agree.
+The census converts with the same code the backfill uses (hrp_data.backfill.legacy_rows),
+so the census and the quarantine agree, but only the rows SQLite cannot vouch for: one SQL
+pass per table (adapters.vouch, TableReader.suspects) leaves out every row whose values
+the conversion rules are known to accept.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import itertools
+import json
+import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from adapters import vouch
 from adapters.catalog import Catalog, quote
 from adapters.outbox import key_to_json
 from hrp_data.backfill.legacy_file import require_contract
 from hrp_data.backfill.legacy_rows import Converted, TableReader, connect, readers
-from hrp_data.backfill.read_pool import POOL_MIN_ROWS, PageReader, default_workers
 from hrp_data.catalog import file_catalog
 
 EXAMPLES = 5
 SAMPLE_ROWS = 5_000
 PAGE = 10_000
+CHUNK_ROWS = 200_000
+"""A table of twice this many rows or more is censused in key ranges of about this many, side by side."""
+CENSUS_THREADS = 2
+"""Threads that run the census's SQL passes: SQLite evaluates them without the GIL (only the
+JSON check and the conversion of the few suspects take it), beside the two threads of the checks."""
+MMAP_BYTES = 2**31
+"""At most this much of the file is mapped (SQLite caps it at its own SQLITE_MAX_MMAP_SIZE, 2 GB by default)."""
+BACKFILL_OVER_CONVERSION = 2.0
+"""The backfill's wall seconds over the CPU seconds of reading and converting its rows alone (as
+_estimate times them), from `make bench-scale` on the 2-core machine of BENCHMARKS.md: PostgreSQL's
+COPY, index builds (GIN ones above all), foreign-key checks and ANALYZE take about as much CPU
+again as the conversion, on the same cores."""
+BACKFILL_STARTUP_S = 2.0
+"""What a backfill takes whatever the rows: the process, its workers, the checks before the first batch."""
 
 Progress = Callable[[str, int, int], None]
 
@@ -51,41 +70,46 @@ class Census:
     example_value: str | None = None
 
 
-def assess(
-    sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progress | None = None, workers: int | None = None,
-) -> dict[str, Any]:
+def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progress | None = None) -> dict[str, Any]:
     """The assessment report of `sqlite_file` as a JSON-ready dict (the file is only read).
 
-    The census reads and converts every row as the backfill does, in its worker processes
-    (read_pool; `workers` None: one per core, at most four, for the big tables), while a thread
-    of its own runs the file-wide checks (integrity, foreign keys, orphans) on another connection."""
+    The census's SQL passes run in a pool of CENSUS_THREADS threads, a big table in key ranges
+    (_chunks), while two threads run the file-wide checks: integrity_check, and
+    foreign_key_check with the orphans; each on a connection of its own."""
     path = Path(sqlite_file).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no SQLite file at {path}")
     contract = require_contract(path)
     connection = _read_only(path)
-    pages = PageReader(path, connection, default_workers() if workers is None else workers,
-                       min_rows=POOL_MIN_ROWS if workers is None else 0)
+    vouch.register(connection)
     try:
         catalog = file_catalog(connection)
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hrp-assess") as checks:
-            file_wide = checks.submit(_file_checks, path, catalog)
+        with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="hrp-assess-checks") as checks, \
+                concurrent.futures.ThreadPoolExecutor(CENSUS_THREADS, thread_name_prefix="hrp-assess-census") as pool:
+            integrity_check = checks.submit(_integrity, path)
+            key_checks = checks.submit(_key_checks, path, catalog)
             table_readers = readers(catalog)
             counts = {name: reader.count(connection) for name, reader in table_readers.items()}
-            estimate = _estimate(connection, table_readers, counts, sample_rows)
+            estimate = _estimate(connection, table_readers, counts, sample_rows)  # before the census's threads take the GIL
+            suspects = {
+                name: [pool.submit(_suspect_rejects, path, catalog, name, low, high)
+                       for low, high in _chunks(connection, reader, counts[name])]
+                for name, reader in table_readers.items()
+            }
             tables: dict[str, Any] = {}
             rejections: list[dict[str, Any]] = []
             for name, reader in table_readers.items():
-                census, rejected_rows = _census(connection, pages, reader, counts[name], progress)
+                batches = (converted for chunk in suspects[name] for converted in chunk.result())
+                census, rejected_rows = _census(connection, reader, batches, counts[name], progress)
                 tables[name] = {"rows": counts[name], "rejected_rows": rejected_rows}
                 for (column, reason), found in sorted(census.items()):
                     rejections.append({
                         "table": name, "column": column, "reason": reason, "count": found.count,
                         "examples": found.examples, "example_value": found.example_value,
                     })
-            integrity, foreign_key_check, orphans = file_wide.result()
+            integrity = integrity_check.result()
+            foreign_key_check, orphans = key_checks.result()
     finally:
-        pages.close()
         connection.close()
     return {
         "file": str(path),
@@ -118,38 +142,72 @@ def assess(
     }
 
 
-def _read_only(path: Path):
+def _read_only(path: Path, *, mapped: bool = False):
+    """A read-only connection; `mapped`: reading the file through a memory map (MMAP_BYTES of it).
+    The checks read every page, many more than once, and a map spares each read its system call
+    and copy (the mapped pages are the kernel's page cache, shared, not this process's own memory,
+    though its resident size counts them). The census's passes gain nothing from one: their cost
+    is the expressions."""
     connection = connect(path, read_only=True)
     connection.execute("PRAGMA query_only = ON")
+    if mapped:
+        connection.execute(f"PRAGMA mmap_size = {MMAP_BYTES}").fetchall()
     return connection
 
 
-def _file_checks(path: Path, catalog: Catalog) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
-    """PRAGMA integrity_check, PRAGMA foreign_key_check and the orphans, on a connection of their own."""
-    connection = _read_only(path)
+def _integrity(path: Path) -> list[str]:
+    """PRAGMA integrity_check, on a connection of its own (SQLite's C, beside the census)."""
+    connection = _read_only(path, mapped=True)
     try:
-        integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
-        return integrity, _foreign_key_check(connection), _orphans(connection, catalog)
+        return [row[0] for row in connection.execute("PRAGMA integrity_check")]
     finally:
         connection.close()
 
 
-def _pages(connection, pages: PageReader, reader: TableReader, total: int) -> Iterator[tuple[int, Converted]]:
-    """Every row of the table converted, a page at a time (rows read, converted): the keyset pages
-    (in the read pool's workers for a big table), then the rows whose key holds a NULL."""
-    for page in pages.pages(reader, None, PAGE, total, with_keys=False, want_keys=False):
-        yield page.read, page.converted
-    null_keyed = reader.null_keyed(connection)
-    if null_keyed:
-        yield len(null_keyed), reader.convert(null_keyed)
+def _key_checks(path: Path, catalog: Catalog) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """PRAGMA foreign_key_check and the orphans, on a connection of their own: one pass over the
+    references answers both where it can (_orphans)."""
+    connection = _read_only(path, mapped=True)
+    try:
+        violations = connection.execute("PRAGMA foreign_key_check").fetchall()
+        return _foreign_key_check(violations), _orphans(connection, catalog, violations)
+    finally:
+        connection.close()
 
 
-def _census(connection, pages: PageReader, reader: TableReader, total: int,
+def _chunks(connection, reader: TableReader, rows: int) -> list[tuple[int | None, int | None]]:
+    """The table cut into key ranges of about CHUNK_ROWS rows each where its key is its rowid
+    (a range is a seek, not a scan: the suspects' pass is NOT INDEXED), else whole."""
+    span = reader.first_key_range(connection) if rows >= 2 * CHUNK_ROWS and reader.rowid_keyed else None
+    if span is None:
+        return [(None, None)]
+    parts = -(-rows // CHUNK_ROWS)
+    low, high = span
+    edges = sorted({low + (high - low) * part // parts for part in range(1, parts)})
+    return list(zip([None, *edges], [*edges, None]))
+
+
+def _suspect_rejects(path: Path, catalog: Catalog, name: str, low: int | None, high: int | None) -> list[Converted]:
+    """The rows of table `name` in one key range that SQLite cannot vouch for, converted (on a
+    connection and with readers of this call's own: it runs in a thread of the census's pool)."""
+    connection = _read_only(path)
+    vouch.register(connection)
+    try:
+        reader = readers(catalog)[name]
+        return [reader.convert(rows) for rows in reader.suspects(connection, PAGE, low, high)]
+    finally:
+        connection.close()
+
+
+def _census(connection, reader: TableReader, batches: Iterable[Converted], total: int,
             progress: Progress | None) -> tuple[dict, int]:
+    """The rejects of the table, by (column, reason): its suspects converted (`batches`, in key
+    order), then the rows whose key holds a NULL (outside the keyset walk); every other row
+    converts cleanly."""
     census: dict[tuple[str, str], Census] = defaultdict(Census)
     rejected_rows = 0
-    done = 0
-    for read, converted in _pages(connection, pages, reader, total):
+    null_keyed = reader.null_keyed(connection)
+    for converted in itertools.chain(batches, [reader.convert(null_keyed)] if null_keyed else []):
         rejected_rows += len(converted.rejected_keys)
         for reject in converted.rejects:
             found = census[(reject.column, reject.reason)]
@@ -158,18 +216,23 @@ def _census(connection, pages: PageReader, reader: TableReader, total: int,
                 found.examples.append(key_to_json(reject.key))
             if found.example_value is None:
                 found.example_value = reject.value
-        done += read
-        if progress:
-            progress(reader.name, done, total)
+    if progress:
+        progress(reader.name, total, total)
     return census, rejected_rows
 
 
-def _orphans(connection, catalog: Catalog) -> list[dict[str, Any]]:
-    """Per foreign key: rows whose non-NULL reference finds no parent row (names as the file has them)."""
+def _orphans(connection, catalog: Catalog, violations: list[tuple]) -> list[dict[str, Any]]:
+    """Per foreign key: rows whose non-NULL reference finds no parent row (names as the file has them).
+
+    Where the file declares the key as one column onto its parent's INTEGER PRIMARY KEY (and the
+    child has rowids), PRAGMA foreign_key_check's rows of that key are exactly those rows: both
+    look the value up as SQLite's `parent.id = child.col` does (numeric affinity, then a rowid
+    seek; NULL skipped). Any other key is sought with an anti-join."""
     out = []
     for entry in catalog.tables.values():
         table = entry.sqlite
         key = ", ".join(f"c.{quote(c.name)}" for c in table.primary_key.columns)
+        declared = _declared_keys(connection, table.name)
         for foreign_key in entry.postgres.foreign_keys:
             parent_entry = catalog.tables.get(foreign_key.column.table.name)
             if parent_entry is None:
@@ -177,12 +240,21 @@ def _orphans(connection, catalog: Catalog) -> list[dict[str, Any]]:
             column = table.c[foreign_key.parent.key].name
             parent = parent_entry.sqlite.name
             parent_column = parent_entry.sqlite.c[foreign_key.column.key].name
-            condition = (
-                f"FROM {quote(table.name)} c WHERE c.{quote(column)} IS NOT NULL AND NOT EXISTS"
-                f" (SELECT 1 FROM {quote(parent)} p WHERE p.{quote(parent_column)} = c.{quote(column)})"
-            )
-            rows = connection.execute(f"SELECT count(*) {condition}").fetchone()[0]
-            examples = [list(r) for r in connection.execute(f"SELECT {key} {condition} ORDER BY {key} LIMIT {EXAMPLES}")]
+            fkid = declared.get((column, parent.lower()))
+            if fkid is not None and _rowid_alias(connection, parent) == parent_column.lower():
+                rowids = [rowid for child, rowid, _parent, found in violations if child == table.name and found == fkid]
+                rows = len(rowids)
+                condition = f"FROM {quote(table.name)} c WHERE c.rowid IN (SELECT value FROM json_each(?))"
+                params: tuple = (json.dumps(rowids),)
+            else:
+                condition = (
+                    f"FROM {quote(table.name)} c WHERE c.{quote(column)} IS NOT NULL AND NOT EXISTS"
+                    f" (SELECT 1 FROM {quote(parent)} p WHERE p.{quote(parent_column)} = c.{quote(column)})"
+                )
+                params = ()
+                rows = connection.execute(f"SELECT count(*) {condition}", params).fetchone()[0]
+            examples = [list(r) for r in connection.execute(
+                f"SELECT {key} {condition} ORDER BY {key} LIMIT {EXAMPLES}", params)] if rows else []
             out.append({
                 "table": table.name, "column": column, "parent": f"{parent}.{parent_column}",
                 "rows": rows, "examples": examples,
@@ -190,32 +262,66 @@ def _orphans(connection, catalog: Catalog) -> list[dict[str, Any]]:
     return out
 
 
-def _foreign_key_check(connection) -> dict[str, Any]:
+def _declared_keys(connection, table: str) -> dict[tuple[str, str], int]:
+    """The file's one-column foreign keys of `table` whose rows foreign_key_check can tell
+    (a rowid table): (column, parent in lower case) -> the key's id."""
+    if _without_rowid(connection, table):
+        return {}
+    rows = connection.execute(f"PRAGMA foreign_key_list({quote(table)})").fetchall()
+    widths = defaultdict(int)
+    for row in rows:
+        widths[row[0]] += 1
+    return {(row[3], row[2].lower()): row[0] for row in rows if widths[row[0]] == 1}
+
+
+def _without_rowid(connection, table: str) -> bool:
+    found = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    return found is None or re.search(r"\)\s*WITHOUT\s+ROWID\s*;?\s*$", found[0] or "", re.IGNORECASE) is not None
+
+
+def _rowid_alias(connection, table: str) -> str | None:
+    """The column (lower case) that is `table`'s rowid (its INTEGER PRIMARY KEY), if any."""
+    if _without_rowid(connection, table):
+        return None
+    keys = [row for row in connection.execute(f"PRAGMA table_info({quote(table)})") if row[5]]
+    if len(keys) == 1 and keys[0][2].upper() == "INTEGER":
+        return keys[0][1].lower()
+    return None
+
+
+def _foreign_key_check(violations: list[tuple]) -> dict[str, Any]:
     by_pair: dict[str, int] = defaultdict(int)
-    total = 0
-    for table, _rowid, parent, _fkid in connection.execute("PRAGMA foreign_key_check"):
+    for table, _rowid, parent, _fkid in violations:
         by_pair[f"{table} -> {parent}"] += 1
-        total += 1
-    return {"violations": total, "by_table": dict(sorted(by_pair.items()))}
+    return {"violations": len(violations), "by_table": dict(sorted(by_pair.items()))}
 
 
 def _estimate(connection, table_readers: dict[str, TableReader], counts: dict[str, int], sample_rows: int) -> dict[str, Any]:
-    """Time reading and converting the first `sample_rows` rows of each table; extrapolate."""
+    """The backfill's seconds: per table, the CPU seconds this thread takes to read and convert
+    `sample_rows` rows taken from places spread over the table (TableReader.sample; thread
+    time, so the checks running beside it do not count), per row, times its rows; the sum times
+    BACKFILL_OVER_CONVERSION, plus BACKFILL_STARTUP_S."""
     tables = {}
     total_s = 0.0
     for name, reader in table_readers.items():
-        started = time.perf_counter()
-        rows = reader.page(connection, None, sample_rows) if sample_rows > 0 else []
+        started = time.thread_time()
+        if sample_rows <= 0:
+            rows = []
+        elif counts[name] <= sample_rows:
+            rows = reader.page(connection, None, sample_rows)
+        else:
+            rows = reader.sample(connection, sample_rows)
         reader.convert(rows)
-        elapsed = time.perf_counter() - started
+        elapsed = time.thread_time() - started
         rate = len(rows) / elapsed if rows and elapsed > 0 else None
-        seconds = counts[name] / rate if rate else 0.0
+        seconds = counts[name] / rate * BACKFILL_OVER_CONVERSION if rate else 0.0
         total_s += seconds
         tables[name] = {"sample_rows": len(rows), "rows_per_s": None if rate is None else round(rate),
                         "seconds": round(seconds, 3)}
     return {
-        "seconds": round(total_s, 3),
-        "basis": "read and convert a timed sample per table on this machine; PostgreSQL's part"
-                 " (indexes, foreign keys) runs alongside and can dominate on the largest tables",
+        "seconds": round(total_s + BACKFILL_STARTUP_S, 3),
+        "basis": "the CPU time of reading and converting a sample spread over each table, on this machine,"
+                 f" times {BACKFILL_OVER_CONVERSION} for PostgreSQL's part (COPY, index builds, foreign keys),"
+                 f" plus {BACKFILL_STARTUP_S} s to start",
         "tables": tables,
     }

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from adapters.convert import (
 from adapters.outbox import OUTBOX
 from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
 from adapters.types import ExactNumeric, kind_of
+from adapters.vouch import vouched
 from adapters.catalog import Catalog, quote
 from hrp_data.models import SECRET_COLUMNS
 from shadow.redact import fingerprint
@@ -301,9 +302,16 @@ class TableReader:
         self.kinds = [kind_of(c) for c in table.columns]
         self.key_columns = [c.name for c in table.primary_key.columns]
         self.key_index = [self.columns.index(c) for c in self.key_columns]
+        self.rowid_keyed = sqlite_table.autoincrement_column is not None
+        """Keyed by its INTEGER PRIMARY KEY, SQLite's rowid."""
         self._sqlite_keys = [c.name for c in sqlite_table.primary_key.columns]
         sqlite_columns = [c.name for c in sqlite_table.columns]
         required = [not c.nullable for c in table.columns]
+        self._unvouched = " OR ".join(
+            f"NOT {vouched(kind, quote(name), required=needed, precision=getattr(c.type, 'precision', None), scale=getattr(c.type, 'scale', None))}"
+            if isinstance(c.type, ExactNumeric) else f"NOT {vouched(kind, quote(name), required=needed)}"
+            for c, name, kind, needed in zip(table.columns, sqlite_columns, self.kinds, required)
+        ) or "0"
         self.encoders = [
             _refusing_null(_held(c, field_encoder(kind))) if needed else _held(c, field_encoder(kind))
             for c, kind, needed in zip(table.columns, self.kinds, required)
@@ -345,6 +353,46 @@ class TableReader:
             connection, f"{self._select}{self._where(f'{self._row_value} > {self._placeholders}')}{order}",
             (*after, limit),
         )
+
+    def suspects(self, connection: sqlite3.Connection, size: int, low: int | None = None,
+                 high: int | None = None) -> Iterator[list[tuple]]:
+        """The rows (keys without NULL, as the keyset walk reads them) holding a value that SQLite
+        cannot vouch converts (adapters.vouch; `connection` must know its functions: vouch.register),
+        in key order, `size` at a time: a superset of the rows `convert` rejects. With `low`
+        and/or `high`, only the rows whose first key column is at least `low` and less than `high`
+        (SQLite's order: any text or blob is more than every number). The table is scanned
+        (NOT INDEXED) and its few matches sorted: an index walk would visit every row out of order."""
+        first = quote(self._sqlite_keys[0])
+        bounds = [f"{first} >= {int(low)}" if low is not None else "", f"{first} < {int(high)}" if high is not None else ""]
+        where = self._where(" AND ".join([part for part in bounds if part] + [f"({self._unvouched})"]))
+        cursor = connection.execute(f"{self._select} NOT INDEXED{where} ORDER BY {self._keys_sql}")
+        while rows := cursor.fetchmany(size):
+            yield rows
+
+    def first_key_range(self, connection: sqlite3.Connection) -> tuple[int, int] | None:
+        """The least and greatest value of the first key column, if both are integers."""
+        first, table = quote(self._sqlite_keys[0]), quote(self.sqlite_name)
+        low, high = (  # one aggregate per query: then SQLite reads it off the key's index
+            connection.execute(f"SELECT {end}({first}) FROM {table} WHERE {first} IS NOT NULL").fetchone()[0]
+            for end in ("min", "max")
+        )
+        return (low, high) if type(low) is int and type(high) is int else None
+
+    def sample(self, connection: sqlite3.Connection, rows: int, parts: int = 4) -> list[tuple]:
+        """About `rows` rows in key order from `parts` places spread over the table (where its first
+        key column holds integers: evenly between their least and greatest), else its first rows."""
+        first = quote(self._sqlite_keys[0])
+        span = self.first_key_range(connection)
+        if span is None or parts < 2:
+            return self.page(connection, None, rows)
+        low, high = span
+        each = max(1, rows // parts)
+        order = f" ORDER BY {self._keys_sql} LIMIT ?"
+        found: list[tuple] = []
+        for part in range(parts):
+            start = low + (high - low) * part // parts
+            found += _fetch(connection, f"{self._select}{self._where(f'{first} >= ?')}{order}", (start, each))
+        return found
 
     def null_keyed(self, connection: sqlite3.Connection) -> list[tuple]:
         """The rows whose key holds a NULL (never in the keyset walk; PostgreSQL cannot hold them)."""

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
+from unittest import mock
 
 from click.testing import CliRunner
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hrp_data.backfill import assess as assess_module
 from hrp_data.backfill.assess import assess
+from hrp_data.catalog import file_catalog
+from tests.examples import examples
 from tools.seed import seed_database
 from tests.integration.test_backfill import HOSTILE, plant_hostile
 from tools.cli import cli
@@ -24,15 +30,17 @@ def _fingerprint(path: Path) -> tuple:
     return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns, siblings
 
 
-@pytest.mark.parametrize("workers", [None, 2], ids=["inline", "worker-processes"])
-def test_census_names_every_planted_value_and_orphan(legacy_file, workers, monkeypatch):
-    """The same census read in the calling process or by the backfill's worker processes, in
-    pages of 3 rows there (so a table spans several pages)."""
+@pytest.mark.parametrize("small", [False, True], ids=["whole", "key-ranges-of-2-fetches-of-3"])
+def test_census_names_every_planted_value_and_orphan(legacy_file, small, monkeypatch):
+    """The same census whether each table's suspects come in one fetch of one pass, or the
+    tables are cut into key ranges of about 2 rows (censused side by side) and their suspects
+    fetched 3 at a time."""
     plant_hostile(legacy_file)
     before = _fingerprint(legacy_file)
-    if workers:
+    if small:
         monkeypatch.setattr(assess_module, "PAGE", 3)
-    report = assess(legacy_file, sample_rows=100, workers=workers)
+        monkeypatch.setattr(assess_module, "CHUNK_ROWS", 2)
+    report = assess(legacy_file, sample_rows=100)
     assert _fingerprint(legacy_file) == before  # read-only: not a byte, not a journal file
 
     planted = {(t, c, r): k for (t, k, c), r in HOSTILE.items() if r not in FOREIGN_KEY_REASONS}
@@ -78,3 +86,30 @@ def test_assess_command(legacy_file):
     assert text.exit_code == 0, text.output
     assert "rejected        races.distance: text_in_real_column x1, e.g. key [17] value 'N/A'" in text.stdout
     assert "orphans         predictions.race_id -> races.id: 1 row(s), e.g. [[2]]" in text.stdout
+
+
+REFERENCES = st.none() | st.integers(-2, 6) | st.sampled_from([1.0, 2.5, 3.0, 1e20, "1", " 2", "2.0", "abc", "01", "3x", "", "4 "]) \
+    | st.binary(max_size=2)
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(values=st.lists(REFERENCES, max_size=10), declared=st.sampled_from(["INTEGER", "TEXT", "", "REAL", "NUMERIC", "BLOB"]))
+def test_orphans_read_from_foreign_key_check_are_the_anti_joins(tmp_path_factory, values, declared):
+    """A one-column key onto a rowid: the rows PRAGMA foreign_key_check names are the ones the
+    anti-join finds, whatever the child stores (text, reals, blobs) under whatever affinity."""
+    path = tmp_path_factory.mktemp("keys") / "app.db"
+    with sqlite3.connect(path) as raw:
+        raw.executescript(f"CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT);"
+                          f" CREATE TABLE child (id INTEGER PRIMARY KEY, pid {declared} REFERENCES parent (id));"
+                          " INSERT INTO parent (id) VALUES (1), (2), (3), (4), (5);")
+        raw.executemany("INSERT INTO child (pid) VALUES (?)", [(value,) for value in values])
+    connection = assess_module._read_only(path)
+    try:
+        catalog = file_catalog(connection)
+        violations = connection.execute("PRAGMA foreign_key_check").fetchall()
+        read = assess_module._orphans(connection, catalog, violations)
+        with mock.patch.object(assess_module, "_declared_keys", lambda connection, table: {}):
+            joined = assess_module._orphans(connection, catalog, violations)
+    finally:
+        connection.close()
+    assert len(joined) == 1 and read == joined
