@@ -50,8 +50,9 @@ CHUNK_ROWS = 200_000
 CENSUS_THREADS = 2
 """Threads that run the census's SQL passes: SQLite evaluates them without the GIL (only the
 JSON check and the conversion of the few suspects take it), beside the two threads of the checks."""
-MMAP_BYTES = 2**31
-"""At most this much of the file is mapped (SQLite caps it at its own SQLITE_MAX_MMAP_SIZE, 2 GB by default)."""
+MMAP_BYTES = 2**28
+"""At most this much of the file is mapped per check connection: the resident size counts the mapped
+pages, so the map is bounded (256 MB) and assess's peak memory stays flat as files grow."""
 BACKFILL_OVER_CONVERSION = 2.0
 """The backfill's wall seconds over the CPU seconds of reading and converting its rows alone (as
 _estimate times them), from `make bench-scale` on the 2-core machine of BENCHMARKS.md: PostgreSQL's
