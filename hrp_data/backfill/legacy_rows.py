@@ -36,8 +36,7 @@ from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
 from adapters.types import ExactNumeric, kind_of
 from adapters.vouch import vouched
 from adapters.catalog import Catalog, quote
-from hrp_data.models import SECRET_COLUMNS
-from shadow.redact import fingerprint
+from shadow.redact import fingerprint, looks_secret
 
 MEMO_KINDS = frozenset({Kind.TIMESTAMP, Kind.DATE, Kind.TEXT, Kind.BOOLEAN})
 MEMO_LIMIT = 20_000
@@ -245,7 +244,7 @@ def shown_value(column: str, raw: Any) -> str | None:
     """A value as the quarantine stores it: readable, bounded, secrets fingerprinted."""
     if raw is None:
         return None
-    if column in SECRET_COLUMNS:
+    if looks_secret(column):
         return fingerprint(raw)
     if isinstance(raw, (bytes, bytearray, memoryview)):
         text = "x'" + bytes(raw).hex().upper() + "'"

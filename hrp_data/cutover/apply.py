@@ -39,7 +39,7 @@ from adapters.postgres import APPLYING_SETTING, bump_identity
 from adapters.types import kind_of, postgres_value
 from adapters.upsert import upsert
 from hrp_data.errors import describe_error
-from hrp_data.models import SECRET_COLUMNS
+from shadow.redact import looks_secret
 
 log = structlog.get_logger(__name__)
 
@@ -190,7 +190,8 @@ def _present(connection: sa.Connection, column: sa.Column, values: set[Any]) -> 
 
 
 def has_secrets(table: sa.Table) -> bool:
-    return any(column.name in SECRET_COLUMNS for column in table.columns)
+    """Whether a column of `table` holds or looks like a secret (the HRP ones, `client_secret`, `reset_token`...)."""
+    return any(looks_secret(column.name) for column in table.columns)
 
 
 def unlogged_upsert(connection: sa.Connection, table: sa.Table, images: list[dict[str, Any]]) -> None:

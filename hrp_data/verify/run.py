@@ -45,7 +45,6 @@ from hrp_data.cutover import heartbeat, outbox
 from hrp_data.cutover.apply import KeyRef, apply_keys, read_images
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.backfill.legacy_rows import sqlite_order
-from hrp_data.models import SECRET_COLUMNS
 from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, other_database
 from hrp_data.cutover.schema_watch import schema_drift, sqlite_names
 from hrp_data.schema.install import type_drift
@@ -53,7 +52,7 @@ from hrp_data.verify import progress as verify_progress
 from hrp_data.verify.ranges import RangeHasher, RangePlan
 from shadow.normalize import normalize_row
 from hrp_data.verify.range_hash import fast_row_renderer, md5_hex, postgres_json_line, postgres_row_text
-from shadow.redact import fingerprint
+from shadow.redact import fingerprint, looks_secret
 
 log = structlog.get_logger(__name__)
 
@@ -335,7 +334,7 @@ def _row_fingerprints(cutover: Cutover, table: sa.Table, bounds: tuple[int, int]
 
 
 def _redacted(column: str, value: Any) -> Any:
-    if column in SECRET_COLUMNS:
+    if looks_secret(column):
         return fingerprint(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value

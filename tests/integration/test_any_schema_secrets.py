@@ -1,0 +1,58 @@
+"""Secrets in another app's file: a column whose name looks secret (`client_secret`, `reset_token`,
+shadow.redact.looks_secret) is shown only as a fingerprint by assess, the quarantine and verify,
+and its table's changes are applied without a value in any statement PostgreSQL could log, as
+the HRP tables' secret columns are."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg2
+import psycopg2.extensions
+import sqlalchemy as sa
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+
+from hrp_data.catalog import catalog_of_file
+from hrp_data.cutover.apply import has_secrets
+from tests.conftest import MAINTENANCE
+from tools.cli import cli
+
+QUARANTINED = "CLIENTSECRET-NUL\x00-TAIL"
+ON_SQLITE = "LITE-RESET-TOKEN-123"
+ON_POSTGRES = "PG-RESET-TOKEN-456"
+SECRETS = ("CLIENTSECRET", ON_SQLITE, ON_POSTGRES)
+
+
+def _cli(path, url: str, *args: str, ok: bool = True) -> str:
+    psycopg2.extensions.set_wait_callback(None)  # the CLI's commands bound their own calls
+    done = CliRunner().invoke(cli, ["--sqlite", f"sqlite:///{path}", "--postgres", url, *args])
+    assert (done.exit_code == 0) == ok, f"{' '.join(args)}: {done.output}"
+    return done.output
+
+
+def test_secret_looking_columns_of_any_file_are_fingerprinted_everywhere(tmp_path, postgres_url):
+    path = tmp_path / "accounts.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT, client_secret TEXT, reset_token TEXT)")
+        raw.execute("INSERT INTO accounts VALUES (1, 'ann', 'fine', ?)", (ON_SQLITE,))
+        raw.execute("INSERT INTO accounts VALUES (2, 'bob', ?, NULL)", (QUARANTINED,))  # a NUL byte: quarantined
+
+    shown = [_cli(path, postgres_url, "assess")]
+    for step in (["schema"], ["phase", "set", "dual_write"], ["backup"], ["backfill"], ["replay"]):
+        shown.append(_cli(path, postgres_url, *step))
+    shown.append(_cli(path, postgres_url, "quarantine"))
+    assert "nul_byte_in_text" in shown[0] and "sha256:" in shown[0], shown[0]
+
+    url = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg2.connect(url, options=MAINTENANCE) as connection, connection.cursor() as cursor:
+        cursor.execute("UPDATE accounts SET reset_token = %s WHERE id = 1", (ON_POSTGRES,))  # a planted difference
+    verified = _cli(path, postgres_url, "verify", ok=False)
+    assert "reset_token" in verified and "sha256:" in verified, verified
+    shown.append(verified)
+
+    for output in shown:
+        for secret in SECRETS:
+            assert secret not in output, (secret, output)
+    assert has_secrets(catalog_of_file(path).postgres_tables()["accounts"])
+    assert not has_secrets(sa.Table("races", sa.MetaData(), sa.Column("id", sa.Integer), sa.Column("going", sa.Text)))
