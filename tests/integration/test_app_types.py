@@ -33,9 +33,12 @@ PROPERTY_SETTINGS = settings(max_examples=60, deadline=None,
                              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
-scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | finite | st.text(max_size=8)
+# PostgreSQL's text and jsonb cannot hold NUL: such a document is quarantined by the backfill
+# (adapters.convert's nul_byte_in_json, tested in tests/unit), never read back by the app.
+stored_text = st.characters(exclude_characters="\x00")
+scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | finite | st.text(stored_text, max_size=8)
 documents = st.recursive(  # an object or an array, as a JSON column holds (a bare number SQLite's affinity would turn)
-    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(stored_text, max_size=5), inner, max_size=3),
     max_leaves=8,
 ).filter(lambda document: isinstance(document, (list, dict)))
 rows = st.fixed_dictionaries({
