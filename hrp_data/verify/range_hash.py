@@ -10,8 +10,8 @@ SQLite, Python renders the raw stored values (`sqlite_row_renderer`,
 - integer: decimal; text: '<length>:<text>'; real: the 8 IEEE bytes in hex
   (-0.0 as 0.0); boolean: t/f; timestamp: UTC, as PostgreSQL prints a
   timestamp in ISO DateStyle ('YYYY-MM-DD HH:MM:SS', then the fraction without
-  trailing zeros if it has one: the cast to text costs the server about half
-  of to_char, and the legacy spelling is that text as stored);
+  trailing zeros if it has one: the cast to text costs the server less than
+  to_char, and the legacy spelling is that text as stored);
   date: 'YYYY-MM-DD'; json: md5 of PostgreSQL's jsonb text (keys ordered by
   byte length then bytes, numbers as PostgreSQL numeric prints them, -0.0
   as 0.0); NULL: '~'; a stored value that does not convert: '!<reason>'.
