@@ -8,7 +8,10 @@ SQLite, Python renders the raw stored values (`sqlite_row_renderer`,
 
 - blob: hex; numeric: the decimal without trailing zeros;
 - integer: decimal; text: '<length>:<text>'; real: the 8 IEEE bytes in hex
-  (-0.0 as 0.0); boolean: t/f; timestamp: UTC 'YYYY-MM-DD HH:MM:SS.ffffff';
+  (-0.0 as 0.0); boolean: t/f; timestamp: UTC, as PostgreSQL prints a
+  timestamp in ISO DateStyle ('YYYY-MM-DD HH:MM:SS', then the fraction without
+  trailing zeros if it has one: the cast to text costs the server less than
+  to_char, and the legacy spelling is that text as stored);
   date: 'YYYY-MM-DD'; json: md5 of PostgreSQL's jsonb text (keys ordered by
   byte length then bytes, numbers as PostgreSQL numeric prints them, -0.0
   as 0.0); NULL: '~'; a stored value that does not convert: '!<reason>'.
@@ -48,7 +51,7 @@ _SQL = {
     Kind.TEXT: "length({c})::text || ':' || {c}",
     Kind.REAL: "encode(float8send(CASE WHEN {c} = 0 THEN 0::float8 ELSE {c} END), 'hex')",
     Kind.BOOLEAN: "CASE WHEN {c} THEN 't' ELSE 'f' END",
-    Kind.TIMESTAMP: "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+    Kind.TIMESTAMP: "({c} AT TIME ZONE 'UTC')::text",  # in ISO DateStyle (verify.run.long_statements)
     Kind.DATE: "to_char({c}, 'YYYY-MM-DD')",
     Kind.JSON: "md5({c}::text)",
     Kind.BLOB: "encode({c}, 'hex')",
@@ -56,7 +59,7 @@ _SQL = {
 }
 
 
-_NAIVE_TIMESTAMP_SQL = "to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')"
+_NAIVE_TIMESTAMP_SQL = "{c}::text"
 """A timestamp without time zone (adapters.types.NaiveTimestamp) already holds the UTC wall clock."""
 
 
@@ -108,12 +111,18 @@ def jsonb_text(value: Any) -> str:
 
 def _timestamp(raw: Any) -> str:
     if isinstance(raw, str) and len(raw) == 19 and raw[4] == "-" and raw[10] == " " and raw[13] == ":":
-        return raw + ".000000"
-    value = to_postgres(Kind.TIMESTAMP, raw).astimezone(dt.timezone.utc)
-    return (
+        return raw  # the legacy spelling: PostgreSQL prints a valid one alike, and never an invalid one
+    return timestamp_text(to_postgres(Kind.TIMESTAMP, raw))
+
+
+def timestamp_text(value: dt.datetime) -> str:
+    """`value` as PostgreSQL prints `value AT TIME ZONE 'UTC'` (a timestamp) in ISO DateStyle."""
+    value = value.astimezone(dt.timezone.utc)
+    text = (
         f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
     )
+    return f"{text}.{value.microsecond:06d}".rstrip("0") if value.microsecond else text
 
 
 def _integer(raw: Any) -> str:
@@ -301,7 +310,7 @@ _FAST_SPELLING = {  # expressions inside the row's f-string, which is in triple 
     Kind.REAL: "_null if {v} is None else _pack({v} + 0.0).hex()",
     Kind.TEXT: '_null if {v} is None else f"{{len({v})}}:{{{v}}}"',
     Kind.BOOLEAN: "_boolean[{v}]",
-    Kind.TIMESTAMP: "_null if {v} is None else {v} + _micro",
+    Kind.TIMESTAMP: "_null if {v} is None else {v}",
     Kind.DATE: "_null if {v} is None else _dates[{v}]",
     Kind.JSON: "_fast_json({v})",
     Kind.BLOB: "_null if {v} is None else {v}.hex()",
@@ -363,7 +372,6 @@ def fast_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = ()) -> Cal
     scope = {
         "_pack": _PACK,
         "_null": NULL,
-        "_micro": ".000000",
         "_boolean": {None: NULL, 0: "f", 1: "t"},
         "_dates": _DateTexts(),
         "_fast_json": _fast_json_or_rejected,

@@ -146,10 +146,12 @@ class Buckets:
 def long_statements(engine: sa.Engine, bound_s: float | None = None) -> Iterator[sa.Connection]:
     """A PostgreSQL connection for the verify's batch statements: statement_timeout `bound_s` on the
     server (SET LOCAL: this transaction only), and the client's deadline a little later, in place of
-    the request path's (adapters.postgres.call_timeout). A hung server still ends the verify."""
+    the request path's (adapters.postgres.call_timeout). A hung server still ends the verify.
+    Timestamps print in ISO DateStyle, as the row texts spell them (hrp_data.verify.range_hash)."""
     bound = STATEMENT_BOUND_S if bound_s is None else bound_s
     with call_timeout(bound + CLIENT_MARGIN_S), reading(engine) as connection:
         connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(bound * 1000)}")
+        connection.exec_driver_sql("SET LOCAL datestyle = 'ISO, YMD'")  # as range_hash spells timestamps
         yield connection
 
 

@@ -115,3 +115,19 @@ def test_a_negative_zero_in_json_is_spelled_as_jsonb_prints_it():
         row = tuple(stored if i == column else None for i in range(len(kinds)))
         expected = "|".join(md5_hex(jsonb) if i == column else "~" for i in range(len(kinds)))
         assert fast_row_renderer(kinds)(row) == sqlite_row_renderer(kinds)(row) == expected
+
+
+def test_a_timestamp_is_spelled_as_postgresql_prints_it_in_utc():
+    """The legacy spelling as stored; any other as PostgreSQL's text of the UTC instant (ISO DateStyle):
+    a fraction without its trailing zeros, none when it is zero."""
+    render = sqlite_row_renderer(KINDS["races"])
+    column = [c.name for c in next(t for t in TABLES if t.name == "races").columns].index("created_at")
+
+    def spelled(stored):
+        return render(tuple(stored if i == column else None for i in range(len(KINDS["races"])))).split("|")[column]
+
+    assert spelled("2025-01-14 09:30:00") == "2025-01-14 09:30:00"
+    assert spelled("2025-01-14T09:30:00.500+02:00") == "2025-01-14 07:30:00.5"
+    assert spelled("2025-01-14T09:30:00.000001Z") == "2025-01-14 09:30:00.000001"
+    assert spelled("2025-01-14T09:30:00.000Z") == "2025-01-14 09:30:00"
+    assert spelled("0099-01-14T09:30:00Z") == "0099-01-14 09:30:00"
