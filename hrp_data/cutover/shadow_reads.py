@@ -33,7 +33,9 @@ Settings (hrp_data.settings, read from the environment) that shape it:
   HRP_SHADOW_IGNORE           columns not compared, e.g. "races.updated_at,horses.updated_at"
   HRP_SHADOW_WORKERS / HRP_SHADOW_QUEUE   worker threads (1) and queue size (1000); the
                               workers read PostgreSQL through a pool of their own, one
-                              connection each (never one a request waits for)
+                              connection each (never one a request waits for), and stand
+                              aside before and after each statement on it while a request
+                              of the process is served
   HRP_SHADOW_MAX_DETAILS      detailed mismatches kept (1000)
   HRP_SHADOW_WINDOW / HRP_SHADOW_MAX_RATE / HRP_SHADOW_MIN_READS   the readiness check
 """
@@ -231,6 +233,15 @@ class ShadowReads:
         self.lab.enabled = settings.shadow_enabled
         for name, rate in _sample_rates(settings).items():
             self.lab.set_sample(name, rate)
+        if candidates is not None:  # the workers' own pool: a request never runs these listeners
+            for moment in ("before_cursor_execute", "after_cursor_execute"):
+                sa.event.listen(candidates, moment, self._checkpoint)
+
+    def _checkpoint(self, *_args: Any) -> None:
+        """Around each statement of a candidate on PostgreSQL: the worker stands aside while a
+        request is served (Laboratory.checkpoint), so a request that arrives mid-sample waits for
+        the interpreter lock until the worker's next database call at most."""
+        self.lab.checkpoint()
 
     def close(self) -> None:
         self.lab.close()
