@@ -395,3 +395,39 @@ class TestServing:
             assert lab.wait_idle(5) and started[0] - ended >= 0.15
         finally:
             lab.close()
+
+    def test_the_looks_of_a_re_check_share_the_sample_s_yield_budget(self):
+        """Under constant load a parked sample is looked at every poll_s: its looks stand aside within
+        the sample's one yield_s, not yield_s each (which would leave later samples queued for long)."""
+        published = _Collect()
+        applied = threading.Event()
+        row = ("things", (1,))
+        compare = lambda read, a, b: [] if a == b else [Difference("things", (1,), "v", a, b, "value_differs")]  # noqa: E731
+        lab = Laboratory(compare, published, workers=1, recheck_s=60, poll_s=0.01, yield_s=0.2,
+                         pending=lambda refs: set() if applied.is_set() else refs & {row})
+        opened, release = threading.Event(), threading.Event()
+
+        def request():
+            with lab.serving():
+                opened.set()
+                release.wait(30)
+
+        other = threading.Thread(target=request)
+        try:
+            other.start()
+            assert opened.wait(5)
+            for _ in range(5):  # wait for their row, looked at again and again
+                lab.run(READ, lambda: {"v": 2}, lambda: {"v": 1})
+            time.sleep(1.5)  # their yield budgets are spent; a look standing aside yield_s each would starve the queue
+            queued = time.monotonic()
+            lab.run(READ, lambda: {"v": 3}, lambda: {"v": 3})
+            deadline = time.monotonic() + 10
+            while not published.results and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert [r.outcome for r in published.results] == ["match"]
+            assert time.monotonic() - queued < 1.5
+        finally:
+            applied.set()
+            release.set()
+            other.join(5)
+            lab.close()
