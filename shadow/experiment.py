@@ -16,9 +16,17 @@ up for a database call, it has to wait to get it back. So a caller that
 serves a request wraps it in `serving()` (the app's shadowed unit of work
 does): while any request of the process is being served the workers stand
 aside, and the request's samples are queued only when it ends, so no worker
-even wakes up during it. A worker stands aside for at most `yield_s` per
-sample; under constant load it then runs anyway, and a full queue drops
-samples instead of slowing requests down.
+even wakes up during it. A worker stands aside before a sample, between its
+steps (candidate, comparison, each look of a re-check) and, through
+`checkpoint()`, around each statement of its candidate (hrp_data calls it from
+the candidate engine's statement events): a request that arrives while a
+sample is under way waits for the interpreter lock at most until the
+worker's next database call, not for the whole sample. It also waits
+`after_request_s` once the last request has ended: the span ends when the
+response is closed, before the server has sent it. A worker stands aside for
+at most `yield_s` in all per sample (the looks of its re-check included);
+under constant load it then runs anyway, and a full queue drops samples
+instead of slowing requests down.
 
 Unlike Scientist, the two sides do not run in random order: the candidate
 always runs after the control, because the secondary receives the primary's
@@ -97,6 +105,10 @@ under constant writes they are rarely all settled, and a worker waiting on them 
 not comparing anything else."""
 YIELD_S = 0.05
 """A worker stands aside up to this long per sample while requests of this process are served."""
+AFTER_REQUEST_S = 0.001
+"""A worker stands aside this long after the process's last request ended: the span ends when the
+app's response is closed, and the server still has to send it (waitress's I/O thread needs the
+interpreter lock for that)."""
 
 Ref = tuple[str, tuple[Any, ...]]
 Compare = Callable[[ReadType, Any, Any], list[Difference]]
@@ -152,6 +164,8 @@ class _Job:
     candidate: Callable[[], Any]
     recheck_control: Callable[[], Any] | None
     context: Mapping[str, Any]
+    stood: float = 0.0
+    """How long workers have stood aside for this sample so far, over all its steps (at most `yield_s`)."""
 
 
 @dataclasses.dataclass
@@ -241,6 +255,7 @@ class Laboratory:
         poll_s: float = POLL_S,
         describe_error: Callable[[BaseException], str] = describe,
         yield_s: float = YIELD_S,
+        after_request_s: float = AFTER_REQUEST_S,
         unsupported: Callable[[ReadType, BaseException], str | None] | None = None,
         settled: Callable[[ReadType], bool] | None = None,
     ):
@@ -271,6 +286,8 @@ class Laboratory:
         self._idle = threading.Condition(self._lock)
         self._local = threading.local()
         self.yield_s = yield_s
+        self.after_request_s = after_request_s
+        self._idle_since = 0.0
         self.worker_count = workers
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._workers: list[concurrent.futures.Future] = []
@@ -363,6 +380,7 @@ class Laboratory:
         with self._lock:
             self._in_flight -= 1
             if self._in_flight == 0:
+                self._idle_since = time.monotonic()
                 self._idle.notify_all()
 
     def run(
@@ -472,6 +490,7 @@ class Laboratory:
     def _finish(self, job: _Job, step: Callable[[], Result | None]) -> None:
         """Run one step of a sample; publish its result, unless it was set aside to look again."""
         try:
+            self._sample(job)
             result = step()
             if result is None:
                 return
@@ -479,6 +498,9 @@ class Laboratory:
             self._safely("publish", self.publisher.publish, result)
         except Exception as error:  # noqa: BLE001 - a worker survives anything
             self.raised("observe", error)
+        finally:
+            self._local.until = None
+            job.stood += self._local.waited
         self._done()
 
     def _done(self) -> None:
@@ -503,28 +525,62 @@ class Laboratory:
             return min(1.0, max(0.0, self._parked[0][0] - time.monotonic()))
 
     def _try(self, name: str, function: Callable[[], Any]) -> Observation:
+        """One side on a worker; its duration leaves out the time it stood aside at checkpoints."""
+        waited = getattr(self._local, "waited", 0.0)
         started = time.perf_counter()
         try:
             value = function()
         except Exception as error:  # noqa: BLE001 - recorded, never raised
-            return Observation(name, None, error, time.perf_counter() - started)
-        return Observation(name, value, None, time.perf_counter() - started)
+            return Observation(name, None, error, self._took(started, waited))
+        return Observation(name, value, None, self._took(started, waited))
 
-    def _stand_aside(self, until: float) -> None:
-        """Wait while requests of this process are being served, at most until `until` (monotonic)."""
+    def _took(self, started: float, waited: float) -> float:
+        return max(0.0, time.perf_counter() - started - (getattr(self._local, "waited", 0.0) - waited))
+
+    def _busy(self, now: float) -> float:
+        """How long to wait before the process counts as idle: 0.0 when it is, else a bound on it
+        (the rest of `after_request_s`, or the budget while a request is served)."""
+        if self._in_flight > 0:
+            return self.yield_s
+        return max(0.0, self._idle_since + self.after_request_s - now)
+
+    def _stand_aside(self) -> None:
+        """Wait while requests of this process are being served (and `after_request_s` after the
+        last one ended), at most until this worker's sample has stood aside `yield_s` in all; the
+        time waited is kept apart from the sides'."""
+        until = getattr(self._local, "until", None)
+        started = time.monotonic()
+        if until is None or not self._busy(started):
+            return
         with self._idle:
-            while self._in_flight > 0 and not self._stop.is_set():
-                remaining = until - time.monotonic()
-                if remaining <= 0:
-                    return
-                self._idle.wait(remaining)
+            while not self._stop.is_set():
+                now = time.monotonic()
+                busy = self._busy(now)
+                if not busy or now >= until:
+                    break
+                self._idle.wait(min(busy, until - now))
+        self._local.waited += time.monotonic() - started
+
+    def checkpoint(self) -> None:
+        """On a worker, in the middle of a sample (before and after each of its database calls):
+        stand aside while a request is served, within the sample's `yield_s`. Elsewhere (a
+        request's thread) nothing."""
+        try:
+            self._stand_aside()
+        except Exception as error:  # noqa: BLE001 - an experiment never fails a read
+            self.raised("checkpoint", error)
+
+    def _sample(self, job: _Job) -> None:
+        """A worker starts on a sample (or a look at a parked one): what is left of its budget of
+        standing aside (`yield_s` for the sample as a whole, all its looks included)."""
+        self._local.until = time.monotonic() + max(0.0, self.yield_s - job.stood)
+        self._local.waited = 0.0
 
     def _observe(self, job: _Job) -> Result:
         read, control = job.read, job.control
-        until = time.monotonic() + self.yield_s
-        self._stand_aside(until)
+        self._stand_aside()
         candidate = self._try("candidate", job.candidate)
-        self._stand_aside(until)
+        self._stand_aside()
         verdict = functools.partial(Result, read, control=control, candidate=candidate, context=job.context)
         timed_out = candidate.duration_s > self.candidate_timeout_s or (
             candidate.raised and is_timeout(candidate.error)
@@ -599,6 +655,7 @@ class Laboratory:
         difference that survives is a mismatch. (A check before the re-read misses a write
         committed in between; one after the secondary's read misses a write applied in between.)"""
         job = recheck.job
+        self._stand_aside()
         if self._waiting(recheck):
             return self._not_yet(recheck)
         recheck.rounds += 1
@@ -612,6 +669,7 @@ class Laboratory:
         except Exception as error:  # noqa: BLE001 - a side failed during the re-check
             self.raised("recheck", error)
             return self._verdict(recheck, UNSETTLED)
+        self._stand_aside()
         moved = restrict(self.compare(job.read, before, after), recheck.refs)
         if not moved:
             recheck.latest = restrict(self.compare(job.read, after, candidate), recheck.refs)

@@ -5,6 +5,11 @@ processes serving the same files in phase shadow, one with shadow reads switched
 (HRP_SHADOW_ENABLED=0), requests alternating between them in blocks. `shadow`: the
 repository call alone (`cutover.reading()` + `races.get`), in one process, the laboratory
 switched on and off in blocks.
+
+After each shadowed block the bench waits until the mismatch store holds a result for
+every read of the block (`catch_up_s`): shadow work left over from one block would
+otherwise run during the next block of the other app (the machine's cores are shared),
+slowing the requests without shadow reads instead of its own.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import http.client
 import json
 import os
 import random
+import sqlite3
 import statistics
 import subprocess
 import time
@@ -30,6 +36,9 @@ RACES = 300
 READS = 3000
 BLOCK = 100
 PACE_S = float(os.environ.get("PACE", "0.002"))
+READS_PER_REQUEST = 2
+"""GET /api/races/<id> reads races.get and predictions.for_race (hrp_data.web.services.get_race)."""
+CATCH_UP_S = 60.0
 
 
 def _world(cutover) -> list[int]:
@@ -81,6 +90,26 @@ def _start_app(env: dict, log_path) -> tuple[subprocess.Popen, http.client.HTTPC
     raise RuntimeError(f"the app did not start; see {log_path}")
 
 
+def _published(legacy_file) -> int:
+    """Shadow results in the store (every outcome, dropped samples included); the app flushes every second."""
+    with sqlite3.connect(f"file:{legacy_file}?mode=ro", uri=True) as store:
+        try:
+            found = store.execute(
+                "SELECT COALESCE(SUM(matched + mismatched + lag + unsettled + errors + timeouts + dropped"
+                " + candidate_errors), 0) FROM hrp_cutover_shadow_reads").fetchone()
+        except sqlite3.OperationalError:  # no result flushed yet
+            return 0
+    return int(found[0])
+
+
+def _catch_up(legacy_file, expected: int) -> float:
+    """Wait until the store holds `expected` results; how long that took."""
+    started = time.monotonic()
+    while _published(legacy_file) < expected and time.monotonic() - started < CATCH_UP_S:
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
 def _get(connection: http.client.HTTPConnection, path: str) -> int:
     connection.request("GET", path)
     response = connection.getresponse()
@@ -100,6 +129,8 @@ def test_shadow_http_latency_ratio(legacy_file, postgres_url, record_bench, tmp_
     try:
         rng = random.Random(7)
         timings = {True: [], False: []}
+        expected = _published(legacy_file)
+        catch_up = []
         for block in range(READS * 2 // BLOCK):
             shadowed = block % 2 == 1
             connection = apps[shadowed][1]
@@ -109,6 +140,9 @@ def test_shadow_http_latency_ratio(legacy_file, postgres_url, record_bench, tmp_
                 assert _get(connection, path) == 200
                 timings[shadowed].append(time.perf_counter() - started)
                 time.sleep(PACE_S)
+            if shadowed:
+                expected += BLOCK * READS_PER_REQUEST
+                catch_up.append(_catch_up(legacy_file, expected))
     finally:
         for app, connection in apps.values():
             connection.close()
@@ -130,6 +164,9 @@ def test_shadow_http_latency_ratio(legacy_file, postgres_url, record_bench, tmp_
         "ratio_p50": round(shadowed_ms / without, 3),
         "compared": totals["compared"],
         "mismatched": totals["mismatched"],
+        "dropped": totals["dropped"],
+        "catch_up_s_median": round(statistics.median(catch_up), 3),
+        "catch_up_s_max": round(max(catch_up), 3),
     }
     record_bench("shadow_http", figures)
     assert totals["compared"] >= READS * 0.9

@@ -7,6 +7,7 @@ import functools
 import io
 import json
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -197,6 +198,44 @@ def test_a_reader_s_candidates_run_after_it_closes(shadowed):
         assert lab.stats() == {}
     cutover.shadow.flush()
     assert lab.stats() == {"match": len(w["races"])}
+
+
+def test_a_candidate_stands_aside_between_its_statements(shadowed):
+    """A request that starts while a candidate is under way holds it before its next step on
+    PostgreSQL (the candidate engine's statement events): it answers only once the request ended."""
+    cutover, w = shadowed
+    lab = cutover.shadow.lab
+    lab.yield_s = 5.0
+    opened, seen = threading.Event(), {}
+
+    def request():
+        with lab.serving():
+            opened.set()
+            time.sleep(0.3)
+            seen["ending"] = time.monotonic()
+
+    def first_statement(*_args):
+        if "request" not in seen:
+            seen["request"] = threading.Thread(target=request)
+            seen["request"].start()
+            assert opened.wait(5)
+
+    def answered(*_args):
+        seen.setdefault("answered", time.monotonic())
+
+    engine = cutover.shadow.postgres
+    sa.event.listen(engine, "before_cursor_execute", first_statement)
+    sa.event.listen(engine, "after_cursor_execute", answered)
+    try:
+        with cutover.reading() as uow:
+            uow.races.get(w["races"][0])
+        cutover.shadow.flush()
+        seen["request"].join(5)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", first_statement)
+        sa.event.remove(engine, "after_cursor_execute", answered)
+    assert lab.stats() == {"match": 1}
+    assert seen["answered"] >= seen["ending"]
 
 
 def test_a_dead_postgres_never_reaches_the_caller(legacy_file, own_postgres):

@@ -304,3 +304,130 @@ class TestServing:
             lab.run(READ, lambda: 1, lambda: 1)
             lab.close()
         assert published.results == [] and published.drops == 1 and lab.stats()["dropped"] == 1
+
+    def test_a_worker_stands_aside_at_its_checkpoints_mid_sample(self):
+        """A request that starts while a candidate is under way holds the worker at the candidate's
+        next checkpoint (a database call) until it ends; the candidate's time leaves the wait out."""
+        published = _Collect()
+        lab = _lab(published, yield_s=5.0)
+        inside, go_on, opened, release = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+        resumed = []
+
+        def candidate():
+            inside.set()
+            go_on.wait(5)
+            lab.checkpoint()  # e.g. before its next statement
+            resumed.append(time.monotonic())
+            return 1
+
+        def request():
+            with lab.serving():
+                opened.set()
+                release.wait(5)
+
+        try:
+            lab.run(READ, lambda: 1, candidate)
+            assert inside.wait(5)
+            other = threading.Thread(target=request)
+            other.start()
+            assert opened.wait(5)
+            go_on.set()
+            time.sleep(0.3)
+            assert resumed == []
+            ended = time.monotonic()
+            release.set()
+            other.join(5)
+            assert lab.wait_idle(5) and resumed[0] >= ended
+            assert [r.outcome for r in published.results] == ["match"]
+            assert published.results[0].candidate.duration_s < 0.25
+        finally:
+            lab.close()
+
+    def test_a_checkpoint_off_a_worker_does_nothing(self):
+        """checkpoint() on a request's own thread (or any thread not in a sample) never waits."""
+        lab = _lab(_Collect(), yield_s=5.0)
+        try:
+            with lab.serving():
+                started = time.monotonic()
+                lab.checkpoint()
+                assert time.monotonic() - started < 0.1
+        finally:
+            lab.close()
+
+    def test_checkpoints_of_a_sample_share_one_yield_budget(self):
+        """Under constant load a sample stands aside yield_s in all, not yield_s per checkpoint."""
+        published = _Collect()
+        lab = _lab(published, yield_s=0.1)
+        opened, release = threading.Event(), threading.Event()
+
+        def candidate():
+            for _ in range(10):
+                lab.checkpoint()
+            return 1
+
+        def request():
+            with lab.serving():
+                opened.set()
+                release.wait(10)
+
+        try:
+            other = threading.Thread(target=request)
+            other.start()
+            assert opened.wait(5)
+            queued = time.monotonic()
+            lab.run(READ, lambda: 1, candidate)
+            assert lab.wait_idle(5)
+            assert time.monotonic() - queued < 0.6
+            assert [r.outcome for r in published.results] == ["match"]
+            release.set()
+            other.join(5)
+        finally:
+            lab.close()
+
+    def test_a_request_s_samples_start_after_request_s_after_it_ended(self):
+        """The span ends when the response is closed, before the server sent it: the worker waits a moment more."""
+        lab = _lab(_Collect(), yield_s=5.0, after_request_s=0.2)
+        started = []
+        try:
+            with lab.serving():
+                lab.run(READ, lambda: 1, lambda: started.append(time.monotonic()) or 1)
+            ended = time.monotonic()
+            assert lab.wait_idle(5) and started[0] - ended >= 0.15
+        finally:
+            lab.close()
+
+    def test_the_looks_of_a_re_check_share_the_sample_s_yield_budget(self):
+        """Under constant load a parked sample is looked at every poll_s: its looks stand aside within
+        the sample's one yield_s, not yield_s each (which would leave later samples queued for long)."""
+        published = _Collect()
+        applied = threading.Event()
+        row = ("things", (1,))
+        compare = lambda read, a, b: [] if a == b else [Difference("things", (1,), "v", a, b, "value_differs")]  # noqa: E731
+        lab = Laboratory(compare, published, workers=1, recheck_s=60, poll_s=0.01, yield_s=0.2,
+                         pending=lambda refs: set() if applied.is_set() else refs & {row})
+        opened, release = threading.Event(), threading.Event()
+
+        def request():
+            with lab.serving():
+                opened.set()
+                release.wait(30)
+
+        other = threading.Thread(target=request)
+        try:
+            other.start()
+            assert opened.wait(5)
+            for _ in range(5):  # wait for their row, looked at again and again
+                lab.run(READ, lambda: {"v": 2}, lambda: {"v": 1})
+            time.sleep(1.5)  # their yield budgets are spent; a look standing aside yield_s each would starve the queue
+            queued = time.monotonic()
+            lab.run(READ, lambda: {"v": 3}, lambda: {"v": 3})
+            deadline = time.monotonic() + 10
+            while not published.results and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert [r.outcome for r in published.results] == ["match"]
+            assert time.monotonic() - queued < 1.5
+        finally:
+            applied.set()
+            release.set()
+            other.join(5)
+            lab.close()
