@@ -91,7 +91,9 @@ def call_timeout(seconds: float) -> Iterator[None]:
 
 
 def create_postgres_engine(url: str, *, application_name: str = "hrp-cutover", **kw: Any) -> sa.Engine:
-    """An engine on PostgreSQL with bounded connects and keepalives."""
+    """An engine on PostgreSQL with bounded connects and keepalives, and JIT off: the app's reads
+    are short, and on a server built with LLVM (Debian's, RDS, Cloud SQL) compiling the plans of
+    the costlier ones took longer than it saved (docs/operations.md, settings)."""
     connect_args = {
         "connect_timeout": CONNECT_TIMEOUT_S,
         "keepalives": 1,
@@ -99,7 +101,7 @@ def create_postgres_engine(url: str, *, application_name: str = "hrp-cutover", *
         "keepalives_interval": 2,
         "keepalives_count": 2,
         "application_name": application_name,
-        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC",
+        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC -c jit=off",
     }
     connect_args.update(kw.pop("connect_args", {}))
     url = psycopg2_url(url)

@@ -271,19 +271,31 @@ class StatisticsRepository:
     ) -> list[Record]:
         """The `per_race` most confident predictions of each of `races` races (by race id), ties by id.
 
-        The races are joined as a derived table (its ids are unique: the join adds no row), not
-        `race_id IN (...)`: PostgreSQL then walks them in id order into the index on
-        (race_id, confidence DESC, id) INCLUDE (horse_id), and the window reads the predictions
-        index-only, already sorted; an IN list is hashed first and every row sorted again."""
+        Both databases give the same rows in the same order, each its own way. PostgreSQL: for each
+        race a LATERAL subquery takes its first `per_race` entries of the index on (race_id,
+        confidence DESC, id) INCLUDE (horse_id), index-only, and stops there. SQLite has no LATERAL:
+        it ranks every prediction of the races with row_number() and keeps the first `per_race`."""
         race_ids = sa.select(Race.id).order_by(Race.id).limit(races)
         if after is not None:
             race_ids = race_ids.where(Race.id > after)
-        chosen = race_ids.subquery()
-        rank = (
-            sa.func.row_number()
-            .over(partition_by=Prediction.race_id, order_by=(Prediction.confidence.desc(), Prediction.id))
-            .label("rank")
-        )
+        chosen = race_ids.subquery("chosen")
+        best_first = (Prediction.confidence.desc(), Prediction.id)
+        if self.session.get_bind().dialect.name == "postgresql":
+            picks = (
+                sa.select(Prediction.id, Prediction.horse_id, Prediction.confidence,
+                          sa.func.row_number().over(order_by=best_first).label("rank"))
+                .where(Prediction.race_id == chosen.c.id, Prediction.confidence.is_not(None))
+                .order_by(*best_first)
+                .limit(per_race)
+                .lateral("picks")
+            )
+            statement = (
+                sa.select(chosen.c.id.label("race_id"), picks.c.id, picks.c.horse_id, picks.c.confidence, picks.c.rank)
+                .select_from(chosen.join(picks, sa.true()))
+                .order_by(chosen.c.id, picks.c.rank)
+            )
+            return _records(self._rows(statement))
+        rank = sa.func.row_number().over(partition_by=Prediction.race_id, order_by=best_first).label("rank")
         ranked = (
             sa.select(Prediction.race_id, Prediction.id, Prediction.horse_id, Prediction.confidence, rank)
             .join(chosen, chosen.c.id == Prediction.race_id)
