@@ -23,6 +23,10 @@ NOW = sa.text("CURRENT_TIMESTAMP")
 TRIGRAM_INDEX = "ix_horses_horse_name_trgm"
 """Needs the pg_trgm extension; created by the migration when the server has it."""
 
+TOP_PREDICTIONS_INDEX = "ix_predictions_race_id_confidence_id"
+"""A race's predictions best first, ties by id, with horse_id: the statistics' top picks per race
+(and "best picks of a race") read from the index alone, already in order (revision 0003)."""
+
 
 class Base(DeclarativeBase):
     metadata = sa.MetaData(
@@ -129,7 +133,9 @@ class Prediction(Base):
         sa.Index("idx_predictions_race", "race_id"),
         sa.Index("idx_predictions_horse", "horse_id"),
         _pg_index("ix_predictions_user_id", "user_id"),
-        _pg_index("ix_predictions_race_id_confidence", "race_id", sa.text("confidence DESC")),
+        _pg_index(
+            TOP_PREDICTIONS_INDEX, "race_id", sa.text("confidence DESC"), "id", postgresql_include=["horse_id"]
+        ),
         _pg_index("ix_predictions_confidence", "confidence"),
         _pg_index(
             "ix_predictions_features", "features", postgresql_using="gin",

@@ -3,6 +3,8 @@
 pgserver runs the server as a user of its own (PostgreSQL refuses root), so
 stop/start go through pgserver's pg_ctl as that user, and freeze/thaw send
 SIGSTOP/SIGCONT to that server's processes (the postmaster and its children).
+SystemPostgres starts a PostgreSQL of the system's packages the same way, for
+what needs the standard contrib modules the embedded server lacks (pg_trgm).
 """
 
 from __future__ import annotations
@@ -115,3 +117,48 @@ class OwnPostgres:
             pass
         self.server.cleanup()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def contrib_bindir() -> Path | None:
+    """The binaries of a PostgreSQL from the system's packages whose share holds the standard contrib
+    modules (pg_trgm), as production servers have them (RDS, Cloud SQL, Azure); the newest one, or None."""
+    found = []
+    for bindir in Path("/usr/lib/postgresql").glob("*/bin"):  # Debian and Ubuntu lay them out so
+        config = bindir / "pg_config"
+        if not (bindir / "postgres").exists() or not config.exists():
+            continue
+        share = subprocess.run([str(config), "--sharedir"], capture_output=True, text=True).stdout.strip()
+        if share and (Path(share) / "extension" / "pg_trgm.control").exists():
+            found.append((int(bindir.parent.name) if bindir.parent.name.isdigit() else 0, bindir))
+    return max(found)[1] if found else None
+
+
+class SystemPostgres:
+    """A PostgreSQL of the system's packages in a fresh directory, reached by its socket there. As root it
+    runs as pgserver's system user (PostgreSQL refuses root); like the suite's servers, without fsync."""
+
+    def __init__(self, bindir: Path, prefix: str = "hrp-contrib-pg-") -> None:
+        self.bindir = bindir
+        self.data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.user = None
+        if os.geteuid() == 0:
+            from pgserver.utils import ensure_user_exists
+
+            self.user = "pgserver"
+            entry = ensure_user_exists(self.user)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        self._run("initdb", "-D", str(self.data_dir), "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+                  "-U", "postgres")
+        options = f"-c listen_addresses='' -k {self.data_dir} -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data_dir), "-o", options, "-l", str(self.data_dir / "server.log"),
+                  "-w", "start")
+        self.url = f"postgresql://postgres@/postgres?host={self.data_dir}"
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run([str(self.bindir / program), *args], check=True, capture_output=True, user=self.user)
+
+    def close(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -49,7 +49,14 @@ HEADLINES = {
         f"draining {f.get('rows')} pending changes PostgreSQL -> SQLite: {f.get('rows_per_s')} rows/s,"
         f" last 10% at x{f.get('last_over_first')} the rate of the first"
     ),
-    "complex_reads": lambda f: f"complex reads PostgreSQL vs SQLite: {f.get('summary')}",
+    "complex_reads": lambda f: (
+        f"complex reads PostgreSQL {f.get('postgres_version')} (pg_trgm: {f.get('pg_trgm')}) vs SQLite,"
+        f" right after the backfill: {f.get('summary')}"
+    ),
+    "complex_reads_under_write_load": lambda f: (
+        f"complex reads under write load ({f.get('writes_per_s')} writes/s through the cutover):"
+        f" {f.get('summary')}"
+    ),
 }
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
+import sqlalchemy as sa
 
 from hrp_data.repositories import UnknownField
 from hrp_data.unit_of_work import UnitOfWork
@@ -236,3 +238,44 @@ def test_works_on_a_legacy_file_written_by_the_legacy_app(legacy_file):
     assert not {t for t in tables if not t.startswith("sqlite_")} - {
         "users", "races", "horses", "race_horses", "predictions", "api_credentials"
     }
+
+
+def test_top_predictions_per_race_ties_by_id_skips_null_and_pages(engine):
+    """Equal confidences rank by id, a NULL confidence is left out, `after` pages by race id: the
+    same rows on both databases (PostgreSQL takes them through LATERAL, SQLite through a window)."""
+    populate(engine)
+    with UnitOfWork(engine) as uow:
+        best = max(p["confidence"] for p in uow.predictions.list(race_id=3, limit=100))
+        for horse in (1, 2):
+            uow.predictions.add(race_id=3, horse_id=horse, user_id=2, confidence=best)
+        uow.predictions.add(race_id=3, horse_id=3, user_id=2, confidence=None)
+        uow.commit()
+    with UnitOfWork(engine, writable=False) as uow:
+        top = uow.statistics.top_predictions_per_race(after=2, races=2, per_race=3)
+        predictions = uow.predictions.list(limit=1000)
+    expected = []
+    for race_id in (3, 4):
+        ranked = sorted((p for p in predictions if p["race_id"] == race_id and p["confidence"] is not None),
+                        key=lambda p: (-p["confidence"], p["id"]))[:3]
+        expected += [{"race_id": race_id, "id": p["id"], "horse_id": p["horse_id"], "confidence": p["confidence"],
+                      "rank": rank} for rank, p in enumerate(ranked, start=1)]
+    assert top == expected
+    assert [row["confidence"] for row in top[:3]] == [best, best, best]
+
+
+def test_a_read_only_unit_of_work_on_postgres_reads_in_autocommit(postgres_url):
+    """No BEGIN and ROLLBACK around a read-only unit's reads on PostgreSQL: each statement is a
+    transaction of its own (under READ COMMITTED it had a snapshot of its own anyway); a writable
+    unit keeps one transaction."""
+    from adapters.postgres import create_postgres_engine
+
+    engine = create_postgres_engine(postgres_url)
+    started = "SELECT transaction_timestamp()"
+    try:
+        for writable, separate in ((False, True), (True, False)):
+            with UnitOfWork(engine, writable=writable) as uow:
+                first = uow.session.execute(sa.text(started)).scalar()
+                time.sleep(0.01)
+                assert (uow.session.execute(sa.text(started)).scalar() > first) is separate
+    finally:
+        engine.dispose()

@@ -13,7 +13,7 @@ from alembic import command
 from click.testing import CliRunner
 
 from hrp_data.schema import install as schema
-from hrp_data.models import TRIGRAM_INDEX, Base
+from hrp_data.models import TOP_PREDICTIONS_INDEX, TRIGRAM_INDEX, Base
 from tools.cli import cli
 
 
@@ -55,22 +55,22 @@ def migrated(postgres_url) -> str:
 
 class TestUpgrade:
     def test_first_run_creates_the_six_tables_at_head(self, postgres_url):
-        """A fresh database is upgraded from nothing to 0002, and says so."""
+        """A fresh database is upgraded from nothing to 0003, and says so."""
         result = schema.upgrade(postgres_url)
 
         assert result.changed is True
-        assert result.revision == "0002"
-        assert result.message == "schema upgraded from <none> to 0002 (6 tables)"
+        assert result.revision == "0003"
+        assert result.message == "schema upgraded from <none> to 0003 (6 tables)"
         assert public_tables(postgres_url) == set(Base.metadata.tables) | {"hrp_cutover_alembic_version"}
-        assert query(postgres_url, "SELECT version_num FROM hrp_cutover_alembic_version") == [("0002",)]
+        assert query(postgres_url, "SELECT version_num FROM hrp_cutover_alembic_version") == [("0003",)]
 
     def test_second_run_changes_nothing_and_says_so(self, migrated):
         """Upgrading a database already at head is a no-op."""
         result = schema.upgrade(migrated)
 
         assert result.changed is False
-        assert result.revision == "0002"
-        assert result.message == "schema already at head 0002: nothing to do"
+        assert result.revision == "0003"
+        assert result.message == "schema already at head 0003: nothing to do"
 
     def test_a_database_at_0001_gets_the_path_ops_features_index(self, postgres_url):
         """0002 replaces the jsonb_ops GIN index on predictions.features with a jsonb_path_ops one."""
@@ -85,8 +85,25 @@ class TestUpgrade:
 
         result = schema.upgrade(postgres_url)
 
-        assert result.message == "schema upgraded from 0001 to 0002 (6 tables)"
+        assert result.message == "schema upgraded from 0001 to 0003 (6 tables)"
         assert query(postgres_url, definition)[0][0].endswith("USING gin (features jsonb_path_ops)")
+        assert schema.drift(postgres_url) == []
+
+    def test_a_database_at_0002_gets_the_covering_top_predictions_index(self, postgres_url):
+        """0003 replaces (race_id, confidence DESC) with (race_id, confidence DESC, id) INCLUDE (horse_id)."""
+        engine = schema.engine_for(postgres_url)
+        with schema._ALEMBIC, engine.begin() as connection:
+            command.upgrade(schema.alembic_config(connection=connection), "0002")
+        engine.dispose()
+        definitions = "SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE 'ix_predictions_race_id_%'"
+        assert [name for name, _ in query(postgres_url, definitions)] == ["ix_predictions_race_id_confidence"]
+
+        result = schema.upgrade(postgres_url)
+
+        assert result.message == "schema upgraded from 0002 to 0003 (6 tables)"
+        ((name, definition),) = query(postgres_url, definitions)
+        assert name == TOP_PREDICTIONS_INDEX
+        assert definition.endswith("(race_id, confidence DESC, id) INCLUDE (horse_id)")
         assert schema.drift(postgres_url) == []
 
     def test_concurrent_runs_take_turns(self, postgres_url):
@@ -211,8 +228,8 @@ class TestPostgresTypes:
 
         assert "USING gin (weather_conditions)" in indexes["ix_races_weather_conditions"]
         assert "USING gin (features jsonb_path_ops)" in indexes["ix_predictions_features"]
-        assert indexes["ix_predictions_race_id_confidence"].endswith(
-            "ON public.predictions USING btree (race_id, confidence DESC)"
+        assert indexes[TOP_PREDICTIONS_INDEX].endswith(
+            "ON public.predictions USING btree (race_id, confidence DESC, id) INCLUDE (horse_id)"
         )
         for name in ("ix_races_race_date_track_name", "ix_races_track_name_race_date", "ix_races_status",
                      "ix_horses_jockey", "idx_race_horses_horse", "idx_predictions_race",
@@ -280,14 +297,14 @@ class TestDrift:
         assert schema.drift(migrated) == [expected]
 
     def test_desc_index_turned_ascending(self, migrated):
-        """Rebuilding (race_id, confidence DESC) ascending is a difference."""
-        execute(migrated, "DROP INDEX ix_predictions_race_id_confidence;"
-                          " CREATE INDEX ix_predictions_race_id_confidence ON predictions (race_id, confidence)")
+        """Rebuilding (race_id, confidence DESC, id) ascending is a difference."""
+        execute(migrated, f"DROP INDEX {TOP_PREDICTIONS_INDEX};"
+                          f" CREATE INDEX {TOP_PREDICTIONS_INDEX} ON predictions (race_id, confidence, id) INCLUDE (horse_id)")
 
         assert sorted(schema.drift(migrated)) == [
-            "index ix_predictions_race_id_confidence on predictions (race_id, confidence DESC):"
+            f"index {TOP_PREDICTIONS_INDEX} on predictions (race_id, confidence DESC, id):"
             " in the models, missing from the database",
-            "index ix_predictions_race_id_confidence on predictions (race_id, confidence):"
+            f"index {TOP_PREDICTIONS_INDEX} on predictions (race_id, confidence, id):"
             " in the database, not in the models",
         ]
 
@@ -320,9 +337,9 @@ class TestCli:
         second = self.run("schema", "--postgres", postgres_url)
 
         assert first.exit_code == 0, first.output
-        assert first.stdout == "schema upgraded from <none> to 0002 (6 tables)\n"
+        assert first.stdout == "schema upgraded from <none> to 0003 (6 tables)\n"
         assert second.exit_code == 0, second.output
-        assert second.stdout == "schema already at head 0002: nothing to do\n"
+        assert second.stdout == "schema already at head 0003: nothing to do\n"
 
     def test_schema_command_twice_with_the_group_option(self, postgres_url):
         """`hrp-cutover --postgres URL schema` upgrades, then says there is nothing to do."""
@@ -330,9 +347,9 @@ class TestCli:
         second = self.run("--postgres", postgres_url, "schema")
 
         assert first.exit_code == 0, first.output
-        assert first.stdout == "schema upgraded from <none> to 0002 (6 tables)\n"
+        assert first.stdout == "schema upgraded from <none> to 0003 (6 tables)\n"
         assert second.exit_code == 0, second.output
-        assert second.stdout == "schema already at head 0002: nothing to do\n"
+        assert second.stdout == "schema already at head 0003: nothing to do\n"
 
     def test_unreachable_server_is_exit_code_2_and_one_line(self):
         """A server that does not answer: exit 2, one line, password masked."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import types
 from typing import Any
 
 import sqlalchemy as sa
@@ -261,6 +262,8 @@ _REPOSITORY = {"users": "users", "races": "races", "horses": "horses", "predicti
 
 class FakeEngine:
     """An engine that refuses every connection: a part handed it shows it did no I/O."""
+
+    dialect = types.SimpleNamespace(name="fake")
 
     def __init__(self, name: str):
         self.name = name
