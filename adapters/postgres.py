@@ -7,8 +7,7 @@ frozen (SIGSTOP): the kernel still acknowledges, nothing ever answers. So app
 processes install `bound_every_call()`, a psycopg2 wait callback that waits
 with select() and gives up after a deadline (default CALL_TIMEOUT_S, per
 thread via `call_timeout()`); psycopg2 then closes the connection and the pool
-replaces it. The pool is SQLAlchemy's; a connection that sat idle in it for a
-second or more is pinged at checkout (`ping_when_idle`), one back sooner is not. COPY does not work under a wait
+replaces it. The pool is SQLAlchemy's. COPY does not work under a wait
 callback, so bulk loaders (the backfill) run in processes that do not install it.
 """
 
@@ -106,43 +105,12 @@ def create_postgres_engine(url: str, *, application_name: str = "hrp-cutover", *
     }
     connect_args.update(kw.pop("connect_args", {}))
     url = psycopg2_url(url)
-    ping = kw.pop("pool_pre_ping", True)
+    kw.setdefault("pool_pre_ping", True)
     kw.setdefault("pool_timeout", 5)
     kw.setdefault("json_serializer", dump_jsonb)  # JSONB reads every document back as the same value
     engine = sa.create_engine(url, connect_args=connect_args, **kw)
     sa.event.listen(engine, "connect", lambda dbapi_connection, _record: quiet_parameters(dbapi_connection))
-    if ping:
-        ping_when_idle(engine)
     return engine
-
-
-PING_AFTER_IDLE_S = 1.0
-"""A pooled connection idle this long is pinged at checkout; one back sooner is used as it is."""
-
-
-def ping_when_idle(engine: sa.Engine, idle_s: float | None = None) -> None:
-    """SQLAlchemy's pre-ping, for connections that sat in the pool `idle_s` or more. pool_pre_ping
-    pings at every checkout: a round trip before each unit of work, which on a busy machine cost a
-    short read as much as its own query (the server process must be scheduled twice). A connection
-    checked in less than `idle_s` ago answered then; if the server died since, the first statement
-    fails and the pool is invalidated, as when it dies just after a ping. A failed ping raises
-    DisconnectionError, and the pool connects again (up to three times)."""
-    idle_s = PING_AFTER_IDLE_S if idle_s is None else idle_s
-
-    def checked_in(_dbapi_connection: Any, record: Any) -> None:
-        record.info["hrp_checked_in"] = time.monotonic()
-
-    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        last = record.info.get("hrp_checked_in")
-        if last is not None and time.monotonic() - last < idle_s:
-            return
-        try:
-            engine.dialect.do_ping(dbapi_connection)
-        except Exception as error:  # noqa: BLE001 - any failure of the ping: a fresh connection
-            raise sa.exc.DisconnectionError(f"ping failed: {error}") from error
-
-    sa.event.listen(engine, "checkin", checked_in)
-    sa.event.listen(engine, "checkout", checked_out)
 
 
 
