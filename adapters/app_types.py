@@ -16,6 +16,9 @@ SQLite gave it:
 | String/Text               | datetime/date      | the legacy text spelling         |
 | Integer                   | bool               | 0 or 1                           |
 | JSON, over a text column  | the JSON text      | the document (json.loads)        |
+| Uuid                      | 32 hex digits text | a UUID (and binds the hex text)  |
+| Interval                  | timestamp (epoch + | a timedelta (and binds epoch +   |
+|                           | the interval)      | the interval, as SQLite kept it) |
 | none (`text()`, untyped   | bool               | 0 or 1                           |
 | functions)                | numeric (Decimal)  | an int when whole, else a float  |
 |                           | timestamp, date    | the legacy text spelling         |
@@ -29,8 +32,13 @@ whole value as an integer and any other as a real, so a decimal comes back the
 same way; an aggregate SQLite computes as a real (`avg`) and PostgreSQL as a
 whole decimal comes back as an int equal to it.
 
-Binds need nothing: PostgreSQL reads a naive datetime in the session's time
-zone (UTC, adapters.postgres) and a JSON text into JSONB.
+Binds need nothing, but for the two types SQLAlchemy stores natively on
+PostgreSQL and otherwise on SQLite: `Uuid` (SQLite: CHAR(32) hex, moved as
+text) and `Interval` (SQLite: a DATETIME 1970-01-01 plus the interval, moved as
+a timestamp) bind and read as they did on SQLite, so `db.session.get(Item,
+a_uuid)` compares text with text and an insert gives a timestamp column a
+timestamp. PostgreSQL reads a naive datetime in the session's time zone (UTC,
+adapters.postgres) and a JSON text into JSONB.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -108,6 +117,47 @@ class _LegacyJSON(postgresql.JSON):
         return document
 
 
+class _LegacyUuid(types.Uuid):
+    """The app's Uuid as SQLite kept it (32 hex digits; the any-schema mapping moves them as text),
+    never PostgreSQL's uuid, which a text column cannot be compared with."""
+
+    def __init__(self, as_uuid: bool = True, native_uuid: bool = True):
+        super().__init__(as_uuid=as_uuid, native_uuid=False)
+
+    def result_processor(self, dialect, coltype):
+        as_uuid = self.as_uuid
+
+        def value_of(value: Any) -> Any:
+            if value is None:
+                return None
+            parsed = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+            return parsed if as_uuid else str(parsed)
+
+        return value_of
+
+
+class _LegacyInterval(types.Interval):
+    """The app's Interval as SQLite kept it: the timestamp 1970-01-01 plus the interval (the
+    any-schema mapping moves a DATETIME as a timestamp without time zone)."""
+
+    def __init__(self, native: bool = True, second_precision: int | None = None, day_precision: int | None = None):
+        super().__init__(native=False, second_precision=second_precision, day_precision=day_precision)
+
+    def result_processor(self, dialect, coltype):
+        epoch = self.epoch
+
+        def interval(value: Any) -> Any:
+            if value is None or isinstance(value, dt.timedelta):
+                return value
+            if isinstance(value, str):
+                value = dt.datetime.fromisoformat(value)
+            if value.tzinfo is not None:
+                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            return value - epoch
+
+        return interval
+
+
 def _sqlite_number(value: decimal.Decimal) -> int | float:
     """What SQLite kept for a NUMERIC value: a whole one that fits 64 bits as an integer, else a real."""
     if value.is_finite() and value == value.to_integral_value() and -(2**63) <= value < 2**63:
@@ -139,6 +189,8 @@ def same_types_as_sqlite(engine: sa.Engine) -> sa.Engine:
         types.String: _LegacyText,
         types.Integer: _LegacyInteger,
         types.JSON: _LegacyJSON,
+        types.Uuid: _LegacyUuid,
+        types.Interval: _LegacyInterval,
         types.NullType: _Untyped,
     }
     return engine

@@ -11,6 +11,10 @@ about what "equal" means. By column kind:
 - json: canonical text (sorted keys, no spaces, 1.0 written as 1);
 - text: the string; blob: the bytes; numeric: the Decimal without trailing zeros.
 
+An app's own Python value of a type SQLAlchemy stores in SQLite as something
+else is compared as what SQLite stored: a UUID as its 32 hex digits (Uuid), a
+timedelta as the timestamp 1970-01-01 plus it (Interval).
+
 A stored value that does not convert (a hostile legacy value) becomes
 `Unconvertible(reason, raw)`, which equals only the same raw value.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -46,10 +51,18 @@ def _canonical_json(value: Any) -> Any:
     return value
 
 
+INTERVAL_EPOCH = dt.datetime(1970, 1, 1)
+"""What SQLAlchemy's Interval adds a timedelta to where the database has no interval type (SQLite)."""
+
+
 def normalize(kind: Kind, value: Any) -> Any:
     """The comparable form of one stored value of a column of `kind`."""
     if value is None:
         return None
+    if isinstance(value, uuid.UUID):
+        value = value.hex
+    elif isinstance(value, dt.timedelta):
+        value = INTERVAL_EPOCH + value
     try:
         converted = to_postgres(kind, value)
     except Rejected as rejected:

@@ -52,6 +52,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from adapters.app_types import same_types_as_sqlite
 from adapters.convert import Kind
 from adapters.outbox import outbox as outbox_table
 from adapters.postgres import call_timeout, create_postgres_engine
@@ -163,7 +164,7 @@ def catalog_kinds(catalog: Any) -> dict[str, dict[str, Kind]]:
     return {entry.name: {m.column: m.kind for m in entry.mapping} for entry in catalog.tables.values()}
 
 
-def candidate_engine(settings: Settings) -> sa.Engine | None:
+def candidate_engine(settings: Settings, *, application_name: str = "hrp-cutover-shadow") -> sa.Engine | None:
     """The shadow workers' pool on PostgreSQL (one connection per worker), apart from the app's: a
     candidate or a lag re-check never takes a connection a request of the app waits for.
 
@@ -175,13 +176,21 @@ def candidate_engine(settings: Settings) -> sa.Engine | None:
         return None
     return create_postgres_engine(
         settings.postgres_url,
-        application_name="hrp-cutover-shadow",
+        application_name=application_name,
         isolation_level="AUTOCOMMIT",
         pool_size=max(1, settings.shadow_workers),
         max_overflow=0,
         pool_timeout=CANDIDATE_TIMEOUT_S,
         pool_pre_ping=False,  # a stale connection costs one candidate error, not a round trip per read
     )
+
+
+def app_candidate_engine(settings: Settings) -> sa.Engine | None:
+    """The workers' pool for the app's own statements on PostgreSQL: the app's session's values and
+    types there (adapters.app_types: a Uuid bound as SQLite's hex text, a naive datetime...), so a
+    candidate reads what the app would read after a flip. Connects only once such a read is shadowed."""
+    engine = candidate_engine(settings, application_name="hrp-cutover-shadow-app")
+    return None if engine is None else same_types_as_sqlite(engine)
 
 
 DESCRIBED_LIMIT = 2000
@@ -199,12 +208,14 @@ class ShadowReads:
         *,
         store_engine: sa.Engine,
         candidates: sa.Engine | None,
+        app_candidates: sa.Engine | None = None,
         table_kinds: dict[str, dict[str, Kind]] | None = None,
     ):
         """`app_engine(database)`: the app's engine of a database; `phase_row()`: the current phase row;
         `store_engine`: the mismatch store's engine on the SQLite file; `candidates`: the shadow workers'
-        own pool on PostgreSQL (`candidate_engine`; None without PostgreSQL); both are disposed by
-        `close()`. `table_kinds`: {table: {column: Kind}} of the file's tables, for the app's own
+        own pool on PostgreSQL (`candidate_engine`; None without PostgreSQL); `app_candidates`: theirs
+        for the app's own statements, typed as the app's session is on PostgreSQL
+        (adapters.app_types; `candidates` when not given); all are disposed by `close()`. `table_kinds`: {table: {column: Kind}} of the file's tables, for the app's own
         statements (catalog_kinds; the HRP tables' when not given)."""
         self.app_engine = app_engine
         self.phase_row = phase_row
@@ -224,6 +235,7 @@ class ShadowReads:
         )
         workers = settings.shadow_workers
         self.postgres = candidates
+        self.app_postgres = app_candidates if app_candidates is not None else candidates
         self.lab = Laboratory(
             self.compare,
             self.store,
@@ -239,9 +251,9 @@ class ShadowReads:
         self.lab.enabled = settings.shadow_enabled
         for name, rate in _sample_rates(settings).items():
             self.lab.set_sample(name, rate)
-        if candidates is not None:  # the workers' own pool: a request never runs these listeners
-            for moment in ("before_cursor_execute", "after_cursor_execute"):
-                sa.event.listen(candidates, moment, self._checkpoint)
+        for pool in {id(e): e for e in (candidates, self.app_postgres) if e is not None}.values():
+            for moment in ("before_cursor_execute", "after_cursor_execute"):  # the workers' own: no request runs them
+                sa.event.listen(pool, moment, self._checkpoint)
 
     def _checkpoint(self, *_args: Any) -> None:
         """Around each statement of a candidate on PostgreSQL: the worker stands aside while a
@@ -255,6 +267,8 @@ class ShadowReads:
         self.store_engine.dispose()
         if self.postgres is not None:
             self.postgres.dispose()
+        if self.app_postgres is not None and self.app_postgres is not self.postgres:
+            self.app_postgres.dispose()
 
     def engine(self, database: str) -> sa.Engine:
         """Where the shadow workers read `database`: PostgreSQL through their own pool
@@ -367,8 +381,10 @@ class ShadowReads:
         return ran[0]()
 
     def statement_on(self, database: str, statement: Any, params: Any, options: dict) -> list[dict[str, Any]]:
-        """An app's statement on `database`, in a session of its own (run on a worker thread)."""
-        with _bounded(database), orm.Session(bind=self.engine(database)) as session:
+        """An app's statement on `database`, in a session of its own (run on a worker thread), with the
+        values and types the app's session gets there."""
+        bind = self.app_postgres if database == POSTGRES and self.app_postgres is not None else self.engine(database)
+        with _bounded(database), orm.Session(bind=bind) as session:
             return result_records(session.execute(statement, params, execution_options=options))
 
 
