@@ -345,3 +345,14 @@ class TestIdenticalShortcut:
                 "created_at": instant.astimezone(dt.timezone(dt.timedelta(hours=2)))}
         (difference,) = COMPARATOR.compare(PREDICTION, row, twin)
         assert (difference.column, difference.kind) == ("features", VALUE_DIFFERS)
+
+
+@given(st.uuids(), st.timedeltas(min_value=dt.timedelta(0), max_value=dt.timedelta(days=3650)))
+def test_an_apps_uuid_and_interval_compare_as_sqlite_stores_them(value, interval):
+    """SQLAlchemy keeps a Uuid as 32 hex digits and an Interval as 1970-01-01 plus it on SQLite:
+    the app's Python value on one side equals that stored form on the other, and only that."""
+    assert normalize(Kind.TEXT, value) == normalize(Kind.TEXT, value.hex)
+    assert normalize(Kind.TEXT, value) != normalize(Kind.TEXT, str(value))
+    stored = (dt.datetime(1970, 1, 1) + interval).isoformat(sep=" ")
+    assert normalize(Kind.TIMESTAMP, interval) == normalize(Kind.TIMESTAMP, stored)
+    assert normalize(Kind.TIMESTAMP, interval) != normalize(Kind.TIMESTAMP, interval + dt.timedelta(microseconds=1))
