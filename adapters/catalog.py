@@ -53,7 +53,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapters.convert import Kind
-from adapters.types import Bytes, Day, ExactNumeric, ExactReal, Flag, NaiveTimestamp, Timestamp
+from adapters.types import Bytes, Day, ExactNumeric, ExactReal, Flag, JsonDocument, NaiveTimestamp, Timestamp
 
 OWN_PREFIXES = ("sqlite_", "hrp_cutover_", "hrp_shadow_")
 ROWID_COLUMN = "hrp_cutover_rowid"
@@ -61,6 +61,11 @@ ROWID_COLUMN = "hrp_cutover_rowid"
 
 ROWID_ALIASES = ("rowid", "_rowid_", "oid")
 """SQLite's names for a table's rowid; a column of the table's own with one of them hides that one."""
+
+
+CHOSEN_TYPES_TABLE = "hrp_cutover_column_types"
+"""The column types the operator chose, kept in the SQLite file by `hrp-cutover schema`: every
+process then reads the file's catalog with them, whatever its working directory."""
 
 
 class CatalogError(ValueError):
@@ -213,6 +218,8 @@ class Catalog:
     metadata: sa.MetaData
     hrp: bool = False
     """Whether the HRP models are merged on top (hrp_data.catalog)."""
+    chosen_types: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    """{(table, column): type} the operator chose (CHOSEN_TYPES), by the file's names."""
 
     def postgres_tables(self) -> "TwoSided":
         return TwoSided({name: entry.postgres for name, entry in self.tables.items()},
@@ -441,6 +448,33 @@ def enforced_spelling(declared: str) -> str | None:
     return f"varchar({match.group(1)})" if match else None
 
 
+CHOSEN_TYPES = {
+    "jsonb": _Type(Kind.JSON, JsonDocument(), "jsonb",
+                   "chosen jsonb (column types): a value that is not a JSON document is quarantined"),
+    "text": _Type(Kind.TEXT, sa.Text(), "text",
+                  "chosen text (column types): the stored text as it is, whatever the declaration"),
+}
+"""The types the operator may choose for a column (hrp_data.settings.COLUMN_TYPES), by name."""
+
+
+def stored_column_types(connection: Any) -> dict[tuple[str, str], str]:
+    """{(table, column): type} the schema step kept in the file (CHOSEN_TYPES_TABLE); {} before it."""
+    if not _rows(connection, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (CHOSEN_TYPES_TABLE,)):
+        return {}
+    return {(table, column): chosen for table, column, chosen in
+            _rows(connection, f"SELECT table_name, column_name, chosen FROM {CHOSEN_TYPES_TABLE}")}
+
+
+def store_column_types(connection: Any, chosen: dict[tuple[str, str], str]) -> None:
+    """Keep `chosen` in the file (sqlite3 connection, in the caller's transaction): every later
+    catalog of the file reads it (read_catalog)."""
+    connection.execute(f"CREATE TABLE IF NOT EXISTS {CHOSEN_TYPES_TABLE} (table_name TEXT NOT NULL,"
+                       " column_name TEXT NOT NULL, chosen TEXT NOT NULL, PRIMARY KEY (table_name, column_name))")
+    connection.execute(f"DELETE FROM {CHOSEN_TYPES_TABLE}")
+    connection.executemany(f"INSERT INTO {CHOSEN_TYPES_TABLE} VALUES (?, ?, ?)",
+                           [(table, column, kind) for (table, column), kind in sorted(chosen.items())])
+
+
 def _by_values(classes: dict[str, int], declared: str) -> _Type:
     """The type an undecided column's stored values allow without loss."""
     present = {name for name, count in classes.items() if count and name != "null"}
@@ -523,8 +557,13 @@ def _parents_first(names: list[str], parents: dict[str, set[str]]) -> list[str]:
     return ordered
 
 
-def read_catalog(connection: Any) -> Catalog:
-    """The catalog of the file behind `connection` (sqlite3 or SQLAlchemy), read only."""
+def read_catalog(connection: Any, column_types: dict[tuple[str, str], str] | None = None) -> Catalog:
+    """The catalog of the file behind `connection` (sqlite3 or SQLAlchemy), read only.
+
+    `column_types`: {(table, column): "jsonb" | "text"} chosen by the operator (CHOSEN_TYPES); None:
+    the ones the schema step kept in the file. A choice naming no column of the file, or a key
+    column, is a CatalogError."""
+    chosen = stored_column_types(connection) if column_types is None else dict(column_types)
     metadata = sa.MetaData()
     sqlite_metadata = sa.MetaData()
     not_carried: list[NotCarried] = []
@@ -535,7 +574,17 @@ def read_catalog(connection: Any) -> Catalog:
     table_names = _unique_short_names(names)
     raw: dict[str, dict[str, Any]] = {}
     for name, sql in found:
-        raw[name] = _read_table(connection, name, sql, table_names[name], not_carried)
+        raw[name] = _read_table(connection, name, sql, table_names[name], not_carried,
+                                {column: kind for (table, column), kind in chosen.items() if table == name})
+    bad = sorted(f"{table}.{column} = {kind!r}" for (table, column), kind in chosen.items() if kind not in CHOSEN_TYPES)
+    if bad:
+        raise CatalogError(f"the column types hold {', '.join(bad)}; a column can be chosen as one of"
+                           f" {', '.join(map(repr, CHOSEN_TYPES))}")
+    unknown = sorted(f"{table}.{column}" for table, column in chosen
+                     if table not in raw or column not in {c["name"] for c in raw[table]["columns"]})
+    if unknown:
+        raise CatalogError(f"the column types name {', '.join(unknown)}, which the SQLite file does not have;"
+                           " name each table and column as the file does (`hrp-cutover assess` lists them)")
     parents = {name: {fk["parent"] for fk in info["foreign_keys"]} for name, info in raw.items()}
     tables: dict[str, CatalogTable] = {}
     index_names = _index_names(raw, set(table_names.values()))
@@ -560,7 +609,7 @@ def read_catalog(connection: Any) -> Catalog:
             continue
         not_carried.append(NotCarried(kind, table if kind == "trigger" else None, name, sql or "",
                                       f"a {kind} in SQLite's dialect; recreate it in PostgreSQL by hand"))
-    return Catalog(tables, not_carried, metadata)
+    return Catalog(tables, not_carried, metadata, chosen_types=chosen)
 
 
 def _unique_short_names(names: list[str]) -> dict[str, str]:
@@ -575,7 +624,8 @@ def _unique_short_names(names: list[str]) -> dict[str, str]:
     return out
 
 
-def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_carried: list[NotCarried]) -> dict:
+def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_carried: list[NotCarried],
+                picks: dict[str, str] | None = None) -> dict:
     without_rowid = re.search(r"\)\s*WITHOUT\s+ROWID\s*;?\s*$", sql, re.IGNORECASE) is not None
     columns = []
     every_name = []
@@ -598,8 +648,16 @@ def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_ca
     )
     mapping: list[ColumnMapping] = []
     column_names = _unique_short_names([c["name"] for c in columns])
+    picks = picks or {}
     for column in columns:
-        if rowid_alias and column is keys[0]:
+        if column["name"] in picks and column["pk"]:
+            raise CatalogError(f"the column types choose {picks[column['name']]!r} for {name}.{column['name']},"
+                               " a key column: a key keeps the type its declaration gives; remove that line")
+        if column["name"] in picks:
+            picked = CHOSEN_TYPES[picks[column["name"]]]
+            chosen = _Type(picked.kind, type(picked.type)(), picked.postgres, picked.why)  # a type object per column
+            column["values"] = "-"
+        elif rowid_alias and column is keys[0]:
             chosen = _Type(Kind.INTEGER, sa.BigInteger(), "bigint generated by default as identity",
                            "INTEGER PRIMARY KEY: SQLite's rowid, ids kept")
             column["values"] = "integer"

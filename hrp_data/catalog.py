@@ -23,7 +23,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from adapters.catalog import Catalog, CatalogTable, ColumnMapping, TwoSided, read_catalog
+from adapters.catalog import Catalog, CatalogError, CatalogTable, ColumnMapping, TwoSided, read_catalog
 from adapters.sqlite import decode_text
 from adapters.types import kind_of
 from hrp_data.cutover import idempotency
@@ -32,21 +32,23 @@ from hrp_data.models import TABLES
 HRP_TABLES = tuple(table.name for table in TABLES)
 
 
-def file_catalog(sqlite: sa.Engine | sa.Connection | sqlite3.Connection) -> Catalog:
-    """The catalog of the SQLite file behind `sqlite`, the HRP models merged on top where they apply."""
-    catalog = read_catalog(sqlite)
+def file_catalog(sqlite: sa.Engine | sa.Connection | sqlite3.Connection,
+                 column_types: dict[tuple[str, str], str] | None = None) -> Catalog:
+    """The catalog of the SQLite file behind `sqlite`, the HRP models merged on top where they apply.
+    `column_types`: the operator's choices (Settings.column_types); None: those kept in the file."""
+    catalog = read_catalog(sqlite, column_types)
     catalog.hrp = is_hrp_file(catalog)
     if not catalog.hrp:
         return catalog
     return _with_models(catalog)
 
 
-def catalog_of_file(path: str | Path) -> Catalog:
+def catalog_of_file(path: str | Path, column_types: dict[tuple[str, str], str] | None = None) -> Catalog:
     """file_catalog of the file at `path`, read through a read-only connection of its own."""
     connection = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     connection.text_factory = decode_text
     try:
-        return file_catalog(connection)
+        return file_catalog(connection, column_types)
     finally:
         connection.close()
 
@@ -60,6 +62,11 @@ def is_hrp_file(catalog: Catalog) -> bool:
 def _with_models(catalog: Catalog) -> Catalog:
     by_file_name = {entry.name: entry for entry in catalog.tables.values()}
     models = {table.name: table for table in TABLES}
+    modelled = sorted(f"{table}.{column}" for table, column in catalog.chosen_types
+                      if table in models and column in models[table].c)
+    if modelled:
+        raise CatalogError(f"the column types choose a type for {', '.join(modelled)}, which the HRP models type"
+                           " (docs/schema.md); remove those lines")
     extra = {
         name: [c for c in by_file_name[name].postgres.columns if c.key not in models[name].c]
         for name in HRP_TABLES
@@ -81,7 +88,7 @@ def _with_models(catalog: Catalog) -> Catalog:
     for key, entry in catalog.tables.items():
         if entry.name not in models:
             tables[key] = entry
-    merged = Catalog(tables, catalog.not_carried, catalog.metadata)
+    merged = Catalog(tables, catalog.not_carried, catalog.metadata, chosen_types=catalog.chosen_types)
     merged.hrp = True
     return merged
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -31,6 +33,9 @@ ENVIRONMENTS = ("production", "development")
 SECRET_KEY_MIN_LENGTH = 32
 MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
 SESSION_LIFETIME_MAX_S = 30 * 86400.0
+COLUMN_TYPES_FILE = "hrp-cutover.toml"
+COLUMN_TYPES = ("jsonb", "text")
+"""What the column-types file may choose (adapters.catalog.CHOSEN_TYPES says what each means)."""
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 
 
@@ -82,6 +87,9 @@ class Settings:
     registrations_per_address: int = 20
     throttle_window_s: float = 900.0
     password_hash_slots: int = 1
+    column_types_file: str | None = None
+    """The column types the operator chooses (docs/schema.md, column types): this TOML file, else
+    ./hrp-cutover.toml, else [tool.hrp-cutover] of ./pyproject.toml (`column_types()`)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -195,6 +203,49 @@ class Settings:
                 "HRP_SHADOW_MIN_READS", self.shadow_min_reads, int, 0, 10**9, "a whole number from 0"
             ),
         }
+
+    def column_types(self) -> dict[tuple[str, str], str] | None:
+        """{(table, column): type} from the column-types file; None when there is none (the types the
+        schema step stored in the SQLite file then hold). The file's `column-types` table names each
+        table of the SQLite file as a key, and under it each column with "jsonb" or "text":
+
+            [column-types.events]        # in pyproject.toml: [tool.hrp-cutover.column-types.events]
+            payload = "jsonb"
+        """
+        if self.column_types_file is not None:
+            path, section = Path(self.column_types_file), ()
+            if not path.is_file():
+                raise SettingsError(f"HRP_COLUMN_TYPES_FILE={self.column_types_file!r}: no such file")
+        elif Path(COLUMN_TYPES_FILE).is_file():
+            path, section = Path(COLUMN_TYPES_FILE), ()
+        elif Path("pyproject.toml").is_file():
+            path, section = Path("pyproject.toml"), ("tool", "hrp-cutover")
+        else:
+            return None
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise SettingsError(f"{path}: not a readable TOML file ({error}); fix it or remove it") from None
+        for part in section:
+            document = document.get(part, {}) if isinstance(document, dict) else {}
+        where = ".".join((*section, "column-types"))
+        tables = document.get("column-types") if isinstance(document, dict) else None
+        if tables is None:
+            return None
+        if not isinstance(tables, dict):
+            raise SettingsError(f"{path}: [{where}] must be a table of tables, e.g. [{where}.events] payload = \"jsonb\"")
+        chosen: dict[tuple[str, str], str] = {}
+        for table, columns in tables.items():
+            if not isinstance(columns, dict):
+                raise SettingsError(f"{path}: [{where}] {table!r} must be a table of column = type, e.g. payload = \"jsonb\"")
+            for column, type_name in columns.items():
+                if type_name not in COLUMN_TYPES:
+                    raise SettingsError(
+                        f"{path}: [{where}.{table}] {column} = {type_name!r} is not a type this file can choose;"
+                        f" use one of {', '.join(repr(t) for t in COLUMN_TYPES)}"
+                    )
+                chosen[(table, column)] = type_name
+        return chosen
 
     def sample_rates(self) -> dict[str, float]:
         """HRP_SHADOW_SAMPLES as {read name: rate}."""

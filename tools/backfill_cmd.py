@@ -69,6 +69,10 @@ def assess(ctx, as_json: bool, sample_rows: int) -> None:
     from hrp_data.backfill.assess import assess as run_assess
 
     path = _sqlite_file(ctx)
+    try:
+        column_types = settings_from(ctx).column_types()
+    except SettingsError as error:
+        raise BadSetting(str(error)) from None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
                   transient=True, disable=not console.is_terminal) as progress:
         tasks: dict[str, int] = {}
@@ -79,7 +83,7 @@ def assess(ctx, as_json: bool, sample_rows: int) -> None:
             progress.update(tasks[table], completed=done)
 
         try:
-            report = run_assess(path, sample_rows=sample_rows, progress=step)
+            report = run_assess(path, sample_rows=sample_rows, progress=step, column_types=column_types)
         except FileNotFoundError as error:
             raise BadSetting(str(error)) from None
     if as_json:
@@ -126,6 +130,10 @@ def _print_mapping(report: dict) -> None:
     click.echo("mapping         " + "  ".join(h.ljust(w) for h, w in zip(heads, widths)) + "  why")
     for row in rows:
         click.echo("                " + "  ".join(v.ljust(w) for v, w in zip(row, widths)) + f"  {row[-1]}")
+    for item in report.get("suggestions", []):
+        click.echo(f"suggest jsonb   {item['table']}.{item['column']}: {item['why']}; to choose it, in hrp-cutover.toml:")
+        for line in item["toml"].splitlines():
+            click.echo(f"                  {line}")
     for item in report["renamed"]:
         click.echo(f"renamed         {item['sqlite']} -> {item['postgres']} (PostgreSQL holds names of 63 bytes at most)")
     for item in report["keyless_tables"]:

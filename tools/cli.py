@@ -241,13 +241,17 @@ def schema(ctx: Context, postgres_url: str | None, as_sql: bool) -> None:
     migrations, to head; every other table and column from the file), the layer's own tables, and the
     grants to the app's role (HRP_APP_ROLE) and the verifier's (HRP_VERIFIER_ROLE); idempotent."""
     from hrp_data.catalog import catalog_of_file
-    from hrp_data.schema.install import catalog_ddl, install, upgrade
+    from hrp_data.schema.install import catalog_ddl, install, keep_chosen_types, upgrade
     from hrp_data.schema.layer import prepare
 
     settings = settings_from(ctx, postgres_url=postgres_url)
     catalog = None
     try:
-        catalog = catalog_of_file(settings.require_sqlite_file())
+        column_types = settings.column_types()
+    except SettingsError as error:
+        raise BadSetting(str(error)) from None
+    try:
+        catalog = catalog_of_file(settings.require_sqlite_file(), column_types)
     except SettingsError as error:
         if as_sql:
             raise BadSetting(str(error)) from None  # no file, no catalog: nothing to print
@@ -262,6 +266,8 @@ def schema(ctx: Context, postgres_url: str | None, as_sql: bool) -> None:
         url = settings.require_postgres()
         result = upgrade(url) if catalog is None else install(url, catalog)
         notes = prepare(url, app_role=settings.app_role, verifier_role=settings.verifier_role)
+        if catalog is not None and column_types is not None:
+            notes += keep_chosen_types(url, catalog, settings.require_sqlite_file())
     click.echo(result.message)
     for note in notes:
         click.echo(note)

@@ -37,10 +37,12 @@ from typing import Any
 
 from adapters import vouch
 from adapters.catalog import Catalog, quote
+from adapters.convert import Kind
 from adapters.outbox import key_to_json
 from hrp_data.backfill.legacy_file import require_contract
 from hrp_data.backfill.legacy_rows import Converted, TableReader, connect, readers
 from hrp_data.catalog import file_catalog
+from hrp_data.models import TABLES
 
 EXAMPLES = 5
 SAMPLE_ROWS = 5_000
@@ -71,8 +73,10 @@ class Census:
     example_value: str | None = None
 
 
-def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progress | None = None) -> dict[str, Any]:
+def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progress | None = None,
+           column_types: dict[tuple[str, str], str] | None = None) -> dict[str, Any]:
     """The assessment report of `sqlite_file` as a JSON-ready dict (the file is only read).
+    `column_types`: the operator's choices (Settings.column_types; None: those kept in the file).
 
     The census's SQL passes run in a pool of CENSUS_THREADS threads, a big table in key ranges
     (_chunks), while two threads run the file-wide checks: integrity_check, and
@@ -84,7 +88,7 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
     connection = _read_only(path)
     vouch.register(connection)
     try:
-        catalog = file_catalog(connection)
+        catalog = file_catalog(connection, column_types)
         with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="hrp-assess-checks") as checks, \
                 concurrent.futures.ThreadPoolExecutor(CENSUS_THREADS, thread_name_prefix="hrp-assess-census") as pool:
             integrity_check = checks.submit(_integrity, path)
@@ -92,6 +96,7 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
             table_readers = readers(catalog)
             counts = {name: reader.count(connection) for name, reader in table_readers.items()}
             estimate = _estimate(connection, table_readers, counts, sample_rows)  # before the census's threads take the GIL
+            documents = [pool.submit(_json_documents, path, catalog, name) for name in catalog.tables]
             suspects = {
                 name: [pool.submit(_suspect_rejects, path, catalog, name, low, high)
                        for low, high in _chunks(connection, reader, counts[name])]
@@ -108,6 +113,7 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
                         "table": name, "column": column, "reason": reason, "count": found.count,
                         "examples": found.examples, "example_value": found.example_value,
                     })
+            suggestions = [found for future in documents for found in future.result()]
             integrity = integrity_check.result()
             foreign_key_check, orphans = key_checks.result()
     finally:
@@ -127,6 +133,7 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
         if catalog.hrp else None,
         "hrp_file": catalog.hrp,
         "mapping": [row.as_json() for row in catalog.mapping()],
+        "suggestions": suggestions,
         "keyless_tables": [
             {"table": entry.name, "recommendation": "declare a primary key (until then the layer keys it by its"
              " rowid, carried in PostgreSQL as hrp_cutover_rowid; do not VACUUM the file during the cutover)"}
@@ -198,6 +205,37 @@ def _suspect_rejects(path: Path, catalog: Catalog, name: str, low: int | None, h
         return [reader.convert(rows) for rows in reader.suspects(connection, PAGE, low, high)]
     finally:
         connection.close()
+
+
+def _json_documents(path: Path, catalog: Catalog, name: str) -> list[dict[str, Any]]:
+    """The text columns of table `name` (beyond the HRP models, not chosen already) whose every
+    value is a JSON object or array: each a suggestion to choose jsonb (one pass over the table)."""
+    entry = catalog.tables[name]
+    modelled = {(t.name, c.name) for t in TABLES for c in t.columns} if catalog.hrp else set()
+    candidates = [m for m in entry.mapping if m.kind is Kind.TEXT and (m.table, m.column) not in catalog.chosen_types
+                  and (m.table, m.column) not in modelled and not entry.postgres.c[m.postgres_name].primary_key]
+    if not candidates:
+        return []
+    terms = ", ".join(
+        f"count({quote(m.column)}), sum(typeof({quote(m.column)}) = 'text' AND json_valid({quote(m.column)})"
+        f" AND substr(ltrim({quote(m.column)}, char(32, 9, 10, 13)), 1, 1) IN ('{{', '['))"
+        for m in candidates
+    )
+    connection = _read_only(path)
+    try:
+        counts = connection.execute(f"SELECT {terms} FROM {quote(entry.name)}").fetchone()
+    finally:
+        connection.close()
+    found = []
+    for index, m in enumerate(candidates):
+        values, documents = counts[2 * index], counts[2 * index + 1] or 0
+        if values and documents == values:
+            found.append({
+                "table": m.table, "column": m.column, "values": values, "type": "jsonb",
+                "why": f"every one of its {values} value(s) is a JSON object or array",
+                "toml": f"[column-types.{json.dumps(m.table)}]\n{json.dumps(m.column)} = \"jsonb\"\n",
+            })
+    return found
 
 
 def _census(connection, reader: TableReader, batches: Iterable[Converted], total: int,

@@ -11,7 +11,9 @@ a message.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
@@ -27,7 +29,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTable
 
-from adapters.catalog import Catalog, enforced_spelling, quote
+from adapters.catalog import Catalog, enforced_spelling, quote, store_column_types
 from adapters.postgres import create_postgres_engine, create_tables
 from adapters.urls import redact_url
 from hrp_data.models import Base
@@ -199,6 +201,37 @@ def _catalog_differences(connection: sa.Connection, catalog: Catalog,
                 found.append(f"column {table.name}.{column.name}: nullable is {there['nullable']} in the database,"
                              f" {column.nullable} in the catalog")
     return found
+
+
+def keep_chosen_types(url: str, catalog: Catalog, sqlite_file: str | Path) -> list[str]:
+    """After `install`: keep the column types the operator chose (catalog.chosen_types) in the SQLite
+    file, once PostgreSQL holds each of them (adapters.catalog.store_column_types). A chosen column
+    whose table PostgreSQL created earlier with another type is a SchemaError, and nothing is kept:
+    every process goes on reading the file with the types its tables have. The lines to print."""
+    chosen = {(entry.key, m.postgres_name): f"{m.table}.{m.column} {m.postgres_type}"
+              for entry in catalog.tables.values() for m in entry.mapping
+              if (m.table, m.column) in catalog.chosen_types}
+    engine = engine_for(url)
+    try:
+        with engine.connect() as connection:
+            held = [d for d in type_drift(connection, catalog, {table for table, _ in chosen})
+                    if (d.table, d.column) in chosen]
+    except sa.exc.SQLAlchemyError as error:
+        raise SchemaError(_one_line(f"cannot read the schema at {url}", error)) from None
+    finally:
+        engine.dispose()
+    if held:
+        first = held[0]
+        raise SchemaError(
+            f"the column types choose {first.in_file} for {first.table}.{first.column}, but PostgreSQL created it as"
+            f" {first.in_postgres} before ({len(held)} such column(s)); before the backfill drop that table in"
+            " PostgreSQL and run schema again, or remove the choice"
+        )
+    with contextlib.closing(sqlite3.connect(Path(sqlite_file), isolation_level=None)) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        store_column_types(connection, catalog.chosen_types)
+        connection.execute("COMMIT")
+    return [f"column type kept in the SQLite file: {line}" for line in sorted(chosen.values())]
 
 
 def catalog_ddl(catalog: Catalog) -> list[str]:

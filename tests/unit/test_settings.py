@@ -1,5 +1,7 @@
 """Settings are read from the environment and refused with one clear line when bad."""
 
+import re
+
 import pytest
 
 from hrp_data.settings import Settings, SettingsError
@@ -164,3 +166,33 @@ def test_the_session_key_comes_from_the_environment_or_the_app_and_only_developm
 @pytest.mark.parametrize("word, secure", [("1", True), ("on", True), ("Yes", True), ("0", False), ("false", False)])
 def test_the_secure_cookie_setting(word, secure):
     assert Settings.from_env({"HRP_SESSION_COOKIE_SECURE": word}).session_cookie_secure is secure
+
+
+def test_column_types_are_read_from_hrp_cutover_toml_else_pyproject(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert Settings().column_types() is None
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "app"\n')
+    assert Settings().column_types() is None
+    (tmp_path / "pyproject.toml").write_text('[tool.hrp-cutover.column-types."My Table"]\n"a col" = "jsonb"\n')
+    assert Settings().column_types() == {("My Table", "a col"): "jsonb"}
+    (tmp_path / "hrp-cutover.toml").write_text('[column-types.events]\npayload = "text"\n')
+    assert Settings().column_types() == {("events", "payload"): "text"}
+    elsewhere = tmp_path / "types.toml"
+    elsewhere.write_text('[column-types]\n')
+    assert Settings(column_types_file=str(elsewhere)).column_types() == {}
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ('[column-types]\nevents = "jsonb"\n', "must be a table of column = type"),
+    ('column-types = 3\n', "must be a table of tables"),
+    ('[column-types.events]\npayload = "uuid"\n', "'uuid' is not a type"),
+    ('[column-types.events\n', "not a readable TOML file"),
+])
+def test_a_bad_column_types_file_is_one_line(tmp_path, body, says):
+    path = tmp_path / "hrp-cutover.toml"
+    path.write_text(body)
+    with pytest.raises(SettingsError, match=re.escape(says)) as raised:
+        Settings(column_types_file=str(path)).column_types()
+    assert "\n" not in str(raised.value)
+    with pytest.raises(SettingsError, match="no such file"):
+        Settings(column_types_file=str(tmp_path / "missing.toml")).column_types()
