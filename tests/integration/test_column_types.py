@@ -97,6 +97,16 @@ def test_chosen_types_go_through_the_cutover_and_stay_with_the_file(app_file, po
         cursor.execute("SELECT count(*) FROM events WHERE jsonb_typeof(payload) IN ('object', 'array')")
         assert cursor.fetchone()[0] == 5
 
+    for step in (["phase", "set", "shadow"], ["flip"]):
+        _ok(app_file, postgres_url, *step)
+    with psycopg2.connect(libpq(postgres_url)) as connection, connection.cursor() as cursor:  # the app, after the flip
+        cursor.execute("""INSERT INTO events (payload, note, at) VALUES ('{"b": 1, "a": [null]}', 'pg', 'now-ish')""")
+    _ok(app_file, postgres_url, "replay")
+    assert "EQUAL" in _ok(app_file, postgres_url, "verify")
+    with sqlite3.connect(app_file) as raw:
+        payload, at = raw.execute("SELECT payload, at FROM events WHERE note = 'pg'").fetchone()
+    assert json.loads(payload) == {"a": [None], "b": 1} and at == "now-ish"
+
 
 def test_a_value_that_is_not_a_document_is_quarantined_not_changed(app_file, postgres_url, tmp_path):
     chosen = _types_file(tmp_path, '[column-types.events]\nnote = "jsonb"\n')
