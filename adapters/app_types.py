@@ -19,6 +19,7 @@ SQLite gave it:
 | Uuid                      | 32 hex digits text | a UUID (and binds the hex text)  |
 | Interval                  | timestamp (epoch + | a timedelta (and binds epoch +   |
 |                           | the interval)      | the interval, as SQLite kept it) |
+| Time                      | 'HH:MM:SS.ffffff'  | a time (and binds that text)     |
 | none (`text()`, untyped   | bool               | 0 or 1                           |
 | functions)                | numeric (Decimal)  | an int when whole, else a float  |
 |                           | timestamp, date    | the legacy text spelling         |
@@ -35,7 +36,7 @@ whole decimal comes back as an int equal to it.
 Binds need nothing, but for the two types SQLAlchemy stores natively on
 PostgreSQL and otherwise on SQLite: `Uuid` (SQLite: CHAR(32) hex, moved as
 text) and `Interval` (SQLite: a DATETIME 1970-01-01 plus the interval, moved as
-a timestamp) bind and read as they did on SQLite, so `db.session.get(Item,
+a timestamp) and `Time` (SQLite: text, moved as text) bind and read as they did on SQLite, so `db.session.get(Item,
 a_uuid)` compares text with text and an insert gives a timestamp column a
 timestamp. PostgreSQL reads a naive datetime in the session's time zone (UTC,
 adapters.postgres) and a JSON text into JSONB.
@@ -158,6 +159,25 @@ class _LegacyInterval(types.Interval):
         return interval
 
 
+class _LegacyTime(types.Time):
+    """The app's Time as SQLite kept it: the text 'HH:MM:SS.ffffff' (SQLite's TIME declaration has
+    NUMERIC affinity, so the any-schema mapping keeps the text); a time column passes through."""
+
+    def bind_processor(self, dialect):
+        def text(value: Any) -> Any:
+            if isinstance(value, dt.time):
+                return f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+            return value
+
+        return text
+
+    def result_processor(self, dialect, coltype):
+        def time(value: Any) -> Any:
+            return dt.time.fromisoformat(value) if isinstance(value, str) else value
+
+        return time
+
+
 def _sqlite_number(value: decimal.Decimal) -> int | float:
     """What SQLite kept for a NUMERIC value: a whole one that fits 64 bits as an integer, else a real."""
     if value.is_finite() and value == value.to_integral_value() and -(2**63) <= value < 2**63:
@@ -191,6 +211,7 @@ def same_types_as_sqlite(engine: sa.Engine) -> sa.Engine:
         types.JSON: _LegacyJSON,
         types.Uuid: _LegacyUuid,
         types.Interval: _LegacyInterval,
+        types.Time: _LegacyTime,
         types.NullType: _Untyped,
     }
     return engine

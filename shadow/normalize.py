@@ -13,7 +13,8 @@ about what "equal" means. By column kind:
 
 An app's own Python value of a type SQLAlchemy stores in SQLite as something
 else is compared as what SQLite stored: a UUID as its 32 hex digits (Uuid), a
-timedelta as the timestamp 1970-01-01 plus it (Interval).
+timedelta as the timestamp 1970-01-01 plus it (Interval), a time in a text column as
+'HH:MM:SS.ffffff' (Time).
 
 A stored value that does not convert (a hostile legacy value) becomes
 `Unconvertible(reason, raw)`, which equals only the same raw value.
@@ -63,6 +64,8 @@ def normalize(kind: Kind, value: Any) -> Any:
         value = value.hex
     elif isinstance(value, dt.timedelta):
         value = INTERVAL_EPOCH + value
+    elif isinstance(value, dt.time) and kind is Kind.TEXT:
+        value = f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
     try:
         converted = to_postgres(kind, value)
     except Rejected as rejected:

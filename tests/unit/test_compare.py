@@ -356,3 +356,10 @@ def test_an_apps_uuid_and_interval_compare_as_sqlite_stores_them(value, interval
     stored = (dt.datetime(1970, 1, 1) + interval).isoformat(sep=" ")
     assert normalize(Kind.TIMESTAMP, interval) == normalize(Kind.TIMESTAMP, stored)
     assert normalize(Kind.TIMESTAMP, interval) != normalize(Kind.TIMESTAMP, interval + dt.timedelta(microseconds=1))
+
+
+@given(st.times())
+def test_an_apps_time_compares_as_sqlite_stores_it(value):
+    stored = f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+    assert normalize(Kind.TEXT, value) == normalize(Kind.TEXT, stored)
+    assert normalize(Kind.TEXT, value) != normalize(Kind.TEXT, value.isoformat(timespec="seconds") + "x")

@@ -1,5 +1,5 @@
-"""Two SQLAlchemy types that SQLite stores otherwise than PostgreSQL would: `Uuid` (CHAR(32) hex)
-and `Interval` (a DATETIME, 1970-01-01 plus the interval). The file keeps them that way, the
+"""SQLAlchemy types that SQLite stores otherwise than PostgreSQL would: `Uuid` (CHAR(32) hex),
+`Interval` (a DATETIME, 1970-01-01 plus the interval) and `Time` (text 'HH:MM:SS.ffffff'). The file keeps them that way, the
 any-schema mapping moves them as text and timestamp, and the app's session must go on binding
 and reading them as on SQLite, in its shadow reads and after the flip (adapters.app_types)."""
 
@@ -34,6 +34,7 @@ class Job(db.Model):
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(sa.String(50))
     took: Mapped[dt.timedelta | None] = mapped_column(sa.Interval)
+    starts: Mapped[dt.time | None] = mapped_column(sa.Time)
 
 
 def _cli(path, url: str, *args: str) -> None:
@@ -60,7 +61,7 @@ def jobs(tmp_path, postgres_url):
         db.create_all()
         ids = []
         for i in range(12):
-            job = Job(name=f"job {i}", took=dt.timedelta(minutes=i, microseconds=7 * i))
+            job = Job(name=f"job {i}", took=dt.timedelta(minutes=i, microseconds=7 * i), starts=dt.time(i, 30, 0, i))
             db.session.add(job)
             db.session.flush()
             ids.append(job.id)
@@ -78,7 +79,8 @@ def test_shadow_reads_of_uuid_and_interval_models_agree(jobs):
     with app.app_context():
         for i, job_id in enumerate(ids):
             job = db.session.get(Job, job_id)
-            assert (job.name, job.took) == (f"job {i}", dt.timedelta(minutes=i, microseconds=7 * i))
+            assert (job.name, job.took, job.starts) == (
+                f"job {i}", dt.timedelta(minutes=i, microseconds=7 * i), dt.time(i, 30, 0, i))
             db.session.remove()  # a unit of work per request: its samples are queued as it ends
         assert len(db.session.scalars(sa.select(Job).where(Job.took > dt.timedelta(minutes=5))).all()) == 7
         db.session.remove()
@@ -95,8 +97,9 @@ def test_after_the_flip_the_app_binds_and_reads_them_as_on_sqlite(jobs, postgres
     with app.app_context():
         job = db.session.get(Job, ids[3])
         assert job is not None and job.took == dt.timedelta(minutes=3, microseconds=21)
-        assert isinstance(job.id, uuid.UUID)
-        fresh = Job(name="after the flip", took=dt.timedelta(hours=2, seconds=1))
+        assert isinstance(job.id, uuid.UUID) and job.starts == dt.time(3, 30, 0, 3)
+        assert len(db.session.scalars(sa.select(Job).where(Job.starts < dt.time(6))).all()) == 6
+        fresh = Job(name="after the flip", took=dt.timedelta(hours=2, seconds=1), starts=dt.time(23, 59, 59))
         db.session.add(fresh)
         db.session.commit()
         new_id = fresh.id
@@ -106,6 +109,6 @@ def test_after_the_flip_the_app_binds_and_reads_them_as_on_sqlite(jobs, postgres
         db.session.remove()
     _cli(path, postgres_url, "replay")
     with sqlite3.connect(path) as raw:  # carried back to the file as SQLite's types keep them
-        stored = raw.execute("SELECT id, took FROM jobs WHERE name = 'after the flip'").fetchone()
-    assert stored[0] == new_id.hex
+        stored = raw.execute("SELECT id, took, starts FROM jobs WHERE name = 'after the flip'").fetchone()
+    assert stored[0] == new_id.hex and stored[2] == "23:59:59.000000"
     assert dt.datetime.fromisoformat(stored[1]) == dt.datetime(1970, 1, 1, 2, 0, 1)
