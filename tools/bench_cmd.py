@@ -27,6 +27,11 @@ HEADLINES = {
     ),
     "flip_hold": lambda f: f"flip hold over {f['flips']} flips under load: p50 {f['hold_p50_ms']} ms, max {f['hold_max_ms']} ms, {f['failed_writes']} failed writes",
     "shadow": lambda f: f"shadow-read overhead (sample 1.0), repository call: p50 x{f.get('ratio_p50')}",
+    "shadow_orm": lambda f: (
+        f"shadow-read overhead (sample 1.0), the app's own ORM reads (example app, GET /races/<id>) p50"
+        f" x{f.get('orm_ratio_p50')} against the repository's x{f.get('repository_ratio_p50')} in the same process"
+        f" (x{f.get('orm_over_repository')})"
+    ),
     "shadow_http": lambda f: (
         f"shadow-read overhead (sample 1.0), {f.get('request')} over HTTP: p50 x{f.get('ratio_p50')}"
         f" ({f.get('p50_ms_without')} -> {f.get('p50_ms_shadow')} ms)"

@@ -202,3 +202,72 @@ def test_shadow_read_latency_ratio(legacy_file, postgres_url, record_bench):
     }
     record_bench("shadow", figures)
     assert stats.get("match", 0) >= READS * 0.9
+
+
+def _timed_blocks(lab, read, races: list[int], rng: random.Random) -> dict[bool, list[float]]:
+    """`read(race_id)` in blocks, the laboratory switched off and on in turn; its samples finished
+    after each block (so one block's shadow work never runs during the next)."""
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    for block in range(READS * 2 // BLOCK):
+        lab.enabled = block % 2 == 1
+        for _ in range(BLOCK):
+            started = time.perf_counter()
+            read(rng.choice(races))
+            timings[lab.enabled].append(time.perf_counter() - started)
+            time.sleep(PACE_S)
+        lab.wait_idle(30)
+    return timings
+
+
+def _ratio(timings: dict[bool, list[float]]) -> float:
+    return round(statistics.median(timings[True]) / statistics.median(timings[False]), 3)
+
+
+@pytest.mark.bench
+def test_orm_shadow_reads_cost_no_more_than_repository_ones(legacy_file, postgres_url, record_bench):
+    """Issue 19: the app's own ORM reads at sample 1.0 (the example app's GET /races/<id>: the race by
+    db.get_or_404 and its predictions by the relationship, two statements) against the repository's
+    (races.get and predictions.for_race, two reads), each with shadow reads over without, same process."""
+    from hrp_data.web import HrpCutover
+    from tests.e2e.example_app.app import create_app
+
+    races = _shadow_world(legacy_file, postgres_url)
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{legacy_file}", "HRP_POSTGRES_URL": postgres_url,
+                      "SECRET_KEY": "k" * 40})
+    cutover = HrpCutover.state(app).cutover
+    client = app.test_client()
+
+    def orm_read(race_id: int) -> None:
+        response = client.get(f"/races/{race_id}")
+        assert response.status_code == 200
+        response.close()  # the request's samples are queued as its response closes
+
+    def repository_read(race_id: int) -> None:
+        with cutover.reading() as uow:
+            uow.races.get(race_id)
+            uow.predictions.for_race(race_id)
+
+    try:
+        lab = cutover.shadow.lab
+        orm = _timed_blocks(lab, orm_read, races, random.Random(7))
+        outcomes_orm = dict(lab.stats())
+        repository = _timed_blocks(lab, repository_read, races, random.Random(7))
+        cutover.shadow.flush()
+        outcomes = lab.stats()
+    finally:
+        HrpCutover.state(app).close()
+    figures = {
+        "reads_each": len(orm[True]),
+        "pace_ms": PACE_S * 1000,
+        "orm_p50_ms_without": round(statistics.median(orm[False]) * 1000, 3),
+        "orm_p50_ms_shadow": round(statistics.median(orm[True]) * 1000, 3),
+        "orm_ratio_p50": _ratio(orm),
+        "repository_p50_ms_without": round(statistics.median(repository[False]) * 1000, 3),
+        "repository_p50_ms_shadow": round(statistics.median(repository[True]) * 1000, 3),
+        "repository_ratio_p50": _ratio(repository),
+        "orm_over_repository": round(_ratio(orm) / _ratio(repository), 3),
+        "outcomes_orm": outcomes_orm,
+        "outcomes": outcomes,
+    }
+    record_bench("shadow_orm", figures)
+    assert outcomes_orm.get("match", 0) >= READS * 0.9 and not outcomes_orm.get("mismatch"), outcomes_orm
