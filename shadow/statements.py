@@ -54,6 +54,12 @@ _TABLE_REF = re.compile(r"\b(?:from|join|update|into)\s+((?:\"[^\"]+\"|`[^`]+`|\
                         r"(?:\s*(?:as\s+)?\w+)?(?:\s*,\s*(?:\"[^\"]+\"|[\w.]+)(?:\s*(?:as\s+)?\w+)?)*)", re.I)
 _NAME = re.compile(r"\"([^\"]+)\"|`([^`]+)`|\[([^\]]+)\]|([\w.]+)")
 _ORDER_BY = re.compile(r"\border\s+by\b", re.I)
+VOLATILE = re.compile(
+    r"\b(?:random|randomblob|now|clock_timestamp|statement_timestamp|gen_random_uuid|uuid_generate_v4)\s*\("
+    r"|\bcurrent_(?:timestamp|time|date)\b|\blocaltimestamp\b|'now'",
+    re.I,
+)
+"""SQL whose answer depends on when or how it runs: a random order or value, the current time."""
 _WINDOW = re.compile(r"\b(limit|offset|fetch\s+(first|next))\b", re.I)
 _CANDIDATE_SQLSTATE_CLASSES = ("42", "22", "0A", "21")
 """PostgreSQL SQLSTATE classes of a statement PostgreSQL will not run as written: syntax or
@@ -77,6 +83,9 @@ class StatementRead(ReadType):
     whole_tables: bool = True
     """Its rows are not told apart by key (a LIMIT window, an aggregate, a row of columns): a
     difference waits until no change is on its way to any of its tables (Laboratory `settled`)."""
+    volatile: bool = False
+    """Its answer depends on when or how it runs (random(), the current time): two runs of it
+    never have to agree, so it is not compared (`VOLATILE`)."""
 
     @property
     def sample_names(self) -> tuple[str, ...]:
@@ -143,8 +152,12 @@ def describe(statement: Any, known: Mapping[str, Mapping[str, Kind]]) -> Stateme
     statement = _resolved(statement)
     if isinstance(statement, TextClause):
         sql = statement.text
+        volatile = bool(VOLATILE.search(sql))
     else:
-        sql = str(statement.compile(dialect=_DIALECT))
+        compiled = statement.compile(dialect=_DIALECT)
+        sql = str(compiled)
+        volatile = bool(VOLATILE.search(sql)) or any(  # func.datetime('now') binds its 'now'
+            isinstance(value, str) and value.lower() == "now" for value in compiled.params.values())
     print_ = fingerprint(sql)
     tables = tables_in(sql, known)
     ordered = bool(_ORDER_BY.search(sql))
@@ -157,13 +170,15 @@ def describe(statement: Any, known: Mapping[str, Mapping[str, Kind]]) -> Stateme
         )
         keys = tuple(column.name for column in entity.primary_key)
         return StatementRead(f"{ORM}:{entity.class_.__name__}#{print_}", table, ordered, print_, ORM,
-                             tables or (table,), keys, kinds, excerpt(sql), bool(_WINDOW.search(sql)) or not keys)
+                             tables or (table,), keys, kinds, excerpt(sql), bool(_WINDOW.search(sql)) or not keys,
+                             volatile)
     kinds: tuple[tuple[str, Kind | None], ...] = ()
     selected = getattr(statement, "selected_columns", None)
     if selected is not None:
         kinds = tuple((key, _column_kind(column, known)) for key, column in selected.items())
     name = ",".join(tables) or "?"
-    return StatementRead(f"{SQL}:{name}#{print_}", name, ordered, print_, SQL, tables, (), kinds, excerpt(sql))
+    return StatementRead(f"{SQL}:{name}#{print_}", name, ordered, print_, SQL, tables, (), kinds, excerpt(sql),
+                         volatile=volatile)
 
 
 def _single_entity(statement: Any) -> orm.Mapper | None:

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy import orm
 
 from adapters.app_types import same_types_as_sqlite
@@ -80,6 +81,8 @@ from shadow.statements import (
 )
 from shadow.mismatches import MismatchStore
 from shadow.report import build_report, mismatch_summary, parse_duration
+
+log = structlog.get_logger(__name__)
 
 CANDIDATE_TIMEOUT_S = 2.0
 """A PostgreSQL candidate is cut off client-side after this long (it is a timeout, not an error)."""
@@ -227,6 +230,7 @@ class ShadowReads:
             self.table_kinds, ignore=settings.ignore_rules(), secrets=SECRET_COLUMNS
         )
         self._described: dict[Any, StatementRead] = {}
+        self._volatile: set[str] = set()
         self.store_engine = store_engine
         self.store = MismatchStore(
             self.store_engine,
@@ -359,6 +363,9 @@ class ShadowReads:
         except Exception as error:  # noqa: BLE001 - an experiment never fails a read
             self.lab.raised("describe", error)
             return None
+        if read.volatile:
+            self._not_compared(read)
+            return None
         if not self.lab.should_run(read):
             return None
         statement, params = state.statement, _copied(state.parameters)
@@ -379,6 +386,13 @@ class ShadowReads:
             sampled=True,
         )
         return ran[0]()
+
+    def _not_compared(self, read: StatementRead) -> None:
+        """Said once per read type and process: a statement whose two runs need not agree."""
+        if read.name not in self._volatile:
+            self._volatile.add(read.name)
+            log.info("shadow.not_compared", read_type=read.name, statement=read.sql,
+                     reason="its answer depends on when or how it runs (random(), the current time)")
 
     def statement_on(self, database: str, statement: Any, params: Any, options: dict) -> list[dict[str, Any]]:
         """An app's statement on `database`, in a session of its own (run on a worker thread), with the
