@@ -28,6 +28,7 @@ passes (gc.freeze), so each one sees only what the last page left behind.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import dataclasses
 import gc
@@ -127,9 +128,17 @@ class PageReader:
                 self._pool.submit(os.getpid)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """End the workers. A broken pool's survivors are killed first: CPython's shutdown of a
+        broken pool signals them SIGTERM and then waits, spinning, until none is alive, and one
+        run under load was seen to spin there for good (the backfill then hung, not failed)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if getattr(pool, "_broken", False):
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
 
     def pages(
         self, reader: TableReader, after: Key | None, size: int, remaining: int,
