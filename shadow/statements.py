@@ -85,7 +85,7 @@ class StatementRead(ReadType):
     difference waits until no change is on its way to any of its tables (Laboratory `settled`)."""
     volatile: bool = False
     """Its answer depends on when or how it runs (random(), the current time): two runs of it
-    never have to agree, so it is not compared (`VOLATILE`)."""
+    need not agree, so only their shape is compared (`VOLATILE`): both run, as many rows."""
 
     @property
     def sample_names(self) -> tuple[str, ...]:

@@ -293,6 +293,9 @@ class ShadowReads:
 
     def compare(self, read: ReadType, primary: Any, secondary: Any) -> list:
         if isinstance(read, StatementRead):
+            if read.volatile and len(primary) == len(secondary):  # both ran, and answered as many rows
+                self._by_shape(read)
+                return []
             return self.statements.compare(read, primary, secondary)
         return self.comparator.compare(read, primary, secondary)
 
@@ -363,9 +366,6 @@ class ShadowReads:
         except Exception as error:  # noqa: BLE001 - an experiment never fails a read
             self.lab.raised("describe", error)
             return None
-        if read.volatile:
-            self._not_compared(read)
-            return None
         if not self.lab.should_run(read):
             return None
         statement, params = state.statement, _copied(state.parameters)
@@ -387,12 +387,13 @@ class ShadowReads:
         )
         return ran[0]()
 
-    def _not_compared(self, read: StatementRead) -> None:
-        """Said once per read type and process: a statement whose two runs need not agree."""
+    def _by_shape(self, read: StatementRead) -> None:
+        """Said once per read type and process: a statement compared by its shape only."""
         if read.name not in self._volatile:
             self._volatile.add(read.name)
-            log.info("shadow.not_compared", read_type=read.name, statement=read.sql,
-                     reason="its answer depends on when or how it runs (random(), the current time)")
+            log.info("shadow.compared_by_shape", read_type=read.name, statement=read.sql,
+                     reason="its answer depends on when or how it runs (random(), the current time):"
+                            " its rows are counted, not compared")
 
     def statement_on(self, database: str, statement: Any, params: Any, options: dict) -> list[dict[str, Any]]:
         """An app's statement on `database`, in a session of its own (run on a worker thread), with the

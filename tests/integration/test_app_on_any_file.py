@@ -119,8 +119,9 @@ def test_a_json_model_over_a_text_column_compares_documents_on_both_sides(librar
     assert stats.get("match", 0) >= 30 and not stats.get("mismatch"), stats
 
 
-def test_a_read_in_random_order_is_not_compared_so_it_never_refuses_a_flip(library, postgres_url):
-    """Three books in random order: SQLite and PostgreSQL would pick different ones every time."""
+def test_a_read_in_random_order_is_compared_by_its_shape_so_it_never_refuses_a_flip(library, postgres_url):
+    """Three books in random order: SQLite and PostgreSQL pick different ones every time, so the
+    two answers are compared by their number of rows (both ran, three each), not by their values."""
     app, path = library
     client = app.test_client()
     for _ in range(20):
@@ -130,4 +131,4 @@ def test_a_read_in_random_order_is_not_compared_so_it_never_refuses_a_flip(libra
     client.get("/books/3").close()
     cutover = HrpCutover.state(app).cutover
     cutover.shadow.flush(timeout=30)
-    assert cutover.shadow.lab.stats() == {"match": 1}
+    assert cutover.shadow.lab.stats() == {"match": 21}
