@@ -561,9 +561,16 @@ def read_catalog(connection: Any, column_types: dict[tuple[str, str], str] | Non
     """The catalog of the file behind `connection` (sqlite3 or SQLAlchemy), read only.
 
     `column_types`: {(table, column): "jsonb" | "text"} chosen by the operator (CHOSEN_TYPES); None:
-    the ones the schema step kept in the file. A choice naming no column of the file, or a key
-    column, is a CatalogError."""
+    the ones the schema step kept in the file. A given choice naming no column of the file, or a
+    key column, is a CatalogError; a kept one that no longer applies (a migration dropped its
+    column since) is left out."""
+    strict = column_types is not None
     chosen = stored_column_types(connection) if column_types is None else dict(column_types)
+    bad = sorted(f"{table}.{column} = {kind!r}" for (table, column), kind in chosen.items() if kind not in CHOSEN_TYPES)
+    if bad and strict:
+        raise CatalogError(f"the column types hold {', '.join(bad)}; a column can be chosen as one of"
+                           f" {', '.join(map(repr, CHOSEN_TYPES))}")
+    chosen = {where: kind for where, kind in chosen.items() if kind in CHOSEN_TYPES}
     metadata = sa.MetaData()
     sqlite_metadata = sa.MetaData()
     not_carried: list[NotCarried] = []
@@ -575,16 +582,15 @@ def read_catalog(connection: Any, column_types: dict[tuple[str, str], str] | Non
     raw: dict[str, dict[str, Any]] = {}
     for name, sql in found:
         raw[name] = _read_table(connection, name, sql, table_names[name], not_carried,
-                                {column: kind for (table, column), kind in chosen.items() if table == name})
-    bad = sorted(f"{table}.{column} = {kind!r}" for (table, column), kind in chosen.items() if kind not in CHOSEN_TYPES)
-    if bad:
-        raise CatalogError(f"the column types hold {', '.join(bad)}; a column can be chosen as one of"
-                           f" {', '.join(map(repr, CHOSEN_TYPES))}")
+                                {column: kind for (table, column), kind in chosen.items() if table == name}, strict)
     unknown = sorted(f"{table}.{column}" for table, column in chosen
                      if table not in raw or column not in {c["name"] for c in raw[table]["columns"]})
-    if unknown:
+    if unknown and strict:
         raise CatalogError(f"the column types name {', '.join(unknown)}, which the SQLite file does not have;"
                            " name each table and column as the file does (`hrp-cutover assess` lists them)")
+    # kept in the file: a choice whose column a migration dropped (or made a key) no longer applies
+    chosen = {(table, column): kind for (table, column), kind in chosen.items()
+              if table in raw and any(c["name"] == column and not c["pk"] for c in raw[table]["columns"])}
     parents = {name: {fk["parent"] for fk in info["foreign_keys"]} for name, info in raw.items()}
     tables: dict[str, CatalogTable] = {}
     index_names = _index_names(raw, set(table_names.values()))
@@ -625,7 +631,7 @@ def _unique_short_names(names: list[str]) -> dict[str, str]:
 
 
 def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_carried: list[NotCarried],
-                picks: dict[str, str] | None = None) -> dict:
+                picks: dict[str, str] | None = None, strict: bool = True) -> dict:
     without_rowid = re.search(r"\)\s*WITHOUT\s+ROWID\s*;?\s*$", sql, re.IGNORECASE) is not None
     columns = []
     every_name = []
@@ -650,10 +656,10 @@ def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_ca
     column_names = _unique_short_names([c["name"] for c in columns])
     picks = picks or {}
     for column in columns:
-        if column["name"] in picks and column["pk"]:
+        if column["name"] in picks and column["pk"] and strict:
             raise CatalogError(f"the column types choose {picks[column['name']]!r} for {name}.{column['name']},"
                                " a key column: a key keeps the type its declaration gives; remove that line")
-        if column["name"] in picks:
+        if column["name"] in picks and not column["pk"]:
             picked = CHOSEN_TYPES[picks[column["name"]]]
             chosen = _Type(picked.kind, type(picked.type)(), picked.postgres, picked.why)  # a type object per column
             column["values"] = "-"

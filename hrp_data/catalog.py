@@ -40,7 +40,7 @@ def file_catalog(sqlite: sa.Engine | sa.Connection | sqlite3.Connection,
     catalog.hrp = is_hrp_file(catalog)
     if not catalog.hrp:
         return catalog
-    return _with_models(catalog)
+    return _with_models(catalog, strict=column_types is not None)
 
 
 def catalog_of_file(path: str | Path, column_types: dict[tuple[str, str], str] | None = None) -> Catalog:
@@ -59,12 +59,12 @@ def is_hrp_file(catalog: Catalog) -> bool:
     return all(name in present for name in HRP_TABLES)
 
 
-def _with_models(catalog: Catalog) -> Catalog:
+def _with_models(catalog: Catalog, *, strict: bool = True) -> Catalog:
     by_file_name = {entry.name: entry for entry in catalog.tables.values()}
     models = {table.name: table for table in TABLES}
     modelled = sorted(f"{table}.{column}" for table, column in catalog.chosen_types
                       if table in models and column in models[table].c)
-    if modelled:
+    if modelled and strict:
         raise CatalogError(f"the column types choose a type for {', '.join(modelled)}, which the HRP models type"
                            " (docs/schema.md); remove those lines")
     extra = {
@@ -88,7 +88,9 @@ def _with_models(catalog: Catalog) -> Catalog:
     for key, entry in catalog.tables.items():
         if entry.name not in models:
             tables[key] = entry
-    merged = Catalog(tables, catalog.not_carried, catalog.metadata, chosen_types=catalog.chosen_types)
+    merged = Catalog(tables, catalog.not_carried, catalog.metadata, chosen_types={  # the models type their own
+        (table, column): kind for (table, column), kind in catalog.chosen_types.items()
+        if not (table in models and column in models[table].c)})
     merged.hrp = True
     return merged
 
