@@ -455,6 +455,14 @@ CHOSEN_TYPES = {
                   "chosen text (column types): the stored text as it is, whatever the declaration"),
 }
 """The types the operator may choose for a column (hrp_data.settings.COLUMN_TYPES), by name."""
+SECRET = "secret"
+"""The other choice: the column keeps the type its declaration gives, and its values are shown
+only as fingerprints wherever the layer shows values (Column.info["secret"], `is_secret`)."""
+
+
+def is_secret(column: sa.Column) -> bool:
+    """Whether the operator chose `column` as a secret (the names that look secret are found apart)."""
+    return bool(column.info.get(SECRET))
 
 
 def stored_column_types(connection: Any) -> dict[tuple[str, str], str]:
@@ -566,11 +574,12 @@ def read_catalog(connection: Any, column_types: dict[tuple[str, str], str] | Non
     column since) is left out."""
     strict = column_types is not None
     chosen = stored_column_types(connection) if column_types is None else dict(column_types)
-    bad = sorted(f"{table}.{column} = {kind!r}" for (table, column), kind in chosen.items() if kind not in CHOSEN_TYPES)
+    allowed = (*CHOSEN_TYPES, SECRET)
+    bad = sorted(f"{table}.{column} = {kind!r}" for (table, column), kind in chosen.items() if kind not in allowed)
     if bad and strict:
         raise CatalogError(f"the column types hold {', '.join(bad)}; a column can be chosen as one of"
-                           f" {', '.join(map(repr, CHOSEN_TYPES))}")
-    chosen = {where: kind for where, kind in chosen.items() if kind in CHOSEN_TYPES}
+                           f" {', '.join(map(repr, allowed))}")
+    chosen = {where: kind for where, kind in chosen.items() if kind in allowed}
     metadata = sa.MetaData()
     sqlite_metadata = sa.MetaData()
     not_carried: list[NotCarried] = []
@@ -659,7 +668,8 @@ def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_ca
         if column["name"] in picks and column["pk"] and strict:
             raise CatalogError(f"the column types choose {picks[column['name']]!r} for {name}.{column['name']},"
                                " a key column: a key keeps the type its declaration gives; remove that line")
-        if column["name"] in picks and not column["pk"]:
+        column["secret"] = picks.get(column["name"]) == SECRET
+        if column["name"] in picks and not column["pk"] and not column["secret"]:
             picked = CHOSEN_TYPES[picks[column["name"]]]
             chosen = _Type(picked.kind, type(picked.type)(), picked.postgres, picked.why)  # a type object per column
             column["values"] = "-"
@@ -677,8 +687,9 @@ def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_ca
                 column["values"] = "-"
         column["type"] = chosen
         column["postgres_name"] = column_names[column["name"]]
+        why = f"{chosen.why}; chosen secret (column types): values shown as fingerprints" if column["secret"] else chosen.why
         mapping.append(ColumnMapping(name, column["name"], column["postgres_name"], column["declared"],
-                                     column["values"], chosen.kind, chosen.postgres, chosen.why))
+                                     column["values"], chosen.kind, chosen.postgres, why))
     collations = _collations(sql, [c["name"] for c in columns])
     for column, collation in collations.items():
         not_carried.append(NotCarried(
@@ -778,13 +789,14 @@ def _build(metadata, sqlite_metadata, info, table_names, index_names, not_carrie
             elif translated != "NULL":
                 server_default = sa.text(translated)
         nullable = not (column["notnull"] or is_key)  # a NULL in a SQLite key column is quarantined
+        marks = {SECRET: True} if column.get("secret") else {}
         postgres_columns.append(sa.Column(
             column["postgres_name"], chosen.type, *extra, primary_key=is_key, nullable=nullable,
-            server_default=server_default, autoincrement=bool(info["rowid_alias"] and is_key),
+            server_default=server_default, autoincrement=bool(info["rowid_alias"] and is_key), info=dict(marks),
         ))
         sqlite_columns.append(sa.Column(
             column["name"], chosen.type, key=column["postgres_name"], primary_key=is_key, nullable=nullable,
-            autoincrement=bool(info["rowid_alias"] and is_key),
+            autoincrement=bool(info["rowid_alias"] and is_key), info=dict(marks),
         ))
     postgres = sa.Table(table_names[name], metadata, *postgres_columns, sqlite_autoincrement=False)
     sqlite = sa.Table(name, sqlite_metadata, *sqlite_columns)

@@ -443,7 +443,7 @@ class BatchWriter:
                 key,
             )
             found = cursor.fetchone()
-            value = shown_value(column, found[0]) if found else None
+            value = shown_value(column, found[0], column in self.reader.secrets) if found else None
         return [Reject(key, column, quarantine.CONSTRAINT, value, describe_error(error))]
 
     def _orphans(
@@ -487,7 +487,7 @@ class BatchWriter:
                     reason = quarantine.PARENT_QUARANTINED
                 else:
                     reason = quarantine.PARENT_MISSING
-                rejects.append(Reject(key, column, reason, shown_value(column, value),
+                rejects.append(Reject(key, column, reason, shown_value(column, value, column in self.reader.secrets),
                                       f"{parent}.{parent_column} = {value}"))
         return rejects
 

@@ -35,7 +35,7 @@ from adapters.outbox import OUTBOX
 from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
 from adapters.types import ExactNumeric, kind_of
 from adapters.vouch import vouched
-from adapters.catalog import Catalog, quote
+from adapters.catalog import Catalog, is_secret, quote
 from shadow.redact import fingerprint, looks_secret
 
 MEMO_KINDS = frozenset({Kind.TIMESTAMP, Kind.DATE, Kind.TEXT, Kind.BOOLEAN})
@@ -240,11 +240,12 @@ class Reject:
     detail: str | None = None
 
 
-def shown_value(column: str, raw: Any) -> str | None:
-    """A value as the quarantine stores it: readable, bounded, secrets fingerprinted."""
+def shown_value(column: str, raw: Any, secret: bool = False) -> str | None:
+    """A value as the quarantine stores it: readable, bounded, secrets fingerprinted (`secret`: the
+    operator chose the column as one; a name that looks secret is one anyway)."""
     if raw is None:
         return None
-    if looks_secret(column):
+    if secret or looks_secret(column):
         return fingerprint(raw)
     if isinstance(raw, (bytes, bytearray, memoryview)):
         text = "x'" + bytes(raw).hex().upper() + "'"
@@ -298,6 +299,7 @@ class TableReader:
         self.name = table.name
         self.sqlite_name = sqlite_table.name
         self.columns = [c.name for c in table.columns]
+        self.secrets = frozenset(c.name for c in table.columns if is_secret(c))
         self.kinds = [kind_of(c) for c in table.columns]
         self.key_columns = [c.name for c in table.primary_key.columns]
         self.key_index = [self.columns.index(c) for c in self.key_columns]
@@ -500,9 +502,10 @@ class TableReader:
             try:
                 encode(raw)
             except Rejected as error:
-                found.append(Reject(key, name, error.reason, shown_value(name, raw)))
+                found.append(Reject(key, name, error.reason, shown_value(name, raw, name in self.secrets)))
             except Exception as error:  # an encoding problem: quarantined, never fatal
-                found.append(Reject(key, name, f"unencodable: {type(error).__name__}", shown_value(name, raw)))
+                found.append(Reject(key, name, f"unencodable: {type(error).__name__}",
+                                    shown_value(name, raw, name in self.secrets)))
         return found
 
     def convert(self, rows: Sequence[Sequence[Any]], *, with_keys: bool = False) -> Converted:

@@ -33,7 +33,7 @@ import structlog
 
 from adapters import pg_copy, unlogged_copy
 from adapters.binds import Bind, reading, writing
-from adapters.catalog import quote, tables_on
+from adapters.catalog import is_secret, quote, tables_on
 from adapters.convert import Kind, Rejected, to_postgres
 from adapters.postgres import APPLYING_SETTING, bump_identity
 from adapters.types import kind_of, postgres_value
@@ -191,7 +191,7 @@ def _present(connection: sa.Connection, column: sa.Column, values: set[Any]) -> 
 
 def has_secrets(table: sa.Table) -> bool:
     """Whether a column of `table` holds or looks like a secret (the HRP ones, `client_secret`, `reset_token`...)."""
-    return any(looks_secret(column.name) for column in table.columns)
+    return any(looks_secret(column.name) or is_secret(column) for column in table.columns)
 
 
 def unlogged_upsert(connection: sa.Connection, table: sa.Table, images: list[dict[str, Any]]) -> None:

@@ -34,7 +34,7 @@ from hrp_data.cutover.dual_write import Cutover, Engines, MovedTables, PostgresL
 from hrp_data.cutover.phase_store import PhaseStore
 from hrp_data.cutover.phases import Phase
 from hrp_data.cutover.schema_watch import SchemaWatch
-from hrp_data.cutover.shadow_reads import ShadowReads, app_candidate_engine, candidate_engine, catalog_kinds
+from hrp_data.cutover.shadow_reads import ShadowReads, app_candidate_engine, candidate_engine, catalog_kinds, catalog_secrets
 from hrp_data.flip import journal as move_journal
 from hrp_data.settings import Settings
 
@@ -106,7 +106,7 @@ def _assemble(settings: Settings, engines: Engines, bound_calls: bool, dedicated
     shadow = ShadowReads(
         settings, engines, phases.row, store_engine=create_sqlite_engine(settings.sqlite_url),
         candidates=candidate_engine(settings), app_candidates=app_candidate_engine(settings),
-        table_kinds=catalog_kinds(tables.catalog),
+        table_kinds=catalog_kinds(tables.catalog), table_secrets=catalog_secrets(tables.catalog),
     )
     return Cutover(
         settings, engines=engines, phases=phases, tables=tables, postgres_layer=postgres_layer,

@@ -54,6 +54,7 @@ import structlog
 from sqlalchemy import orm
 
 from adapters.app_types import same_types_as_sqlite
+from adapters.catalog import is_secret
 from adapters.convert import Kind
 from adapters.outbox import outbox as outbox_table
 from adapters.postgres import call_timeout, create_postgres_engine
@@ -162,6 +163,13 @@ def _statement_name(name: str) -> bool:
     return name in ("orm", "sql") or name.startswith(("orm:", "sql:", "orm#", "sql#"))
 
 
+def catalog_secrets(catalog: Any) -> frozenset[str]:
+    """The names of the columns the operator chose as secrets (adapters.catalog.is_secret), for the
+    app's own statements (names that look secret are found apart)."""
+    return frozenset(column.name for entry in catalog.tables.values() for column in entry.sqlite.columns
+                     if is_secret(column))
+
+
 def catalog_kinds(catalog: Any) -> dict[str, dict[str, Kind]]:
     """{table: {column: Kind}} of a file catalog (hrp_data.catalog), by the names the file uses."""
     return {entry.name: {m.column: m.kind for m in entry.mapping} for entry in catalog.tables.values()}
@@ -213,6 +221,7 @@ class ShadowReads:
         candidates: sa.Engine | None,
         app_candidates: sa.Engine | None = None,
         table_kinds: dict[str, dict[str, Kind]] | None = None,
+        table_secrets: frozenset[str] = frozenset(),
     ):
         """`app_engine(database)`: the app's engine of a database; `phase_row()`: the current phase row;
         `store_engine`: the mismatch store's engine on the SQLite file; `candidates`: the shadow workers'
@@ -227,7 +236,7 @@ class ShadowReads:
         )
         self.table_kinds = table_kinds if table_kinds is not None else column_kinds()
         self.statements = StatementComparator(
-            self.table_kinds, ignore=settings.ignore_rules(), secrets=SECRET_COLUMNS
+            self.table_kinds, ignore=settings.ignore_rules(), secrets=SECRET_COLUMNS | table_secrets
         )
         self._described: dict[Any, StatementRead] = {}
         self._volatile: set[str] = set()

@@ -34,7 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from adapters.catalog import quote
+from adapters.catalog import is_secret, quote
 from adapters.binds import reading, writing
 from adapters.convert import BIGINT_RANGE, Kind
 from adapters.outbox import encode_key, key_from_json, key_to_json
@@ -335,8 +335,8 @@ def _row_fingerprints(cutover: Cutover, table: sa.Table, bounds: tuple[int, int]
     return sqlite_side, postgres_side
 
 
-def _redacted(column: str, value: Any) -> Any:
-    if looks_secret(column):
+def _redacted(column: str, value: Any, secret: bool = False) -> Any:
+    if secret or looks_secret(column):
         return fingerprint(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
@@ -354,12 +354,13 @@ def _differences(table: sa.Table, ref: KeyRef, p_row: dict | None, s_row: dict |
         return []
     kinds = dict(_columns(table))
     p_norm, s_norm = normalize_row(p_row, kinds), normalize_row(s_row, kinds)
+    secrets = {c.name for c in table.columns if is_secret(c)}
     return [
         base | {
             "kind": "value_differs",
             "column": column,
-            "primary": _redacted(column, p_norm[column]),
-            "secondary": _redacted(column, s_norm[column]),
+            "primary": _redacted(column, p_norm[column], column in secrets),
+            "secondary": _redacted(column, s_norm[column], column in secrets),
         }
         for column in kinds
         if p_norm[column] != s_norm[column]
