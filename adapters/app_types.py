@@ -33,12 +33,12 @@ whole value as an integer and any other as a real, so a decimal comes back the
 same way; an aggregate SQLite computes as a real (`avg`) and PostgreSQL as a
 whole decimal comes back as an int equal to it.
 
-Binds need nothing, but for the two types SQLAlchemy stores natively on
-PostgreSQL and otherwise on SQLite: `Uuid` (SQLite: CHAR(32) hex, moved as
-text) and `Interval` (SQLite: a DATETIME 1970-01-01 plus the interval, moved as
-a timestamp) and `Time` (SQLite: text, moved as text) bind and read as they did on SQLite, so `db.session.get(Item,
-a_uuid)` compares text with text and an insert gives a timestamp column a
-timestamp. PostgreSQL reads a naive datetime in the session's time zone (UTC,
+Binds need nothing, but for the types SQLAlchemy stores natively on PostgreSQL
+and otherwise on SQLite: `Uuid` (SQLite: CHAR(32) hex, moved as text),
+`Interval` (SQLite: a DATETIME 1970-01-01 plus the interval, moved as a
+timestamp) and `Time` (SQLite: text, moved as text) bind and read as they did
+on SQLite, so `db.session.get(Item, a_uuid)` compares text with text and an
+insert gives a timestamp column a timestamp. PostgreSQL reads a naive datetime in the session's time zone (UTC,
 adapters.postgres) and a JSON text into JSONB.
 """
 
@@ -52,7 +52,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import types
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 
 from adapters.convert import dump_json, format_timestamp
 
@@ -60,6 +60,10 @@ from adapters.convert import dump_json, format_timestamp
 JSON_OIDS = frozenset({114, 3802})
 """json and jsonb: psycopg2 hands their values over parsed (dict, list, str, number)."""
 BOOL_OID, BYTEA_OID, DATE_OID, NUMERIC_OID, TIMESTAMP_OIDS = 16, 17, 1082, 1700, frozenset({1114, 1184})
+SQLITE_TIME_TEXT = sqlite.TIME().bind_processor(sqlite.dialect())
+"""A time as SQLAlchemy's SQLite dialect stores it: 'HH:MM:SS.ffffff'."""
+INTERVAL_EPOCH = types.Interval.epoch
+"""What SQLAlchemy's Interval adds a timedelta to where the database has no interval type (SQLite)."""
 
 
 class _NaiveDateTime(types.DateTime):
@@ -145,8 +149,6 @@ class _LegacyInterval(types.Interval):
         super().__init__(native=False, second_precision=second_precision, day_precision=day_precision)
 
     def result_processor(self, dialect, coltype):
-        epoch = self.epoch
-
         def interval(value: Any) -> Any:
             if value is None or isinstance(value, dt.timedelta):
                 return value
@@ -154,7 +156,7 @@ class _LegacyInterval(types.Interval):
                 value = dt.datetime.fromisoformat(value)
             if value.tzinfo is not None:
                 value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-            return value - epoch
+            return value - INTERVAL_EPOCH
 
         return interval
 
@@ -164,12 +166,7 @@ class _LegacyTime(types.Time):
     NUMERIC affinity, so the any-schema mapping keeps the text); a time column passes through."""
 
     def bind_processor(self, dialect):
-        def text(value: Any) -> Any:
-            if isinstance(value, dt.time):
-                return f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
-            return value
-
-        return text
+        return lambda value: SQLITE_TIME_TEXT(value) if isinstance(value, dt.time) else value
 
     def result_processor(self, dialect, coltype):
         def time(value: Any) -> Any:

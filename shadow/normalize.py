@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from adapters.app_types import INTERVAL_EPOCH, SQLITE_TIME_TEXT
 from adapters.convert import Kind, Rejected, to_postgres
 
 
@@ -52,10 +53,6 @@ def _canonical_json(value: Any) -> Any:
     return value
 
 
-INTERVAL_EPOCH = dt.datetime(1970, 1, 1)
-"""What SQLAlchemy's Interval adds a timedelta to where the database has no interval type (SQLite)."""
-
-
 def normalize(kind: Kind, value: Any) -> Any:
     """The comparable form of one stored value of a column of `kind`."""
     if value is None:
@@ -65,7 +62,7 @@ def normalize(kind: Kind, value: Any) -> Any:
     elif isinstance(value, dt.timedelta):
         value = INTERVAL_EPOCH + value
     elif isinstance(value, dt.time) and kind is Kind.TEXT:
-        value = f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+        value = SQLITE_TIME_TEXT(value)
     try:
         converted = to_postgres(kind, value)
     except Rejected as rejected:
