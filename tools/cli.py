@@ -234,15 +234,20 @@ def postgres_option(function):
 
 @cli.command()
 @postgres_option
-@click.option("--sql", "as_sql", is_flag=True, help="Print the DDL it would run; run nothing.")
+@click.option("--sql", "as_sql", is_flag=True,
+              help="Print the DDL it would run; run nothing (with --revision-dir: write the revision, run nothing).")
+@click.option("--revision-dir", metavar="DIR",
+              help="Also write the file's schema as the first Alembic revision of an app without a migration"
+                   " history, into DIR (its migrations/versions or alembic/versions).")
 @pass_context
-def schema(ctx: Context, postgres_url: str | None, as_sql: bool) -> None:
+def schema(ctx: Context, postgres_url: str | None, as_sql: bool, revision_dir: str | None) -> None:
     """Create the PostgreSQL schema from the SQLite file's own (the HRP tables by their Alembic
     migrations, to head; every other table and column from the file), the layer's own tables, and the
     grants to the app's role (HRP_APP_ROLE) and the verifier's (HRP_VERIFIER_ROLE); idempotent."""
     from hrp_data.catalog import catalog_of_file
     from hrp_data.schema.install import catalog_ddl, install, keep_chosen_types, upgrade
     from hrp_data.schema.layer import prepare
+    from hrp_data.schema.revision import prepare_revision
 
     settings = settings_from(ctx, postgres_url=postgres_url)
     catalog = None
@@ -253,8 +258,15 @@ def schema(ctx: Context, postgres_url: str | None, as_sql: bool) -> None:
     try:
         catalog = catalog_of_file(settings.require_sqlite_file(), column_types)
     except SettingsError as error:
-        if as_sql:
-            raise BadSetting(str(error)) from None  # no file, no catalog: nothing to print
+        if as_sql or revision_dir is not None:
+            raise BadSetting(str(error)) from None  # no file, no catalog: nothing to print or write
+    revision = None
+    if revision_dir is not None:
+        with domain_errors():  # every refusal before anything is written or run
+            revision = prepare_revision(catalog, revision_dir, source=settings.require_sqlite_file())
+    if as_sql and revision is not None:
+        _write_revision(revision)
+        return
     if as_sql:
         for statement in catalog_ddl(catalog):
             click.echo(statement if statement.startswith("--") else f"{statement};")
@@ -273,6 +285,20 @@ def schema(ctx: Context, postgres_url: str | None, as_sql: bool) -> None:
         click.echo(note)
     for item in catalog.not_carried if catalog is not None else ():
         click.echo(f"not carried over: {item.what} {item.name}: {item.why}")
+    if revision is not None:
+        _write_revision(revision)
+
+
+def _write_revision(revision) -> None:
+    """Write the prepared Alembic revision and say where, and how the app carries on from it."""
+    with domain_errors():
+        path = revision.write()
+    if revision.existing is not None:
+        click.echo(f"revision {revision.revision} already holds the file's schema: {path}; nothing written")
+    else:
+        click.echo(f"revision {revision.revision} written: {path}")
+    click.echo(f"once the phase is postgres_only, run on PostgreSQL: alembic stamp {revision.revision}"
+               f" (or flask db stamp {revision.revision}); the app's next revision revises it")
 
 
 @cli.group()

@@ -1,19 +1,27 @@
 """hrp_data.schema.revision without a database: the Alembic revision of a file's schema (its text,
-its drop order, the directory it goes into)."""
+its drop order, the directory it goes into) and `schema --revision-dir`'s refusals, which write
+nothing and reach no database."""
 
 from __future__ import annotations
 
 import ast
 import datetime as dt
+import os
 import sqlite3
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from hrp_data.catalog import file_catalog
 from hrp_data.schema import revision as rev
 from hrp_data.schema.install import catalog_ddl
+from tests.conftest import create_legacy_file
 from tests.schema_corpus import SHAPE_IDS, SHAPES
+from tools.cli import cli
 
+NOWHERE = "postgresql://u:pw@127.0.0.1:9/x"
+"""A PostgreSQL URL nothing answers at: a command that reached it would fail."""
 WHEN = dt.datetime(2025, 1, 14, 9, 30, tzinfo=dt.timezone.utc)
 
 
@@ -32,6 +40,17 @@ def _connection(*names: str, extra: str = "") -> sqlite3.Connection:
 
 def _catalog(*names: str, extra: str = ""):
     return file_catalog(_connection(*names, extra=extra))
+
+
+def _file(tmp_path: Path, *names: str, extra: str = "") -> Path:
+    path = tmp_path / "app.db"
+    connection = sqlite3.connect(path)
+    for name in names:
+        connection.executescript(_shape(name).ddl)
+    if extra:
+        connection.executescript(extra)
+    connection.close()
+    return path
 
 
 def _module(text: str) -> dict:
@@ -164,3 +183,71 @@ class TestDirectory:
         with pytest.raises(rev.RevisionRefused, match="give its versions directory"):
             rev.prepare_revision(_catalog("mixed_case"), tmp_path, source="app.db")
 
+
+def _run(path: Path, *args: str):
+    return CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", NOWHERE, "schema", *args])
+
+
+def _one_line_refusal(result, starts: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: {starts}"), result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+class TestCli:
+    def test_with_sql_it_writes_the_revision_and_runs_nothing(self, tmp_path):
+        path, versions = _file(tmp_path, "mixed_case"), tmp_path / "versions"
+        versions.mkdir()
+        result = _run(path, "--sql", "--revision-dir", str(versions))
+        assert result.exit_code == 0, result.output
+        (written,) = versions.iterdir()
+        assert f"written: {written}" in result.stdout
+        assert "CREATE TABLE" not in result.stdout
+        again = _run(path, "--sql", "--revision-dir", str(versions))
+        assert again.exit_code == 0 and "nothing written" in again.stdout
+        assert list(versions.iterdir()) == [written]
+
+    def test_a_file_with_an_alembic_history_is_refused(self, tmp_path):
+        path = _file(tmp_path, "mixed_case", extra=(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY);"
+            " INSERT INTO alembic_version VALUES ('a1');"))
+        versions = tmp_path / "versions"
+        versions.mkdir()
+        for sql in ([], ["--sql"]):
+            _one_line_refusal(_run(path, *sql, "--revision-dir", str(versions)),
+                              "the SQLite file has an Alembic history of its own (table alembic_version)")
+        assert list(versions.iterdir()) == []
+
+    def test_the_hrp_file_is_refused(self, tmp_path):
+        path, versions = tmp_path / "hrp_database.db", tmp_path / "versions"
+        create_legacy_file(path)
+        versions.mkdir()
+        _one_line_refusal(_run(path, "--sql", "--revision-dir", str(versions)), "the SQLite file is the HRP app's")
+        assert list(versions.iterdir()) == []
+
+    @pytest.mark.parametrize("make, says", [
+        (lambda d: None, "no such directory"),
+        (lambda d: d.write_text("a file"), "not a directory"),
+    ])
+    def test_a_bad_directory_is_refused(self, tmp_path, make, says):
+        path, target = _file(tmp_path, "mixed_case"), tmp_path / "versions"
+        make(target)
+        before = sorted(tmp_path.iterdir())
+        for sql in ([], ["--sql"]):
+            _one_line_refusal(_run(path, *sql, "--revision-dir", str(target)), f"--revision-dir {target}: {says}")
+        assert sorted(tmp_path.iterdir()) == before
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any directory")
+    def test_a_directory_it_cannot_write_is_refused(self, tmp_path):
+        path, versions = _file(tmp_path, "mixed_case"), tmp_path / "versions"
+        versions.mkdir(mode=0o555)
+        _one_line_refusal(_run(path, "--revision-dir", str(versions)), f"--revision-dir {versions}: not writable")
+        assert list(versions.iterdir()) == []
+
+    def test_a_directory_with_a_history_is_refused(self, tmp_path):
+        path, versions = _file(tmp_path, "mixed_case"), tmp_path / "versions"
+        versions.mkdir()
+        (versions / "a1_first.py").write_text('revision = "a1"\ndown_revision = None\n')
+        _one_line_refusal(_run(path, "--revision-dir", str(versions)),
+                          f"--revision-dir {versions} already holds a migration history (1 revision(s); its head is a1)")
+        assert [p.name for p in versions.iterdir()] == ["a1_first.py"]
