@@ -59,11 +59,15 @@ def is_hrp_file(catalog: Catalog) -> bool:
     return all(name in present for name in HRP_TABLES)
 
 
+MODELLED = frozenset((table.name, column.name) for table in TABLES for column in table.columns)
+"""(table, column) of every column the HRP models type: in the HRP file the models decide these, and the
+operator's column types and assess's suggestions apply to the file's other columns only."""
+
+
 def _with_models(catalog: Catalog, *, strict: bool = True) -> Catalog:
     by_file_name = {entry.name: entry for entry in catalog.tables.values()}
     models = {table.name: table for table in TABLES}
-    modelled = sorted(f"{table}.{column}" for table, column in catalog.chosen_types
-                      if table in models and column in models[table].c)
+    modelled = sorted(f"{table}.{column}" for table, column in catalog.chosen_types if (table, column) in MODELLED)
     if modelled and strict:
         raise CatalogError(f"the column types choose a type for {', '.join(modelled)}, which the HRP models type"
                            " (docs/schema.md); remove those lines")
@@ -89,8 +93,7 @@ def _with_models(catalog: Catalog, *, strict: bool = True) -> Catalog:
         if entry.name not in models:
             tables[key] = entry
     merged = Catalog(tables, catalog.not_carried, catalog.metadata, chosen_types={  # the models type their own
-        (table, column): kind for (table, column), kind in catalog.chosen_types.items()
-        if not (table in models and column in models[table].c)})
+        key: kind for key, kind in catalog.chosen_types.items() if key not in MODELLED})
     merged.hrp = True
     return merged
 

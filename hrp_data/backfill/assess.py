@@ -41,8 +41,7 @@ from adapters.convert import Kind
 from adapters.outbox import key_to_json
 from hrp_data.backfill.legacy_file import require_contract
 from hrp_data.backfill.legacy_rows import Converted, TableReader, connect, readers
-from hrp_data.catalog import file_catalog
-from hrp_data.models import TABLES
+from hrp_data.catalog import MODELLED, file_catalog
 
 EXAMPLES = 5
 SAMPLE_ROWS = 5_000
@@ -211,9 +210,9 @@ def _json_documents(path: Path, catalog: Catalog, name: str) -> list[dict[str, A
     """The text columns of table `name` (beyond the HRP models, not chosen already) whose every
     value is a JSON object or array: each a suggestion to choose jsonb (one pass over the table)."""
     entry = catalog.tables[name]
-    modelled = {(t.name, c.name) for t in TABLES for c in t.columns} if catalog.hrp else set()
     candidates = [m for m in entry.mapping if m.kind is Kind.TEXT and (m.table, m.column) not in catalog.chosen_types
-                  and (m.table, m.column) not in modelled and not entry.postgres.c[m.postgres_name].primary_key]
+                  and not (catalog.hrp and (m.table, m.column) in MODELLED)
+                  and not entry.postgres.c[m.postgres_name].primary_key]
     if not candidates:
         return []
     terms = ", ".join(

@@ -177,3 +177,30 @@ def test_a_column_chosen_secret_shows_only_fingerprints(tmp_path, postgres_url):
     for text in shown:
         for value in ("48213", "99117", "s3cr3t-pin-text"):
             assert value not in text, (value, text)
+
+
+def test_a_choice_for_a_column_beyond_the_hrp_models_is_kept_with_the_file(tmp_path, postgres_url):
+    """The HRP file grown with a column of its own: the choice for that column is created and kept
+    like any other (the models type only their own columns)."""
+    from tests.conftest import create_legacy_file
+
+    path = tmp_path / "hrp_database.db"
+    create_legacy_file(path)
+    with sqlite3.connect(path) as raw:
+        raw.execute("ALTER TABLE races ADD COLUMN going TEXT")
+        raw.execute("""INSERT INTO races (race_name, going) VALUES ('R1', '{"ground": "soft", "rail": 2}')""")
+    chosen = _types_file(tmp_path, '[column-types.races]\ngoing = "jsonb"\n')
+    _ok(path, postgres_url, "schema", types_file=chosen)
+    with psycopg2.connect(libpq(postgres_url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT data_type FROM information_schema.columns"
+                       " WHERE table_name = 'races' AND column_name = 'going'")
+        assert cursor.fetchone() == ("jsonb",)
+    with sqlite3.connect(path) as raw:
+        assert list(raw.execute(f"SELECT table_name, column_name, chosen FROM {CHOSEN_TYPES_TABLE}")) == [
+            ("races", "going", "jsonb")]
+    for step in (["phase", "set", "dual_write"], ["backfill", "--no-backup"]):  # no types file: the file's choice
+        _ok(path, postgres_url, *step)
+    with psycopg2.connect(libpq(postgres_url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT going -> 'rail' FROM races WHERE race_name = 'R1'")
+        assert cursor.fetchone() == (2,)
+    assert "EQUAL" in _ok(path, postgres_url, "verify")
