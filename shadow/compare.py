@@ -25,6 +25,11 @@ of a zero, a datetime's tzinfo and a JSON document's key order) is not
 normalized at all: normalization is a function of the value alone, so it
 would make two equal values of them. Every other field is normalized and
 compared as before.
+
+A float no column kind is known for (an expression: `avg(price)`, `sum(total)` in the app's own
+SQL) is computed by each database its own way: SQLite in binary floating point, PostgreSQL in
+exact decimal for a numeric column. Such floats are the same when they agree to COMPUTED_REL_TOL;
+a column's own value (its kind known) is compared exactly.
 """
 
 from __future__ import annotations
@@ -54,6 +59,12 @@ POSITION = "@position"
 """The pseudo column of an ordered read whose rows come back in another order."""
 
 ABSENT = "<absent>"
+COMPUTED_REL_TOL = 1e-12
+"""Two computed floats this close (relative) are the same: SQLite's double arithmetic and
+PostgreSQL's exact numeric one differ in the last digits of a sum or an average (about 1e-16 per
+operation; 1e-12 leaves room for the rounding of ten thousand additions and more, typically)."""
+COMPUTED_ABS_TOL = 1e-12
+"""The same near zero, where a sum that cancels leaves each database its own rounding residue."""
 """The value shown for a field one side's record does not have at all."""
 
 
@@ -187,6 +198,14 @@ def _same(left: Any, right: Any) -> bool:
     return type(left) is type(right) and left == right
 
 
+def _same_computed(left: Any, right: Any) -> bool:
+    """`_same`, and for two floats of no known kind (computed by each database) agreeing to COMPUTED_REL_TOL."""
+    if _same(left, right):
+        return True
+    return (type(left) is float and type(right) is float
+            and math.isclose(left, right, rel_tol=COMPUTED_REL_TOL, abs_tol=COMPUTED_ABS_TOL))
+
+
 def _kind_of_difference(left: Any, right: Any) -> str:
     if left is None or right is None or type(left) is type(right):
         return VALUE_DIFFERS
@@ -278,7 +297,7 @@ class Comparator:
         if isinstance(primary, (list, tuple)) and isinstance(secondary, (list, tuple)):
             return self._compare_rows(table, ordered, list(primary), list(secondary))
         left, right = _generic(primary), _generic(secondary)
-        if _same(left, right):
+        if _same_computed(left, right):
             return []
         return [Difference(table, (), None, left, right, _kind_of_difference(left, right))]
 
@@ -320,7 +339,8 @@ class Comparator:
                 continue
             left = self.normalize_value(table, column, primary[column])
             right = self.normalize_value(table, column, secondary[column])
-            if not _same(left, right):
+            same = _same_computed if self.kinds.get(table, {}).get(column) is None else _same
+            if not same(left, right):
                 differences.append(
                     Difference(
                         table, key, column,
