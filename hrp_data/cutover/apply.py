@@ -182,6 +182,92 @@ def missing_parents(
     return waiting
 
 
+def action_refusals(
+    postgres: sa.Connection,
+    sqlite: sa.Connection,
+    tables: dict[str, sa.Table],
+    images: dict[KeyRef, dict[str, Any] | None],
+) -> dict[KeyRef, str]:
+    """Deletes (and changes of a referenced column) whose foreign-key action on PostgreSQL would
+    change child rows SQLite keeps as they are: they wait, unsent, with the reason.
+
+    SQLite runs ON DELETE / ON UPDATE actions only on a connection with `PRAGMA foreign_keys = ON`;
+    a program without it leaves the children as they were. PostgreSQL always runs them, so applying
+    the parent's change would cascade (or null) children in silence. It is sent only when no
+    child PostgreSQL would touch still references the parent's old values on SQLite (this batch's
+    image, else its current row): each is gone there, or references other values, which its own
+    change brings. A cascaded delete is followed to the grandchildren.
+    """
+    pg_tables = tables_on(tables, "postgresql")
+    name_of = {table: name for name, table in pg_tables.items()}
+    actions: dict[str, list[sa.ForeignKeyConstraint]] = {}
+    for table in pg_tables.values():
+        for constraint in table.foreign_key_constraints:
+            if (constraint.ondelete or constraint.onupdate) and constraint.referred_table in name_of:
+                actions.setdefault(name_of[constraint.referred_table], []).append(constraint)
+    if not actions:
+        return {}
+    known = dict(images)
+    held: dict[KeyRef, str] = {}
+    work = [(ref, ref, image) for ref, image in images.items() if ref.table in actions]
+    while work:
+        origin, ref, image = work.pop()
+        if origin in held:
+            continue
+        parent = pg_tables[ref.table]
+        for constraint in actions[ref.table]:
+            referred = [element.column for element in constraint.elements]
+            old = postgres.execute(sa.select(*referred).where(_key_clause(parent, ref.key))).first()
+            if old is None or any(value is None for value in old):
+                continue
+            if image is None:
+                action = constraint.ondelete
+            elif all(column.primary_key for column in referred) or not constraint.onupdate:
+                continue
+            else:
+                new = tuple(to_postgres(kind_of(column), image[column.key]) for column in referred)
+                if new == tuple(old):
+                    continue
+                action = constraint.onupdate
+            action = (action or "NO ACTION").upper()
+            if action in ("NO ACTION", "RESTRICT"):
+                continue  # PostgreSQL refuses it itself, with its error
+            child = constraint.table
+            child_name = name_of[child]
+            found = postgres.execute(
+                sa.select(*child.primary_key.columns).where(
+                    *(column == value for column, value in zip(constraint.columns, old))
+                )
+            ).all()
+            refs = [KeyRef(child_name, tuple(row)) for row in found]
+            unread = [child_ref for child_ref in refs if child_ref not in known]
+            known.update(read_images(sqlite, tables, unread))
+            columns = [column.key for column in constraint.columns]
+            for child_ref in refs:
+                after = known[child_ref]
+                if after is not None and _references(child, columns, after, tuple(old)):
+                    when = "DELETE" if image is None else "UPDATE"
+                    held[origin] = (
+                        f"rejected: foreign_key_action ({constraint.name}: PostgreSQL's ON {when} {action}"
+                        f" would change {child_name} {list(child_ref.key)}, which SQLite keeps referencing"
+                        " the old row: its writer had foreign keys off; make the child rows agree in SQLite)"
+                    )
+                    break
+                if after is None and action == "CASCADE" and image is None and child_name in actions:
+                    work.append((origin, child_ref, None))
+            if origin in held:
+                break
+    return held
+
+
+def _references(child: sa.Table, columns: list[str], image: dict[str, Any], values: tuple) -> bool:
+    """Whether the child row image still references `values` (a value PostgreSQL cannot hold does not)."""
+    try:
+        return tuple(to_postgres(kind_of(child.columns[c]), image[c]) for c in columns) == values
+    except Rejected:
+        return False
+
+
 def _present(connection: sa.Connection, column: sa.Column, values: set[Any]) -> set[Any]:
     found: set[Any] = set()
     for chunk in _chunks(sorted(values), 500):
@@ -432,7 +518,12 @@ def apply_keys(
                 return write_images(sqlite, tables, images, refs)
         with reading(primary) as sqlite:
             images = read_images(sqlite, tables, refs)
-        result = write_images(postgres, tables, images, refs)
+            held = action_refusals(postgres, sqlite, tables, images)
+        result = write_images(
+            postgres, tables, {ref: image for ref, image in images.items() if ref not in held},
+            [ref for ref in refs if ref not in held],
+        )
+        result.failed.update(held)
         for name in {ref.table for ref in result.applied if images[ref] is not None}:
             if tables[name].autoincrement_column is not None:
                 bump_identity(postgres, tables[name])

@@ -1,0 +1,79 @@
+"""Findings of an acceptance run on real SQLite files of other public projects (Chinook, Sakila's
+SQLite port, Datasette's fixtures, a Django shop's db.sqlite3, Firefox places, anytizer's
+multilingual sample...), each reduced to the smallest file that shows it. Real PostgreSQL, the
+operator's CLI steps, writes by the plain sqlite3 module."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import psycopg2
+
+from tests.integration.test_any_schema import _plain_sqlite
+from tests.integration.test_backfill import libpq
+from tests.integration.test_northwind_findings import _ok, _run
+
+MULTILINGUAL = (
+    "CREATE TABLE languages (language_id TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (language_id)) WITHOUT ROWID;"
+    "CREATE TABLE phrases (phrase_id TEXT NOT NULL, latin TEXT NOT NULL, PRIMARY KEY (phrase_id)) WITHOUT ROWID;"
+    "CREATE TABLE translations (translation_id TEXT NOT NULL, language_id TEXT, phrase_id TEXT NOT NULL,"
+    " text TEXT NOT NULL, PRIMARY KEY (translation_id),"
+    " FOREIGN KEY (language_id) REFERENCES languages (language_id) ON UPDATE CASCADE ON DELETE SET NULL,"
+    " FOREIGN KEY (phrase_id) REFERENCES phrases (phrase_id) ON UPDATE CASCADE ON DELETE CASCADE) WITHOUT ROWID;"
+    "INSERT INTO languages VALUES ('ne', 'Nepali'), ('en', 'English'), ('fr', 'French');"
+    "INSERT INTO phrases VALUES ('p1', 'Name'), ('p2', 'Goodbye'), ('p3', 'Hello');"
+    "INSERT INTO translations VALUES ('t1', 'ne', 'p1', 'नाम'), ('t2', 'fr', 'p2', 'Au revoir'),"
+    " ('t3', 'en', 'p3', 'Hello'), ('t4', 'fr', 'p3', 'Bonjour');"
+)
+
+
+def _rows(url: str, sql: str) -> list[tuple]:
+    with psycopg2.connect(libpq(url)) as pg, pg.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+
+def test_a_delete_postgres_would_cascade_while_sqlite_did_not_is_refused(tmp_path, postgres_url):
+    """anytizer/pragma.sqlite's multilingual.db: `translations` references `phrases` and `languages`
+    ON DELETE CASCADE / SET NULL, ON UPDATE CASCADE. SQLite applies them only on a connection with
+    `PRAGMA foreign_keys = ON`, which the plain sqlite3 module does not set: a phrase deleted or
+    renamed there left its translations as they were, but the applier's delete on PostgreSQL ran the
+    foreign key's action and deleted (or nulled) them too. `replay` said nothing was left (exit 0):
+    rows gone from PostgreSQL that SQLite keeps. Such a delete waits in the outbox with its reason;
+    one whose action SQLite did too (foreign keys on) is applied."""
+    path = tmp_path / "app.db"
+    _plain_sqlite(path, MULTILINGUAL)
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",)):
+        _ok(path, postgres_url, *step)
+
+    _plain_sqlite(path, "UPDATE phrases SET phrase_id = 'p2-renamed' WHERE phrase_id = 'p2';"
+                        "DELETE FROM languages WHERE language_id = 'ne';")
+    replayed = _run(path, postgres_url, "replay")
+    assert replayed.exit_code == 1, replayed.output
+    assert "ON DELETE CASCADE" in replayed.output and "ON DELETE SET NULL" in replayed.output
+    assert _rows(postgres_url, "SELECT translation_id, language_id, phrase_id FROM translations ORDER BY 1") == [
+        ("t1", "ne", "p1"), ("t2", "fr", "p2"), ("t3", "en", "p3"), ("t4", "fr", "p3")]
+    assert _rows(postgres_url, "SELECT phrase_id FROM phrases ORDER BY 1") == [("p1",), ("p2",), ("p2-renamed",), ("p3",)]
+    verified = _run(path, postgres_url, "verify", "--json")
+    assert verified.exit_code == 1
+    result = json.loads(verified.output[verified.output.index("{"):])
+    assert result["tables"]["phrases"]["refused"] == 1 and result["tables"]["languages"]["refused"] == 1
+
+    # the operator makes SQLite say what it means: the children follow, as the actions would have
+    _plain_sqlite(path, "UPDATE translations SET phrase_id = 'p2-renamed' WHERE phrase_id = 'p2';"
+                        "UPDATE translations SET language_id = NULL WHERE language_id = 'ne';")
+    _ok(path, postgres_url, "replay")
+    _ok(path, postgres_url, "verify")
+
+    # an app with foreign keys on: SQLite ran the actions itself, PostgreSQL's agree
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA foreign_keys = ON")
+    with connection:
+        connection.execute("DELETE FROM phrases WHERE phrase_id = 'p3'")
+        connection.execute("DELETE FROM languages WHERE language_id = 'fr'")
+    connection.close()
+    _ok(path, postgres_url, "replay")
+    assert _rows(postgres_url, "SELECT translation_id, language_id, phrase_id FROM translations ORDER BY 1") == [
+        ("t1", None, "p1"), ("t2", None, "p2-renamed")]
+    _ok(path, postgres_url, "verify")
