@@ -239,10 +239,15 @@ def action_refusals(
                     *(column == value for column, value in zip(constraint.columns, old))
                 )
             ).all()
+            columns = [column.key for column in constraint.columns]
             refs = [KeyRef(child_name, tuple(row)) for row in found]
             unread = [child_ref for child_ref in refs if child_ref not in known]
             known.update(read_images(sqlite, tables, unread))
-            columns = [column.key for column in constraint.columns]
+            refs += [  # children this batch brings: upserted before the parent's delete
+                child_ref for child_ref, after in images.items()
+                if child_ref.table == child_name and child_ref not in refs and after is not None
+                and _references(child, columns, after, tuple(old))
+            ]
             for child_ref in refs:
                 after = known[child_ref]
                 if after is not None and _references(child, columns, after, tuple(old)):

@@ -77,3 +77,25 @@ def test_a_delete_postgres_would_cascade_while_sqlite_did_not_is_refused(tmp_pat
     assert _rows(postgres_url, "SELECT translation_id, language_id, phrase_id FROM translations ORDER BY 1") == [
         ("t1", None, "p1"), ("t2", None, "p2-renamed")]
     _ok(path, postgres_url, "verify")
+
+
+def test_a_child_arriving_with_its_parents_delete_is_not_cascaded_away(tmp_path, postgres_url):
+    """The same file, one replay carrying three writes of a program without foreign keys: a new
+    translation of phrase p2, then p2 renamed. The batch upserted the translation (p2 still in
+    PostgreSQL), then deleted p2, whose ON DELETE CASCADE took the translation just written: a row
+    SQLite has, missing from PostgreSQL, with `replay` at exit 0."""
+    path = tmp_path / "app.db"
+    _plain_sqlite(path, MULTILINGUAL)
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup")):
+        _ok(path, postgres_url, *step)
+    _plain_sqlite(path, "INSERT INTO translations VALUES ('t9', 'en', 'p1', 'Name');"
+                        "UPDATE translations SET phrase_id = 'p2' WHERE translation_id = 't9';"
+                        "UPDATE phrases SET phrase_id = 'p2-renamed' WHERE phrase_id = 'p2';"
+                        "UPDATE translations SET phrase_id = 'p2-renamed' WHERE translation_id = 't2';")
+    replayed = _run(path, postgres_url, "replay")
+    assert replayed.exit_code == 1 and "foreign_key_action" in replayed.output, replayed.output
+    assert _rows(postgres_url, "SELECT translation_id, phrase_id FROM translations ORDER BY 1") == [
+        ("t1", "p1"), ("t2", "p2-renamed"), ("t3", "p3"), ("t4", "p3"), ("t9", "p2")]
+    _plain_sqlite(path, "UPDATE translations SET phrase_id = 'p2-renamed' WHERE translation_id = 't9';")
+    _ok(path, postgres_url, "replay")
+    _ok(path, postgres_url, "verify")
