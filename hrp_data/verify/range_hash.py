@@ -18,8 +18,12 @@ SQLite, Python renders the raw stored values (`sqlite_row_renderer`,
 
 A bucket's hash (hrp_data.verify.ranges.bucket_text) leaves the JSON columns
 out of the row text (`apart`) and spells them after the rows, as jsonb's
-text itself (`postgres_json_line`, hrp_data.verify.json_runs); a row's own
-fingerprint keeps them in, as their md5.
+text itself (`postgres_json_line`, hrp_data.verify.json_runs); it marks the
+REAL columns in the row text (`marked`: NULL as NULL, a refused value as
+'!<reason>', a double as nothing) and spells their doubles after the rows,
+a column's 8-byte values one after the other in hex (`real_block`,
+`postgres_real_block`: one pack per column and bucket instead of one per
+value). A row's own fingerprint keeps both in, as their md5 and their hex.
 
 Hashes only decide where to look. Every reported difference is confirmed
 with shadow.normalize, so an exotic value that renders differently on the two
@@ -63,15 +67,27 @@ _NAIVE_TIMESTAMP_SQL = "{c}::text"
 """A timestamp without time zone (adapters.types.NaiveTimestamp) already holds the UTC wall clock."""
 
 
+_MARK_SQL = "CASE WHEN {c} IS NULL THEN '" + NULL + "' ELSE '' END"
+"""A REAL column's mark in a bucket's row text: its value is spelled after the rows (`postgres_real_block`)."""
+
+
 def postgres_row_text(columns: Sequence[tuple[str, Kind]], naive: Collection[str] = (),
-                      apart: Collection[str] = ()) -> str:
+                      apart: Collection[str] = (), marked: Collection[str] = ()) -> str:
     """A SQL expression giving the row text of one row (column names are quoted); `naive`: the
-    timestamp columns without a time zone; `apart`: columns left out (spelled by `postgres_json_line`)."""
+    timestamp columns without a time zone; `apart`: columns left out (spelled by `postgres_json_line`);
+    `marked`: REAL columns spelled by their mark only (their values by `postgres_real_block`)."""
     parts = [
-        f"coalesce({(_NAIVE_TIMESTAMP_SQL if name in naive else _SQL[kind]).format(c=quote(name))}, '{NULL}')"
+        f"coalesce({(_MARK_SQL if name in marked else _NAIVE_TIMESTAMP_SQL if name in naive else _SQL[kind]).format(c=quote(name))}, '{NULL}')"
         for name, kind in columns if name not in apart
     ]
     return f"concat_ws('{ROW_SEPARATOR}', {', '.join(parts)})"
+
+
+def postgres_real_block(name: str, order: str) -> str:
+    """An aggregate giving a REAL column's block (`real_block`): the 8 bytes of each of its values
+    but NULL (-0.0 as 0.0), in the order `order`, in hex."""
+    value = f"CASE WHEN {quote(name)} = 0 THEN 0::float8 ELSE {quote(name)} END"
+    return f"coalesce(encode(string_agg(float8send({value}), ''::bytea ORDER BY {order}), 'hex'), '')"
 
 
 def postgres_json_line(names: Sequence[str]) -> str:
@@ -196,10 +212,18 @@ _PYTHON: dict[Kind, Callable[[Any], str]] = {
 }
 
 
-def sqlite_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = ()) -> Callable[[Sequence[Any]], str]:
+def _real_mark(raw: Any) -> str:
+    """A REAL value's mark in a bucket's row text (`postgres_row_text`'s `marked`): empty for a value
+    `_real` spells, whose bytes `real_block` spells."""
+    _real(raw)
+    return ""
+
+
+def sqlite_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = (),
+                        marked: Collection[int] = ()) -> Callable[[Sequence[Any]], str]:
     """A function rendering a raw SQLite row (values in column order) as row text; the columns at
-    positions `apart` are left out."""
-    renderers = [None if i in apart else _PYTHON[kind] for i, kind in enumerate(kinds)]
+    positions `apart` are left out, the REAL columns at positions `marked` spelled by their mark."""
+    renderers = [None if i in apart else _real_mark if i in marked else _PYTHON[kind] for i, kind in enumerate(kinds)]
 
     def render(row: Sequence[Any]) -> str:
         parts = []
@@ -216,6 +240,36 @@ def sqlite_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = ()) -> C
         return ROW_SEPARATOR.join(parts)
 
     return render
+
+
+def _real_value(raw: Any) -> float | None:
+    """The double `_real` spells (-0.0 as 0.0); None for NULL or a value it refuses (its mark says so)."""
+    if raw is None:
+        return None
+    try:
+        return (raw if type(raw) is float else to_postgres(Kind.REAL, raw)) + 0.0
+    except Rejected:
+        return None
+
+
+_NEGATIVE_ZERO = _PACK(-0.0)
+
+
+def real_block(values: Sequence[Any]) -> str:
+    """The stored values of a REAL column in a bucket, in key order, as one text: the 8 bytes of each
+    double `_real` spells, in hex, one after the other (PostgreSQL's: `postgres_real_block`). NULL and
+    refused values have none: the row text's mark (`_real_mark`) spells them. One pack for the lot."""
+    if not set(map(type, values)) <= _DOUBLE_OR_NULL:
+        values = list(map(_real_value, values))
+    if None in values:
+        values = [value for value in values if value is not None]
+    packed = struct.pack(f">{len(values)}d", *values)
+    if _NEGATIVE_ZERO in packed:  # (or bytes across two values that look like one: the same, slower)
+        packed = struct.pack(f">{len(values)}d", *(value + 0.0 for value in values))
+    return packed.hex()
+
+
+_DOUBLE_OR_NULL = {float, type(None)}
 
 
 def md5_hex(text: str) -> str:
@@ -305,6 +359,9 @@ _FAST_GUARD = {
     Kind.BLOB: "type({v}) is bytes",
     Kind.NUMERIC: "type({v}) is int",
 }
+_MARK = "mark"
+"""A REAL column spelled by its mark only (`_real_mark`), in `_FAST_GUARD` and `_FAST_SPELLING`."""
+_FAST_GUARD[_MARK] = _FAST_GUARD[Kind.REAL]
 _FAST_SPELLING = {  # expressions inside the row's f-string, which is in triple single quotes
     Kind.INTEGER: "_null if {v} is None else {v}",
     Kind.REAL: "_null if {v} is None else _pack({v} + 0.0).hex()",
@@ -315,6 +372,7 @@ _FAST_SPELLING = {  # expressions inside the row's f-string, which is in triple 
     Kind.JSON: "_fast_json({v})",
     Kind.BLOB: "_null if {v} is None else {v}.hex()",
     Kind.NUMERIC: "_null if {v} is None else {v}",
+    _MARK: '_null if {v} is None else ""',
 }
 
 
@@ -352,14 +410,16 @@ class _DateTexts(dict):
         return text
 
 
-def fast_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = ()) -> Callable[[Sequence[Any]], str]:
-    """`sqlite_row_renderer(kinds, apart)`, compiled into one function for the common shapes of value.
+def fast_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = (),
+                      marked: Collection[int] = ()) -> Callable[[Sequence[Any]], str]:
+    """`sqlite_row_renderer(kinds, apart, marked)`, compiled into one function for the common shapes of value.
 
     Generated source, one f-string per row: a NULL is spelled as NULL, a value
     of its column's usual Python type is spelled inline, and a row holding
     anything else is rendered by the general renderer."""
     names = [f"v{i}" for i in range(len(kinds))]
-    spelled_columns = [(name, kind) for i, (name, kind) in enumerate(zip(names, kinds)) if i not in apart]
+    spelled_columns = [(name, _MARK if i in marked else kind)
+                       for i, (name, kind) in enumerate(zip(names, kinds)) if i not in apart]
     guards = [f"({name} is None or {_FAST_GUARD[kind].format(v=name)})" for name, kind in spelled_columns]
     spelled = ["{" + _FAST_SPELLING[kind].format(v=name) + "}" for name, kind in spelled_columns]
     source = (
@@ -375,7 +435,7 @@ def fast_row_renderer(kinds: Sequence[Kind], apart: Collection[int] = ()) -> Cal
         "_boolean": {None: NULL, 0: "f", 1: "t"},
         "_dates": _DateTexts(),
         "_fast_json": _fast_json_or_rejected,
-        "general": sqlite_row_renderer(kinds, apart),
+        "general": sqlite_row_renderer(kinds, apart, marked),
     }
     exec(compile(source, f"<fast_row_renderer {len(kinds)} columns>", "exec"), scope)
     return scope["render"]

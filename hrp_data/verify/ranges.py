@@ -23,6 +23,7 @@ import signal
 import sqlite3
 from concurrent.futures import Future, ProcessPoolExecutor
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from adapters.sqlite import decode_text
 from hrp_data.backfill import legacy_rows
 from hrp_data.backfill.read_pool import WORKER_NICE, _die_with_parent, default_workers
 from hrp_data.verify.json_runs import json_lines
-from hrp_data.verify.range_hash import fast_row_renderer
+from hrp_data.verify.range_hash import ROW_SEPARATOR, fast_row_renderer, real_block
 
 POOL_MIN_ROWS = 10_000
 """Below this many rows a table is hashed in the calling process."""
@@ -107,29 +108,40 @@ def json_positions(kinds: Sequence[Any]) -> tuple[int, ...]:
     return tuple(i for i, kind in enumerate(kinds) if kind is Kind.JSON)
 
 
-def bucket_text(rows: list[tuple], render: Callable[[tuple], str], json_at: tuple[int, ...]) -> str:
-    """A bucket's text: its row texts without the JSON columns (`render`), newline-joined, in key
-    order; then, if the table has JSON columns, a blank line and the rows' JSON lines
-    (hrp_data.verify.json_runs). PostgreSQL spells the same (verify.run._postgres_statement)."""
+def real_positions(kinds: Sequence[Any]) -> tuple[int, ...]:
+    """The positions of the REAL columns, which a bucket's row texts mark and its blocks spell (bucket_text)."""
+    return tuple(i for i, kind in enumerate(kinds) if kind is Kind.REAL)
+
+
+def bucket_text(rows: list[tuple], render: Callable[[tuple], str], real_at: tuple[int, ...],
+                json_at: tuple[int, ...]) -> str:
+    """A bucket's text: its row texts (`render`: the REAL columns marked, the JSON columns left out),
+    newline-joined, in key order; then, if the table has REAL columns, a blank line and each one's
+    block (range_hash.real_block: the doubles of the whole column at once) joined by ROW_SEPARATOR;
+    then, if it has JSON columns, a blank line and the rows' JSON lines (hrp_data.verify.json_runs).
+    PostgreSQL spells the same (verify.run._bucket_text)."""
     text = "\n".join(map(render, rows))
-    if not json_at:
-        return text
-    return f"{text}\n\n{json_lines([[row[i] for row in rows] for i in json_at])}"
+    if real_at:
+        blocks = ROW_SEPARATOR.join(real_block(list(map(itemgetter(i), rows))) for i in real_at)
+        text = f"{text}\n\n{blocks}"
+    if json_at:
+        text = f"{text}\n\n{json_lines([list(map(itemgetter(i), rows)) for i in json_at])}"
+    return text
 
 
 def hash_buckets(connection: sqlite3.Connection, plan: RangePlan, first: int, last: int) -> BucketHashes:
     """Row count and md5 of the bucket text of each of buckets first..last; an empty bucket has no
     entry. A bucket is one query."""
-    json_at = json_positions(plan.kinds)
+    json_at, real_at = json_positions(plan.kinds), real_positions(plan.kinds)
     render = _renderers.get(plan.kinds)
     if render is None:
-        render = _renderers[plan.kinds] = fast_row_renderer(list(plan.kinds), apart=json_at)
+        render = _renderers[plan.kinds] = fast_row_renderer(list(plan.kinds), apart=json_at, marked=real_at)
     sql = _range_query(plan)
     out: BucketHashes = {}
     for bucket in range(first, last + 1):
         rows = _rows(connection, sql, plan.key_bounds(bucket, bucket))
         if rows:
-            text = bucket_text(rows, render, json_at)
+            text = bucket_text(rows, render, real_at, json_at)
             out[bucket] = len(rows), hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
     return out
 

@@ -51,7 +51,14 @@ from hrp_data.schema.install import type_drift
 from hrp_data.verify import progress as verify_progress
 from hrp_data.verify.ranges import RangeHasher, RangePlan
 from shadow.normalize import normalize_row
-from hrp_data.verify.range_hash import fast_row_renderer, md5_hex, postgres_json_line, postgres_row_text
+from hrp_data.verify.range_hash import (
+    ROW_SEPARATOR,
+    fast_row_renderer,
+    md5_hex,
+    postgres_json_line,
+    postgres_real_block,
+    postgres_row_text,
+)
 from shadow.redact import fingerprint, looks_secret
 
 log = structlog.get_logger(__name__)
@@ -194,15 +201,20 @@ def _odd_keys(engine: sa.Engine, table: sa.Table) -> list[tuple]:
 
 
 def _bucket_text(table: sa.Table, keys: str) -> str:
-    """The aggregate giving a bucket's text (ranges.bucket_text): the row texts without the JSON
-    columns, newline-joined in key order, then a blank line and the JSON lines."""
+    """The aggregate giving a bucket's text (ranges.bucket_text): the row texts with the REAL columns
+    marked and without the JSON columns, newline-joined in key order; then a blank line and the REAL
+    columns' blocks; then a blank line and the JSON lines."""
     json_names = [c.name for c in table.columns if kind_of(c) is Kind.JSON]
+    real_names = [c.name for c in table.columns if kind_of(c) is Kind.REAL]
     naive = [c.name for c in table.columns if isinstance(c.type, NaiveTimestamp)]
-    text = (f"string_agg({postgres_row_text(_columns(table), naive, apart=json_names)}, E'\\n'"
-            f" ORDER BY {keys})")
-    if not json_names:
-        return text
-    return f"{text} || E'\\n\\n' || string_agg({postgres_json_line(json_names)}, E'\\n' ORDER BY {keys})"
+    text = (f"string_agg({postgres_row_text(_columns(table), naive, apart=json_names, marked=real_names)},"
+            f" E'\\n' ORDER BY {keys})")
+    if real_names:
+        blocks = ", ".join(postgres_real_block(name, keys) for name in real_names)
+        text = f"{text} || E'\\n\\n' || concat_ws('{ROW_SEPARATOR}', {blocks})"
+    if json_names:
+        text = f"{text} || E'\\n\\n' || string_agg({postgres_json_line(json_names)}, E'\\n' ORDER BY {keys})"
+    return text
 
 
 def _postgres_statement(table: sa.Table) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import psycopg2
 import pytest
@@ -12,7 +13,14 @@ from sqlalchemy.engine import make_url
 
 from adapters.convert import Kind, Rejected, to_postgres
 from adapters.postgres import create_postgres_engine
-from hrp_data.verify.range_hash import _NAIVE_TIMESTAMP_SQL, _SQL, sqlite_row_renderer
+from hrp_data.verify.range_hash import (
+    _NAIVE_TIMESTAMP_SQL,
+    _SQL,
+    postgres_real_block,
+    postgres_row_text,
+    real_block,
+    sqlite_row_renderer,
+)
 from hrp_data.verify.run import long_statements
 from tests.examples import examples
 
@@ -60,3 +68,22 @@ def test_postgres_prints_a_timestamp_as_python_spells_it(server_in_another_dates
             f"SELECT {_SQL[Kind.TIMESTAMP].format(c='v')}, {_NAIVE_TIMESTAMP_SQL.format(c='(v AT TIME ZONE %(utc)s)')}"
             " FROM (SELECT %(v)s::timestamptz AS v) AS t", {"v": value, "utc": "UTC"}).one()
     assert aware == naive == python
+
+
+doubles = st.none() | st.floats(width=64, allow_nan=False) | st.sampled_from(
+    [-0.0, 0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, math.inf, -math.inf])
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(doubles, max_size=20))
+def test_postgres_spells_a_real_column_s_marks_and_block_as_python(server_in_another_datestyle, values):
+    """A bucket's REAL column: PostgreSQL's marks (NULL or nothing) and block (every double's 8 bytes,
+    -0.0 as 0.0, in key order) are Python's for the same doubles (a SQLite REAL holds no NaN)."""
+    marked = postgres_row_text([("v", Kind.REAL)], marked=["v"])
+    with long_statements(server_in_another_datestyle) as connection:
+        marks, block = connection.exec_driver_sql(
+            f"SELECT string_agg({marked}, '/' ORDER BY i), {postgres_real_block('v', 'i')}"
+            " FROM unnest(%(v)s::float8[]) WITH ORDINALITY AS t(v, i)", {"v": values}).one()
+    mark = sqlite_row_renderer([Kind.REAL], marked=(0,))
+    assert (marks or "") == "/".join(mark((value,)) for value in values)
+    assert block == real_block(values)

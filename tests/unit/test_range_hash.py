@@ -8,16 +8,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import datetime as dt
+
+from adapters.convert import Kind, Rejected, format_timestamp, to_postgres
 from adapters.types import kind_of
 from hrp_data.models import TABLES
+from hrp_data.verify.ranges import bucket_text, json_positions, real_positions
 from hrp_data.verify.range_hash import (
     fast_json_text,
     fast_row_renderer,
     json_text,
     jsonb_text,
     md5_hex,
+    real_block,
     sqlite_row_renderer,
 )
+from shadow.normalize import normalize
 from tests.examples import examples
 
 KINDS = {table.name: [kind_of(c) for c in table.columns] for table in TABLES}
@@ -50,6 +56,10 @@ stored_values = st.one_of(
 def rows(draw):
     table = draw(st.sampled_from(sorted(KINDS)))
     return table, tuple(draw(stored_values) for _ in KINDS[table])
+
+
+def reals(kinds) -> tuple[int, ...]:
+    return tuple(i for i, kind in enumerate(kinds) if kind is Kind.REAL)
 
 
 class TestFastRenderer:
@@ -94,6 +104,17 @@ class TestFastRenderer:
         assert render(row(document)) == render(row(reordered))
         assert render(row(document)) != render(row(changed))
 
+    @settings(max_examples=examples(800), deadline=None)
+    @given(rows())
+    def test_fast_and_general_renderers_mark_reals_alike(self, table_row):
+        """A bucket's row text (REAL columns marked, JSON columns apart): the fast path gives the general
+        renderer's text for any stored value in any column."""
+        table, row = table_row
+        kinds = KINDS[table]
+        apart, marked = [i for i, kind in enumerate(kinds) if kind is Kind.JSON], reals(kinds)
+        assert (fast_row_renderer(kinds, apart, marked)(row)
+                == sqlite_row_renderer(kinds, apart, marked)(row))
+
     @settings(max_examples=examples(200), deadline=None)
     @given(st.lists(rows(), min_size=1, max_size=6))
     def test_one_renderer_spells_rows_it_has_seen_alike(self, table_rows):
@@ -131,3 +152,67 @@ def test_a_timestamp_is_spelled_as_postgresql_prints_it_in_utc():
     assert spelled("2025-01-14T09:30:00.000001Z") == "2025-01-14 09:30:00.000001"
     assert spelled("2025-01-14T09:30:00.000Z") == "2025-01-14 09:30:00"
     assert spelled("0099-01-14T09:30:00Z") == "0099-01-14 09:30:00"
+
+
+class TestRealBlocks:
+    @settings(max_examples=examples(800), deadline=None)
+    @given(st.lists(stored_values | st.floats(width=64) | st.sampled_from([-0.0, 0.0, 5e-324, -1.5, 2**53 + 1]),
+                    max_size=12))
+    def test_marks_and_the_block_spell_what_the_row_text_spells(self, values):
+        """Each value's mark, and the block of the column, together spell what the inline renderer
+        spells: NULL and refused values in the mark, every double's 8 bytes in the block, in order."""
+        mark = sqlite_row_renderer([Kind.REAL], marked=(0,))
+        inline = sqlite_row_renderer([Kind.REAL])
+        marks = [mark((value,)) for value in values]
+        spelled = [inline((value,)) for value in values]
+        assert [m for m in marks if m] == [s for m, s in zip(marks, spelled) if m]
+        assert real_block(values) == "".join(s for m, s in zip(marks, spelled) if not m)
+
+
+ALL_KINDS = list(Kind)
+"""One column of each kind: a table no HRP model has, but any file may."""
+
+stored_of = {
+    Kind.INTEGER: st.integers(-(2**63), 2**63 - 1),
+    Kind.NUMERIC: st.integers(-(2**63), 2**63 - 1),
+    Kind.REAL: st.floats(width=64, allow_nan=False) | st.integers(-(2**53), 2**53),
+    Kind.TEXT: st.text(max_size=8).filter(lambda t: "\x00" not in t) | st.sampled_from(["a\tb", "a\nb", "\\", "|", "é"]),
+    Kind.BOOLEAN: st.integers(0, 1) | st.sampled_from(["true", "false"]),
+    Kind.TIMESTAMP: st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)).map(format_timestamp)
+    | st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)).map(lambda v: v.isoformat() + "Z"),
+    Kind.DATE: st.dates(min_value=dt.date(1, 1, 1)).map(dt.date.isoformat),
+    Kind.JSON: st.dictionaries(any_text, json_scalars, max_size=4).map(json.dumps) | json_spellings,
+    Kind.BLOB: st.binary(max_size=6),
+}
+
+
+@st.composite
+def one_value_changed(draw):
+    """Rows of one column of each kind, and the same rows with one value changed (NULL included)."""
+    count = draw(st.integers(1, 5))
+    rows = [tuple(draw(st.none() | stored_of[kind]) for kind in ALL_KINDS) for _ in range(count)]
+    at, column = draw(st.integers(0, count - 1)), draw(st.integers(0, len(ALL_KINDS) - 1))
+    changed = [list(row) for row in rows]
+    changed[at][column] = draw(st.none() | stored_of[ALL_KINDS[column]])
+    return rows, [tuple(row) for row in changed], ALL_KINDS[column], rows[at][column], changed[at][column]
+
+
+def convertible(kind: Kind, value) -> bool:
+    try:
+        to_postgres(kind, value)
+    except Rejected:
+        return False
+    return True
+
+
+@settings(max_examples=examples(1500), deadline=None)
+@given(one_value_changed())
+def test_a_value_changed_anywhere_changes_the_bucket_text(change):
+    """A bucket's text (row texts, REAL blocks, JSON lines) differs whenever one value of one row, of any
+    kind, differs by the shared normalization: so a planted difference always costs a closer look."""
+    rows, changed, kind, before, after = change
+    if not (convertible(kind, before) and convertible(kind, after)) or normalize(kind, before) == normalize(kind, after):
+        return
+    real_at, json_at = real_positions(ALL_KINDS), json_positions(ALL_KINDS)
+    render = fast_row_renderer(ALL_KINDS, apart=json_at, marked=real_at)
+    assert bucket_text(rows, render, real_at, json_at) != bucket_text(changed, render, real_at, json_at)
