@@ -16,6 +16,7 @@ instead of waiting for a range that will never come.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -155,9 +156,12 @@ def _start_worker(path: str, parent: int) -> None:
     _die_with_parent(parent)
     os.nice(WORKER_NICE)
     _worker["connection"] = legacy_rows.connect(Path(path))
+    gc.freeze()  # a task's rows are garbage by reference counts: no collection walks them (as read_pool's)
+    gc.disable()
 
 
 def _hash_in_worker(plan: RangePlan, first: int, last: int) -> BucketHashes:
+    gc.collect()
     return hash_buckets(_worker["connection"], plan, first, last)
 
 
