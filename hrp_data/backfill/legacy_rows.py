@@ -19,6 +19,7 @@ reason and a displayable value (secrets fingerprinted).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +30,8 @@ import sqlalchemy as sa
 
 from adapters import pg_copy
 from adapters.convert import (
-    BIGINT_RANGE, Kind, Rejected, converter, fits_numeric, json_text, timestamp_text, to_postgres,
+    BIGINT_RANGE, Kind, Rejected, canonical_texts, converter, fits_numeric, json_text, timestamp_text,
+    to_postgres,
 )
 from adapters.outbox import OUTBOX
 from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
@@ -150,11 +152,18 @@ def field_encoder(kind: Kind) -> Callable[[Any], str]:
 def column_encoder(kind: Kind) -> Callable[[Sequence[Any]], list[str]]:
     """A column of raw values -> their COPY fields, as map(field_encoder(kind), values) gives them.
 
-    Integer and real columns of one storage class throughout (the common case:
-    no NULL, no stray text) are spelled in one C-level map after one range or
-    finiteness check of the whole column; any other column goes value by value.
+    Each kind's common case is told for the whole column at once, in C-level calls, and spelled
+    without a call per value; any other column goes value by value (field_encoder):
+    - INTEGER and REAL: one storage class throughout, no NULL, after one range or finiteness check;
+    - TEXT: every value text without a character COPY escapes or PostgreSQL refuses (NUL, a lone
+      surrogate), told on the values joined: each is then its own field;
+    - JSON: texts in json.dumps' canonical spelling (adapters.convert.canonical_texts), each then
+      its own field with its backslashes escaped, as _json_field gives it;
+    - TIMESTAMP, DATE, BOOLEAN: NULL and text only, each distinct value converted once.
+    NULLs go to \\N around the texts of TEXT and JSON.
     """
     encode = field_encoder(kind)
+    null = pg_copy.NULL
 
     def each(values: Sequence[Any]) -> list[str]:
         return list(map(encode, values))
@@ -176,7 +185,61 @@ def column_encoder(kind: Kind) -> Callable[[Sequence[Any]], list[str]]:
             return each(values)
 
         return reals
+    if kind is Kind.TEXT or kind is Kind.JSON:
+        plain = _plain_texts if kind is Kind.TEXT else _canonical_json_texts
+
+        def texts(values: Sequence[Any]) -> list[str]:
+            present = values if None not in values else [value for value in values if value is not None]
+            fields = plain(present)
+            if fields is None:
+                return each(values)
+            if present is values:
+                return fields
+            spelled = iter(fields)
+            return [null if value is None else next(spelled) for value in values]
+
+        return texts
+    if kind in MEMO_KINDS:
+
+        def distinct(values: Sequence[Any]) -> list[str]:
+            seen = dict.fromkeys(values)  # in the column's order: the first refusal is the column's first
+            if any(type(value) is not str and value is not None for value in seen):
+                return each(values)  # 1, 1.0 and True are one key, and convert differently
+            spelled = {value: encode(value) for value in seen}
+            return list(map(spelled.__getitem__, values))
+
+        return distinct
     return each
+
+
+_COPY_ESCAPED = ("\\", "\t", "\n", "\r", "\x00")
+"""What pg_copy.escape_text changes or refuses, and (NUL) what convert's text rule refuses."""
+
+
+def _plain_texts(values: Sequence[Any]) -> list[str] | None:
+    """The values as they are, if they are all text that the TEXT rule accepts and COPY takes
+    unescaped (adapters.convert: no NUL, valid UTF-8; pg_copy.escape_text: no backslash, tab,
+    newline or carriage return), else None. A character is in one of the values iff it is in
+    their concatenation."""
+    try:
+        joined = "".join(values)  # TypeError: a value that is not text
+        if not joined.isascii():
+            joined.encode("utf-8")  # UnicodeEncodeError: a lone surrogate (invalid UTF-8 read leniently)
+    except (TypeError, UnicodeEncodeError):
+        return None
+    if any(character in joined for character in _COPY_ESCAPED):
+        return None
+    return list(values)
+
+
+def _canonical_json_texts(values: Sequence[Any]) -> list[str] | None:
+    """_json_field of each value, if all are canonical JSON texts (convert.canonical_texts: then
+    json_text gives each back as it is), else None."""
+    if not canonical_texts(values):
+        return None
+    if any(map(str.__contains__, values, itertools.repeat("\\"))):
+        return [value.replace("\\", "\\\\") for value in values]
+    return list(values)
 
 
 NULL_IN_REQUIRED = "null_in_required_column"

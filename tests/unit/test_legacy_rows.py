@@ -3,10 +3,11 @@ and a column encoder's one-map fast path what its field encoder gives value by v
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+import orjson
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from adapters.convert import Kind, Rejected
+from adapters.convert import Kind, Rejected, dump_json
 from hrp_data.backfill.legacy_rows import TableReader, column_encoder, field_encoder
 from hrp_data.models import TABLES
 from tests.examples import examples
@@ -110,3 +111,88 @@ def test_the_json_copy_field_escapes_what_pg_copy_escapes(text):
     except (Rejected, ValueError):
         return
     assert _json_field(text) == expected
+
+
+# -- the column fast paths of TEXT, JSON and the memoised kinds: what value by value gives ----------
+
+HOSTILE_TEXT = st.text(alphabet=st.sampled_from("ab ,:{}[]\"\\\t\n\r\x00\x7f\u00e9\U0001f40e\ud800"), max_size=8)
+TEXT_COLUMNS = st.lists(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e, exclude_characters="\\"),
+                                max_size=8), max_size=30) | st.lists(
+    HOSTILE_TEXT | st.none() | st.integers() | st.floats() | st.binary(max_size=3), max_size=30
+)
+
+
+@settings(max_examples=examples(300))
+@given(TEXT_COLUMNS)
+def test_text_column_fast_path_equals_value_by_value(values):
+    assert _column(Kind.TEXT, values) == _each(Kind.TEXT, values)
+
+
+def _json_spelling(doc) -> str:
+    return dump_json(doc)  # the legacy app's spelling
+
+
+JSON_DOCUMENTS = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False) | HOSTILE_TEXT.filter(lambda t: "\ud800" not in t),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(HOSTILE_TEXT.filter(lambda t: "\ud800" not in t),
+                                                                 inner, max_size=3),
+    max_leaves=8,
+)
+CANONICAL_DOCUMENT_TEXTS = JSON_DOCUMENTS.filter(lambda doc: isinstance(doc, (dict, list))).map(_json_spelling)
+JSON_ODDITIES = st.sampled_from([
+    "[1", "2]", "[3], [4]", "[1, 2]", "{\"a\": 1", "}", "{\"a\": 1, \"a\": 2}", "[NaN]", "[1e400]", "[1e+16]",
+    "[1e16]", "[1.50]", "[\"\\u0000\"]", "[\"\\ud800\"]", "[\"\ud800\"]", "[\"a\x00\"]", "null", "\"x\"", "1", "",
+    " ", " [1]", "[1] ", "{\"a\":1}", "{\"a\": 1,\"b\": 2}", "[" * 300 + "]" * 300, "[12345678901234567890123]",
+    "[18446744073709551615]", "{\"k\": \"a, b\"}", "{\"k\": \"a: b\"}", "[\"tab\\there\"]", "[\"\\\\\"]", "[]", "{}",
+])
+JSON_COLUMNS = st.lists(CANONICAL_DOCUMENT_TEXTS, max_size=12) | st.lists(
+    CANONICAL_DOCUMENT_TEXTS | JSON_ODDITIES | st.none() | st.integers() | st.binary(max_size=3), max_size=12
+)
+
+
+@settings(max_examples=examples(400))
+@given(JSON_COLUMNS)
+@example(["[1", "2]", "[3], [4]"])  # texts that are no documents, joined into a list of as many items
+@example(["[1, 2]", "[3]"])
+def test_json_column_fast_path_equals_value_by_value(values):
+    assert _column(Kind.JSON, values) == _each(Kind.JSON, values)
+
+
+@settings(max_examples=examples(300))
+@given(JSON_COLUMNS)
+def test_canonical_texts_vouches_only_for_texts_json_text_hands_on(texts):
+    from adapters.convert import canonical_texts, json_text
+
+    if canonical_texts(texts):
+        assert all(type(text) is str and json_text(text) == text for text in texts)
+
+
+@settings(max_examples=examples(200))
+@given(st.lists(JSON_DOCUMENTS.filter(lambda doc: isinstance(doc, (dict, list))), max_size=12))
+def test_legacy_json_columns_take_the_fast_path_as_a_whole(documents):
+    """A column json.dumps wrote is told canonical at once whenever each of its texts takes json_text's
+    fast path alone (the backfill's cost per prediction rests on it)."""
+    from adapters.convert import _canonical_document, _spaced, canonical_texts
+
+    texts = [_json_spelling(doc) for doc in documents]
+    alone = all(  # the fast path alone, in its spaced spelling
+        _canonical_document(text) is not None and text.encode("utf-8") == _spaced(orjson.dumps(orjson.loads(text)))
+        for text in texts
+    )
+    assert canonical_texts(texts) == alone
+
+
+MEMO_COLUMNS = st.lists(
+    st.none() | st.sampled_from(["2025-01-14 09:30:00", "2025-02-30 10:00:00", "0000-01-01 00:00:00", "2025-01-14",
+                                 "2025-01-14T09:30:00Z", "true", "FALSE", "", " ", "1", "0"])
+    | st.integers(min_value=-2, max_value=2) | st.booleans() | st.floats(min_value=-1, max_value=2) | st.text(max_size=4),
+    max_size=30,
+)
+
+
+@settings(max_examples=examples(300))
+@given(st.sampled_from([Kind.TIMESTAMP, Kind.DATE, Kind.BOOLEAN]), MEMO_COLUMNS)
+@example(Kind.BOOLEAN, [1, 1.0, True, "true"])  # equal as keys, converted differently
+def test_memoised_column_fast_path_equals_value_by_value(kind, values):
+    assert _column(kind, values) == _each(kind, values)
