@@ -149,64 +149,80 @@ def field_encoder(kind: Kind) -> Callable[[Any], str]:
     return encode_memo
 
 
-def column_encoder(kind: Kind) -> Callable[[Sequence[Any]], list[str]]:
-    """A column of raw values -> their COPY fields, as map(field_encoder(kind), values) gives them.
+Spelled = tuple[str, Sequence[Any]]
+"""A column's part of the COPY lines: a %-directive and one value per row for it. ("%s", fields) in
+general; the raw values themselves where the directive spells each as its field encoder does:
+"%d" for ints of BIGINT's range (int.__repr__), "%r" for finite floats (float.__repr__)."""
+
+FIELDS = "%s"
+
+
+def spelled_fields(spelled: Spelled) -> list[str]:
+    """The COPY fields a column's part stands for."""
+    directive, values = spelled
+    return list(values) if directive == FIELDS else [directive % value for value in values]
+
+
+def column_encoder(kind: Kind) -> Callable[[Sequence[Any]], Spelled]:
+    """A column of raw values -> their part of the COPY lines: spelled_fields gives what
+    map(field_encoder(kind), values) gives.
 
     Each kind's common case is told for the whole column at once, in C-level calls, and spelled
     without a call per value; any other column goes value by value (field_encoder):
-    - INTEGER and REAL: one storage class throughout, no NULL, after one range or finiteness check;
+    - INTEGER and REAL: one storage class throughout, no NULL, after one range or finiteness
+      check: the values as they are, for the line's "%d" or "%r";
     - TEXT: every value text without a character COPY escapes or PostgreSQL refuses (NUL, a lone
       surrogate), told on the values joined: each is then its own field;
-    - JSON: texts in json.dumps' canonical spelling (adapters.convert.canonical_texts), each then
-      its own field with its backslashes escaped, as _json_field gives it;
+    - JSON: runs of texts in json.dumps' canonical spelling (adapters.convert.canonical_texts), each
+      then its own field with its backslashes escaped, as _json_field gives it;
     - TIMESTAMP, DATE, BOOLEAN: NULL and text only, each distinct value converted once.
     NULLs go to \\N around the texts of TEXT and JSON.
     """
     encode = field_encoder(kind)
     null = pg_copy.NULL
 
-    def each(values: Sequence[Any]) -> list[str]:
-        return list(map(encode, values))
+    def each(values: Sequence[Any]) -> Spelled:
+        return FIELDS, list(map(encode, values))
 
     if kind is Kind.INTEGER:
         low, high = BIGINT_RANGE
 
-        def integers(values: Sequence[Any]) -> list[str]:
+        def integers(values: Sequence[Any]) -> Spelled:
             if values and set(map(type, values)) == {int} and low <= min(values) and max(values) <= high:
-                return list(map(int.__repr__, values))
+                return "%d", values
             return each(values)
 
         return integers
     if kind is Kind.REAL:
 
-        def reals(values: Sequence[Any]) -> list[str]:
+        def reals(values: Sequence[Any]) -> Spelled:
             if values and set(map(type, values)) == {float} and all(map(math.isfinite, values)):
-                return list(map(float.__repr__, values))
+                return "%r", values
             return each(values)
 
         return reals
     if kind is Kind.TEXT or kind is Kind.JSON:
         plain = _plain_texts if kind is Kind.TEXT else _canonical_json_texts
 
-        def texts(values: Sequence[Any]) -> list[str]:
+        def texts(values: Sequence[Any]) -> Spelled:
             present = values if None not in values else [value for value in values if value is not None]
             fields = plain(present)
             if fields is None:
                 return each(values)
             if present is values:
-                return fields
+                return FIELDS, fields
             spelled = iter(fields)
-            return [null if value is None else next(spelled) for value in values]
+            return FIELDS, [null if value is None else next(spelled) for value in values]
 
         return texts
     if kind in MEMO_KINDS:
 
-        def distinct(values: Sequence[Any]) -> list[str]:
+        def distinct(values: Sequence[Any]) -> Spelled:
             seen = dict.fromkeys(values)  # in the column's order: the first refusal is the column's first
             if any(type(value) is not str and value is not None for value in seen):
                 return each(values)  # 1, 1.0 and True are one key, and convert differently
             spelled = {value: encode(value) for value in seen}
-            return list(map(spelled.__getitem__, values))
+            return FIELDS, list(map(spelled.__getitem__, values))
 
         return distinct
     return each
@@ -216,7 +232,7 @@ _COPY_ESCAPED = ("\\", "\t", "\n", "\r", "\x00")
 """What pg_copy.escape_text changes or refuses, and (NUL) what convert's text rule refuses."""
 
 
-def _plain_texts(values: Sequence[Any]) -> list[str] | None:
+def _plain_texts(values: Sequence[Any]) -> Sequence[str] | None:
     """The values as they are, if they are all text that the TEXT rule accepts and COPY takes
     unescaped (adapters.convert: no NUL, valid UTF-8; pg_copy.escape_text: no backslash, tab,
     newline or carriage return), else None. A character is in one of the values iff it is in
@@ -229,17 +245,27 @@ def _plain_texts(values: Sequence[Any]) -> list[str] | None:
         return None
     if any(character in joined for character in _COPY_ESCAPED):
         return None
-    return list(values)
+    return values
 
 
-def _canonical_json_texts(values: Sequence[Any]) -> list[str] | None:
-    """_json_field of each value, if all are canonical JSON texts (convert.canonical_texts: then
-    json_text gives each back as it is), else None."""
-    if not canonical_texts(values):
-        return None
-    if any(map(str.__contains__, values, itertools.repeat("\\"))):
-        return [value.replace("\\", "\\\\") for value in values]
-    return list(values)
+JSON_RUN = 256
+"""Texts told canonical at once: a run's documents and spellings stay in the CPU's caches (a whole
+page's, ten times the size, cost more per text than one at a time)."""
+
+
+def _canonical_json_texts(values: Sequence[Any]) -> list[str]:
+    """_json_field of each value (all text): a run of JSON_RUN at a time told canonical at once
+    (convert.canonical_texts: then json_text gives each back as it is), any other run value by value."""
+    fields: list[str] = []
+    for start in range(0, len(values), JSON_RUN):
+        run = values[start : start + JSON_RUN]
+        if not canonical_texts(run):
+            fields += map(_json_field, run)
+        elif any(map(str.__contains__, run, itertools.repeat("\\"))):
+            fields += [value.replace("\\", "\\\\") for value in run]
+        else:
+            fields += run
+    return fields
 
 
 NULL_IN_REQUIRED = "null_in_required_column"
@@ -256,8 +282,8 @@ def _refusing_null(encode: Callable[[Any], str]) -> Callable[[Any], str]:
     return required
 
 
-def _refusing_null_column(encode: Callable[[Sequence[Any]], list[str]]) -> Callable[[Sequence[Any]], list[str]]:
-    def required(values: Sequence[Any]) -> list[str]:
+def _refusing_null_column(encode: Callable[[Sequence[Any]], Spelled]) -> Callable[[Sequence[Any]], Spelled]:
+    def required(values: Sequence[Any]) -> Spelled:
         if None in values:
             raise Rejected(NULL_IN_REQUIRED)  # the batch goes row by row, which names each row
         return encode(values)
@@ -279,7 +305,7 @@ def _held(column: sa.Column, encode: Callable[[Any], str]) -> Callable[[Any], st
     return held
 
 
-def _held_column(column: sa.Column, encode: Callable[[Sequence[Any]], list[str]]) -> Callable[[Sequence[Any]], list[str]]:
+def _held_column(column: sa.Column, encode: Callable[[Sequence[Any]], Spelled]) -> Callable[[Sequence[Any]], Spelled]:
     check = _held(column, lambda raw: "")
     if check is not None and isinstance(column.type, ExactNumeric) and column.type.precision is not None:
 
@@ -574,10 +600,10 @@ class TableReader:
     def convert(self, rows: Sequence[Sequence[Any]], *, with_keys: bool = False) -> Converted:
         """COPY lines of the rows that convert; the rest as rejects.
 
-        Column by column first (each column's values through its encoder in
-        one map, the lines joined in one more): the batch of a clean table.
-        A batch holding any value that does not convert goes row by row, so
-        that each rejected value is named.
+        Column by column first (each column through its column encoder, then
+        every line spelled by one %-format of the columns' directives): the
+        batch of a clean table. A batch holding any value that does not
+        convert goes row by row, so that each rejected value is named.
         """
         if rows:
             try:
@@ -585,9 +611,10 @@ class TableReader:
             except Exception:  # named row by row below
                 pass
             else:
-                lines = list(map("\t".join, zip(*columns)))
+                line = "\t".join([directive for directive, _ in columns]) + "\n"
+                text = "".join(map(line.__mod__, zip(*[values for _, values in columns])))
                 keys = [self.key_of(row) for row in rows] if with_keys else []
-                return Converted(("\n".join(lines) + "\n").encode("utf-8"), len(lines), keys, [], set())
+                return Converted(text.encode("utf-8"), len(rows), keys, [], set())
         return self._convert_rows(rows, with_keys)
 
     def _convert_rows(self, rows: Sequence[Sequence[Any]], with_keys: bool) -> Converted:
