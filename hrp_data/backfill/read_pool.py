@@ -9,9 +9,17 @@ converts them into a COPY payload (hrp_data.backfill.legacy_rows). Pages come ba
 key order, as many in flight as there are workers plus one, so the batch
 writer sees exactly the sequence a single reader would produce.
 
+Workers are forked from a fork server (multiprocessing's forkserver) that
+has imported this module once: a worker costs a fork, not an interpreter
+importing the layer again (half a second of CPU per worker at every run's
+start, more on a busy machine). The server is a child of the
+calling process and lives as long as it (it ends when the calling process's
+end closes its pipe); the workers are the server's children.
+
 Workers ignore SIGINT (Ctrl-C is the calling process's, which stops at a
-batch boundary) and die with the process that started them (Linux
-PR_SET_PDEATHSIG), so a SIGKILLed backfill leaves no orphans; a worker that
+batch boundary) and die with the process that started them (a thread of
+each waits for its end), so a SIGKILLed backfill leaves no orphans (the fork
+server then ends too); a worker that
 dies (the OOM killer, a signal) breaks the pool and the page raises
 BrokenProcessPool, so the backfill stops with its checkpoint committed
 instead of waiting for a page that will never come. With no pool
@@ -34,7 +42,10 @@ import dataclasses
 import gc
 import multiprocessing
 import os
+import select
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -74,19 +85,55 @@ def default_workers() -> int:
 _worker: dict[str, Any] = {}
 
 
-def _die_with_parent(parent: int) -> None:
-    try:
+def _die_with_parent(backfill: int) -> None:
+    """SIGKILL this worker when `backfill`, the process that started the pool, ends.
+
+    Not by PR_SET_PDEATHSIG alone: that watches the parent, here the fork server, which ends
+    only when every process holding its pipe has (the workers hold it too). So a thread of the
+    worker waits for `backfill`'s end (a pidfd, Linux 5.3; elsewhere it asks every half
+    second) and kills the worker; PDEATHSIG still covers the server's own end."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the pool's own shutdown has to do
-        pass
-    if os.getppid() != parent:  # the parent died before the line above
+    try:
+        watched = os.pidfd_open(backfill)
+    except ProcessLookupError:  # it ended before this line
         os._exit(1)
+    except (OSError, AttributeError):
+        watched = None
+    threading.Thread(target=_kill_when_gone, args=(backfill, watched), name="backfill-watch", daemon=True).start()
 
 
-def _start_worker(path: str, parent: int) -> None:
+def _kill_when_gone(backfill: int, watched: int | None) -> None:
+    if watched is not None:
+        select.select([watched], [], [])  # readable once the process has ended
+    else:
+        while _alive(backfill):
+            time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: the pid was reused, so ours has ended
+        return False
+    return True
+
+
+def _context() -> Any:
+    """Workers forked from a server that has imported this module (and the main module, where
+    multiprocessing's preload of it works: not on 3.11, whose workers import a main script again)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
+
+
+def _start_worker(path: str, backfill: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(parent)
+    _die_with_parent(backfill)
     os.nice(WORKER_NICE)
     _worker["connection"] = legacy_rows.connect(Path(path))
     _worker["readers"] = legacy_rows.readers(file_catalog(_worker["connection"]))
@@ -121,7 +168,7 @@ class PageReader:
         """Start the workers (a process pool that knows when one of them dies: BrokenProcessPool)."""
         if self.workers > 0 and self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                self.workers, mp_context=_context(),
                 initializer=_start_worker, initargs=(str(self.path), os.getpid()),
             )
             for _ in range(self.workers):  # the pool starts a process per task: all of them now

@@ -118,7 +118,13 @@ def test_pages_read_by_worker_processes_give_the_same_copy(seeded):
         stats = result.tables[name]
         assert (stats.read, stats.copied, stats.present, stats.quarantined) == (count, count, 0, 0), name
     assert_equal(path, url)
-    assert not [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    assert not read_pool_workers(psutil.Process())
+
+
+def read_pool_workers(process: psutil.Process) -> list[psutil.Process]:
+    """The backfill's worker processes under `process`: the children of its fork server (read_pool)."""
+    servers = [p for p in process.children() if "multiprocessing.forkserver" in " ".join(p.cmdline())]
+    return [worker for server in servers for worker in server.children()]
 
 
 def test_worker_processes_die_with_a_sigkilled_backfill(seeded):
@@ -127,8 +133,9 @@ def test_worker_processes_die_with_a_sigkilled_backfill(seeded):
         pass
     process = _start_backfill(path, url, "--batch-size", "40", "--max-rows-per-sec", "2500", "--workers", "2")
     _wait_for_batches(process, url, 3)
-    workers = psutil.Process(process.pid).children()
-    assert len([w for w in workers if "spawn_main" in " ".join(w.cmdline())]) == 2
+    workers = read_pool_workers(psutil.Process(process.pid))
+    assert len(workers) == 2
+    workers += [p for p in psutil.Process(process.pid).children() if "multiprocessing.forkserver" in " ".join(p.cmdline())]
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
     gone, alive = psutil.wait_procs(workers, timeout=10)
@@ -149,7 +156,7 @@ def test_a_worker_process_killed_mid_table_stops_the_run_instead_of_hanging_it(s
 
         def batch_read(self, table, keys):
             if table == "predictions" and not self.killed:
-                workers = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+                workers = read_pool_workers(psutil.Process())
                 workers[0].kill()
                 psutil.wait_procs(workers[:1], timeout=10)
                 self.killed = True
