@@ -318,6 +318,23 @@ def _held_column(column: sa.Column, encode: Callable[[Sequence[Any]], Spelled]) 
     return encode
 
 
+LINE_RUN = 500
+"""Lines spelled by one %-format: one call per run instead of per line, on values still in the CPU's caches."""
+
+
+def _lines(columns: Sequence[Spelled]) -> str:
+    """The COPY lines of columns' parts (column_encoder), each ended by a newline."""
+    line = "\t".join([directive for directive, _ in columns]) + "\n"
+    values = [column for _, column in columns]
+    size = len(values[0])
+    if size <= LINE_RUN:
+        return (line * size) % tuple(itertools.chain.from_iterable(zip(*values)))
+    return "".join([
+        (line * len(run[0])) % tuple(itertools.chain.from_iterable(zip(*run)))
+        for run in ([column[start : start + LINE_RUN] for column in values] for start in range(0, size, LINE_RUN))
+    ])
+
+
 @dataclasses.dataclass(frozen=True)
 class Reject:
     """One value of one row that cannot go to PostgreSQL as it is."""
@@ -601,8 +618,8 @@ class TableReader:
         """COPY lines of the rows that convert; the rest as rejects.
 
         Column by column first (each column through its column encoder, then
-        every line spelled by one %-format of the columns' directives): the
-        batch of a clean table. A batch holding any value that does not
+        the lines spelled by %-formats of the columns' directives: _lines):
+        the batch of a clean table. A batch holding any value that does not
         convert goes row by row, so that each rejected value is named.
         """
         if rows:
@@ -611,10 +628,8 @@ class TableReader:
             except Exception:  # named row by row below
                 pass
             else:
-                line = "\t".join([directive for directive, _ in columns]) + "\n"
-                text = "".join(map(line.__mod__, zip(*[values for _, values in columns])))
                 keys = [self.key_of(row) for row in rows] if with_keys else []
-                return Converted(text.encode("utf-8"), len(rows), keys, [], set())
+                return Converted(_lines(columns).encode("utf-8"), len(rows), keys, [], set())
         return self._convert_rows(rows, with_keys)
 
     def _convert_rows(self, rows: Sequence[Sequence[Any]], with_keys: bool) -> Converted:

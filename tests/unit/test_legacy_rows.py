@@ -41,6 +41,23 @@ def test_column_by_column_conversion_equals_row_by_row(table, data):
     assert (fast.rejects, fast.rejected_keys) == (slow.rejects, slow.rejected_keys)
 
 
+@settings(max_examples=examples(200))
+@given(st.sampled_from(sorted(TABLE_MAP)), st.data())
+def test_lines_spelled_in_runs_equal_row_by_row(table, data):
+    """The column-by-column path spells its lines a run at a time (legacy_rows.LINE_RUN): runs of
+    three rows, so that a batch spans several, give what the row-by-row path gives."""
+    from hrp_data.backfill import legacy_rows
+
+    rows = data.draw(_rows(table))
+    run, legacy_rows.LINE_RUN = legacy_rows.LINE_RUN, 3
+    try:
+        fast = TableReader(TABLE_MAP[table]).convert(rows, with_keys=True)
+    finally:
+        legacy_rows.LINE_RUN = run
+    slow = TableReader(TABLE_MAP[table])._convert_rows(rows, True)
+    assert (fast.payload, fast.staged, fast.staged_keys, fast.rejects) == (slow.payload, slow.staged, slow.staged_keys, slow.rejects)
+
+
 def test_a_clean_batch_is_one_line_per_row_in_order():
     reader = TableReader(TABLE_MAP["race_horses"])
     converted = reader.convert([(1, 2, 3, 4.5, None), (1, 3, None, -0.0, 2)], with_keys=True)
