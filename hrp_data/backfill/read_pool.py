@@ -85,30 +85,30 @@ def default_workers() -> int:
 _worker: dict[str, Any] = {}
 
 
-def _die_with_parent(backfill: int) -> None:
-    """SIGKILL this worker when `backfill`, the process that started the pool, ends.
+def _die_with_parent(starter: int) -> None:
+    """SIGKILL this worker when `starter`, the process that started its pool, ends.
 
-    Not by PR_SET_PDEATHSIG alone: that watches the parent, here the fork server, which ends
-    only when every process holding its pipe has (the workers hold it too). So a thread of the
-    worker waits for `backfill`'s end (a pidfd, Linux 5.3; elsewhere it asks every half
-    second) and kills the worker; PDEATHSIG still covers the server's own end."""
+    PR_SET_PDEATHSIG watches the worker's parent: `starter` itself for a spawned worker (verify's
+    range hashers), the fork server for ours, and a fork server ends only when every process
+    holding its pipe has, the workers included. So a thread of the worker also waits for
+    `starter`'s end (a pidfd, Linux 5.3; elsewhere it asks every half second) and kills it."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     try:
-        watched = os.pidfd_open(backfill)
+        watched = os.pidfd_open(starter)
     except ProcessLookupError:  # it ended before this line
         os._exit(1)
     except (OSError, AttributeError):
         watched = None
-    threading.Thread(target=_kill_when_gone, args=(backfill, watched), name="backfill-watch", daemon=True).start()
+    threading.Thread(target=_kill_when_gone, args=(starter, watched), name="starter-watch", daemon=True).start()
 
 
-def _kill_when_gone(backfill: int, watched: int | None) -> None:
+def _kill_when_gone(starter: int, watched: int | None) -> None:
     if watched is not None:
         select.select([watched], [], [])  # readable once the process has ended
     else:
-        while _alive(backfill):
+        while _alive(starter):
             time.sleep(0.5)
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -131,9 +131,9 @@ def _context() -> Any:
     return context
 
 
-def _start_worker(path: str, backfill: int) -> None:
+def _start_worker(path: str, starter: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(backfill)
+    _die_with_parent(starter)
     os.nice(WORKER_NICE)
     _worker["connection"] = legacy_rows.connect(Path(path))
     _worker["readers"] = legacy_rows.readers(file_catalog(_worker["connection"]))
