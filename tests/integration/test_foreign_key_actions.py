@@ -1,0 +1,184 @@
+"""The foreign-key action guard (hrp_data.cutover.apply.action_refusals) on each action it knows:
+ON UPDATE onto a parent's unique non-key column, ON DELETE SET NULL / SET DEFAULT, a cascade two
+levels deep, the same changes made with foreign keys on in SQLite, and NO ACTION / RESTRICT. Real
+PostgreSQL, a SQLite file, the operator's CLI steps, writes by the plain sqlite3 module (foreign
+keys off, its default) unless a test turns them on."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.integration.test_any_schema import _plain_sqlite
+from tests.integration.test_northwind_findings import _ok, _run
+from tests.integration.test_real_file_findings import _rows
+
+
+def _cut_in(path: Path, url: str, script: str) -> None:
+    _plain_sqlite(path, script)
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",)):
+        _ok(path, url, *step)
+
+
+def _held_replay(path: Path, url: str, *actions: str) -> str:
+    """`replay` exits 1, naming the reason and each action."""
+    replayed = _run(path, url, "replay")
+    assert replayed.exit_code == 1, replayed.output
+    assert "foreign_key_action" in replayed.output, replayed.output
+    for action in actions:
+        assert action in replayed.output, replayed.output
+    return replayed.output
+
+
+def _refused(path: Path, url: str) -> dict[str, int]:
+    verified = _run(path, url, "verify", "--json")
+    assert verified.exit_code == 1, verified.output
+    result = json.loads(verified.output[verified.output.index("{"):])
+    return {name: table["refused"] for name, table in result["tables"].items() if table.get("refused")}
+
+
+def _with_foreign_keys(path: Path, script: str) -> None:
+    """A write by an app that turns foreign keys on: SQLite runs the actions itself."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.executescript(script)
+        connection.commit()
+    finally:
+        connection.close()
+
+
+TEAMS = (
+    "CREATE TABLE teams (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+    "CREATE TABLE members (id INTEGER PRIMARY KEY, name TEXT,"
+    " team_id INTEGER REFERENCES teams (id) ON DELETE SET NULL);"
+    "CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT,"
+    " team_id INTEGER NOT NULL DEFAULT 0 REFERENCES teams (id) ON DELETE SET DEFAULT);"
+    "INSERT INTO teams VALUES (0, 'unassigned'), (1, 'red'), (2, 'blue'), (3, 'green'), (4, 'grey');"
+    "INSERT INTO members VALUES (1, 'ann', 1), (2, 'bob', 1), (3, 'cy', 3), (4, 'dee', 4);"
+    "INSERT INTO tasks VALUES (1, 'paint', 2), (2, 'sweep', 3), (3, 'mend', 4);"
+)
+
+
+def test_a_delete_postgres_would_set_null_or_default_waits_until_the_children_follow(tmp_path, postgres_url):
+    """members reference teams ON DELETE SET NULL, tasks ON DELETE SET DEFAULT (team 0). A writer
+    without foreign keys deletes a team and leaves its members and tasks on it: PostgreSQL would
+    null them, or move them to team 0, in silence. The delete waits until the children agree;
+    one made with foreign keys on (SQLite set them itself) is applied at once."""
+    path = tmp_path / "app.db"
+    _cut_in(path, postgres_url, TEAMS)
+
+    _plain_sqlite(path, "DELETE FROM teams WHERE id IN (1, 2);")
+    _held_replay(path, postgres_url, "ON DELETE SET NULL", "ON DELETE SET DEFAULT")
+    assert _rows(postgres_url, "SELECT id FROM teams ORDER BY 1") == [(0,), (1,), (2,), (3,), (4,)]
+    assert _rows(postgres_url, "SELECT id, team_id FROM members ORDER BY 1") == [(1, 1), (2, 1), (3, 3), (4, 4)]
+    assert _rows(postgres_url, "SELECT id, team_id FROM tasks ORDER BY 1") == [(1, 2), (2, 3), (3, 4)]
+    assert _refused(path, postgres_url) == {"teams": 2}
+
+    _plain_sqlite(path, "UPDATE members SET team_id = NULL WHERE team_id = 1;"
+                        "UPDATE tasks SET team_id = 0 WHERE team_id = 2;")
+    _ok(path, postgres_url, "replay")
+    assert _rows(postgres_url, "SELECT id FROM teams ORDER BY 1") == [(0,), (3,), (4,)]
+    assert _rows(postgres_url, "SELECT id, team_id FROM members ORDER BY 1") == [(1, None), (2, None), (3, 3), (4, 4)]
+    assert _rows(postgres_url, "SELECT id, team_id FROM tasks ORDER BY 1") == [(1, 0), (2, 3), (3, 4)]
+    _ok(path, postgres_url, "verify")
+
+    # children deleted with their parent by the same writer: nothing for PostgreSQL to change
+    _plain_sqlite(path, "DELETE FROM members WHERE team_id = 4; DELETE FROM tasks WHERE team_id = 4;"
+                        "DELETE FROM teams WHERE id = 4;")
+    _ok(path, postgres_url, "replay")
+    _ok(path, postgres_url, "verify")
+
+    _with_foreign_keys(path, "DELETE FROM teams WHERE id = 3;")
+    _ok(path, postgres_url, "replay")
+    assert _rows(postgres_url, "SELECT id, team_id FROM members ORDER BY 1") == [(1, None), (2, None), (3, None)]
+    assert _rows(postgres_url, "SELECT id, team_id FROM tasks ORDER BY 1") == [(1, 0), (2, 0)]
+    _ok(path, postgres_url, "verify")
+
+
+ALBUMS = (
+    "CREATE TABLE albums (id INTEGER PRIMARY KEY, title TEXT);"
+    "CREATE TABLE tracks (id INTEGER PRIMARY KEY, name TEXT,"
+    " album_id INTEGER NOT NULL REFERENCES albums (id) ON DELETE CASCADE);"
+    "CREATE TABLE plays (id INTEGER PRIMARY KEY, at TEXT,"
+    " track_id INTEGER NOT NULL REFERENCES tracks (id) ON DELETE CASCADE);"
+    "INSERT INTO albums VALUES (1, 'one'), (2, 'two'), (3, 'three');"
+    "INSERT INTO tracks VALUES (11, 'a', 1), (12, 'b', 1), (21, 'c', 2), (31, 'd', 3);"
+    "INSERT INTO plays VALUES (101, 'mon', 11), (102, 'tue', 12), (103, 'wed', 12), (201, 'thu', 21),"
+    " (301, 'fri', 31);"
+)
+
+
+def test_a_cascade_two_levels_deep_waits_for_the_grandchildren(tmp_path, postgres_url):
+    """albums <- tracks <- plays, each ON DELETE CASCADE. A writer without foreign keys deletes an
+    album and its tracks but forgets one track's plays: PostgreSQL's cascade through the track would
+    delete plays SQLite keeps. The album's delete (and that track's) waits, naming the plays; with
+    the plays gone too, or with foreign keys on, everything is applied."""
+    path = tmp_path / "app.db"
+    _cut_in(path, postgres_url, ALBUMS)
+
+    _plain_sqlite(path, "DELETE FROM plays WHERE id = 101;"
+                        "DELETE FROM tracks WHERE album_id = 1; DELETE FROM albums WHERE id = 1;")
+    output = _held_replay(path, postgres_url, "ON DELETE CASCADE")
+    assert "plays [102]" in output or "plays [103]" in output, output
+    assert _rows(postgres_url, "SELECT id FROM albums ORDER BY 1") == [(1,), (2,), (3,)]
+    # track 11 and its plays are gone in SQLite too: its delete is applied, PostgreSQL's cascade agrees
+    assert _rows(postgres_url, "SELECT id FROM tracks ORDER BY 1") == [(12,), (21,), (31,)]
+    assert _rows(postgres_url, "SELECT id FROM plays ORDER BY 1") == [(102,), (103,), (201,), (301,)]
+    assert _refused(path, postgres_url) == {"albums": 1, "tracks": 1}
+
+    _plain_sqlite(path, "DELETE FROM plays WHERE track_id = 12;")
+    _ok(path, postgres_url, "replay")
+    assert _rows(postgres_url, "SELECT id FROM plays ORDER BY 1") == [(201,), (301,)]
+    _ok(path, postgres_url, "verify")
+
+    # only the album deleted, its track and plays kept: the album waits (the grandchild is not reached)
+    _plain_sqlite(path, "DELETE FROM albums WHERE id = 3;")
+    output = _held_replay(path, postgres_url, "ON DELETE CASCADE")
+    assert "tracks [31]" in output, output
+    _plain_sqlite(path, "DELETE FROM tracks WHERE id = 31;")
+    output = _held_replay(path, postgres_url, "ON DELETE CASCADE")
+    assert "plays [301]" in output, output
+    _plain_sqlite(path, "DELETE FROM plays WHERE id = 301;")
+    _ok(path, postgres_url, "replay")
+    _ok(path, postgres_url, "verify")
+
+    _with_foreign_keys(path, "DELETE FROM albums WHERE id = 2;")
+    _ok(path, postgres_url, "replay")
+    assert _rows(postgres_url, "SELECT count(*) FROM albums") == [(0,)]
+    assert _rows(postgres_url, "SELECT count(*) FROM tracks") == [(0,)]
+    assert _rows(postgres_url, "SELECT count(*) FROM plays") == [(0,)]
+    _ok(path, postgres_url, "verify")
+
+
+SHELVES = (
+    "CREATE TABLE shelves (id INTEGER PRIMARY KEY, name TEXT);"
+    "CREATE TABLE books (id INTEGER PRIMARY KEY, title TEXT, shelf_id INTEGER REFERENCES shelves (id));"
+    "CREATE TABLE loans (id INTEGER PRIMARY KEY, book_id INTEGER REFERENCES books (id) ON DELETE RESTRICT);"
+    "INSERT INTO shelves VALUES (1, 'top'), (2, 'bottom');"
+    "INSERT INTO books VALUES (1, 'Emma', 1), (2, 'Ulysses', 2);"
+    "INSERT INTO loans VALUES (1, 1), (2, 2);"
+)
+
+
+def test_a_delete_with_no_action_or_restrict_is_left_to_postgres(tmp_path, postgres_url):
+    """books reference shelves with no action, loans reference books ON DELETE RESTRICT. A parent
+    deleted without its children is not the guard's: PostgreSQL refuses the delete itself (the
+    foreign key), the change waits in the outbox as before, and is applied once the children go."""
+    path = tmp_path / "app.db"
+    _cut_in(path, postgres_url, SHELVES)
+
+    _plain_sqlite(path, "DELETE FROM shelves WHERE id = 1; DELETE FROM books WHERE id = 2;")
+    replayed = _run(path, postgres_url, "replay")
+    assert replayed.exit_code == 1, replayed.output
+    assert "foreign_key_action" not in replayed.output, replayed.output
+    assert "ForeignKeyViolation" in replayed.output, replayed.output
+    assert _rows(postgres_url, "SELECT id FROM shelves ORDER BY 1") == [(1,), (2,)]
+    assert _rows(postgres_url, "SELECT id FROM books ORDER BY 1") == [(1,), (2,)]
+
+    _plain_sqlite(path, "DELETE FROM loans; DELETE FROM books;")
+    _ok(path, postgres_url, "replay")
+    assert _rows(postgres_url, "SELECT id FROM shelves ORDER BY 1") == [(2,)]
+    _ok(path, postgres_url, "verify")
+
