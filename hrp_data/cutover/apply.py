@@ -158,7 +158,10 @@ def missing_parents(
     Sending them would only fail on the foreign key; they stay in the outbox
     with this reason and are retried when the parent has arrived.
     """
-    coming = {(ref.table, ref.key) for ref, image in images.items() if image is not None}
+    coming: dict[str, list[dict[str, Any]]] = {}
+    for ref, image in images.items():
+        if image is not None:
+            coming.setdefault(ref.table, []).append(image)
     waiting: dict[KeyRef, str] = {}
     for name, table in tables.items():
         children = [(ref, image) for ref, image in images.items() if ref.table == name and image is not None]
@@ -166,11 +169,13 @@ def missing_parents(
             parent = foreign_key.column
             if parent.table.name not in tables or len(parent.table.primary_key.columns) != 1:
                 continue
+            # the referenced column's values the batch brings (the key, or a unique column of it)
+            arriving = {image.get(parent.key) for image in coming.get(parent.table.name, ())}
             wanted = {
                 image[foreign_key.parent.key]
                 for _ref, image in children
                 if image.get(foreign_key.parent.key) is not None
-                and (parent.table.name, (image[foreign_key.parent.key],)) not in coming
+                and image[foreign_key.parent.key] not in arriving
             }
             present = _present(connection, parent, wanted)
             for ref, image in children:

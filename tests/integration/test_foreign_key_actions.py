@@ -49,6 +49,66 @@ def _with_foreign_keys(path: Path, script: str) -> None:
         connection.close()
 
 
+HANDLES = (
+    "CREATE TABLE authors (id INTEGER PRIMARY KEY, handle TEXT NOT NULL UNIQUE, name TEXT);"
+    "CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT,"
+    " author_handle TEXT REFERENCES authors (handle) ON UPDATE CASCADE);"
+    "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT,"
+    " author_handle TEXT REFERENCES authors (handle) ON UPDATE SET NULL);"
+    "INSERT INTO authors VALUES (1, 'ann', 'Ann'), (2, 'bob', 'Bob'), (3, 'cy', 'Cy');"
+    "INSERT INTO posts VALUES (1, 'first', 'ann'), (2, 'second', 'ann'), (3, 'third', 'cy');"
+    "INSERT INTO notes VALUES (1, 'a note', 'bob'), (2, 'another', 'cy');"
+)
+
+
+def test_a_unique_column_changed_without_foreign_keys_waits_until_the_children_follow(tmp_path, postgres_url):
+    """posts and notes reference authors.handle, a UNIQUE column that is not the key, ON UPDATE
+    CASCADE and ON UPDATE SET NULL. A writer without foreign keys renames a handle: SQLite keeps the
+    children on the old handle, PostgreSQL's upsert of the author would cascade (or null) them.
+    The author's change waits with the reason until the children agree in SQLite. Then the children
+    carried in the same batch as the author waited for their parent ("waiting for its parent
+    authors.handle=ann2"): the batch's parents were matched by their key, not by the referenced
+    column, and `replay` exited 1 with two changes left; they are applied together."""
+    path = tmp_path / "app.db"
+    _cut_in(path, postgres_url, HANDLES)
+
+    _plain_sqlite(path, "UPDATE authors SET handle = 'ann2' WHERE id = 1;"
+                        "UPDATE authors SET handle = 'bob2' WHERE id = 2;")
+    _held_replay(path, postgres_url, "ON UPDATE CASCADE", "ON UPDATE SET NULL")
+    assert _rows(postgres_url, "SELECT id, handle FROM authors ORDER BY 1") == [(1, "ann"), (2, "bob"), (3, "cy")]
+    assert _rows(postgres_url, "SELECT id, author_handle FROM posts ORDER BY 1") == [(1, "ann"), (2, "ann"), (3, "cy")]
+    assert _rows(postgres_url, "SELECT id, author_handle FROM notes ORDER BY 1") == [(1, "bob"), (2, "cy")]
+    assert _refused(path, postgres_url) == {"authors": 2}
+
+    # only one child follows: the other still holds the change
+    _plain_sqlite(path, "UPDATE posts SET author_handle = 'ann2' WHERE id = 1;")
+    _held_replay(path, postgres_url, "ON UPDATE CASCADE")
+    assert _rows(postgres_url, "SELECT id, handle FROM authors WHERE id = 1") == [(1, "ann")]
+
+    _plain_sqlite(path, "UPDATE posts SET author_handle = 'ann2' WHERE author_handle = 'ann';"
+                        "UPDATE notes SET author_handle = NULL WHERE author_handle = 'bob';")
+    _ok(path, postgres_url, "replay")
+    assert _rows(postgres_url, "SELECT id, handle FROM authors ORDER BY 1") == [(1, "ann2"), (2, "bob2"), (3, "cy")]
+    assert _rows(postgres_url, "SELECT id, author_handle FROM posts ORDER BY 1") == [
+        (1, "ann2"), (2, "ann2"), (3, "cy")]
+    assert _rows(postgres_url, "SELECT id, author_handle FROM notes ORDER BY 1") == [(1, None), (2, "cy")]
+    _ok(path, postgres_url, "verify")
+
+    # a change of a column nothing references, or of an author without children, is applied at once
+    _plain_sqlite(path, "UPDATE authors SET name = 'Cyrus' WHERE id = 3;"
+                        "INSERT INTO authors VALUES (4, 'dee', 'Dee');"
+                        "UPDATE authors SET handle = 'dee2' WHERE id = 4;")
+    _ok(path, postgres_url, "replay")
+    _ok(path, postgres_url, "verify")
+
+    # with foreign keys on, SQLite cascades and nulls the children itself: applied at once
+    _with_foreign_keys(path, "UPDATE authors SET handle = 'cy2' WHERE id = 3;")
+    _ok(path, postgres_url, "replay")
+    assert _rows(postgres_url, "SELECT id, author_handle FROM posts WHERE id = 3") == [(3, "cy2")]
+    assert _rows(postgres_url, "SELECT id, author_handle FROM notes WHERE id = 2") == [(2, None)]
+    _ok(path, postgres_url, "verify")
+
+
 TEAMS = (
     "CREATE TABLE teams (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
     "CREATE TABLE members (id INTEGER PRIMARY KEY, name TEXT,"
