@@ -215,10 +215,12 @@ def action_refusals(
     known = dict(images)
     held: dict[KeyRef, str] = {}
     work = [(ref, ref, image) for ref, image in images.items() if ref.table in actions]
+    followed: set[tuple[KeyRef, KeyRef]] = set()
     while work:
         origin, ref, image = work.pop()
-        if origin in held:
-            continue
+        if origin in held or (origin, ref) in followed:
+            continue  # a row met again (a cycle of cascades, a row that references itself) is done
+        followed.add((origin, ref))
         parent = pg_tables[ref.table]
         for constraint in actions[ref.table]:
             referred = [element.column for element in constraint.elements]

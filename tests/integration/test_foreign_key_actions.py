@@ -242,3 +242,28 @@ def test_a_delete_with_no_action_or_restrict_is_left_to_postgres(tmp_path, postg
     assert _rows(postgres_url, "SELECT id FROM shelves ORDER BY 1") == [(2,)]
     _ok(path, postgres_url, "verify")
 
+
+STAFF = (
+    "CREATE TABLE staff (id INTEGER PRIMARY KEY, name TEXT,"
+    " manager_id INTEGER REFERENCES staff (id) ON DELETE CASCADE);"
+    "INSERT INTO staff VALUES (1, 'ceo', 1), (2, 'cto', 1), (3, 'dev', 2), (4, 'cfo', 4), (5, 'clerk', 4);"
+)
+
+
+def test_a_cascade_through_a_row_that_references_itself_ends(tmp_path, postgres_url):
+    """staff reference their manager ON DELETE CASCADE, and the top of a tree is its own manager.
+    Following the cascade to the children met the deleted row again, and again: `replay` never
+    ended. Each row is followed once."""
+    path = tmp_path / "app.db"
+    _cut_in(path, postgres_url, STAFF)
+
+    _plain_sqlite(path, "DELETE FROM staff WHERE id IN (4, 5);")
+    _ok(path, postgres_url, "replay")
+    _plain_sqlite(path, "DELETE FROM staff WHERE id IN (1, 2);")
+    output = _held_replay(path, postgres_url, "ON DELETE CASCADE")
+    assert "staff [3]" in output, output
+    assert _rows(postgres_url, "SELECT id FROM staff ORDER BY 1") == [(1,), (2,), (3,)]
+    _with_foreign_keys(path, "DELETE FROM staff WHERE id = 3;")
+    _ok(path, postgres_url, "replay")
+    assert _rows(postgres_url, "SELECT count(*) FROM staff") == [(0,)]
+    _ok(path, postgres_url, "verify")
