@@ -201,7 +201,11 @@ def action_refusals(
     the parent's change would cascade (or null) children in silence. It is sent only when no
     child PostgreSQL would touch still references the parent's old values on SQLite (this batch's
     image, else its current row): each is gone there, or references other values, which its own
-    change brings. A cascaded delete is followed to the grandchildren.
+    change brings. A cascaded delete is followed to the grandchildren, each row once.
+
+    The lookups are batched, one level of the cascade at a time: the parents' referenced values in
+    one query per table, their children in one per foreign key, the children's SQLite rows in one
+    per table (each in chunks), whatever the number of rows.
     """
     pg_tables = tables_on(tables, "postgresql")
     name_of = {table: name for name, table in pg_tables.items()}
@@ -213,63 +217,180 @@ def action_refusals(
     if not actions:
         return {}
     known = dict(images)
+    brought = _brought_children(pg_tables, actions, images)
     held: dict[KeyRef, str] = {}
-    work = [(ref, ref, image) for ref, image in images.items() if ref.table in actions]
     followed: set[tuple[KeyRef, KeyRef]] = set()
-    while work:
-        origin, ref, image = work.pop()
-        if origin in held or (origin, ref) in followed:
-            continue  # a row met again (a cycle of cascades, a row that references itself) is done
-        followed.add((origin, ref))
-        parent = pg_tables[ref.table]
-        for constraint in actions[ref.table]:
-            referred = [element.column for element in constraint.elements]
-            old = postgres.execute(sa.select(*referred).where(_key_clause(parent, ref.key))).first()
-            if old is None or any(value is None for value in old):
-                continue
-            if image is None:
-                action = constraint.ondelete
-            elif all(column.primary_key for column in referred) or not constraint.onupdate:
-                continue
-            else:
-                new = tuple(to_postgres(kind_of(column), image[column.key]) for column in referred)
-                if new == tuple(old):
+    level = [(ref, ref, image) for ref, image in images.items() if ref.table in actions]
+    while level:
+        todo = []
+        for origin, ref, image in level:
+            if origin not in held and (origin, ref) not in followed:
+                followed.add((origin, ref))  # a row met again (a cycle, a row referencing itself) is done
+                todo.append((origin, ref, image))
+        rows = _referenced_rows(postgres, pg_tables, actions, [ref for _origin, ref, _image in todo])
+        checks = []
+        for origin, ref, image in todo:
+            row = rows.get(ref)
+            for constraint in actions[ref.table] if row is not None else ():
+                referred = [element.column for element in constraint.elements]
+                old = tuple(row[column.key] for column in referred)
+                if any(value is None for value in old):
                     continue
-                action = constraint.onupdate
-            action = (action or "NO ACTION").upper()
-            if action in ("NO ACTION", "RESTRICT"):
-                continue  # PostgreSQL refuses it itself, with its error
-            child = constraint.table
-            child_name = name_of[child]
-            found = postgres.execute(
-                sa.select(*child.primary_key.columns).where(
-                    *(column == value for column, value in zip(constraint.columns, old))
-                )
-            ).all()
+                if image is None:
+                    action = constraint.ondelete
+                elif all(column.primary_key for column in referred) or not constraint.onupdate:
+                    continue
+                else:
+                    new = tuple(to_postgres(kind_of(column), image[column.key]) for column in referred)
+                    if new == old:
+                        continue
+                    action = constraint.onupdate
+                action = (action or "NO ACTION").upper()
+                if action not in ("NO ACTION", "RESTRICT"):  # those PostgreSQL refuses itself, with its error
+                    checks.append((origin, constraint, old, image is None, action))
+        children = _referencing_rows(postgres, name_of, [(constraint, old) for _o, constraint, old, _d, _a in checks])
+        unread = {child_ref for found in children.values() for child_ref in found.refs() if child_ref not in known}
+        known.update(read_images(sqlite, tables, list(unread)))
+        level = []
+        for origin, constraint, old, deleting, action in checks:
+            if origin in held:
+                continue
+            child_name = name_of[constraint.table]
+            refs = children.get(constraint, _Values()).get(old)
+            refs += [child_ref for child_ref in brought[constraint].get(old) if child_ref not in refs]
             columns = [column.key for column in constraint.columns]
-            refs = [KeyRef(child_name, tuple(row)) for row in found]
-            unread = [child_ref for child_ref in refs if child_ref not in known]
-            known.update(read_images(sqlite, tables, unread))
-            refs += [  # children this batch brings: upserted before the parent's delete
-                child_ref for child_ref, after in images.items()
-                if child_ref.table == child_name and child_ref not in refs and after is not None
-                and _references(child, columns, after, tuple(old))
-            ]
             for child_ref in refs:
                 after = known[child_ref]
-                if after is not None and _references(child, columns, after, tuple(old)):
-                    when = "DELETE" if image is None else "UPDATE"
+                if after is not None and _references(constraint.table, columns, after, old):
+                    when = "DELETE" if deleting else "UPDATE"
                     held[origin] = (
                         f"rejected: foreign_key_action ({constraint.name}: PostgreSQL's ON {when} {action}"
                         f" would change {child_name} {list(child_ref.key)}, which SQLite keeps referencing"
                         " the old row: its writer had foreign keys off; make the child rows agree in SQLite)"
                     )
                     break
-                if after is None and action == "CASCADE" and image is None and child_name in actions:
-                    work.append((origin, child_ref, None))
-            if origin in held:
-                break
+                if after is None and action == "CASCADE" and deleting and child_name in actions:
+                    level.append((origin, child_ref, None))
     return held
+
+
+class _Values:
+    """Lists of child keys by a tuple of values, compared as == compares them (a value Python cannot
+    hash, a JSON document, is found by comparing)."""
+
+    def __init__(self) -> None:
+        self.hashed: dict[tuple, list[KeyRef]] = {}
+        self.loose: list[tuple[tuple, list[KeyRef]]] = []
+
+    def add(self, values: tuple, ref: KeyRef) -> None:
+        try:
+            self.hashed.setdefault(values, []).append(ref)
+        except TypeError:
+            for known, refs in self.loose:
+                if known == values:
+                    refs.append(ref)
+                    return
+            self.loose.append((values, [ref]))
+
+    def get(self, values: tuple) -> list[KeyRef]:
+        try:
+            found = list(self.hashed.get(values, ()))
+        except TypeError:
+            found = []
+        return found + [ref for known, refs in self.loose if known == values for ref in refs]
+
+    def refs(self) -> Iterable[KeyRef]:
+        for refs in [*self.hashed.values(), *(refs for _values, refs in self.loose)]:
+            yield from refs
+
+
+def _brought_children(
+    pg_tables: dict[str, sa.Table],
+    actions: dict[str, list[sa.ForeignKeyConstraint]],
+    images: dict[KeyRef, dict[str, Any] | None],
+) -> dict[sa.ForeignKeyConstraint, _Values]:
+    """Per foreign key, the child rows this batch upserts, by the values they reference (as
+    PostgreSQL would hold them; a value it cannot hold references nothing)."""
+    brought: dict[sa.ForeignKeyConstraint, _Values] = {}
+    for constraint in (constraint for found in actions.values() for constraint in found):
+        brought[constraint] = _Values()
+        child = constraint.table
+        for ref, image in images.items():
+            if image is None or pg_tables[ref.table] is not child:
+                continue
+            try:
+                values = tuple(to_postgres(kind_of(column), image[column.key]) for column in constraint.columns)
+            except Rejected:
+                continue
+            brought[constraint].add(values, ref)
+    return brought
+
+
+def _referenced_rows(
+    postgres: sa.Connection,
+    pg_tables: dict[str, sa.Table],
+    actions: dict[str, list[sa.ForeignKeyConstraint]],
+    refs: list[KeyRef],
+) -> dict[KeyRef, dict[str, Any]]:
+    """The PostgreSQL values of the columns foreign keys with an action reference, per parent row
+    (absent: no such row there, or a key it cannot hold)."""
+    rows: dict[KeyRef, dict[str, Any]] = {}
+    by_table: dict[str, dict[tuple, KeyRef]] = {}
+    for ref in refs:
+        table = pg_tables[ref.table]
+        if key_refusal(table, ref.key) is None:
+            key = tuple(to_postgres(kind_of(column), value) for column, value in zip(table.primary_key.columns, ref.key))
+            by_table.setdefault(ref.table, {})[key] = ref
+    for name, wanted in by_table.items():
+        table = pg_tables[name]
+        key_columns = list(table.primary_key.columns)
+        referred = list({element.column: None for constraint in actions[name] for element in constraint.elements})
+        for chunk in _chunks(list(wanted), 500):
+            found = postgres.execute(sa.select(*key_columns, *referred).where(_in(key_columns, chunk)))
+            for row in found:
+                ref = wanted.get(tuple(row[: len(key_columns)]))
+                if ref is not None:
+                    rows[ref] = {column.key: value for column, value in zip(referred, row[len(key_columns):])}
+    return rows
+
+
+def _referencing_rows(
+    postgres: sa.Connection,
+    name_of: dict[sa.Table, str],
+    wanted: list[tuple[sa.ForeignKeyConstraint, tuple]],
+) -> dict[sa.ForeignKeyConstraint, _Values]:
+    """Per foreign key, the child rows in PostgreSQL that reference each of these values."""
+    by_constraint: dict[sa.ForeignKeyConstraint, list[tuple]] = {}
+    for constraint, values in wanted:
+        distinct = by_constraint.setdefault(constraint, [])
+        distinct.append(values)
+    found: dict[sa.ForeignKeyConstraint, _Values] = {}
+    for constraint, values in by_constraint.items():
+        child = constraint.table
+        key_columns = list(child.primary_key.columns)
+        columns = list(constraint.columns)
+        found[constraint] = _Values()
+        for chunk in _chunks(_distinct(values), 500):
+            for row in postgres.execute(sa.select(*key_columns, *columns).where(_in(columns, chunk))):
+                found[constraint].add(tuple(row[len(key_columns):]), KeyRef(name_of[child], tuple(row[: len(key_columns)])))
+    return found
+
+
+def _distinct(values: list[tuple]) -> list[tuple]:
+    seen = _Values()
+    distinct = []
+    for value in values:
+        if not seen.get(value):
+            seen.add(value, KeyRef("", ()))
+            distinct.append(value)
+    return distinct
+
+
+def _in(columns: list[sa.Column], values: list[tuple]) -> sa.ColumnElement[bool]:
+    """`columns` IN `values` (tuples of as many values)."""
+    if len(columns) == 1:
+        return columns[0].in_([value[0] for value in values])
+    return sa.tuple_(*columns).in_(values)
 
 
 def _references(child: sa.Table, columns: list[str], image: dict[str, Any], values: tuple) -> bool:

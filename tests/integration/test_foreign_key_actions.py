@@ -7,9 +7,19 @@ keys off, its default) unless a test turns them on."""
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from adapters.catalog import tables_on
+from adapters.convert import to_postgres
+from adapters.types import kind_of
+from hrp_data.cutover import outbox
+from hrp_data.cutover.apply import KeyRef, _references, action_refusals, read_images
+from hrp_data.cutover.assemble import open_cutover
+from tests.integration.cutover_helpers import settings_for
 from tests.integration.test_any_schema import _plain_sqlite
 from tests.integration.test_northwind_findings import _ok, _run
 from tests.integration.test_real_file_findings import _rows
@@ -267,3 +277,208 @@ def test_a_cascade_through_a_row_that_references_itself_ends(tmp_path, postgres_
     _ok(path, postgres_url, "replay")
     assert _rows(postgres_url, "SELECT count(*) FROM staff") == [(0,)]
     _ok(path, postgres_url, "verify")
+
+
+# -- the batched lookups decide as the per-row ones did ------------------------------------------
+
+
+def _per_row_refusals(postgres, sqlite, tables, images):
+    """action_refusals as it was written first: two PostgreSQL lookups per row and foreign key
+    (the reference the batched one is compared with; a row followed once)."""
+    pg_tables = tables_on(tables, "postgresql")
+    name_of = {table: name for name, table in pg_tables.items()}
+    actions = {}
+    for table in pg_tables.values():
+        for constraint in table.foreign_key_constraints:
+            if (constraint.ondelete or constraint.onupdate) and constraint.referred_table in name_of:
+                actions.setdefault(name_of[constraint.referred_table], []).append(constraint)
+    known = dict(images)
+    held = {}
+    work = [(ref, ref, image) for ref, image in images.items() if ref.table in actions]
+    followed = set()
+    while work:
+        origin, ref, image = work.pop()
+        if origin in held or (origin, ref) in followed:
+            continue
+        followed.add((origin, ref))
+        parent = pg_tables[ref.table]
+        for constraint in actions[ref.table]:
+            referred = [element.column for element in constraint.elements]
+            old = postgres.execute(sa.select(*referred).where(
+                *(column == value for column, value in zip(parent.primary_key.columns, ref.key)))).first()
+            if old is None or any(value is None for value in old):
+                continue
+            if image is None:
+                action = constraint.ondelete
+            elif all(column.primary_key for column in referred) or not constraint.onupdate:
+                continue
+            else:
+                new = tuple(to_postgres(kind_of(column), image[column.key]) for column in referred)
+                if new == tuple(old):
+                    continue
+                action = constraint.onupdate
+            action = (action or "NO ACTION").upper()
+            if action in ("NO ACTION", "RESTRICT"):
+                continue
+            child = constraint.table
+            child_name = name_of[child]
+            found = postgres.execute(sa.select(*child.primary_key.columns).where(
+                *(column == value for column, value in zip(constraint.columns, old)))).all()
+            columns = [column.key for column in constraint.columns]
+            refs = [KeyRef(child_name, tuple(row)) for row in found]
+            known.update(read_images(sqlite, tables, [r for r in refs if r not in known]))
+            refs += [child_ref for child_ref, after in images.items()
+                     if child_ref.table == child_name and child_ref not in refs and after is not None
+                     and _references(child, columns, after, tuple(old))]
+            for child_ref in refs:
+                after = known[child_ref]
+                if after is not None and _references(child, columns, after, tuple(old)):
+                    held[origin] = constraint.name
+                    break
+                if after is None and action == "CASCADE" and image is None and child_name in actions:
+                    work.append((origin, child_ref, None))
+            if origin in held:
+                break
+    return held
+
+
+MIX = (
+    "CREATE TABLE parents (id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, name TEXT);"
+    "CREATE TABLE kids (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parents (id) ON DELETE CASCADE);"
+    "CREATE TABLE nulled (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parents (id) ON DELETE SET NULL);"
+    "CREATE TABLE defaulted (id INTEGER PRIMARY KEY,"
+    " parent_id INTEGER NOT NULL DEFAULT 0 REFERENCES parents (id) ON DELETE SET DEFAULT);"
+    "CREATE TABLE by_code (id INTEGER PRIMARY KEY,"
+    " code TEXT REFERENCES parents (code) ON UPDATE CASCADE ON DELETE CASCADE);"
+    "CREATE TABLE by_code_nulled (id INTEGER PRIMARY KEY, code TEXT REFERENCES parents (code) ON UPDATE SET NULL);"
+    "CREATE TABLE kept (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parents (id) ON DELETE RESTRICT);"
+    "CREATE TABLE grandkids (id INTEGER PRIMARY KEY, kid_id INTEGER REFERENCES kids (id) ON DELETE CASCADE);"
+    "CREATE TABLE tree (id INTEGER PRIMARY KEY, up INTEGER REFERENCES tree (id) ON DELETE CASCADE);"
+    "CREATE TABLE pairs (a INTEGER NOT NULL, b TEXT NOT NULL, PRIMARY KEY (a, b));"
+    "CREATE TABLE pair_kids (id INTEGER PRIMARY KEY, a INTEGER, b TEXT,"
+    " FOREIGN KEY (a, b) REFERENCES pairs (a, b) ON DELETE CASCADE);"
+)
+
+CHILDREN = {"kids": "parent_id", "nulled": "parent_id", "defaulted": "parent_id", "kept": "parent_id"}
+
+
+def _mixed_file(path: Path, rng: random.Random) -> None:
+    rows = ["INSERT INTO parents VALUES (0, 'zero', 'default');"]
+    rows += [f"INSERT INTO parents VALUES ({i}, 'c{i}', 'p{i}');" for i in range(1, 61)]
+    for n, table in enumerate(CHILDREN):
+        rows += [f"INSERT INTO {table} VALUES ({n * 1000 + i}, {rng.randint(1, 60)});" for i in range(40)]
+    rows += [f"INSERT INTO by_code VALUES ({i}, 'c{rng.randint(1, 60)}');" for i in range(40)]
+    rows += [f"INSERT INTO by_code_nulled VALUES ({i}, 'c{rng.randint(1, 60)}');" for i in range(40)]
+    rows += [f"INSERT INTO grandkids VALUES ({i}, {rng.randrange(40)});" for i in range(60)]
+    rows += [f"INSERT INTO tree VALUES ({i}, {rng.randint(1, i)});" for i in range(1, 40)]
+    rows += [f"INSERT INTO pairs VALUES ({i}, 'b{i % 3}');" for i in range(30)]
+    rows += [f"INSERT INTO pair_kids VALUES ({i}, {i % 30}, 'b{i % 30 % 3}');" for i in range(45)]
+    _plain_sqlite(path, MIX + "".join(rows))
+
+
+def _random_writes(rng: random.Random) -> str:
+    """Deletes and renames of parents, each child (and grandchild) following or not."""
+    writes = []
+    for _ in range(rng.randint(5, 15)):
+        i = rng.randint(1, 60)
+        choice = rng.random()
+        if choice < 0.35:
+            if rng.random() < 0.3:  # a child arriving in the batch that deletes its parent
+                writes.append(f"INSERT INTO kids VALUES ({5000 + rng.randrange(999)}, {i}) ON CONFLICT DO NOTHING;")
+            if rng.random() < 0.5:
+                writes.append(f"DELETE FROM grandkids WHERE kid_id IN (SELECT id FROM kids WHERE parent_id = {i});")
+            for table in CHILDREN:
+                if rng.random() < 0.5:
+                    writes.append(rng.choice([f"DELETE FROM {table} WHERE parent_id = {i};",
+                                              f"UPDATE {table} SET parent_id = {rng.choice(['NULL', '0'])}"
+                                              f" WHERE parent_id = {i};"]))
+            if rng.random() < 0.5:
+                writes.append(f"DELETE FROM by_code WHERE code = 'c{i}';")
+            writes.append(f"DELETE FROM parents WHERE id = {i};")
+        elif choice < 0.55:
+            writes.append(f"UPDATE parents SET code = 'r{i}x{rng.randrange(99)}' WHERE id = {i};")
+            if rng.random() < 0.5:
+                writes.append("UPDATE by_code_nulled SET code = NULL WHERE code NOT IN (SELECT code FROM parents);")
+            if rng.random() < 0.5:
+                writes.append("DELETE FROM by_code WHERE code NOT IN (SELECT code FROM parents);")
+        elif choice < 0.75:
+            node = rng.randint(1, 39)
+            if rng.random() < 0.5:
+                writes.append(f"DELETE FROM tree WHERE up IN (SELECT id FROM tree WHERE up = {node}) AND id != {node};")
+            if rng.random() < 0.5:
+                writes.append(f"DELETE FROM tree WHERE up = {node};")
+            writes.append(f"DELETE FROM tree WHERE id = {node};")
+        elif choice < 0.9:
+            writes.append(f"DELETE FROM pairs WHERE a = {rng.randrange(30)};")
+            if rng.random() < 0.5:
+                writes.append("DELETE FROM pair_kids WHERE NOT EXISTS"
+                              " (SELECT 1 FROM pairs WHERE pairs.a = pair_kids.a AND pairs.b = pair_kids.b);")
+        else:
+            writes.append(f"UPDATE parents SET name = 'n{rng.randrange(99)}' WHERE id = {i};"
+                          f"INSERT INTO kids VALUES ({5000 + rng.randrange(999)}, {i}) ON CONFLICT DO NOTHING;")
+    return "".join(writes)
+
+
+def _each(path: Path, script: str, foreign_keys: bool) -> None:
+    """The statements one by one, each in its own transaction; one SQLite refuses (a RESTRICT, a
+    missing parent, with foreign keys on) is left out."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        for statement in filter(None, script.split(";")):
+            try:
+                connection.execute(statement)
+            except sqlite3.IntegrityError:
+                pass
+    finally:
+        connection.close()
+
+
+def test_the_batched_lookups_hold_what_the_per_row_ones_held(tmp_path, postgres_url):
+    """Random deletes and renames of parents, by writers with foreign keys off and on, over every
+    action the guard knows (CASCADE, SET NULL, SET DEFAULT, ON UPDATE onto a unique column, a
+    composite key, a self-reference, a grandchild, RESTRICT): the batched action_refusals holds
+    exactly the changes the per-row lookups held, with the same foreign key named, round after round."""
+    rng = random.Random(20261207)
+    path = tmp_path / "app.db"
+    _mixed_file(path, rng)
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",)):
+        _ok(path, postgres_url, *step)
+    held, passed, named = set(), set(), set()
+    with open_cutover(settings_for(path, postgres_url, "dual_write")) as cutover:
+        tables = cutover.captured
+        for round_ in range(12):
+            script = _random_writes(rng)
+            _each(path, script, foreign_keys=round_ % 3 == 2)
+            refs = [pending.ref for pending in outbox.due(cutover.sqlite, limit=100_000, ignore_backoff=True)]
+            with cutover.postgres.connect() as postgres, cutover.sqlite.connect() as sqlite:
+                images = read_images(sqlite, tables, refs)
+                batched = action_refusals(postgres, sqlite, tables, images)
+                per_row = _per_row_refusals(postgres, sqlite, tables, images)
+            assert set(batched) == set(per_row), (round_, script)
+            for ref, constraint in per_row.items():
+                assert batched[ref].startswith(f"rejected: foreign_key_action ({constraint}: "), (ref, batched[ref])
+            held |= set(per_row)
+            named |= set(per_row.values())
+            passed |= {ref for ref in images if ref.table in ("parents", "kids", "tree", "pairs") and ref not in per_row}
+            _run(path, postgres_url, "replay")
+    assert len(held) > 10 and len(passed) > 10 and len(named) >= 5, (len(held), len(passed), named)
+
+
+def test_a_delete_of_a_key_postgres_cannot_hold_is_not_looked_up_there(tmp_path, postgres_url):
+    """`pairs (a INTEGER, b TEXT)` is referenced ON DELETE CASCADE; SQLite let a row with text in
+    `a` in, which the backfill quarantined. Its delete was looked up in PostgreSQL by that key
+    (`a = 'x'`: invalid input for a bigint), and the whole batch failed as "secondary unavailable",
+    on every replay. No such row can exist there: the delete is applied, with the rest of its batch."""
+    path = tmp_path / "app.db"
+    _plain_sqlite(path, "CREATE TABLE pairs (a INTEGER NOT NULL, b TEXT NOT NULL, PRIMARY KEY (a, b));"
+                        "CREATE TABLE pair_kids (id INTEGER PRIMARY KEY, a INTEGER, b TEXT,"
+                        " FOREIGN KEY (a, b) REFERENCES pairs (a, b) ON DELETE CASCADE);"
+                        "INSERT INTO pairs VALUES (1, 'one'), ('x', 'ex'), (2, 'two');"
+                        "INSERT INTO pair_kids VALUES (1, 1, 'one'), (2, 2, 'two');")
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup")):
+        _ok(path, postgres_url, *step)
+    _with_foreign_keys(path, "DELETE FROM pairs WHERE a = 'x'; DELETE FROM pairs WHERE a = 1;")
+    _ok(path, postgres_url, "replay")
+    assert _rows(postgres_url, "SELECT a, b FROM pairs") == [(2, "two")]
+    assert _rows(postgres_url, "SELECT id FROM pair_kids") == [(2,)]
