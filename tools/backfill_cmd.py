@@ -289,7 +289,8 @@ def _print_summary(result, as_json: bool) -> None:
 
 def quarantine_report(ctx, fmt: str, postgres_url: str | None = None) -> str:
     """The quarantine as text or JSON ({"rows": [...], "live": [...]}): the rows the backfill
-    quarantined, and the live changes the applier settled as rejected (still in an outbox)."""
+    quarantined, and the live changes the applier settled as rejected or holds back (the
+    foreign-key action guard's `foreign_key_action`), still in an outbox."""
     from adapters.postgres import create_postgres_engine
     from hrp_data.backfill.quarantine import live_rejections, quarantine_entries
 
@@ -318,12 +319,14 @@ def quarantine_report(ctx, fmt: str, postgres_url: str | None = None) -> str:
         keys = len({(e["table"], json.dumps(e["key"])) for e in entries})
         lines.append(f"{keys} row(s) quarantined; fix them in SQLite, then `hrp-cutover backfill --retry-quarantined`")
     lines += [
-        f"{r['table']} {json.dumps(r['key'])} {r['column'] or '-'}: {r['reason']} (live, waiting in {r['database']}'s outbox)"
+        f"{r['table']} {json.dumps(r['key'])} {r['column'] or '-'}: {r['reason']}"
+        f"{' (' + r['detail'] + ')' if r['detail'] else ''} (live, waiting in {r['database']}'s outbox)"
         for r in live
     ]
     if live:
         lines.append(f"{len(live)} live change(s) rejected by the applier; fix each row where it waits"
-                     " (the primary, through the app), and the applier carries it")
+                     " (the primary, through the app; for foreign_key_action, the child rows it names),"
+                     " and the applier carries it")
     return "\n".join(lines) + "\n"
 
 
@@ -348,7 +351,7 @@ def _existing_sqlite_engine(settings):
 @pass_context
 def quarantine(ctx, fmt: str, postgres_url: str | None) -> None:
     """List the rows the backfill quarantined (table, key, column, reason, value; secrets fingerprinted)
-    and the live changes the applier rejected (table, key, column, reason)."""
+    and the live changes the applier rejected or holds back (table, key, column, reason, detail)."""
     click.echo(quarantine_report(ctx, fmt, postgres_url), nl=False)
 
 

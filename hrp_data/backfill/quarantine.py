@@ -194,18 +194,29 @@ _REJECTION = re.compile(r"(?:rejected: |a key PostgreSQL cannot hold \()(?:(?P<k
                         r"(?P<reason>[^\s()]+)(?: \((?P<column>[^()]+)\))?\)?$")
 
 
+_HELD = re.compile(r"rejected: (?P<reason>foreign_key_action) \((?P<detail>.*)\)$", re.DOTALL)
+"""A change held back by the foreign-key action guard (hrp_data.cutover.apply.action_refusals):
+no column, the constraint and the child row that still references the parent as its detail."""
+
+
 def live_rejections(engines: Sequence[tuple[str, sa.Engine]]) -> list[dict[str, Any]]:
-    """Live changes the applier settled as rejected, still waiting in an outbox ({"database"
-    (whose outbox), "table", "key", "column", "reason"}); the row is in that database as it is,
-    unaltered, until it is fixed there. Never a value: the outbox keeps keys and reasons only."""
+    """Live changes the applier settled as rejected (or held, as `foreign_key_action`), still
+    waiting in an outbox ({"database" (whose outbox), "table", "key", "column", "reason",
+    "detail"}); the row is in that database as it is, unaltered, until it is fixed there. Never a
+    value: the outbox keeps keys and reasons only."""
     found = []
     for database, engine in engines:
         for table, pk, error in rejected_keys(engine):
-            match = _REJECTION.match(error)
-            column = (match.group("column") or match.group("key_column")) if match else None
-            reason = match.group("reason") if match else error
+            column = detail = None
+            if held := _HELD.match(error):
+                reason, detail = held.group("reason"), held.group("detail")
+            elif match := _REJECTION.match(error):
+                column = match.group("column") or match.group("key_column")
+                reason = match.group("reason")
+            else:
+                reason = error
             found.append({"database": database, "table": table, "key": key_to_json(decode_key(pk)),
-                          "column": column, "reason": reason})
+                          "column": column, "reason": reason, "detail": detail})
     return found
 
 

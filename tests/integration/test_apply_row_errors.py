@@ -101,8 +101,9 @@ def test_the_quarantine_lists_live_keys_the_applier_rejected_without_their_value
     live = json.loads(listed.stdout)["live"]
     assert sorted(live, key=lambda r: r["table"]) == [
         {"database": "sqlite", "table": "api_credentials", "key": [credential], "column": "api_key",
-         "reason": "nul_byte_in_text"},
-        {"database": "sqlite", "table": "races", "key": [race], "column": "race_name", "reason": "nul_byte_in_text"},
+         "reason": "nul_byte_in_text", "detail": None},
+        {"database": "sqlite", "table": "races", "key": [race], "column": "race_name", "reason": "nul_byte_in_text",
+         "detail": None},
     ]
     assert f"races [{race}] race_name: nul_byte_in_text (live, waiting in sqlite's outbox)" in text.stdout
     assert f"api_credentials [{credential}] api_key: nul_byte_in_text" in text.stdout

@@ -482,3 +482,31 @@ def test_a_delete_of_a_key_postgres_cannot_hold_is_not_looked_up_there(tmp_path,
     _ok(path, postgres_url, "replay")
     assert _rows(postgres_url, "SELECT a, b FROM pairs") == [(2, "two")]
     assert _rows(postgres_url, "SELECT id FROM pair_kids") == [(2,)]
+
+
+def test_a_held_change_is_listed_where_the_operator_looks(tmp_path, postgres_url):
+    """A change held with `foreign_key_action` shows in `replay`, `status` (failing), `verify`
+    (refused) and `quarantine`, whose `live` list is the changes the applier rejected: it was
+    listed with the constraint and its explanation parsed as the `column`; it has no column, and
+    the explanation is its `detail`."""
+    path = tmp_path / "app.db"
+    _cut_in(path, postgres_url, TEAMS)
+    _plain_sqlite(path, "DELETE FROM teams WHERE id = 1;")
+    _held_replay(path, postgres_url, "ON DELETE SET NULL")
+    assert "1 failing" in _ok(path, postgres_url, "status")
+    assert _refused(path, postgres_url) == {"teams": 1}
+
+    listed = json.loads(_ok(path, postgres_url, "quarantine", "--format", "json"))
+    assert listed["rows"] == []
+    [live] = listed["live"]
+    detail = live.pop("detail")
+    assert live == {"database": "sqlite", "table": "teams", "key": [1], "column": None, "reason": "foreign_key_action"}
+    assert detail.startswith("fk_members_1: PostgreSQL's ON DELETE SET NULL would change members [")
+    assert detail.endswith("make the child rows agree in SQLite")
+    text = _ok(path, postgres_url, "quarantine")
+    assert f"teams [1] -: foreign_key_action ({detail}) (live, waiting in sqlite's outbox)" in text, text
+    assert "1 live change(s) rejected by the applier" in text and "the child rows it names" in text, text
+
+    _plain_sqlite(path, "UPDATE members SET team_id = NULL WHERE team_id = 1;")
+    _ok(path, postgres_url, "replay")
+    assert json.loads(_ok(path, postgres_url, "quarantine", "--format", "json")) == {"rows": [], "live": []}
