@@ -57,7 +57,7 @@ def _outbox_check(cutover: Cutover) -> Check:
     depth = outbox.depth(route.primary)
     ok = depth.pending <= OUTBOX_THRESHOLD
     detail = f"{depth.pending} pending ({depth.failing} failing), threshold {OUTBOX_THRESHOLD}"
-    if depth.last_error and not ok:
+    if depth.last_error and (depth.failing or not ok):  # a change the move's drain may stop on, named now
         detail += f"; last error: {depth.last_error}"
     return Check("outbox", ok, detail)
 
