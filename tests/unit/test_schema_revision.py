@@ -5,9 +5,13 @@ nothing and reach no database."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import datetime as dt
 import os
+import pickle
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -188,6 +192,44 @@ def _run(path: Path, *args: str):
     return CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", NOWHERE, "schema", *args])
 
 
+@dataclasses.dataclass(frozen=True)
+class _Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+    output: str
+
+
+def _unprivileged(command) -> _Result:
+    """`command()` (a CliRunner result) as this user, or, as root, in a forked child that has
+    dropped to nobody (uid and gid 65534) first."""
+    if os.geteuid() != 0:
+        done = command()
+        return _Result(done.exit_code, done.stdout, done.stderr, done.output)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's result travels through the pipe
+        status = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            done = command()
+            payload = _Result(done.exit_code, done.stdout, done.stderr, done.output)
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            payload = _Result(-1, "", "", f"child failed: {error!r}")
+        with os.fdopen(write, "wb") as out:
+            pickle.dump(payload, out)
+            status = 0
+        os._exit(status)
+    os.close(write)
+    with os.fdopen(read, "rb") as source:
+        payload = pickle.load(source)
+    os.waitpid(child, 0)
+    return payload
+
+
 def _one_line_refusal(result, starts: str) -> None:
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"Error: {starts}"), result.stderr
@@ -237,12 +279,20 @@ class TestCli:
             _one_line_refusal(_run(path, *sql, "--revision-dir", str(target)), f"--revision-dir {target}: {says}")
         assert sorted(tmp_path.iterdir()) == before
 
-    @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any directory")
-    def test_a_directory_it_cannot_write_is_refused(self, tmp_path):
-        path, versions = _file(tmp_path, "mixed_case"), tmp_path / "versions"
-        versions.mkdir(mode=0o555)
-        _one_line_refusal(_run(path, "--revision-dir", str(versions)), f"--revision-dir {versions}: not writable")
-        assert list(versions.iterdir()) == []
+    def test_a_directory_it_cannot_write_is_refused(self):
+        """Root writes into any directory, so as root the command runs in a child process that
+        has dropped to an unprivileged user (the operator who cannot write there)."""
+        base = Path(tempfile.mkdtemp(prefix="hrp-revision-"))  # /tmp: a path another user can reach
+        try:
+            base.chmod(0o755)
+            path, versions = _file(base, "mixed_case"), base / "versions"
+            path.chmod(0o644)
+            versions.mkdir(mode=0o555)
+            _one_line_refusal(_unprivileged(lambda: _run(path, "--revision-dir", str(versions))),
+                              f"--revision-dir {versions}: not writable")
+            assert list(versions.iterdir()) == []
+        finally:
+            shutil.rmtree(base)
 
     def test_a_directory_with_a_history_is_refused(self, tmp_path):
         path, versions = _file(tmp_path, "mixed_case"), tmp_path / "versions"
