@@ -45,6 +45,7 @@ __all__ = [
     "dump_jsonb",
     "json_text",
     "canonical_texts",
+    "spaced_json",
     "timestamp_text",
     "converter",
     "fits_numeric",
@@ -447,12 +448,12 @@ def _canonical_document(text: str) -> Any:
     if b"e+" in compact:  # BIG_FLOAT_MARK: JSONB needs another spelling of it (dump_jsonb)
         return None
     spelled = text.encode("utf-8")
-    if _spaced(compact) == spelled or compact == spelled:
+    if spaced_json(compact) == spelled or compact == spelled:
         return value
     return None
 
 
-def _spaced(compact: bytes) -> bytes:
+def spaced_json(compact: bytes) -> bytes:
     """orjson's compact spelling with a blank after every comma and colon: json.dumps' spelling when no
     string holds a comma or a colon (and a spelling no text equals when one does: see _canonical_document)."""
     return compact.replace(b",", b", ").replace(b":", b": ")
@@ -487,7 +488,7 @@ def canonical_texts(texts: Sequence[str]) -> bool:
         spelled = ("[" + joined + "]").encode("utf-8")
     except (TypeError, orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError, UnicodeEncodeError):
         return False
-    return b"e+" not in compact and _spaced(compact) == spelled
+    return b"e+" not in compact and spaced_json(compact) == spelled
 
 
 def json_text(raw: Any) -> str:

@@ -53,6 +53,11 @@ COPY_CHUNK = 1 << 20
 """Bytes handed to libpq per read() of the payload."""
 
 
+ESCAPED = ("\\", "\t", "\n", "\r", "\x00")
+"""The characters escape_text changes (backslash, tab, newline, carriage return) or refuses (NUL):
+a text holding none of them is its own field."""
+
+
 def escape_text(text: str) -> str:
     """`text` as a COPY text-format field (raises ValueError on a NUL)."""
     if "\\" in text:

@@ -35,7 +35,7 @@ import sqlite3
 
 import orjson
 
-from adapters.convert import BIG_FLOAT_MARK, Kind
+from adapters.convert import BIG_FLOAT_MARK, Kind, spaced_json
 
 __all__ = ["JSON_FUNCTION", "json_vouched", "register", "vouched"]
 
@@ -138,7 +138,7 @@ def json_vouched(data: bytes) -> bool:
         compact = orjson.dumps(orjson.loads(data))
         if BIG_FLOAT_MARK.encode() in compact:
             return False
-        return compact == data or compact.replace(b",", b", ").replace(b":", b": ") == data
+        return compact == data or spaced_json(compact) == data
     except Exception:  # noqa: BLE001 - not vouched: Python's conversion names the reason
         return False
 

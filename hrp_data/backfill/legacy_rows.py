@@ -228,10 +228,6 @@ def column_encoder(kind: Kind) -> Callable[[Sequence[Any]], Spelled]:
     return each
 
 
-_COPY_ESCAPED = ("\\", "\t", "\n", "\r", "\x00")
-"""What pg_copy.escape_text changes or refuses, and (NUL) what convert's text rule refuses."""
-
-
 def _plain_texts(values: Sequence[Any]) -> Sequence[str] | None:
     """The values as they are, if they are all text that the TEXT rule accepts and COPY takes
     unescaped (adapters.convert: no NUL, valid UTF-8; pg_copy.escape_text: no backslash, tab,
@@ -243,7 +239,7 @@ def _plain_texts(values: Sequence[Any]) -> Sequence[str] | None:
             joined.encode("utf-8")  # UnicodeEncodeError: a lone surrogate (invalid UTF-8 read leniently)
     except (TypeError, UnicodeEncodeError):
         return None
-    if any(character in joined for character in _COPY_ESCAPED):
+    if any(character in joined for character in pg_copy.ESCAPED):  # NUL: convert's text rule refuses it too
         return None
     return values
 

@@ -197,11 +197,11 @@ def test_canonical_texts_vouches_only_for_texts_json_text_hands_on(texts):
 def test_legacy_json_columns_take_the_fast_path_as_a_whole(documents):
     """A column json.dumps wrote is told canonical at once whenever each of its texts takes json_text's
     fast path alone (the backfill's cost per prediction rests on it)."""
-    from adapters.convert import _canonical_document, _spaced, canonical_texts
+    from adapters.convert import _canonical_document, canonical_texts, spaced_json
 
     texts = [_json_spelling(doc) for doc in documents]
     alone = all(  # the fast path alone, in its spaced spelling
-        _canonical_document(text) is not None and text.encode("utf-8") == _spaced(orjson.dumps(orjson.loads(text)))
+        _canonical_document(text) is not None and text.encode("utf-8") == spaced_json(orjson.dumps(orjson.loads(text)))
         for text in texts
     )
     assert canonical_texts(texts) == alone
