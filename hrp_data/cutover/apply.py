@@ -214,13 +214,18 @@ def action_refusals(
         for constraint in table.foreign_key_constraints:
             if (constraint.ondelete or constraint.onupdate) and constraint.referred_table in name_of:
                 actions.setdefault(name_of[constraint.referred_table], []).append(constraint)
-    if not actions:
+    changing = {  # tables whose upserted rows can act: an ON UPDATE onto columns beyond the key
+        name for name, found in actions.items()
+        if any(c.onupdate and not all(e.column.primary_key for e in c.elements) for c in found)
+    }
+    level = [(ref, ref, image) for ref, image in images.items()
+             if ref.table in actions and (image is None or ref.table in changing)]
+    if not level:  # the common batch: inserts and updates of rows no action can follow
         return {}
     known = dict(images)
     brought = _brought_children(pg_tables, actions, images)
     held: dict[KeyRef, str] = {}
     followed: set[tuple[KeyRef, KeyRef]] = set()
-    level = [(ref, ref, image) for ref, image in images.items() if ref.table in actions]
     while level:
         todo = []
         for origin, ref, image in level:
