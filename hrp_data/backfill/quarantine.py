@@ -35,6 +35,7 @@ from psycopg2.extras import execute_values
 from adapters.binds import reading
 from adapters.outbox import decode_key, encode_key, key_from_json, key_to_json
 from hrp_data.backfill.legacy_rows import Key, Reject, sqlite_order
+from hrp_data.cutover.apply import FOREIGN_KEY_ACTION
 from hrp_data.cutover.outbox import rejected_keys
 
 QUARANTINE = "hrp_cutover_quarantine"
@@ -194,7 +195,7 @@ _REJECTION = re.compile(r"(?:rejected: |a key PostgreSQL cannot hold \()(?:(?P<k
                         r"(?P<reason>[^\s()]+)(?: \((?P<column>[^()]+)\))?\)?$")
 
 
-_HELD = re.compile(r"rejected: (?P<reason>foreign_key_action) \((?P<detail>.*)\)$", re.DOTALL)
+_HELD = re.compile(rf"rejected: (?P<reason>{FOREIGN_KEY_ACTION}) \((?P<detail>.*)\)$", re.DOTALL)
 """A change held back by the foreign-key action guard (hrp_data.cutover.apply.action_refusals):
 no column, the constraint and the child row that still references the parent as its detail."""
 

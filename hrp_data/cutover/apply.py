@@ -187,6 +187,10 @@ def missing_parents(
     return waiting
 
 
+FOREIGN_KEY_ACTION = "foreign_key_action"
+"""The reason of a change action_refusals holds back (hrp_data.backfill.quarantine lists it apart)."""
+
+
 def action_refusals(
     postgres: sa.Connection,
     sqlite: sa.Connection,
@@ -269,7 +273,7 @@ def action_refusals(
                 if after is not None and _references(constraint.table, columns, after, old):
                     when = "DELETE" if deleting else "UPDATE"
                     held[origin] = (
-                        f"rejected: foreign_key_action ({constraint.name}: PostgreSQL's ON {when} {action}"
+                        f"rejected: {FOREIGN_KEY_ACTION} ({constraint.name}: PostgreSQL's ON {when} {action}"
                         f" would change {child_name} {list(child_ref.key)}, which SQLite keeps referencing"
                         " the old row: its writer had foreign keys off; make the child rows agree in SQLite)"
                     )
