@@ -459,8 +459,9 @@ def status(ctx: Context, postgres_url: str | None, as_json: bool) -> None:
     box = report["outbox"]
     click.echo(f"phase      {report['phase']} (version {report['version']}), primary {report['primary']}")
     click.echo(
-        f"outbox     {box['pending']} pending, {box['failing']} failing,"
-        f" oldest {box['oldest_age_s'] if box['oldest_age_s'] is not None else '-'} s"
+        f"outbox     {box['pending']} pending, {box['failing']} failing"
+        + (f" ({box['refused']} refused until their rows are fixed: `hrp-cutover quarantine`)" if box["refused"] else "")
+        + f", oldest {box['oldest_age_s'] if box['oldest_age_s'] is not None else '-'} s"
     )
     if report["postgres"] is not None:
         postgres = report["postgres"]

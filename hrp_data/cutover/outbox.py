@@ -54,6 +54,9 @@ class Depth:
     failing: int
     oldest_age_s: float | None
     last_error: str | None
+    refused: int = 0
+    """Changes whose latest failure is a refusal of their row or key (REJECTED, KEY_REFUSED), not of
+    the database: they wait until the row is fixed where it is, and a move's drain stops on them."""
 
 
 def install_tables(engine: sa.Engine) -> None:
@@ -339,7 +342,8 @@ def make_all_due(bind: Bind) -> None:
 
 
 def depth(bind: Bind) -> Depth:
-    """How many changes wait, how many have failed at least once, and the oldest one's age."""
+    """How many changes wait, how many have failed at least once (how many of those are refused
+    until their row is fixed), the oldest one's age and the latest error."""
     with reading(bind) as connection:
         if not sa.inspect(connection).has_table(OUTBOX):
             return Depth(0, 0, None, None)
@@ -348,6 +352,8 @@ def depth(bind: Bind) -> Depth:
                 sa.func.count(),
                 sa.func.count().filter(outbox.c.attempts > 0),
                 sa.func.min(outbox.c.created_at),
+                sa.func.count().filter(sa.or_(outbox.c.last_error.startswith(REJECTED, autoescape=True),
+                                              outbox.c.last_error.startswith(KEY_REFUSED, autoescape=True))),
             )
         ).one()
         last_error = connection.execute(
@@ -357,7 +363,7 @@ def depth(bind: Bind) -> Depth:
             .limit(1)
         ).scalar()
     oldest = None if row[2] is None else max(0.0, time.time() - row[2])
-    return Depth(row[0], row[1], oldest, last_error)
+    return Depth(row[0], row[1], oldest, last_error, row[3])
 
 
 REJECTED = "rejected: "

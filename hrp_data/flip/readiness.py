@@ -55,8 +55,11 @@ def _outbox_check(cutover: Cutover) -> Check:
     if route is None:
         return Check("outbox", True, "no secondary in this phase")
     depth = outbox.depth(route.primary)
-    ok = depth.pending <= OUTBOX_THRESHOLD
+    ok = depth.pending <= OUTBOX_THRESHOLD and not depth.refused
     detail = f"{depth.pending} pending ({depth.failing} failing), threshold {OUTBOX_THRESHOLD}"
+    if depth.refused:  # they wait until their rows are fixed: the move's drain would stop on them
+        detail += (f"; {depth.refused} change(s) refused until their rows are fixed where they were written"
+                   " (`hrp-cutover quarantine` lists them with the reason)")
     if depth.last_error and (depth.failing or not ok):  # a change the move's drain may stop on, named now
         detail += f"; last error: {depth.last_error}"
     return Check("outbox", ok, detail)

@@ -44,7 +44,8 @@ def test_a_delete_postgres_would_cascade_while_sqlite_did_not_is_refused(tmp_pat
     one whose action SQLite did too (foreign keys on) is applied."""
     path = tmp_path / "app.db"
     _plain_sqlite(path, MULTILINGUAL)
-    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",)):
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
+                 ("phase", "set", "shadow")):
         _ok(path, postgres_url, *step)
 
     _plain_sqlite(path, "UPDATE phrases SET phrase_id = 'p2-renamed' WHERE phrase_id = 'p2';"
@@ -59,6 +60,12 @@ def test_a_delete_postgres_would_cascade_while_sqlite_did_not_is_refused(tmp_pat
     assert verified.exit_code == 1
     result = json.loads(verified.output[verified.output.index("{"):])
     assert result["tables"]["phrases"]["refused"] == 1 and result["tables"]["languages"]["refused"] == 1
+    # the flip's checks say the outbox will not drain (the move's drain would stop on them), not [x]
+    checked = _run(path, postgres_url, "flip", "--check")
+    assert checked.exit_code != 0
+    outbox_line = next(line for line in checked.output.splitlines() if "outbox" in line)
+    assert "2 change(s) refused until their rows are fixed" in outbox_line and "[x]" not in outbox_line, checked.output
+    assert "(2 refused until their rows are fixed" in _ok(path, postgres_url, "status")
 
     # the operator makes SQLite say what it means: the children follow, as the actions would have
     _plain_sqlite(path, "UPDATE translations SET phrase_id = 'p2-renamed' WHERE phrase_id = 'p2';"
