@@ -25,6 +25,7 @@ the conversion rules are known to accept.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -39,6 +40,7 @@ from adapters import vouch
 from adapters.catalog import Catalog, quote
 from adapters.convert import Kind
 from adapters.outbox import key_to_json
+from hrp_data.backfill import read_pool
 from hrp_data.backfill.legacy_file import require_contract
 from hrp_data.backfill.legacy_rows import Converted, TableReader, connect, readers
 from hrp_data.catalog import MODELLED, file_catalog
@@ -49,8 +51,8 @@ PAGE = 10_000
 CHUNK_ROWS = 200_000
 """A table of twice this many rows or more is censused in key ranges of about this many, side by side."""
 CENSUS_THREADS = 2
-"""Threads that run the census's SQL passes: SQLite evaluates them without the GIL (only the
-JSON check and the conversion of the few suspects take it), beside the two threads of the checks."""
+"""Threads that run the JSON suggestions' passes (and a small file's census): SQLite evaluates
+them without the GIL, beside the two threads of the checks."""
 MMAP_BYTES = 2**28
 """At most this much of the file is mapped per check connection: the resident size counts the mapped
 pages, so the map is bounded (256 MB) and assess's peak memory stays flat as files grow."""
@@ -77,9 +79,12 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
     """The assessment report of `sqlite_file` as a JSON-ready dict (the file is only read).
     `column_types`: the operator's choices (Settings.column_types; None: those kept in the file).
 
-    The census's SQL passes run in a pool of CENSUS_THREADS threads, a big table in key ranges
-    (_chunks), while two threads run the file-wide checks: integrity_check, and
-    foreign_key_check with the orphans; each on a connection of its own."""
+    The census's passes run in the backfill's worker processes (read_pool.worker_pool: one per
+    core, at most four), a big table in key ranges (_chunks): the check of JSON text and the
+    conversion of the suspects are Python, which one process's GIL would hold to one core; a file
+    of fewer than read_pool.POOL_MIN_ROWS rows, which a pool's start-up would cost more than it
+    saves, in a pool of CENSUS_THREADS threads. Beside them, two threads run the file-wide checks:
+    integrity_check, and foreign_key_check with the orphans; each on a connection of its own."""
     path = Path(sqlite_file).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no SQLite file at {path}")
@@ -89,18 +94,29 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
     try:
         catalog = file_catalog(connection, column_types)
         with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="hrp-assess-checks") as checks, \
-                concurrent.futures.ThreadPoolExecutor(CENSUS_THREADS, thread_name_prefix="hrp-assess-census") as pool:
+                concurrent.futures.ThreadPoolExecutor(CENSUS_THREADS, thread_name_prefix="hrp-assess-census") as pool, \
+                contextlib.ExitStack() as stack:
             integrity_check = checks.submit(_integrity, path)
             key_checks = checks.submit(_key_checks, path, catalog)
             table_readers = readers(catalog)
             counts = {name: reader.count(connection) for name, reader in table_readers.items()}
             estimate = _estimate(connection, table_readers, counts, sample_rows)  # before the census's threads take the GIL
             documents = [pool.submit(_json_documents, path, catalog, name) for name in catalog.tables]
-            suspects = {
-                name: [pool.submit(_suspect_rejects, path, catalog, name, low, high)
-                       for low, high in _chunks(connection, reader, counts[name])]
-                for name, reader in table_readers.items()
-            }
+            workers = read_pool.default_workers() if sum(counts.values()) >= read_pool.POOL_MIN_ROWS else 0
+            if workers:
+                processes = read_pool.worker_pool(path, workers, column_types)
+                stack.callback(read_pool.close_pool, processes)
+                suspects = {
+                    name: [processes.submit(read_pool.suspects_between, name, low, high, PAGE)
+                           for low, high in _chunks(connection, reader, counts[name])]
+                    for name, reader in table_readers.items()
+                }
+            else:
+                suspects = {
+                    name: [pool.submit(_suspect_rejects, path, catalog, name, low, high)
+                           for low, high in _chunks(connection, reader, counts[name])]
+                    for name, reader in table_readers.items()
+                }
             tables: dict[str, Any] = {}
             rejections: list[dict[str, Any]] = []
             for name, reader in table_readers.items():
@@ -271,7 +287,7 @@ def _orphans(connection, catalog: Catalog, violations: list[tuple]) -> list[dict
         table = entry.sqlite
         key = ", ".join(f"c.{quote(c.name)}" for c in table.primary_key.columns)
         declared = _declared_keys(connection, table.name)
-        for foreign_key in entry.postgres.foreign_keys:
+        for foreign_key in sorted(entry.postgres.foreign_keys, key=lambda k: (k.parent.name, k.target_fullname)):  # a set
             parent_entry = catalog.tables.get(foreign_key.column.table.name)
             if parent_entry is None:
                 continue

@@ -51,6 +51,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from adapters import vouch
 from hrp_data.backfill import legacy_rows
 from hrp_data.backfill.legacy_rows import Converted, Key, TableReader
 from hrp_data.catalog import file_catalog
@@ -131,14 +132,45 @@ def _context() -> Any:
     return context
 
 
-def _start_worker(path: str, starter: int) -> None:
+def _start_worker(path: str, starter: int, column_types: dict[tuple[str, str], str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(starter)
     os.nice(WORKER_NICE)
     _worker["connection"] = legacy_rows.connect(Path(path))
-    _worker["readers"] = legacy_rows.readers(file_catalog(_worker["connection"]))
+    vouch.register(_worker["connection"])  # the functions of the suspects' pass (suspects_between)
+    _worker["readers"] = legacy_rows.readers(file_catalog(_worker["connection"], column_types))
     gc.freeze()
     gc.disable()
+
+
+def worker_pool(path: Path, workers: int, column_types: dict[tuple[str, str], str] | None = None) -> ProcessPoolExecutor:
+    """`workers` worker processes on the file at `path`, started now (a pool that knows when one of
+    them dies: BrokenProcessPool); `column_types` as for file_catalog. End it with close_pool."""
+    pool = ProcessPoolExecutor(
+        workers, mp_context=_context(), initializer=_start_worker, initargs=(str(path), os.getpid(), column_types),
+    )
+    for _ in range(workers):  # the pool starts a process per task: all of them now
+        pool.submit(os.getpid)
+    return pool
+
+
+def close_pool(pool: ProcessPoolExecutor) -> None:
+    """End the workers. A broken pool's survivors are killed first: CPython's shutdown of a
+    broken pool signals them SIGTERM and then waits, spinning, until none is alive, and one
+    run under load was seen to spin there for good (the backfill then hung, not failed)."""
+    if getattr(pool, "_broken", False):
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def suspects_between(table: str, low: int | None, high: int | None, size: int) -> list[Converted]:
+    """In a worker: the rows of `table` whose first key column is in [low, high) that SQLite cannot
+    vouch for (TableReader.suspects), converted, `size` at a time (assess's census)."""
+    gc.collect()
+    reader: TableReader = _worker["readers"][table]
+    return [reader.convert(rows) for rows in reader.suspects(_worker["connection"], size, low, high)]
 
 
 def _read_range(table: str, low: Key | None, high: Key, with_keys: bool, want_keys: bool) -> Page | None:
@@ -167,25 +199,13 @@ class PageReader:
     def start(self) -> None:
         """Start the workers (a process pool that knows when one of them dies: BrokenProcessPool)."""
         if self.workers > 0 and self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=_context(),
-                initializer=_start_worker, initargs=(str(self.path), os.getpid()),
-            )
-            for _ in range(self.workers):  # the pool starts a process per task: all of them now
-                self._pool.submit(os.getpid)
+            self._pool = worker_pool(self.path, self.workers)
 
     def close(self) -> None:
-        """End the workers. A broken pool's survivors are killed first: CPython's shutdown of a
-        broken pool signals them SIGTERM and then waits, spinning, until none is alive, and one
-        run under load was seen to spin there for good (the backfill then hung, not failed)."""
+        """End the workers (close_pool)."""
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        if getattr(pool, "_broken", False):
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
-                with contextlib.suppress(OSError, ValueError, AttributeError):
-                    process.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            close_pool(pool)
 
     def pages(
         self, reader: TableReader, after: Key | None, size: int, remaining: int,

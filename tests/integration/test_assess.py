@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hrp_data.backfill import assess as assess_module
+from hrp_data.backfill import read_pool
 from hrp_data.backfill.assess import assess
 from hrp_data.catalog import file_catalog
 from tests.examples import examples
@@ -30,17 +31,22 @@ def _fingerprint(path: Path) -> tuple:
     return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns, siblings
 
 
-@pytest.mark.parametrize("small", [False, True], ids=["whole", "key-ranges-of-2-fetches-of-3"])
-def test_census_names_every_planted_value_and_orphan(legacy_file, small, monkeypatch):
+@pytest.mark.parametrize("small,processes", [(False, False), (True, False), (True, True)],
+                         ids=["whole", "key-ranges-of-2-fetches-of-3", "in-worker-processes"])
+def test_census_names_every_planted_value_and_orphan(legacy_file, small, processes, monkeypatch):
     """The same census whether each table's suspects come in one fetch of one pass, or the
     tables are cut into key ranges of about 2 rows (censused side by side) and their suspects
-    fetched 3 at a time."""
+    fetched 3 at a time, in threads or in the backfill's worker processes (a big file's way)."""
     plant_hostile(legacy_file)
     before = _fingerprint(legacy_file)
     if small:
         monkeypatch.setattr(assess_module, "PAGE", 3)
         monkeypatch.setattr(assess_module, "CHUNK_ROWS", 2)
-    report = assess(legacy_file, sample_rows=100)
+    monkeypatch.setattr(read_pool, "POOL_MIN_ROWS", 0 if processes else 10**9)
+    started = mock.patch.object(read_pool, "worker_pool", wraps=read_pool.worker_pool)
+    with started as worker_pool:
+        report = assess(legacy_file, sample_rows=100)
+    assert worker_pool.called == processes
     assert _fingerprint(legacy_file) == before  # read-only: not a byte, not a journal file
 
     planted = {(t, c, r): k for (t, k, c), r in HOSTILE.items() if r not in FOREIGN_KEY_REASONS}
