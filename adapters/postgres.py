@@ -9,6 +9,11 @@ with select() and gives up after a deadline (default CALL_TIMEOUT_S, per
 thread via `call_timeout()`); psycopg2 then closes the connection and the pool
 replaces it. The pool is SQLAlchemy's. COPY does not work under a wait
 callback, so bulk loaders (the backfill) run in processes that do not install it.
+
+A pooled connection is pinged at checkout only when its socket says something
+happened (`ping_when_readable`), and a read-only unit of work's autocommit is
+psycopg2's own switch (`plain_autocommit`): a short read on a warm connection is
+one round trip, its statement, instead of four.
 """
 
 from __future__ import annotations
@@ -105,12 +110,70 @@ def create_postgres_engine(url: str, *, application_name: str = "hrp-cutover", *
     }
     connect_args.update(kw.pop("connect_args", {}))
     url = psycopg2_url(url)
-    kw.setdefault("pool_pre_ping", True)
+    ping = kw.pop("pool_pre_ping", True)
     kw.setdefault("pool_timeout", 5)
     kw.setdefault("json_serializer", dump_jsonb)  # JSONB reads every document back as the same value
     engine = sa.create_engine(url, connect_args=connect_args, **kw)
     sa.event.listen(engine, "connect", lambda dbapi_connection, _record: quiet_parameters(dbapi_connection))
+    plain_autocommit(engine)
+    if ping:
+        ping_when_readable(engine)
     return engine
+
+
+def ping_when_readable(engine: sa.Engine) -> None:
+    """SQLAlchemy's pre-ping, for the pooled connections whose socket has something to read, or has
+    failed. An idle connection has nothing to read from a live server: a server that ends the session
+    (a restart, a failover, pg_terminate_backend, a pooler closing it) sends its FATAL message and
+    closes the socket, and TCP keepalives mark a vanished peer's socket as failed; each makes the
+    socket readable. So a connection whose socket is quiet is used without a round trip, and any
+    other is pinged; a failed ping raises DisconnectionError, and the pool connects again (up to
+    three times), as pool_pre_ping does. A message a live server sends unasked (a NOTICE, a changed
+    parameter) only costs that ping."""
+    poller_flags = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+    def checked_out(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        try:
+            poller = select.poll()
+            poller.register(dbapi_connection.fileno(), poller_flags)
+            quiet = not poller.poll(0)
+        except (OSError, ValueError, psycopg2.Error):  # no socket (closed): let the ping say so
+            quiet = False
+        if quiet and not dbapi_connection.closed:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # noqa: BLE001 - any failure of the ping: a fresh connection
+            raise sa.exc.DisconnectionError(f"ping failed: {error}") from error
+
+    sa.event.listen(engine, "checkout", checked_out)
+
+
+def plain_autocommit(engine: sa.Engine) -> None:
+    """Isolation levels set with psycopg2's own attributes, which send nothing: SQLAlchemy's
+    psycopg2 dialect sets them with set_isolation_level(), and once that has named the server's
+    default level explicitly (as SQLAlchemy's reset does at every checkin), psycopg2 sends
+    `SET default_transaction_isolation` at every switch into autocommit and out of it: two round
+    trips around each read-only unit of work. Here AUTOCOMMIT is `autocommit = True`, the
+    default level `autocommit = False` with psycopg2's level left at its default (the server's,
+    which is the level SQLAlchemy read at connect), and any other level is named for the
+    transactions' BEGIN."""
+    dialect = engine.dialect
+    levels = set(dialect.get_isolation_level_values(None))
+
+    def set_isolation_level(dbapi_connection: Any, level: str) -> None:
+        if level not in levels:
+            raise sa.exc.ArgumentError(f"invalid isolation level {level!r} for PostgreSQL")
+        if dbapi_connection.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            dbapi_connection.rollback()  # as psycopg2's set_isolation_level does
+        if level == "AUTOCOMMIT":
+            dbapi_connection.isolation_level = None
+            dbapi_connection.autocommit = True
+            return
+        dbapi_connection.autocommit = False
+        dbapi_connection.isolation_level = None if level == dialect.default_isolation_level else level
+
+    dialect.set_isolation_level = set_isolation_level
 
 
 
