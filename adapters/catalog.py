@@ -707,9 +707,19 @@ def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_ca
         entry["to"].append(to)
     indexes = []
     for _seq, index, unique, origin, partial in _pragma(connection, "index_list", name):
+        xinfo = _pragma(connection, "index_xinfo", index)
+        for _n, _cid, col, _desc, collation, key in xinfo:
+            if key and collation and _unknown_collation(connection, collation):
+                raise CatalogError(
+                    f"table {name!r} has an index ({index}, on {col}) that compares with COLLATE {collation}, a"
+                    " collation the app that wrote the file defines in its own code (SQLite itself knows only"
+                    " BINARY, NOCASE and RTRIM): without it SQLite cannot use that index, so no step of the"
+                    " cutover can read or write the table; nothing was changed: rebuild the table in SQLite without"
+                    f" COLLATE {collation} (or with NOCASE), through the app, and run the command again"
+                )
         if origin == "pk":
             continue
-        parts = [(cid, col) for _n, cid, col, _desc, _coll, key in _pragma(connection, "index_xinfo", index) if key]
+        parts = [(cid, col) for _n, cid, col, _desc, _coll, key in xinfo if key]
         index_sql = (_rows(connection, "SELECT sql FROM sqlite_master WHERE name = ?", (index,)) or [(None,)])[0][0]
         if partial or any(cid < 0 for cid, _ in parts):
             not_carried.append(NotCarried(
@@ -724,6 +734,24 @@ def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_ca
         "rowid_name": _rowid_alias(name, every_name) if not keys and not without_rowid else None,
         "foreign_keys": list(foreign_keys.values()), "indexes": indexes, "mapping": mapping,
     }
+
+
+_BUILT_IN_COLLATIONS = frozenset({"BINARY", "NOCASE", "RTRIM"})
+
+
+def _unknown_collation(connection: Any, collation: str) -> bool:
+    """Whether this connection lacks the collation `collation` (SQLite names an app's own collation in
+    its schema, and in PRAGMA collation_list, without knowing how it compares)."""
+    if collation.upper() in _BUILT_IN_COLLATIONS:
+        return False
+    quoted = '"' + collation.replace('"', '""') + '"'
+    try:
+        _rows(connection, f"SELECT 'a' = 'a' COLLATE {quoted}")
+    except Exception as error:  # sqlite3's or SQLAlchemy's OperationalError
+        if "no such collation sequence" in str(error):
+            return True
+        raise
+    return False
 
 
 def _generated_sql(sql: str, column: str) -> str:

@@ -106,3 +106,48 @@ def test_a_child_arriving_with_its_parents_delete_is_not_cascaded_away(tmp_path,
     _plain_sqlite(path, "UPDATE translations SET phrase_id = 'p2-renamed' WHERE translation_id = 't9';")
     _ok(path, postgres_url, "replay")
     _ok(path, postgres_url, "verify")
+
+
+def test_an_index_on_a_collation_only_the_app_defines_is_refused_in_one_line(tmp_path, postgres_url):
+    """An Anki collection (collection.anki2) declares `name text COLLATE unicase` and `tags (tag
+    PRIMARY KEY COLLATE unicase)`: Anki registers the collation in its own code. Without it SQLite
+    cannot use those indexes (a count(*) picks one), so `assess` crashed with a traceback ("no such
+    collation sequence: unicase"), `backup` failed, `verify` said "database unavailable", while
+    `schema` and `phase set dual_write` went ahead on a file no backfill could read. Every command
+    refuses in one line naming the table, the index and the collation, before anything is created."""
+    path = tmp_path / "collection.anki2"
+    connection = sqlite3.connect(path)
+    connection.create_collation("unicase", lambda a, b: (a.lower() > b.lower()) - (a.lower() < b.lower()))
+    connection.executescript(
+        "CREATE TABLE tags (tag text NOT NULL PRIMARY KEY COLLATE unicase, usn integer NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO tags VALUES ('Verb', 0), ('noun', -1);"
+        "CREATE TABLE decks (id integer PRIMARY KEY NOT NULL, name text NOT NULL COLLATE unicase);"
+        "CREATE UNIQUE INDEX idx_decks_name ON decks (name);"
+        "INSERT INTO decks VALUES (1, 'Default'), (2, 'Français');"
+        "CREATE TABLE notes (id integer PRIMARY KEY, sfld text COLLATE NOCASE);"
+        "CREATE INDEX ix_notes_sfld ON notes (sfld);"
+    )
+    connection.commit()
+    connection.close()
+    for step in (("assess",), ("schema",), ("phase", "set", "dual_write"), ("verify",), ("backfill", "--no-backup")):
+        done = _run(path, postgres_url, *step)
+        assert done.exit_code == 2 and isinstance(done.exception, SystemExit), f"{step}: {done.output}"
+        assert "COLLATE unicase" in done.output and ("idx_decks_name" in done.output or "tags" in done.output), done.output
+    backup = _run(path, postgres_url, "backup")  # SQLite's integrity check says it itself, in one line
+    assert backup.exit_code == 1 and "no such collation sequence: unicase" in backup.output, backup.output
+    assert _rows(postgres_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+
+    # the operator rebuilds the tables without it (as NOCASE), through the app: every step goes through
+    connection = sqlite3.connect(path)
+    connection.create_collation("unicase", lambda a, b: (a.lower() > b.lower()) - (a.lower() < b.lower()))
+    connection.executescript("CREATE TABLE tags2 (tag text NOT NULL PRIMARY KEY COLLATE NOCASE, usn integer NOT NULL)"
+                             " WITHOUT ROWID; INSERT INTO tags2 SELECT * FROM tags; DROP TABLE tags;"
+                             " ALTER TABLE tags2 RENAME TO tags;"
+                             "CREATE TABLE decks2 (id integer PRIMARY KEY NOT NULL, name text NOT NULL COLLATE NOCASE);"
+                             " INSERT INTO decks2 SELECT * FROM decks; DROP TABLE decks; ALTER TABLE decks2 RENAME TO decks;"
+                             " CREATE UNIQUE INDEX idx_decks_name ON decks (name);")
+    connection.commit()
+    connection.close()
+    for step in (("assess",), ("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",)):
+        _ok(path, postgres_url, *step)
+    assert _rows(postgres_url, "SELECT name FROM decks ORDER BY id") == [("Default",), ("Français",)]
