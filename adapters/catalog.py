@@ -453,6 +453,8 @@ CHOSEN_TYPES = {
                    "chosen jsonb (column types): a value that is not a JSON document is quarantined"),
     "text": _Type(Kind.TEXT, sa.Text(), "text",
                   "chosen text (column types): the stored text as it is, whatever the declaration"),
+    "bytea": _Type(Kind.BLOB, Bytes(), "bytea",
+                   "chosen bytea (column types): the stored bytes as they are, whatever the declaration"),
 }
 """The types the operator may choose for a column (hrp_data.settings.COLUMN_TYPES), by name."""
 SECRET = "secret"
@@ -568,7 +570,7 @@ def _parents_first(names: list[str], parents: dict[str, set[str]]) -> list[str]:
 def read_catalog(connection: Any, column_types: dict[tuple[str, str], str] | None = None) -> Catalog:
     """The catalog of the file behind `connection` (sqlite3 or SQLAlchemy), read only.
 
-    `column_types`: {(table, column): "jsonb" | "text"} chosen by the operator (CHOSEN_TYPES); None:
+    `column_types`: {(table, column): "jsonb" | "text" | "bytea"} chosen by the operator (CHOSEN_TYPES); None:
     the ones the schema step kept in the file. A given choice naming no column of the file, or a
     key column, is a CatalogError; a kept one that no longer applies (a migration dropped its
     column since) is left out."""

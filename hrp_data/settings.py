@@ -34,7 +34,7 @@ SECRET_KEY_MIN_LENGTH = 32
 MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
 SESSION_LIFETIME_MAX_S = 30 * 86400.0
 COLUMN_TYPES_FILE = "hrp-cutover.toml"
-COLUMN_TYPES = ("jsonb", "text", "secret")
+COLUMN_TYPES = ("jsonb", "text", "bytea", "secret")
 """What the column-types file may choose (adapters.catalog.CHOSEN_TYPES and SECRET say what each means)."""
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 
@@ -207,7 +207,7 @@ class Settings:
     def column_types(self) -> dict[tuple[str, str], str] | None:
         """{(table, column): type} from the column-types file; None when there is none (the types the
         schema step stored in the SQLite file then hold). The file's `column-types` table names each
-        table of the SQLite file as a key, and under it each column with "jsonb", "text" or "secret":
+        table of the SQLite file as a key, and under it each column with "jsonb", "text", "bytea" or "secret":
 
             [column-types.events]        # in pyproject.toml: [tool.hrp-cutover.column-types.events]
             payload = "jsonb"

@@ -9,7 +9,10 @@ import json
 import sqlite3
 
 import psycopg2
+import psycopg2.extensions
+from click.testing import CliRunner
 
+from tools.cli import cli
 from tests.integration.test_any_schema import _plain_sqlite
 from tests.integration.test_backfill import libpq
 from tests.integration.test_northwind_findings import _ok, _run
@@ -151,3 +154,47 @@ def test_an_index_on_a_collation_only_the_app_defines_is_refused_in_one_line(tmp
     for step in (("assess",), ("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",)):
         _ok(path, postgres_url, *step)
     assert _rows(postgres_url, "SELECT name FROM decks ORDER BY id") == [("Default",), ("Français",)]
+
+
+GEOPACKAGE = (  # the shape of a GeoPackage feature table, as GDAL writes it (Nowosad/spData_files cycle_hire.gpkg)
+    'CREATE TABLE "cycle_hire" ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, "geom" POINT, "name" TEXT,'
+    ' "nbikes" MEDIUMINT);'
+    "INSERT INTO cycle_hire (geom, name, nbikes) VALUES"
+    " (X'47500001E61000000101000000C4334CEC7A28C5BF02F38A4B20BB4940', 'River Street', 4),"
+    " (X'47500001E6100000010100000053783D89E971BFBFA99F79317BBC4940', 'Phillimore Gardens', 2), (NULL, 'none', 0);"
+)
+
+
+def _cli_with_types(path, url: str, types_file, *args: str):
+    psycopg2.extensions.set_wait_callback(None)
+    return CliRunner().invoke(cli, ["--sqlite", f"sqlite:///{path}", "--postgres", url, *args],
+                              env={"HRP_COLUMN_TYPES_FILE": str(types_file)})
+
+
+def test_a_geometry_column_declared_point_can_be_chosen_as_bytea(tmp_path, postgres_url):
+    """A GeoPackage's geometry column is declared with its geometry type, `geom POINT`, which contains
+    INT: SQLite's INTEGER affinity, so it was mapped to bigint, and every feature (a GeoPackage binary
+    blob) was quarantined `blob_in_integer_column`, every live write of a feature rejected, with no
+    choice to make: the column types offered jsonb and text only. Grafana's dashboard.data (TEXT
+    holding blobs) was stuck the same way. `geom = "bytea"` carries the bytes as they are."""
+    path = tmp_path / "cycle.gpkg"
+    _plain_sqlite(path, GEOPACKAGE)
+    types = tmp_path / "hrp-cutover.toml"
+    types.write_text('[column-types.cycle_hire]\ngeom = "bytea"\n')
+    report = _cli_with_types(path, postgres_url, types, "assess", "--json")
+    assert report.exit_code == 0, report.output
+    mapping = {m["column"]: m["postgres_type"] for m in json.loads(report.output)["mapping"]}
+    assert mapping["geom"] == "bytea" and mapping["nbikes"] == "bigint"
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup")):
+        done = _cli_with_types(path, postgres_url, types, *step)
+        assert done.exit_code == 0, done.output
+    _plain_sqlite(path, "INSERT INTO cycle_hire (geom, name, nbikes) VALUES (X'0001FF', 'new', 1);"
+                        "UPDATE cycle_hire SET geom = X'00' WHERE fid = 1;")
+    for step in (("replay",), ("verify",), ("quarantine",)):
+        done = _cli_with_types(path, postgres_url, types, *step)
+        assert done.exit_code == 0, done.output
+    assert "no quarantined rows" in done.output
+    assert [(fid, bytes(geom) if geom is not None else None) for fid, geom in _rows(
+        postgres_url, "SELECT fid, geom FROM cycle_hire ORDER BY fid")] == [
+        (1, b"\x00"), (2, bytes.fromhex("47500001E6100000010100000053783D89E971BFBFA99F79317BBC4940")), (3, None),
+        (4, b"\x00\x01\xff")]
