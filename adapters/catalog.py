@@ -64,6 +64,10 @@ ROWID_ALIASES = ("rowid", "_rowid_", "oid")
 
 
 CHOSEN_TYPES_TABLE = "hrp_cutover_column_types"
+DECIDED_TYPES_TABLE = "hrp_cutover_decided_types"
+"""The types `hrp-cutover schema` decided from the stored values of the columns no declaration types
+(no declared type, or one no rule names), kept in the SQLite file: PostgreSQL holds that type from
+then on, so every later catalog of the file reads the column as it, whatever values came since."""
 """The column types the operator chose, kept in the SQLite file by `hrp-cutover schema`: every
 process then reads the file's catalog with them, whatever its working directory."""
 
@@ -220,6 +224,8 @@ class Catalog:
     """Whether the HRP models are merged on top (hrp_data.catalog)."""
     chosen_types: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     """{(table, column): type} the operator chose (CHOSEN_TYPES), by the file's names."""
+    decided_types: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    """{(table, column): PostgreSQL type} decided from the stored values (DECIDED_TYPES_TABLE), by the file's names."""
 
     def postgres_tables(self) -> "TwoSided":
         return TwoSided({name: entry.postgres for name, entry in self.tables.items()},
@@ -475,6 +481,23 @@ def stored_column_types(connection: Any) -> dict[tuple[str, str], str]:
             _rows(connection, f"SELECT table_name, column_name, chosen FROM {CHOSEN_TYPES_TABLE}")}
 
 
+def stored_decided_types(connection: Any) -> dict[tuple[str, str], str]:
+    """{(table, column): PostgreSQL type} the schema step decided from values and kept in the file; {} before it."""
+    if not _rows(connection, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (DECIDED_TYPES_TABLE,)):
+        return {}
+    return {(table, column): decided for table, column, decided in
+            _rows(connection, f"SELECT table_name, column_name, decided FROM {DECIDED_TYPES_TABLE}")}
+
+
+def store_decided_types(connection: Any, decided: dict[tuple[str, str], str]) -> None:
+    """Keep the types decided from values in the file (sqlite3 connection, in the caller's
+    transaction), once PostgreSQL holds them; a type kept before stays (PostgreSQL has it)."""
+    connection.execute(f"CREATE TABLE IF NOT EXISTS {DECIDED_TYPES_TABLE} (table_name TEXT NOT NULL,"
+                       " column_name TEXT NOT NULL, decided TEXT NOT NULL, PRIMARY KEY (table_name, column_name))")
+    connection.executemany(f"INSERT OR IGNORE INTO {DECIDED_TYPES_TABLE} VALUES (?, ?, ?)",
+                           [(table, column, kind) for (table, column), kind in sorted(decided.items())])
+
+
 def store_column_types(connection: Any, chosen: dict[tuple[str, str], str]) -> None:
     """Keep `chosen` in the file (sqlite3 connection, in the caller's transaction): every later
     catalog of the file reads it (read_catalog)."""
@@ -483,6 +506,18 @@ def store_column_types(connection: Any, chosen: dict[tuple[str, str], str]) -> N
     connection.execute(f"DELETE FROM {CHOSEN_TYPES_TABLE}")
     connection.executemany(f"INSERT INTO {CHOSEN_TYPES_TABLE} VALUES (?, ?, ?)",
                            [(table, column, kind) for (table, column), kind in sorted(chosen.items())])
+
+
+def _kept_decision(decided: str, declared: str) -> _Type | None:
+    """The type the schema step decided from values (kept in the file), as a fresh type object."""
+    said = f"declared {declared!r}" if declared.strip() else "no declared type"
+    why = f"{said}; decided from its values when `hrp-cutover schema` created it (kept in the file)"
+    return {
+        "bigint": lambda: _Type(Kind.INTEGER, sa.BigInteger(), "bigint", why),
+        "double precision": lambda: _Type(Kind.REAL, ExactReal(), "double precision", why),
+        "bytea": lambda: _Type(Kind.BLOB, Bytes(), "bytea", why),
+        "text": lambda: _Type(Kind.TEXT, sa.Text(), "text", why),
+    }.get(decided, lambda: None)()
 
 
 def _by_values(classes: dict[str, int], declared: str) -> _Type:
@@ -591,9 +626,11 @@ def read_catalog(connection: Any, column_types: dict[tuple[str, str], str] | Non
     sequences = {row[0] for row in _rows(connection, "SELECT name FROM sqlite_master WHERE name = 'sqlite_sequence'")}
     table_names = _unique_short_names(names)
     raw: dict[str, dict[str, Any]] = {}
+    kept = stored_decided_types(connection)
     for name, sql in found:
         raw[name] = _read_table(connection, name, sql, table_names[name], not_carried,
-                                {column: kind for (table, column), kind in chosen.items() if table == name}, strict)
+                                {column: kind for (table, column), kind in chosen.items() if table == name}, strict,
+                                {column: kind for (table, column), kind in kept.items() if table == name})
     unknown = sorted(f"{table}.{column}" for table, column in chosen
                      if table not in raw or column not in {c["name"] for c in raw[table]["columns"]})
     if unknown and strict:
@@ -626,7 +663,9 @@ def read_catalog(connection: Any, column_types: dict[tuple[str, str], str] | Non
             continue
         not_carried.append(NotCarried(kind, table if kind == "trigger" else None, name, sql or "",
                                       f"a {kind} in SQLite's dialect; recreate it in PostgreSQL by hand"))
-    return Catalog(tables, not_carried, metadata, chosen_types=chosen)
+    decided = {(name, column["name"]): column["decided"] for name, info in raw.items() for column in info["columns"]
+               if column.get("decided")}
+    return Catalog(tables, not_carried, metadata, chosen_types=chosen, decided_types=decided)
 
 
 def _unique_short_names(names: list[str]) -> dict[str, str]:
@@ -642,7 +681,7 @@ def _unique_short_names(names: list[str]) -> dict[str, str]:
 
 
 def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_carried: list[NotCarried],
-                picks: dict[str, str] | None = None, strict: bool = True) -> dict:
+                picks: dict[str, str] | None = None, strict: bool = True, kept: dict[str, str] | None = None) -> dict:
     without_rowid = re.search(r"\)\s*WITHOUT\s+ROWID\s*;?\s*$", sql, re.IGNORECASE) is not None
     columns = []
     every_name = []
@@ -682,9 +721,14 @@ def _read_table(connection: Any, name: str, sql: str, postgres_name: str, not_ca
         else:
             chosen = _by_declaration(column["declared"])
             if chosen is None:
-                census = _census(connection, name, column["name"])
-                chosen = _by_values(census, column["declared"])
-                column["values"] = ", ".join(f"{k} {v}" for k, v in sorted(census.items())) or "none"
+                chosen = _kept_decision((kept or {}).get(column["name"], ""), column["declared"])
+                if chosen is None:
+                    census = _census(connection, name, column["name"])
+                    chosen = _by_values(census, column["declared"])
+                    column["values"] = ", ".join(f"{k} {v}" for k, v in sorted(census.items())) or "none"
+                else:
+                    column["values"] = "kept"
+                column["decided"] = chosen.postgres
             else:
                 column["values"] = "-"
         column["type"] = chosen

@@ -93,7 +93,8 @@ def _with_models(catalog: Catalog, *, strict: bool = True) -> Catalog:
         if entry.name not in models:
             tables[key] = entry
     merged = Catalog(tables, catalog.not_carried, catalog.metadata, chosen_types={  # the models type their own
-        key: kind for key, kind in catalog.chosen_types.items() if key not in MODELLED})
+        key: kind for key, kind in catalog.chosen_types.items() if key not in MODELLED},
+        decided_types={key: kind for key, kind in catalog.decided_types.items() if key not in MODELLED})
     merged.hrp = True
     return merged
 

@@ -245,7 +245,7 @@ def schema(ctx: Context, postgres_url: str | None, as_sql: bool, revision_dir: s
     migrations, to head; every other table and column from the file), the layer's own tables, and the
     grants to the app's role (HRP_APP_ROLE) and the verifier's (HRP_VERIFIER_ROLE); idempotent."""
     from hrp_data.catalog import catalog_of_file
-    from hrp_data.schema.install import catalog_ddl, install, keep_chosen_types, upgrade
+    from hrp_data.schema.install import catalog_ddl, install, keep_chosen_types, keep_decided_types, upgrade
     from hrp_data.schema.layer import prepare
     from hrp_data.schema.revision import prepare_revision
 
@@ -280,6 +280,8 @@ def schema(ctx: Context, postgres_url: str | None, as_sql: bool, revision_dir: s
         notes = prepare(url, app_role=settings.app_role, verifier_role=settings.verifier_role)
         if catalog is not None and column_types is not None:
             notes += keep_chosen_types(url, catalog, settings.require_sqlite_file())
+        if catalog is not None:
+            keep_decided_types(catalog, settings.require_sqlite_file())
     click.echo(result.message)
     for note in notes:
         click.echo(note)

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTable
 
-from adapters.catalog import Catalog, enforced_spelling, quote, store_column_types
+from adapters.catalog import Catalog, enforced_spelling, quote, store_column_types, store_decided_types
 from adapters.postgres import create_postgres_engine, create_tables
 from adapters.urls import redact_url
 from hrp_data.models import Base
@@ -232,6 +232,19 @@ def keep_chosen_types(url: str, catalog: Catalog, sqlite_file: str | Path) -> li
         store_column_types(connection, catalog.chosen_types)
         connection.execute("COMMIT")
     return [f"column type kept in the SQLite file: {line}" for line in sorted(chosen.values())]
+
+
+def keep_decided_types(catalog: Catalog, sqlite_file: str | Path) -> None:
+    """After `install`: keep in the SQLite file the types decided from the values of the columns no
+    declaration types (catalog.decided_types), as PostgreSQL now holds them: a later process reads
+    such a column as this type, not as the values that came since would decide (an empty column
+    decided text, then given integers, would be read as bigint and written to PostgreSQL's text)."""
+    if not catalog.decided_types:
+        return
+    with contextlib.closing(sqlite3.connect(Path(sqlite_file), isolation_level=None)) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        store_decided_types(connection, catalog.decided_types)
+        connection.execute("COMMIT")
 
 
 def catalog_ddl(catalog: Catalog) -> list[str]:

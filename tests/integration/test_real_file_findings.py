@@ -198,3 +198,39 @@ def test_a_geometry_column_declared_point_can_be_chosen_as_bytea(tmp_path, postg
         postgres_url, "SELECT fid, geom FROM cycle_hire ORDER BY fid")] == [
         (1, b"\x00"), (2, bytes.fromhex("47500001E6100000010100000053783D89E971BFBFA99F79317BBC4940")), (3, None),
         (4, b"\x00\x01\xff")]
+
+
+def test_a_column_typed_by_its_values_keeps_the_type_postgresql_was_given(tmp_path, postgres_url):
+    """A column without a declared type is typed from its values when the schema is created: `t.v`,
+    empty, became text; `u.v`, integers, bigint. Every later process decided again from the values
+    it found: after the app wrote 42 and 7.5 into t.v, `replay` read t.v as double precision and
+    wrote '42.0' into PostgreSQL's text (a value changed), and read u.v as text once the app wrote
+    'seven', so the apply failed with PostgreSQL's raw error and the backfill quarantined good rows;
+    every move was refused ("type is text on postgres, bytea as the file declares it"). The schema
+    step keeps its decision in the file, and a value the column's type cannot hold is rejected."""
+    path = tmp_path / "app.db"
+    _plain_sqlite(path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v); CREATE TABLE u (id INTEGER PRIMARY KEY, v);"
+                        "INSERT INTO u VALUES (1, 5), (2, 6);")
+    for step in (("schema",), ("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup")):
+        _ok(path, postgres_url, *step)
+    _plain_sqlite(path, "INSERT INTO t VALUES (1, 42), (2, 7.5);"
+                        "UPDATE u SET v = 'seven' WHERE id = 2; INSERT INTO u VALUES (3, 7);")
+    replayed = _run(path, postgres_url, "replay")
+    assert replayed.exit_code == 1, replayed.output
+    assert "number_in_text_column" in replayed.output and "text_in_integer_column" in replayed.output
+    assert "InvalidTextRepresentation" not in replayed.output
+    assert _rows(postgres_url, "SELECT id, v FROM t ORDER BY id") == []  # not '42.0'
+    _plain_sqlite(path, "INSERT INTO t VALUES (3, 'text');")
+    assert _run(path, postgres_url, "replay").exit_code == 1
+    assert _rows(postgres_url, "SELECT id, v FROM t ORDER BY id") == [(3, "text")]
+    assert _rows(postgres_url, "SELECT id, v FROM u ORDER BY id") == [(1, 5), (2, 6), (3, 7)]
+    assessed = json.loads(_ok(path, postgres_url, "assess", "--json"))
+    assert {(m["table"], m["postgres_type"]) for m in assessed["mapping"] if m["column"] == "v"} == {
+        ("t", "text"), ("u", "bigint")}
+    assert _run(path, postgres_url, "verify").exit_code == 1
+
+    _plain_sqlite(path, "UPDATE t SET v = CAST(v AS TEXT); UPDATE u SET v = 6 WHERE id = 2;")
+    _ok(path, postgres_url, "replay")
+    _ok(path, postgres_url, "verify")
+    assert _rows(postgres_url, "SELECT id, v FROM t ORDER BY id") == [(1, "42"), (2, "7.5"), (3, "text")]
+    _ok(path, postgres_url, "phase", "set", "shadow", "--check")
