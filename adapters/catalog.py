@@ -64,12 +64,12 @@ ROWID_ALIASES = ("rowid", "_rowid_", "oid")
 
 
 CHOSEN_TYPES_TABLE = "hrp_cutover_column_types"
+"""The column types the operator chose, kept in the SQLite file by `hrp-cutover schema`: every
+process then reads the file's catalog with them, whatever its working directory."""
 DECIDED_TYPES_TABLE = "hrp_cutover_decided_types"
 """The types `hrp-cutover schema` decided from the stored values of the columns no declaration types
 (no declared type, or one no rule names), kept in the SQLite file: PostgreSQL holds that type from
 then on, so every later catalog of the file reads the column as it, whatever values came since."""
-"""The column types the operator chose, kept in the SQLite file by `hrp-cutover schema`: every
-process then reads the file's catalog with them, whatever its working directory."""
 
 
 class CatalogError(ValueError):
