@@ -29,6 +29,7 @@ the readiness `schema` check (nothing is remembered between two looks):
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -84,6 +85,7 @@ class IndexDrift:
         text = f"{'unique ' if self.unique else ''}index {self.name} on {self.table} only in {self.only_in}"
         if self.why:
             text += f" ({self.why})"
+            return f"{text}; run on {other}, its expression translated where the dialects differ: {self.statement}"
         return f"{text}; run on {other}: {self.statement}"
 
     def as_dict(self) -> dict:
@@ -221,11 +223,28 @@ def _unique_keys(connection: sa.Connection, catalog: Catalog, side: str, indexes
     return keys
 
 
+_SQLITE_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\[([^\]]*)\]|`((?:[^`]|``)*)`")
+
+
+def postgres_quoting(sql: str) -> str:
+    """SQLite's other identifier quotes, `[name]` and `` `name` ``, as PostgreSQL's `"name"`, outside
+    string literals and double-quoted names (which both spell alike)."""
+    def requote(match: re.Match) -> str:
+        if match.group(1) is not None:
+            return quote(match.group(1))
+        if match.group(2) is not None:
+            return quote(match.group(2).replace("``", "`"))
+        return match.group(0)
+
+    return _SQLITE_QUOTED.sub(requote, sql)
+
+
 def create_statement(index: Index, catalog: Catalog) -> str:
     """What creates `index` on the other side: the translation where it can be carried, else its own
-    definition (to run translated by hand)."""
+    definition, its names quoted as PostgreSQL quotes them where it is SQLite's (to run translated by
+    hand where its expression is in one database's dialect)."""
     if index.why:
-        return index.definition
+        return postgres_quoting(index.definition) if index.side == SQLITE else index.definition
     unique = "UNIQUE " if index.unique else ""
     if index.side == SQLITE:
         columns = ", ".join(f"{quote(c)}{' DESC' if d else ''}" for c, d in index.columns)

@@ -113,7 +113,7 @@ def test_an_expression_index_is_listed_with_its_statement_and_a_unique_one_refus
     move(cutover, Phase.SHADOW)
     schema = _schema_check(cutover, Phase.POSTGRES_PRIMARY)  # a plain one is listed, never a refusal
     assert schema.ok and "index ix_horses_lower_name on horses only in sqlite" in schema.detail, schema.detail
-    assert f"run on postgres: {statement}" in schema.detail, schema.detail
+    assert f"run on postgres, its expression translated where the dialects differ: {statement}" in schema.detail
     status = CliRunner().invoke(cli, ["--sqlite", str(path), "--postgres", postgres_url, "status"])
     assert "INDEX      index ix_horses_lower_name on horses only in sqlite" in status.output, status.output
     assert statement in status.output, status.output
@@ -123,13 +123,27 @@ def test_an_expression_index_is_listed_with_its_statement_and_a_unique_one_refus
         raw.execute(unique)
     schema = _schema_check(cutover, Phase.POSTGRES_PRIMARY)
     assert not schema.ok and "unique index ux_users_lower_email on users only in sqlite" in schema.detail, schema.detail
-    assert f"run on postgres: {unique}" in schema.detail, schema.detail
+    assert f"run on postgres, its expression translated where the dialects differ: {unique}" in schema.detail
     with pytest.raises(NotReady, match="ux_users_lower_email"):
         guarded_move(cutover, Phase.POSTGRES_PRIMARY)
     assert cutover.phase(fresh=True).phase is Phase.SHADOW
 
     with cutover.engine("postgres").begin() as connection:  # the operator runs the statement it named
         connection.exec_driver_sql("CREATE UNIQUE INDEX ux_users_lower_email ON users (lower(email))")
+    assert _schema_check(cutover, Phase.POSTGRES_PRIMARY).ok
+
+    # a partial one spelled with SQLite's other quotes (EF Core's [Name], MySQL-style `name`): the
+    # statement named uses PostgreSQL's, so where the expression means the same it runs as shown
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE UNIQUE INDEX [ux_users_admin_login] ON `users` ([last_login], `username`)"
+                    " WHERE [is_admin] IS NOT NULL AND [username] <> '[x]'")
+    schema = _schema_check(cutover, Phase.POSTGRES_PRIMARY)
+    assert not schema.ok and "ux_users_admin_login" in schema.detail, schema.detail
+    shown = ('CREATE UNIQUE INDEX "ux_users_admin_login" ON "users" ("last_login", "username")'
+             ' WHERE "is_admin" IS NOT NULL AND "username" <> \'[x]\'')
+    assert shown in schema.detail, schema.detail
+    with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql(shown)
     assert _schema_check(cutover, Phase.POSTGRES_PRIMARY).ok
 
 
