@@ -182,9 +182,53 @@ def missing_parents(
                 value = image.get(foreign_key.parent.key)
                 if value in wanted and value not in present and ref not in waiting:
                     waiting[ref] = (
-                        f"waiting for its parent {parent.table.name}.{parent.name}={value} in PostgreSQL"
+                        f"{WAITING_FOR_PARENT}{parent.table.name}.{parent.name}={value} in PostgreSQL"
                     )
     return waiting
+
+
+WAITING_FOR_PARENT = "waiting for its parent "
+"""The start of the reason missing_parents holds a row back with."""
+ORPHAN = "orphan_foreign_key"
+"""The reason of a row whose parent neither database holds (the backfill's and assess's word for it)."""
+
+
+def orphans_in_sqlite(
+    sqlite: sa.Connection,
+    tables: dict[str, sa.Table],
+    images: dict[KeyRef, dict[str, Any] | None],
+    failed: dict[KeyRef, str],
+) -> dict[KeyRef, str]:
+    """Of the rows held back waiting for their parent (missing_parents), those whose parent SQLite,
+    the primary, lacks too: a writer with foreign keys off made an orphan, which no wait will
+    carry. Each is refused with ORPHAN and the column, as the backfill quarantines such a row (so
+    replay, verify, quarantine and the readiness check name it, not a wait that never ends); it is
+    retried like any refused change, and applies once its parent is added or it is deleted in SQLite."""
+    waiting = [ref for ref, reason in failed.items()
+               if reason.startswith(WAITING_FOR_PARENT) and images.get(ref) is not None]
+    if not waiting:
+        return {}
+    pg_tables, sqlite_tables = tables_on(tables, "postgresql"), tables_on(tables, "sqlite")
+    wanted: dict[tuple[str, str], set[Any]] = {}
+    checks: list[tuple[KeyRef, str, tuple[str, str], Any]] = []
+    for ref in waiting:
+        for foreign_key in pg_tables[ref.table].foreign_keys:
+            parent = foreign_key.column
+            if parent.table.name not in pg_tables or len(parent.table.primary_key.columns) != 1:
+                continue
+            value = images[ref].get(foreign_key.parent.key)
+            if value is None:
+                continue
+            target = (parent.table.name, parent.key)
+            wanted.setdefault(target, set()).add(value)
+            checks.append((ref, foreign_key.parent.key, target, value))
+    present = {target: _present(sqlite, sqlite_tables[target[0]].c[target[1]], values)
+               for target, values in wanted.items()}
+    orphans: dict[KeyRef, str] = {}
+    for ref, column, target, value in checks:
+        if value not in present[target] and ref not in orphans:
+            orphans[ref] = f"rejected: {ORPHAN} ({column})"
+    return orphans
 
 
 FOREIGN_KEY_ACTION = "foreign_key_action"
@@ -666,6 +710,9 @@ def apply_keys(
             [ref for ref in refs if ref not in held],
         )
         result.failed.update(held)
+        if any(reason.startswith(WAITING_FOR_PARENT) for reason in result.failed.values()):
+            with reading(primary) as sqlite:  # now: a parent written since the images were read counts
+                result.failed.update(orphans_in_sqlite(sqlite, tables, images, result.failed))
         for name in {ref.table for ref in result.applied if images[ref] is not None}:
             if tables[name].autoincrement_column is not None:
                 bump_identity(postgres, tables[name])

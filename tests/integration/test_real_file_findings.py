@@ -234,3 +234,36 @@ def test_a_column_typed_by_its_values_keeps_the_type_postgresql_was_given(tmp_pa
     _ok(path, postgres_url, "verify")
     assert _rows(postgres_url, "SELECT id, v FROM t ORDER BY id") == [(1, "42"), (2, "7.5"), (3, "text")]
     _ok(path, postgres_url, "phase", "set", "shadow", "--check")
+
+
+def test_a_child_whose_parent_neither_database_holds_is_refused_as_an_orphan_not_left_waiting(tmp_path, postgres_url):
+    """A writer with foreign keys off adds a translation of a phrase that does not exist. The applier
+    held it "waiting for its parent ... in PostgreSQL", a wait no parent would ever end, while
+    verify said EQUAL and the flip's check passed the outbox: only the move's drain stopped on it.
+    It is refused as an orphan (the backfill's word), named by replay, verify, quarantine and the
+    readiness check, and applies once SQLite holds its parent."""
+    path = tmp_path / "app.db"
+    _plain_sqlite(path, MULTILINGUAL)
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
+                 ("phase", "set", "shadow")):
+        _ok(path, postgres_url, *step)
+
+    _plain_sqlite(path, "INSERT INTO translations VALUES ('t5', 'en', 'p9', 'Nine');"
+                        "INSERT INTO translations VALUES ('t6', 'en', 'p1', 'Name');")
+    replayed = _run(path, postgres_url, "replay")
+    assert replayed.exit_code == 1 and "orphan_foreign_key (phrase_id)" in replayed.output, replayed.output
+    assert _rows(postgres_url, "SELECT translation_id FROM translations WHERE translation_id IN ('t5', 't6')") == [("t6",)]
+    verified = _run(path, postgres_url, "verify", "--json")
+    assert verified.exit_code == 1, verified.output
+    assert json.loads(verified.output[verified.output.index("{"):])["tables"]["translations"]["refused"] == 1
+    checked = _run(path, postgres_url, "flip", "--check")
+    assert checked.exit_code != 0
+    assert "1 change(s) refused until their rows are fixed" in checked.output, checked.output
+    listed = json.loads(_ok(path, postgres_url, "quarantine", "--format", "json"))
+    assert [(e["table"], e["key"], e["column"], e["reason"]) for e in listed["live"]] == [
+        ("translations", ["t5"], "phrase_id", "orphan_foreign_key")], listed
+
+    _plain_sqlite(path, "INSERT INTO phrases VALUES ('p9', 'Nine');")
+    _ok(path, postgres_url, "replay")
+    assert _rows(postgres_url, "SELECT phrase_id FROM translations WHERE translation_id = 't5'") == [("p9",)]
+    _ok(path, postgres_url, "verify")
