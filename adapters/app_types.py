@@ -15,6 +15,7 @@ SQLite gave it:
 | String/Text               | dict/list (JSONB)  | the JSON text (json.dumps)       |
 | String/Text               | datetime/date      | the legacy text spelling         |
 | Integer                   | bool               | 0 or 1                           |
+| Integer (`func.sum(col)`) | numeric (Decimal)  | an int when whole, else a float  |
 | JSON, over a text column  | the JSON text      | the document (json.loads)        |
 | Uuid                      | 32 hex digits text | a UUID (and binds the hex text)  |
 | Interval                  | timestamp (epoch + | a timedelta (and binds epoch +   |
@@ -99,9 +100,16 @@ class _LegacyText(types.String):
 
 
 class _LegacyInteger(types.Integer):
+    """An Integer: 0/1 for a boolean; an int for a decimal (an aggregate SQLAlchemy types by its
+    Integer argument, `func.sum(qty)`, is numeric on PostgreSQL, sum(bigint)), as SQLite gave it."""
+
     def result_processor(self, dialect, coltype):
         def integer(value: Any) -> Any:
-            return int(value) if isinstance(value, bool) else value
+            if isinstance(value, bool):
+                return int(value)
+            if isinstance(value, decimal.Decimal):
+                return _sqlite_number(value)
+            return value
 
         return integer
 

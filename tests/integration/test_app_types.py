@@ -135,3 +135,25 @@ def test_the_apps_json_type_over_a_text_column_reads_the_document(both):
     assert on_sqlite == document
     assert on_postgres == document and type(on_postgres) is dict
     assert on_jsonb == document
+
+
+def test_an_integer_aggregate_reads_an_int_as_on_sqlite(both):
+    """`func.sum()` over an Integer column is typed Integer; SQLite returns an int, PostgreSQL's
+    sum(bigint) a numeric: the app gets the int SQLite gave it (a Decimal would change the app's
+    JSON, `"8"` for `8`)."""
+    lite, layer, apps = both
+    lite.executemany("INSERT INTO t (id) VALUES (?)", [(1,), (2,), (5,)])
+    with layer.begin() as connection:
+        connection.exec_driver_sql("INSERT INTO t (id) VALUES (1), (2), (5)")
+    table = sa.Table("t", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    total = sa.select(sa.func.coalesce(sa.func.sum(table.c.id), 0), sa.func.max(table.c.id),
+                      sa.func.sum(table.c.id * 3))
+    lite_engine = sa.create_engine(f"sqlite:///{lite.execute('PRAGMA database_list').fetchone()[2]}")
+    with lite_engine.connect() as connection:
+        on_sqlite = tuple(connection.execute(total).one())
+    lite_engine.dispose()
+    with apps.connect() as connection:
+        on_postgres = tuple(connection.execute(total).one())
+    assert on_sqlite == (8, 5, 24)
+    assert [type(v) for v in on_postgres] == [type(v) for v in on_sqlite] == [int, int, int]
+    assert on_postgres == on_sqlite
