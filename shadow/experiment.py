@@ -47,7 +47,8 @@ timeout (the candidate took longer than `candidate_timeout_s`, whatever it
 then returned or raised, or raised a timeout), candidate_error (the candidate
 raised because the secondary does not run the statement as written, as the
 `unsupported` callable judges: an app's SQLite-only SQL; neither an error of
-the secondary nor a mismatch). Failures inside the
+the secondary nor a mismatch; or, the other way round, the control raised so
+and the candidate ran: its difference then holds the error as the primary's). Failures inside the
 experiment itself (sampling, compare, publish, pending) go to one hook,
 `raised(operation, error)`, which logs a warning and carries on.
 
@@ -601,6 +602,14 @@ class Laboratory:
         if control.raised:
             if candidate.raised and type(candidate.error) is type(control.error):
                 return verdict(MATCH)
+            refused = None if candidate.raised else self._unsupported(read, control.error)
+            if refused is not None:
+                # the primary does not run the statement as written and the secondary does (an app's
+                # SQLite-only SQL once PostgreSQL is the primary): the app got the error, no data
+                # differs; a mismatch here would refuse the rollback that puts the statement right
+                return verdict(
+                    CANDIDATE_ERROR, differences=(outcome_difference(read.table, CANDIDATE_ERROR, refused, None),)
+                )
             shown = self.describe_error(candidate.error) if candidate.raised else "returned a value"
             difference = outcome_difference(read.table, ERROR, self.describe_error(control.error), shown)
             return verdict(MISMATCH, differences=(difference,))

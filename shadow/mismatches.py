@@ -24,7 +24,10 @@ backfill only know those six).
   secondary does not run as written (outcome candidate_error: an app's
   SQLite-only SQL), with the statement's excerpt, how often and when first and
   last seen; the newest MAX_CANDIDATE_ERRORS kept. Not differences: they are
-  counted apart from the mismatches.
+  counted apart from the mismatches. `secondary_db` names the database that did
+  not run it, `primary_db` the one that did: the secondary and the primary of
+  the read, but for a statement the primary refused and the secondary ran
+  (SQLite-only SQL once PostgreSQL is the primary).
 
 So the store never grows without bound: details are capped by count, the
 counters by time. Values arrive already redacted (shadow.compare fingerprints
@@ -355,14 +358,14 @@ class MismatchStore(Publisher):
         return counts
 
     def _count_candidate_error(self, result: Result) -> None:
-        error = str(result.differences[0].secondary) if result.differences else "?"
+        error, ran, refused = _refusal(result)
         key = (result.read.name, error)
         entry = self._pending.candidate_errors.get(key)
         if entry is None:
             if len(self._pending.candidate_errors) < MAX_PENDING_BUCKETS:
                 self._pending.candidate_errors[key] = [
                     1, result.at, result.at, result.read.table, getattr(result.read, "sql", None) or None,
-                    result.context.get("primary"), result.context.get("secondary"),
+                    ran, refused,
                 ]
             return
         entry[0] += 1
@@ -401,13 +404,13 @@ class MismatchStore(Publisher):
         if now - self._last_error_log < WARN_EVERY_S:
             return
         self._last_error_log = now
-        shown = result.differences[0].secondary if result.differences else None
+        shown, _ran, refused = _refusal(result)
         log.warning(
             "shadow.candidate_error",
             read_type=result.read.name,
             outcome=result.outcome,
             error=shown,
-            secondary_db=result.context.get("secondary"),
+            secondary_db=refused,
         )
 
     # -- writing -------------------------------------------------------------------------
@@ -556,6 +559,17 @@ class MismatchStore(Publisher):
             error=f"{type(original).__name__}: {str(original).splitlines()[0] if str(original) else ''}"[:200],
             dropped_records=dropped,
         )
+
+
+def _refusal(result: Result) -> tuple[str, Any, Any]:
+    """(the error, the database that ran the statement, the one that did not) of a read that
+    raised on one side: the secondary's (a candidate_error, an error, a timeout), or the primary's
+    when the primary refused a statement the secondary ran (its difference holds no secondary)."""
+    first = result.differences[0] if result.differences else None
+    primary, secondary = result.context.get("primary"), result.context.get("secondary")
+    if first is not None and first.secondary is None and first.primary is not None:
+        return str(first.primary), secondary, primary
+    return (str(first.secondary) if first is not None else "?"), primary, secondary
 
 
 def _add_missing_columns(connection: sa.Connection) -> None:

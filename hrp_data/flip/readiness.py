@@ -208,12 +208,13 @@ def _shadow_check(cutover: Cutover) -> Check:
     return Check("shadow", ok, detail)
 
 
-def _app_queries_check(cutover: Cutover) -> Check | None:
-    """A warning, never a refusal: statements of the app that the other database did not run as
-    written (shadow outcome candidate_error) in the shadow window; None when there were none."""
+def _app_queries_check(cutover: Cutover, new_primary: str) -> Check | None:
+    """A warning, never a refusal: statements of the app that the move's new primary did not run
+    as written (shadow outcome candidate_error) in the shadow window; None when there were none."""
     from shadow.report import candidate_errors, parse_duration
 
-    failing = candidate_errors(cutover.sqlite, parse_duration(cutover.settings.shadow_window))
+    failing = [c for c in candidate_errors(cutover.sqlite, parse_duration(cutover.settings.shadow_window))
+               if c["secondary_db"] in (new_primary, None)]
     if not failing:
         return None
     shown = "; ".join(f"{c['read_type']} ({c['error_class']}, count {c['count']})" for c in failing[:5])
@@ -362,7 +363,7 @@ def checklist(cutover: Cutover, target: Phase, *, accept_quarantine: bool = Fals
         if PHASES[target].primary == POSTGRES:
             checks.append(_statistics_check(cutover))
         checks.append(_shadow_check(cutover))
-        app_queries = _app_queries_check(cutover)
+        app_queries = _app_queries_check(cutover, PHASES[target].primary)
         if app_queries is not None:
             checks.append(app_queries)
     if PHASES[target].primary == POSTGRES and PHASES[current].primary != POSTGRES:

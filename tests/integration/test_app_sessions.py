@@ -291,6 +291,31 @@ def test_a_sqlite_only_query_is_a_candidate_error_not_a_mismatch(in_shadow, app,
     assert failing["read_type"] in checks["app_queries"].detail
 
 
+def test_after_the_flip_a_sqlite_only_query_the_primary_refuses_is_a_candidate_error_not_a_mismatch(
+    in_shadow, app, operator, legacy_file, postgres_url
+):
+    """Once PostgreSQL is the primary the app's SQLite-only query fails there (the app gets its
+    error) and runs on SQLite: not a difference of data, so it must not count against the
+    rollback's shadow check (the rollback is what puts that query right again)."""
+    client, _ = in_shadow
+    wait_drained(HrpCutover.state(app).cutover)
+    move(operator, Phase.POSTGRES_PRIMARY)
+    time.sleep(0.6)  # the app's phase cache
+    response = client.get("/reports/years")
+    response.close()
+    assert response.status_code == 500  # the app's own query fails on its new primary
+    report = _shadow_report(app)
+    assert report["totals"]["mismatched"] == 0 and report["totals"]["errors"] == 0, report["totals"]
+    assert report["totals"]["candidate_errors"] == 1
+    (failing,) = report["candidate_errors"]
+    assert failing["error_class"] == "UndefinedFunction" and "strftime" in failing["error"]
+    assert (failing["secondary_db"], failing["primary_db"]) == ("postgres", "sqlite")  # refused by, ran on
+    assert mismatch_summary(operator.sqlite, 3600)["mismatches"] == 0
+    assert report["differences"] == {} or not any(d["count"] for d in report["differences"].values())
+    checks = {check.name: check for check in checklist(operator, Phase.SHADOW)}
+    assert "app_queries" not in checks  # it fails on PostgreSQL, not on SQLite, the rollback's primary
+
+
 def test_reads_inside_a_write_transaction_are_not_shadowed(in_shadow, app):
     _, races = in_shadow
     with app.app_context():
