@@ -61,7 +61,6 @@ operator may at run time); it stops new samples at once.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -290,18 +289,22 @@ class Laboratory:
         self.after_request_s = after_request_s
         self._idle_since = 0.0
         self.worker_count = workers
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._workers: list[concurrent.futures.Future] = []
-        """Started with the first sample (no thread in the constructor)."""
+        self._workers: list[threading.Thread] = []
+        """Daemon threads, not a ThreadPoolExecutor's: the interpreter joins an executor's threads at
+        exit before any atexit hook runs, and these loop until close(), so a process that shadowed a
+        read (an app's worker under gunicorn, a script) would never exit (close() is its atexit hook).
+        Started with the first sample (no thread in the constructor)."""
 
     def _start_workers(self) -> None:
         with self._lock:
-            if self._executor is not None or self._stop.is_set():
+            if self._workers or self._stop.is_set():
                 return
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.worker_count, thread_name_prefix="hrp-shadow"
-            )
-            self._workers = [self._executor.submit(self._work) for _ in range(self.worker_count)]
+            self._workers = [
+                threading.Thread(target=self._work, name=f"hrp-shadow_{n}", daemon=True)
+                for n in range(self.worker_count)
+            ]
+            for worker in self._workers:
+                worker.start()
 
     # -- switches ------------------------------------------------------------------------
 
@@ -458,7 +461,7 @@ class Laboratory:
         if full:
             self._drop(job)
         else:
-            if self._executor is None:
+            if not self._workers:
                 self._start_workers()
             self._queue.put(job)
 
@@ -744,12 +747,13 @@ class Laboratory:
         with self._idle:
             self._idle.notify_all()
         with self._lock:
-            executor, workers = self._executor, list(self._workers)
+            workers = list(self._workers)
         for _ in workers:
             self._queue.put(None)
-        if executor is not None:
-            concurrent.futures.wait(workers, timeout=timeout)
-            executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join(max(0.0, deadline - time.monotonic()))
         left: list[_Job] = []
         while True:
             try:

@@ -431,3 +431,42 @@ class TestServing:
             release.set()
             other.join(5)
             lab.close()
+
+
+EXITS = """
+import atexit
+from shadow.compare import ReadType
+from shadow.experiment import Laboratory, Publisher
+
+class Quiet(Publisher):
+    def publish(self, result): pass
+    def dropped(self, read, count=1): pass
+
+lab = Laboratory(lambda read, a, b: [], Quiet())
+atexit.register(lab.close)  # as hrp_data.web's extension registers its Cutover's close
+assert lab.run(ReadType("things.get", "things"), lambda: 1, lambda: 1) == 1
+assert lab.wait_idle(5)
+"""
+
+
+def test_a_process_that_shadowed_a_read_exits():
+    """The interpreter joins a ThreadPoolExecutor's threads at exit before any atexit hook: workers
+    that loop until close() (an atexit hook) kept every app process that had shadowed a read from
+    exiting (a gunicorn worker's graceful stop ended in its SIGKILL at the graceful timeout)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-c", EXITS], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail("the process did not exit within 20 s of its last statement")
+    assert process.returncode == 0, err
+    assert time.monotonic() - started < 20
