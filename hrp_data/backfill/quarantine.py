@@ -35,6 +35,7 @@ from psycopg2.extras import execute_values
 from adapters.binds import reading
 from adapters.outbox import decode_key, encode_key, key_from_json, key_to_json
 from hrp_data.backfill.legacy_rows import Key, Reject, sqlite_order
+from hrp_data.cutover import apply as live_apply
 from hrp_data.cutover.apply import FOREIGN_KEY_ACTION
 from hrp_data.cutover.outbox import rejected_keys
 
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS {QUARANTINE} (
     CONSTRAINT uq_{QUARANTINE} UNIQUE (table_name, key, column_name)
 )"""
 
-ORPHAN = "orphan_foreign_key"
+ORPHAN = live_apply.ORPHAN
+"""The reason of a row whose parent neither database holds, the live applier's word too."""
 PARENT_QUARANTINED = "parent_quarantined"
 PARENT_MISSING = "parent_missing"
 CONSTRAINT = "constraint_violation"
@@ -223,9 +225,16 @@ def live_rejections(engines: Sequence[tuple[str, sa.Engine]]) -> list[dict[str, 
 
 def quarantined_count(pg_engine: sa.Engine) -> int:
     """How many rows are quarantined now (0 when the table does not exist)."""
+    return quarantined_counts(pg_engine)[0]
+
+
+def quarantined_counts(pg_engine: sa.Engine) -> tuple[int, int]:
+    """(rows quarantined now, how many of them only for a parent that was on its way: PARENT_MISSING);
+    (0, 0) when the table does not exist."""
     with reading(pg_engine) as connection:
         if not _exists(connection):
-            return 0
-        return connection.exec_driver_sql(
-            f"SELECT count(*) FROM (SELECT DISTINCT table_name, key FROM {QUARANTINE}) q"
-        ).scalar()
+            return 0, 0
+        return tuple(connection.exec_driver_sql(
+            f"SELECT count(*), count(*) FILTER (WHERE waiting) FROM (SELECT table_name, key,"
+            f" bool_and(reason = '{PARENT_MISSING}') AS waiting FROM {QUARANTINE} GROUP BY table_name, key) q"
+        ).one())

@@ -271,18 +271,21 @@ def _epoch(iso: str | None) -> float | None:
 
 def _quarantine_check(cutover: Cutover, accept: bool) -> Check:
     """No legacy row is left in quarantine, unless the operator accepts leaving them behind."""
-    from hrp_data.backfill.quarantine import quarantined_count
+    from hrp_data.backfill.quarantine import quarantined_counts
 
-    count = quarantined_count(cutover.engine(POSTGRES))
+    count, waiting = quarantined_counts(cutover.engine(POSTGRES))
     if count == 0:
         return Check("quarantine", True, "no quarantined rows")
     if accept:
         return Check("quarantine", True, f"{count} quarantined row(s) accepted (--accept-quarantine)")
-    return Check(
-        "quarantine", False,
-        f"{count} quarantined row(s): see `hrp-cutover quarantine`, fix and `hrp-cutover backfill"
-        " --retry-quarantined`, or accept them",
-    )
+    detail = f"{count} quarantined row(s)"
+    if waiting:  # nothing to fix: their parent was a live write the applier had not carried yet
+        detail += (f", {waiting} of them only because their parent was on its way while the backfill"
+                   " copied them (parent_missing): `hrp-cutover backfill --retry-quarantined` carries them")
+    if count > waiting:
+        detail += (f"{';' if waiting else ':'} see `hrp-cutover quarantine`, fix the rest in SQLite and"
+                   " `hrp-cutover backfill --retry-quarantined`, or accept them")
+    return Check("quarantine", False, detail)
 
 
 def logging_risks(cutover: Cutover) -> list[log_safety.Risk]:

@@ -27,7 +27,8 @@ from sqlalchemy.engine import make_url
 from tests.conftest import MAINTENANCE
 from adapters import outbox as outbox_keys
 from adapters.postgres import create_postgres_engine
-from hrp_data.backfill import batch_writer
+from hrp_data.backfill import batch_writer, quarantine
+from hrp_data.backfill.legacy_rows import Reject
 from hrp_data.cutover import outbox
 from hrp_data.backfill.assess import assess
 from hrp_data.backfill.run import BackfillRefused, Listener, Options, backfill_status, quarantine_rows, run_backfill
@@ -849,7 +850,19 @@ def test_readiness_needs_a_complete_backfill_and_an_empty_quarantine(legacy_file
         after = checks()
         assert after["backfill"].ok
         assert not after["quarantine"].ok and after["quarantine"].detail.startswith("1 quarantined row(s)")
+        assert "fix the rest" in after["quarantine"].detail and "parent_missing" not in after["quarantine"].detail
         assert checks(accept_quarantine=True)["quarantine"].ok
+
+        # a row that waited for a parent on its way has nothing to fix: the check says so apart
+        with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
+            quarantine.record(cursor, "predictions", [Reject((77,), "horse_id", quarantine.PARENT_MISSING, "5")])
+        waiting = checks()["quarantine"]
+        assert not waiting.ok and waiting.detail.startswith("2 quarantined row(s), 1 of them only because their parent")
+        assert "`hrp-cutover backfill --retry-quarantined` carries them; see" in waiting.detail, waiting.detail
+        with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {quarantine.QUARANTINE} WHERE reason <> %s", (quarantine.PARENT_MISSING,))
+        only_waiting = checks()["quarantine"].detail
+        assert only_waiting.endswith("carries them") and "fix the rest" not in only_waiting, only_waiting
 
 
 def test_a_process_with_bounded_calls_is_refused(seeded):
