@@ -7,19 +7,32 @@ different ones, never enough to recover the value.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 SECRET_KEYS = frozenset({"password_hash", "api_key", "api_secret", "password", "secret"})
-SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey")
-"""Any column whose name contains one of these looks secret (an app's own columns: `looks_secret`)."""
+SECRET_WORDS = ("password", "passwd", "secret", "token", "apikey", "privatekey", "accesskey", "credential")
+"""Any column whose name contains one of these, once lowered and stripped of everything but letters and
+digits (`API Key`, `api-key` and `apiKey` all hold `apikey`), looks secret (`looks_secret`)."""
+SECRET_NAME_WORDS = frozenset({"pwd", "salt", "otp", "totp", "hotp"})
+"""Words too short to look for inside others (`footprint` holds `otp`): a name looks secret when one of
+its words, split at anything but a letter or digit and at a lower-to-upper case change, is one of these
+(`pwd`, `user_pwd`, `totp_seed`, `PwdHash`, `salt`)."""
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
 
 def looks_secret(name: str) -> bool:
-    """Whether a column of an app's own query is treated as secret: a known secret name, or one
-    that contains a secret word (`reset_token`, `client_secret`, `PasswordHash`)."""
+    """Whether a column is treated as secret by its name alone: a known secret name, one that contains a
+    secret word (`reset_token`, `client_secret`, `PasswordHash`, `API Key`, `private_key`,
+    `credentials`), or one with a short secret word of its own (`pwd`, `totp_seed`, `salt`)."""
     lowered = name.lower()
-    return lowered in SECRET_KEYS or any(word in lowered for word in SECRET_WORDS)
+    if lowered in SECRET_KEYS:
+        return True
+    squeezed = "".join(ch for ch in lowered if ch.isalnum())
+    if any(word in squeezed for word in SECRET_WORDS):
+        return True
+    return any(word.lower() in SECRET_NAME_WORDS for word in _WORD.findall(name))
 
 
 def fingerprint(value: Any) -> str | None:

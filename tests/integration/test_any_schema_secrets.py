@@ -56,3 +56,35 @@ def test_secret_looking_columns_of_any_file_are_fingerprinted_everywhere(tmp_pat
             assert secret not in output, (secret, output)
     assert has_secrets(catalog_of_file(path).postgres_tables()["accounts"])
     assert not has_secrets(sa.Table("races", sa.MetaData(), sa.Column("id", sa.Integer), sa.Column("going", sa.Text)))
+
+
+def test_secret_columns_spelled_otherwise_are_fingerprinted_too(tmp_path, postgres_url):
+    """`pwd`, `"API Key"`, `private_key`, `totp_seed`, `salt` and `credentials` (a JSON blob holding a
+    token) look secret as much as `password` or `api_key` do: their values were shown in clear by
+    assess, the quarantine and verify."""
+    names = ("pwd", "API Key", "private_key", "totp_seed", "salt", "credentials")
+    columns = ", ".join(f'"{name}" TEXT' for name in names)
+    path = tmp_path / "spelled.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"CREATE TABLE logins (id INTEGER PRIMARY KEY, name TEXT, {columns})")
+        for row in (1, 2, 3):
+            values = [f"SPELLED-{n}-{row}" for n in range(len(names) - 1)] + [f'{{"token": "SPELLED-J-{row}"}}']
+            raw.execute("INSERT INTO logins VALUES (?, 'ann', ?, ?, ?, ?, ?, ?)", (row, *values))
+        raw.execute("""UPDATE logins SET pwd = 'SPELLED-NUL' || char(0) || 'x' WHERE id = 2""")
+        raw.execute("""UPDATE logins SET "API Key" = CAST(X'5350454C4C45442DFF' AS TEXT) WHERE id = 3""")
+
+    shown = [_cli(path, postgres_url, "assess"), _cli(path, postgres_url, "assess", "--json")]
+    for step in (["schema"], ["phase", "set", "dual_write"], ["backup"], ["backfill"]):
+        _cli(path, postgres_url, *step)
+    shown += [_cli(path, postgres_url, "quarantine"), _cli(path, postgres_url, "quarantine", "--format", "json")]
+    assert "nul_byte_in_text" in shown[2] and "invalid_utf8_in_text" in shown[2], shown[2]
+
+    url = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    assignments = ", ".join(f'"{name}" = %s' for name in names)
+    with psycopg2.connect(url, options=MAINTENANCE) as connection, connection.cursor() as cursor:
+        cursor.execute(f"UPDATE logins SET {assignments} WHERE id = 1", [f"SPELLED-PG-{n}" for n in range(len(names))])
+    shown += [_cli(path, postgres_url, "verify", ok=False), _cli(path, postgres_url, "verify", "--json", ok=False)]
+    assert all(name in shown[-1] for name in names), shown[-1]
+
+    for output in shown:
+        assert "SPELLED" not in output, output
