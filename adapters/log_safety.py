@@ -8,6 +8,12 @@ every statement) and log_min_error_statement (at 'error' or below, the
 default: every failing statement). log_parameter_max_length[_on_error] bound
 the logged values of server-side parameters (not used by psycopg2, set to 0
 for the layer's own sessions where the role may: `quiet_parameters`).
+Whatever those say, every error is logged with its DETAIL and CONTEXT lines
+unless log_error_verbosity is 'terse', and they repeat values: a unique
+violation's `Key (access_token)=(...) already exists`, a not-null
+violation's `Failing row contains (...)`, a COPY's line. The layer's own
+sessions set it to 'terse' where the role may (`quiet_parameters`), and a
+role that may not is warned of it (`risks`).
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ SETTINGS = (
     "log_min_error_statement",
     "log_parameter_max_length",
     "log_parameter_max_length_on_error",
+    "log_error_verbosity",
 )
 _SEVERITIES = ("debug5", "debug4", "debug3", "debug2", "debug1", "info", "notice", "warning", "error", "log",
                "fatal", "panic")
 QUIET_PARAMETERS = ("log_parameter_max_length", "log_parameter_max_length_on_error")
+QUIET = {"log_parameter_max_length": "0", "log_parameter_max_length_on_error": "0", "log_error_verbosity": "terse"}
+"""What the layer's own sessions set where the role may (`quiet_parameters`): no parameter value, and no
+DETAIL or CONTEXT line (which repeat key values and whole rows), in the server's log."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +85,14 @@ def risks(settings: dict[str, str], role: str) -> list[Risk]:
             f"a failing statement is logged with its values; run ALTER ROLE {quoted}"
             " SET log_min_error_statement = 'panic' (the error itself is still logged, without the statement)",
         ))
+    verbosity = settings.get("log_error_verbosity")
+    if verbosity is not None and verbosity != "terse":
+        found.append(Risk(
+            "log_error_verbosity", verbosity, False,
+            "a failing statement's DETAIL is logged with the values it repeats (Key (access_token)=(...)"
+            f" already exists); as a superuser run ALTER ROLE {quoted} SET log_error_verbosity = 'terse'"
+            f" (or GRANT SET ON PARAMETER log_error_verbosity TO {quoted})",
+        ))
     return found
 
 
@@ -83,7 +101,8 @@ def current_role(connection: sa.Connection) -> str:
 
 
 def quiet_parameters(dbapi_connection: Any) -> bool:
-    """Set log_parameter_max_length[_on_error] = 0 for this session if the role may; False if it may not.
+    """Set log_parameter_max_length[_on_error] = 0 and log_error_verbosity = terse (QUIET) for this
+    session if the role may; False if it may not.
 
     Both are superuser settings (or granted with GRANT SET ON PARAMETER); the
     privilege is asked first, so a role without it causes no error in the log.
@@ -92,13 +111,13 @@ def quiet_parameters(dbapi_connection: Any) -> bool:
         if dbapi_connection.server_version >= 150000:
             cursor.execute(
                 "SELECT bool_and(has_parameter_privilege(name, 'SET')) FROM unnest(%s::text[]) AS name",
-                (list(QUIET_PARAMETERS),),
+                (list(QUIET),),
             )
         else:
             cursor.execute("SELECT current_setting('is_superuser') = 'on'")
         allowed = bool(cursor.fetchone()[0])
         if allowed:
-            for name in QUIET_PARAMETERS:
-                cursor.execute(f"SET {name} = 0")
+            for name, value in QUIET.items():
+                cursor.execute(f"SET {name} = {value}")
     dbapi_connection.commit()
     return allowed

@@ -350,6 +350,7 @@ SAFE_LOGGING = {
     "log_min_error_statement": "panic",
     "log_parameter_max_length": "0",
     "log_parameter_max_length_on_error": "0",
+    "log_error_verbosity": "terse",
 }
 """The embedded server's logging: errors and DDL only, never a statement with its values."""
 

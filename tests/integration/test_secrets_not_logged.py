@@ -160,3 +160,48 @@ def test_the_demo_server_logs_no_statement_text(own_postgres):
         found = risks(read_settings(connection), "postgres")
     engine.dispose()
     assert found == []
+
+
+def _cli(path, url: str, *args: str, ok: bool = True) -> str:
+    psycopg2.extensions.set_wait_callback(None)  # the CLI's commands bound their own calls
+    done = CliRunner().invoke(cli, ["--sqlite", f"sqlite:///{path}", "--postgres", url, *args])
+    assert (done.exit_code == 0) == ok, f"{' '.join(args)}: {done.output}"
+    return done.output
+
+
+def test_a_unique_clash_on_a_secret_column_leaves_no_value_in_the_server_log(own_postgres, tmp_path):
+    """PostgreSQL logs every error with its DETAIL whatever the statement-logging settings, and a unique
+    violation's DETAIL repeats the key (`Key (access_token)=(...) already exists`): the applier's change
+    of a row whose secret clashes, and the backfill's copy of one, must leave no secret in the log."""
+    path = tmp_path / "tokens.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE tokens (id INTEGER PRIMARY KEY, owner TEXT, access_token TEXT UNIQUE)")
+        raw.execute("INSERT INTO tokens VALUES (1, 'ann', ?)", (f"{PLANTED}-COPIED",))
+    with scratch_database(own_postgres.url, prefix="hrp_clash") as url:
+        for step in (["schema"], ["phase", "set", "dual_write"], ["backup"]):
+            _cli(path, url, *step)
+        _psql(url, "SET hrp_cutover.maintenance = 'on'",
+              f"INSERT INTO tokens VALUES (100, 'pg', '{PLANTED}-COPIED'), (101, 'pg', '{PLANTED}-APPLIED')")
+        _cli(path, url, "backfill")  # the copied row clashes: quarantined
+        with sqlite3.connect(path) as raw:
+            raw.execute("INSERT INTO tokens VALUES (2, 'bob', ?)", (f"{PLANTED}-APPLIED",))
+        replayed = _cli(path, url, "replay", ok=False)  # the applied row clashes: it waits in the outbox
+        assert "UniqueViolation" in replayed, replayed
+    logged = (own_postgres.data_dir / "log").read_text(errors="replace")
+    assert "uq_tokens_access_token" in logged  # both clashes were logged ...
+    assert PLANTED not in logged  # ... without their values
+
+
+def test_a_role_that_cannot_quiet_error_details_is_warned(postgres_url):
+    """A role that may not set log_error_verbosity (least privilege) leaves DETAIL lines in the log: the
+    statement-logging warning names the setting and its fix."""
+    found = {risk.setting: risk for risk in risks({"log_error_verbosity": "default"}, "hrp_app")}
+    assert not found["log_error_verbosity"].severe
+    assert "ALTER ROLE \"hrp_app\" SET log_error_verbosity = 'terse'" in found["log_error_verbosity"].fix
+    assert "log_error_verbosity" not in {risk.setting for risk in risks({"log_error_verbosity": "terse"}, "hrp_app")}
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as connection:  # the test's role may: the layer's own sessions are terse
+        from adapters.log_safety import quiet_parameters
+        assert quiet_parameters(connection.connection.dbapi_connection)
+        assert connection.exec_driver_sql("SHOW log_error_verbosity").scalar() == "terse"
+    engine.dispose()
