@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from adapters.urls import redact_url
+from adapters.urls import HIDDEN, redact_url
 from shadow import experiment
 from shadow.compare import IgnoreRule
 from shadow.report import parse_duration
@@ -393,12 +393,22 @@ def _check_choice(variable: str, value: str, allowed: tuple[str, ...]) -> None:
         raise SettingsError(f"{variable}={value!r} is not allowed; use one of: {', '.join(allowed)}")
 
 
+def _unparsed_url(value: str) -> str:
+    """A value that is not a URL, safe to show: a URL that lost its scheme (`hrp:pw@db/hrp`,
+    `postgresql:/hrp:pw@db/hrp`) still holds its password before the last '@', which redact_url (that
+    reads `scheme://user:password@`) cannot find, so everything before that '@' is hidden."""
+    shown = redact_url(value)
+    if "://" not in shown and "@" in shown:
+        shown = HIDDEN + shown[shown.rfind("@"):]
+    return shown
+
+
 def _check_url(variable: str, value: str, backend: str) -> None:
     try:
         url = make_url(value)
     except (ArgumentError, ValueError):
         raise SettingsError(
-            f"{variable}={redact_url(value)!r} is not a database URL;"
+            f"{variable}={_unparsed_url(value)!r} is not a database URL;"
             f" expected {backend}://..."
         ) from None
     if url.get_backend_name() != backend:

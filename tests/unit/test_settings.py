@@ -64,6 +64,10 @@ def test_flags_override_the_environment():
         ({"HRP_SHADOW_SAMPLE": "often"}, "HRP_SHADOW_SAMPLE='often'"),
         ({"HRP_POSTGRES_URL": "mysql://u:pw@h/db"}, "HRP_POSTGRES_URL='mysql://u:***@h/db' is not a postgresql URL"),
         ({"HRP_POSTGRES_URL": "::not a url::"}, "HRP_POSTGRES_URL='::not a url::' is not a database URL"),
+        # a URL without its scheme (or with one slash) still holds a password, before its last '@'
+        ({"HRP_POSTGRES_URL": "hrp:pw@db:5432/hrp"}, "HRP_POSTGRES_URL='***@db:5432/hrp' is not a database URL"),
+        ({"HRP_POSTGRES_URL": "postgresql:/hrp:pw@db/hrp"}, "HRP_POSTGRES_URL='***@db/hrp' is not a database URL"),
+        ({"HRP_POSTGRES_DIRECT_URL": "//hrp:pw@db/hrp"}, "HRP_POSTGRES_DIRECT_URL='***@db/hrp' is not a database URL"),
         ({"HRP_SQLITE_URL": "postgresql://h/db"}, "HRP_SQLITE_URL='postgresql://h/db' is not a sqlite URL"),
         ({"HRP_LOG_FORMAT": "xml"}, "HRP_LOG_FORMAT='xml' is not allowed; use one of: json, console"),
         ({"HRP_POSTGRES_POOL": "0"}, "HRP_POSTGRES_POOL='0' is not a whole number from 1 to 500"),
