@@ -44,7 +44,7 @@ from typing import Any
 
 from adapters.convert import Kind
 from shadow.normalize import Unconvertible, normalize
-from shadow.redact import SECRET_KEYS, fingerprint, redact_row
+from shadow.redact import SECRET_KEYS, fingerprint, redact_json, redact_row
 
 MISSING_ROW = "missing_row"
 EXTRA_ROW = "extra_row"
@@ -270,7 +270,7 @@ class Comparator:
     def _shown(self, table: str, column: str | None, value: Any) -> Any:
         if column is not None and column in self.secrets:
             return fingerprint(value)
-        return value
+        return redact_json(value)
 
     def _shown_row(self, table: str, normalized: Mapping[str, Any]) -> dict[str, Any]:
         nested = self.nested.get(table, {})

@@ -7,6 +7,7 @@ different ones, never enough to recover the value.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -42,7 +43,42 @@ def fingerprint(value: Any) -> str | None:
     return "sha256:" + hashlib.sha256(repr(value).encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
+def redact_json(value: Any) -> Any:
+    """`value` with every member of a JSON document whose name looks secret (`{"token": ...}`,
+    `{"auth": {"client_secret": ...}}`) fingerprinted, at any depth: a dict or list, or JSON text
+    (then given back as JSON text, respelled only when a member was hidden); anything else as it is.
+    A column's name may be innocent (`payload`, `settings`) and its documents still hold tokens."""
+    if isinstance(value, str):
+        if not value.lstrip().startswith(("{", "[")):
+            return value
+        try:
+            document = json.loads(value, strict=False)
+        except (ValueError, RecursionError):
+            return value
+        hidden, changed = _hidden_members(document)
+        return json.dumps(hidden, ensure_ascii=False, separators=(",", ":")) if changed else value
+    if isinstance(value, (dict, list)):
+        return _hidden_members(value)[0]
+    return value
+
+
+def _hidden_members(document: Any) -> tuple[Any, bool]:
+    if isinstance(document, dict):
+        out, changed = {}, False
+        for name, member in document.items():
+            if isinstance(name, str) and looks_secret(name) and member is not None:
+                out[name], changed = fingerprint(member), True
+            else:
+                out[name], inner = _hidden_members(member)
+                changed = changed or inner
+        return out, changed
+    if isinstance(document, list):
+        pairs = [_hidden_members(member) for member in document]
+        return [member for member, _ in pairs], any(inner for _, inner in pairs)
+    return document, False
+
+
 def redact_row(row: Mapping[str, Any], secrets: Iterable[str] = SECRET_KEYS) -> dict[str, Any]:
     """A copy of `row` with every secret column fingerprinted."""
     secret_names = set(secrets)
-    return {k: fingerprint(v) if k in secret_names else v for k, v in row.items()}
+    return {k: fingerprint(v) if k in secret_names else redact_json(v) for k, v in row.items()}

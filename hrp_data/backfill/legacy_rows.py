@@ -38,7 +38,7 @@ from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
 from adapters.types import ExactNumeric, kind_of
 from adapters.vouch import vouched
 from adapters.catalog import Catalog, is_secret, quote
-from shadow.redact import fingerprint, looks_secret
+from shadow.redact import fingerprint, looks_secret, redact_json
 
 MEMO_KINDS = frozenset({Kind.TIMESTAMP, Kind.DATE, Kind.TEXT, Kind.BOOLEAN})
 MEMO_LIMIT = 20_000
@@ -349,6 +349,7 @@ def shown_value(column: str, raw: Any, secret: bool = False) -> str | None:
         return None
     if secret or looks_secret(column):
         return fingerprint(raw)
+    raw = redact_json(raw)
     if isinstance(raw, (bytes, bytearray, memoryview)):
         text = "x'" + bytes(raw).hex().upper() + "'"
     elif isinstance(raw, float):

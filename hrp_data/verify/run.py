@@ -59,7 +59,7 @@ from hrp_data.verify.range_hash import (
     postgres_real_block,
     postgres_row_text,
 )
-from shadow.redact import fingerprint, looks_secret
+from shadow.redact import fingerprint, looks_secret, redact_json
 
 log = structlog.get_logger(__name__)
 
@@ -350,6 +350,7 @@ def _row_fingerprints(cutover: Cutover, table: sa.Table, bounds: tuple[int, int]
 def _redacted(column: str, value: Any, secret: bool = False) -> Any:
     if secret or looks_secret(column):
         return fingerprint(value)
+    value = redact_json(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)

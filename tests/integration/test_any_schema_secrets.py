@@ -5,6 +5,8 @@ the HRP tables' secret columns are."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 
 import psycopg2
@@ -119,3 +121,37 @@ def test_a_secret_key_column_is_shown_in_clear(tmp_path, postgres_url):
     shown.append(_cli(path, postgres_url, "verify", "--json", ok=False))
     leaked = [output for output in shown if "KEYTOKEN" in output]
     assert leaked == []
+
+
+def test_a_token_inside_a_json_document_is_fingerprinted(tmp_path, postgres_url):
+    """A column with an innocent name (`payload`, chosen jsonb, which cannot also be chosen "secret")
+    whose documents hold a token (`{"auth": {"token": ...}}`): verify's differences and the quarantine
+    showed the token in clear; the members whose names look secret are fingerprinted, the rest shown."""
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, payload TEXT)")
+        raw.execute("""INSERT INTO events VALUES (1, '{"auth": {"token": "JSONTOKEN-LITE"}, "n": 1}')""")
+        raw.execute("""INSERT INTO events VALUES (2, '[{"api_key": "JSONTOKEN-NUL' || char(0) || '"}]')""")
+    (tmp_path / "hrp-cutover.toml").write_text('[column-types.events]\npayload = "jsonb"\n')
+    with _working_directory(tmp_path):
+        for step in (["schema"], ["phase", "set", "dual_write"], ["backup"], ["backfill"]):
+            _cli(path, postgres_url, *step)
+    shown = [_cli(path, postgres_url, "quarantine"), _cli(path, postgres_url, "quarantine", "--format", "json")]
+    assert "nul_byte_in_text" in shown[0], shown[0]
+    url = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg2.connect(url, options=MAINTENANCE) as connection, connection.cursor() as cursor:
+        cursor.execute("""UPDATE events SET payload = '{"auth": {"token": "JSONTOKEN-PG"}, "n": 2}' WHERE id = 1""")
+    shown += [_cli(path, postgres_url, "verify", ok=False), _cli(path, postgres_url, "verify", "--json", ok=False)]
+    assert '\\"n\\":2' in shown[-1] and "sha256:" in shown[-1], shown[-1]  # the rest of the document is shown
+    for output in shown:
+        assert "JSONTOKEN" not in output, output
+
+
+@contextlib.contextmanager
+def _working_directory(path):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)

@@ -21,3 +21,17 @@ def test_secret_names(name):
                                   "stopped", "race_name", "horse_id", "description"])
 def test_innocent_names(name):
     assert not looks_secret(name)
+
+
+def test_secret_members_of_json_documents_are_fingerprinted():
+    from shadow.redact import fingerprint, redact_json
+
+    text = '{"auth": {"token": "t0k", "user": "ann"}, "items": [{"apiKey": "k"}, 3]}'
+    assert redact_json(text) == (
+        '{"auth":{"token":"' + fingerprint("t0k") + '","user":"ann"},"items":[{"apiKey":"' + fingerprint("k") + '"},3]}'
+    )
+    assert redact_json({"password": None, "n": [1]}) == {"password": None, "n": [1]}
+    untouched = '{"going": "good",  "wind": "N"}'
+    assert redact_json(untouched) is untouched  # respelled only when a member was hidden
+    for other in ("not json {", "{broken", 5, None, b"{}"):
+        assert redact_json(other) == other
