@@ -78,6 +78,14 @@ def _hidden_members(document: Any) -> tuple[Any, bool]:
     return document, False
 
 
+def redact_key(key: Iterable[Any], names: Iterable[str], secrets: Iterable[str] = ()) -> list[Any]:
+    """A row's key (its values in the order of `names`, the key's columns) with the value of every
+    column that looks secret, or is among `secrets`, fingerprinted (a table keyed by its token)."""
+    chosen = set(secrets)
+    return [fingerprint(value) if name in chosen or looks_secret(name) else value
+            for name, value in zip(names, key)]
+
+
 def redact_row(row: Mapping[str, Any], secrets: Iterable[str] = SECRET_KEYS) -> dict[str, Any]:
     """A copy of `row` with every secret column fingerprinted."""
     secret_names = set(secrets)

@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from adapters.catalog import is_secret
 from adapters.pooler import Probe, probe
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.cutover.assemble import open_cutover
@@ -31,6 +32,7 @@ from hrp_data.cutover.phases import POSTGRES
 from hrp_data.cutover.status import cutover_status, guard_refusals
 from hrp_data.settings import SettingsError
 from hrp_data.web.serialize import plain
+from shadow.redact import redact_key
 
 SHADOW_WINDOW_S = 24 * 3600
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 640, 170, 36
@@ -90,7 +92,7 @@ def backfill_progress(cutover: Cutover) -> dict[str, Any]:
     if cutover.postgres is None:
         return {"state": "not started", "tables": [], "columns": []}
     raw = backfill_status(cutover.postgres)
-    rows = _table_rows(raw.get("tables", raw) if isinstance(raw, dict) else raw)
+    rows = [_key_redacted(cutover, row) for row in _table_rows(raw.get("tables", raw) if isinstance(raw, dict) else raw)]
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k != "table" and k not in columns]
@@ -100,6 +102,18 @@ def backfill_progress(cutover: Cutover) -> dict[str, Any]:
             "finished_at": summary.get("finished_at"), "running": bool(summary.get("running")),
             "rows_total": summary.get("rows_total"), "rows_left": summary.get("rows_left"),
             "eta_s": summary.get("eta_s")}
+
+
+def _key_redacted(cutover: Cutover, row: dict[str, Any]) -> dict[str, Any]:
+    """A backfill row whose checkpoint (`last_key`) names a key column that is secret (a table keyed by
+    its token) shows that value only as a fingerprint."""
+    key = row.get("last_key")
+    entry = cutover.catalog.tables.get(row.get("table")) if isinstance(key, list) else None
+    if entry is None:
+        return row
+    table = entry.postgres
+    names = [column.name for column in table.primary_key.columns] or [column.name for column in table.columns]
+    return row | {"last_key": redact_key(key, names, [c.name for c in table.columns if is_secret(c)])}
 
 
 def _table_rows(raw: Any) -> list[dict[str, Any]]:

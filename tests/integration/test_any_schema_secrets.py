@@ -155,3 +155,26 @@ def _working_directory(path):
         yield
     finally:
         os.chdir(before)
+
+
+def test_the_dashboard_shows_no_secret_key_of_the_backfill_checkpoint(tmp_path, postgres_url):
+    """The dashboard's backfill progress (/admin/cutover, status.json) showed each table's checkpoint
+    (`last_key`): for a table keyed by its token, the last token copied, in clear."""
+    from hrp_data.cutover.assemble import open_cutover
+    from hrp_data.settings import Settings
+    from hrp_data.web.dashboard import backfill_progress
+
+    path = tmp_path / "sessions.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE sessions (token TEXT PRIMARY KEY, data TEXT)")
+        raw.execute("INSERT INTO sessions VALUES ('CHECKPOINT-TOKEN', 'x')")
+        raw.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        raw.execute("INSERT INTO notes VALUES (7, 'x')")
+    for step in (["schema"], ["phase", "set", "dual_write"], ["backup"], ["backfill"]):
+        _cli(path, postgres_url, *step)
+    settings = Settings.from_env(sqlite_url=f"sqlite:///{path}", postgres_url=postgres_url, secret_key="k" * 40)
+    with open_cutover(settings) as cutover:
+        rows = {row["table"]: row for row in backfill_progress(cutover)["tables"]}
+    assert rows["notes"]["last_key"] == [7]  # an innocent key is shown as it is
+    assert rows["sessions"]["last_key"][0].startswith("sha256:"), rows["sessions"]
+    assert "CHECKPOINT-TOKEN" not in repr(rows)
