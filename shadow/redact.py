@@ -81,9 +81,22 @@ def _hidden_members(document: Any) -> tuple[Any, bool]:
 def redact_key(key: Iterable[Any], names: Iterable[str], secrets: Iterable[str] = ()) -> list[Any]:
     """A row's key (its values in the order of `names`, the key's columns) with the value of every
     column that looks secret, or is among `secrets`, fingerprinted (a table keyed by its token)."""
-    chosen = set(secrets)
+    chosen, names, key = set(secrets), list(names), list(key)
+    if len(names) != len(key):  # not this table's key: nothing tells which value is which
+        return key
     return [fingerprint(value) if name in chosen or looks_secret(name) else value
             for name, value in zip(names, key)]
+
+
+def redact_table_key(table: Any, key: Iterable[Any]) -> list[Any]:
+    """`redact_key` for a key of `table` (an sa.Table; None: the key as it is), by its primary key's
+    columns and the columns chosen secret."""
+    if table is None:
+        return list(key)
+    from adapters.catalog import is_secret
+
+    return redact_key(key, [column.name for column in table.primary_key.columns],
+                      [column.name for column in table.columns if is_secret(column)])
 
 
 def redact_row(row: Mapping[str, Any], secrets: Iterable[str] = SECRET_KEYS) -> dict[str, Any]:

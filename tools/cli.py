@@ -418,11 +418,14 @@ def replay(ctx: Context, postgres_url: str | None) -> None:
     """Drain the outbox to the secondary now, ignoring backoff; exit 1 if changes remain."""
     from hrp_data.cutover.replay import replay_outbox
 
+    from shadow.redact import redact_table_key
+
     with domain_errors(), open_cutover(ctx, postgres_url, operator=True) as cutover:
         result = replay_outbox(cutover)
+        tables = {name: entry.postgres for name, entry in cutover.catalog.tables.items()}
     click.echo(f"applied {result.applied}; remaining {result.remaining}")
-    for table, key, reason in result.failing:
-        click.echo(f"failing    {table} {list(key)}: {reason}")
+    for table, key, reason in result.failing:  # a table keyed by its token shows the token's fingerprint
+        click.echo(f"failing    {table} {redact_table_key(tables.get(table), key)}: {reason}")
     if result.remaining:
         raise click.ClickException(
             f"{result.remaining} change(s) still pending; last error: {result.last_error}"

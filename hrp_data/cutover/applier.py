@@ -26,6 +26,7 @@ import structlog
 from hrp_data.cutover import outbox
 from hrp_data.cutover.apply import ApplyResult, PrimaryMoved, apply_keys
 from hrp_data.errors import describe_error
+from shadow.redact import redact_table_key
 
 log = structlog.get_logger(__name__)
 
@@ -114,7 +115,7 @@ def drain_once(
         log.warning(
             "outbox.apply_failed",
             table=item.ref.table,
-            key=list(item.ref.key),
+            key=redact_table_key(route.tables.get(item.ref.table), item.ref.key),
             attempts=item.attempts + 1,
             error=error,
         )

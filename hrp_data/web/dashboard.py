@@ -19,7 +19,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from adapters.catalog import is_secret
 from adapters.pooler import Probe, probe
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.cutover.assemble import open_cutover
@@ -32,7 +31,7 @@ from hrp_data.cutover.phases import POSTGRES
 from hrp_data.cutover.status import cutover_status, guard_refusals
 from hrp_data.settings import SettingsError
 from hrp_data.web.serialize import plain
-from shadow.redact import redact_key
+from shadow.redact import redact_table_key
 
 SHADOW_WINDOW_S = 24 * 3600
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 640, 170, 36
@@ -111,9 +110,7 @@ def _key_redacted(cutover: Cutover, row: dict[str, Any]) -> dict[str, Any]:
     entry = cutover.catalog.tables.get(row.get("table")) if isinstance(key, list) else None
     if entry is None:
         return row
-    table = entry.postgres
-    names = [column.name for column in table.primary_key.columns] or [column.name for column in table.columns]
-    return row | {"last_key": redact_key(key, names, [c.name for c in table.columns if is_secret(c)])}
+    return row | {"last_key": redact_table_key(entry.postgres, key)}
 
 
 def _table_rows(raw: Any) -> list[dict[str, Any]]:
