@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from hrp_data.settings import SettingsError
+from shadow.redact import redact_table_key
 from tools.cli import (
     BadSetting, console, domain_errors, operator_settings, parse_tables, pass_context, postgres_option, require_session,
     settings_from,
@@ -305,6 +306,9 @@ def quarantine_report(ctx, fmt: str, postgres_url: str | None = None) -> str:
             engine.dispose()
             if sqlite is not None:
                 sqlite.dispose()
+    tables = _key_tables(settings)
+    entries = [e | {"key": redact_table_key(tables.get(e["table"]), e["key"])} for e in entries]
+    live = [r | {"key": redact_table_key(tables.get(r["table"]), r["key"])} for r in live]
     if fmt == "json":
         rows = [{k: e[k] for k in ("table", "key", "column", "reason", "value")} for e in entries]
         return json.dumps({"rows": rows, "live": live}, indent=2) + "\n"
@@ -328,6 +332,26 @@ def quarantine_report(ctx, fmt: str, postgres_url: str | None = None) -> str:
                      " (the primary, through the app; for foreign_key_action, the child rows it names),"
                      " and the applier carries it")
     return "\n".join(lines) + "\n"
+
+
+def _key_tables(settings) -> dict:
+    """The file's tables by both their names, for showing a secret key column's value as a fingerprint
+    (shadow.redact.redact_table_key); {} without the file."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    from hrp_data.catalog import catalog_of_file
+
+    database = make_url(settings.sqlite_url).database
+    if not database or not os.path.isfile(database):
+        return {}
+    try:
+        catalog = catalog_of_file(database)
+    except Exception:  # a file the catalog cannot read: the keys are shown as they are
+        return {}
+    tables = {name: entry.postgres for name, entry in catalog.tables.items()}
+    return tables | {entry.postgres.name: entry.postgres for entry in catalog.tables.values()}
 
 
 def _existing_sqlite_engine(settings):

@@ -40,6 +40,7 @@ from adapters import vouch
 from adapters.catalog import Catalog, quote
 from adapters.convert import Kind
 from adapters.outbox import key_to_json
+from shadow.redact import redact_table_key
 from hrp_data.backfill import read_pool
 from hrp_data.backfill.legacy_file import require_contract
 from hrp_data.backfill.legacy_rows import Converted, TableReader, connect, readers
@@ -267,7 +268,7 @@ def _census(connection, reader: TableReader, batches: Iterable[Converted], total
             found = census[(reject.column, reject.reason)]
             found.count += 1
             if len(found.examples) < EXAMPLES:
-                found.examples.append(key_to_json(reject.key))
+                found.examples.append(key_to_json(redact_table_key(reader.table, reject.key)))
             if found.example_value is None:
                 found.example_value = reject.value
     if progress:
@@ -307,7 +308,7 @@ def _orphans(connection, catalog: Catalog, violations: list[tuple]) -> list[dict
                 )
                 params = ()
                 rows = connection.execute(f"SELECT count(*) {condition}", params).fetchone()[0]
-            examples = [list(r) for r in connection.execute(
+            examples = [redact_table_key(entry.postgres, r) for r in connection.execute(
                 f"SELECT {key} {condition} ORDER BY {key} LIMIT {EXAMPLES}", params)] if rows else []
             out.append({
                 "table": table.name, "column": column, "parent": f"{parent}.{parent_column}",

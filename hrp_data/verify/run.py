@@ -59,7 +59,7 @@ from hrp_data.verify.range_hash import (
     postgres_real_block,
     postgres_row_text,
 )
-from shadow.redact import fingerprint, looks_secret, redact_json
+from shadow.redact import fingerprint, looks_secret, redact_json, redact_table_key
 
 log = structlog.get_logger(__name__)
 
@@ -460,6 +460,14 @@ def _key(difference: dict) -> tuple:
     return key_from_json(difference["key"])
 
 
+def _shown_example(table: sa.Table, difference: dict) -> dict:
+    """A difference as it is shown and kept (the verify runs): the value of a key column that is secret (a
+    table keyed by its token) as a fingerprint; the repair reads the differing keys apart, unredacted."""
+    key = _key(difference)
+    shown = redact_table_key(table, key)
+    return difference if shown == list(key) else difference | {"key": key_to_json(shown)}
+
+
 @dataclasses.dataclass
 class TablePlan:
     """One table's row counts, buckets, and its SQLite range hashes under way (RangeHasher tasks)."""
@@ -610,7 +618,7 @@ def _compare(cutover: Cutover, table_map: dict[str, sa.Table], compared: list[st
             results[name], confirmed = verify_table(cutover, table_map[name], row, progress, plan)
             if tracker is not None:
                 tracker.table_done(name)
-            examples += confirmed
+            examples += [_shown_example(table_map[name], d) for d in confirmed]
             differing += sorted({KeyRef(name, _key(d)) for d in confirmed}, key=lambda r: sqlite_order(r.key))
     drift = [d.as_dict() for d in drifted]
     equal = not drift and all(r.missing == r.extra == r.different == r.refused == 0 for r in results.values())

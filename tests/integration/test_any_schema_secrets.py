@@ -11,7 +11,6 @@ import sqlite3
 
 import psycopg2
 import psycopg2.extensions
-import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
@@ -93,13 +92,12 @@ def test_secret_columns_spelled_otherwise_are_fingerprinted_too(tmp_path, postgr
         assert "SPELLED" not in output, output
 
 
-@pytest.mark.xfail(strict=True, reason="a secret key column is shown in clear where a row is named for the operator")
-def test_a_secret_key_column_is_shown_in_clear(tmp_path, postgres_url):
-    """A table keyed by its secret (`sessions.token`): the places that name a row for the operator to find
-    it show the token in clear: assess's and the quarantine's example keys (and the key stored in
-    hrp_cutover_quarantine and the backfill's checkpoint), verify's differences (and the verify runs kept
-    in the SQLite file). Not fixed: the key is how the operator finds the row, and the checkpoint and the
-    outbox need it. (Replay, the applier's log and the dashboard show its fingerprint: tests above.)"""
+def test_a_secret_key_column_is_shown_as_a_fingerprint(tmp_path, postgres_url):
+    """A table keyed by its secret (`sessions.token`): the places that name a row for the operator showed
+    the token in clear: assess's example keys (values that will not convert, and orphans), the
+    quarantine's rows and live changes, verify's differences (and the verify runs kept in the SQLite
+    file). They show its fingerprint; the key stored in hrp_cutover_quarantine, the backfill's
+    checkpoint and the outbox stays as it is, since the retry, the resume and the applier need it."""
     path = tmp_path / "sessions.db"
     with sqlite3.connect(path) as raw:
         raw.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT)")
@@ -119,7 +117,12 @@ def test_a_secret_key_column_is_shown_in_clear(tmp_path, postgres_url):
     with psycopg2.connect(url, options=MAINTENANCE) as connection, connection.cursor() as cursor:
         cursor.execute("UPDATE sessions SET data = 'y' WHERE account_id = 1")
     shown.append(_cli(path, postgres_url, "verify", "--json", ok=False))
-    leaked = [output for output in shown if "KEYTOKEN" in output]
+    assert "orphan_foreign_key" in shown[1] and "sha256:" in shown[1], shown[1]
+    assert "failing    sessions ['sha256:" in shown[2], shown[2]
+    assert "value_differs" in shown[3] and "sha256:" in shown[3], shown[3]
+    with sqlite3.connect(path) as raw:
+        kept = " ".join(str(row) for row in raw.execute("SELECT * FROM hrp_cutover_verify_runs"))
+    leaked = [output for output in shown + [kept] if "KEYTOKEN" in output]
     assert leaked == []
 
 
