@@ -102,22 +102,22 @@ def current_role(connection: sa.Connection) -> str:
 
 def quiet_parameters(dbapi_connection: Any) -> bool:
     """Set log_parameter_max_length[_on_error] = 0 and log_error_verbosity = terse (QUIET) for this
-    session if the role may; False if it may not.
+    session, each one the role may set; True if it may set them all.
 
-    Both are superuser settings (or granted with GRANT SET ON PARAMETER); the
-    privilege is asked first, so a role without it causes no error in the log.
-    """
+    They are superuser settings (or granted with GRANT SET ON PARAMETER, one by one); the
+    privilege is asked first, so a role without it causes no error in the log, and a role granted
+    some of them gets those."""
     with dbapi_connection.cursor() as cursor:
         if dbapi_connection.server_version >= 150000:
             cursor.execute(
-                "SELECT bool_and(has_parameter_privilege(name, 'SET')) FROM unnest(%s::text[]) AS name",
+                "SELECT name FROM unnest(%s::text[]) AS name WHERE has_parameter_privilege(name, 'SET')",
                 (list(QUIET),),
             )
+            allowed = [row[0] for row in cursor.fetchall()]
         else:
             cursor.execute("SELECT current_setting('is_superuser') = 'on'")
-        allowed = bool(cursor.fetchone()[0])
+            allowed = list(QUIET) if cursor.fetchone()[0] else []
         if allowed:
-            for name, value in QUIET.items():
-                cursor.execute(f"SET {name} = {value}")
+            cursor.execute("; ".join(f"SET {name} = {QUIET[name]}" for name in allowed))
     dbapi_connection.commit()
-    return allowed
+    return len(allowed) == len(QUIET)

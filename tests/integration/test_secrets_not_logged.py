@@ -205,3 +205,33 @@ def test_a_role_that_cannot_quiet_error_details_is_warned(postgres_url):
         assert quiet_parameters(connection.connection.dbapi_connection)
         assert connection.exec_driver_sql("SHOW log_error_verbosity").scalar() == "terse"
     engine.dispose()
+
+
+def test_a_role_granted_some_of_the_quiet_parameters_gets_those(postgres_url):
+    """GRANT SET ON PARAMETER is given one parameter at a time: a role granted the parameter
+    lengths but not log_error_verbosity keeps its parameters out of the log (it lost both when one
+    was missing), and says it could not set them all."""
+    from adapters.log_safety import quiet_parameters
+
+    role = "hrp_quiet_probe"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        connection.exec_driver_sql(f"CREATE ROLE {role} NOLOGIN")
+        for name in QUIET_PARAMETERS:
+            connection.exec_driver_sql(f"GRANT SET ON PARAMETER {name} TO {role}")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SET ROLE {role}")
+            connection.commit()
+            assert not quiet_parameters(connection.connection.dbapi_connection)
+            assert [connection.exec_driver_sql(f"SHOW {name}").scalar() for name in QUIET_PARAMETERS] == ["0", "0"]
+            assert connection.exec_driver_sql("SHOW log_error_verbosity").scalar() == "default"
+            connection.rollback()
+    finally:
+        engine.dispose()  # the session that took the role goes
+        with engine.begin() as connection:
+            for name in QUIET_PARAMETERS:
+                connection.exec_driver_sql(f"REVOKE SET ON PARAMETER {name} FROM {role}")
+            connection.exec_driver_sql(f"DROP ROLE {role}")
+        engine.dispose()
