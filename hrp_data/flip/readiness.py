@@ -59,7 +59,8 @@ def _outbox_check(cutover: Cutover) -> Check:
     detail = f"{depth.pending} pending ({depth.failing} failing), threshold {OUTBOX_THRESHOLD}"
     if depth.refused:  # they wait until their rows are fixed: the move's drain would stop on them
         detail += (f"; {depth.refused} change(s) refused until their rows are fixed where they were written"
-                   " (`hrp-cutover quarantine` lists them with the reason)")
+                   " (`hrp-cutover quarantine` lists them with the reason; once fixed, `hrp-cutover replay`"
+                   " retries them at once)")
     if depth.last_error and (depth.failing or not ok):  # a change the move's drain may stop on, named now
         detail += f"; last error: {depth.last_error}"
     return Check("outbox", ok, detail)
