@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -508,16 +508,26 @@ def store_column_types(connection: Any, chosen: dict[tuple[str, str], str]) -> N
                            [(table, column, kind) for (table, column), kind in sorted(chosen.items())])
 
 
+_VALUE_TYPES: dict[str, tuple[Kind, Callable[[], Any]]] = {
+    "bigint": (Kind.INTEGER, sa.BigInteger),
+    "double precision": (Kind.REAL, ExactReal),
+    "bytea": (Kind.BLOB, Bytes),
+    "text": (Kind.TEXT, sa.Text),
+}
+"""The types a column's stored values may decide (_by_values), by PostgreSQL's name."""
+
+
+def _value_type(postgres: str, why: str) -> _Type:
+    kind, made = _VALUE_TYPES[postgres]
+    return _Type(kind, made(), postgres, why)
+
+
 def _kept_decision(decided: str, declared: str) -> _Type | None:
     """The type the schema step decided from values (kept in the file), as a fresh type object."""
+    if decided not in _VALUE_TYPES:
+        return None
     said = f"declared {declared!r}" if declared.strip() else "no declared type"
-    why = f"{said}; decided from its values when `hrp-cutover schema` created it (kept in the file)"
-    return {
-        "bigint": lambda: _Type(Kind.INTEGER, sa.BigInteger(), "bigint", why),
-        "double precision": lambda: _Type(Kind.REAL, ExactReal(), "double precision", why),
-        "bytea": lambda: _Type(Kind.BLOB, Bytes(), "bytea", why),
-        "text": lambda: _Type(Kind.TEXT, sa.Text(), "text", why),
-    }.get(decided, lambda: None)()
+    return _value_type(decided, f"{said}; decided from its values when `hrp-cutover schema` created it (kept in the file)")
 
 
 def _by_values(classes: dict[str, int], declared: str) -> _Type:
@@ -525,16 +535,15 @@ def _by_values(classes: dict[str, int], declared: str) -> _Type:
     present = {name for name, count in classes.items() if count and name != "null"}
     said = f"declared {declared!r}" if declared.strip() else "no declared type"
     if present == {"integer"}:
-        return _Type(Kind.INTEGER, sa.BigInteger(), "bigint", f"{said}; every value an integer")
+        return _value_type("bigint", f"{said}; every value an integer")
     if present and present <= {"integer", "real"}:
-        return _Type(Kind.REAL, ExactReal(), "double precision", f"{said}; every value a number")
+        return _value_type("double precision", f"{said}; every value a number")
     if present == {"blob"}:
-        return _Type(Kind.BLOB, Bytes(), "bytea", f"{said}; every value a blob")
+        return _value_type("bytea", f"{said}; every value a blob")
     if present and present != {"text"}:
-        return _Type(Kind.TEXT, sa.Text(), "text",
-                     f"{said}; values of several classes ({', '.join(sorted(present))}): the non-text ones"
-                     " are quarantined, never changed")
-    return _Type(Kind.TEXT, sa.Text(), "text", f"{said}; {'every value text' if present else 'no values'}")
+        return _value_type("text", f"{said}; values of several classes ({', '.join(sorted(present))}): the non-text"
+                                   " ones are quarantined, never changed")
+    return _value_type("text", f"{said}; {'every value text' if present else 'no values'}")
 
 
 def _census(connection: Any, table: str, column: str) -> dict[str, int]:
