@@ -36,7 +36,7 @@ SETTINGS = (
 _SEVERITIES = ("debug5", "debug4", "debug3", "debug2", "debug1", "info", "notice", "warning", "error", "log",
                "fatal", "panic")
 QUIET_PARAMETERS = ("log_parameter_max_length", "log_parameter_max_length_on_error")
-QUIET = {"log_parameter_max_length": "0", "log_parameter_max_length_on_error": "0", "log_error_verbosity": "terse"}
+QUIET = {**dict.fromkeys(QUIET_PARAMETERS, "0"), "log_error_verbosity": "terse"}
 """What the layer's own sessions set where the role may (`quiet_parameters`): no parameter value, and no
 DETAIL or CONTEXT line (which repeat key values and whole rows), in the server's log."""
 
