@@ -148,6 +148,13 @@ def image_refusal(table: sa.Table, image: dict[str, Any]) -> str | None:
     return None
 
 
+def _parent_lookups(tables: dict[str, sa.Table], table: sa.Table) -> list[sa.ForeignKey]:
+    """`table`'s foreign keys whose parent rows are looked up (missing_parents, orphans_in_sqlite):
+    onto a table of `tables` with a one-column primary key."""
+    return [foreign_key for foreign_key in table.foreign_keys
+            if foreign_key.column.table.name in tables and len(foreign_key.column.table.primary_key.columns) == 1]
+
+
 def missing_parents(
     connection: sa.Connection,
     tables: dict[str, sa.Table],
@@ -165,10 +172,8 @@ def missing_parents(
     waiting: dict[KeyRef, str] = {}
     for name, table in tables.items():
         children = [(ref, image) for ref, image in images.items() if ref.table == name and image is not None]
-        for foreign_key in table.foreign_keys if children else ():
+        for foreign_key in _parent_lookups(tables, table) if children else ():
             parent = foreign_key.column
-            if parent.table.name not in tables or len(parent.table.primary_key.columns) != 1:
-                continue
             # the referenced column's values the batch brings (the key, or a unique column of it)
             arriving = {image.get(parent.key) for image in coming.get(parent.table.name, ())}
             wanted = {
@@ -212,10 +217,8 @@ def orphans_in_sqlite(
     wanted: dict[tuple[str, str], set[Any]] = {}
     checks: list[tuple[KeyRef, str, tuple[str, str], Any]] = []
     for ref in waiting:
-        for foreign_key in pg_tables[ref.table].foreign_keys:
+        for foreign_key in _parent_lookups(pg_tables, pg_tables[ref.table]):
             parent = foreign_key.column
-            if parent.table.name not in pg_tables or len(parent.table.primary_key.columns) != 1:
-                continue
             value = images[ref].get(foreign_key.parent.key)
             if value is None:
                 continue
