@@ -55,7 +55,7 @@ class Depth:
     oldest_age_s: float | None
     last_error: str | None
     refused: int = 0
-    """Changes whose latest failure is a refusal of their row or key (REJECTED, KEY_REFUSED), not of
+    """Changes whose latest failure is a refusal of their row or key (REFUSALS), not of
     the database: they wait until the row is fixed where it is, and a move's drain stops on them."""
 
 
@@ -352,8 +352,8 @@ def depth(bind: Bind) -> Depth:
                 sa.func.count(),
                 sa.func.count().filter(outbox.c.attempts > 0),
                 sa.func.min(outbox.c.created_at),
-                sa.func.count().filter(sa.or_(outbox.c.last_error.startswith(REJECTED, autoescape=True),
-                                              outbox.c.last_error.startswith(KEY_REFUSED, autoescape=True))),
+                sa.func.count().filter(sa.or_(*(outbox.c.last_error.startswith(start, autoescape=True)
+                                                for start in REFUSALS))),
             )
         ).one()
         last_error = connection.execute(
@@ -370,6 +370,8 @@ REJECTED = "rejected: "
 """The prefix of the error the applier settles a change with when the conversion rules refuse
 its row (hrp_data.cutover.apply.image_refusal, describe_error of a Rejected)."""
 KEY_REFUSED = "a key PostgreSQL cannot hold ("
+REFUSALS = (REJECTED, KEY_REFUSED)
+"""How the errors of a refusal of a row's values or key (not of the database) begin."""
 
 
 def rejected_keys(bind: Bind) -> list[tuple[str, str, str]]:
@@ -388,7 +390,7 @@ def rejected_keys(bind: Bind) -> list[tuple[str, str, str]]:
     for table, pk, error in rows:
         latest[(table, pk)] = error
     return [(table, pk, error) for (table, pk), error in latest.items()
-            if error.startswith(REJECTED) or error.startswith(KEY_REFUSED)]
+            if error.startswith(REFUSALS)]
 
 
 def pending_keys(bind: Bind, refs: Sequence[KeyRef]) -> set[KeyRef]:
