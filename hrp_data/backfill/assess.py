@@ -27,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import re
@@ -103,21 +104,16 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
             counts = {name: reader.count(connection) for name, reader in table_readers.items()}
             estimate = _estimate(connection, table_readers, counts, sample_rows)  # before the census's threads take the GIL
             documents = [pool.submit(_json_documents, path, catalog, name) for name in catalog.tables]
-            workers = read_pool.default_workers() if sum(counts.values()) >= read_pool.POOL_MIN_ROWS else 0
-            if workers:
-                processes = read_pool.worker_pool(path, workers, column_types)
+            if sum(counts.values()) >= read_pool.POOL_MIN_ROWS:
+                processes = read_pool.worker_pool(path, read_pool.default_workers(), column_types)
                 stack.callback(read_pool.close_pool, processes)
-                suspects = {
-                    name: [processes.submit(read_pool.suspects_between, name, low, high, PAGE)
-                           for low, high in _chunks(connection, reader, counts[name])]
-                    for name, reader in table_readers.items()
-                }
+                census = functools.partial(processes.submit, read_pool.suspects_between, size=PAGE)
             else:
-                suspects = {
-                    name: [pool.submit(_suspect_rejects, path, catalog, name, low, high)
-                           for low, high in _chunks(connection, reader, counts[name])]
-                    for name, reader in table_readers.items()
-                }
+                census = functools.partial(pool.submit, _suspect_rejects, path, catalog)
+            suspects = {
+                name: [census(name, low, high) for low, high in _chunks(connection, reader, counts[name])]
+                for name, reader in table_readers.items()
+            }
             tables: dict[str, Any] = {}
             rejections: list[dict[str, Any]] = []
             for name, reader in table_readers.items():
@@ -217,8 +213,7 @@ def _suspect_rejects(path: Path, catalog: Catalog, name: str, low: int | None, h
     connection = _read_only(path)
     vouch.register(connection)
     try:
-        reader = readers(catalog)[name]
-        return [reader.convert(rows) for rows in reader.suspects(connection, PAGE, low, high)]
+        return readers(catalog)[name].suspect_rejects(connection, PAGE, low, high)
     finally:
         connection.close()
 

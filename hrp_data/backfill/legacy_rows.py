@@ -473,6 +473,11 @@ class TableReader:
         while rows := cursor.fetchmany(size):
             yield rows
 
+    def suspect_rejects(self, connection: sqlite3.Connection, size: int, low: int | None = None,
+                        high: int | None = None) -> list[Converted]:
+        """`suspects` converted, `size` rows at a time: what assess's census reads rejects from."""
+        return [self.convert(rows) for rows in self.suspects(connection, size, low, high)]
+
     def first_key_range(self, connection: sqlite3.Connection) -> tuple[int, int] | None:
         """The least and greatest value of the first key column, if both are integers."""
         first, table = quote(self._sqlite_keys[0]), quote(self.sqlite_name)

@@ -167,10 +167,9 @@ def close_pool(pool: ProcessPoolExecutor) -> None:
 
 def suspects_between(table: str, low: int | None, high: int | None, size: int) -> list[Converted]:
     """In a worker: the rows of `table` whose first key column is in [low, high) that SQLite cannot
-    vouch for (TableReader.suspects), converted, `size` at a time (assess's census)."""
+    vouch for, converted, `size` at a time (TableReader.suspect_rejects: assess's census)."""
     gc.collect()
-    reader: TableReader = _worker["readers"][table]
-    return [reader.convert(rows) for rows in reader.suspects(_worker["connection"], size, low, high)]
+    return _worker["readers"][table].suspect_rejects(_worker["connection"], size, low, high)
 
 
 def _read_range(table: str, low: Key | None, high: Key, with_keys: bool, want_keys: bool) -> Page | None:
