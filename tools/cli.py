@@ -422,7 +422,7 @@ def replay(ctx: Context, postgres_url: str | None) -> None:
 
     with domain_errors(), open_cutover(ctx, postgres_url, operator=True) as cutover:
         result = replay_outbox(cutover)
-        tables = {name: entry.postgres for name, entry in cutover.catalog.tables.items()}
+        tables = cutover.catalog.postgres_tables()
     click.echo(f"applied {result.applied}; remaining {result.remaining}")
     for table, key, reason in result.failing:  # a table keyed by its token shows the token's fingerprint
         click.echo(f"failing    {table} {redact_table_key(tables.get(table), key)}: {reason}")
