@@ -37,6 +37,16 @@ def _rows(url: str, sql: str) -> list[tuple]:
         return cursor.fetchall()
 
 
+def _multilingual_in_shadow(tmp_path, postgres_url: str):
+    """The multilingual file, backfilled and verified, in the phase shadow; its path."""
+    path = tmp_path / "app.db"
+    _plain_sqlite(path, MULTILINGUAL)
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
+                 ("phase", "set", "shadow")):
+        _ok(path, postgres_url, *step)
+    return path
+
+
 def test_a_delete_postgres_would_cascade_while_sqlite_did_not_is_refused(tmp_path, postgres_url):
     """anytizer/pragma.sqlite's multilingual.db: `translations` references `phrases` and `languages`
     ON DELETE CASCADE / SET NULL, ON UPDATE CASCADE. SQLite applies them only on a connection with
@@ -45,11 +55,7 @@ def test_a_delete_postgres_would_cascade_while_sqlite_did_not_is_refused(tmp_pat
     foreign key's action and deleted (or nulled) them too. `replay` said nothing was left (exit 0):
     rows gone from PostgreSQL that SQLite keeps. Such a delete waits in the outbox with its reason;
     one whose action SQLite did too (foreign keys on) is applied."""
-    path = tmp_path / "app.db"
-    _plain_sqlite(path, MULTILINGUAL)
-    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
-                 ("phase", "set", "shadow")):
-        _ok(path, postgres_url, *step)
+    path = _multilingual_in_shadow(tmp_path, postgres_url)
 
     _plain_sqlite(path, "UPDATE phrases SET phrase_id = 'p2-renamed' WHERE phrase_id = 'p2';"
                         "DELETE FROM languages WHERE language_id = 'ne';")
@@ -242,11 +248,7 @@ def test_a_child_whose_parent_neither_database_holds_is_refused_as_an_orphan_not
     verify said EQUAL and the flip's check passed the outbox: only the move's drain stopped on it.
     It is refused as an orphan (the backfill's word), named by replay, verify, quarantine and the
     readiness check, and applies once SQLite holds its parent."""
-    path = tmp_path / "app.db"
-    _plain_sqlite(path, MULTILINGUAL)
-    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
-                 ("phase", "set", "shadow")):
-        _ok(path, postgres_url, *step)
+    path = _multilingual_in_shadow(tmp_path, postgres_url)
 
     _plain_sqlite(path, "INSERT INTO translations VALUES ('t5', 'en', 'p9', 'Nine');"
                         "INSERT INTO translations VALUES ('t6', 'en', 'p1', 'Name');")

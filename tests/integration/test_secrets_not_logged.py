@@ -23,6 +23,7 @@ from hrp_data.schema.install import upgrade
 from hrp_data.cutover.status import statement_logging
 from tests.conftest import scratch_database
 from tests.integration.cutover_helpers import assert_equal, settings_for
+from tests.integration.test_any_schema_secrets import _cli
 from tools.cli import cli
 
 PLANTED = "PLANTEDSECRET"
@@ -160,13 +161,6 @@ def test_the_demo_server_logs_no_statement_text(own_postgres):
         found = risks(read_settings(connection), "postgres")
     engine.dispose()
     assert found == []
-
-
-def _cli(path, url: str, *args: str, ok: bool = True) -> str:
-    psycopg2.extensions.set_wait_callback(None)  # the CLI's commands bound their own calls
-    done = CliRunner().invoke(cli, ["--sqlite", f"sqlite:///{path}", "--postgres", url, *args])
-    assert (done.exit_code == 0) == ok, f"{' '.join(args)}: {done.output}"
-    return done.output
 
 
 def test_a_unique_clash_on_a_secret_column_leaves_no_value_in_the_server_log(own_postgres, tmp_path):
