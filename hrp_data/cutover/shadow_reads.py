@@ -192,6 +192,7 @@ def candidate_engine(settings: Settings, *, application_name: str = "hrp-cutover
         pool_size=max(1, settings.shadow_workers),
         max_overflow=0,
         pool_timeout=CANDIDATE_TIMEOUT_S,
+        pool_pre_ping=False,  # a stale connection costs one candidate error, not a round trip per read
     )
 
 

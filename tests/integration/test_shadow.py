@@ -498,9 +498,8 @@ def test_shadow_workers_never_wait_for_the_app_s_connections(shadowed):
 
 
 def test_candidates_recover_after_postgres_restarts(legacy_file, own_postgres):
-    """The shadow pool pings a pooled connection only when its socket says the server went away
-    (adapters.postgres.ping_when_readable): a restart costs no candidate error, and candidates
-    match again at once."""
+    """The shadow pool does not ping on checkout: a restart costs at most one candidate error per
+    pooled connection, then candidates match again."""
     cutover, w = _start(legacy_file, own_postgres.url)
     try:
         lab = cutover.shadow.lab
@@ -518,8 +517,8 @@ def test_candidates_recover_after_postgres_restarts(legacy_file, own_postgres):
         for _ in range(3):
             read_all()
         stats = lab.stats()
-        assert stats.get("error", 0) == 0, stats
-        assert stats["match"] == len(w["races"]) * 4
+        assert stats.get("error", 0) <= cutover.shadow.postgres.pool.size()
+        assert stats["match"] >= len(w["races"]) * 3
         assert stats.get("mismatch", 0) == 0
     finally:
         cutover.close()
