@@ -239,6 +239,11 @@ class Laboratory:
             their differences wait for it as a keyed row's wait for its key; None: always settled.
         unsupported: (read, candidate's exception) -> a value-free line when the secondary does
             not run the read's statement as written (outcome candidate_error), else None.
+        current: (a sample's context) -> False once a move has changed the databases the sample
+            compared (its process still followed the phase before the move, which it keeps for
+            up to its phase cache time): a sample that would be a mismatch is then dropped
+            (counted as dropped, logged as shadow.raced_move), since it compared a move in
+            flight, not the data; asked only then. None: never.
     """
 
     def __init__(
@@ -258,6 +263,7 @@ class Laboratory:
         after_request_s: float = AFTER_REQUEST_S,
         unsupported: Callable[[ReadType, BaseException], str | None] | None = None,
         settled: Callable[[ReadType], bool] | None = None,
+        current: Callable[[Mapping[str, Any]], bool] | None = None,
     ):
         self.compare = compare
         self.publisher = publisher
@@ -270,6 +276,7 @@ class Laboratory:
         self.describe_error = describe_error
         self.unsupported = unsupported
         self.settled = settled
+        self.current = current
         self.counts: Counter[str] = Counter()
         self._enabled = True
         self.queue_size = queue_size
@@ -498,8 +505,12 @@ class Laboratory:
             result = step()
             if result is None:
                 return
-            self._count(result.outcome)
-            self._safely("publish", self.publisher.publish, result)
+            if result.outcome == MISMATCH and self._raced(result):
+                self._count("dropped")
+                self._safely("dropped", self.publisher.dropped, job.read)
+            else:
+                self._count(result.outcome)
+                self._safely("publish", self.publisher.publish, result)
         except Exception as error:  # noqa: BLE001 - a worker survives anything
             self.raised("observe", error)
         finally:
@@ -633,6 +644,18 @@ class Laboratory:
         except Exception as error:  # noqa: BLE001 - unknown means "may still be on its way"
             self.raised("settled", error)
             return True
+
+    def _raced(self, result: Result) -> bool:
+        if self.current is None:
+            return False
+        try:
+            raced = not self.current(result.context)
+        except Exception as error:  # noqa: BLE001 - unknown: judge the sample as it is
+            self.raised("current", error)
+            return False
+        if raced:
+            log.info("shadow.raced_move", read_type=result.read.name, **result.context)
+        return raced
 
     def _unsupported(self, read: ReadType, error: BaseException) -> str | None:
         if self.unsupported is None:

@@ -46,7 +46,7 @@ import bisect
 import contextlib
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -215,7 +215,7 @@ class ShadowReads:
         self,
         settings: Settings,
         app_engine: Callable[[str], sa.Engine],
-        phase_row: Callable[[], PhaseRow],
+        phase_row: Callable[..., PhaseRow],
         *,
         store_engine: sa.Engine,
         candidates: sa.Engine | None,
@@ -223,7 +223,7 @@ class ShadowReads:
         table_kinds: dict[str, dict[str, Kind]] | None = None,
         table_secrets: frozenset[str] = frozenset(),
     ):
-        """`app_engine(database)`: the app's engine of a database; `phase_row()`: the current phase row;
+        """`app_engine(database)`: the app's engine of a database; `phase_row(fresh=False)`: the current phase row;
         `store_engine`: the mismatch store's engine on the SQLite file; `candidates`: the shadow workers'
         own pool on PostgreSQL (`candidate_engine`; None without PostgreSQL); `app_candidates`: theirs
         for the app's own statements, typed as the app's session is on PostgreSQL
@@ -260,6 +260,7 @@ class ShadowReads:
             describe_error=describe_error,
             unsupported=_unsupported,
             settled=self.settled,
+            current=self.compares_current_pair,
         )
         self.lab.enabled = settings.shadow_enabled
         for name, rate in _sample_rates(settings).items():
@@ -324,6 +325,13 @@ class ShadowReads:
             if any(_table_pending(primary, table) for table in name.split(",")):
                 found |= {ref for ref in refs if ref[0] == name}
         return found
+
+    def compares_current_pair(self, context: Mapping[str, Any]) -> bool:
+        """Whether the phase in force (read fresh) still shadows reads of `context`'s primary on its
+        secondary: after a flip, a rollback or `postgres_only` a process reads the old phase for up
+        to its phase cache time, and what its samples compare then is the move, not the data."""
+        row = self.phase_row(fresh=True)
+        return row.shadow_reads and (row.reads_from, row.secondary) == (context.get("primary"), context.get("secondary"))
 
     def settled(self, read: ReadType) -> bool:
         """False while a change is on its way to a table that an app statement's window or aggregate reads."""

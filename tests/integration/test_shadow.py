@@ -553,3 +553,33 @@ def test_reads_racing_a_flip_do_not_count_against_the_rollback(shadowed, legacy_
     cutover.shadow.flush()
     check = readiness._shadow_check(cutover)
     assert not check.ok and "1 mismatched of 1 compared" in check.detail, check.detail
+
+
+@pytest.mark.parametrize("moves", [(Phase.POSTGRES_PRIMARY,), (Phase.POSTGRES_PRIMARY, Phase.POSTGRES_ONLY)],
+                         ids=["flip", "postgres_only"])
+def test_a_mismatch_of_a_process_that_missed_a_move_is_dropped_at_the_source(shadowed, legacy_file, monkeypatch, moves):
+    """A process keeps the phase before a move for up to its phase cache time: its samples compare
+    the old pair (after `postgres_only`, PostgreSQL with a file nothing writes any more). Asked fresh
+    when a sample differs, the phase says so: the sample is dropped, not stored as a mismatch."""
+    cutover, w = shadowed
+    for target in moves[:-1]:
+        move(cutover, target)
+    before = cutover.phase_row()
+    move(cutover, moves[-1])
+    after = cutover.phase_row(fresh=True)
+    assert (before.reads_from, before.secondary) != (after.reads_from, after.secondary) or not after.shadow_reads
+    with sqlite3.connect(legacy_file) as raw:  # what the stale process's samples meet on the other side
+        raw.execute("ATTACH ':memory:' AS hrp_cutover_layer")
+        raw.execute("UPDATE horses SET age = 13 WHERE id = ?", (w["horses"][0],))
+    with cutover.engine("postgres").begin() as connection:
+        connection.exec_driver_sql("SET LOCAL hrp_cutover.maintenance = 'on'")
+        connection.exec_driver_sql(f"UPDATE horses SET age = 15 WHERE id = {w['horses'][0]}")
+    dropped = cutover.shadow.lab.stats().get("dropped", 0)
+    for reader in (cutover, cutover.shadow):  # has not seen the move; a fresh read of the phase has
+        monkeypatch.setattr(reader, "phase_row", lambda fresh=False: after if fresh else before)
+    with cutover.reading() as uow:
+        uow.horses.get(w["horses"][0])
+    cutover.shadow.flush()
+    report = build_report(cutover.sqlite)
+    assert report["totals"]["mismatched"] == 0 and report["examples"] == []
+    assert cutover.shadow.lab.stats()["dropped"] == dropped + 1

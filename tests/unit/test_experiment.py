@@ -87,6 +87,33 @@ class TestExperiment:
         finally:
             lab.close()
 
+    def test_a_mismatch_found_after_a_move_is_dropped_not_published(self):
+        """`current` is asked only for a would-be mismatch: False (a move changed the pair the sample
+        compared) drops it, counted as dropped; True, or an error asking, publishes it as found."""
+        asked, answers = [], iter([False, True])
+
+        def current(context):
+            asked.append(dict(context))
+            answer = next(answers, None)
+            if answer is None:
+                raise RuntimeError("phase store unreadable")
+            return answer
+
+        published = _Collect()
+        compare = lambda read, a, b: [] if a == b else [Difference("things", (1,), "v", a, b, "value_differs")]  # noqa: E731
+        lab = Laboratory(compare, published, workers=1, current=current)
+        pair = {"primary": "postgres", "secondary": "sqlite"}
+        try:
+            lab.run(READ, lambda: 1, lambda: 1, context=pair)
+            assert lab.wait_idle(5) and [r.outcome for r in published.results] == ["match"] and asked == []
+            for _ in range(3):
+                lab.run(READ, lambda: 1, lambda: 2, context=pair)
+                assert lab.wait_idle(5)
+            assert [r.outcome for r in published.results] == ["match", "mismatch", "mismatch"]
+            assert published.drops == 1 and lab.stats()["dropped"] == 1 and asked == [pair] * 3
+        finally:
+            lab.close()
+
     def test_the_caller_changing_its_result_changes_nothing(self):
         """The control's value is compared as it was returned, not as the caller left it."""
         published = _Collect()
