@@ -86,6 +86,7 @@ class OwnPostgres:
         self.url = make_url(self.server.get_uri()).set(drivername="postgresql+psycopg2").render_as_string(
             hide_password=False
         )
+        self._frozen: list[psutil.Process] = []
 
     def _processes(self) -> list[psutil.Process]:
         postmaster = psutil.Process(self.server.get_pid())
@@ -105,7 +106,19 @@ class OwnPostgres:
                 pass
 
     def freeze(self) -> None:
+        self._frozen = self._processes()
         self._signal(signal.SIGSTOP)
+
+    def processes_left(self) -> list[str]:
+        """The server's processes of the last freeze() still alive, with their state (for a failing
+        test's message: a stop that left one behind)."""
+        left = []
+        for process in self._frozen:
+            try:
+                left.append(f"{process.pid} {process.status()}")
+            except psutil.NoSuchProcess:
+                pass
+        return left
 
     def thaw(self) -> None:
         self._signal(signal.SIGCONT)
