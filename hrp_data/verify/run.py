@@ -11,7 +11,7 @@ comparison never disagree about what "equal" means.
 Live writes go on meanwhile. A difference on a key that still has an outbox
 entry, or that changed while being compared, is re-checked (after the entry
 is applied) before it is reported. Rows the backfill quarantined are counted
-as quarantined, not as missing. `repair` sends every confirmed difference
+as quarantined, not as missing (nor, with PostgreSQL primary, as extra on SQLite). `repair` sends every confirmed difference
 through the one apply path (hrp_data.cutover.apply), which re-reads the primary row
 under its lock, so a repair never overwrites a newer live write.
 
@@ -551,8 +551,12 @@ def verify_table(cutover: Cutover, table: sa.Table, row: PhaseRow, progress: Pro
     differences, pending = _confirm(cutover, table, candidates, row) if candidates else ([], 0)
     quarantined = _quarantined_keys(cutover, table) if differences else set()
     confirmed = []
+    # a quarantined row is on SQLite alone: missing from PostgreSQL while SQLite is the primary, and
+    # on the secondary only once PostgreSQL is (a row left behind by --accept-quarantine), never
+    # a row to delete from SQLite by --repair
+    left_behind = "missing_row" if row.primary == SQLITE else "extra_row"
     for difference in differences:
-        if difference["kind"] == "missing_row" and row.primary == SQLITE and _key(difference) in quarantined:
+        if difference["kind"] == left_behind and _key(difference) in quarantined:
             result.quarantined += 1
             continue
         confirmed.append(difference)

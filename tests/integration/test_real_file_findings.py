@@ -269,3 +269,31 @@ def test_a_child_whose_parent_neither_database_holds_is_refused_as_an_orphan_not
     _ok(path, postgres_url, "replay")
     assert _rows(postgres_url, "SELECT phrase_id FROM translations WHERE translation_id = 't5'") == [("p9",)]
     _ok(path, postgres_url, "verify")
+
+
+def test_rows_left_behind_by_accept_quarantine_are_not_extra_rows_after_the_flip(tmp_path, postgres_url):
+    """Zotero's zotero.sqlite: `settings (setting, key, value)` with `value` untyped, holding text, an
+    integer and a zlib blob. The column is text (a mix), so the blob and the integer are quarantined
+    with their reasons and the operator flips with --accept-quarantine. Before the flip, verify counted
+    those rows as quarantined; after it (PostgreSQL primary) it counted them as rows extra on SQLite:
+    NOT EQUAL, the rollback refused ("run verify --repair"), and `verify --repair` deleted them from
+    SQLite, their only copy. They stay quarantined in either direction, and the rollback goes ahead."""
+    path = tmp_path / "zotero.sqlite"
+    _plain_sqlite(path, "CREATE TABLE settings (setting TEXT, key TEXT, value, PRIMARY KEY (setting, key));"
+                        "INSERT INTO settings VALUES ('globalSchema', 'data', x'789c0300'),"
+                        " ('globalSchema', 'migrateExtra', 1), ('client', 'lastVersion', '5.0.82'),"
+                        " ('account', 'localUserKey', 'sn3LXRcO');")
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
+                 ("phase", "set", "shadow"), ("flip", "--accept-quarantine")):
+        _ok(path, postgres_url, *step)
+
+    verified = _run(path, postgres_url, "verify", "--json")
+    assert verified.exit_code == 0, verified.output
+    result = json.loads(verified.output[verified.output.index("{"):])
+    assert result["tables"]["settings"]["quarantined"] == 2 and result["tables"]["settings"]["extra"] == 0
+    _ok(path, postgres_url, "verify", "--repair")
+    _ok(path, postgres_url, "rollback", "--accept-quarantine")
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT key, value FROM settings WHERE setting = 'globalSchema' ORDER BY key").fetchall() == [
+        ("data", b"x\x9c\x03\x00"), ("migrateExtra", 1)]
+    connection.close()
