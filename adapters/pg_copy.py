@@ -12,7 +12,8 @@ them back exactly:
   subnormals included; infinities as `Infinity`/`-Infinity`; NaN as `NaN`;
 - datetime/date: ISO 8601 (`2025-01-14T09:30:00+00:00`; a naive datetime
   is read in the session time zone);
-- bool: `t`/`f`; int: decimal; dict/list: JSON text (for json/jsonb);
+- bool: `t`/`f`; int: decimal; Decimal: `str()`, exact (numeric reads `1E-7`,
+  `NaN` and `Infinity`); dict/list: JSON text (for json/jsonb);
 - str: as is, escaped. A NUL cannot be sent (PostgreSQL text cannot hold it)
   and raises ValueError.
 
@@ -30,6 +31,7 @@ Nothing here knows a particular schema.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import io
 import math
 from collections.abc import Iterable, Sequence
@@ -104,6 +106,8 @@ def text_field(value: Any) -> str:
         return value.isoformat()
     if kind is dict or kind is list:
         return json_field(value)
+    if kind is decimal.Decimal:
+        return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return "\\\\x" + bytes(value).hex()  # bytea hex input, its backslash escaped
     if isinstance(value, bool):
