@@ -598,11 +598,27 @@ def _write_images(
                 outcome = _write(connection, tables[ref.table], ref, images[ref])
         except Exception as error:  # ValueError (a NUL), TypeError, driver errors: this key's failure
             _raise_if_disconnect(connection, error)
-            result.failed[ref] = describe_error(error)
+            result.failed[ref] = _named_column(connection, tables[ref.table], images[ref], describe_error(error))
             continue
         result.applied.append(ref)
         setattr(result, outcome, getattr(result, outcome) + 1)
     return result
+
+
+def _named_column(connection: sa.Connection, table: sa.Table, image: dict[str, Any] | None, error: str) -> str:
+    """A value the secondary's binding refused ("rejected: <reason>", on the way to SQLite) with the
+    column that holds it, as image_refusal names it on the way to PostgreSQL."""
+    if image is None or not error.startswith("rejected: ") or error.endswith(")"):
+        return error
+    for name, value in image.items():
+        column_type = table.columns[name].type
+        if value is None or not isinstance(column_type, sa.types.TypeDecorator):
+            continue
+        try:
+            column_type.process_bind_param(value, connection.dialect)
+        except Rejected:
+            return f"{error} ({name})"
+    return error
 
 
 def _write_bulk(

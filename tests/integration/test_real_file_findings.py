@@ -318,3 +318,27 @@ def test_a_numeric_column_in_a_table_with_a_secret_column_is_applied(tmp_path, p
     assert _rows(postgres_url, "SELECT visit_id, visibility_score::text FROM content_annotations ORDER BY 1") == [
         (1, "-2.5"), (2, "0.1"), (3, "12345678901234567"), (4, "0.0000001")]
     _ok(path, postgres_url, "verify")
+
+
+def test_a_value_sqlite_cannot_hold_names_its_column_on_the_way_back(tmp_path, postgres_url):
+    """Chrome's History again, PostgreSQL primary: a plain INSERT on PostgreSQL of a decimal no
+    double holds (`visibility_score` NUMERIC) is refused on its way to SQLite, as it should be, but
+    `replay` and `quarantine` said only "numeric_out_of_range" with no column ("-"), where a value
+    SQLite wrote names it: in a wide table the operator could not tell which value to fix."""
+    path = tmp_path / "History"
+    _plain_sqlite(path, "CREATE TABLE content_annotations (visit_id INTEGER PRIMARY KEY, visibility_score NUMERIC,"
+                        " categories VARCHAR, annotation_flags INTEGER NOT NULL, page_language VARCHAR);"
+                        "INSERT INTO content_annotations VALUES (1, 0.5, '', 0, 'en');")
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
+                 ("phase", "set", "shadow"), ("flip",)):
+        _ok(path, postgres_url, *step)
+    with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
+        cursor.execute("INSERT INTO content_annotations (visibility_score, annotation_flags, page_language)"
+                       " VALUES ('0.1000000000000000055511151231257827', 0, 'fr') RETURNING visit_id")
+        (new_id,) = cursor.fetchone()
+    replayed = _run(path, postgres_url, "replay")
+    assert replayed.exit_code == 1
+    assert f"[{new_id}]: rejected: numeric_out_of_range (visibility_score)" in replayed.output, replayed.output
+    listed = json.loads(_ok(path, postgres_url, "quarantine", "--format", "json"))
+    assert [(entry["database"], entry["key"], entry["column"], entry["reason"]) for entry in listed["live"]] == [
+        ("postgres", [new_id], "visibility_score", "numeric_out_of_range")]
