@@ -587,6 +587,9 @@ def translate_default(default: str, kind: Kind, naive: bool = False) -> str | No
         if kind is Kind.BOOLEAN:
             return {"0": "false", "1": "true", "TRUE": "true", "FALSE": "false"}.get(upper)
         if text.startswith("'"):
+            if kind is Kind.INTEGER:  # INTEGER affinity stores a quoted whole number as that integer
+                whole = re.fullmatch(r"'([+-]?\d+)'", text)
+                return str(int(whole.group(1))) if whole and -(2**63) <= int(whole.group(1)) < 2**63 else None
             return text if kind in (Kind.TEXT, Kind.DATE, Kind.TIMESTAMP) else None
         if kind in (Kind.INTEGER, Kind.REAL, Kind.NUMERIC) and upper not in ("TRUE", "FALSE"):
             if kind is Kind.INTEGER and not re.fullmatch(r"[+-]?\d+", text):

@@ -342,3 +342,34 @@ def test_a_value_sqlite_cannot_hold_names_its_column_on_the_way_back(tmp_path, p
     listed = json.loads(_ok(path, postgres_url, "quarantine", "--format", "json"))
     assert [(entry["database"], entry["key"], entry["column"], entry["reason"]) for entry in listed["live"]] == [
         ("postgres", [new_id], "visibility_score", "numeric_out_of_range")]
+
+
+def test_a_quoted_whole_number_default_of_an_integer_column_is_carried(tmp_path, postgres_url):
+    """WordPress's SQLite database (.ht.sqlite of the sqlite-database-integration plugin) declares its
+    integer columns `integer NOT NULL ON CONFLICT REPLACE DEFAULT '0'`. SQLite applies the column's
+    INTEGER affinity to the default, so it stores the integer 0; the schema step called its meaning
+    uncertain and left PostgreSQL without it (listed under *not carried*), and after the flip an
+    insert that leaves `post_author` to its default failed on PostgreSQL where SQLite took it. It
+    is carried as 0; a quoted default that is not a whole number a bigint holds stays listed."""
+    path = tmp_path / ".ht.sqlite"
+    _plain_sqlite(path, 'CREATE TABLE "wp_posts" ("ID" integer PRIMARY KEY AUTOINCREMENT NOT NULL ON CONFLICT REPLACE'
+                        " DEFAULT 0, \"post_author\" integer NOT NULL ON CONFLICT REPLACE DEFAULT '0',"
+                        " \"menu_order\" integer NOT NULL DEFAULT '+7',"
+                        " \"post_title\" text NOT NULL ON CONFLICT REPLACE DEFAULT '' COLLATE NOCASE);"
+                        "CREATE TABLE wp_odd (id integer PRIMARY KEY, odd integer DEFAULT '99999999999999999999');"
+                        "INSERT INTO wp_posts (post_title) VALUES ('Hello world!');")
+    assert sqlite3.connect(path).execute("SELECT post_author, typeof(post_author), menu_order FROM wp_posts").fetchall() == [
+        (0, "integer", 7)]
+    assessed = _ok(path, postgres_url, "assess")
+    assert "default wp_posts.post_author" not in assessed and "default wp_posts.menu_order" not in assessed
+    assert "default wp_odd.odd" in assessed
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
+                 ("phase", "set", "shadow"), ("flip",)):
+        _ok(path, postgres_url, *step)
+    with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
+        cursor.execute("INSERT INTO wp_posts (post_title) VALUES ('from postgres') RETURNING \"ID\"")
+        (new_id,) = cursor.fetchone()
+    _ok(path, postgres_url, "replay")
+    assert sqlite3.connect(path).execute(
+        "SELECT post_author, typeof(post_author), menu_order FROM wp_posts WHERE ID = ?", (new_id,)).fetchall() == [
+        (0, "integer", 7)]

@@ -265,6 +265,10 @@ class TestConstraints:
         ("1.5", Kind.INTEGER, None),
         ("'scheduled'", Kind.TEXT, "'scheduled'"),
         ("'x'", Kind.INTEGER, None),
+        ("'0'", Kind.INTEGER, "0"),
+        ("'+7'", Kind.INTEGER, "7"),
+        ("'99999999999999999999'", Kind.INTEGER, None),
+        ("'1.5'", Kind.INTEGER, None),
         ("(random())", Kind.INTEGER, None),
     ])
     def test_translate_default(self, default, kind, expected):
