@@ -536,8 +536,12 @@ def _by_values(classes: dict[str, int], declared: str) -> _Type:
     said = f"declared {declared!r}" if declared.strip() else "no declared type"
     if present == {"integer"}:
         return _value_type("bigint", f"{said}; every value an integer")
-    if present and present <= {"integer", "real"}:
-        return _value_type("double precision", f"{said}; every value a number")
+    if present == {"real"}:
+        return _value_type("double precision", f"{said}; every value a real")
+    if present == {"integer", "real"}:
+        return _value_type("double precision", f"{said}; integers and reals: every integer comes back as a"
+                                               " float (1 -> 1.0) on PostgreSQL (and, in a column of no declared"
+                                               " type, in SQLite after a rollback); one beyond 2^53 is quarantined")
     if present == {"blob"}:
         return _value_type("bytea", f"{said}; every value a blob")
     if present and present != {"text"}:

@@ -104,6 +104,13 @@ class TestTypeMapping:
         assert kind_of(catalog.tables["t"].postgres.c.c) is kind
         assert _type(catalog.tables["t"].postgres, "c") == postgres_type
 
+    def test_integers_and_reals_say_the_integers_come_back_as_floats(self):
+        """No PostgreSQL number type keeps an integer and a real apart row by row: the operator is told."""
+        catalog = read_catalog(_file("CREATE TABLE t (c)", "INSERT INTO t VALUES (1), (2.5)"))
+        assert "(1 -> 1.0)" in catalog.tables["t"].mapping[-1].why
+        catalog = read_catalog(_file("CREATE TABLE t (c)", "INSERT INTO t VALUES (1.5), (2.5)"))
+        assert "1.0" not in catalog.tables["t"].mapping[-1].why
+
     def test_a_mix_of_classes_is_text_and_says_the_rest_is_quarantined(self):
         catalog = read_catalog(_file("CREATE TABLE t (c)", "INSERT INTO t VALUES ('a'), (1), (x'00')"))
         why = catalog.tables["t"].mapping[-1].why
