@@ -588,7 +588,11 @@ def translate_default(default: str, kind: Kind, naive: bool = False) -> str | No
         upper = text.upper()
         if upper == "NULL":
             return "NULL"
-        if kind is Kind.BOOLEAN:
+        if kind is Kind.BOOLEAN:  # BOOLEAN's NUMERIC affinity stores a quoted '0' as the integer 0 (Doctrine's spelling)
+            quoted = re.fullmatch(r"'([+-]?\d+|true|false)'", text, re.IGNORECASE)
+            if quoted:
+                upper = quoted.group(1).upper().lstrip("+")
+                upper = str(int(upper)) if upper.lstrip("-").isdigit() else upper
             return {"0": "false", "1": "true", "TRUE": "true", "FALSE": "false"}.get(upper)
         if text.startswith("'"):
             if kind is Kind.INTEGER:  # INTEGER affinity stores a quoted whole number as that integer

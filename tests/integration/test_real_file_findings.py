@@ -373,3 +373,34 @@ def test_a_quoted_whole_number_default_of_an_integer_column_is_carried(tmp_path,
     assert sqlite3.connect(path).execute(
         "SELECT post_author, typeof(post_author), menu_order FROM wp_posts WHERE ID = ?", (new_id,)).fetchall() == [
         (0, "integer", 7)]
+
+
+def test_a_quoted_zero_or_one_default_of_a_boolean_column_is_carried(tmp_path, postgres_url):
+    """ownCloud's and Nextcloud's owncloud.db (Doctrine) declare boolean columns `BOOLEAN DEFAULT '0' NOT
+    NULL` (oc_authtoken.password_invalid, oc_share.password_by_talk, oc_richdocuments_wopi.canwrite).
+    BOOLEAN has NUMERIC affinity, so SQLite stores the default as the integer 0; the schema step
+    called its meaning uncertain and left PostgreSQL without it (listed under *not carried*), and
+    after the flip an insert that leaves `password_invalid` to its default failed on PostgreSQL
+    ("null value in column ... violates not-null constraint") where SQLite took it. '0' and '1'
+    are carried as false and true; a quoted default that is neither stays listed."""
+    path = tmp_path / "owncloud.db"
+    _plain_sqlite(path, "CREATE TABLE oc_authtoken (id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,"
+                        " token VARCHAR(200) DEFAULT '' NOT NULL COLLATE BINARY,"
+                        " password_invalid BOOLEAN DEFAULT '0' NOT NULL, remember BOOLEAN DEFAULT '1' NOT NULL,"
+                        " odd BOOLEAN DEFAULT '2');"
+                        "INSERT INTO oc_authtoken (token, odd) VALUES ('t1', NULL);")
+    assert sqlite3.connect(path).execute(
+        "SELECT password_invalid, typeof(password_invalid), remember FROM oc_authtoken").fetchall() == [(0, "integer", 1)]
+    assessed = _ok(path, postgres_url, "assess")
+    assert "default oc_authtoken.password_invalid" not in assessed and "default oc_authtoken.remember" not in assessed
+    assert "default oc_authtoken.odd" in assessed
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
+                 ("phase", "set", "shadow"), ("flip",)):
+        _ok(path, postgres_url, *step)
+    with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
+        cursor.execute("INSERT INTO oc_authtoken (token) VALUES ('from postgres') RETURNING id")
+        (new_id,) = cursor.fetchone()
+    _ok(path, postgres_url, "replay")
+    assert sqlite3.connect(path).execute(
+        "SELECT password_invalid, typeof(password_invalid), remember FROM oc_authtoken WHERE id = ?",
+        (new_id,)).fetchall() == [(0, "integer", 1)]

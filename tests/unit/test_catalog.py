@@ -276,6 +276,11 @@ class TestConstraints:
         ("'+7'", Kind.INTEGER, "7"),
         ("'99999999999999999999'", Kind.INTEGER, None),
         ("'1.5'", Kind.INTEGER, None),
+        ("'0'", Kind.BOOLEAN, "false"),
+        ("'1'", Kind.BOOLEAN, "true"),
+        ("'True'", Kind.BOOLEAN, "true"),
+        ("'2'", Kind.BOOLEAN, None),
+        ("'yes'", Kind.BOOLEAN, None),
         ("(random())", Kind.INTEGER, None),
     ])
     def test_translate_default(self, default, kind, expected):
