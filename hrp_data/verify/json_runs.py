@@ -9,10 +9,10 @@ range_hash.json_text does.
 
 Most legacy columns hold flat objects written by one program: the same keys in
 the same order, in one canonical spelling. Such a run is spelled in a few
-calls over the whole run (`_canonical_run`) instead of a dozen per value: one
-orjson parse and one orjson spelling of all values, checked against the
-stored text; every member of every object split out at once and put in jsonb
-key order by one itemgetter. Any run off that shape is spelled value by value
+calls over the whole run (`_canonical_run`) instead of a dozen per value: orjson
+reads the values and spells them all at once, checked against the stored text;
+every member of every object is split out at once and put in jsonb key order by
+one itemgetter (keys already in that order need none). Any run off that shape is spelled value by value
 (range_hash.fast_json_text), which gives the same text.
 """
 
@@ -29,7 +29,7 @@ from hrp_data.verify.range_hash import ROW_SEPARATOR, fast_json_text, jsonb_memb
 _SENTINEL = "\x00"
 """Put between two objects' members while they are reordered: no canonical JSON text holds a NUL."""
 
-_gather_memo: dict[tuple[tuple[str, ...], int], Callable] = {}
+_gather_memo: dict[tuple[tuple[str, ...], int], Callable | None] = {}
 _GATHER_MEMO_LIMIT = 64
 
 
@@ -58,62 +58,79 @@ def _canonical_run(values: Sequence[Any]) -> str | None:
     same keys in the same order, all spelled canonically (as range_hash.fast_json_text requires: orjson's
     compact spelling, or it with a blank after each comma and colon, json.dumps's); else None.
 
-    The checks over the joined text make each value exactly one object: it starts with the only
-    `{` it holds and ends with `}`, and orjson reads as many objects as there are values; the
-    spelling check then holds each value to orjson's spelling of its object (which holds no
-    newline: so every newline in the joined text is one between two values).
+    orjson reads each value alone, so each is one complete JSON value; the spelling check then holds
+    each value to orjson's spelling of its object (adapters.convert.canonical_texts says why the
+    values joined as a list's items compare one by one), so each begins with its `{` and ends with
+    its `}`, and the count of `{` says no other is inside (no nested object, no string holding one).
     In json.dumps's spelling no string holds a comma or a colon (the blank after it would spoil the
     check); in the compact one the counts of colons and of members show that none does. So the commas
-    split the members."""
+    split the members. Keys already in jsonb's order need no split: the text is the values' own."""
     count = len(values)
     try:
         joined = "\n".join(values)
     except TypeError:  # NULL, a number, a blob
         return None
-    if (joined[:1] != "{" or joined[-1:] != "}" or joined.count("{") != count or joined.count("}\n{") != count - 1
-            or "[" in joined or "0.0000" in joined or _SENTINEL in joined
+    if ("[" in joined or _SENTINEL in joined
             or ("-" in joined and ("e-" in joined or "-0.0" in joined))  # a cheap look for the rare sign first
-            or ("\\" in joined and "\\u0000" in joined)):
+            or ("\\" in joined and "\\u0000" in joined) or "0.0000" in joined or joined.count("{") != count):
         return None
     try:
-        objects = orjson.loads(f"[{','.join(values)}]")
+        objects = list(map(orjson.loads, values))
     except orjson.JSONDecodeError:
         return None
-    if len(objects) != count:
+    if set(map(type, objects)) != _OBJECT:
         return None
-    keys = tuple(objects[0]) if type(objects[0]) is dict else ()
-    if not keys or len(set(map(tuple, objects))) != 1:  # a list, an empty object, another key order
+    keys = tuple(objects[0])
+    if not keys or len(set(map(tuple, objects))) != 1:  # an empty object, another key order
         return None
     compact = orjson.dumps(objects)
     if compact == f"[{','.join(values)}]".encode("utf-8"):
-        if joined.count(":") != count * len(keys):  # a string holds a colon (a comma: the count below)
+        if joined.count(":") != count * len(keys):  # a string holds a colon (a comma: the counts below)
             return None
-        members = joined[1:-1].replace("}\n{", ",").replace(":", ": ").split(",")
+        spaced = False
     elif compact.replace(b",", b", ").replace(b":", b": ") == f"[{', '.join(values)}]".encode("utf-8"):
-        members = joined[1:-1].replace("}\n{", ", ").split(", ")
+        spaced = True
     else:
         return None
+    gather = _gather(keys, count)
+    if gather is None:  # the keys are in jsonb's order already
+        if spaced:
+            return joined
+        if joined.count(",") != count * (len(keys) - 1):
+            return None
+        return joined.replace(",", ", ").replace(":", ": ")
+    if spaced:
+        members = ", ".join(map(_INSIDE, values)).split(", ")
+    else:
+        members = ",".join(map(_INSIDE, values)).replace(":", ": ").split(",")
     if len(members) != count * len(keys):  # a repeated key: orjson kept one of them
         return None
     members.append(_SENTINEL)
-    ordered = ", ".join(_gather(keys, count)(members))[: -len(f", {_SENTINEL}")]
-    return "{" + ordered.replace(f", {_SENTINEL}, ", "}\n{") + "}"
+    return "{" + ", ".join(gather(members)).replace(f", {_SENTINEL}, ", "}\n{") + "}"
 
 
-def _gather(keys: tuple[str, ...], count: int) -> Callable[[list[str]], tuple[str, ...]]:
+_OBJECT = {dict}
+_INSIDE = operator.itemgetter(slice(1, -1))
+"""An object's text without its braces."""
+
+
+def _gather(keys: tuple[str, ...], count: int) -> Callable[[list[str]], tuple[str, ...]] | None:
     """An itemgetter taking, from the members of `count` objects with `keys` (then the sentinel), each
-    object's members in jsonb key order with the sentinel between two objects and after the last
-    (so that it always gives a tuple); remembered."""
-    gather = _gather_memo.get((keys, count))
-    if gather is None:
+    object's members in jsonb key order with the sentinel between two objects; None when `keys` are
+    in jsonb's order already; remembered."""
+    memo = (keys, count)
+    if memo not in _gather_memo:
         order = jsonb_member_order(keys)
-        width, sentinel = len(keys), count * len(keys)
-        positions: list[int] = []
-        for start in range(0, sentinel, width):
-            if start:
-                positions.append(sentinel)
-            positions.extend(start + i for i in order)
+        gather = None
+        if order != list(range(len(keys))):
+            width, sentinel = len(keys), count * len(keys)
+            positions: list[int] = []
+            for start in range(0, sentinel, width):
+                if start:
+                    positions.append(sentinel)
+                positions.extend(start + i for i in order)
+            gather = operator.itemgetter(*positions)  # more than one: keys out of order are two at least
         if len(_gather_memo) >= _GATHER_MEMO_LIMIT:
             _gather_memo.clear()
-        gather = _gather_memo[(keys, count)] = operator.itemgetter(*positions, sentinel)
-    return gather
+        _gather_memo[memo] = gather
+    return _gather_memo[memo]
