@@ -114,20 +114,35 @@ def real_positions(kinds: Sequence[Any]) -> tuple[int, ...]:
     return tuple(i for i, kind in enumerate(kinds) if kind is Kind.REAL)
 
 
+def bucket_parts(rows: list[tuple], render: Callable[[tuple], str], real_at: tuple[int, ...],
+                 json_at: tuple[int, ...]) -> list[str]:
+    """A bucket's text, in parts (`bucket_text` joins them): its row texts (`render`: the REAL columns
+    marked, the JSON columns left out), newline-joined, in key order; then, if the table has REAL
+    columns, a blank line and each one's block (range_hash.real_block: the doubles of the whole column
+    at once) joined by ROW_SEPARATOR; then, if it has JSON columns, a blank line and the rows' JSON lines
+    (hrp_data.verify.json_runs). PostgreSQL spells the same (verify.run._bucket_text)."""
+    parts = ["\n".join(map(render, rows))]
+    if real_at:
+        parts += ["\n\n", ROW_SEPARATOR.join(real_block(list(map(itemgetter(i), rows))) for i in real_at)]
+    if json_at:
+        parts += ["\n\n", json_lines([list(map(itemgetter(i), rows)) for i in json_at])]
+    return parts
+
+
 def bucket_text(rows: list[tuple], render: Callable[[tuple], str], real_at: tuple[int, ...],
                 json_at: tuple[int, ...]) -> str:
-    """A bucket's text: its row texts (`render`: the REAL columns marked, the JSON columns left out),
-    newline-joined, in key order; then, if the table has REAL columns, a blank line and each one's
-    block (range_hash.real_block: the doubles of the whole column at once) joined by ROW_SEPARATOR;
-    then, if it has JSON columns, a blank line and the rows' JSON lines (hrp_data.verify.json_runs).
-    PostgreSQL spells the same (verify.run._bucket_text)."""
-    text = "\n".join(map(render, rows))
-    if real_at:
-        blocks = ROW_SEPARATOR.join(real_block(list(map(itemgetter(i), rows))) for i in real_at)
-        text = f"{text}\n\n{blocks}"
-    if json_at:
-        text = f"{text}\n\n{json_lines([list(map(itemgetter(i), rows)) for i in json_at])}"
-    return text
+    """A bucket's text (`bucket_parts`)."""
+    return "".join(bucket_parts(rows, render, real_at, json_at))
+
+
+def bucket_digest(rows: list[tuple], render: Callable[[tuple], str], real_at: tuple[int, ...],
+                  json_at: tuple[int, ...]) -> str:
+    """The md5 of `bucket_text`, fed its parts one by one (UTF-8 spells a text as its parts spelled one
+    after the other): the bucket's text is never copied whole."""
+    digest = hashlib.md5()
+    for part in bucket_parts(rows, render, real_at, json_at):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def hash_buckets(connection: sqlite3.Connection, plan: RangePlan, first: int, last: int) -> BucketHashes:
@@ -142,8 +157,7 @@ def hash_buckets(connection: sqlite3.Connection, plan: RangePlan, first: int, la
     for bucket in range(first, last + 1):
         rows = _rows(connection, sql, plan.key_bounds(bucket, bucket))
         if rows:
-            text = bucket_text(rows, render, real_at, json_at)
-            out[bucket] = len(rows), hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
+            out[bucket] = len(rows), bucket_digest(rows, render, real_at, json_at)
     return out
 
 

@@ -13,7 +13,7 @@ import datetime as dt
 from adapters.convert import Kind, Rejected, format_timestamp, to_postgres
 from adapters.types import kind_of
 from hrp_data.models import TABLES
-from hrp_data.verify.ranges import bucket_text, json_positions, real_positions
+from hrp_data.verify.ranges import bucket_digest, bucket_text, json_positions, real_positions
 from hrp_data.verify.range_hash import (
     fast_json_text,
     fast_row_renderer,
@@ -216,3 +216,6 @@ def test_a_value_changed_anywhere_changes_the_bucket_text(change):
     real_at, json_at = real_positions(ALL_KINDS), json_positions(ALL_KINDS)
     render = fast_row_renderer(ALL_KINDS, apart=json_at, marked=real_at)
     assert bucket_text(rows, render, real_at, json_at) != bucket_text(changed, render, real_at, json_at)
+    digests = [bucket_digest(r, render, real_at, json_at) for r in (rows, changed)]
+    assert digests == [md5_hex(bucket_text(r, render, real_at, json_at)) for r in (rows, changed)]
+    assert digests[0] != digests[1]
