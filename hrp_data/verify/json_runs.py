@@ -12,7 +12,8 @@ the same order, in one canonical spelling. Such a run is spelled in a few
 calls over the whole run (`_canonical_run`) instead of a dozen per value: orjson
 reads the values and spells them all at once, checked against the stored text;
 every member of every object is split out at once and put in jsonb key order by
-one itemgetter (keys already in that order need none). Any run off that shape is spelled value by value
+one itemgetter (keys already in that order need none). NULLs among them are
+spelled around such a run. Any run off that shape is spelled value by value
 (range_hash.fast_json_text), which gives the same text.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from hrp_data.verify.range_hash import ROW_SEPARATOR, fast_json_text, jsonb_member_order, or_rejected
+from hrp_data.verify.range_hash import NULL, ROW_SEPARATOR, fast_json_text, jsonb_member_order, or_rejected
 
 _SENTINEL = "\x00"
 """Put between two objects' members while they are reordered: no canonical JSON text holds a NUL."""
@@ -47,7 +48,20 @@ def json_texts(values: Sequence[Any]) -> str:
     if not values:
         return ""
     texts = _canonical_run(values)
+    if texts is None and None in values:
+        texts = _around_nulls(values)
     return texts if texts is not None else "\n".join(map(_json_line, values))
+
+
+def _around_nulls(values: Sequence[Any]) -> str | None:
+    """The texts of a run whose only values off a canonical run's shape are NULL (a nullable column):
+    the other values spelled as one run (`_canonical_run`), NULL between them; else None."""
+    present = [value for value in values if value is not None]
+    texts = _canonical_run(present) if present else None
+    if texts is None:
+        return None
+    lines = iter(texts.split("\n"))  # one per value: no canonical text holds a newline
+    return "\n".join([NULL if value is None else next(lines) for value in values])
 
 
 _json_line = or_rejected(fast_json_text)

@@ -93,3 +93,17 @@ class TestJsonRuns:
             values = compact[:-1] + [json.dumps({"id": 1, "tag": odd, "price": 0.5}, separators=(",", ":"))]
             assert json_runs._canonical_run(values) is None
             assert json_texts(values) == "\n".join(map(line, values))
+
+    @settings(max_examples=examples(300), deadline=None)
+    @given(runs(), st.data())
+    def test_nulls_among_a_run_are_spelled_around_it(self, values, data):
+        """A nullable column's run: NULLs anywhere among the objects, spelled as each value alone (and the
+        objects, when they are one canonical run, as one run)."""
+        from hrp_data.verify import json_runs
+
+        for _ in range(data.draw(st.integers(1, 3))):
+            values.insert(data.draw(st.integers(0, len(values))), None)
+        assert json_texts(values) == "\n".join(map(line, values))
+        present = [value for value in values if value is not None]
+        if json_runs._canonical_run(present) is not None:
+            assert json_runs._around_nulls(values) == "\n".join(map(line, values))
