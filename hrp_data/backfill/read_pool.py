@@ -89,8 +89,8 @@ _worker: dict[str, Any] = {}
 def _die_with_parent(starter: int) -> None:
     """SIGKILL this worker when `starter`, the process that started its pool, ends.
 
-    PR_SET_PDEATHSIG watches the worker's parent: `starter` itself for a spawned worker (verify's
-    range hashers), the fork server for ours, and a fork server ends only when every process
+    PR_SET_PDEATHSIG watches the worker's parent: the fork server (worker_context), and a fork server
+    ends only when every process
     holding its pipe has, the workers included. So a thread of the worker also waits for
     `starter`'s end (a pidfd, Linux 5.3; elsewhere it asks every half second) and kills it."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux
@@ -124,9 +124,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _context() -> Any:
+def worker_context() -> Any:
     """Workers forked from a server that has imported this module (and the main module, where
-    multiprocessing's preload of it works: not on 3.11, whose workers import a main script again)."""
+    multiprocessing's preload of it works: not on 3.11, whose workers import a main script again).
+    The verify's range hashers (hrp_data.verify.ranges) are forked from the same server."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["__main__", __name__])
     return context
@@ -147,7 +148,7 @@ def worker_pool(path: Path, workers: int, column_types: dict[tuple[str, str], st
     """`workers` worker processes on the file at `path`, started now (a pool that knows when one of
     them dies: BrokenProcessPool); `column_types` as for file_catalog. End it with close_pool."""
     pool = ProcessPoolExecutor(
-        workers, mp_context=_context(), initializer=_start_worker, initargs=(str(path), os.getpid(), column_types),
+        workers, mp_context=worker_context(), initializer=_start_worker, initargs=(str(path), os.getpid(), column_types),
     )
     for _ in range(workers):  # the pool starts a process per task: all of them now
         pool.submit(os.getpid)

@@ -2,7 +2,9 @@
 
 Rendering every SQLite row as row text (hrp_data.verify.range_hash) is the verifier's
 Python-bound half, capped at one core by one interpreter. So, as the backfill
-reads (hrp_data.backfill.read_pool), worker processes do it: each opens the legacy file
+reads (hrp_data.backfill.read_pool), worker processes do it, forked from the
+backfill's fork server (which has imported the reading layer once: a worker costs
+a fork, not an interpreter importing it again): each opens the legacy file
 read-only and, for a range of buckets, reads the rows in key order and
 returns each bucket's row count and md5. The calling process meanwhile has
 PostgreSQL hash its side. A table with few rows is hashed in the calling
@@ -18,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
-import multiprocessing
 import os
 import signal
 import sqlite3
@@ -32,7 +33,7 @@ from adapters.catalog import quote
 from adapters.convert import Kind
 from adapters.sqlite import decode_text
 from hrp_data.backfill import legacy_rows
-from hrp_data.backfill.read_pool import WORKER_NICE, _die_with_parent, default_workers
+from hrp_data.backfill.read_pool import WORKER_NICE, _die_with_parent, default_workers, worker_context
 from hrp_data.verify.json_runs import json_lines
 from hrp_data.verify.range_hash import ROW_SEPARATOR, fast_row_renderer, real_block
 
@@ -41,7 +42,7 @@ POOL_MIN_ROWS = 10_000
 PRESTART_BYTES = 4 << 20
 """A file this big starts the workers on entry, so their start-up overlaps the small tables' work; a
 smaller one starts them only when a table of POOL_MIN_ROWS comes (a verify of a small file starts none:
-spawning them costs about a second)."""
+the fork server's first start costs about half a second)."""
 TASK_BUCKETS = 8
 """Buckets per worker task: small enough to spread a table over the workers, big enough to amortize a task."""
 
@@ -208,7 +209,7 @@ class RangeHasher:
     def _start(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                self.workers, mp_context=worker_context(),
                 initializer=_start_worker, initargs=(str(self.path), os.getpid()),
             )
             for _ in range(self.workers):  # the pool starts a process per task: all of them now

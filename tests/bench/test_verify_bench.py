@@ -7,8 +7,8 @@ fresh PostgreSQL database; then, alternated ROUNDS times, best of each:
 - `verify` of every table (record=False), which must find both sides equal.
 The ratio verify s / bare scan s is the figure the issue asks for (target <= 2).
 Rows are one side's rows (SQLite's), the same count for both. Next to the wall
-seconds: the CPU seconds of this process and its verify workers (reaped when
-each verify ends) for the best runs, the CPU seconds of the PostgreSQL server's
+seconds: the CPU seconds of this process and its verify workers (children of
+the fork server, reaped when each verify ends) for the best runs, the CPU seconds of the PostgreSQL server's
 processes over the same verify (its hash statements; with the others it shows
 how busy the cores were), and the load average around the rounds, so that a
 figure taken on a busy machine says so.
@@ -80,9 +80,18 @@ def backfilled(tmp_path_factory, postgres_server_url, bench_races):
 
 
 def cpu_seconds() -> float:
-    """User and system CPU seconds of this process and of its reaped children."""
+    """User and system CPU seconds of this process and of its reaped children, and of its live children
+    and theirs: the verify's workers are children of the fork server (hrp_data.backfill.read_pool), which
+    lives on and reaps them."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    total = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    for process in psutil.Process().children(recursive=True):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def postgres_server(url: str) -> psutil.Process | None:
