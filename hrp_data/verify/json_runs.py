@@ -98,13 +98,13 @@ def _canonical_run(values: Sequence[Any]) -> str | None:
     if not keys or len(set(map(tuple, objects))) != 1:  # an empty object, another key order
         return None
     compact = orjson.dumps(objects)
-    if compact == f"[{','.join(values)}]".encode("utf-8"):
-        if joined.count(":") != count * len(keys):  # a string holds a colon (a comma: the counts below)
+    spaced = '": ' in values[0]  # the spelling to hold the values to: json.dumps's has a blank after a key
+    if spaced:
+        if compact.replace(b",", b", ").replace(b":", b": ") != f"[{', '.join(values)}]".encode("utf-8"):
             return None
-        spaced = False
-    elif compact.replace(b",", b", ").replace(b":", b": ") == f"[{', '.join(values)}]".encode("utf-8"):
-        spaced = True
-    else:
+    elif compact != f"[{','.join(values)}]".encode("utf-8"):
+        return None
+    elif joined.count(":") != count * len(keys):  # a string holds a colon (a comma: the counts below)
         return None
     gather = _gather(keys, count)
     if gather is None:  # the keys are in jsonb's order already
