@@ -77,7 +77,8 @@ def postgres_row_text(columns: Sequence[tuple[str, Kind]], naive: Collection[str
     timestamp columns without a time zone; `apart`: columns left out (spelled by `postgres_json_line`);
     `marked`: REAL columns spelled by their mark only (their values by `postgres_real_block`)."""
     parts = [
-        f"coalesce({(_MARK_SQL if name in marked else _NAIVE_TIMESTAMP_SQL if name in naive else _SQL[kind]).format(c=quote(name))}, '{NULL}')"
+        _MARK_SQL.format(c=quote(name)) if name in marked  # never NULL: no coalesce
+        else f"coalesce({(_NAIVE_TIMESTAMP_SQL if name in naive else _SQL[kind]).format(c=quote(name))}, '{NULL}')"
         for name, kind in columns if name not in apart
     ]
     return f"concat_ws('{ROW_SEPARATOR}', {', '.join(parts)})"
@@ -94,7 +95,7 @@ def postgres_json_line(names: Sequence[str]) -> str:
     """A SQL expression giving the JSON line of one row: jsonb's own text of each of the JSON columns
     `names`, NULL as NULL, joined by ROW_SEPARATOR (hrp_data.verify.json_runs spells the same)."""
     parts = [f"coalesce({quote(name)}::text, '{NULL}')" for name in names]
-    return f"concat_ws('{ROW_SEPARATOR}', {', '.join(parts)})"
+    return parts[0] if len(parts) == 1 else f"concat_ws('{ROW_SEPARATOR}', {', '.join(parts)})"
 
 
 def _jsonb_number(value: float | int) -> str:
