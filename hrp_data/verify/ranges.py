@@ -43,8 +43,9 @@ PRESTART_BYTES = 4 << 20
 """A file this big starts the workers on entry, so their start-up overlaps the small tables' work; a
 smaller one starts them only when a table of POOL_MIN_ROWS comes (a verify of a small file starts none:
 the fork server's first start costs about half a second)."""
-TASK_BUCKETS = 8
-"""Buckets per worker task: small enough to spread a table over the workers, big enough to amortize a task."""
+TASK_BUCKETS = 32
+"""Buckets per worker task (about 16,000 rows): small enough to spread a table over the workers, big enough
+to amortize a task."""
 
 BucketHashes = dict[int, tuple[int, str]]
 

@@ -63,7 +63,10 @@ from shadow.redact import fingerprint, looks_secret, redact_json, redact_table_k
 
 log = structlog.get_logger(__name__)
 
-BUCKET_ROWS = 2000
+BUCKET_ROWS = 500
+"""Rows per bucket (on average). A bucket's text is built, joined and hashed whole on both sides; at 500
+rows it stays in a core's cache (measured on 1M predictions: SQLite's side 9.4 to 6.2-7.8 us a row,
+PostgreSQL's 3.8-4.3 to 2.9-3.1 s of CPU, against 2000 rows)."""
 RECHECK_S = 10.0
 EXAMPLES = 20
 RUNS_TABLE = "hrp_cutover_verify_runs"
