@@ -30,7 +30,9 @@ HEADLINES = {
     "shadow_orm": lambda f: (
         f"shadow-read overhead (sample 1.0), the app's own ORM reads (example app, GET /races/<id>) p50"
         f" x{f.get('orm_ratio_p50')} against the repository's x{f.get('repository_ratio_p50')} in the same process"
-        f" (x{f.get('orm_over_repository')})"
+        f" (x{f.get('orm_over_repository')}, 95% interval {f.get('orm_over_repository_ci95')} over"
+        f" {f.get('rounds')} rounds; no more than the repository's within {f.get('no_more_margin')}:"
+        f" {f.get('orm_costs_no_more')})"
     ),
     "shadow_http": lambda f: (
         f"shadow-read overhead (sample 1.0), {f.get('request')} over HTTP: p50 x{f.get('ratio_p50')}"
