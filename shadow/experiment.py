@@ -110,6 +110,9 @@ AFTER_REQUEST_S = 0.001
 app's response is closed, and the server still has to send it (waitress's I/O thread needs the
 interpreter lock for that)."""
 
+_LOST = object()
+"""A step's answer when the sample could not be finished (counted under `raised`): nothing to publish."""
+
 Ref = tuple[str, tuple[Any, ...]]
 Compare = Callable[[ReadType, Any, Any], list[Difference]]
 
@@ -164,6 +167,8 @@ class _Job:
     candidate: Callable[[], Any]
     recheck_control: Callable[[], Any] | None
     context: Mapping[str, Any]
+    finish: Callable[[Any], Any] | None = None
+    """Turns what was kept of the control's value into the value compared (on the worker, once)."""
     stood: float = 0.0
     """How long workers have stood aside for this sample so far, over all its steps (at most `yield_s`)."""
 
@@ -362,8 +367,8 @@ class Laboratory:
     def serving(self) -> Iterator[None]:
         """Serve a request: the workers stand aside until it ends, and its samples are queued then.
 
-        Reads run with `run()` inside the block keep their candidates (with a snapshot of the
-        control's value) until the block ends, at most `queue_size` of them (more are
+        Reads run with `run()` inside the block keep their candidates (with what `keep` kept of
+        the control's value) until the block ends, at most `queue_size` of them (more are
         dropped and counted). Blocks may nest; the outermost one queues.
         """
         outermost = getattr(self._local, "held", None) is None
@@ -403,6 +408,8 @@ class Laboratory:
         recheck_control: Callable[[], Any] | None = None,
         context: Mapping[str, Any] | None = None,
         sampled: bool | None = None,
+        keep: Callable[[Any], Any] = snapshot,
+        finish: Callable[[Any], Any] | None = None,
     ) -> Any:
         """The control's value (or exception); the candidate is scheduled when sampled.
 
@@ -414,6 +421,11 @@ class Laboratory:
                 control may be bound to the caller's session); needed for the lag re-check.
             context: published with the result (e.g. which database is primary).
             sampled: the caller's `should_run(read)` (None: decided here).
+            keep: what the sample keeps of the control's value, called on the caller's thread:
+                a copy the caller cannot change afterwards, as cheap as it can be (the request
+                waits for it); `snapshot` by default.
+            finish: turns what `keep` kept into the value compared, called on the worker before
+                the first comparison (work the request need not wait for); None: compared as kept.
         """
         if not (self._should_run(read) if sampled is None else sampled):
             return control()
@@ -424,28 +436,24 @@ class Laboratory:
         try:
             value = control()
         except Exception as error:
-            self._submit(held, read, None, error, time.perf_counter() - started, candidate, recheck_control, context)
+            self._submit(held, _Job(read, Observation("control", None, error, time.perf_counter() - started),
+                                    candidate, recheck_control, context or {}))
             raise
         finally:
             if held is None:
                 self._end()
-        self._submit(held, read, value, None, time.perf_counter() - started, candidate, recheck_control, context)
+        duration_s = time.perf_counter() - started
+        try:
+            job = _Job(read, Observation("control", keep(value), None, duration_s), candidate, recheck_control,
+                       context or {}, finish)
+        except Exception as error:  # noqa: BLE001 - an experiment never fails a read
+            self.raised("submit", error)
+            return value
+        self._submit(held, job)
         return value
 
-    def _submit(
-        self,
-        held: list[_Job] | None,
-        read: ReadType,
-        value: Any,
-        error: BaseException | None,
-        duration_s: float,
-        candidate: Callable[[], Any],
-        recheck_control: Callable[[], Any] | None,
-        context: Mapping[str, Any] | None,
-    ) -> None:
+    def _submit(self, held: list[_Job] | None, job: _Job) -> None:
         try:
-            observed = Observation("control", snapshot(value), error, duration_s)
-            job = _Job(read, observed, candidate, recheck_control, context or {})
             if held is None:
                 self._enqueue(job)
             elif len(held) < self.queue_size:
@@ -503,7 +511,10 @@ class Laboratory:
         try:
             self._sample(job)
             result = step()
-            if result is None:
+            if result is None:  # set aside to look again: not done yet
+                return
+            if result is _LOST:
+                self._done()
                 return
             if result.outcome == MISMATCH and self._raced(result):
                 self._count("dropped")
@@ -591,7 +602,15 @@ class Laboratory:
         self._local.until = time.monotonic() + max(0.0, self.yield_s - job.stood)
         self._local.waited = 0.0
 
-    def _observe(self, job: _Job) -> Result:
+    def _observe(self, job: _Job) -> Result | object:
+        if job.finish is not None:
+            finish, job.finish = job.finish, None
+            if not job.control.raised:
+                try:
+                    job.control = dataclasses.replace(job.control, value=finish(job.control.value))
+                except Exception as error:  # noqa: BLE001 - the sample is lost, counted
+                    self.raised("finish", error)
+                    return _LOST
         read, control = job.read, job.control
         self._stand_aside()
         candidate = self._try("candidate", job.candidate)

@@ -28,10 +28,14 @@ outcome `candidate_error`.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import decimal
+import enum
 import hashlib
 import json
 import re
 import sqlite3
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,6 +47,7 @@ from sqlalchemy.sql.elements import Label, TextClause
 from adapters.convert import Kind
 from adapters.types import kind_of
 from shadow.compare import Comparator, Difference, IgnoreRule, ReadType
+from shadow.experiment import snapshot
 from shadow.redact import looks_secret
 
 ORM, SQL = "orm", "sql"
@@ -212,15 +217,30 @@ def _entity_columns(mapper: orm.Mapper) -> tuple[tuple[str, str], ...]:
     return found
 
 
+class LoadedEntity:
+    """What a shadow sample keeps of an entity the app read (`kept_rows`): its class and a copy
+    of its instance dict as the read left it (container values of columns that can hold one
+    copied too), so the app may change or expire the entity afterwards."""
+
+    __slots__ = ("class_", "loaded")
+
+    def __init__(self, class_: type, loaded: dict[str, Any]):
+        self.class_ = class_
+        self.loaded = loaded
+
+
 def _is_entity(value: Any) -> bool:
-    return hasattr(value, "_sa_instance_state")
+    return hasattr(value, "_sa_instance_state") or type(value) is LoadedEntity
 
 
 def entity_record(value: Any) -> dict[str, Any]:
     """An entity's loaded column values by column name (nothing is loaded to make it)."""
-    state = sa.inspect(value)
-    loaded = state.dict
-    return {name: loaded[key] for key, name in _entity_columns(state.mapper) if key in loaded}
+    if type(value) is LoadedEntity:
+        mapper, loaded = sa.inspect(value.class_), value.loaded
+    else:
+        state = sa.inspect(value)
+        mapper, loaded = state.mapper, state.dict
+    return {name: loaded[key] for key, name in _entity_columns(mapper) if key in loaded}
 
 
 def records(keys: list[str], rows: Iterable[Any], scalars: bool) -> list[dict[str, Any]]:
@@ -265,6 +285,70 @@ def result_records(result: Any) -> list[dict[str, Any]]:
 def frozen_records(frozen: Any) -> list[dict[str, Any]]:
     keys = list(frozen.metadata.keys)
     return records(keys, frozen.data, bool(getattr(frozen, "_source_supports_scalars", False)))
+
+
+@dataclasses.dataclass(frozen=True)
+class KeptRows:
+    """What a shadow sample keeps of the app's rows on the request's thread (`kept_rows`); made
+    into records on the worker (`kept_records`)."""
+
+    keys: tuple[str, ...]
+    rows: list[Any]
+    scalars: bool
+
+
+_IMMUTABLE = (str, int, float, decimal.Decimal, bytes, dt.date, dt.time, dt.timedelta, uuid.UUID, enum.Enum)
+_CONTAINER_KEYS: dict[type, tuple[str, ...]] = {}
+
+
+def _may_hold_container(type_: Any) -> bool:
+    try:
+        python = type_.python_type
+    except (NotImplementedError, AttributeError):
+        return True
+    return not (isinstance(python, type) and issubclass(python, _IMMUTABLE))
+
+
+def _container_keys(class_: type) -> tuple[str, ...]:
+    """The attributes of a mapped class whose column can hold a dict or a list (JSON, ARRAY, Pickle...)."""
+    found = _CONTAINER_KEYS.get(class_)
+    if found is None:
+        found = _CONTAINER_KEYS[class_] = tuple(
+            prop.key for prop in sa.inspect(class_).column_attrs if _may_hold_container(prop.columns[0].type)
+        )
+    return found
+
+
+def _kept(value: Any) -> Any:
+    state = getattr(value, "_sa_instance_state", None)
+    if state is not None:
+        class_ = type(value)
+        loaded = dict(state.dict)
+        for key in _container_keys(class_):
+            found = loaded.get(key)
+            if isinstance(found, (dict, list)):
+                loaded[key] = snapshot(found)
+        return LoadedEntity(class_, loaded)
+    if isinstance(value, (dict, list)):
+        return snapshot(value)
+    return value
+
+
+def kept_rows(frozen: Any) -> KeptRows:
+    """The rows of a FrozenResult as a sample keeps them, as cheaply as the request can: each
+    entity's instance dict copied (its columns picked and named later, by `kept_records`), a JSON
+    document copied, any other value (immutable) as it is."""
+    scalars = bool(getattr(frozen, "_source_supports_scalars", False))
+    if scalars:
+        rows = [_kept(value) for value in frozen.data]
+    else:
+        rows = [tuple(_kept(value) for value in row) for row in frozen.data]
+    return KeptRows(tuple(frozen.metadata.keys), rows, scalars)
+
+
+def kept_records(kept: KeptRows) -> list[dict[str, Any]]:
+    """The records of rows kept by `kept_rows` (on the shadow worker): as `frozen_records` makes them."""
+    return records(list(kept.keys), kept.rows, kept.scalars)
 
 
 # -- comparison ---------------------------------------------------------------------------------

@@ -76,7 +76,8 @@ from shadow.statements import (
     StatementRead,
     describe,
     describe_unsupported,
-    frozen_records,
+    kept_records,
+    kept_rows,
     result_records,
     unsupported,
 )
@@ -377,7 +378,8 @@ class ShadowReads:
         """One of the app's reads (an `ORMExecuteState` of its routed session, in a phase that
         shadows reads): the app's own execution is the control, and its Result what the app
         gets (frozen: the rows are read once); None when it is not sampled (the app's session
-        then runs it as ever)."""
+        then runs it as ever). On the request's thread the sample only keeps the rows
+        (`kept_rows`: each entity's instance dict copied); the shadow worker makes them records."""
         try:
             read = self.describe(state.statement)
         except Exception as error:  # noqa: BLE001 - an experiment never fails a read
@@ -387,22 +389,17 @@ class ShadowReads:
             return None
         statement, params = state.statement, _copied(state.parameters)
         options = {k: v for k, v in state.local_execution_options.items() if not k.startswith("_sa_orm")}
-        ran: list = []
-
-        def control() -> list[dict[str, Any]]:
-            frozen = state.invoke_statement().freeze()
-            ran.append(frozen)
-            return frozen_records(frozen)
-
-        self.lab.run(
+        frozen = self.lab.run(
             read,
-            control,
+            lambda: state.invoke_statement().freeze(),
             functools.partial(self.statement_on, row.secondary, statement, params, options),
             recheck_control=functools.partial(self.statement_on, row.reads_from, statement, params, options),
             context={"primary": row.reads_from, "secondary": row.secondary},
             sampled=True,
+            keep=kept_rows,
+            finish=kept_records,
         )
-        return ran[0]()
+        return frozen()
 
     def _by_shape(self, read: StatementRead) -> None:
         """Said once per read type and process: a statement compared by its shape only."""

@@ -129,6 +129,47 @@ class TestExperiment:
         finally:
             lab.close()
 
+    def test_keep_runs_on_the_callers_thread_and_finish_on_the_worker_once(self):
+        """`keep` takes what the sample keeps before the read returns (the caller may change its value
+        afterwards); `finish` makes it the compared value on a worker, once, before the comparison."""
+        published = _Collect()
+        compared = []
+        lab = Laboratory(lambda read, a, b: compared.append((a, b)) or ([] if a == b else ["different"]), published)
+        caller = threading.current_thread()
+        threads = {}
+
+        def keep(value):
+            threads["keep"] = threading.current_thread()
+            return list(value)
+
+        def finish(kept):
+            threads.setdefault("finish", []).append(threading.current_thread())
+            return {"rows": kept}
+
+        try:
+            value = lab.run(READ, lambda: [1, 2], lambda: {"rows": [1, 2]}, keep=keep, finish=finish)
+            value.append(3)  # after the read: not what was compared
+            assert lab.wait_idle(5)
+            assert threads["keep"] is caller
+            assert len(threads["finish"]) == 1 and threads["finish"][0] is not caller
+            assert compared == [({"rows": [1, 2]}, {"rows": [1, 2]})]
+            assert published.results[0].outcome == "match"
+        finally:
+            lab.close()
+
+    def test_a_finish_that_raises_loses_the_sample_not_the_read(self):
+        published = _Collect()
+        lab = _lab(published)
+
+        def finish(kept):
+            raise ValueError("cannot")
+
+        try:
+            assert lab.run(READ, lambda: 1, lambda: 1, finish=finish) == 1
+            assert lab.wait_idle(5)
+            assert published.results == [] and lab.stats()["raised.finish"] == 1
+        finally:
+            lab.close()
 
     def test_a_sample_waiting_for_its_rows_does_not_hold_up_the_next(self):
         """A difference whose row stays pending waits for it (up to recheck_s) set aside: a later

@@ -1,12 +1,16 @@
-"""shadow.statements.describe: which of an app's statements can be compared at all."""
+"""shadow.statements: which of an app's statements can be compared at all (describe), and what a
+sample keeps of the app's rows (kept_rows, kept_records)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import orm
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shadow.statements import describe
+from shadow.statements import describe, frozen_records, kept_records, kept_rows
 
 
 class Base(DeclarativeBase):
@@ -19,6 +23,15 @@ class Horse(Base):
     random_seed: Mapped[int | None]
     nowhere: Mapped[str | None]
     created_at: Mapped[str | None]
+
+
+class Doc(Base):
+    __tablename__ = "docs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str | None]
+    body: Mapped[dict | None] = mapped_column(sa.JSON)
+    horse_id: Mapped[int | None] = mapped_column(sa.ForeignKey("horses.id"))
+    horse: Mapped[Horse | None] = orm.relationship()
 
 
 KNOWN = {"horses": {}}
@@ -45,3 +58,41 @@ def test_a_statement_whose_answer_depends_on_when_it_runs_is_not_compared(statem
 ], ids=["by-key", "column-names", "a-bound-date", "text-with-param"])
 def test_a_deterministic_statement_is_compared(statement):
     assert not describe(statement, KNOWN).volatile
+
+
+@pytest.fixture
+def session():
+    engine = sa.create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with orm.Session(engine) as session:
+        session.add(Horse(id=1, nowhere="x"))
+        session.add_all([Doc(id=1, title="a", body={"tags": ["t"]}, horse_id=1), Doc(id=2, title="b", body=None)])
+        session.commit()
+        yield session
+    engine.dispose()
+
+
+@pytest.mark.parametrize("statement", [
+    sa.select(Doc).order_by(Doc.id),
+    sa.select(Doc, Horse).join(Horse).order_by(Doc.id),
+    sa.select(Doc.id, Doc.body).order_by(Doc.id),
+    sa.text("SELECT id, title FROM docs ORDER BY id"),
+], ids=["entity", "two-entities", "columns", "text"])
+def test_kept_rows_make_the_records_frozen_records_make(session, statement):
+    frozen = session.execute(statement).freeze()
+    assert kept_records(kept_rows(frozen)) == frozen_records(frozen)
+
+
+def test_kept_rows_are_the_rows_as_read_whatever_the_app_does_next(session):
+    """The worker makes records after the request: an entity changed, a JSON document changed in place
+    or the session expired after the read changes nothing of what the sample kept."""
+    session.get(Doc, 1).horse  # a loaded relationship in the instance dict: not a column, left out
+    frozen = session.execute(sa.select(Doc).order_by(Doc.id)).freeze()
+    expected = copy.deepcopy(frozen_records(frozen))
+    kept = kept_rows(frozen)
+    first = frozen.data[0]
+    first.title = "changed"
+    first.body["tags"].append("changed")
+    session.expire_all()
+    assert kept_records(kept) == expected
+    assert expected[0] == {"id": 1, "title": "a", "body": {"tags": ["t"]}, "horse_id": 1}
