@@ -342,8 +342,10 @@ class Laboratory:
         return self.samples.get(read_name, self.default_sample)
 
     def _rate_of(self, read: ReadType) -> float:
+        if not self.samples:  # no rate per read type: the default (sample_names is not even made)
+            return self.default_sample
         names = getattr(read, "sample_names", None)
-        if names is None or not self.samples:
+        if names is None:
             return self.sample_rate(read.name)
         return next((self.samples[name] for name in names if name in self.samples), self.default_sample)
 

@@ -114,6 +114,29 @@ class TestExperiment:
         finally:
             lab.close()
 
+    def test_a_read_type_with_sample_names_takes_the_rate_of_its_first_named_one(self):
+        """An app's statement is sampled by its read type, fingerprint, entity or kind (HRP_SHADOW_SAMPLES);
+        with no rate set per read type, at the default rate."""
+        import dataclasses
+
+        @dataclasses.dataclass(frozen=True)
+        class Named(ReadType):
+            @property
+            def sample_names(self):
+                return (self.name, "orm:Race", "orm")
+
+        read = Named("orm:Race#abc123", "races")
+        lab = _lab(_Collect(), sample=0.0)
+        try:
+            assert lab._rate_of(read) == 0.0
+            lab.set_sample("orm", 1.0)
+            assert lab._rate_of(read) == 1.0 and lab.should_run(read)
+            lab.set_sample("orm:Race", 0.0)
+            assert lab._rate_of(read) == 0.0
+            assert lab._rate_of(READ) == 0.0  # no sample_names: its name, else the default
+        finally:
+            lab.close()
+
     def test_the_caller_changing_its_result_changes_nothing(self):
         """The control's value is compared as it was returned, not as the caller left it."""
         published = _Collect()
