@@ -41,6 +41,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm, types
+from sqlalchemy.orm.attributes import instance_dict
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.sql.elements import Label, TextClause
 
@@ -295,6 +296,8 @@ class KeptRows:
     keys: tuple[str, ...]
     rows: list[Any]
     scalars: bool
+    entity: type | None = None
+    """Set when every row is an entity of this class: `rows` are then copies of their instance dicts."""
 
 
 _IMMUTABLE = (str, int, float, decimal.Decimal, bytes, dt.date, dt.time, dt.timedelta, uuid.UUID, enum.Enum)
@@ -339,15 +342,26 @@ def kept_rows(frozen: Any) -> KeptRows:
     entity's instance dict copied (its columns picked and named later, by `kept_records`), a JSON
     document copied, any other value (immutable) as it is."""
     scalars = bool(getattr(frozen, "_source_supports_scalars", False))
+    data = frozen.data
+    keys = tuple(frozen.metadata.keys)
+    if scalars and data:
+        classes = {type(value) for value in data}
+        if len(classes) == 1:
+            class_ = classes.pop()
+            if hasattr(class_, "_sa_class_manager") and not _container_keys(class_):  # the common case, fast
+                return KeptRows(keys, [dict(instance_dict(value)) for value in data], scalars, class_)
     if scalars:
-        rows = [_kept(value) for value in frozen.data]
+        rows = [_kept(value) for value in data]
     else:
-        rows = [tuple(_kept(value) for value in row) for row in frozen.data]
-    return KeptRows(tuple(frozen.metadata.keys), rows, scalars)
+        rows = [tuple(_kept(value) for value in row) for row in data]
+    return KeptRows(keys, rows, scalars)
 
 
 def kept_records(kept: KeptRows) -> list[dict[str, Any]]:
     """The records of rows kept by `kept_rows` (on the shadow worker): as `frozen_records` makes them."""
+    if kept.entity is not None:
+        columns = _entity_columns(sa.inspect(kept.entity))
+        return [{name: loaded[key] for key, name in columns if key in loaded} for loaded in kept.rows]
     return records(list(kept.keys), kept.rows, kept.scalars)
 
 

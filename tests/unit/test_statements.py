@@ -74,13 +74,24 @@ def session():
 
 @pytest.mark.parametrize("statement", [
     sa.select(Doc).order_by(Doc.id),
+    sa.select(Horse),
     sa.select(Doc, Horse).join(Horse).order_by(Doc.id),
     sa.select(Doc.id, Doc.body).order_by(Doc.id),
+    sa.select(Doc.title).order_by(Doc.id),
     sa.text("SELECT id, title FROM docs ORDER BY id"),
-], ids=["entity", "two-entities", "columns", "text"])
+], ids=["entity-with-a-document", "entity", "two-entities", "columns", "one-column", "text"])
 def test_kept_rows_make_the_records_frozen_records_make(session, statement):
     frozen = session.execute(statement).freeze()
     assert kept_records(kept_rows(frozen)) == frozen_records(frozen)
+
+
+def test_an_entity_without_documents_is_kept_as_a_copy_of_its_instance_dict(session):
+    horse = session.get(Horse, 1)
+    kept = kept_rows(session.execute(sa.select(Horse)).freeze())
+    assert kept.entity is Horse
+    horse.nowhere = "changed"
+    session.expire_all()
+    assert kept_records(kept) == [{"id": 1, "random_seed": None, "nowhere": "x", "created_at": None}]
 
 
 def test_kept_rows_are_the_rows_as_read_whatever_the_app_does_next(session):
