@@ -27,8 +27,13 @@ from hrp_data.repositories import (
 class UnitOfWork:
     """`with UnitOfWork(engine) as uow: uow.races.add(...); uow.commit()`."""
 
-    def __init__(self, engine: sa.Engine, *, writable: bool = True):
-        if writable:
+    def __init__(self, engine: sa.Engine, *, writable: bool = True, autocommit: bool = False):
+        """`autocommit`: a read-only unit of work on an engine that reads in autocommit already
+        (the shadow workers' pool, hrp_data.cutover.shadow_reads.candidate_engine), used as it is:
+        no engine of options made per unit, no isolation level set and reset per connection."""
+        if autocommit and not writable:
+            self.engine = engine
+        elif writable:
             self.engine = engine.execution_options(sqlite_begin="IMMEDIATE")
         elif engine.dialect.name == "postgresql":
             self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")

@@ -346,7 +346,8 @@ class ShadowReads:
 
     def call(self, database: str, attr: str, method: str, args: tuple, kwargs: dict) -> Any:
         """The read on a fresh read-only unit of work on `database` (run on a worker thread)."""
-        with _bounded(database), UnitOfWork(self.engine(database), writable=False) as uow:
+        engine = self.engine(database)
+        with _bounded(database), UnitOfWork(engine, writable=False, autocommit=engine is self.postgres) as uow:
             return getattr(getattr(uow, attr), method)(*args, **kwargs)
 
     def read(self, row: PhaseRow, attr: str, method: str, bound: Callable, args: tuple, kwargs: dict) -> Any:

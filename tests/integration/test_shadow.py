@@ -200,6 +200,39 @@ def test_a_reader_s_candidates_run_after_it_closes(shadowed):
     assert lab.stats() == {"match": len(w["races"])}
 
 
+def test_a_candidate_reads_in_autocommit_without_switching_its_connection(shadowed):
+    """The workers' pool is in autocommit from its connect: a repository candidate uses it as it is,
+    with no isolation level set at checkout and reset at checkin (nor a BEGIN), and still matches."""
+    cutover, w = shadowed
+    engine = cutover.shadow.postgres
+    switched, statements = [], []
+    set_level = engine.dialect.set_isolation_level
+
+    def counting(dbapi_connection, level):
+        switched.append(level)
+        set_level(dbapi_connection, level)
+
+    def executed(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    with cutover.reading() as uow:  # the pool's connection made (and its level set at connect)
+        uow.races.get(w["races"][0])
+    cutover.shadow.flush()
+    engine.dialect.set_isolation_level = counting
+    sa.event.listen(engine, "before_cursor_execute", executed)
+    try:
+        with cutover.reading() as uow:
+            for race in w["races"]:
+                uow.races.get(race)
+        cutover.shadow.flush()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", executed)
+        engine.dialect.set_isolation_level = set_level
+    assert cutover.shadow.lab.stats()["match"] == 1 + len(w["races"])
+    assert switched == []
+    assert statements and not any(s.lstrip().upper().startswith(("BEGIN", "SET")) for s in statements)
+
+
 def test_a_candidate_stands_aside_between_its_statements(shadowed):
     """A request that starts while a candidate is under way holds it before its next step on
     PostgreSQL (the candidate engine's statement events): it answers only once the request ended."""
