@@ -185,16 +185,19 @@ class RoutingSession(orm.Session):
         """True for the statements the routing takes (all; Flask-SQLAlchemy keeps other bind keys)."""
         return True
 
-    def _hrp_read_source(self, routing: SessionRouting, mapper=None, clause=None, bind=None, **kw: Any) -> PhaseRow | None:
-        """For a read outside a write transaction that the routing takes: the phase row of its read
-        source (opened as `get_bind` opens it); else None. `get_bind` without a second `hrp_routing()`."""
+    def _hrp_read_source(
+        self, routing: SessionRouting, mapper=None, clause=None, bind=None, **kw: Any
+    ) -> tuple[sa.Engine, PhaseRow] | None:
+        """For a read outside a write transaction that the routing takes: its read source, engine
+        and phase row (opened as `get_bind` opens it); else None. `get_bind` without a second
+        `hrp_routing()`."""
         if bind is not None or self._hrp_write is not None or self._flushing or writes(clause):
             return None
         if not self._hrp_routes(mapper, clause, **kw):
             return None
         if self._hrp_read is None:
             self._hrp_read = routing.reader()
-        return self._hrp_read[1]
+        return self._hrp_read
 
     def hrp_phase(self) -> PhaseRow | None:
         """The phase row of this transaction's writes (or else its reads); None before its first statement."""
@@ -234,10 +237,10 @@ def _shadow_read(state: orm.ORMExecuteState) -> Any:
     routing = session.hrp_routing()
     if routing is None or not routing.cutover.shadow.lab.enabled or not session._is_clean():
         return None
-    row = session._hrp_read_source(routing, **state.bind_arguments)
-    if row is None or not row.shadow_reads:
+    read = session._hrp_read_source(routing, **state.bind_arguments)
+    if read is None or not read[1].shadow_reads:
         return None
-    return routing.cutover.shadow.read_statement(row, state)
+    return routing.cutover.shadow.read_statement(read[1], state, bind=read[0])
 
 
 def sessionmaker_for(cutover: Cutover, **kw: Any) -> orm.sessionmaker:

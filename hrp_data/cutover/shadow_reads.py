@@ -375,12 +375,14 @@ class ShadowReads:
             found = self._described[cache_key.key] = describe(statement, self.table_kinds)
         return found
 
-    def read_statement(self, row: PhaseRow, state: orm.ORMExecuteState) -> Any:
+    def read_statement(self, row: PhaseRow, state: orm.ORMExecuteState, *, bind: sa.Engine | None = None) -> Any:
         """One of the app's reads (an `ORMExecuteState` of its routed session, in a phase that
         shadows reads): the app's own execution is the control, and its Result what the app
         gets (frozen: the rows are read once); None when it is not sampled (the app's session
         then runs it as ever). On the request's thread the sample only keeps the rows
-        (`kept_rows`: each entity's instance dict copied); the shadow worker makes them records."""
+        (`kept_rows`: each entity's instance dict copied); the shadow worker makes them records.
+        `bind`: the engine the session chose for it (the read source), handed to its execution so
+        that the session does not choose it again."""
         try:
             read = self.describe(state.statement)
         except Exception as error:  # noqa: BLE001 - an experiment never fails a read
@@ -390,9 +392,10 @@ class ShadowReads:
             return None
         statement, params = state.statement, _copied(state.parameters)
         options = {k: v for k, v in state.local_execution_options.items() if not k.startswith("_sa_orm")}
+        chosen = {"bind": bind} if bind is not None else None
         frozen = self.lab.run(
             read,
-            lambda: state.invoke_statement().freeze(),
+            lambda: state.invoke_statement(bind_arguments=chosen).freeze(),
             functools.partial(self.statement_on, row.secondary, statement, params, options),
             recheck_control=functools.partial(self.statement_on, row.reads_from, statement, params, options),
             context={"primary": row.reads_from, "secondary": row.secondary},
