@@ -588,16 +588,19 @@ def translate_default(default: str, kind: Kind, naive: bool = False) -> str | No
         upper = text.upper()
         if upper == "NULL":
             return "NULL"
-        if kind is Kind.BOOLEAN:  # BOOLEAN's NUMERIC affinity stores a quoted '0' as the integer 0 (Doctrine's spelling)
-            quoted = re.fullmatch(r"'([+-]?\d+|true|false)'", text, re.IGNORECASE)
-            if quoted:
-                upper = quoted.group(1).upper().lstrip("+")
-                upper = str(int(upper)) if upper.lstrip("-").isdigit() else upper
+        # INTEGER and BOOLEAN's NUMERIC affinity store a quoted whole number as that integer
+        # (WordPress's and Doctrine's `DEFAULT '0'`)
+        whole = re.fullmatch(r"'([+-]?\d+)'", text)
+        stored = None if whole is None else int(whole.group(1))
+        if kind is Kind.BOOLEAN:
+            if stored is not None:
+                upper = str(stored)
+            elif text.startswith("'") and text[1:-1].upper() in ("TRUE", "FALSE"):
+                upper = text[1:-1].upper()
             return {"0": "false", "1": "true", "TRUE": "true", "FALSE": "false"}.get(upper)
         if text.startswith("'"):
-            if kind is Kind.INTEGER:  # INTEGER affinity stores a quoted whole number as that integer
-                whole = re.fullmatch(r"'([+-]?\d+)'", text)
-                return str(int(whole.group(1))) if whole and -(2**63) <= int(whole.group(1)) < 2**63 else None
+            if kind is Kind.INTEGER:
+                return str(stored) if stored is not None and -(2**63) <= stored < 2**63 else None
             return text if kind in (Kind.TEXT, Kind.DATE, Kind.TIMESTAMP) else None
         if kind in (Kind.INTEGER, Kind.REAL, Kind.NUMERIC) and upper not in ("TRUE", "FALSE"):
             if kind is Kind.INTEGER and not re.fullmatch(r"[+-]?\d+", text):
