@@ -237,11 +237,14 @@ def _is_entity(value: Any) -> bool:
 def entity_record(value: Any) -> dict[str, Any]:
     """An entity's loaded column values by column name (nothing is loaded to make it)."""
     if type(value) is LoadedEntity:
-        mapper, loaded = sa.inspect(value.class_), value.loaded
-    else:
-        state = sa.inspect(value)
-        mapper, loaded = state.mapper, state.dict
-    return {name: loaded[key] for key, name in _entity_columns(mapper) if key in loaded}
+        return _loaded_columns(_entity_columns(sa.inspect(value.class_)), value.loaded)
+    state = sa.inspect(value)
+    return _loaded_columns(_entity_columns(state.mapper), state.dict)
+
+
+def _loaded_columns(columns: tuple[tuple[str, str], ...], loaded: dict[str, Any]) -> dict[str, Any]:
+    """The values of an instance dict `loaded` by column name, of the `columns` (_entity_columns) it holds."""
+    return {name: loaded[key] for key, name in columns if key in loaded}
 
 
 def records(keys: list[str], rows: Iterable[Any], scalars: bool) -> list[dict[str, Any]]:
@@ -361,7 +364,7 @@ def kept_records(kept: KeptRows) -> list[dict[str, Any]]:
     """The records of rows kept by `kept_rows` (on the shadow worker): as `frozen_records` makes them."""
     if kept.entity is not None:
         columns = _entity_columns(sa.inspect(kept.entity))
-        return [{name: loaded[key] for key, name in columns if key in loaded} for loaded in kept.rows]
+        return [_loaded_columns(columns, loaded) for loaded in kept.rows]
     return records(list(kept.keys), kept.rows, kept.scalars)
 
 
