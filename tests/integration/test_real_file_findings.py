@@ -37,6 +37,13 @@ def _rows(url: str, sql: str) -> list[tuple]:
         return cursor.fetchall()
 
 
+def _flipped(path, url: str) -> None:
+    """A file the test made, through the operator's steps to PostgreSQL primary."""
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
+                 ("phase", "set", "shadow"), ("flip",)):
+        _ok(path, url, *step)
+
+
 def _multilingual_in_shadow(tmp_path, postgres_url: str):
     """The multilingual file, backfilled and verified, in the phase shadow; its path."""
     path = tmp_path / "app.db"
@@ -329,13 +336,10 @@ def test_a_value_sqlite_cannot_hold_names_its_column_on_the_way_back(tmp_path, p
     _plain_sqlite(path, "CREATE TABLE content_annotations (visit_id INTEGER PRIMARY KEY, visibility_score NUMERIC,"
                         " categories VARCHAR, annotation_flags INTEGER NOT NULL, page_language VARCHAR);"
                         "INSERT INTO content_annotations VALUES (1, 0.5, '', 0, 'en');")
-    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
-                 ("phase", "set", "shadow"), ("flip",)):
-        _ok(path, postgres_url, *step)
-    with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
-        cursor.execute("INSERT INTO content_annotations (visibility_score, annotation_flags, page_language)"
-                       " VALUES ('0.1000000000000000055511151231257827', 0, 'fr') RETURNING visit_id")
-        (new_id,) = cursor.fetchone()
+    _flipped(path, postgres_url)
+    ((new_id,),) = _rows(postgres_url, "INSERT INTO content_annotations (visibility_score, annotation_flags,"
+                                       " page_language) VALUES ('0.1000000000000000055511151231257827', 0, 'fr')"
+                                       " RETURNING visit_id")
     replayed = _run(path, postgres_url, "replay")
     assert replayed.exit_code == 1
     assert f"[{new_id}]: rejected: numeric_out_of_range (visibility_score)" in replayed.output, replayed.output
@@ -363,12 +367,8 @@ def test_a_quoted_whole_number_default_of_an_integer_column_is_carried(tmp_path,
     assessed = _ok(path, postgres_url, "assess")
     assert "default wp_posts.post_author" not in assessed and "default wp_posts.menu_order" not in assessed
     assert "default wp_odd.odd" in assessed
-    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
-                 ("phase", "set", "shadow"), ("flip",)):
-        _ok(path, postgres_url, *step)
-    with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
-        cursor.execute("INSERT INTO wp_posts (post_title) VALUES ('from postgres') RETURNING \"ID\"")
-        (new_id,) = cursor.fetchone()
+    _flipped(path, postgres_url)
+    ((new_id,),) = _rows(postgres_url, "INSERT INTO wp_posts (post_title) VALUES ('from postgres') RETURNING \"ID\"")
     _ok(path, postgres_url, "replay")
     assert sqlite3.connect(path).execute(
         "SELECT post_author, typeof(post_author), menu_order FROM wp_posts WHERE ID = ?", (new_id,)).fetchall() == [
@@ -394,12 +394,8 @@ def test_a_quoted_zero_or_one_default_of_a_boolean_column_is_carried(tmp_path, p
     assessed = _ok(path, postgres_url, "assess")
     assert "default oc_authtoken.password_invalid" not in assessed and "default oc_authtoken.remember" not in assessed
     assert "default oc_authtoken.odd" in assessed
-    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup"), ("verify",),
-                 ("phase", "set", "shadow"), ("flip",)):
-        _ok(path, postgres_url, *step)
-    with psycopg2.connect(libpq(postgres_url)) as pg, pg.cursor() as cursor:
-        cursor.execute("INSERT INTO oc_authtoken (token) VALUES ('from postgres') RETURNING id")
-        (new_id,) = cursor.fetchone()
+    _flipped(path, postgres_url)
+    ((new_id,),) = _rows(postgres_url, "INSERT INTO oc_authtoken (token) VALUES ('from postgres') RETURNING id")
     _ok(path, postgres_url, "replay")
     assert sqlite3.connect(path).execute(
         "SELECT password_invalid, typeof(password_invalid), remember FROM oc_authtoken WHERE id = ?",
