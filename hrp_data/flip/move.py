@@ -10,7 +10,9 @@ down in docs/architecture.md ("The move protocol"):
    whole move), so it can never outlive the mover, behind a pooler or not;
 3. PostgreSQL's triggers become the union of what the old and the new phase
    want (capture and guard added, nothing removed), committed: from here on
-   no write from outside the layer can reach PostgreSQL uncaptured;
+   no write from outside the layer can reach PostgreSQL uncaptured. Forward,
+   the mover drains again (writers on SQLite do not wait for the phase lock,
+   the appliers do, so the outbox grew since step 1), with the lock it holds;
 4. hold: SQLite's write lock (writers on SQLite wait). Drain what is left.
    Forward (SQLite was primary): each change is committed in PostgreSQL and
    its outbox entry deleted inside the held SQLite transaction. Backward
@@ -151,16 +153,23 @@ def _refuse(failed: dict) -> None:
     )
 
 
-def _pre_drain(cutover: Cutover, deadline_s: float) -> None:
+def _pre_drain(cutover: Cutover, deadline_s: float, *, locked: bool = False) -> None:
+    """Steps 1 and 3: drain while writes go on until at most HOLD_DRAIN_TARGET changes wait.
+
+    `locked`: this mover holds the phase lock exclusive, so the drain must not ask for it
+    shared (it would wait for itself); the route cannot change while the lock is held.
+    """
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         route = cutover.route()
         if route is None or outbox.depth(route.primary).pending <= HOLD_DRAIN_TARGET:
             return
-        applied, failed = drain_once(
+        if locked:
+            route = dataclasses.replace(route, still_primary=None)
+        applied, _failed = drain_once(
             route, cutover.applier.breaker, cutover.applier.counters, ignore_backoff=True
         )
-        if applied == 0 and failed:
+        if applied == 0:  # a change that does not apply, the breaker open, or the phase moved
             return
 
 
@@ -195,7 +204,9 @@ def move(
         try:
             _at("journal_started")
             with call_timeout(LOCK_WAIT_S):
-                new, hold_ms, drained, through = _switch(cutover, postgres, record, target, forced, skipped)
+                new, hold_ms, drained, through = _switch(
+                    cutover, postgres, record, target, forced, skipped, catch_up_s=pre_drain_s
+                )
         except BaseException as error:
             _undo(cutover, postgres, record, target, error)
             raise
@@ -230,12 +241,17 @@ def _release(lock: sa.Connection, locked: bool) -> None:
         lock.close()
 
 
-def _switch(cutover: Cutover, postgres: sa.Engine | None, record, target: Phase, forced: bool, skipped: str | None):
+def _switch(
+    cutover: Cutover, postgres: sa.Engine | None, record, target: Phase, forced: bool, skipped: str | None,
+    *, catch_up_s: float,
+):
     """Steps 3 to 5: everything up to and including the one commit that changes the phase."""
     source, destination = PHASES[record.phase], PHASES[target]
     if postgres is not None:
         move_journal.set_postgres_triggers(postgres, record.phase, cutover.catalog, also=target)
     _at("postgres_triggers_added")
+    if postgres is not None and source.primary == SQLITE and source.secondary == POSTGRES:
+        _pre_drain(cutover, catch_up_s, locked=True)
     frozen = postgres.connect() if postgres is not None and source.primary == POSTGRES else None
     try:
         if frozen is not None:

@@ -153,6 +153,36 @@ def test_an_exception_at_each_point_of_a_move_loses_nothing(shadow, legacy_file,
     _assert_consistent(cutover, legacy_file, postgres_url, ledger, target if after_commit else source)
 
 
+@pytest.mark.parametrize("fails", [False, True], ids=["moves", "fails_after_the_hold_drained"])
+def test_changes_written_while_the_mover_holds_the_phase_lock_are_drained_before_the_hold(
+    shadow, legacy_file, postgres_url, fails
+):
+    """Writers on SQLite do not wait for the phase lock; the appliers do. What they write between
+    the pre-drain and the hold is drained by the mover before it takes SQLite's write lock, so the
+    hold (where every writer on SQLite waits) drains only what is left; and a move that fails
+    after that drain has committed changes in PostgreSQL loses nothing."""
+    cutover = shadow
+    ledger = Ledger()
+
+    def fault(at: str) -> None:
+        if at == "journal_started":  # the phase lock is held, the appliers wait, writers go on
+            ledger.by_plain_sql(legacy_file, postgres_url, SQLITE, "during the move", count=300)
+        if at == "drained" and fails:
+            raise Injected(at)
+
+    flip.fault_at = fault
+    if fails:
+        with pytest.raises(Injected):
+            move(cutover, Phase.POSTGRES_PRIMARY)
+    else:
+        result = move(cutover, Phase.POSTGRES_PRIMARY)
+        assert result.drained <= flip.HOLD_DRAIN_TARGET, f"{result.drained} changes drained inside the hold"
+    flip.fault_at = None
+    _assert_consistent(
+        cutover, legacy_file, postgres_url, ledger, Phase.SHADOW if fails else Phase.POSTGRES_PRIMARY
+    )
+
+
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
