@@ -3,8 +3,9 @@
 Reads the file strictly read-only (a `file:...?mode=ro` URI and
 PRAGMA query_only) and reports:
 - rows per table;
-- PRAGMA integrity_check and PRAGMA foreign_key_check (which holds even
-  though production ran with foreign keys off);
+- PRAGMA quick_check with every index's entries counted against its table's
+  rows (or, asked for, PRAGMA integrity_check: _integrity), and PRAGMA
+  foreign_key_check (which holds even though production ran with foreign keys off);
 - orphans per foreign key (rows whose parent does not exist), with example keys;
 - per column, a census of the values adapters.convert would reject, by
   reason, with a count, example keys and one example value (secrets
@@ -31,6 +32,7 @@ import functools
 import itertools
 import json
 import re
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -77,9 +79,10 @@ class Census:
 
 
 def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progress | None = None,
-           column_types: dict[tuple[str, str], str] | None = None) -> dict[str, Any]:
+           column_types: dict[tuple[str, str], str] | None = None, full_integrity_check: bool = False) -> dict[str, Any]:
     """The assessment report of `sqlite_file` as a JSON-ready dict (the file is only read).
     `column_types`: the operator's choices (Settings.column_types; None: those kept in the file).
+    `full_integrity_check`: PRAGMA integrity_check instead of quick_check and index counts (_integrity).
 
     The census's passes run in the backfill's worker processes (read_pool.worker_pool: one per
     core, at most four), a big table in key ranges (_chunks): the check of JSON text and the
@@ -98,7 +101,7 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
         with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="hrp-assess-checks") as checks, \
                 concurrent.futures.ThreadPoolExecutor(CENSUS_THREADS, thread_name_prefix="hrp-assess-census") as pool, \
                 contextlib.ExitStack() as stack:
-            integrity_check = checks.submit(_integrity, path)
+            integrity_check = checks.submit(_integrity, path, full_integrity_check)
             key_checks = checks.submit(_key_checks, path, catalog)
             table_readers = readers(catalog)
             counts = {name: reader.count(connection) for name, reader in table_readers.items()}
@@ -134,6 +137,7 @@ def assess(sqlite_file: Path, *, sample_rows: int = SAMPLE_ROWS, progress: Progr
         "file": str(path),
         "size": path.stat().st_size,
         "integrity_check": "ok" if integrity == ["ok"] else integrity[:20],
+        "integrity_check_kind": "integrity_check" if full_integrity_check else QUICK_CHECK,
         "foreign_key_check": foreign_key_check,
         "tables": tables,
         "orphans": orphans,
@@ -175,13 +179,67 @@ def _read_only(path: Path, *, mapped: bool = False):
     return connection
 
 
-def _integrity(path: Path) -> list[str]:
-    """PRAGMA integrity_check, on a connection of its own (SQLite's C, beside the census)."""
+QUICK_CHECK = "quick_check and index entry counts"
+
+
+def _integrity(path: Path, full: bool) -> list[str]:
+    """The file's damage (["ok"]: none), on a connection of its own (SQLite's C, beside the census).
+
+    By default PRAGMA quick_check (every page, record and constraint; about a seventh of
+    integrity_check's time on the HRP file) and every index's entries counted against its table's
+    rows: what quick_check leaves out is matching each index with its table, and an index that
+    lost or gained entries is what would make the backfill and the verify, which read a table
+    keyed by something other than its rowid through its key's index, miss the same rows. `full`:
+    PRAGMA integrity_check, which also matches each entry's values (`hrp-cutover backup` runs it
+    on its snapshot of the file)."""
     connection = _read_only(path, mapped=True)
     try:
-        return [row[0] for row in connection.execute("PRAGMA integrity_check")]
+        if full:
+            return [row[0] for row in connection.execute("PRAGMA integrity_check")]
+        problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            return problems
+        return _index_counts(connection) or ["ok"]
     finally:
         connection.close()
+
+
+def _index_counts(connection) -> list[str]:
+    """Every index whose entries are not as many as its table's rows (those its WHERE holds for).
+
+    An index is counted by two searches on its leftmost column (IS NULL, IS NOT NULL) that
+    INDEXED BY holds to the index: a bare count(*) may be answered from the table. An index whose
+    leftmost column is an expression is not counted (integrity_check matches it)."""
+    problems = []
+    rows: dict[tuple[str, str], int] = {}
+    indexes = connection.execute(
+        "SELECT i.name, i.tbl_name, i.sql FROM sqlite_master i JOIN sqlite_master t"
+        " ON t.type = 'table' AND t.name = i.tbl_name AND t.sql NOT LIKE 'CREATE VIRTUAL%'"
+        " WHERE i.type = 'index' ORDER BY i.tbl_name, i.name"
+    ).fetchall()
+    for name, table, sql in indexes:
+        leftmost = connection.execute(f"PRAGMA index_xinfo({quote(name)})").fetchone()
+        if leftmost is None or leftmost[2] is None:
+            continue
+        where = re.search(r"\)\s*WHERE\s+(.+?)\s*;?\s*$", sql or "", re.IGNORECASE | re.DOTALL)
+        partial = f"({where.group(1)}) AND " if where else ""
+        column = quote(leftmost[2])
+        try:
+            entries = connection.execute(
+                f"SELECT (SELECT count(*) FROM {quote(table)} INDEXED BY {quote(name)} WHERE {partial}{column} IS NULL)"
+                f" + (SELECT count(*) FROM {quote(table)} INDEXED BY {quote(name)} WHERE {partial}{column} IS NOT NULL)"
+            ).fetchone()[0]
+            if (table, partial) not in rows:
+                rows[(table, partial)] = connection.execute(
+                    f"SELECT count(*) FROM {quote(table)} NOT INDEXED WHERE {partial}1").fetchone()[0]
+        except sqlite3.Error:  # an index SQLite will not search by name (a WITHOUT ROWID table's own key)
+            continue
+        if entries != rows[(table, partial)]:
+            problems.append(
+                f"index {name} on {table} holds {entries} entries for {rows[(table, partial)]} rows:"
+                f" the index is damaged; REINDEX {quote(name)} on a copy of the file, then assess again"
+            )
+    return problems
 
 
 def _key_checks(path: Path, catalog: Catalog) -> tuple[dict[str, Any], list[dict[str, Any]]]:

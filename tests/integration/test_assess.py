@@ -82,6 +82,43 @@ def test_a_clean_seeded_file_has_nothing_to_quarantine(tmp_path):
     assert report["estimate"]["seconds"] > 0
 
 
+def _swap_index_roots(path: Path, first: str, second: str) -> None:
+    """Damage `path` the way quick_check does not see: two indexes trade their b-trees (every page
+    still used once), so `first` lost its table's entries and `second` holds another table's."""
+    with sqlite3.connect(path) as raw:
+        roots = dict(raw.execute("SELECT name, rootpage FROM sqlite_master WHERE name IN (?, ?)", (first, second)))
+        raw.execute("PRAGMA writable_schema = ON")
+        raw.execute("UPDATE sqlite_master SET rootpage = ? WHERE name = ?", (roots[second], first))
+        raw.execute("UPDATE sqlite_master SET rootpage = ? WHERE name = ?", (roots[first], second))
+    raw.close()
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["quick_check-and-index-counts", "integrity_check"])
+def test_an_index_that_lost_its_entries_is_reported_as_damage(tmp_path, full):
+    path = tmp_path / "hrp_database.db"
+    seed_database(path, races=30, seed=3)
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        raw.execute("CREATE INDEX ix_notes_body ON notes (body)")
+        raw.execute("CREATE INDEX ix_races_live ON races (track_name) WHERE track_name IS NOT NULL")
+    raw.close()
+    assert assess(path, sample_rows=0)["integrity_check"] == "ok"
+    _swap_index_roots(path, "ix_races_live", "ix_notes_body")
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA quick_check").fetchall() == [("ok",)], "the damage quick_check alone misses"
+    raw.close()
+
+    report = assess(path, sample_rows=0, full_integrity_check=full)
+
+    damage = " ".join(report["integrity_check"])
+    assert report["integrity_check_kind"] == ("integrity_check" if full else assess_module.QUICK_CHECK)
+    assert "ix_races_live" in damage and "ix_notes_body" in damage, damage
+    if not full:
+        assert "index ix_races_live on races holds 0 entries for 30 rows" in damage
+    result = CliRunner().invoke(cli, ["--sqlite", str(path), "assess"] + (["--full-integrity-check"] if full else []))
+    assert result.exit_code == 0 and "ix_races_live" in result.stdout, result.output
+
+
 def test_assess_command(legacy_file):
     plant_hostile(legacy_file)
     runner = CliRunner()
