@@ -11,8 +11,8 @@ Most legacy columns hold flat objects written by one program: the same keys in
 the same order, in one canonical spelling. Such a run is spelled in a few
 calls over the whole run (`_canonical_run`) instead of a dozen per value: orjson
 reads the values and spells them all at once, checked against the stored text;
-every member of every object is split out at once and put in jsonb key order by
-one itemgetter (keys already in that order need none). NULLs among them are
+each object's members are split out and put in jsonb key order by one itemgetter,
+mapped over the run (keys already in that order need none). NULLs among them are
 spelled around such a run. Any run off that shape is spelled value by value
 (range_hash.fast_json_text), which gives the same text.
 """
@@ -20,18 +20,13 @@ spelled around such a run. Any run off that shape is spelled value by value
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import orjson
 
-from hrp_data.verify.range_hash import NULL, ROW_SEPARATOR, fast_json_text, jsonb_member_order, or_rejected
-
-_SENTINEL = "\x00"
-"""Put between two objects' members while they are reordered: no canonical JSON text holds a NUL."""
-
-_gather_memo: dict[tuple[tuple[str, ...], int], Callable | None] = {}
-_GATHER_MEMO_LIMIT = 64
+from hrp_data.verify.range_hash import NULL, ROW_SEPARATOR, fast_json_text, jsonb_member_order, jsonb_order, or_rejected
 
 
 def json_lines(columns: Sequence[Sequence[Any]]) -> str:
@@ -84,7 +79,7 @@ def _canonical_run(values: Sequence[Any]) -> str | None:
         joined = "\n".join(values)
     except TypeError:  # NULL, a number, a blob
         return None
-    if ("[" in joined or _SENTINEL in joined
+    if ("[" in joined
             or ("-" in joined and ("e-" in joined or "-0.0" in joined))  # a cheap look for the rare sign first
             or ("\\" in joined and "\\u0000" in joined) or "0.0000" in joined or joined.count("{") != count):
         return None
@@ -106,45 +101,21 @@ def _canonical_run(values: Sequence[Any]) -> str | None:
         return None
     elif joined.count(":") != count * len(keys):  # a string holds a colon (a comma: the counts below)
         return None
-    gather = _gather(keys, count)
-    if gather is None:  # the keys are in jsonb's order already
+    if jsonb_member_order(keys) == list(range(len(keys))):  # the keys are in jsonb's order already
         if spaced:
             return joined
         if joined.count(",") != count * (len(keys) - 1):
             return None
         return joined.replace(",", ", ").replace(":", ": ")
     if spaced:
-        members = ", ".join(map(_INSIDE, values)).split(", ")
+        members = list(map(str.split, map(_INSIDE, values), repeat(", ")))
     else:
-        members = ",".join(map(_INSIDE, values)).replace(":", ": ").split(",")
-    if len(members) != count * len(keys):  # a repeated key: orjson kept one of them
+        members = list(map(str.split, map(_INSIDE, joined.replace(":", ": ").split("\n")), repeat(",")))
+    if set(map(len, members)) != {len(keys)}:  # a string holds a comma
         return None
-    members.append(_SENTINEL)
-    return "{" + ", ".join(gather(members)).replace(f", {_SENTINEL}, ", "}\n{") + "}"
+    return "{" + "}\n{".join(map(", ".join, map(jsonb_order(keys), members))) + "}"
 
 
 _OBJECT = {dict}
 _INSIDE = operator.itemgetter(slice(1, -1))
 """An object's text without its braces."""
-
-
-def _gather(keys: tuple[str, ...], count: int) -> Callable[[list[str]], tuple[str, ...]] | None:
-    """An itemgetter taking, from the members of `count` objects with `keys` (then the sentinel), each
-    object's members in jsonb key order with the sentinel between two objects; None when `keys` are
-    in jsonb's order already; remembered."""
-    memo = (keys, count)
-    if memo not in _gather_memo:
-        order = jsonb_member_order(keys)
-        gather = None
-        if order != list(range(len(keys))):
-            width, sentinel = len(keys), count * len(keys)
-            positions: list[int] = []
-            for start in range(0, sentinel, width):
-                if start:
-                    positions.append(sentinel)
-                positions.extend(start + i for i in order)
-            gather = operator.itemgetter(*positions)  # more than one: keys out of order are two at least
-        if len(_gather_memo) >= _GATHER_MEMO_LIMIT:
-            _gather_memo.clear()
-        _gather_memo[memo] = gather
-    return _gather_memo[memo]

@@ -289,7 +289,7 @@ _order_memo: dict[tuple[str, ...], Callable[[list[str]], Sequence[str]]] = {}
 _ORDER_MEMO_LIMIT = 1000
 
 
-def _jsonb_order(keys: tuple[str, ...]) -> Callable[[list[str]], Sequence[str]]:
+def jsonb_order(keys: tuple[str, ...]) -> Callable[[list[str]], Sequence[str]]:
     """A function putting the members of an object with `keys` (in that order) in jsonb's order (by
     byte length, then bytes), remembered per key tuple."""
     order = _order_memo.get(keys)
@@ -342,7 +342,7 @@ def fast_json_text(raw: Any) -> str:
     if ("[" in raw or raw.find("{", 1) != -1 or "0.0000" in raw or not value
             or ("-" in raw and ("e-" in raw or "-0.0" in raw)) or ("\\" in raw and "\\u0000" in raw)):
         return json_text(raw)  # canonical: these are in the text iff in the compact spelling
-    return f"{{{', '.join(_jsonb_order(tuple(value))(members))}}}"
+    return f"{{{', '.join(jsonb_order(tuple(value))(members))}}}"
 
 
 def _fast_json(raw: Any) -> str:
