@@ -380,6 +380,11 @@ def _reject_constant(token: str) -> Any:
     raise Rejected("non_standard_json", token)
 
 
+STRICT_NUMBERS = {"parse_float": _exact_float, "parse_int": _exact_int, "parse_constant": _reject_constant}
+"""json.loads' number readers of the JSON rules: a number that does not read back as itself, NaN and
+Infinity raise Rejected with their reason (for a reader with an object hook of its own)."""
+
+
 def _check_strings(value: Any) -> None:
     """Every string (key or value) of a parsed document is storable in JSONB."""
     pending = [value]
@@ -402,13 +407,7 @@ def _check_strings(value: Any) -> None:
 def parse_json(text: str) -> Any:
     """Parse JSON text strictly; the one JSON reader of the project."""
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_no_duplicate_keys,
-            parse_float=_exact_float,
-            parse_int=_exact_int,
-            parse_constant=_reject_constant,
-        )
+        value = json.loads(text, object_pairs_hook=_no_duplicate_keys, **STRICT_NUMBERS)
     except json.JSONDecodeError:
         raise Rejected("invalid_json") from None
     except RecursionError:
@@ -542,12 +541,16 @@ def _json_read(raw: Any) -> tuple[Any, bool]:
     value = _canonical_document(raw)
     if value is not None:
         return value, True
-    value = parse_json(raw)
+    return json_document(parse_json(raw)), False
+
+
+def json_document(value: Any) -> Any:
+    """The value of a JSON text, as the rules take it for a document: `null` and a bare string refused."""
     if value is None:
         raise Rejected("json_null")
     if isinstance(value, str):
         raise Rejected("json_string_document")
-    return value, False
+    return value
 
 
 def _blob(raw: Any) -> bytes:

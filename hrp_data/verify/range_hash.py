@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 
 from adapters.catalog import quote
-from adapters.convert import Kind, Rejected, to_postgres
+from adapters.convert import STRICT_NUMBERS, Kind, Rejected, json_document, to_postgres
 
 NULL = "~"
 ROW_SEPARATOR = "|"
@@ -171,19 +171,27 @@ def _jsonb_ordered(pairs: list[tuple[str, Any]]) -> dict:
 
 
 def _jsonb_float(spelled: str) -> float:
-    """A JSON number with a fraction or exponent, as json reads it, but -0.0 as 0.0: jsonb keeps no
-    negative zero (it prints `0.0`)."""
-    return float(spelled) + 0.0
+    """A JSON number with a fraction or exponent as the JSON rules read it (Rejected when it does not
+    read back as itself), but -0.0 as 0.0: jsonb keeps no negative zero (it prints `0.0`)."""
+    return STRICT_NUMBERS["parse_float"](spelled) + 0.0
+
+
+_JSONB_NUMBERS = STRICT_NUMBERS | {"parse_float": _jsonb_float}
 
 
 def json_text(raw: Any) -> str:
     """jsonb's text of a stored JSON value (Rejected if it holds none): parse with objects already in
-    jsonb key order and let json.dumps (C) spell it; jsonb prints the same separators. Numbers in
-    exponent form spell differently (1e-05 vs 0.00001): such rows only cost a closer look."""
+    jsonb key order and let json.dumps (C) spell it; jsonb prints the same separators. What the JSON
+    rules refuse is refused here too, never spelled as a document PostgreSQL could hold: a number that
+    does not read back as itself (not the double nearest to it), NaN, a repeated key, `null`, a bare
+    string. Numbers in exponent form spell differently (1e-05 vs 0.00001): such rows only cost a closer
+    look."""
     if isinstance(raw, str) and raw.strip():
         try:
-            text = json.dumps(json.loads(raw, object_pairs_hook=_jsonb_ordered, parse_float=_jsonb_float),
-                              ensure_ascii=False)
+            document = json_document(json.loads(raw, object_pairs_hook=_jsonb_ordered, **_JSONB_NUMBERS))
+            text = json.dumps(document, ensure_ascii=False)
+        except Rejected:
+            raise
         except ValueError:
             raise Rejected("invalid_json") from None
     else:

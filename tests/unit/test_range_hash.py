@@ -138,6 +138,47 @@ def test_a_negative_zero_in_json_is_spelled_as_jsonb_prints_it():
         assert fast_row_renderer(kinds)(row) == sqlite_row_renderer(kinds)(row) == expected
 
 
+refused_json = st.one_of(
+    json_spellings, stored_values,
+    st.decimals(allow_nan=False, allow_infinity=False).map(lambda d: f'{{"odds": {d}, "age": 3}}'),
+    st.integers(-(10**30), 10**30).map(lambda i: f"[{i}.5]"),
+    st.sampled_from(["null", " null ", '"NW"', '"{\\"temp_c\\": 14.5}"', '{"a": 0.1000000000000000055511151231257827}',
+                     '{"a": 1e400}', "[1e-400]", '{"a": NaN}', '{"a": -Infinity}', '{"a": 1, "a": 2}',
+                     '{"a": {"b": 1, "b": 2}}', '{"a": 123456789012345678901234567890.5}', '{"a": 9007199254740993.0}']),
+)
+
+
+def _holds_what_jsonb_cannot(text: str) -> bool:
+    return "\\u0000" in text or any("\ud800" <= c <= "\udfff" for c in text)
+
+
+@settings(max_examples=examples(1500), deadline=None)
+@given(refused_json)
+def test_a_json_text_the_rules_refuse_is_never_spelled_as_a_document(raw):
+    """A stored JSON value the conversion refuses (a number that does not read back as itself, NaN, a
+    repeated key, `null`, a bare string, text that is not JSON) is spelled '!<reason>' by every JSON
+    path (the general renderer, the fast one, a run), or holds what jsonb cannot (a NUL escape, a lone
+    surrogate): never as a text PostgreSQL prints for a document it holds (say the double nearest to a
+    number), so its row always differs from PostgreSQL's and is confirmed by the shared normalization."""
+    from hrp_data.verify.json_runs import json_texts
+
+    try:
+        to_postgres(Kind.JSON, raw)
+        return
+    except Rejected:
+        pass
+    spelled = [sqlite_row_renderer([Kind.JSON])((raw,)), fast_row_renderer([Kind.JSON])((raw,)),
+               *json_texts([raw, raw, None]).split("\n")[:2]]
+    try:
+        spelled.append(json_text(raw))
+    except Rejected as rejected:
+        spelled.append("!" + rejected.reason)
+    assert spelled[0] == spelled[1]
+    for text in spelled[2:]:
+        assert text.startswith("!") or _holds_what_jsonb_cannot(text), text
+    assert spelled[0] == md5_hex(spelled[2]) or spelled[0] == spelled[2]
+
+
 def test_a_timestamp_is_spelled_as_postgresql_prints_it_in_utc():
     """The legacy spelling as stored; any other as PostgreSQL's text of the UTC instant (ISO DateStyle):
     a fraction without its trailing zeros, none when it is zero."""
