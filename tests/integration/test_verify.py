@@ -220,6 +220,24 @@ def test_a_json_negative_zero_hashes_alike_on_both_sides(synced):
     assert verify(cutover, ["races"], record=False).equal
 
 
+@pytest.mark.parametrize("stored, held", [('{"temp_c": 0.1000000000000000055511151231257827}', '{"temp_c": 0.1}'),
+                                           ("null", "null"), ('"NW"', '"NW"')], ids=["inexact", "null", "string"])
+def test_a_json_text_the_rules_refuse_is_not_equal_to_the_document_json_reads_in_it(synced, stored, held):
+    """SQLite holds a JSON text the conversion refuses (a number that does not read back as itself, the
+    text null, a bare string) and PostgreSQL the document json.loads reads in it (the nearest double,
+    jsonb null, a jsonb string): the range hashes differ, and verify does not find the rows equal (the
+    shared normalization says they differ; SQLite's change is one the applier refuses)."""
+    from hrp_data.models import TABLES
+
+    cutover, _, _ = synced
+    with cutover.sqlite.begin() as connection:
+        connection.exec_driver_sql("UPDATE races SET weather_conditions = ? WHERE id = 6", (stored,))
+    _pg(cutover, f"UPDATE races SET weather_conditions = '{held}' WHERE id = 6")
+    sqlite_side, postgres_side = _both_sides_buckets(cutover, next(t for t in TABLES if t.name == "races"))
+    assert sqlite_side != postgres_side
+    assert not verify(cutover, ["races"], record=False).equal
+
+
 def test_keys_at_both_ends_of_bigint_are_compared(synced):
     """Ids 2**63 - 1 and -2**63 (SQLite's rowid range is PostgreSQL's bigint): the buckets span
     more than bigint arithmetic holds, and the last bucket ends at the largest key."""
