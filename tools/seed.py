@@ -31,6 +31,7 @@ crash never leaves a half-written database at `path`.
 from __future__ import annotations
 
 import bisect
+from array import array
 import datetime as dt
 import itertools
 import json
@@ -198,6 +199,9 @@ _TURF_GOING = ("firm", "good to firm", "good", "good to soft", "soft", "heavy")
 _US_TURF_GOING = ("firm", "good", "yielding", "soft")
 _DIRT_GOING = ("fast", "good", "muddy", "sloppy")
 _AW_GOING = ("standard", "standard", "standard", "standard to slow", "standard to fast")
+_GOINGS = tuple(dict.fromkeys(
+    ("unknown", "firm", *_TURF_GOING, *_US_TURF_GOING, *_DIRT_GOING, *_AW_GOING)))
+"""Every going a race can have: a race keeps its going as an index into this tuple."""
 
 _SYLLABLES = """
 ka lo ri na ve mor dan tel sar quin bel cor del fen gar hol jas kel lan mir nel pen ros sil
@@ -478,6 +482,25 @@ def _person_names(rng: random.Random, count: int, taken: set[str] | None = None)
     return names
 
 
+def _sorted_array(typecode: str, values: Iterable[int], low: int, high: int) -> array:
+    """The ints `values` (each low <= v < high), drawn in order, sorted into an array.
+
+    A bucket sort: the values go into 1024 arrays by range and each is sorted
+    on its own, so no list of all of them (an int object each) is ever built.
+    """
+    width = -(-(high - low) // 1024)
+    buckets = [array(typecode) for _ in range(1024)]
+    appenders = [bucket.append for bucket in buckets]
+    for value in values:
+        appenders[(value - low) // width](value)
+    del appenders
+    result = array(typecode)
+    for number in range(1024):
+        result.extend(sorted(buckets[number]))
+        buckets[number] = None  # type: ignore[call-overload]
+    return result
+
+
 def _zipf_cumulative(count: int, offset: float, power: float = 1.0) -> list[float]:
     return list(itertools.accumulate(1.0 / (i + offset) ** power for i in range(count)))
 
@@ -489,11 +512,12 @@ class _Users:
         self.rng = rng
         self.count = count
         span = _NOW_S - _USERS_FROM_S
-        later = sorted(_USERS_FROM_S + int(rng.random() * span) for _ in range(count - 1))
-        self.created = [_USERS_FROM_S, *later]  # user 1, the admin, came first
+        later = _sorted_array("i", (_USERS_FROM_S + int(rng.random() * span)
+                                    for _ in range(count - 1)), _USERS_FROM_S, _NOW_S)
+        self.created = array("i", [_USERS_FROM_S]) + later  # user 1, the admin, came first
         # how much each user predicts: a few heavy users, a long tail of occasional ones
         activity = (rng.paretovariate(1.3) for _ in range(count))
-        self.activity = list(itertools.accumulate(activity))
+        self.activity = array("d", itertools.accumulate(activity))
 
     def pick(self, rnd: Callable[[], float], second: int) -> int:
         """A user id that existed at `second`, heavy users more often."""
@@ -551,14 +575,16 @@ class _Races:
         self.rng = rng
         self.count = count
         rnd = rng.random
-        self.day = sorted(_FIRST_RACE_DAY + int(rnd() * _RACE_SPAN_DAYS) for _ in range(count))
-        self.field = [6 + int(rnd() * 9) for _ in range(count)]  # 6..14 runners, mean 10
-        # filled by rows(): what the runners and predictions need
+        self.day = _sorted_array(
+            "H", (_FIRST_RACE_DAY + int(rnd() * _RACE_SPAN_DAYS) for _ in range(count)),
+            _FIRST_RACE_DAY, _FIRST_RACE_DAY + _RACE_SPAN_DAYS)
+        self.field = bytearray(6 + int(rnd() * 9) for _ in range(count))  # 6..14 runners, mean 10
+        # filled by rows(): what the runners and predictions need, one compact array each
         self.status = bytearray(count)  # 0 scheduled, 1 finished, 2 cancelled, 3 running
         self.jumps = bytearray(count)
-        self.distance = [0.0] * count
-        self.going = [""] * count
-        self.created = [0] * count
+        self.distance = array("d", bytes(8 * count))
+        self.going = bytearray(count)  # an index into _GOINGS
+        self.created = array("i", bytes(4 * count))
 
     def rows(self) -> Iterator[tuple]:
         rng = self.rng
@@ -570,6 +596,7 @@ class _Races:
         track_total = track_cumulative[-1]
         sponsors, winds = _SPONSORS, _WINDS
         status_names = ("scheduled", "finished", "cancelled", "running")
+        going_code = {going: code for code, going in enumerate(_GOINGS)}
         kinds_of = {"flat": _FLAT_KINDS, "hurdle": _HURDLE_KINDS, "chase": _CHASE_KINDS,
                     "nh_flat": _BUMPER_KINDS}
         for index in range(self.count):
@@ -670,7 +697,7 @@ class _Races:
             self.status[index] = status
             self.jumps[index] = race_type in ("hurdle", "chase")
             self.distance[index] = distance
-            self.going[index] = going
+            self.going[index] = going_code[going]
             self.created[index] = created
             yield (
                 index + 1, race_name, dates[day], track, race_type, distance, surface,
@@ -715,13 +742,13 @@ class _Horses:
         self.count = count
         rnd = rng.random
         gauss = rng.gauss
-        self.strength = [gauss(0.0, 1.0) for _ in range(count)]
+        self.strength = array("d", (gauss(0.0, 1.0) for _ in range(count)))
         catalogue = int(count * 0.6)  # imported before the first race, the rest arrive later
-        created = [int(rnd() * _CATALOGUE_END_S) for _ in range(catalogue)]
-        created += [_CATALOGUE_END_S + int(rnd() * (_NOW_S - _CATALOGUE_END_S))
-                    for _ in range(count - catalogue)]
-        created.sort()
-        self.created = created
+        self.created = _sorted_array("i", itertools.chain(
+            (int(rnd() * _CATALOGUE_END_S) for _ in range(catalogue)),
+            (_CATALOGUE_END_S + int(rnd() * (_NOW_S - _CATALOGUE_END_S))
+             for _ in range(count - catalogue)),
+        ), 0, _NOW_S)
         taken: set[str] = set()
         self.jockeys = _person_names(rng, 300, taken)
         self.trainers = _person_names(rng, 420, taken)
@@ -739,11 +766,12 @@ class _Horses:
                             for i in range(len(self.jockeys))]
         self.trainer_rate = [round(max(0.02, 0.22 - 0.0004 * i + gauss(0, 0.02)), 3)
                              for i in range(len(self.trainers))]
-        self.age = [0] * count
-        self.weight = [0.0] * count
-        self.jockey = [0] * count
-        self.trainer = [0] * count
-        self.form_avg: list[float | None] = [None] * count
+        # filled by rows(): what the runners' predictions need, one compact array each
+        self.age = bytearray(count)
+        self.weight = array("d", bytes(8 * count))
+        self.jockey = array("H", bytes(2 * count))
+        self.trainer = array("H", bytes(2 * count))
+        self.form_avg = array("d", bytes(8 * count))  # NaN: no form (None in the features)
 
     def rows(self) -> Iterator[tuple]:
         rng = self.rng
@@ -775,7 +803,7 @@ class _Horses:
             skill = strength[index]
             runs = min(6, int(rnd() * (age + 1)))
             if runs == 0:
-                form, average = None, None
+                form, average = None, math.nan
             else:
                 places = []
                 for _ in range(runs):
@@ -809,7 +837,7 @@ class _Runs:
         self.races = races
         self.horses = horses
         self.users = users
-        self.field = [min(size, horses.count) for size in races.field]
+        self.field = bytearray(min(size, horses.count) for size in races.field)
         self.total = sum(self.field)
 
     def blocks(self, size: int) -> Iterator[tuple[list[tuple], list[tuple]]]:
@@ -830,6 +858,7 @@ class _Runs:
         horse_created = horses.created
         horse_count = horses.count
         algorithm_days, algorithms = _ALGORITHM_DAYS, _ALGORITHMS
+        going_names = _GOINGS
         pick_user = users.pick
         run_rows: list[tuple] = []
         prediction_rows: list[tuple] = []
@@ -872,7 +901,7 @@ class _Runs:
             user_id = pick_user(rnd, asked)
             version = algorithms[search(algorithm_days, asked // _DAY_S) - 1][1]
             created_at = stamp(asked)
-            distance, going = distances[index], goings[index]
+            distance, going = distances[index], going_names[goings[index]]
             for position in range(k):
                 horse = chosen[position]
                 horse_id = horse + 1
@@ -881,10 +910,11 @@ class _Runs:
                 probability = round(model[position] / model_total, 4)
                 confidence = round(min(1.0, max(0.0, 0.42 + 0.9 * probability + gauss(0.0, 0.1))), 3)
                 jockey, trainer = jockey_of[horse], trainer_of[horse]
+                average = form_avg[horse]
                 features = dumps({
                     "odds": price,
                     "implied_prob": round(1.0 / price, 4),
-                    "form_avg": form_avg[horse],
+                    "form_avg": None if average != average else average,
                     "age": ages[horse],
                     "weight_kg": weights[horse],
                     "post_position": position + 1,
@@ -912,7 +942,7 @@ class _Credentials:
         self.rng = rng
         self.users = users
         rnd = rng.random
-        self.owners = []
+        self.owners = array("i")
         for user_id in range(1, users.count + 1):
             if user_id == 1 or rnd() < 0.3:
                 self.owners.append(user_id)
