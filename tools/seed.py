@@ -501,6 +501,49 @@ def _sorted_array(typecode: str, values: Iterable[int], low: int, high: int) -> 
     return result
 
 
+class _NameSet:
+    """A set of up to `count` short ASCII names, about 30 bytes a name instead of ~100.
+
+    The names lie end to end in one bytearray; an open-addressing table
+    (linear probing, at most 3/4 full) holds each name's place as
+    (offset + 1) << 5 | length, 0 for an empty slot. Only the table's layout
+    depends on str hashing; membership is exact.
+    """
+
+    def __init__(self, count: int, longest: int = 31):
+        if longest > 31:
+            raise ValueError("names longer than 31 bytes do not fit a slot")
+        size = 1 << max(4, (count + count // 3 + 1).bit_length())
+        self._table = array("q", bytes(8 * size))
+        self._mask = size - 1
+        self._names = bytearray()
+
+    def _find(self, name: bytes, key: int) -> int:
+        """The slot holding `name`, or the empty slot where it would go."""
+        table, mask, names = self._table, self._mask, self._names
+        length = len(name)
+        slot = key & mask
+        while True:
+            entry = table[slot]
+            if not entry:
+                return slot
+            if entry & 31 == length:
+                start = (entry >> 5) - 1
+                if names[start:start + length] == name:
+                    return slot
+            slot = (slot + 1) & mask
+
+    def __contains__(self, name: str) -> bool:
+        return bool(self._table[self._find(name.encode("ascii"), hash(name))])
+
+    def add(self, name: str) -> None:
+        encoded = name.encode("ascii")
+        slot = self._find(encoded, hash(name))
+        if not self._table[slot]:
+            self._table[slot] = (len(self._names) + 1) << 5 | len(encoded)
+            self._names += encoded
+
+
 def _zipf_cumulative(count: int, offset: float, power: float = 1.0) -> list[float]:
     return list(itertools.accumulate(1.0 / (i + offset) ** power for i in range(count)))
 
@@ -789,10 +832,10 @@ class _Horses:
         age_table = (2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 7, 8, 8, 9, 10, 11, 12)
         n_ages = len(age_table)
         finish_marks = "1234567890"
-        names: set[str] = set()
+        names = _NameSet(self.count, longest=18)
         for index in range(self.count):
             name = _horse_name(rnd)
-            while name in names or len(name) > 18:
+            while len(name) > 18 or name in names:  # both pure: the old order's outcome
                 name = _horse_name(rnd)
             names.add(name)
             age = age_table[int(rnd() * n_ages)]
