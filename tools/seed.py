@@ -378,6 +378,8 @@ def _progress(console: Any) -> Iterator[Any]:
 # ---------------------------------------------------------------------------
 
 _BATCH = 20_000
+_INDEX_CACHE_KIB = 32_768
+"""The page cache while the indexes are built, which is also each sorted run's size."""
 _INDEX = re.compile(r"^\s*CREATE\s+(UNIQUE\s+)?INDEX\b", re.IGNORECASE)
 
 
@@ -419,7 +421,9 @@ def _build(path: Path, races: int, seed: int, progress: Any) -> dict[str, int]:
         connection.execute("PRAGMA journal_mode=OFF")
         connection.execute("PRAGMA synchronous=OFF")
         connection.execute("PRAGMA cache_size=-262144")
-        connection.execute("PRAGMA temp_store=MEMORY")
+        # the sorter of CREATE INDEX keeps every entry in memory when temporary
+        # storage is in memory; with files it sorts runs of at most the cache size
+        connection.execute("PRAGMA temp_store=FILE")
         connection.executescript("".join(head))
         connection.execute("PRAGMA foreign_keys=OFF")  # checked by the tests, not row by row
         connection.execute("BEGIN")
@@ -449,6 +453,8 @@ def _build(path: Path, races: int, seed: int, progress: Any) -> dict[str, int]:
             progress.advance(tasks["race_horses"], len(run_rows))
             progress.advance(tasks["predictions"], len(prediction_rows))
         load("api_credentials", _insert("api_credentials", credentials.COLUMNS), credentials.rows())
+        # the loaded pages are no longer needed: a small cache bounds the index sorter
+        connection.execute(f"PRAGMA cache_size=-{_INDEX_CACHE_KIB}")
         for statement in indexes:
             connection.execute(statement)
         connection.execute("COMMIT")
