@@ -508,7 +508,7 @@ def _sorted_array(typecode: str, values: Iterable[int], low: int, high: int) -> 
 
 
 class _NameSet:
-    """A set of up to `count` short ASCII names, about 30 bytes a name instead of ~100.
+    """A set of up to `count` short ASCII names, about 20 bytes a name instead of ~100.
 
     The names lie end to end in one bytearray; an open-addressing table
     (linear probing, at most 3/4 full) holds each name's place as
@@ -520,7 +520,8 @@ class _NameSet:
         if longest > 31:
             raise ValueError("names longer than 31 bytes do not fit a slot")
         size = 1 << max(4, (count + count // 3 + 1).bit_length())
-        self._table = array("q", bytes(8 * size))
+        # 4-byte slots while every name's offset fits in 27 bits, else 8-byte ones
+        self._table = array("I" if count * longest < 1 << 27 else "q", [0]) * size
         self._mask = size - 1
         self._names = bytearray()
 
