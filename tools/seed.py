@@ -632,7 +632,7 @@ class _Races:
         # filled by rows(): what the runners and predictions need, one compact array each
         self.status = bytearray(count)  # 0 scheduled, 1 finished, 2 cancelled, 3 running
         self.jumps = bytearray(count)
-        self.distance = array("d", bytes(8 * count))
+        self.distance = array("i", bytes(4 * count))  # decimetres: round(metres, 1) * 10
         self.going = bytearray(count)  # an index into _GOINGS
         self.created = array("i", bytes(4 * count))
 
@@ -746,7 +746,7 @@ class _Races:
                 updated = created + int(rnd() * (_NOW_S - created))
             self.status[index] = status
             self.jumps[index] = race_type in ("hurdle", "chase")
-            self.distance[index] = distance
+            self.distance[index] = round(distance * 10)
             self.going[index] = going_code[going]
             self.created[index] = created
             yield (
@@ -779,6 +779,10 @@ def _horse_name(rnd: Callable[[], float]) -> str:
     if style < 0.91:
         return f"{word()} {_PLACES[int(rnd() * len(_PLACES))]}"
     return f"{_TITLES[int(rnd() * len(_TITLES))]} {word()}"
+
+
+_NO_FORM = 0xFFFF
+"""A horse's kept form average when it has no form (its runners' features say null)."""
 
 
 class _Horses:
@@ -818,10 +822,13 @@ class _Horses:
                              for i in range(len(self.trainers))]
         # filled by rows(): what the runners' predictions need, one compact array each
         self.age = bytearray(count)
-        self.weight = array("d", bytes(8 * count))
+        # a value rounded to n decimals is kept as the whole number value * 10**n: the
+        # correctly rounded k / 10**n gives back that very float (both are the double
+        # nearest the decimal k / 10**n)
+        self.weight = array("i", bytes(4 * count))  # round(kg, 1) * 10
         self.jockey = array("H", bytes(2 * count))
         self.trainer = array("H", bytes(2 * count))
-        self.form_avg = array("d", bytes(8 * count))  # NaN: no form (None in the features)
+        self.form_avg = array("H", bytes(2 * count))  # round(avg, 2) * 100; _NO_FORM: none
 
     def rows(self) -> Iterator[tuple]:
         rng = self.rng
@@ -853,7 +860,7 @@ class _Horses:
             skill = strength[index]
             runs = min(6, int(rnd() * (age + 1)))
             if runs == 0:
-                form, average = None, math.nan
+                form, average = None, None
             else:
                 places = []
                 for _ in range(runs):
@@ -865,7 +872,9 @@ class _Horses:
                 average = round(sum(places) / runs, 2)
             born = created[index]
             updated = born + int(rnd() * (_NOW_S - born))
-            ages[index], weights[index], form_avg[index] = age, weight, average
+            ages[index] = age
+            weights[index] = round(weight * 10)
+            form_avg[index] = _NO_FORM if average is None else round(average * 100)
             jockey_of[index], trainer_of[index] = jockey, trainer
             yield (
                 index + 1, name, age, weight, jockeys[jockey], trainers[trainer], owners[owner],
@@ -951,7 +960,7 @@ class _Runs:
             user_id = pick_user(rnd, asked)
             version = algorithms[search(algorithm_days, asked // _DAY_S) - 1][1]
             created_at = stamp(asked)
-            distance, going = distances[index], going_names[goings[index]]
+            distance, going = distances[index] / 10, going_names[goings[index]]
             for position in range(k):
                 horse = chosen[position]
                 horse_id = horse + 1
@@ -964,9 +973,9 @@ class _Runs:
                 features = dumps({
                     "odds": price,
                     "implied_prob": round(1.0 / price, 4),
-                    "form_avg": None if average != average else average,
+                    "form_avg": None if average == _NO_FORM else average / 100,
                     "age": ages[horse],
-                    "weight_kg": weights[horse],
+                    "weight_kg": weights[horse] / 10,
                     "post_position": position + 1,
                     "field_size": k,
                     "distance_m": distance,
