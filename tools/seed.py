@@ -26,6 +26,14 @@ and synchronous=OFF during the load and the legacy indexes built after the
 data. The file is built beside the target under a temporary name, switched to
 journal_mode=WAL (as the app runs it), fsynced and renamed into place, so a
 crash never leaves a half-written database at `path`.
+
+Memory: what the later tables need of the earlier ones (a race's day, going and
+start, a horse's strength, weight and form) is kept in compact arrays, a few
+dozen bytes a race, never as Python objects per row; horse names are checked for
+uniqueness in a packed set (_NameSet). SQLite's page cache is capped, and the
+indexes are built after the load with a small cache and temporary files, so
+their sort works in bounded runs. Peak memory therefore grows little with the
+number of races.
 """
 
 from __future__ import annotations
@@ -503,7 +511,7 @@ def _sorted_array(typecode: str, values: Iterable[int], low: int, high: int) -> 
     result = array(typecode)
     for number in range(1024):
         result.extend(sorted(buckets[number]))
-        buckets[number] = None  # type: ignore[call-overload]
+        buckets[number] = array(typecode)  # freed as soon as it is copied
     return result
 
 
