@@ -41,6 +41,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm, types
+from sqlalchemy.engine import ChunkedIteratorResult
 from sqlalchemy.orm.attributes import instance_dict
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.sql.elements import Label, TextClause
@@ -291,12 +292,39 @@ def frozen_records(frozen: Any) -> list[dict[str, Any]]:
     return records(keys, frozen.data, bool(getattr(frozen, "_source_supports_scalars", False)))
 
 
+PREBUFFERED = {"prebuffer_rows": True}
+"""Execution options under which the ORM reads every row of a result as it executes the statement
+(SQLAlchemy's asyncio session runs every statement so): the result then hands its rows to a sample
+and to the app alike, read once (`result_rows`)."""
+
+Rows = tuple[Any, list[Any], bool]
+"""A result's rows as `result_rows` reads them: (keys, rows, scalars); `scalars`: each row is a single
+value (an ORM result of one entity), not a tuple."""
+
+
+def result_rows(result: Any) -> tuple[Any, Rows]:
+    """Every row of a result the app is about to get, and the result to hand the app in its place.
+
+    An ORM result executed with `PREBUFFERED` holds its rows already: they are taken from it and it
+    is handed on as it is (no second result, nothing read twice). Any other result (a text()
+    statement's cursor) is frozen, and the app gets a result of the frozen rows.
+    """
+    context = getattr(result, "context", None)
+    options = getattr(context, "execution_options", None)
+    if type(result) is ChunkedIteratorResult and options is not None and options.get("prebuffer_rows"):
+        chunks = list(result.chunks(None))  # the prebuffered chunks, as many times as asked for
+        rows = chunks[0] if len(chunks) == 1 else [row for chunk in chunks for row in chunk]
+        return result, (result.keys(), rows, result._source_supports_scalars)
+    frozen = result.freeze()
+    return frozen(), (frozen.metadata.keys, frozen.data, frozen._source_supports_scalars)
+
+
 @dataclasses.dataclass(frozen=True)
 class KeptRows:
     """What a shadow sample keeps of the app's rows on the request's thread (`kept_rows`); made
     into records on the worker (`kept_records`)."""
 
-    keys: tuple[str, ...]
+    keys: Any
     rows: list[Any]
     scalars: bool
     entity: type | None = None
@@ -340,13 +368,11 @@ def _kept(value: Any) -> Any:
     return value
 
 
-def kept_rows(frozen: Any) -> KeptRows:
-    """The rows of a FrozenResult as a sample keeps them, as cheaply as the request can: each
+def kept_rows(rows: Rows) -> KeptRows:
+    """The rows `result_rows` read, as a sample keeps them, as cheaply as the request can: each
     entity's instance dict copied (its columns picked and named later, by `kept_records`), a JSON
     document copied, any other value (immutable) as it is."""
-    scalars = bool(getattr(frozen, "_source_supports_scalars", False))
-    data = frozen.data
-    keys = tuple(frozen.metadata.keys)
+    keys, data, scalars = rows
     if scalars and data:
         classes = {type(value) for value in data}
         if len(classes) == 1:
@@ -354,10 +380,10 @@ def kept_rows(frozen: Any) -> KeptRows:
             if hasattr(class_, "_sa_class_manager") and not _container_keys(class_):  # the common case, fast
                 return KeptRows(keys, [dict(instance_dict(value)) for value in data], scalars, class_)
     if scalars:
-        rows = [_kept(value) for value in data]
+        kept = [_kept(value) for value in data]
     else:
-        rows = [tuple(_kept(value) for value in row) for row in data]
-    return KeptRows(keys, rows, scalars)
+        kept = [tuple(_kept(value) for value in row) for row in data]
+    return KeptRows(keys, kept, scalars)
 
 
 def kept_records(kept: KeptRows) -> list[dict[str, Any]]:

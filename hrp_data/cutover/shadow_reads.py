@@ -72,6 +72,7 @@ from hrp_data.unit_of_work import UnitOfWork
 from shadow.compare import Comparator, Nested, ReadType
 from shadow.experiment import Laboratory
 from shadow.statements import (
+    PREBUFFERED,
     StatementComparator,
     StatementRead,
     describe,
@@ -79,6 +80,7 @@ from shadow.statements import (
     kept_records,
     kept_rows,
     result_records,
+    result_rows,
     unsupported,
 )
 from shadow.mismatches import MismatchStore
@@ -378,7 +380,8 @@ class ShadowReads:
     def read_statement(self, row: PhaseRow, state: orm.ORMExecuteState, *, bind: sa.Engine | None = None) -> Any:
         """One of the app's reads (an `ORMExecuteState` of its routed session, in a phase that
         shadows reads): the app's own execution is the control, and its Result what the app
-        gets (frozen: the rows are read once); None when it is not sampled (the app's session
+        gets (an ORM statement's rows read as it executes, `PREBUFFERED`, any other's frozen:
+        the rows are read once, `result_rows`); None when it is not sampled (the app's session
         then runs it as ever). On the request's thread the sample only keeps the rows
         (`kept_rows`: each entity's instance dict copied); the shadow worker makes them records.
         `bind`: the engine the session chose for it (the read source), handed to its execution so
@@ -390,20 +393,19 @@ class ShadowReads:
             return None
         if not self.lab.should_run(read):
             return None
-        statement, params = state.statement, _copied(state.parameters)
-        options = {k: v for k, v in state.local_execution_options.items() if not k.startswith("_sa_orm")}
+        statement, params, options = state.statement, _copied(state.parameters), state.local_execution_options
         chosen = {"bind": bind} if bind is not None else None
-        frozen = self.lab.run(
+        result, _rows = self.lab.run(
             read,
-            lambda: state.invoke_statement(bind_arguments=chosen).freeze(),
+            lambda: result_rows(state.invoke_statement(bind_arguments=chosen, execution_options=PREBUFFERED)),
             functools.partial(self.statement_on, row.secondary, statement, params, options),
             recheck_control=functools.partial(self.statement_on, row.reads_from, statement, params, options),
             context={"primary": row.reads_from, "secondary": row.secondary},
             sampled=True,
-            keep=kept_rows,
+            keep=_kept_rows,
             finish=kept_records,
         )
-        return frozen()
+        return result
 
     def _by_shape(self, read: StatementRead) -> None:
         """Said once per read type and process: a statement compared by its shape only."""
@@ -413,12 +415,19 @@ class ShadowReads:
                      reason="its answer depends on when or how it runs (random(), the current time):"
                             " its rows are counted, not compared")
 
-    def statement_on(self, database: str, statement: Any, params: Any, options: dict) -> list[dict[str, Any]]:
+    def statement_on(self, database: str, statement: Any, params: Any, options: Mapping[str, Any]) -> list[dict[str, Any]]:
         """An app's statement on `database`, in a session of its own (run on a worker thread), with the
-        values and types the app's session gets there."""
+        values and types the app's session gets there. `options`: the app's execution options of the
+        statement (the ORM's own, `_sa_orm...`, left out)."""
         bind = self.app_postgres if database == POSTGRES and self.app_postgres is not None else self.engine(database)
+        options = {k: v for k, v in options.items() if not k.startswith("_sa_orm")}
         with _bounded(database), orm.Session(bind=bind) as session:
             return result_records(session.execute(statement, params, execution_options=options))
+
+
+def _kept_rows(control: tuple[Any, Any]) -> Any:
+    """What a sample keeps of the control (`result_rows`'s result and rows): the rows (`kept_rows`)."""
+    return kept_rows(control[1])
 
 
 def _copied(params: Any) -> Any:

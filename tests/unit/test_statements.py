@@ -1,5 +1,5 @@
-"""shadow.statements: which of an app's statements can be compared at all (describe), and what a
-sample keeps of the app's rows (kept_rows, kept_records)."""
+"""shadow.statements: which of an app's statements can be compared at all (describe), how a sample
+reads the app's rows (result_rows) and what it keeps of them (kept_rows, kept_records)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shadow.statements import describe, frozen_records, kept_records, kept_rows
+from shadow.statements import PREBUFFERED, describe, frozen_records, kept_records, kept_rows, result_rows
 
 
 class Base(DeclarativeBase):
@@ -72,22 +72,69 @@ def session():
     engine.dispose()
 
 
-@pytest.mark.parametrize("statement", [
+STATEMENTS = [
     sa.select(Doc).order_by(Doc.id),
     sa.select(Horse),
     sa.select(Doc, Horse).join(Horse).order_by(Doc.id),
     sa.select(Doc.id, Doc.body).order_by(Doc.id),
     sa.select(Doc.title).order_by(Doc.id),
     sa.text("SELECT id, title FROM docs ORDER BY id"),
-], ids=["entity-with-a-document", "entity", "two-entities", "columns", "one-column", "text"])
+]
+STATEMENT_IDS = ["entity-with-a-document", "entity", "two-entities", "columns", "one-column", "text"]
+
+
+def _read(session, statement):
+    """The app's statement as a shadowed read runs it: (what the app gets, the rows the sample reads)."""
+    return result_rows(session.execute(statement, execution_options=PREBUFFERED))
+
+
+@pytest.mark.parametrize("statement", STATEMENTS, ids=STATEMENT_IDS)
 def test_kept_rows_make_the_records_frozen_records_make(session, statement):
     frozen = session.execute(statement).freeze()
-    assert kept_records(kept_rows(frozen)) == frozen_records(frozen)
+    _result, rows = _read(session, statement)
+    assert kept_records(kept_rows(rows)) == frozen_records(frozen)
+
+
+@pytest.mark.parametrize("statement", STATEMENTS, ids=STATEMENT_IDS)
+@pytest.mark.parametrize("taken", [
+    lambda r: r.all(),
+    lambda r: r.first(),
+    lambda r: r.fetchmany(1) + r.fetchmany(5),
+    lambda r: list(r.yield_per(1)),
+    lambda r: r.unique().all(),
+    lambda r: r.mappings().all(),
+    lambda r: list(r.partitions(1)),
+    lambda r: [list(r.keys()), r.fetchone(), r.all()],
+], ids=["all", "first", "fetchmany", "yield_per", "unique", "mappings", "partitions", "fetchone-then-all"])
+def test_the_app_gets_the_rows_it_gets_without_a_sample(session, statement, taken):
+    """The sample reads the result's rows as it executes: the app then takes them from its result
+    however it does, exactly as from the statement run without a sample."""
+    expected = _outcome(taken, session.execute(statement))
+    result, rows = _read(session, statement)
+    assert _outcome(taken, result) == expected
+    assert len(rows[1]) == len(session.execute(statement).all())
+
+
+def _outcome(taken, result):
+    try:
+        return taken(result)
+    except Exception as error:  # noqa: BLE001 - the same error either way
+        return type(error), str(error)
+
+
+def test_an_orm_result_hands_its_rows_to_the_sample_without_a_copy_of_it(session):
+    """An ORM statement's rows are read once, as it executes (SQLAlchemy's prebuffer_rows): the
+    app's result is the ORM's own, not a second one made from frozen rows."""
+    executed = session.execute(sa.select(Doc).order_by(Doc.id), execution_options=PREBUFFERED)
+    result, (keys, rows, scalars) = result_rows(executed)
+    assert result is executed
+    assert scalars and [doc.id for doc in rows] == [1, 2]
+    assert [doc.id for doc in result.scalars()] == [1, 2]
 
 
 def test_an_entity_without_documents_is_kept_as_a_copy_of_its_instance_dict(session):
     horse = session.get(Horse, 1)
-    kept = kept_rows(session.execute(sa.select(Horse)).freeze())
+    kept = kept_rows(_read(session, sa.select(Horse))[1])
     assert kept.entity is Horse
     horse.nowhere = "changed"
     session.expire_all()
@@ -98,10 +145,10 @@ def test_kept_rows_are_the_rows_as_read_whatever_the_app_does_next(session):
     """The worker makes records after the request: an entity changed, a JSON document changed in place
     or the session expired after the read changes nothing of what the sample kept."""
     session.get(Doc, 1).horse  # a loaded relationship in the instance dict: not a column, left out
-    frozen = session.execute(sa.select(Doc).order_by(Doc.id)).freeze()
-    expected = copy.deepcopy(frozen_records(frozen))
-    kept = kept_rows(frozen)
-    first = frozen.data[0]
+    expected = copy.deepcopy(frozen_records(session.execute(sa.select(Doc).order_by(Doc.id)).freeze()))
+    result, rows = _read(session, sa.select(Doc).order_by(Doc.id))
+    kept = kept_rows(rows)
+    first = result.scalars().first()
     first.title = "changed"
     first.body["tags"].append("changed")
     session.expire_all()
