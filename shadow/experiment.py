@@ -162,13 +162,16 @@ class Publisher:
 
 @dataclasses.dataclass
 class _Job:
-    read: ReadType
+    read: ReadType | None
+    """None until `describe` has made it (on the worker)."""
     control: Observation
     candidate: Callable[[], Any]
     recheck_control: Callable[[], Any] | None
     context: Mapping[str, Any]
     finish: Callable[[Any], Any] | None = None
     """Turns what was kept of the control's value into the value compared (on the worker, once)."""
+    describe: Callable[[], ReadType] | None = None
+    """Makes the read type of a job submitted without one (on the worker, once, before `finish`)."""
     stood: float = 0.0
     """How long workers have stood aside for this sample so far, over all its steps (at most `yield_s`)."""
 
@@ -341,19 +344,21 @@ class Laboratory:
     def sample_rate(self, read_name: str) -> float:
         return self.samples.get(read_name, self.default_sample)
 
-    def _rate_of(self, read: ReadType) -> float:
-        if not self.samples:  # no rate per read type: the default (sample_names is not even made)
+    def _rate_of(self, read: ReadType | None) -> float:
+        if not self.samples or read is None:  # no rate per read type: the default (sample_names is not even made)
             return self.default_sample
         names = getattr(read, "sample_names", None)
         if names is None:
             return self.sample_rate(read.name)
         return next((self.samples[name] for name in names if name in self.samples), self.default_sample)
 
-    def should_run(self, read: ReadType) -> bool:
-        """Whether this read is sampled (decide once, then hand the answer to `run(sampled=...)`)."""
+    def should_run(self, read: ReadType | None) -> bool:
+        """Whether this read is sampled (decide once, then hand the answer to `run(sampled=...)`).
+        None: a read not described yet, sampled at the default rate (only while no read type has
+        a rate of its own: `samples` is empty)."""
         return self._should_run(read)
 
-    def _should_run(self, read: ReadType) -> bool:
+    def _should_run(self, read: ReadType | None) -> bool:
         try:
             if self._stop.is_set() or not self.enabled:
                 return False
@@ -403,7 +408,7 @@ class Laboratory:
 
     def run(
         self,
-        read: ReadType,
+        read: ReadType | None,
         control: Callable[[], Any],
         candidate: Callable[[], Any],
         *,
@@ -412,6 +417,7 @@ class Laboratory:
         sampled: bool | None = None,
         keep: Callable[[Any], Any] = snapshot,
         finish: Callable[[Any], Any] | None = None,
+        describe: Callable[[], ReadType] | None = None,
     ) -> Any:
         """The control's value (or exception); the candidate is scheduled when sampled.
 
@@ -428,6 +434,9 @@ class Laboratory:
                 waits for it); `snapshot` by default.
             finish: turns what `keep` kept into the value compared, called on the worker before
                 the first comparison (work the request need not wait for); None: compared as kept.
+            describe: with `read` None, makes the read type on the worker (once, before `finish`;
+                a describe that raises loses the sample, counted `raised.describe`), so the caller
+                need not: `read` is only needed on its thread to pick a rate of its own (`samples`).
         """
         if not (self._should_run(read) if sampled is None else sampled):
             return control()
@@ -439,7 +448,7 @@ class Laboratory:
             value = control()
         except Exception as error:
             self._submit(held, _Job(read, Observation("control", None, error, time.perf_counter() - started),
-                                    candidate, recheck_control, context or {}))
+                                    candidate, recheck_control, context or {}, describe=describe))
             raise
         finally:
             if held is None:
@@ -447,7 +456,7 @@ class Laboratory:
         duration_s = time.perf_counter() - started
         try:
             job = _Job(read, Observation("control", keep(value), None, duration_s), candidate, recheck_control,
-                       context or {}, finish)
+                       context or {}, finish, describe)
         except Exception as error:  # noqa: BLE001 - an experiment never fails a read
             self.raised("submit", error)
             return value
@@ -484,7 +493,19 @@ class Laboratory:
 
     def _drop(self, job: _Job) -> None:
         self._count("dropped")
-        self._safely("dropped", self.publisher.dropped, job.read)
+        if self._described(job):
+            self._safely("dropped", self.publisher.dropped, job.read)
+
+    def _described(self, job: _Job) -> bool:
+        """Make the read type of a job submitted without one; False when its describe raised (counted)."""
+        if job.read is None:
+            describe, job.describe = job.describe, None
+            try:
+                job.read = describe()
+            except Exception as error:  # noqa: BLE001 - the sample is lost, counted
+                self.raised("describe", error)
+                return False
+        return True
 
     # -- the workers ---------------------------------------------------------------------
 
@@ -605,6 +626,8 @@ class Laboratory:
         self._local.waited = 0.0
 
     def _observe(self, job: _Job) -> Result | object:
+        if not self._described(job):
+            return _LOST
         if job.finish is not None:
             finish, job.finish = job.finish, None
             if not job.control.raised:

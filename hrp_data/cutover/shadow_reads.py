@@ -385,15 +385,21 @@ class ShadowReads:
         then runs it as ever). On the request's thread the sample only keeps the rows
         (`kept_rows`: each entity's instance dict copied); the shadow worker makes them records.
         `bind`: the engine the session chose for it (the read source), handed to its execution so
-        that the session does not choose it again."""
-        try:
-            read = self.describe(state.statement)
-        except Exception as error:  # noqa: BLE001 - an experiment never fails a read
-            self.lab.raised("describe", error)
-            return None
+        that the session does not choose it again.
+
+        The statement's read type (`describe`) is made on the worker, unless a read type has a
+        sample rate of its own (HRP_SHADOW_SAMPLES): then the request needs it to pick the rate."""
+        statement = state.statement
+        read = None
+        if self.lab.samples:
+            try:
+                read = self.describe(statement)
+            except Exception as error:  # noqa: BLE001 - an experiment never fails a read
+                self.lab.raised("describe", error)
+                return None
         if not self.lab.should_run(read):
             return None
-        statement, params, options = state.statement, _copied(state.parameters), state.local_execution_options
+        params, options = _copied(state.parameters), state.local_execution_options
         chosen = {"bind": bind} if bind is not None else None
         result, _rows = self.lab.run(
             read,
@@ -404,6 +410,7 @@ class ShadowReads:
             sampled=True,
             keep=_kept_rows,
             finish=kept_records,
+            describe=functools.partial(self.describe, statement) if read is None else None,
         )
         return result
 

@@ -259,6 +259,25 @@ def test_the_apps_orm_reads_are_compared_under_their_entity(in_shadow, app):
     assert report["totals"]["compared"] == sum(r["compared"] for r in by_type.values()) >= 5
 
 
+def test_a_rate_of_its_own_samples_the_apps_statements_of_that_read_type_only(in_shadow, app):
+    """With a rate per read type (HRP_SHADOW_SAMPLES) the request describes a statement to pick its
+    rate; without one the worker describes it: the read types reported are the same either way."""
+    client, races = in_shadow
+    lab = HrpCutover.state(app).cutover.shadow.lab
+    _get(client, f"/races/{races[0]['id']}")
+    described_later = set(_shadow_report(app)["by_read_type"])
+    lab.set_sample("orm:Race", 0.0)
+    try:
+        _get(client, f"/races/{races[0]['id']}")
+        by_type = _shadow_report(app)["by_read_type"]
+    finally:
+        lab.set_sample("orm:Race", None)
+    assert set(by_type) == described_later, (by_type, described_later)
+    counted = {name: r["compared"] for name, r in by_type.items()}
+    assert [counted[name] for name in sorted(counted) if name.startswith("orm:Race#")] == [1], counted
+    assert [counted[name] for name in sorted(counted) if name.startswith("orm:Prediction#")] == [2], counted
+
+
 def test_a_value_changed_in_postgres_is_a_mismatch_of_the_entity_read(in_shadow, app, postgres_url):
     client, races = in_shadow
     _pg(postgres_url, "UPDATE races SET track_name = 'Planted' WHERE id = %s", races[1]["id"])

@@ -194,6 +194,44 @@ class TestExperiment:
         finally:
             lab.close()
 
+    def test_a_read_described_later_is_described_on_the_worker_once(self):
+        """A read submitted without its read type (`describe=`) has it made on a worker, once, before
+        `finish`: its result and a drop name the read type `describe` made."""
+        published = _Collect()
+        lab = _lab(published, queue_size=1)
+        caller = threading.current_thread()
+        described = []
+
+        def describe():
+            described.append(threading.current_thread())
+            return READ
+
+        try:
+            assert lab.should_run(None)
+            with lab.serving():
+                assert lab.run(None, lambda: 1, lambda: 1, describe=describe) == 1
+                assert lab.run(None, lambda: 2, lambda: 2, describe=describe) == 2  # beyond queue_size: dropped
+                assert len(described) == 1 and described[0] is caller and published.drops == 1
+            assert lab.wait_idle(5)
+            assert len(described) == 2 and described[1] is not caller
+            assert [(r.read, r.outcome) for r in published.results] == [(READ, "match")]
+        finally:
+            lab.close()
+
+    def test_a_describe_that_raises_loses_the_sample_not_the_read(self):
+        published = _Collect()
+        lab = _lab(published)
+
+        def describe():
+            raise ValueError("cannot")
+
+        try:
+            assert lab.run(None, lambda: 1, lambda: 1, describe=describe) == 1
+            assert lab.wait_idle(5)
+            assert published.results == [] and lab.stats()["raised.describe"] == 1
+        finally:
+            lab.close()
+
     def test_a_sample_waiting_for_its_rows_does_not_hold_up_the_next(self):
         """A difference whose row stays pending waits for it (up to recheck_s) set aside: a later
         sample is compared and published meanwhile, and the first one still ends as lag once its
