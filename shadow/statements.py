@@ -397,6 +397,10 @@ def kept_records(kept: KeptRows) -> list[dict[str, Any]]:
 # -- comparison ---------------------------------------------------------------------------------
 
 
+COMPARATORS = 2000
+"""Comparators kept per process (by read type and columns); the cache starts over when full."""
+
+
 class StatementComparator:
     """Compares the records two databases answered to one statement, with shadow.compare.
 
@@ -412,6 +416,8 @@ class StatementComparator:
         self.known = known
         self.ignore = tuple(ignore)
         self.secrets = frozenset(secrets)
+        self._comparators: dict[tuple[StatementRead, tuple[str, ...]], Comparator] = {}
+        """The comparator of a read type and its records' columns, made once (COMPARATORS at most)."""
 
     def kinds(self, read: StatementRead, columns: Iterable[str]) -> dict[str, Kind | None]:
         """The kind of each record column: the statement's, else a unique column name of its tables."""
@@ -426,16 +432,28 @@ class StatementComparator:
             out[column] = kind
         return out
 
+    def comparator(self, read: StatementRead, columns: tuple[str, ...]) -> Comparator:
+        """The comparator of records of `read` with these columns: their kinds, the ignore rules of
+        the statement's tables, the secret columns (made once per read type and columns)."""
+        key = (read, columns)
+        found = self._comparators.get(key)
+        if found is None:
+            kinds = {c: k for c, k in self.kinds(read, columns).items() if k is not None}
+            ignore = [
+                IgnoreRule(read.table, rule.column, rule.reason) for rule in self.ignore
+                if rule.table == "*" or rule.table in read.tables
+            ]
+            secrets = self.secrets | {c for c in columns if looks_secret(c.rpartition(".")[2])}
+            found = Comparator({read.table: kinds}, {read.table: read.keys}, ignore=ignore, secrets=secrets)
+            if len(self._comparators) >= COMPARATORS:
+                self._comparators.clear()
+            self._comparators[key] = found
+        return found
+
     def compare(self, read: StatementRead, primary: Any, secondary: Any) -> list[Difference]:
         rows = [r for side in (primary, secondary) if isinstance(side, list) for r in side if isinstance(r, Mapping)]
-        columns = list(dict.fromkeys(c for row in rows for c in row))
-        kinds = {c: k for c, k in self.kinds(read, columns).items() if k is not None}
-        ignore = [
-            IgnoreRule(read.table, rule.column, rule.reason) for rule in self.ignore
-            if rule.table == "*" or rule.table in read.tables
-        ]
-        secrets = self.secrets | {c for c in columns if looks_secret(c.rpartition(".")[2])}
-        comparator = Comparator({read.table: kinds}, {read.table: read.keys}, ignore=ignore, secrets=secrets)
+        columns = tuple(dict.fromkeys(c for row in rows for c in row))
+        comparator = self.comparator(read, columns)
         if read.keys:
             primary, secondary = _common_columns(primary, secondary)
         elif not read.ordered and isinstance(primary, list) and isinstance(secondary, list):

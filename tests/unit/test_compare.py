@@ -401,3 +401,18 @@ def test_a_columns_own_real_value_is_compared_exactly(value):
     nudged = math.nextafter(value, math.inf)
     found = comparator.compare(ReadType("book.get", "book"), {"id": 1, "rating": value}, {"id": 1, "rating": nudged})
     assert [(d.column, d.kind) for d in found] == [("rating", VALUE_DIFFERS)]
+
+
+def test_a_statements_comparator_is_made_once_per_read_type_and_columns():
+    """The kinds, ignore rules and secret columns of a statement's records are worked out once per
+    read type and set of columns; records with other columns get a comparator of their own."""
+    from shadow.statements import StatementComparator, StatementRead
+
+    statements = StatementComparator({"users": {"id": Kind.INTEGER}}, ignore=[IgnoreRule("users", "seen")])
+    read = StatementRead("orm:User#1", "users", False, "1", tables=("users",), keys=("id",))
+    first = statements.compare(read, [{"id": 1, "api_token": "a", "seen": 1}], [{"id": 1, "api_token": "b", "seen": 2}])
+    again = statements.compare(read, [{"id": 1, "api_token": "a", "seen": 1}], [{"id": 1, "api_token": "c", "seen": 3}])
+    other = statements.compare(read, [{"id": 1, "name": "a"}], [{"id": 1, "name": "b"}])
+    assert statements.comparator(read, ("id", "api_token", "seen")) is statements.comparator(read, ("id", "api_token", "seen"))
+    assert [(d.column, d.primary != "a") for d in first + again] == [("api_token", True), ("api_token", True)]
+    assert [(d.column, d.primary, d.secondary) for d in other] == [("name", "a", "b")]
