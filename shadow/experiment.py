@@ -295,6 +295,8 @@ class Laboratory:
         """Re-checks set aside until their next look (a heap by time), shared by the workers."""
         self._parked_seq = 0
         self._stop = threading.Event()
+        self._closed = False
+        """Set with `_stop` by close(): read on every read, as an attribute."""
         self._lock = threading.Lock()
         self._last_raised = 0.0
         self._in_flight = 0
@@ -355,14 +357,11 @@ class Laboratory:
     def should_run(self, read: ReadType | None) -> bool:
         """Whether this read is sampled (decide once, then hand the answer to `run(sampled=...)`).
         None: a read not described yet, sampled at the default rate (only while no read type has
-        a rate of its own: `samples` is empty)."""
-        return self._should_run(read)
-
-    def _should_run(self, read: ReadType | None) -> bool:
+        a rate of its own: `samples` is empty). On every read: attributes, not calls, where it can."""
         try:
-            if self._stop.is_set() or not self.enabled:
+            if not self._enabled or self._closed:
                 return False
-            rate = self._rate_of(read)
+            rate = self._rate_of(read) if self.samples else self.default_sample
             return rate >= 1.0 or (rate > 0.0 and random.random() < rate)
         except Exception as error:  # noqa: BLE001 - an experiment never fails a read
             self.raised("enabled", error)
@@ -438,7 +437,7 @@ class Laboratory:
                 a describe that raises loses the sample, counted `raised.describe`), so the caller
                 need not: `read` is only needed on its thread to pick a rate of its own (`samples`).
         """
-        if not (self._should_run(read) if sampled is None else sampled):
+        if not (self.should_run(read) if sampled is None else sampled):
             return control()
         held = getattr(self._local, "held", None)
         if held is None:  # inside serving() the request is already counted
@@ -810,6 +809,7 @@ class Laboratory:
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop taking samples, let the workers finish what they hold, count the rest as dropped."""
+        self._closed = True
         self._stop.set()
         with self._idle:
             self._idle.notify_all()

@@ -354,12 +354,13 @@ class ShadowReads:
 
     def read(self, row: PhaseRow, attr: str, method: str, bound: Callable, args: tuple, kwargs: dict) -> Any:
         """One read by the app: the primary answers; the secondary is asked afterwards when sampled."""
+        primary, secondary = row.reads_from, row.secondary
         return self.lab.run(
             READ_TYPES[(attr, method)],
             functools.partial(bound, *args, **kwargs),
-            functools.partial(self.call, row.secondary, attr, method, args, kwargs),
-            recheck_control=functools.partial(self.call, row.reads_from, attr, method, args, kwargs),
-            context={"primary": row.reads_from, "secondary": row.secondary},
+            functools.partial(self.call, secondary, attr, method, args, kwargs),
+            recheck_control=functools.partial(self.call, primary, attr, method, args, kwargs),
+            context={"primary": primary, "secondary": secondary},
         )
 
 
@@ -401,12 +402,13 @@ class ShadowReads:
             return None
         params, options = _copied(state.parameters), state.local_execution_options
         chosen = {"bind": bind} if bind is not None else None
+        primary, secondary = row.reads_from, row.secondary
         result, _rows = self.lab.run(
             read,
             lambda: result_rows(state.invoke_statement(bind_arguments=chosen, execution_options=PREBUFFERED)),
-            functools.partial(self.statement_on, row.secondary, statement, params, options),
-            recheck_control=functools.partial(self.statement_on, row.reads_from, statement, params, options),
-            context={"primary": row.reads_from, "secondary": row.secondary},
+            functools.partial(self.statement_on, secondary, statement, params, options),
+            recheck_control=functools.partial(self.statement_on, primary, statement, params, options),
+            context={"primary": primary, "secondary": secondary},
             sampled=True,
             keep=_kept_rows,
             finish=kept_records,
