@@ -347,7 +347,8 @@ class Laboratory:
         return self.samples.get(read_name, self.default_sample)
 
     def _rate_of(self, read: ReadType | None) -> float:
-        if not self.samples or read is None:  # no rate per read type: the default (sample_names is not even made)
+        """The rate of `read` while read types have rates of their own (`samples`; should_run asks)."""
+        if read is None:  # not described yet: the default
             return self.default_sample
         names = getattr(read, "sample_names", None)
         if names is None:

@@ -180,17 +180,18 @@ class TestExperiment:
         finally:
             lab.close()
 
-    def test_a_finish_that_raises_loses_the_sample_not_the_read(self):
+    @pytest.mark.parametrize("hook", ["finish", "describe"])
+    def test_a_finish_or_describe_that_raises_loses_the_sample_not_the_read(self, hook):
         published = _Collect()
         lab = _lab(published)
 
-        def finish(kept):
+        def raising(*_):
             raise ValueError("cannot")
 
         try:
-            assert lab.run(READ, lambda: 1, lambda: 1, finish=finish) == 1
+            assert lab.run(READ if hook == "finish" else None, lambda: 1, lambda: 1, **{hook: raising}) == 1
             assert lab.wait_idle(5)
-            assert published.results == [] and lab.stats()["raised.finish"] == 1
+            assert published.results == [] and lab.stats()[f"raised.{hook}"] == 1
         finally:
             lab.close()
 
@@ -215,20 +216,6 @@ class TestExperiment:
             assert lab.wait_idle(5)
             assert len(described) == 2 and described[1] is not caller
             assert [(r.read, r.outcome) for r in published.results] == [(READ, "match")]
-        finally:
-            lab.close()
-
-    def test_a_describe_that_raises_loses_the_sample_not_the_read(self):
-        published = _Collect()
-        lab = _lab(published)
-
-        def describe():
-            raise ValueError("cannot")
-
-        try:
-            assert lab.run(None, lambda: 1, lambda: 1, describe=describe) == 1
-            assert lab.wait_idle(5)
-            assert published.results == [] and lab.stats()["raised.describe"] == 1
         finally:
             lab.close()
 
