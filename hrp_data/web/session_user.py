@@ -60,7 +60,7 @@ def log_in(user: dict[str, Any]) -> None:
     session.clear()  # a fresh session: no fixation across a login
     session.permanent = True  # the browser drops the cookie after HRP_SESSION_LIFETIME too
     session[SESSION_USER] = user["id"]
-    session[SESSION_STARTED] = int(time.time())
+    session[SESSION_STARTED] = round(time.time(), 3)
     session[SESSION_VERSION] = HrpCutover.state().sessions.current(user["id"])
     session[SESSION_SEAL] = _password_seal(user)
     g.hrp_user = user
