@@ -330,7 +330,9 @@ def _census(connection, reader: TableReader, batches: Iterable[Converted], total
 
 
 def _orphans(connection, catalog: Catalog, violations: list[tuple]) -> list[dict[str, Any]]:
-    """Per foreign key: rows whose non-NULL reference finds no parent row (names as the file has them).
+    """Per foreign key: rows whose reference finds no parent row (names as the file has them); a
+    reference with a NULL part is none (MATCH SIMPLE: a composite key is looked up whole, and only
+    when no part of it is NULL, as both databases check it).
 
     Where the file declares the key as one column onto its parent's INTEGER PRIMARY KEY (and the
     child has rowids), PRAGMA foreign_key_check's rows of that key are exactly those rows: both
@@ -341,30 +343,32 @@ def _orphans(connection, catalog: Catalog, violations: list[tuple]) -> list[dict
         table = entry.sqlite
         key = ", ".join(f"c.{quote(c.name)}" for c in table.primary_key.columns)
         declared = _declared_keys(connection, table.name)
-        for foreign_key in sorted(entry.postgres.foreign_keys, key=lambda k: (k.parent.name, k.target_fullname)):  # a set
-            parent_entry = catalog.tables.get(foreign_key.column.table.name)
+        for constraint in sorted(entry.postgres.foreign_key_constraints, key=lambda c: (c.column_keys, c.referred_table.name)):
+            parent_entry = catalog.tables.get(constraint.referred_table.name)
             if parent_entry is None:
                 continue
-            column = table.c[foreign_key.parent.key].name
+            columns = [table.c[element.parent.key].name for element in constraint.elements]
             parent = parent_entry.sqlite.name
-            parent_column = parent_entry.sqlite.c[foreign_key.column.key].name
-            fkid = declared.get((column, parent.lower()))
-            if fkid is not None and _rowid_alias(connection, parent) == parent_column.lower():
+            parent_columns = [parent_entry.sqlite.c[element.column.key].name for element in constraint.elements]
+            fkid = declared.get((columns[0], parent.lower())) if len(columns) == 1 else None
+            if fkid is not None and _rowid_alias(connection, parent) == parent_columns[0].lower():
                 rowids = [rowid for child, rowid, _parent, found in violations if child == table.name and found == fkid]
                 rows = len(rowids)
                 condition = f"FROM {quote(table.name)} c WHERE c.rowid IN (SELECT value FROM json_each(?))"
                 params: tuple = (json.dumps(rowids),)
             else:
+                matched = " AND ".join(f"p.{quote(p)} = c.{quote(c)}" for p, c in zip(parent_columns, columns))
                 condition = (
-                    f"FROM {quote(table.name)} c WHERE c.{quote(column)} IS NOT NULL AND NOT EXISTS"
-                    f" (SELECT 1 FROM {quote(parent)} p WHERE p.{quote(parent_column)} = c.{quote(column)})"
+                    f"FROM {quote(table.name)} c WHERE {' AND '.join(f'c.{quote(c)} IS NOT NULL' for c in columns)}"
+                    f" AND NOT EXISTS (SELECT 1 FROM {quote(parent)} p WHERE {matched})"
                 )
                 params = ()
                 rows = connection.execute(f"SELECT count(*) {condition}", params).fetchone()[0]
             examples = [redact_table_key(entry.postgres, r) for r in connection.execute(
                 f"SELECT {key} {condition} ORDER BY {key} LIMIT {EXAMPLES}", params)] if rows else []
             out.append({
-                "table": table.name, "column": column, "parent": f"{parent}.{parent_column}",
+                "table": table.name, "column": ", ".join(columns),
+                "parent": f"{parent}.{parent_columns[0]}" if len(columns) == 1 else f"{parent}.({', '.join(parent_columns)})",
                 "rows": rows, "examples": examples,
             })
     return out

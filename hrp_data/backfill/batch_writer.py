@@ -33,6 +33,7 @@ from hrp_data.backfill import state
 from hrp_data.backfill import quarantine
 from hrp_data.cutover.apply import KeyRef, apply_keys
 from hrp_data.errors import describe_error
+from shadow.redact import looks_secret
 from hrp_data.backfill.legacy_rows import Converted, Key, Reject, TableReader, capture_mark, shown_value, sqlite_order
 
 log = structlog.get_logger(__name__)
@@ -451,35 +452,40 @@ class BatchWriter:
         everything: bool = False,
     ) -> list[Reject]:
         """Rows of `relation` (default: staging) whose foreign key finds no parent in PostgreSQL,
-        classified by what SQLite holds. A foreign key onto a table copied later (a cycle:
-        `_Run.deferred`) is checked only with `everything`, once every table is copied."""
+        classified by what SQLite holds. A composite key is looked up whole, and only when none of
+        its parts is NULL (MATCH SIMPLE, as both databases check it). A foreign key onto a table
+        copied later (a cycle: `_Run.deferred`) is checked only with `everything`, once every table
+        is copied."""
         relation = relation or self.staging
-        found: list[tuple[Key, str, str, str, Any]] = []
+        found: list[tuple[Key, str, str, tuple[str, ...], Any]] = []
         keys = self._key_sql("s")
         width = len(self.reader.key_columns)
         deferred = set() if everything else self.run.deferred.get(self.name, set())
-        for foreign_key in self.reader.table.foreign_keys:
-            if foreign_key.column.table.name in deferred:
+        for constraint in sorted(self.reader.table.foreign_key_constraints, key=lambda c: c.column_keys):
+            parent = constraint.referred_table.name
+            if parent in deferred:
                 continue
-            column = foreign_key.parent.name
-            parent, parent_column = foreign_key.column.table.name, foreign_key.column.name
+            columns = [element.parent.name for element in constraint.elements]
+            parent_columns = tuple(element.column.name for element in constraint.elements)
             condition = f" AND {where}" if where else ""
             cursor.execute(
-                f"SELECT {keys}, s.{quote(column)} FROM {quote(relation)} s"
-                f" WHERE s.{quote(column)} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
-                f" {quote(parent)} p WHERE p.{quote(parent_column)}"
-                f" = s.{quote(column)}){condition}",
+                f"SELECT {keys}, {', '.join(f's.{quote(c)}' for c in columns)} FROM {quote(relation)} s"
+                f" WHERE {' AND '.join(f's.{quote(c)} IS NOT NULL' for c in columns)} AND NOT EXISTS"
+                f" (SELECT 1 FROM {quote(parent)} p WHERE"
+                f" {' AND '.join(f'p.{quote(p)} = s.{quote(c)}' for p, c in zip(parent_columns, columns))}){condition}",
                 params,
             )
             for row in cursor.fetchall():
-                found.append((tuple(row[:width]), column, parent, parent_column, row[width]))
+                value = row[width] if len(columns) == 1 else tuple(row[width:])
+                found.append((tuple(row[:width]), ", ".join(columns), parent, parent_columns, value))
         rejects = []
-        for parent in {f[2] for f in found}:
-            values = sorted({f[4] for f in found if f[2] == parent})
-            in_sqlite = self._sqlite_has(parent, values)
+        for parent, parent_columns in {(f[2], f[3]) for f in found}:
+            values = sorted({f[4] for f in found if f[2:4] == (parent, parent_columns)},
+                            key=lambda v: sqlite_order(v if isinstance(v, tuple) else (v,)))
+            in_sqlite = self._sqlite_has(parent, parent_columns, values)
             held = {k[0] for k in quarantine.which_quarantined(cursor, parent, [(v,) for v in in_sqlite])}
-            for key, column, parent_name, parent_column, value in found:
-                if parent_name != parent:
+            for key, column, parent_name, referenced, value in found:
+                if (parent_name, referenced) != (parent, parent_columns):
                     continue
                 if value not in in_sqlite:
                     reason = quarantine.ORPHAN
@@ -487,13 +493,25 @@ class BatchWriter:
                     reason = quarantine.PARENT_QUARANTINED
                 else:
                     reason = quarantine.PARENT_MISSING
-                rejects.append(Reject(key, column, reason, shown_value(column, value, column in self.reader.secrets),
-                                      f"{parent}.{parent_column} = {value}"))
+                secret = any(c in self.reader.secrets or looks_secret(c) for c in column.split(", "))
+                target = f"{parent}.{referenced[0]}" if len(referenced) == 1 else f"{parent}.({', '.join(referenced)})"
+                rejects.append(Reject(key, column, reason, shown_value(column, value, secret), f"{target} = {value}"))
         return rejects
 
-    def _sqlite_has(self, parent: str, values: list[Any]) -> set[Any]:
+    def _sqlite_has(self, parent: str, columns: tuple[str, ...], values: list[Any]) -> set[Any]:
+        """Of `values` (one per reference: a value, or a tuple for a composite key), those SQLite's
+        `parent` holds in `columns`: by its key where they are its key, else by those columns."""
         reader = self.run.readers[parent]
-        return {key[0] for key in (reader.key_of(row) for row in reader.rows_for(self.run.checker, [(v,) for v in values]))}
+        if list(columns) == reader.key_columns and len(columns) == 1:
+            return {key[0] for key in (reader.key_of(row) for row in reader.rows_for(self.run.checker, [(v,) for v in values]))}
+        matched = " AND ".join(f"{quote(reader.sqlite_columns[c])} = ?" for c in columns)
+        present = set()
+        for value in values:
+            parts = value if isinstance(value, tuple) else (value,)
+            if self.run.checker.execute(f"SELECT 1 FROM {quote(reader.sqlite_name)} WHERE {matched} LIMIT 1",
+                                        parts).fetchone():
+                present.add(value)
+        return present
 
     def quarantine_orphans(self, everything: bool = False) -> int:
         """Rows whose parent PostgreSQL lacks leave the table for the quarantine; returns how many.

@@ -410,6 +410,8 @@ class TableReader:
         """Keyed by its INTEGER PRIMARY KEY, SQLite's rowid."""
         self._sqlite_keys = [c.name for c in sqlite_table.primary_key.columns]
         sqlite_columns = [c.name for c in sqlite_table.columns]
+        self.sqlite_columns = dict(zip(self.columns, sqlite_columns))
+        """Each column's name in the file, by its PostgreSQL name."""
         required = [not c.nullable for c in table.columns]
         self._unvouched = " OR ".join(
             f"NOT {vouched(kind, quote(name), required=needed, precision=getattr(c.type, 'precision', None), scale=getattr(c.type, 'scale', None))}"

@@ -150,9 +150,13 @@ def image_refusal(table: sa.Table, image: dict[str, Any]) -> str | None:
 
 def _parent_lookups(tables: dict[str, sa.Table], table: sa.Table) -> list[sa.ForeignKey]:
     """`table`'s foreign keys whose parent rows are looked up (missing_parents, orphans_in_sqlite):
-    onto a table of `tables` with a one-column primary key."""
+    one-column keys onto a table of `tables` with a one-column primary key. A composite key is not
+    looked up column by column (a row whose key has a NULL part needs no parent at all, MATCH
+    SIMPLE; parts present apart are no parent): its rows are sent, and one PostgreSQL refuses for a
+    missing parent waits with the refusal, as any refused change does."""
     return [foreign_key for foreign_key in table.foreign_keys
-            if foreign_key.column.table.name in tables and len(foreign_key.column.table.primary_key.columns) == 1]
+            if len(foreign_key.constraint.elements) == 1
+            and foreign_key.column.table.name in tables and len(foreign_key.column.table.primary_key.columns) == 1]
 
 
 def missing_parents(
