@@ -517,7 +517,8 @@ def test_a_composite_foreign_key_with_a_null_part_is_applied_not_held_for_a_pare
     PostgreSQL alike), so its row needs no parent: it is applied at once, not held back "waiting for
     its parent" (the parent look-up checked each column of a composite key on its own, so the non-NULL
     part alone held the row back for good). Rows whose whole composite key has a parent, and one whose
-    parent arrives in the same batch, are applied too."""
+    parent arrives in the same batch, are applied too; one whose pair no parent has is PostgreSQL's
+    refusal, held with it until SQLite changes it."""
     path = tmp_path / "composite.db"
     _cut_in(path, postgres_url,
             "CREATE TABLE fixtures (id INTEGER PRIMARY KEY, track TEXT NOT NULL, day INTEGER NOT NULL,"
@@ -529,9 +530,14 @@ def test_a_composite_foreign_key_with_a_null_part_is_applied_not_held_for_a_pare
     _plain_sqlite(path, "INSERT INTO bets VALUES (2, 'Nowhere', NULL, 1.0);"
                         "INSERT INTO bets VALUES (3, 'Ascot', 1, 4.0);"
                         "INSERT INTO fixtures VALUES (2, 'York', 7);"
-                        "INSERT INTO bets VALUES (4, 'York', 7, 3.0);")
+                        "INSERT INTO bets VALUES (4, 'York', 7, 3.0);"
+                        "INSERT INTO bets VALUES (5, 'Ascot', 7, 9.0);")  # no fixture has this pair
     replayed = _run(path, postgres_url, "replay")
-    assert replayed.exit_code == 0, replayed.output
+    assert replayed.exit_code == 1, replayed.output
+    assert "bets [5]" in replayed.output and "foreign key" in replayed.output, replayed.output
+    assert "bets [2]" not in replayed.output, replayed.output
+    _plain_sqlite(path, "DELETE FROM bets WHERE id = 5;")
+    _ok(path, postgres_url, "replay")
     _ok(path, postgres_url, "verify")
     with sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg2://", 1)).connect() as pg:
         assert pg.execute(sa.text("SELECT id, track, day FROM bets ORDER BY id")).all() == [
