@@ -70,6 +70,12 @@ def connect(path: Path, *, read_only: bool = True) -> sqlite3.Connection:
     return connection
 
 
+PAGE_BYTES = 32 * 2**20
+"""A backfill page (hrp_data.backfill.read_pool) holds rows of at most about this many stored bytes,
+however few rows that is (a table of uploads in BLOBs: a page of 10,000 rows of 1 MB each was 10 GB
+in the worker, and again in the COPY text), and at least one row."""
+
+
 def _fetch(connection: sqlite3.Connection, sql: str, params: tuple) -> list[tuple]:
     """All rows, decoded by the C decoder; a page holding invalid UTF-8 is read again leniently."""
     connection.text_factory = str
@@ -411,6 +417,10 @@ class TableReader:
         self._sqlite_keys = [c.name for c in sqlite_table.primary_key.columns]
         sqlite_columns = [c.name for c in sqlite_table.columns]
         self.sqlite_columns = dict(zip(self.columns, sqlite_columns))
+        wide = [name for name, kind in zip(sqlite_columns, self.kinds) if kind in (Kind.TEXT, Kind.JSON, Kind.BLOB)]
+        self._width = " + ".join(f"ifnull(length(CAST({quote(c)} AS BLOB)), 0)" for c in wide) or None
+        """A row's stored size, near enough: the bytes of its text, JSON and blob columns (None: it
+        has none, and its size is bounded)."""
         """Each column's name in the file, by its PostgreSQL name."""
         required = [not c.nullable for c in table.columns]
         self._unvouched = " OR ".join(
@@ -513,14 +523,34 @@ class TableReader:
         return _fetch(connection, f"{self._select} WHERE {where}", ())
 
     def page_end(self, connection: sqlite3.Connection, after: Key | None, limit: int) -> tuple[Key | None, bool]:
-        """The last key of the page of `limit` keys after `after` (None: no key left), and whether
-        the page is full.
+        """The last key of the page after `after` (None: no key left), and whether the page is full
+        (more keys follow): `limit` keys, or fewer where their rows hold more than PAGE_BYTES.
 
         A key-only walk of the primary key from a keyset seek: the OFFSET
         counts inside this one page (cost: the page), it never paginates.
         No row is read, so the page itself can be read elsewhere as the
-        range (after, end].
+        range (after, end]. Then the page's stored size is summed (`_width`);
+        only a page over PAGE_BYTES is cut, where its running size reaches it.
         """
+        high, full = self._key_page_end(connection, after, limit)
+        if high is None or self._width is None:
+            return high, full
+        where, params = self._range(after, high)
+        table = quote(self.sqlite_name)
+        stored = connection.execute(f"SELECT total({self._width}) FROM {table} WHERE {where}", params).fetchone()[0]
+        if stored <= PAGE_BYTES:
+            return high, full
+        cut = connection.execute(
+            f"SELECT {self._keys_sql} FROM (SELECT {self._keys_sql}, sum({self._width}) OVER"
+            f" (ORDER BY {self._keys_sql}) AS running FROM {table} WHERE {where})"
+            f" WHERE running <= ? ORDER BY {', '.join(f'{quote(c)} DESC' for c in self._sqlite_keys)} LIMIT 1",
+            (*params, PAGE_BYTES),
+        ).fetchone() or connection.execute(  # the first row alone is over PAGE_BYTES: a page of one row
+            f"SELECT {self._keys_sql} FROM {table} WHERE {where} ORDER BY {self._keys_sql} LIMIT 1", params
+        ).fetchone()
+        return tuple(cut), True
+
+    def _key_page_end(self, connection: sqlite3.Connection, after: Key | None, limit: int) -> tuple[Key | None, bool]:
         where, params = (self._where(None), ()) if after is None else (
             self._where(f"{self._row_value} > {self._placeholders}"), tuple(after)
         )

@@ -221,15 +221,16 @@ class PageReader:
                 want_keys: bool) -> Iterator[Page]:
         while True:
             mark = legacy_rows.capture_mark(self.connection)
-            rows = reader.page(self.connection, after, size)
-            page = _page(reader, rows, with_keys, want_keys)
-            if page is None:
+            high, full = reader.page_end(self.connection, after, size)
+            if high is None:
                 return
-            page.mark = mark
-            yield page
-            if len(rows) < size:
+            page = _page(reader, reader.rows_between(self.connection, after, high), with_keys, want_keys)
+            if page is not None:
+                page.mark = mark
+                yield page
+            if not full:
                 return
-            after = page.high
+            after = high
 
     def _pooled(self, reader: TableReader, after: Key | None, size: int, with_keys: bool,
                 want_keys: bool) -> Iterator[Page]:
