@@ -412,17 +412,19 @@ def _estimate(connection, table_readers: dict[str, TableReader], counts: dict[st
     """The backfill's seconds: per table, the CPU seconds this thread takes to read and convert
     `sample_rows` rows taken from places spread over the table (TableReader.sample; thread
     time, so the checks running beside it do not count), per row, times its rows; the sum times
-    BACKFILL_OVER_CONVERSION, plus BACKFILL_STARTUP_S."""
+    BACKFILL_OVER_CONVERSION, plus BACKFILL_STARTUP_S. A table of wide rows is sampled by as many
+    rows as a backfill page of them holds (TableReader.fitting), if fewer."""
     tables = {}
     total_s = 0.0
     for name, reader in table_readers.items():
+        size = reader.fitting(connection, sample_rows) if sample_rows > 0 else 0
         started = time.thread_time()
-        if sample_rows <= 0:
+        if size <= 0:
             rows = []
-        elif counts[name] <= sample_rows:
-            rows = reader.page(connection, None, sample_rows)
+        elif counts[name] <= size:
+            rows = reader.page(connection, None, size)
         else:
-            rows = reader.sample(connection, sample_rows)
+            rows = reader.sample(connection, size)
         reader.convert(rows)
         elapsed = time.thread_time() - started
         rate = len(rows) / elapsed if rows and elapsed > 0 else None

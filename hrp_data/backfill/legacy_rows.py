@@ -417,10 +417,13 @@ class TableReader:
         self._sqlite_keys = [c.name for c in sqlite_table.primary_key.columns]
         sqlite_columns = [c.name for c in sqlite_table.columns]
         self.sqlite_columns = dict(zip(self.columns, sqlite_columns))
-        wide = [name for name, kind in zip(sqlite_columns, self.kinds) if kind in (Kind.TEXT, Kind.JSON, Kind.BLOB)]
-        self._width = " + ".join(f"ifnull(length(CAST({quote(c)} AS BLOB)), 0)" for c in wide) or None
+        self._width = " + ".join(
+            f"ifnull(length({quote(name)}), 0)" if kind is Kind.BLOB else f"ifnull(length(CAST({quote(name)} AS BLOB)), 0)"
+            for name, kind in zip(sqlite_columns, self.kinds) if kind in (Kind.TEXT, Kind.JSON, Kind.BLOB)
+        ) or None
         """A row's stored size, near enough: the bytes of its text, JSON and blob columns (None: it
-        has none, and its size is bounded)."""
+        has none, and its size is bounded). A blob's length() is read from the record header, its
+        content left unread; a text's bytes are its length as a blob (length() counts characters)."""
         """Each column's name in the file, by its PostgreSQL name."""
         required = [not c.nullable for c in table.columns]
         self._unvouched = " OR ".join(
@@ -498,6 +501,15 @@ class TableReader:
             for end in ("min", "max")
         )
         return (low, high) if type(low) is int and type(high) is int else None
+
+    def fitting(self, connection: sqlite3.Connection, rows: int) -> int:
+        """How many of the table's first `rows` rows a page holds (page_end: PAGE_BYTES, at least one):
+        what a sample of wide rows (big blobs, texts) may read at once."""
+        high, _full = self.page_end(connection, None, rows)
+        if high is None:
+            return rows
+        where, params = self._range(None, high)
+        return connection.execute(f"SELECT count(*) FROM {quote(self.sqlite_name)} WHERE {where}", params).fetchone()[0]
 
     def sample(self, connection: sqlite3.Connection, rows: int, parts: int = 4) -> list[tuple]:
         """About `rows` rows in key order from `parts` places spread over the table (where its first
