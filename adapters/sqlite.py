@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -25,6 +25,7 @@ import tenacity
 from sqlalchemy import event
 
 from adapters.catalog import quote
+from adapters.convert import Kind
 
 LOCK_WAIT_S = 30.0
 BUSY_TIMEOUT_MS = int(LOCK_WAIT_S * 1000)
@@ -125,6 +126,21 @@ def create_sqlite_engine(url: str, *, lock_wait_s: float = LOCK_WAIT_S, layer: b
 
 
 EPOCH_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+WIDE_KINDS = (Kind.TEXT, Kind.JSON, Kind.BLOB)
+"""The kinds whose values have no bound on their size."""
+
+
+def stored_width(columns: Iterable[tuple[str, Kind]]) -> str | None:
+    """SQL for a row's stored size in SQLite, near enough: the bytes of its text, JSON and blob
+    columns, given as (name, kind); None when it has none (its size is bounded). A blob's length()
+    is read from its record header, its content left unread; a text's bytes are its length as a
+    blob (length() counts characters)."""
+    return " + ".join(
+        f"ifnull(length({quote(name)}), 0)" if kind is Kind.BLOB else f"ifnull(length(CAST({quote(name)} AS BLOB)), 0)"
+        for name, kind in columns if kind in WIDE_KINDS
+    ) or None
 
 
 def _literal(text: str) -> str:

@@ -34,7 +34,7 @@ from adapters.convert import (
     to_postgres,
 )
 from adapters.outbox import OUTBOX
-from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text
+from adapters.sqlite import BUSY_TIMEOUT_MS, decode_text, stored_width
 from adapters.types import ExactNumeric, kind_of
 from adapters.vouch import vouched
 from adapters.catalog import Catalog, is_secret, quote
@@ -417,14 +417,8 @@ class TableReader:
         self._sqlite_keys = [c.name for c in sqlite_table.primary_key.columns]
         sqlite_columns = [c.name for c in sqlite_table.columns]
         self.sqlite_columns = dict(zip(self.columns, sqlite_columns))
-        self._width = " + ".join(
-            f"ifnull(length({quote(name)}), 0)" if kind is Kind.BLOB else f"ifnull(length(CAST({quote(name)} AS BLOB)), 0)"
-            for name, kind in zip(sqlite_columns, self.kinds) if kind in (Kind.TEXT, Kind.JSON, Kind.BLOB)
-        ) or None
-        """A row's stored size, near enough: the bytes of its text, JSON and blob columns (None: it
-        has none, and its size is bounded). A blob's length() is read from the record header, its
-        content left unread; a text's bytes are its length as a blob (length() counts characters)."""
         """Each column's name in the file, by its PostgreSQL name."""
+        self._width = stored_width(zip(sqlite_columns, self.kinds))
         required = [not c.nullable for c in table.columns]
         self._unvouched = " OR ".join(
             f"NOT {vouched(kind, quote(name), required=needed, precision=getattr(c.type, 'precision', None), scale=getattr(c.type, 'scale', None))}"

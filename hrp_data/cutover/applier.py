@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import structlog
 
 from hrp_data.cutover import outbox
-from hrp_data.cutover.apply import ApplyResult, PrimaryMoved, apply_keys
+from hrp_data.cutover.apply import ApplyResult, PrimaryMoved, apply_keys, fitting_changes
 from hrp_data.errors import describe_error
 from shadow.redact import redact_table_key
 
@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 POLL_S = 0.2
 BATCH = 500
+FEW = 32
+"""A batch of more changes than this, read from SQLite, is cut to BATCH_BYTES of rows (fitting_changes)."""
 REPORT_S = 2.0
 RECOVER_S = 1.0
 WATCH_S = 1.0
@@ -78,6 +80,9 @@ def drain_once(
     pending = outbox.due(route.primary, limit=limit, ignore_backoff=ignore_backoff)
     if not pending:
         return 0, 0
+    if len(pending) > FEW and route.primary.dialect.name == "sqlite":  # the rest waits for the next batch
+        with route.primary.connect() as connection:
+            pending = pending[:fitting_changes(connection, route.tables, [item.ref for item in pending])]
     try:
         result = breaker.call(
             apply_keys,

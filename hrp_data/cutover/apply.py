@@ -36,6 +36,7 @@ from adapters.binds import Bind, reading, writing
 from adapters.catalog import is_secret, quote, tables_on
 from adapters.convert import Kind, Rejected, to_postgres
 from adapters.postgres import APPLYING_SETTING, bump_identity
+from adapters.sqlite import stored_width
 from adapters.types import kind_of, postgres_value
 from adapters.upsert import upsert
 from hrp_data.errors import describe_error
@@ -106,21 +107,56 @@ def read_images(
         table = tables[name]
         key_columns = list(table.primary_key.columns)
         for chunk in _chunks(group, 500):
-            if len(key_columns) == 1:
-                values = [ref.key[0] for ref in chunk]
-                condition = key_columns[0].in_([v for v in values if v is not None])
-                if None in values:  # SQLite's key (not a rowid) may be NULL; IN never matches it
-                    condition = sa.or_(condition, key_columns[0].is_(None))
-            else:
-                condition = sa.or_(*(_key_clause(table, ref.key) for ref in chunk))
             columns = list(table.columns)
             found = {}
-            for row in connection.execute(sa.select(table).where(condition)):
+            for row in connection.execute(sa.select(table).where(_keys_condition(table, chunk))):
                 image = {c.key: value for c, value in zip(columns, row)}
                 found[tuple(image[c.key] for c in key_columns)] = image
             for ref in chunk:
                 images[ref] = found.get(tuple(ref.key))
     return images
+
+
+def _keys_condition(table: sa.Table, refs: list[KeyRef]) -> sa.ColumnElement[bool]:
+    key_columns = list(table.primary_key.columns)
+    if len(key_columns) == 1:
+        values = [ref.key[0] for ref in refs]
+        condition = key_columns[0].in_([v for v in values if v is not None])
+        if None in values:  # SQLite's key (not a rowid) may be NULL; IN never matches it
+            condition = sa.or_(condition, key_columns[0].is_(None))
+        return condition
+    return sa.or_(*(_key_clause(table, ref.key) for ref in refs))
+
+
+BATCH_BYTES = 32 * 2**20
+"""An apply batch read from SQLite holds rows of at most about this many stored bytes (at least one row)."""
+
+
+def fitting_changes(connection: sa.Connection, tables: dict[str, sa.Table], refs: list[KeyRef]) -> int:
+    """How many of `refs`, in order, one batch applies: as many as their rows' text, JSON and blob
+    columns hold within BATCH_BYTES in SQLite (adapters.sqlite.stored_width), at least one. A
+    backlog of changes to rows of big blobs or texts is then carried a few rows at a time, not 500
+    of them at once (their images, and again their COPY text, in the applying process's memory)."""
+    sqlite_tables = tables_on(tables, "sqlite")
+    sizes: dict[KeyRef, int] = {}
+    by_table: dict[str, list[KeyRef]] = {}
+    for ref in refs:
+        by_table.setdefault(ref.table, []).append(ref)
+    for name, group in by_table.items():
+        table = sqlite_tables[name]
+        width = stored_width((column.name, kind_of(tables[name].c[column.key])) for column in table.columns)
+        if width is None:
+            continue
+        for chunk in _chunks(group, 500):
+            statement = sa.select(*table.primary_key.columns, sa.literal_column(width)).where(_keys_condition(table, chunk))
+            for row in connection.execute(statement):
+                sizes[KeyRef(name, tuple(row[:-1]))] = row[-1]
+    total = 0
+    for count, ref in enumerate(refs):
+        total += sizes.get(KeyRef(ref.table, tuple(ref.key)), 0)
+        if total > BATCH_BYTES and count > 0:
+            return count
+    return len(refs)
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:

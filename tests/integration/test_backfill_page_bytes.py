@@ -9,8 +9,14 @@ import json
 import random
 
 import psycopg2.extensions
+import pybreaker
 import pytest
 
+from adapters.postgres import create_postgres_engine
+from adapters.sqlite import create_sqlite_engine
+from hrp_data.catalog import captured, file_catalog
+from hrp_data.cutover import apply, outbox
+from hrp_data.cutover.applier import Counters, Route, drain_once
 from hrp_data.backfill import legacy_rows
 from hrp_data.backfill.run import Listener, Options, run_backfill
 from hrp_data.cutover import assemble
@@ -70,3 +76,28 @@ def test_assess_samples_wide_rows_by_what_a_page_holds(tmp_path, postgres_url, m
     assert 0 < estimate["uploads"]["sample_rows"] <= PAGE_BYTES // 2000, estimate  # spread over 4 places
     assert estimate["tags"]["sample_rows"] == 200, estimate
     assert estimate["uploads"]["seconds"] > 0
+
+
+def test_the_applier_carries_a_backlog_of_wide_rows_a_few_at_a_time(tmp_path, postgres_url, monkeypatch):
+    """60 changes to rows of 3 kB blobs wait in the outbox (a backlog): one batch of the applier takes
+    as many as BATCH_BYTES holds, not all 60 (BATCH: 500), and the batches carry every change; changes
+    to narrow rows keep going 500 at a time."""
+    path = tmp_path / "uploads.db"
+    _plain_sqlite(path, "CREATE TABLE uploads (id INTEGER PRIMARY KEY, body BLOB);"
+                        "CREATE TABLE tags (id INTEGER PRIMARY KEY, tag TEXT);")
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup")):
+        _ok(path, postgres_url, *step)
+    _plain_sqlite(path, "".join(f"INSERT INTO uploads VALUES ({n}, randomblob(3000));" for n in range(1, 61))
+                  + "".join(f"INSERT INTO tags VALUES ({n}, 't{n}');" for n in range(1, 61)))
+    monkeypatch.setattr(apply, "BATCH_BYTES", PAGE_BYTES)
+    primary, secondary = create_sqlite_engine(f"sqlite:///{path}"), create_postgres_engine(postgres_url)
+    route = Route(primary, secondary, captured(file_catalog(primary)))
+    breaker, counters = pybreaker.CircuitBreaker(fail_max=1000), Counters()
+    batches = []
+    while (done := drain_once(route, breaker, counters)) != (0, 0):
+        assert done[1] == 0
+        batches.append(done[0])
+    assert sum(batches) == 120 and outbox.depth(primary).pending == 0
+    assert len(batches) > 60 * 3000 // PAGE_BYTES and batches[-1] > 60, batches
+    assert max(batches[:-1]) <= PAGE_BYTES // 3000, batches  # the last: the uploads left and the 60 tags
+    assert "EQUAL" in _ok(path, postgres_url, "verify")
