@@ -39,6 +39,7 @@ from adapters.binds import reading, writing
 from adapters.convert import BIGINT_RANGE, Kind
 from adapters.outbox import encode_key, key_from_json, key_to_json
 from adapters.postgres import call_timeout
+from adapters.sqlite import stored_width
 from adapters.types import NaiveTimestamp, kind_of
 from hrp_data.backfill import legacy_rows
 from hrp_data.cutover import heartbeat, outbox
@@ -67,6 +68,11 @@ BUCKET_ROWS = 500
 """Rows per bucket (on average). A bucket's text is built, joined and hashed whole on both sides; at 500
 rows it stays in a core's cache (measured on 1M predictions: SQLite's side 9.4 to 6.2-7.8 us a row,
 PostgreSQL's 3.8-4.3 to 2.9-3.1 s of CPU, against 2000 rows)."""
+BUCKET_BYTES = 8 * 2**20
+"""And fewer where a table's rows are wide (big texts, JSON, blobs): a bucket's text then holds about this
+many bytes on average (each side builds it whole: PostgreSQL's string_agg is bounded at 1 GB)."""
+WIDTH_SAMPLE = (4, 64)
+"""The rows' width is the average of this many places spread over the first key column, of this many rows each."""
 RECHECK_S = 10.0
 EXAMPLES = 20
 RUNS_TABLE = "hrp_cutover_verify_runs"
@@ -190,6 +196,29 @@ def _bounds(connection: sa.Connection, table: sa.Table) -> tuple[int | None, int
     ).one()
     low, high = row[0], row[1]
     return (None if low is None else math.floor(low)), (None if high is None else math.ceil(high)), row[2]
+
+
+def _average_width(connection: sa.Connection, table: sa.Table, sqlite_table: sa.Table, low: int, high: int) -> float:
+    """About how many bytes a row's text, JSON and blob columns take in a bucket's text (a blob spelled
+    in hex: twice its size), from a sample spread over the first key column (WIDTH_SAMPLE); 0.0 for a
+    table without such columns."""
+    kinds = {column.key: kind_of(column) for column in table.columns}
+    width = stored_width((column.name, kinds[column.key]) for column in sqlite_table.columns)
+    if width is None:
+        return 0.0
+    blobs = stored_width((column.name, kinds[column.key]) for column in sqlite_table.columns
+                         if kinds[column.key] is Kind.BLOB) or "0"
+    first, name = quote(_key_names(sqlite_table)[0]), quote(sqlite_table.name)
+    places, rows = WIDTH_SAMPLE
+    sampled = [
+        connection.exec_driver_sql(
+            f"SELECT total(w), count(*) FROM (SELECT {width} + {blobs} AS w FROM {name}"
+            f" WHERE {first} >= ? ORDER BY {first} LIMIT {rows})", (low + (high - low) * place // places,),
+        ).one()
+        for place in range(places)
+    ]
+    found = sum(count for _total, count in sampled)
+    return sum(total for total, _count in sampled) / found if found else 0.0
 
 
 def _odd_keys(engine: sa.Engine, table: sa.Table) -> list[tuple]:
@@ -505,7 +534,9 @@ def plan_table(cutover: Cutover, hasher: RangeHasher, table: sa.Table) -> TableP
         return TablePlan(table, counts, None, 0, [])
     low, high = min(lows), max(v for v in (s_max, p_max) if v is not None)
     rows = max(s_count, p_count)
-    count = max(1, math.ceil(rows / BUCKET_ROWS))
+    with reading(cutover.sqlite) as connection:
+        width = _average_width(connection, table, sqlite_table, low, high)
+    count = max(1, math.ceil(rows / BUCKET_ROWS), math.ceil(rows * width / BUCKET_BYTES))
     buckets = Buckets(low, max(1, math.ceil((high - low + 1) / count)))
     tasks = hasher.submit(RangePlan.of(table, sqlite_table, buckets.low, buckets.width), count, rows)
     return TablePlan(table, counts, buckets, count, [(share * count // max(rows, 1), f) for share, f in tasks])
