@@ -43,7 +43,7 @@ from adapters.sqlite import stored_width
 from adapters.types import NaiveTimestamp, kind_of
 from hrp_data.backfill import legacy_rows
 from hrp_data.cutover import heartbeat, outbox
-from hrp_data.cutover.apply import KeyRef, apply_keys, read_images
+from hrp_data.cutover.apply import KeyRef, apply_keys, fitting_changes, read_images
 from hrp_data.cutover.dual_write import Cutover
 from hrp_data.backfill.legacy_rows import sqlite_order
 from hrp_data.cutover.phases import POSTGRES, SQLITE, PhaseRow, other_database
@@ -681,9 +681,15 @@ def repair(cutover: Cutover, result: VerifyResult) -> dict[str, int]:
     primary = cutover.engine(result.primary)
     secondary = cutover.engine(other_database(result.primary))
     counts = {"upserted": 0, "deleted": 0, "failed": 0}
-    for start in range(0, len(result.differing), 500):
+    start = 0
+    while start < len(result.differing):
+        chunk = result.differing[start : start + 500]
+        if primary.dialect.name == "sqlite":  # rows of big blobs or texts: a few at a time
+            with primary.connect() as connection:
+                chunk = chunk[:fitting_changes(connection, cutover.captured, chunk)]
+        start += len(chunk)
         applied = apply_keys(
-            result.differing[start : start + 500],
+            chunk,
             tables=cutover.captured,
             primary=primary,
             secondary=secondary,

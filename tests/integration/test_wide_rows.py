@@ -132,3 +132,24 @@ def test_verify_cuts_a_table_of_wide_rows_into_smaller_buckets_and_finds_one_cha
     assert buckets["photos"] >= 200 * 2 * 3000 // PAGE_BYTES, buckets
     assert buckets["tags"] == 1, buckets
     assert {(e["table"], e["kind"], tuple(e["key"])) for e in result.examples} == {("photos", "value_differs", (77,))}
+
+
+def test_repair_carries_rows_of_big_blobs_a_few_at_a_time(tmp_path, postgres_url, monkeypatch):
+    """40 rows of 3 kB blobs missing in PostgreSQL: repair applies them in chunks of at most
+    BATCH_BYTES of rows (not 500 keys at once), and verify is equal afterwards."""
+    path = tmp_path / "photos.db"
+    _plain_sqlite(path, "CREATE TABLE photos (id INTEGER PRIMARY KEY, image BLOB);"
+                        + "".join(f"INSERT INTO photos VALUES ({n}, randomblob(3000));" for n in range(1, 101)))
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup")):
+        _ok(path, postgres_url, *step)
+    with create_postgres_engine(postgres_url).begin() as connection:
+        connection.exec_driver_sql("SET LOCAL hrp_cutover.maintenance = 'on'")  # planted differences
+        connection.exec_driver_sql("DELETE FROM photos WHERE id > 60")
+    monkeypatch.setattr(apply, "BATCH_BYTES", PAGE_BYTES)
+    chunks = []
+    real = verify_run.apply_keys
+    monkeypatch.setattr(verify_run, "apply_keys", lambda keys, **kw: chunks.append(len(keys)) or real(keys, **kw))
+    with assemble.open_cutover(settings_for(path, postgres_url)) as cutover:
+        first, second = verify_run.verify_and_repair(cutover, record=False)
+    assert not first.equal and second is not None and second.equal
+    assert sum(chunks) == 40 and max(chunks) <= PAGE_BYTES // 3000, chunks
