@@ -494,8 +494,9 @@ class BatchWriter:
                 else:
                     reason = quarantine.PARENT_MISSING
                 secret = any(c in self.reader.secrets or looks_secret(c) for c in column.split(", "))
+                shown = shown_value(column, value, secret)
                 target = f"{parent}.{referenced[0]}" if len(referenced) == 1 else f"{parent}.({', '.join(referenced)})"
-                rejects.append(Reject(key, column, reason, shown_value(column, value, secret), f"{target} = {value}"))
+                rejects.append(Reject(key, column, reason, shown, f"{target} = {shown}"))
         return rejects
 
     def _sqlite_has(self, parent: str, columns: tuple[str, ...], values: list[Any]) -> set[Any]:

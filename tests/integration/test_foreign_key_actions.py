@@ -570,3 +570,18 @@ def test_a_composite_foreign_key_is_checked_whole_by_assess_and_the_backfill(tmp
     listed = json.loads(_ok(path, postgres_url, "quarantine", "--format", "json"))
     rows = [r for r in listed["rows"] if r["table"] == "bets"]
     assert [(r["key"], r["column"], r["reason"]) for r in rows] == [([3], "track, day", "orphan_foreign_key")], rows
+
+
+def test_an_orphan_whose_reference_is_a_secret_is_shown_by_its_fingerprint_only(tmp_path, postgres_url):
+    """A row quarantined as an orphan names its missing parent: a reference through a secret-looking
+    column (an API token) is shown as a fingerprint there too, never as the token."""
+    path = tmp_path / "tokens.db"
+    token = "sk_live_" + "Zq8" * 10
+    _plain_sqlite(path, "CREATE TABLE api_keys (api_key TEXT PRIMARY KEY, owner TEXT);"
+                        "CREATE TABLE calls (id INTEGER PRIMARY KEY, api_key TEXT REFERENCES api_keys (api_key));"
+                        f"INSERT INTO calls VALUES (1, '{token}');")
+    for step in (("schema",), ("phase", "set", "dual_write"), ("backfill", "--no-backup")):
+        _ok(path, postgres_url, *step)
+    for output in (_ok(path, postgres_url, "quarantine"), _ok(path, postgres_url, "quarantine", "--format", "json")):
+        assert "orphan_foreign_key" in output and "sha256:" in output, output
+        assert token not in output and "Zq8Zq8" not in output, output
