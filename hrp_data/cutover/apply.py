@@ -40,7 +40,7 @@ from adapters.sqlite import stored_width
 from adapters.types import kind_of, postgres_value
 from adapters.upsert import upsert
 from hrp_data.errors import describe_error
-from shadow.redact import looks_secret
+from shadow.redact import fingerprint, looks_secret
 
 log = structlog.get_logger(__name__)
 
@@ -223,12 +223,12 @@ def missing_parents(
                 and image[foreign_key.parent.key] not in arriving
             }
             present = _present(connection, parent, wanted)
+            secret = any(looks_secret(c.name) or is_secret(c) for c in (foreign_key.parent, parent))
             for ref, image in children:
                 value = image.get(foreign_key.parent.key)
                 if value in wanted and value not in present and ref not in waiting:
-                    waiting[ref] = (
-                        f"{WAITING_FOR_PARENT}{parent.table.name}.{parent.name}={value} in PostgreSQL"
-                    )
+                    shown = fingerprint(value) if secret else value  # the reason is logged and shown
+                    waiting[ref] = f"{WAITING_FOR_PARENT}{parent.table.name}.{parent.name}={shown} in PostgreSQL"
     return waiting
 
 

@@ -585,3 +585,19 @@ def test_an_orphan_whose_reference_is_a_secret_is_shown_by_its_fingerprint_only(
     for output in (_ok(path, postgres_url, "quarantine"), _ok(path, postgres_url, "quarantine", "--format", "json")):
         assert "orphan_foreign_key" in output and "sha256:" in output, output
         assert token not in output and "Zq8Zq8" not in output, output
+
+
+def test_a_row_waiting_for_a_secret_parent_names_it_by_its_fingerprint(tmp_path, postgres_url):
+    """A live row whose parent PostgreSQL lacks waits "for its parent" with the parent's value in its
+    reason (replay, status, the log): a secret-looking reference is given as its fingerprint."""
+    path = tmp_path / "tokens.db"
+    token = "sk_live_" + "Qw7" * 10
+    _cut_in(path, postgres_url, "CREATE TABLE api_keys (api_key TEXT PRIMARY KEY, owner TEXT);"
+                                "CREATE TABLE calls (id INTEGER PRIMARY KEY, api_key TEXT REFERENCES api_keys (api_key));")
+    # the parent's change is refused (a NUL in a text), so its child waits for it
+    _plain_sqlite(path, f"INSERT INTO api_keys VALUES ('{token}', 'a' || char(0) || 'b');"
+                        f"INSERT INTO calls VALUES (1, '{token}');")
+    replayed = _run(path, postgres_url, "replay")
+    assert replayed.exit_code == 1, replayed.output
+    assert "waiting for its parent api_keys.api_key=sha256:" in replayed.output, replayed.output
+    assert token not in replayed.output and "Qw7Qw7" not in replayed.output, replayed.output
