@@ -40,7 +40,7 @@ from adapters.sqlite import stored_width
 from adapters.types import kind_of, postgres_value
 from adapters.upsert import upsert
 from hrp_data.errors import describe_error
-from shadow.redact import fingerprint, looks_secret
+from shadow.redact import fingerprint, looks_secret, redact_table_key
 
 log = structlog.get_logger(__name__)
 
@@ -361,7 +361,7 @@ def action_refusals(
                     when = "DELETE" if deleting else "UPDATE"
                     held[origin] = (
                         f"rejected: {FOREIGN_KEY_ACTION} ({constraint.name}: PostgreSQL's ON {when} {action}"
-                        f" would change {child_name} {list(child_ref.key)}, which SQLite keeps referencing"
+                        f" would change {child_name} {redact_table_key(constraint.table, child_ref.key)}, which SQLite keeps referencing"
                         " the old row: its writer had foreign keys off; make the child rows agree in SQLite)"
                     )
                     break

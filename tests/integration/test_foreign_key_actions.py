@@ -601,3 +601,20 @@ def test_a_row_waiting_for_a_secret_parent_names_it_by_its_fingerprint(tmp_path,
     assert replayed.exit_code == 1, replayed.output
     assert "waiting for its parent api_keys.api_key=sha256:" in replayed.output, replayed.output
     assert token not in replayed.output and "Qw7Qw7" not in replayed.output, replayed.output
+
+
+def test_a_held_action_names_a_child_keyed_by_a_secret_by_its_fingerprint(tmp_path, postgres_url):
+    """A parent's change held because PostgreSQL's ON DELETE CASCADE would change a child SQLite
+    keeps: its reason names the child by key, and a child keyed by a secret-looking column (a
+    session token) is named by the key's fingerprint, never by the token."""
+    path = tmp_path / "sessions.db"
+    token = "tok_" + "Hx4" * 12
+    _cut_in(path, postgres_url,
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);"
+            "CREATE TABLE sessions (session_token TEXT PRIMARY KEY,"
+            " user_id INTEGER REFERENCES users (id) ON DELETE CASCADE);"
+            f"INSERT INTO users VALUES (1, 'ann'); INSERT INTO sessions VALUES ('{token}', 1);")
+    _plain_sqlite(path, "DELETE FROM users WHERE id = 1;")  # foreign keys off: the session stays in SQLite
+    output = _held_replay(path, postgres_url, "ON DELETE CASCADE")
+    assert "sessions [" in output and "sha256:" in output, output
+    assert token not in output and "Hx4Hx4" not in output, output
