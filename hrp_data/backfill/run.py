@@ -82,6 +82,7 @@ from hrp_data.backfill.legacy_rows import Key, TableReader
 from hrp_data.cutover.phases import PHASES, POSTGRES, SQLITE
 from hrp_data.flip import journal as move_journal
 from hrp_data.backfill.quarantine import quarantine_rows
+from shadow.redact import redact_table_key
 from hrp_data.session_locks import who_holds
 
 __all__ = [
@@ -390,7 +391,8 @@ class _Run:
             self.checkpoints = state.load(cursor)
             self.pg.commit()
         where = self.checkpoints.get(name)
-        key = "the start" if where is None or where.last_key is None else f"key {list(where.last_key)}"
+        key = ("the start" if where is None or where.last_key is None
+               else f"key {redact_table_key(self.readers[name].table, where.last_key)}")
         return BackfillInterrupted(
             f"interrupted: stopped at a batch boundary, checkpoint committed ({name} up to {key});"
             " run `hrp-cutover backfill` again to resume",

@@ -201,3 +201,36 @@ def test_replay_and_the_applier_name_a_change_keyed_by_its_token_by_a_fingerprin
     assert "failing    sessions ['sha256:" in done.stdout, done.output  # waiting for its parent, or refused
     assert "outbox.apply_failed" in done.stderr and "sha256:" in done.stderr, done.stderr
     assert "WAITING-TOKEN" not in done.output
+
+
+def test_a_backfill_stopped_at_a_table_keyed_by_a_token_names_its_checkpoint_by_a_fingerprint(tmp_path, postgres_url):
+    """Stopped on request (Ctrl-C), the backfill says where its checkpoint is: the last key copied,
+    which for a table keyed by a secret-looking column (an API token) is given as its fingerprint."""
+    from hrp_data.backfill.run import BackfillInterrupted, Listener, Options, run_backfill
+    from hrp_data.cutover import assemble
+    from tests.integration.cutover_helpers import settings_for
+
+    path = tmp_path / "tokens.db"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("CREATE TABLE api_tokens (api_token TEXT PRIMARY KEY, owner TEXT)")
+        connection.executemany("INSERT INTO api_tokens VALUES (?, ?)",
+                               [(f"tok-LIVE-{n:04d}-SECRETPART", f"o{n}") for n in range(300)])
+        connection.commit()
+    _cli(path, postgres_url, "schema")
+    _cli(path, postgres_url, "phase", "set", "dual_write")
+    psycopg2.extensions.set_wait_callback(None)
+    stop = __import__("threading").Event()
+
+    class StopAfterOneBatch(Listener):
+        def batch_read(self, table: str, keys: list) -> None:
+            stop.set()
+
+    with assemble.open_cutover(settings_for(path, postgres_url), bound_calls=False) as cutover:
+        try:
+            run_backfill(cutover, Options(batch_size=100, workers=0), listener=StopAfterOneBatch(), stop=stop)
+        except BackfillInterrupted as interrupted:
+            message = str(interrupted)
+        else:
+            raise AssertionError("the backfill was not interrupted")
+    assert "checkpoint committed (api_tokens up to key ['sha256:" in message, message
+    assert "SECRETPART" not in message and "tok-LIVE" not in message, message
