@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 
@@ -15,14 +16,19 @@ SHOW_EVERY_S = 1.0
 
 @click.command()
 @click.option("--quiet", is_flag=True, help="No live status line (a service manager's log, `serve`'s child).")
+@click.option("--nice", "niceness", type=click.IntRange(0, 19), default=0, show_default=True,
+              help="Run this much nicer (os.nice): where cores are short, the app's request processes get them"
+                   " first and the outbox waits (`serve` starts its applier with 5).")
 @postgres_option
 @pass_context
-def apply(ctx, quiet: bool, postgres_url: str | None) -> None:
+def apply(ctx, quiet: bool, niceness: int, postgres_url: str | None) -> None:
     """Carry the outbox to the secondary until stopped (SIGTERM or Ctrl-C). Run one beside the app for
     the whole cutover: while it runs, the app's processes leave the draining to it (their requests
     no longer share an interpreter with it), and they take over the moment it stops."""
     from hrp_data.cutover import applier_lease, outbox
 
+    if niceness:
+        os.nice(niceness)
     with domain_errors(), open_cutover(ctx, postgres_url, dedicated=True) as cutover:
         path = applier_lease.for_database(cutover.sqlite.url.database)
         if path is None:

@@ -22,6 +22,9 @@ log = structlog.get_logger(__name__)
 
 APPLIER_STOP_S = 15.0
 """How long the server waits for its `hrp-cutover apply` child to finish its batch and stop."""
+APPLIER_NICE = 5
+"""Its child applier runs this much nicer than the request processes: where cores are short, requests
+get them first and the outbox waits (a flip's mover drains it in a process of its own)."""
 
 
 @click.command()
@@ -65,7 +68,7 @@ def _dedicated_applier(settings) -> Iterator[None]:
     on this host), the app's threads carry the changes. The URLs go in its environment, never on its
     command line, where `ps` would show a password."""
     env = {**os.environ, "HRP_SQLITE_URL": settings.sqlite_url, "HRP_POSTGRES_URL": settings.postgres_url}
-    process = subprocess.Popen([sys.executable, "-m", "tools", "apply", "--quiet"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "tools", "apply", "--quiet", "--nice", str(APPLIER_NICE)], env=env,
                                stdout=subprocess.DEVNULL)
     server = os.getpid()
     try:

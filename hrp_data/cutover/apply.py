@@ -143,9 +143,10 @@ def fitting_changes(connection: sa.Connection, tables: dict[str, sa.Table], refs
     for ref in refs:
         by_table.setdefault(ref.table, []).append(ref)
     for name, group in by_table.items():
-        table = sqlite_tables[name]
-        width = stored_width((column.name, kind_of(tables[name].c[column.key])) for column in table.columns)
-        if width is None:
+        table = sqlite_tables.get(name)
+        width = None if table is None else stored_width(
+            (column.name, kind_of(tables[name].c[column.key])) for column in table.columns)
+        if width is None:  # bounded rows (or a table apply_keys will name)
             continue
         for chunk in _chunks(group, 500):
             statement = sa.select(*table.primary_key.columns, sa.literal_column(width)).where(_keys_condition(table, chunk))

@@ -20,6 +20,8 @@ import pytest
 from hrp_data.schema.install import upgrade
 from tests.conftest import create_legacy_file, scratch_database
 from tests.e2e.conftest import ROOT, hrp_cutover, run_cli, wait_until
+from tools.cli import cli  # noqa: F401 - the CLI loads its command modules (tools.web_cmd) itself
+from tools.web_cmd import APPLIER_NICE
 
 PASSWORD = "prefork-Zq8-secret-password"
 
@@ -59,11 +61,15 @@ def _workers(master: psutil.Process) -> set[int]:
 
 def test_the_server_runs_one_dedicated_applier_and_stops_it_with_itself(prefork):
     """`serve` starts `hrp-cutover apply` beside its workers (their threads stand aside: status says
-    who carries the changes), with no URL on its command line, and ends it when the server ends."""
+    who carries the changes), with no URL on its command line, nicer than the workers (APPLIER_NICE:
+    where cores are short, requests get them first), and ends it when the server ends."""
     process, base, sqlite_path, postgres_url, log = prefork
     master = psutil.Process(process.pid)
     appliers = _wait(lambda: [c for c in master.children() if "apply" in c.cmdline()], 15, "the dedicated applier")
     assert len(appliers) == 1 and not any(postgres_url in part for part in appliers[0].cmdline())
+    workers = [c for c in master.children() if c not in appliers]
+    _wait(lambda: appliers[0].nice() == master.nice() + APPLIER_NICE, 15, "the applier to lower its priority")
+    assert workers and all(worker.nice() == master.nice() for worker in workers)
     _wait(lambda: json.loads(run_cli(sqlite_path, postgres_url, "status", "--json"))["dedicated_applier"]["running"],
           15, "status to show the dedicated applier")
     assert _get(base, "/api/users", {"username": "bea", "email": "bea@example.com", "password": PASSWORD}) == 201
