@@ -80,9 +80,8 @@ def drain_once(
     pending = outbox.due(route.primary, limit=limit, ignore_backoff=ignore_backoff)
     if not pending:
         return 0, 0
-    if len(pending) > FEW and route.primary.dialect.name == "sqlite":  # the rest waits for the next batch
-        with route.primary.connect() as connection:
-            pending = pending[:fitting_changes(connection, route.tables, [item.ref for item in pending])]
+    if len(pending) > FEW:  # the rest waits for the next batch
+        pending = pending[:fitting_changes(route.primary, route.tables, [item.ref for item in pending])]
     try:
         result = breaker.call(
             apply_keys,

@@ -132,29 +132,34 @@ BATCH_BYTES = 32 * 2**20
 """An apply batch read from SQLite holds rows of at most about this many stored bytes (at least one row)."""
 
 
-def fitting_changes(connection: sa.Connection, tables: dict[str, sa.Table], refs: list[KeyRef]) -> int:
-    """How many of `refs`, in order, one batch applies: as many as their rows' text, JSON and blob
-    columns hold within BATCH_BYTES in SQLite (adapters.sqlite.stored_width), at least one. A
-    backlog of changes to rows of big blobs or texts is then carried a few rows at a time, not 500
-    of them at once (their images, and again their COPY text, in the applying process's memory)."""
+def fitting_changes(primary: sa.Engine, tables: dict[str, sa.Table], refs: list[KeyRef]) -> int:
+    """How many of `refs`, in order, one batch applies from `primary`: from SQLite, as many as their
+    rows' text, JSON and blob columns hold within BATCH_BYTES (adapters.sqlite.stored_width), at least
+    one; from PostgreSQL, all of them. A backlog of changes to rows of big blobs or texts is then
+    carried a few rows at a time, not 500 of them at once (their images, and again their COPY text,
+    in the applying process's memory)."""
+    if primary.dialect.name != "sqlite":
+        return len(refs)
     sqlite_tables = tables_on(tables, "sqlite")
     sizes: dict[KeyRef, int] = {}
     by_table: dict[str, list[KeyRef]] = {}
     for ref in refs:
         by_table.setdefault(ref.table, []).append(ref)
-    for name, group in by_table.items():
-        table = sqlite_tables.get(name)
-        width = None if table is None else stored_width(
-            (column.name, kind_of(tables[name].c[column.key])) for column in table.columns)
-        if width is None:  # bounded rows (or a table apply_keys will name)
-            continue
-        for chunk in _chunks(group, 500):
-            statement = sa.select(*table.primary_key.columns, sa.literal_column(width)).where(_keys_condition(table, chunk))
-            for row in connection.execute(statement):
-                sizes[KeyRef(name, tuple(row[:-1]))] = row[-1]
+    with primary.connect() as connection:
+        for name, group in by_table.items():
+            table = sqlite_tables.get(name)
+            width = None if table is None else stored_width(
+                (column.name, kind_of(tables[name].c[column.key])) for column in table.columns)
+            if width is None:  # bounded rows (or a table apply_keys will name)
+                continue
+            for chunk in _chunks(group, 500):
+                statement = sa.select(*table.primary_key.columns, sa.literal_column(width)).where(
+                    _keys_condition(table, chunk))
+                for row in connection.execute(statement):
+                    sizes[KeyRef(name, tuple(row[:-1]))] = row[-1]
     total = 0
     for count, ref in enumerate(refs):
-        total += sizes.get(KeyRef(ref.table, tuple(ref.key)), 0)
+        total += sizes.get(ref, 0)
         if total > BATCH_BYTES and count > 0:
             return count
     return len(refs)

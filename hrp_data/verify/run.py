@@ -684,9 +684,7 @@ def repair(cutover: Cutover, result: VerifyResult) -> dict[str, int]:
     start = 0
     while start < len(result.differing):
         chunk = result.differing[start : start + 500]
-        if primary.dialect.name == "sqlite":  # rows of big blobs or texts: a few at a time
-            with primary.connect() as connection:
-                chunk = chunk[:fitting_changes(connection, cutover.captured, chunk)]
+        chunk = chunk[:fitting_changes(primary, cutover.captured, chunk)]  # rows of big blobs: a few at a time
         start += len(chunk)
         applied = apply_keys(
             chunk,
