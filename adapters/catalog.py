@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -139,6 +139,21 @@ def quote(name: str) -> str:
     SQLite and PostgreSQL read "..." the same way, so this one spelling serves both.
     """
     return '"' + name.replace('"', '""') + '"'
+
+
+def orphan_condition(child: str, columns: Sequence[str], parent: str, parent_columns: Sequence[str]) -> str:
+    """SQL (SQLite's and PostgreSQL's alike) that holds for a row of the table aliased `child` whose
+    foreign key (its `columns` onto `parent`'s `parent_columns`) finds no parent row. MATCH SIMPLE,
+    as both databases check it: a reference with a NULL part needs no parent; a composite key is
+    looked up whole."""
+    matched = " AND ".join(f"p.{quote(p)} = {child}.{quote(c)}" for p, c in zip(parent_columns, columns))
+    present = " AND ".join(f"{child}.{quote(c)} IS NOT NULL" for c in columns)
+    return f"{present} AND NOT EXISTS (SELECT 1 FROM {quote(parent)} p WHERE {matched})"
+
+
+def reference_label(parent: str, parent_columns: Sequence[str]) -> str:
+    """How reports name what a foreign key references: `parent.column`, `parent.(a, b)` for a composite key."""
+    return f"{parent}.{parent_columns[0]}" if len(parent_columns) == 1 else f"{parent}.({', '.join(parent_columns)})"
 
 
 @dataclasses.dataclass(frozen=True)

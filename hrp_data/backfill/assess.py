@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters import vouch
-from adapters.catalog import Catalog, quote
+from adapters.catalog import Catalog, orphan_condition, quote, reference_label
 from adapters.convert import Kind
 from adapters.outbox import key_to_json
 from shadow.redact import redact_table_key
@@ -360,18 +360,13 @@ def _orphans(connection, catalog: Catalog, violations: list[tuple]) -> list[dict
                 condition = f"FROM {quote(table.name)} c WHERE c.rowid IN (SELECT value FROM json_each(?))"
                 params: tuple = (json.dumps(rowids),)
             else:
-                matched = " AND ".join(f"p.{quote(p)} = c.{quote(c)}" for p, c in zip(parent_columns, columns))
-                condition = (
-                    f"FROM {quote(table.name)} c WHERE {' AND '.join(f'c.{quote(c)} IS NOT NULL' for c in columns)}"
-                    f" AND NOT EXISTS (SELECT 1 FROM {quote(parent)} p WHERE {matched})"
-                )
+                condition = f"FROM {quote(table.name)} c WHERE {orphan_condition('c', columns, parent, parent_columns)}"
                 params = ()
                 rows = connection.execute(f"SELECT count(*) {condition}", params).fetchone()[0]
             examples = [redact_table_key(entry.postgres, r) for r in connection.execute(
                 f"SELECT {key} {condition} ORDER BY {key} LIMIT {EXAMPLES}", params)] if rows else []
             out.append({
-                "table": table.name, "column": ", ".join(columns),
-                "parent": f"{parent}.{parent_columns[0]}" if len(columns) == 1 else f"{parent}.({', '.join(parent_columns)})",
+                "table": table.name, "column": ", ".join(columns), "parent": reference_label(parent, parent_columns),
                 "rows": rows, "examples": examples,
             })
     return out

@@ -26,7 +26,7 @@ import structlog
 import tenacity
 
 from adapters import pg_copy
-from adapters.catalog import quote
+from adapters.catalog import orphan_condition, quote, reference_label
 from adapters.convert import Kind
 from adapters.postgres import APPLYING_SETTING
 from hrp_data.backfill import state
@@ -457,7 +457,7 @@ class BatchWriter:
         copied later (a cycle: `_Run.deferred`) is checked only with `everything`, once every table
         is copied."""
         relation = relation or self.staging
-        found: list[tuple[Key, str, str, tuple[str, ...], Any]] = []
+        found: list[tuple[Key, tuple[str, ...], str, tuple[str, ...], Any]] = []
         keys = self._key_sql("s")
         width = len(self.reader.key_columns)
         deferred = set() if everything else self.run.deferred.get(self.name, set())
@@ -465,26 +465,24 @@ class BatchWriter:
             parent = constraint.referred_table.name
             if parent in deferred:
                 continue
-            columns = [element.parent.name for element in constraint.elements]
+            columns = tuple(element.parent.name for element in constraint.elements)
             parent_columns = tuple(element.column.name for element in constraint.elements)
             condition = f" AND {where}" if where else ""
             cursor.execute(
                 f"SELECT {keys}, {', '.join(f's.{quote(c)}' for c in columns)} FROM {quote(relation)} s"
-                f" WHERE {' AND '.join(f's.{quote(c)} IS NOT NULL' for c in columns)} AND NOT EXISTS"
-                f" (SELECT 1 FROM {quote(parent)} p WHERE"
-                f" {' AND '.join(f'p.{quote(p)} = s.{quote(c)}' for p, c in zip(parent_columns, columns))}){condition}",
+                f" WHERE {orphan_condition('s', columns, parent, parent_columns)}{condition}",
                 params,
             )
             for row in cursor.fetchall():
                 value = row[width] if len(columns) == 1 else tuple(row[width:])
-                found.append((tuple(row[:width]), ", ".join(columns), parent, parent_columns, value))
+                found.append((tuple(row[:width]), columns, parent, parent_columns, value))
         rejects = []
         for parent, parent_columns in {(f[2], f[3]) for f in found}:
             values = sorted({f[4] for f in found if f[2:4] == (parent, parent_columns)},
                             key=lambda v: sqlite_order(v if isinstance(v, tuple) else (v,)))
             in_sqlite = self._sqlite_has(parent, parent_columns, values)
             held = {k[0] for k in quarantine.which_quarantined(cursor, parent, [(v,) for v in in_sqlite])}
-            for key, column, parent_name, referenced, value in found:
+            for key, columns, parent_name, referenced, value in found:
                 if (parent_name, referenced) != (parent, parent_columns):
                     continue
                 if value not in in_sqlite:
@@ -493,10 +491,9 @@ class BatchWriter:
                     reason = quarantine.PARENT_QUARANTINED
                 else:
                     reason = quarantine.PARENT_MISSING
-                secret = any(c in self.reader.secrets or looks_secret(c) for c in column.split(", "))
-                shown = shown_value(column, value, secret)
-                target = f"{parent}.{referenced[0]}" if len(referenced) == 1 else f"{parent}.({', '.join(referenced)})"
-                rejects.append(Reject(key, column, reason, shown, f"{target} = {shown}"))
+                column = ", ".join(columns)
+                shown = shown_value(column, value, any(c in self.reader.secrets or looks_secret(c) for c in columns))
+                rejects.append(Reject(key, column, reason, shown, f"{reference_label(parent, referenced)} = {shown}"))
         return rejects
 
     def _sqlite_has(self, parent: str, columns: tuple[str, ...], values: list[Any]) -> set[Any]:
